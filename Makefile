@@ -1,0 +1,46 @@
+# One command per habit: `make run` (the main job), `make test` (lint + types + tests), `make bench`.
+# Every target installs what it needs into .venv from nothing (Python 3.11 and make are the only prerequisites).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export RECSYS_DATA_DIR ?= $(abspath ../shared/data)
+export PREFECT_HOME ?= $(abspath .prefect)
+export BENTOML_HOME ?= $(abspath .bentoml)
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+export PYTHONHASHSEED := 0
+
+.PHONY: install run test lint typecheck pytest bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip wheel setuptools
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/recsys run
+
+lint: install
+	$(BIN)/ruff check recsys flows tests
+	$(BIN)/ruff format --check recsys flows tests
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/pytest -q --timeout=900 $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: install
+	$(BIN)/python -m recsys.bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

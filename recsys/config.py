@@ -1,0 +1,172 @@
+"""``params.yaml`` parsed into validated pydantic models: the one source of settings.
+
+Nothing here runs at import time; call :func:`load_params`.
+
+Examples
+--------
+>>> params = Params()
+>>> params.split.test_fraction
+0.2
+>>> Params.model_validate(params.model_dump()) == params
+True
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from recsys.errors import ConfigError
+
+DATA_DIR_ENV = "RECSYS_DATA_DIR"
+"""Environment variable naming a local folder that holds the raw data sets."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestParams(_Section):
+    sources: tuple[Literal["lastfm", "spotify", "lyrics"], ...] = ("lastfm", "spotify", "lyrics")
+    download_retries: int = Field(3, ge=1, le=20)
+    download_timeout_s: float = Field(60.0, gt=0)
+
+
+class PrepareParams(_Section):
+    weight_transform: Literal["log", "linear", "binary"] = "log"
+    weight_alpha: float = Field(1.0, gt=0)
+    weight_scale: float = Field(1.0, gt=0)
+    max_plays: int = Field(1_000_000, gt=0)
+    min_user_interactions: int = Field(5, ge=1)
+    min_item_users: int = Field(1, ge=1)
+    min_tag_users: int = Field(1, ge=1)
+
+
+class FeatureGroup(_Section):
+    enabled: bool = True
+    weight: float = Field(1.0, ge=0)
+
+
+class TagFeatures(FeatureGroup):
+    top_n: int = Field(20, ge=1)
+    min_artists: int = Field(3, ge=1)
+
+
+class AudioFeatures(FeatureGroup):
+    bins: int = Field(4, ge=2, le=20)
+
+
+class LyricsFeatures(FeatureGroup):
+    max_features: int = Field(5000, ge=10)
+    svd_components: int = Field(16, ge=1)
+
+
+class FeaturesParams(_Section):
+    tags: TagFeatures = TagFeatures()
+    audio: AudioFeatures = AudioFeatures(weight=0.5)
+    lyrics: LyricsFeatures = LyricsFeatures(weight=0.5)
+    genre: FeatureGroup = FeatureGroup(weight=0.5)
+    identity: FeatureGroup = FeatureGroup()
+    normalize_rows: bool = True
+
+
+class SplitParams(_Section):
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    valid_fraction: float = Field(0.2, gt=0, lt=1)
+    cold_item_fraction: float = Field(0.1, ge=0, lt=1)
+    min_user_interactions: int = Field(5, ge=2)
+
+
+class LightFMParams(_Section):
+    loss: Literal["warp", "bpr", "logistic", "warp-kos"] = "warp"
+    no_components: int = Field(64, ge=1, le=1024)
+    learning_schedule: Literal["adagrad", "adadelta"] = "adagrad"
+    learning_rate: float = Field(0.05, gt=0)
+    item_alpha: float = Field(1e-6, ge=0)
+    user_alpha: float = Field(1e-6, ge=0)
+    max_sampled: int = Field(30, ge=1)
+    epochs: int = Field(40, ge=1)
+    eval_every: int = Field(5, ge=1)
+    patience: int = Field(2, ge=0)
+
+
+class SearchParams(_Section):
+    n_trials: int = Field(8, ge=1)
+    metric: str = "ndcg@10"
+    space: dict[str, list[float | int | str]] = Field(default_factory=dict)
+
+    @field_validator("space")
+    @classmethod
+    def _known_keys(cls, space: dict[str, list[float | int | str]]) -> dict[str, list[float | int | str]]:
+        unknown = set(space) - set(LightFMParams.model_fields)
+        if unknown:
+            raise ValueError(f"unknown LightFM parameter(s) in search space: {sorted(unknown)}")
+        empty = [key for key, values in space.items() if not values]
+        if empty:
+            raise ValueError(f"search space lists must not be empty: {empty}")
+        return space
+
+
+class EaseParams(_Section):
+    l2: float = Field(300.0, gt=0)
+    min_item_users: int = Field(3, ge=1)
+
+
+class ItemKNNParams(_Section):
+    neighbours: int = Field(100, ge=1)
+    shrink: float = Field(10.0, ge=0)
+
+
+class TrainParams(_Section):
+    num_threads: int = Field(2, ge=1)
+    lightfm: LightFMParams = LightFMParams()
+    search: SearchParams = SearchParams()
+    ease: EaseParams = EaseParams()
+    itemknn: ItemKNNParams = ItemKNNParams()
+
+
+class EvaluateParams(_Section):
+    ks: tuple[int, ...] = (5, 10, 20)
+    primary_k: int = 10
+    head_share: float = Field(0.2, gt=0, lt=1)
+    groups: tuple[str, ...] = ("niche", "medium", "mainstream")
+
+
+class Params(_Section):
+    """All settings of the pipeline; one attribute per ``params.yaml`` section."""
+
+    seed: int = 42
+    ingest: IngestParams = IngestParams()
+    prepare: PrepareParams = PrepareParams()
+    features: FeaturesParams = FeaturesParams()
+    split: SplitParams = SplitParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``; a bad value raises :class:`ConfigError` naming its field."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: parameters file not found (run from the project root)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: invalid parameters: {fields}") from exc
+
+
+def data_dir_from_env() -> Path | None:
+    """The local raw-data folder named by ``RECSYS_DATA_DIR``, or None when it is unset."""
+    value = os.environ.get(DATA_DIR_ENV, "").strip()
+    return Path(value).expanduser() if value else None
