@@ -1,0 +1,135 @@
+"""The ``recsys`` command line: one command per pipeline stage, plus ``run`` for the whole job.
+
+User errors (bad data, bad settings, unavailable sources) print one clear message and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from recsys import stages
+from recsys.config import Params, load_params
+from recsys.errors import RecsysError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+T = TypeVar("T")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="The parameters file.")]
+
+
+def _guarded(action: Callable[[], T]) -> T:
+    """Run ``action``; a RecsysError becomes one line on stderr and exit code 2."""
+    try:
+        return action()
+    except RecsysError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=2) from None
+
+
+def _params(path: Path) -> Params:
+    return _guarded(lambda: load_params(path))
+
+
+def _echo(summary: Any) -> None:
+    typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    # Only our own logger: DVC and Prefect configure theirs, and a root handler would print twice.
+    logger = logging.getLogger("recsys")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+@app.command()
+def ingest(
+    params: ParamsOpt = Path("params.yaml"),
+    out: Path = stages.RAW_DIR,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Local copy of the data sets (default: $RECSYS_DATA_DIR).")
+    ] = None,
+) -> None:
+    """Copy (from a local folder) or download (canonical URLs) the raw data, verified by checksums."""
+    settings = _params(params)
+    summary = _guarded(lambda: stages.ingest(settings, out, data_dir))
+    typer.echo(f"ingested {summary['files']} files ({summary['bytes']:,} bytes) in {summary['seconds']} s")
+
+
+@app.command()
+def prepare(
+    params: ParamsOpt = Path("params.yaml"), raw: Path = stages.RAW_DIR, out: Path = stages.PREPARED_DIR
+) -> None:
+    """Validate, clean and join the raw tables; write Parquet tables and the data-quality report."""
+    settings = _params(params)
+    quality = _guarded(lambda: stages.prepare(settings, raw, out))
+    _echo({"summary": quality["summary"], "joins": quality["joins"]})
+
+
+@app.command()
+def eda(prepared: Path = stages.PREPARED_DIR, out: Path = stages.REPORTS_DIR / "eda") -> None:
+    """Exploratory plots, the HTML report and the popularity-bias signals of the prepared data."""
+    summary = _guarded(lambda: stages.eda(prepared, out))
+    _echo(summary.get("bias_signals", summary))
+
+
+@app.command()
+def features(
+    params: ParamsOpt = Path("params.yaml"),
+    prepared: Path = stages.PREPARED_DIR,
+    out: Path = stages.FEATURES_DIR,
+) -> None:
+    """Build the item-feature matrix."""
+    settings = _params(params)
+    _echo(_guarded(lambda: stages.features(settings, prepared, out)))
+
+
+@app.command()
+def split(
+    params: ParamsOpt = Path("params.yaml"),
+    prepared: Path = stages.PREPARED_DIR,
+    out: Path = stages.SPLIT_DIR,
+) -> None:
+    """Make the evaluation splits."""
+    settings = _params(params)
+    _echo(_guarded(lambda: stages.split(settings, prepared, out)))
+
+
+@app.command()
+def repro(
+    target: Annotated[list[str] | None, typer.Argument(help="Stages to reproduce (default: all).")] = None,
+) -> None:
+    """Run the DVC pipeline (``dvc repro``) with this environment's ``recsys`` on the PATH."""
+    _guarded(lambda: reproduce(target or []))
+
+
+def reproduce(targets: list[str]) -> None:
+    """``dvc repro`` in-process; the stage commands find this interpreter's ``recsys`` first."""
+    from dvc.cli import main as dvc_main
+
+    bin_dir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    code = dvc_main(["repro", *targets])
+    if code != 0:
+        raise RecsysError(f"dvc repro failed with exit code {code} (see the stage output above)")
+
+
+@app.command()
+def run() -> None:
+    """The main job, end to end on the default data: every DVC stage in order."""
+    _guarded(lambda: reproduce([]))
+
+
+if __name__ == "__main__":
+    app()

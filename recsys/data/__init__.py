@@ -1,0 +1,1 @@
+"""Data sources, schemas, cleaning and joins: raw files in, prepared tables out."""

@@ -1,0 +1,197 @@
+"""The prepare stage: validated raw tables in, cleaned and joined Parquet tables plus a quality report out.
+
+Outputs in ``out_dir``: ``interactions.parquet``, ``items.parquet``, ``item_tags.parquet``,
+``tracks.parquet``, ``quality.json`` and ``quality.txt``. They are written only after every table passed
+validation, each atomically, so a failure leaves the previous outputs untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.columns import INTERACTIONS_COLUMNS, ITEM_TAGS_COLUMNS, ITEMS_COLUMNS, Col
+from recsys.config import PrepareParams
+from recsys.data import clean, joins
+from recsys.data.normalize import normalize_names
+from recsys.data.schemas import (
+    ARTISTS,
+    LYRICS_SONGS,
+    SPOTIFY_SONGS,
+    TAGS,
+    USER_ARTISTS,
+    USER_TAGGED_ARTISTS,
+    TableSchema,
+    read_table,
+)
+from recsys.io import write_json, write_parquet, write_text
+
+LASTFM_SOURCE = "lastfm"
+
+
+@dataclass
+class Prepared:
+    """The prepared tables and the data-quality report that describes how they were made."""
+
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+    item_tags: pd.DataFrame
+    tracks: pd.DataFrame
+    quality: dict[str, Any] = field(default_factory=dict)
+
+
+def _record(
+    quality: dict[str, Any], table: str, rows_in: int, rows_out: int, repairs: dict[str, int]
+) -> None:
+    quality["tables"][table] = {"rows_in": rows_in, "rows_out": rows_out, "repairs": repairs}
+
+
+def _read(raw_dir: Path, schema: TableSchema, quality: dict[str, Any]) -> pd.DataFrame:
+    frame, parse_repairs = read_table(raw_dir, schema)
+    quality["tables"][schema.name] = {"rows_in": len(frame), "repairs": dict(parse_repairs)}
+    return frame
+
+
+def _finish(quality: dict[str, Any], table: str, frame: pd.DataFrame, repairs: dict[str, int]) -> None:
+    entry = quality["tables"][table]
+    entry["repairs"].update(repairs)
+    entry["rows_out"] = len(frame)
+
+
+def build_interactions(
+    user_artists: pd.DataFrame, params: PrepareParams
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """String ids, raw plays, confidence weights; users and items below the minimum counts removed."""
+    frame = pd.DataFrame(
+        {
+            Col.USER: user_artists["userID"].astype(str),
+            Col.ITEM: user_artists["artistID"].astype(str),
+            Col.PLAYS: user_artists["weight"].astype(np.int64),
+        }
+    )
+    frame, dropped = clean.apply_min_counts(
+        frame, Col.USER, Col.ITEM, params.min_user_interactions, params.min_item_users
+    )
+    frame[Col.WEIGHT] = clean.confidence(frame[Col.PLAYS], params)
+    frame[Col.SOURCE] = LASTFM_SOURCE
+    frame = frame.sort_values([Col.USER, Col.ITEM], kind="stable").reset_index(drop=True)
+    return frame[list(INTERACTIONS_COLUMNS)], dropped
+
+
+def build_item_tags(tagged: pd.DataFrame, tags: pd.DataFrame, min_users: int) -> pd.DataFrame:
+    """Per (artist, tag): how many distinct users applied the tag; rare assignments removed."""
+    named = tagged.merge(tags, on="tagID")
+    counts = named.groupby(["artistID", "tag"])["userID"].nunique().rename(Col.COUNT).reset_index()
+    counts = counts[counts[Col.COUNT] >= min_users]
+    out = pd.DataFrame(
+        {Col.ITEM: counts["artistID"].astype(str), Col.TAG: counts["tag"], Col.COUNT: counts[Col.COUNT]}
+    )
+    return out.sort_values([Col.ITEM, Col.COUNT, Col.TAG], ascending=[True, False, True]).reset_index(
+        drop=True
+    )[list(ITEM_TAGS_COLUMNS)]
+
+
+def build_items(
+    artists: pd.DataFrame, interactions: pd.DataFrame, tracks: pd.DataFrame, lyrics: pd.DataFrame
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One row per artist: names, listening counts, Spotify audio profile and genres, lyrics."""
+    base = pd.DataFrame({Col.ITEM: artists["id"].astype(str), Col.NAME: artists["name"].astype(str)})
+    base[Col.NAME_NORM] = normalize_names(base[Col.NAME]).astype(str)
+    stats = interactions.groupby(Col.ITEM).agg(
+        **{Col.N_LISTENERS: (Col.USER, "nunique"), Col.TOTAL_PLAYS: (Col.PLAYS, "sum")}
+    )
+    base = base.merge(stats, how="left", left_on=Col.ITEM, right_index=True)
+    base[[Col.N_LISTENERS, Col.TOTAL_PLAYS]] = (
+        base[[Col.N_LISTENERS, Col.TOTAL_PLAYS]].fillna(0).astype(np.int64)
+    )
+    items, join_stats = joins.attach_to_artists(
+        base, joins.artist_profiles(tracks), joins.artist_lyrics(lyrics)
+    )
+    items = items.sort_values(Col.ITEM, kind="stable").reset_index(drop=True)
+    return items[list(ITEMS_COLUMNS)], join_stats
+
+
+def listens_with_spotify(interactions: pd.DataFrame, items: pd.DataFrame) -> dict[str, int]:
+    """How many listen rows and users involve an artist that has Spotify tracks."""
+    enriched = items.loc[items[Col.N_TRACKS] > 0, Col.ITEM]
+    rows = interactions[Col.ITEM].isin(enriched)
+    return {
+        "listens_with_spotify": int(rows.sum()),
+        "users_with_spotify_artist": int(interactions.loc[rows, Col.USER].nunique()),
+    }
+
+
+def prepare(raw_dir: Path, params: PrepareParams) -> Prepared:
+    """Validate, clean and join every raw table (pure apart from reading ``raw_dir``)."""
+    quality: dict[str, Any] = {"tables": {}, "joins": {}, "params": params.model_dump()}
+    artists = _read(raw_dir, ARTISTS, quality)
+    artists, repairs = clean.clean_artists(artists, str(raw_dir / ARTISTS.path))
+    _finish(quality, ARTISTS.name, artists, repairs)
+
+    user_artists = _read(raw_dir, USER_ARTISTS, quality)
+    user_artists, repairs = clean.clean_user_artists(
+        user_artists, artists["id"], params, str(raw_dir / USER_ARTISTS.path)
+    )
+    interactions, dropped = build_interactions(user_artists, params)
+    _finish(quality, USER_ARTISTS.name, interactions, repairs | dropped)
+
+    tags = _read(raw_dir, TAGS, quality)
+    tags, repairs = clean.clean_tags(tags)
+    _finish(quality, TAGS.name, tags, repairs)
+    tagged = _read(raw_dir, USER_TAGGED_ARTISTS, quality)
+    tagged, repairs = clean.clean_tagged_artists(tagged, artists["id"], tags["tagID"])
+    _finish(quality, USER_TAGGED_ARTISTS.name, tagged, repairs)
+
+    spotify = _read(raw_dir, SPOTIFY_SONGS, quality)
+    spotify, repairs = clean.clean_spotify(spotify)
+    _finish(quality, SPOTIFY_SONGS.name, spotify, repairs)
+    lyrics = _read(raw_dir, LYRICS_SONGS, quality)
+    lyrics, repairs = clean.clean_lyrics(lyrics)
+    _finish(quality, LYRICS_SONGS.name, lyrics, repairs)
+
+    tracks, lyric_stats = joins.match_lyrics(joins.spotify_tracks(spotify), lyrics)
+    items, artist_stats = build_items(artists, interactions, tracks, lyrics)
+    quality["joins"] = lyric_stats | artist_stats | listens_with_spotify(interactions, items)
+    quality["summary"] = {
+        "users": int(interactions[Col.USER].nunique()),
+        "items": len(items),
+        "items_with_listens": int((items[Col.N_LISTENERS] > 0).sum()),
+        "interactions": len(interactions),
+    }
+    item_tags = build_item_tags(tagged, tags, params.min_tag_users)
+    item_tags = item_tags[item_tags[Col.ITEM].isin(items[Col.ITEM])].reset_index(drop=True)
+    return Prepared(interactions, items, item_tags, tracks, quality)
+
+
+def quality_text(quality: dict[str, Any]) -> str:
+    """The quality report as plain text for people."""
+    lines = ["Data-quality report", "===================", ""]
+    for table, entry in quality["tables"].items():
+        lines.append(f"{table}: {entry['rows_in']:,} rows in, {entry.get('rows_out', 0):,} rows out")
+        lines += [f"  - {rule}: {count:,}" for rule, count in entry["repairs"].items() if count]
+    lines += ["", "Joins (by normalised names)"]
+    joined = quality["joins"]
+    lines += [f"  - {key}: {value:,}" for key, value in joined.items()]
+    if joined.get("lyrics_rows"):
+        rate = joined["lyrics_rows_matched"] / joined["lyrics_rows"]
+        lines.append(f"  Spotify x Genius: {rate:.1%} of lyric rows matched a Spotify track")
+    if joined.get("lastfm_artists"):
+        rate = joined["lastfm_artists_with_spotify"] / joined["lastfm_artists"]
+        lines.append(f"  Last.fm x Spotify: {rate:.1%} of artists have an audio profile")
+    lines += ["", "Summary"] + [f"  - {key}: {value:,}" for key, value in quality["summary"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_prepared(prepared: Prepared, out_dir: Path) -> None:
+    """Write every table and the report (each file atomically; all computed before the first write)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_parquet(out_dir / "interactions.parquet", prepared.interactions)
+    write_parquet(out_dir / "items.parquet", prepared.items)
+    write_parquet(out_dir / "item_tags.parquet", prepared.item_tags)
+    write_parquet(out_dir / "tracks.parquet", prepared.tracks)
+    write_json(out_dir / "quality.json", prepared.quality)
+    write_text(out_dir / "quality.txt", quality_text(prepared.quality))
