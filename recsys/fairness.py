@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import scipy.sparse as sp
+
+PAD_ITEM = -1
+"""Filler in a top-k array when a user has fewer than k candidate items; never a real item."""
 
 
 def item_popularity(interactions: sp.csr_matrix) -> np.ndarray:
@@ -40,3 +45,178 @@ def mainstreaminess(interactions: sp.csr_matrix) -> np.ndarray:
     totals = binary @ percentile
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, totals / counts, np.nan)
+
+
+def user_groups(
+    mainstreaminess_scores: np.ndarray, names: Sequence[str] = ("niche", "medium", "mainstream")
+) -> dict[str, np.ndarray]:
+    """Split users into equal-size quantile groups of mainstreaminess, lowest first.
+
+    Users whose score is NaN (no interactions) belong to no group. Users are ordered by score and then
+    by index, so equal scores at a boundary are split deterministically and group sizes differ by at
+    most one.
+
+    Parameters
+    ----------
+    mainstreaminess_scores
+        One score per user (see :func:`mainstreaminess`).
+    names
+        Group names from least to most mainstream (``params.evaluate.groups``).
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        Group name -> sorted user indices (int64).
+
+    Examples
+    --------
+    >>> groups = user_groups(np.array([0.9, np.nan, 0.1, 0.5, 0.2]), names=("low", "high"))
+    >>> {name: members.tolist() for name, members in groups.items()}
+    {'low': [2, 4], 'high': [0, 3]}
+    """
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"group names must be non-empty and distinct, got {list(names)}")
+    scores = np.asarray(mainstreaminess_scores, dtype=np.float64)
+    known = np.flatnonzero(~np.isnan(scores))
+    order = known[np.argsort(scores[known], kind="stable")]
+    parts = np.array_split(order, len(names))
+    return {name: np.sort(part).astype(np.int64) for name, part in zip(names, parts, strict=True)}
+
+
+def mean_list_value(top_k_items: np.ndarray, item_values: np.ndarray) -> np.ndarray:
+    """Per user: the mean of ``item_values`` over the user's recommended items (NaN for an empty list).
+
+    Padding entries (``PAD_ITEM``) are ignored.
+
+    Examples
+    --------
+    >>> mean_list_value(np.array([[0, 2], [1, -1], [-1, -1]]), np.array([1.0, 4.0, 3.0])).tolist()
+    [2.0, 4.0, nan]
+    """
+    valid = top_k_items != PAD_ITEM
+    values = np.where(valid, item_values[np.where(valid, top_k_items, 0)], 0.0)
+    counts = valid.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, values.sum(axis=1) / counts, np.nan)
+
+
+def popularity_lift(top_k_items: np.ndarray, train: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    """Per user: mean popularity of the recommended items / mean popularity of the user's training items.
+
+    Popularity is the number of training users of an item. A lift above 1 means the recommendations are
+    more mainstream than the user's own taste (popularity bias amplified); NaN when the user has no
+    training items or no recommendations.
+
+    Parameters
+    ----------
+    top_k_items
+        ``(len(users), k)`` recommended item indices, padded with ``PAD_ITEM``.
+    train
+        ``(n_users, n_items)`` training interactions.
+    users
+        Row of ``train`` for each row of ``top_k_items``.
+
+    Examples
+    --------
+    >>> train = sp.csr_matrix(np.array([[1, 0, 1], [1, 1, 0]]))
+    >>> popularity_lift(np.array([[0], [2]]), train, np.array([0, 1])).tolist()
+    [1.3333333333333333, 0.6666666666666666]
+    """
+    popularity = item_popularity(train)
+    recommended = mean_list_value(top_k_items, popularity)
+    own_rows = (sp.csr_matrix(train)[users] > 0).astype(np.float64)
+    counts = np.asarray(own_rows.sum(axis=1)).ravel()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        own = np.where(counts > 0, (own_rows @ popularity) / counts, np.nan)
+        return recommended / own
+
+
+def popularity_lift_summary(
+    lift: np.ndarray, users: np.ndarray, groups: Mapping[str, np.ndarray]
+) -> dict[str, dict[str, float | int]]:
+    """Summarise per-user popularity lift within each user group.
+
+    Parameters
+    ----------
+    lift
+        One value per entry of ``users`` (see :func:`popularity_lift`); NaN values are ignored.
+    users
+        User index of each entry of ``lift``.
+    groups
+        Group name -> user indices (see :func:`user_groups`).
+
+    Returns
+    -------
+    dict
+        Group name -> ``{"mean", "median", "share_above_one", "n_users"}``; a group with no finite
+        lift value holds only ``{"n_users": 0}``.
+    """
+    summary: dict[str, dict[str, float | int]] = {}
+    for name, members in groups.items():
+        values = lift[np.isin(users, members) & np.isfinite(lift)]
+        if values.size == 0:
+            summary[name] = {"n_users": 0}
+            continue
+        summary[name] = {
+            "mean": float(values.mean()),
+            "median": float(np.median(values)),
+            "share_above_one": float((values > 1.0).mean()),
+            "n_users": int(values.size),
+        }
+    return summary
+
+
+def rerank_popularity(scores: np.ndarray, popularity: np.ndarray, strength: float) -> np.ndarray:
+    """Penalise popular items: ``z(scores) - strength * z(log1p(popularity))``.
+
+    Both terms are standardised (scores per user row over its finite entries, log-popularity over the
+    catalogue), so ``strength`` means the same for every model whatever the scale of its scores: one
+    unit of strength trades one standard deviation of score for one standard deviation of
+    log-popularity. ``strength=0`` returns a positive affine transform of each row, so the ranking is
+    unchanged. Non-finite scores (e.g. ``-inf`` for excluded items) are kept as they are.
+
+    Parameters
+    ----------
+    scores
+        ``(n_items,)`` or ``(n_users, n_items)`` scores, higher is better.
+    popularity
+        ``(n_items,)`` number of training users per item (see :func:`item_popularity`).
+    strength
+        Penalty weight, ``>= 0``.
+
+    Returns
+    -------
+    np.ndarray
+        Adjusted float64 scores of the same shape as ``scores``.
+
+    Examples
+    --------
+    >>> adjusted = rerank_popularity(np.array([3.0, 2.0, 1.0]), np.array([100.0, 1.0, 1.0]), 2.0)
+    >>> adjusted.argsort()[::-1].tolist()
+    [1, 2, 0]
+    """
+    if not np.isfinite(strength) or strength < 0:
+        raise ValueError(f"strength must be a finite number >= 0, got {strength}")
+    values = np.asarray(scores, dtype=np.float64)
+    rows = np.atleast_2d(values)
+    if rows.shape[1] != len(popularity):
+        raise ValueError(f"scores have {rows.shape[1]} items but popularity has {len(popularity)}")
+    adjusted = _standardise_rows(rows) - strength * _standardise(np.log1p(popularity))
+    return adjusted.reshape(values.shape)
+
+
+def _standardise(values: np.ndarray) -> np.ndarray:
+    std = values.std()
+    return (values - values.mean()) / std if std > 0 else np.zeros_like(values)
+
+
+def _standardise_rows(rows: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(rows)
+    counts = np.maximum(finite.sum(axis=1, keepdims=True), 1)
+    filled = np.where(finite, rows, 0.0)
+    mean = filled.sum(axis=1, keepdims=True) / counts
+    spread = np.where(finite, rows - mean, 0.0)
+    std = np.sqrt((spread**2).sum(axis=1, keepdims=True) / counts)
+    # A row of equal scores has no spread; centring it alone keeps it a (trivial) monotone transform.
+    scale = np.where(std > 0, std, 1.0)
+    return np.where(finite, (rows - mean) / scale, rows)

@@ -23,6 +23,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes owner-only files; outputs are ordinary files, readable like any other.
+        os.chmod(tmp_path, 0o644)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
