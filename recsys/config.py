@@ -136,6 +136,18 @@ class EvaluateParams(_Section):
     groups: tuple[str, ...] = ("niche", "medium", "mainstream")
 
 
+class GateParams(_Section):
+    """When a challenger may replace the champion (both measured on the same test split)."""
+
+    primary_metric: str = "ndcg@10"
+    # The challenger must beat the champion's primary metric by at least this much (absolute).
+    min_improvement: float = Field(0.0, ge=0)
+    # Allowed regressions (absolute) on the guard metrics.
+    max_coverage_drop: float = Field(0.02, ge=0)
+    max_arp_increase_ratio: float = Field(0.05, ge=0)
+    max_group_ndcg_drop: float = Field(0.01, ge=0)
+
+
 class Params(_Section):
     """All settings of the pipeline; one attribute per ``params.yaml`` section."""
 
@@ -146,6 +158,7 @@ class Params(_Section):
     split: SplitParams = SplitParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    gate: GateParams = GateParams()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

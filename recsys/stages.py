@@ -14,7 +14,8 @@ import pandas as pd
 
 from recsys.columns import Col
 from recsys.config import Params, data_dir_from_env
-from recsys.io import write_json
+from recsys.errors import RecsysError
+from recsys.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +86,116 @@ def split(params: Params, prepared_dir: Path = PREPARED_DIR, out_dir: Path = SPL
     made = make_split(interactions, params.split, params.seed, items[Col.ITEM].tolist())
     save_split(made, out_dir)
     return split_summary(made)
+
+
+def _training_inputs(features_dir: Path, split_dir: Path) -> tuple[Any, Any]:
+    """The split and the item features with cold items' identity columns removed."""
+    from recsys.features import load_item_features, without_identity
+    from recsys.split import load_split
+
+    loaded = load_split(split_dir)
+    item_features = load_item_features(features_dir)
+    if list(item_features.item_ids) != list(loaded.item_ids):
+        raise RecsysError(f"{features_dir} and {split_dir} disagree on the item order: rerun both stages")
+    return loaded, without_identity(item_features, loaded.cold_items)
+
+
+def train(
+    params: Params,
+    features_dir: Path = FEATURES_DIR,
+    split_dir: Path = SPLIT_DIR,
+    out_dir: Path = MODELS_DIR,
+) -> dict[str, Any]:
+    """Search the hybrid's hyperparameters, refit the best, fit the baselines; save every model."""
+    from recsys import train as training
+    from recsys.config import LightFMParams
+    from recsys.models import LightFMRecommender
+
+    loaded, item_features = _training_inputs(features_dir, split_dir)
+    threads, seed = params.train.num_threads, params.seed
+    configs = training.sample_configurations(params.train.lightfm, params.train.search, seed)
+    trials = [
+        training.run_trial(
+            number,
+            config,
+            loaded.train,
+            loaded.valid,
+            item_features.matrix,
+            params.train.search.metric,
+            seed,
+            threads,
+        )
+        for number, config in enumerate(configs)
+    ]
+    best = training.best_trial(trials)
+    models: dict[str, Any] = {
+        training.HYBRID: training.refit(best, loaded.train_full, item_features.matrix, seed, threads)
+    }
+    cf = LightFMRecommender(params.train.lightfm, seed=seed, num_threads=threads, name=training.CF)
+    cf.fit(
+        loaded.train,
+        validation_score=training.validation_scorer(loaded.train, loaded.valid, params.train.search.metric),
+    )
+    cf_trial = training.Trial(
+        0, params.train.lightfm.model_dump(), max(s for _, s in cf.history), cf.best_epoch, 0.0, 0.0
+    )
+    models[training.CF] = training.refit(cf_trial, loaded.train_full, None, seed, threads)
+    models[training.CF].name = training.CF
+    models |= training.fit_baselines(loaded.train_full, params)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, model in models.items():
+        model.save(out_dir / f"{name}.npz")
+    trials_table = pd.DataFrame([trial.row() for trial in trials])
+    with atomic_path(out_dir / "trials.csv") as tmp:
+        trials_table.to_csv(tmp, index=False)
+    summary = {
+        "best_trial": best.row(),
+        "lightfm_cf_best_epoch": cf.best_epoch,
+        "n_trials": len(trials),
+        "search_seconds": round(sum(trial.seconds for trial in trials), 2),
+        "models": sorted(models),
+        "best_params": LightFMParams.model_validate(best.params).model_dump(),
+    }
+    write_json(out_dir / "train_summary.json", summary)
+    return summary
+
+
+MODEL_NAMES = ("lightfm_hybrid", "lightfm_cf", "ease", "itemknn", "most_popular")
+
+
+def evaluate(
+    params: Params,
+    features_dir: Path = FEATURES_DIR,
+    split_dir: Path = SPLIT_DIR,
+    models_dir: Path = MODELS_DIR,
+    metrics_dir: Path = METRICS_DIR,
+    plots_dir: Path = PLOTS_DIR,
+) -> dict[str, Any]:
+    """Every model on the test split (overall, per user group) and on the cold-start artists."""
+    from recsys.evaluation import cold_start_evaluate
+    from recsys.evaluation import evaluate as run_evaluation
+    from recsys.fairness import mainstreaminess, user_groups
+    from recsys.models import load_recommender
+    from recsys.reports import metrics_plots, offline_report
+
+    loaded, _ = _training_inputs(features_dir, split_dir)
+    groups = user_groups(mainstreaminess(loaded.train_full), params.evaluate.groups)
+    results, cold = {}, {}
+    for name in MODEL_NAMES:
+        model = load_recommender(models_dir / f"{name}.npz")
+        results[name] = run_evaluation(model.score, loaded.train_full, loaded.test, params.evaluate, groups)
+        cold[name] = cold_start_evaluate(
+            model.score, loaded.train_full, loaded.cold, loaded.cold_items, params.evaluate
+        )
+    report = offline_report(results, cold, params, split_summary_of(loaded))
+    write_json(metrics_dir / "offline.json", report)
+    for file_name, table in metrics_plots(report, params.evaluate).items():
+        with atomic_path(plots_dir / file_name) as tmp:
+            table.to_csv(tmp, index=False)
+    return report
+
+
+def split_summary_of(loaded: Any) -> dict[str, Any]:
+    from recsys.split import split_summary
+
+    return split_summary(loaded)

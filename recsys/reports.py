@@ -1,0 +1,58 @@
+"""Shaping evaluation results into ``metrics/offline.json`` and the tables behind the DVC plots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from recsys.config import EvaluateParams, Params
+from recsys.evaluation import EvaluationResult
+
+GROUP_METRICS = ("precision", "recall", "ndcg", "map", "arp", "long_tail_share")
+
+
+def offline_report(
+    results: Mapping[str, EvaluationResult],
+    cold: Mapping[str, EvaluationResult],
+    params: Params,
+    split_summary: Mapping[str, Any],
+) -> dict[str, Any]:
+    """``{"protocol", "models", "cold_start", "groups"}`` as documented in the README."""
+    protocol = {
+        "split": params.split.model_dump(),
+        "seed": params.seed,
+        "ks": list(params.evaluate.ks),
+        "head_share": params.evaluate.head_share,
+        "exclude_train_items": True,
+        "candidates": "all items (cold-start: the held-out artists only)",
+        "user_groups": "equal thirds by mainstreaminess (mean popularity percentile of train items)",
+        "sizes": dict(split_summary),
+    }
+    return {
+        "protocol": protocol,
+        "models": {name: dict(result.metrics) for name, result in results.items()},
+        "cold_start": {name: dict(result.metrics) for name, result in cold.items()},
+        "groups": {name: {g: dict(m) for g, m in result.groups.items()} for name, result in results.items()},
+    }
+
+
+def metrics_plots(report: Mapping[str, Any], params: EvaluateParams) -> dict[str, pd.DataFrame]:
+    """Tables for DVC plots: metrics by k (one per metric) and primary-k metrics by user group."""
+    models = report["models"]
+    tables: dict[str, pd.DataFrame] = {}
+    for metric in ("precision", "recall", "ndcg", "map", "coverage"):
+        rows = [
+            {"k": k} | {name: values.get(f"{metric}@{k}") for name, values in models.items()}
+            for k in params.ks
+        ]
+        tables[f"{metric}_by_k.csv"] = pd.DataFrame(rows)
+    k = params.primary_k
+    rows = [
+        {"group": group, "model": name} | {m: values.get(f"{m}@{k}") for m in GROUP_METRICS}
+        for name, groups in report["groups"].items()
+        for group, values in groups.items()
+    ]
+    tables["metrics_by_group.csv"] = pd.DataFrame(rows)
+    return tables
