@@ -107,6 +107,45 @@ def split(
 
 
 @app.command()
+def train(
+    params: ParamsOpt = Path("params.yaml"),
+    features: Path = stages.FEATURES_DIR,
+    split: Path = stages.SPLIT_DIR,
+    out: Path = stages.MODELS_DIR,
+) -> None:
+    """Hyperparameter search for the hybrid, refit of the best, and the baselines."""
+    settings = _params(params)
+    _echo(_guarded(lambda: stages.train(settings, features, split, out)))
+
+
+@app.command()
+def evaluate(
+    params: ParamsOpt = Path("params.yaml"),
+    features: Path = stages.FEATURES_DIR,
+    split: Path = stages.SPLIT_DIR,
+    models: Path = stages.MODELS_DIR,
+    metrics: Path = stages.METRICS_DIR,
+    plots: Path = stages.PLOTS_DIR,
+) -> None:
+    """Ranking, beyond-accuracy, per-group and cold-start metrics of every model."""
+    settings = _params(params)
+    report = _guarded(lambda: stages.evaluate(settings, features, split, models, metrics, plots))
+    _echo(metrics_table(report, settings.evaluate.primary_k))
+
+
+def metrics_table(report: dict[str, Any], k: int) -> dict[str, dict[str, float]]:
+    """The headline numbers of each model, rounded for the terminal."""
+    keys = (f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"map@{k}", f"coverage@{k}", f"arp@{k}", "auc")
+    table = {
+        name: {key: round(float(values[key]), 4) for key in keys if key in values}
+        for name, values in report["models"].items()
+    }
+    for name, values in report["cold_start"].items():
+        table[name]["cold_start_auc"] = round(float(values["auc"]), 4)
+    return table
+
+
+@app.command()
 def repro(
     target: Annotated[list[str] | None, typer.Argument(help="Stages to reproduce (default: all).")] = None,
 ) -> None:

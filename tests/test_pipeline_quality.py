@@ -1,0 +1,61 @@
+"""The stages end to end on the real data, with a small search: the quality floor of the product."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recsys import stages
+from recsys.config import Params
+
+MODELS = {"lightfm_hybrid", "lightfm_cf", "ease", "itemknn", "most_popular"}
+
+
+@pytest.fixture(scope="module")
+def offline(prepared_real: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("pipeline")
+    params = Params.model_validate(
+        Params().model_dump()
+        | {"train": Params().train.model_dump() | {"search": {"n_trials": 1, "metric": "ndcg@10", "space": {}}}}
+    )
+    stages.features(params, prepared_real, root / "features")
+    stages.split(params, prepared_real, root / "split")
+    stages.train(params, root / "features", root / "split", root / "models")
+    stages.evaluate(params, root / "features", root / "split", root / "models", root / "metrics", root / "plots")
+    report: dict[str, Any] = json.loads((root / "metrics" / "offline.json").read_text())
+    report["_root"] = str(root)
+    return report
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_report_has_every_model_group_and_plot(offline: dict[str, Any]) -> None:
+    assert set(offline["models"]) == MODELS
+    assert set(offline["cold_start"]) == MODELS
+    for name in MODELS:
+        assert set(offline["groups"][name]) == {"niche", "medium", "mainstream"}
+        for key in ("precision@10", "recall@10", "f1@10", "map@10", "ndcg@10", "coverage@10", "arp@10", "auc"):
+            assert 0 <= offline["models"][name][key] < 1e6, (name, key)
+    plots = Path(offline["_root"]) / "plots"
+    assert {p.name for p in plots.iterdir()} >= {"ndcg_by_k.csv", "metrics_by_group.csv"}
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_hybrid_beats_most_popular_by_a_wide_margin(offline: dict[str, Any]) -> None:
+    hybrid, popular = offline["models"]["lightfm_hybrid"], offline["models"]["most_popular"]
+    assert hybrid["ndcg@10"] > 2 * popular["ndcg@10"]
+    assert hybrid["precision@10"] > 2 * popular["precision@10"]
+    assert hybrid["coverage@10"] > 10 * popular["coverage@10"]
+    assert hybrid["arp@10"] < popular["arp@10"]
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_cold_start_artists_are_ranked_by_features(offline: dict[str, Any]) -> None:
+    cold = offline["cold_start"]
+    assert cold["lightfm_hybrid"]["auc"] > 0.85
+    assert cold["lightfm_cf"]["auc"] < 0.6  # without features a never-seen artist is a coin flip
