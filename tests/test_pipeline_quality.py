@@ -19,12 +19,17 @@ def offline(prepared_real: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     root = tmp_path_factory.mktemp("pipeline")
     params = Params.model_validate(
         Params().model_dump()
-        | {"train": Params().train.model_dump() | {"search": {"n_trials": 1, "metric": "ndcg@10", "space": {}}}}
+        | {
+            "train": Params().train.model_dump()
+            | {"search": {"n_trials": 1, "metric": "ndcg@10", "space": {}}}
+        }
     )
     stages.features(params, prepared_real, root / "features")
     stages.split(params, prepared_real, root / "split")
     stages.train(params, root / "features", root / "split", root / "models")
-    stages.evaluate(params, root / "features", root / "split", root / "models", root / "metrics", root / "plots")
+    stages.evaluate(
+        params, root / "features", root / "split", root / "models", root / "metrics", root / "plots"
+    )
     report: dict[str, Any] = json.loads((root / "metrics" / "offline.json").read_text())
     report["_root"] = str(root)
     return report
@@ -37,7 +42,16 @@ def test_report_has_every_model_group_and_plot(offline: dict[str, Any]) -> None:
     assert set(offline["cold_start"]) == MODELS
     for name in MODELS:
         assert set(offline["groups"][name]) == {"niche", "medium", "mainstream"}
-        for key in ("precision@10", "recall@10", "f1@10", "map@10", "ndcg@10", "coverage@10", "arp@10", "auc"):
+        for key in (
+            "precision@10",
+            "recall@10",
+            "f1@10",
+            "map@10",
+            "ndcg@10",
+            "coverage@10",
+            "arp@10",
+            "auc",
+        ):
             assert 0 <= offline["models"][name][key] < 1e6, (name, key)
     plots = Path(offline["_root"]) / "plots"
     assert {p.name for p in plots.iterdir()} >= {"ndcg_by_k.csv", "metrics_by_group.csv"}
