@@ -1,0 +1,95 @@
+"""The CLI turns bad input into one clear message, exit code 2, and no partial output."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from recsys.cli import app
+from recsys.data.schemas import ARTISTS, USER_ARTISTS
+from tests.conftest import PROJECT_ROOT
+from tests.data.raw_fixture import write_raw
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def raw(tmp_path: Path) -> Path:
+    return write_raw(tmp_path / "raw")
+
+
+def prepare(raw: Path, out: Path, params: Path = PROJECT_ROOT / "params.yaml") -> tuple[int, str]:
+    result = runner.invoke(app, ["prepare", "--params", str(params), "--raw", str(raw), "--out", str(out)])
+    return result.exit_code, result.output
+
+
+def break_listens(raw: Path, line: int, replacement: str) -> None:
+    path = raw / USER_ARTISTS.path
+    lines = path.read_text().splitlines()
+    lines[line - 1] = replacement
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_prepare_succeeds_on_valid_input(raw: Path, tmp_path: Path) -> None:
+    code, output = prepare(raw, tmp_path / "out")
+    assert code == 0, output
+    assert (tmp_path / "out" / "quality.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda raw: break_listens(raw, 3, "1\t2\t-7"), "column 'weight'"),
+        (lambda raw: break_listens(raw, 3, "1\t2\tlots"), "'lots' is not a number"),
+        (lambda raw: break_listens(raw, 1, "userID,artistID,weight"), "wrong delimiter"),
+        (lambda raw: break_listens(raw, 1, "userID\tartistID\tlistens"), "missing column"),
+        (lambda raw: (raw / ARTISTS.path).write_bytes(b"id\tname\n1\t\xff\xfe\n"), "invalid utf-8"),
+        (lambda raw: break_listens(raw, 3, "1\t1\t999"), "conflicting duplicate"),
+    ],
+)
+def test_bad_input_exits_2_and_leaves_previous_outputs(raw: Path, tmp_path: Path, damage, expected) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "out"
+    assert prepare(raw, out)[0] == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    damage(raw)
+    code, output = prepare(raw, out)
+    assert code == 2
+    assert expected in output and "Traceback" not in output
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # nothing half-written
+
+
+def test_bad_input_writes_nothing_into_an_empty_folder(raw: Path, tmp_path: Path) -> None:
+    break_listens(raw, 4, "2\t3")  # truncated row
+    code, output = prepare(raw, tmp_path / "fresh")
+    assert code == 2 and "truncated" in output
+    assert not (tmp_path / "fresh").exists() or not any((tmp_path / "fresh").iterdir())
+
+
+def test_invalid_params_name_the_field(raw: Path, tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    shutil.copy(PROJECT_ROOT / "params.yaml", params)
+    params.write_text(params.read_text().replace("min_user_interactions: 5", "min_user_interactions: -1", 1))
+    code, output = prepare(raw, tmp_path / "out", params)
+    assert code == 2
+    assert "prepare.min_user_interactions" in output
+
+
+def test_ingest_offline_without_local_copy_says_how_to_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RECSYS_DATA_DIR", raising=False)
+    params = tmp_path / "params.yaml"
+    text = (PROJECT_ROOT / "params.yaml").read_text()
+    params.write_text(
+        text.replace("download_retries: 3", "download_retries: 1").replace(
+            "sources: [lastfm, spotify, lyrics]", "sources: [spotify]"
+        )
+    )
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # a closed port: no real network is touched
+    result = runner.invoke(app, ["ingest", "--params", str(params), "--out", str(tmp_path / "raw")])
+    assert result.exit_code == 2
+    assert "RECSYS_DATA_DIR" in result.output
+    assert not (tmp_path / "raw" / "spotify-songs-tidytuesday-2020-01-21").exists()
