@@ -9,6 +9,7 @@ export PREFECT_HOME ?= $(abspath .prefect)
 export BENTOML_HOME ?= $(abspath .bentoml)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
+export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 

@@ -18,8 +18,12 @@ import typer
 from recsys import stages
 from recsys.config import Params, load_params
 from recsys.errors import RecsysError
+from recsys.registry_cli import model_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.add_typer(
+    model_app, name="model", help="The model registry (BentoML store): list, show, promote, rollback."
+)
 T = TypeVar("T")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="The parameters file.")]

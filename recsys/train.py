@@ -10,6 +10,7 @@ too, so every model is evaluated on the untouched test part.
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from recsys.evaluation import rank_top_k, ranking_metrics
 from recsys.models import EASE, ItemKNN, LightFMRecommender, MostPopular, Recommender
 
 HYBRID, CF = "lightfm_hybrid", "lightfm_cf"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,10 @@ def run_trial(
     model = LightFMRecommender(config, seed=seed, num_threads=num_threads)
     model.fit(train, item_features, validation_score=validation_scorer(train, valid, metric))
     best = max((score for _, score in model.history), default=float("nan"))
+    log.info(
+        "trial %d: %s=%.4f at epoch %d (%.1f s) %s",
+        number, metric, best, model.best_epoch, time.perf_counter() - start, config.model_dump(),
+    )  # fmt: skip
     return Trial(
         number=number,
         params=config.model_dump(),

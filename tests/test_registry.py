@@ -1,0 +1,341 @@
+"""The model registry against a real BentoML store in a temporary BENTOML_HOME.
+
+The project folder (prepared tables, features, split, a trained hybrid, a dvc.lock) is built once from small
+synthetic data with the project's own functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from filelock import FileLock
+from typer.testing import CliRunner
+
+from recsys import registry
+from recsys.columns import Col
+from recsys.config import FeaturesParams, LightFMParams, SplitParams
+from recsys.features import build_item_features, save_item_features, without_identity
+from recsys.io import write_parquet
+from recsys.models import LightFMRecommender, load_recommender
+from recsys.registry import (
+    CANDIDATE,
+    CHAMPION,
+    MODEL_NAME,
+    RETIRED,
+    ROLLED_BACK,
+    NoChampionError,
+    NothingToRollBackError,
+    RegistryError,
+)
+from recsys.registry_cli import model_app
+from recsys.split import PARTS, load_split, make_split, save_split
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+N_USERS, N_ITEMS = 20, 15
+LYRICS_MARKER = "never-serve-these-lyrics"
+TAG_VOCABULARY = ("rock", "pop", "indie", "jazz", "metal", "folk", "80s", "female vocalists")
+
+
+@dataclass(frozen=True)
+class Project:
+    """Folders and files of a tiny pipeline run."""
+
+    root: Path
+    models: Path
+    features: Path
+    split: Path
+    prepared: Path
+    dvc_lock: Path
+
+    def save(self, ndcg: float, home: Path, **overrides: Any) -> str:
+        """Save a candidate whose recorded ndcg@10 is ``ndcg``."""
+        metrics = {
+            "metrics": {"ndcg@10": ndcg, "coverage@10": 0.5, "arp@10": 7.0, "n_users": 20},
+            "groups": {"niche": {"ndcg@10": ndcg / 2, "n_users": 7}},
+        }
+        arguments: dict[str, Any] = {
+            "params_dict": {"seed": 0, "split": {"test_fraction": 0.2}, "evaluate": {"ks": (5, 10)}},
+            "dvc_lock_hash": registry.dvc_lock_hash(self.dvc_lock),
+            "git_commit": "0123456789abcdef0123456789abcdef01234567",
+            "prepared_dir": self.prepared,
+            "top_tags": 2,
+            "home": home,
+        } | overrides
+        return registry.save_champion_candidate(self.models, self.features, self.split, metrics, **arguments)
+
+
+def _listens(rng: np.random.Generator) -> np.ndarray:
+    """A 20 x 15 random listening matrix where every user has >= 5 artists and every artist a listener."""
+    dense = rng.random((N_USERS, N_ITEMS)) < 0.35
+    for user in range(N_USERS):
+        dense[user, rng.choice(N_ITEMS, size=5, replace=False)] = True
+    return dense
+
+
+def _build_project(root: Path, seed: int = 0) -> Project:
+    rng = np.random.default_rng(seed)
+    users, items = np.nonzero(_listens(rng))
+    item_ids = [f"a{item:02d}" for item in range(N_ITEMS)]
+    interactions = pd.DataFrame(
+        {
+            Col.USER: [f"u{user:02d}" for user in users],
+            Col.ITEM: [item_ids[item] for item in items],
+            Col.WEIGHT: 1 + np.log1p(rng.integers(1, 500, size=len(users))).astype(np.float32),
+        }
+    )
+    catalogue = pd.DataFrame(
+        {
+            Col.ITEM: item_ids,
+            Col.NAME: [f"Artist {item}" for item in range(N_ITEMS)],
+            Col.GENRES: ["pop|rock" if item % 2 else "jazz" for item in range(N_ITEMS)],
+            Col.LYRICS: [f"{LYRICS_MARKER} {item}" for item in range(N_ITEMS)],
+        }
+    )
+    tag_rows = [
+        (item_id, tag, int(rng.integers(1, 9)))
+        for item_id in item_ids
+        for tag in rng.choice(TAG_VOCABULARY, size=4, replace=False)
+    ]
+    item_tags = pd.DataFrame(tag_rows, columns=[Col.ITEM, Col.TAG, Col.COUNT])
+    project = Project(
+        root, root / "models", root / "features", root / "split", root / "prepared", root / "dvc.lock"
+    )
+    write_parquet(project.prepared / "items.parquet", catalogue)
+    write_parquet(project.prepared / "item_tags.parquet", item_tags)
+    feature_params = FeaturesParams.model_validate(
+        {"tags": {"min_artists": 1}, "audio": {"enabled": False}, "lyrics": {"enabled": False}}
+    )
+    features = build_item_features(catalogue, item_tags, feature_params, seed=seed)
+    save_item_features(features, project.features)
+    split = make_split(interactions, SplitParams(), seed, item_ids)
+    save_split(split, project.split)
+    model = LightFMRecommender(LightFMParams(no_components=4, epochs=3), seed=seed)
+    model.fit(split.train_full, without_identity(features, split.cold_items).matrix)
+    model.save(project.models / "lightfm_hybrid.npz")
+    cf = LightFMRecommender(LightFMParams(no_components=4, epochs=1), seed=seed).fit(split.train_full)
+    cf.save(project.models / "lightfm_cf.npz")
+    project.dvc_lock.write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
+    return project
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    return _build_project(tmp_path_factory.mktemp("project"))
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh BentoML home, also set as BENTOML_HOME so calls without ``home`` use it."""
+    path = tmp_path / "bentoml"
+    monkeypatch.setenv("BENTOML_HOME", str(path))
+    monkeypatch.setenv("BENTOML_DO_NOT_TRACK", "true")
+    return path
+
+
+def test_saved_candidate_has_labels_and_metadata(project: Project, home: Path) -> None:
+    tag = project.save(0.25, home)
+    assert re.fullmatch(rf"{MODEL_NAME}:[a-z0-9]+", tag)
+    (info,) = registry.list_models()
+    assert info.tag == tag
+    assert info.stage == CANDIDATE
+    assert info.path.parent.parent == home / "models"
+    metadata = info.metadata
+    assert metadata["dvc_lock_hash"] == hashlib.sha256(project.dvc_lock.read_bytes()).hexdigest()
+    assert metadata["git_commit"] == "0123456789abcdef0123456789abcdef01234567"
+    assert metadata["metrics"]["ndcg@10"] == pytest.approx(0.25)
+    assert metadata["group_metrics"]["niche"]["ndcg@10"] == pytest.approx(0.125)
+    assert metadata["params"]["evaluate"]["ks"] == [5, 10]
+    assert re.fullmatch(r"[0-9a-f]{64}", metadata["data_version"])
+    assert metadata["data_version"] == registry.data_version(project.split, project.features)
+    created = pd.Timestamp(metadata["created_at"])
+    assert created.tzinfo is not None and created.utcoffset() == pd.Timedelta(0)
+    assert (metadata["n_users"], metadata["n_items"]) == (N_USERS, N_ITEMS)
+    assert info.candidate["metrics"]["ndcg@10"] == pytest.approx(0.25)
+    assert registry.champion() is None
+
+
+def test_artifact_holds_names_and_top_tags_but_never_lyrics(project: Project, home: Path) -> None:
+    info = registry.get_model(project.save(0.25, home))
+    catalogue = pd.read_parquet(info.path / registry.CATALOGUE_FILE)
+    assert catalogue.columns.tolist() == [Col.ITEM, Col.NAME]
+    for file in info.path.rglob("*"):
+        if file.is_file():
+            assert LYRICS_MARKER.encode() not in file.read_bytes(), file
+    tags = pd.read_parquet(info.path / registry.TAGS_FILE)
+    source = pd.read_parquet(project.prepared / "item_tags.parquet")
+    assert tags.groupby(Col.ITEM).size().max() == 2
+    for item_id, kept in tags.groupby(Col.ITEM):
+        counts = source.loc[source[Col.ITEM] == item_id, Col.COUNT].sort_values(ascending=False)
+        assert kept[Col.COUNT].tolist() == counts.head(2).tolist()
+
+
+def test_promote_retires_the_old_champion_and_rollback_restores_it(project: Project, home: Path) -> None:
+    first, second = project.save(0.20, home), project.save(0.30, home)
+    created = {info.tag: info.created_at for info in registry.list_models()}
+    assert registry.promote(first).stage == CHAMPION
+    assert registry.promote(second).tag == second
+    stages = {info.tag: info.stage for info in registry.list_models()}
+    assert stages == {first: RETIRED, second: CHAMPION}
+    champion = registry.champion()
+    assert champion is not None and champion.tag == second
+    assert champion.metadata["metrics"]["ndcg@10"] == pytest.approx(0.30)
+
+    restored = registry.rollback()
+    assert restored.tag == first
+    stages = {info.tag: info.stage for info in registry.list_models()}
+    assert stages == {first: CHAMPION, second: ROLLED_BACK}
+    # Relabelling keeps BentoML's descriptor intact: same creation times, readable by BentoML.
+    assert {info.tag: info.created_at for info in registry.list_models()} == created
+    with pytest.raises(NothingToRollBackError, match=rf"nothing to roll back to.*champion is {first}"):
+        registry.rollback()
+
+
+def test_rollback_with_nothing_retired_is_a_clear_error(project: Project, home: Path) -> None:
+    with pytest.raises(NothingToRollBackError, match="there is no champion"):
+        registry.rollback()
+    registry.promote(project.save(0.2, home))
+    with pytest.raises(NothingToRollBackError, match="no retired music_recommender model"):
+        registry.rollback()
+
+
+def test_promoting_the_champion_again_changes_nothing(project: Project, home: Path) -> None:
+    tag = project.save(0.2, home)
+    first = registry.promote(tag)
+    again = registry.promote(tag.split(":")[1][:8])
+    assert (again.tag, again.stage, again.stage_since) == (first.tag, CHAMPION, first.stage_since)
+
+
+def test_load_artifact_scores_like_the_saved_model(project: Project, home: Path) -> None:
+    registry.promote(project.save(0.2, home))
+    artifact = registry.load_artifact()
+    saved = load_recommender(project.models / "lightfm_hybrid.npz")
+    users = np.arange(N_USERS)
+    np.testing.assert_array_equal(artifact.model.score(users), saved.score(users))
+    split_users = pd.read_parquet(project.split / "users.parquet")[Col.USER].tolist()
+    assert artifact.user_ids == split_users
+    assert artifact.item_ids == [f"a{item:02d}" for item in range(N_ITEMS)]
+    assert artifact.names[3] == "Artist 3"
+    assert all(len(tags) == 2 for tags in artifact.tags)
+    assert artifact.item_features.matrix.shape[0] == N_ITEMS
+    assert (artifact.item_features.matrix != artifact.model.item_features).nnz == 0
+    assert artifact.known.shape == (N_USERS, N_ITEMS)
+    split = load_split(project.split)
+    assert artifact.known.nnz == sum(split.part(part).nnz for part in PARTS)
+    assert artifact.user_index[split_users[4]] == 4
+    assert artifact.metadata["metrics"]["ndcg@10"] == pytest.approx(0.2)
+
+
+def test_load_artifact_detects_a_corrupt_file(project: Project, home: Path) -> None:
+    info = registry.get_model(project.save(0.2, home))
+    with open(info.path / registry.MODEL_FILE, "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\x00corrupt\x00")
+    with pytest.raises(RegistryError, match=r"model\.npz is missing or corrupt"):
+        registry.load_artifact(info.tag)
+
+
+def test_unknown_tags_and_missing_champion_are_clear_errors(project: Project, home: Path) -> None:
+    with pytest.raises(NoChampionError, match="promote one first"):
+        registry.load_artifact()
+    with pytest.raises(RegistryError, match=rf"no model {MODEL_NAME}:nosuchversion in the store"):
+        registry.promote("nosuchversion")
+
+
+def test_saving_a_model_without_features_is_refused(project: Project, home: Path) -> None:
+    with pytest.raises(RegistryError, match="without item features, not the hybrid"):
+        project.save(0.2, home, source_model="lightfm_cf")
+    with pytest.raises(RegistryError, match="cannot package"):
+        project.save(0.2, home, source_model="missing")
+    assert registry.list_models() == []
+
+
+def test_home_is_resolved_at_each_call(
+    project: Project, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other-home"
+    tag = project.save(0.2, other)
+    assert registry.list_models() == []
+    assert [info.tag for info in registry.list_models(other)] == [tag]
+    assert registry.bentoml_home() == home.resolve()
+    # BentoML caches its own store at first use; the registry follows BENTOML_HOME whenever it changes.
+    monkeypatch.setenv("BENTOML_HOME", str(other))
+    assert [info.tag for info in registry.list_models()] == [tag]
+
+
+def test_a_held_lock_times_out_with_a_clear_error(
+    project: Project, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tag = project.save(0.2, home)
+    monkeypatch.setattr(registry, "LOCK_TIMEOUT_S", 0.2)
+    with FileLock(home / registry.LOCK_FILE), pytest.raises(RegistryError, match="stayed locked"):
+        registry.promote(tag)
+    assert registry.get_model(tag).stage == CANDIDATE
+
+
+def _promote_when_ready(home: str, tag: str, barrier: Any) -> None:
+    barrier.wait(timeout=60)
+    registry.promote(tag, home)
+
+
+def test_concurrent_promotions_end_with_exactly_one_champion(project: Project, home: Path) -> None:
+    tags = [project.save(0.2, home), project.save(0.3, home)]
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(len(tags))
+    workers = [context.Process(target=_promote_when_ready, args=(str(home), tag, barrier)) for tag in tags]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    stages = sorted(info.stage for info in registry.list_models())
+    assert stages == [CHAMPION, RETIRED]
+    champion = registry.champion()
+    assert champion is not None and champion.tag in tags
+
+
+def test_dvc_lock_hash_and_git_commit(tmp_path: Path) -> None:
+    lock = tmp_path / "dvc.lock"
+    lock.write_bytes(b"schema: '2.0'\n")
+    assert registry.dvc_lock_hash(lock) == hashlib.sha256(b"schema: '2.0'\n").hexdigest()
+    assert registry.dvc_lock_hash(tmp_path / "absent.lock") == "unknown"
+    assert registry.git_commit(tmp_path) == "unknown"
+    if (PROJECT_ROOT / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{40}", registry.git_commit(PROJECT_ROOT))
+
+
+def test_cli_lists_shows_promotes_and_rolls_back(project: Project, home: Path) -> None:
+    runner = CliRunner()
+    assert "no music_recommender models" in runner.invoke(model_app, ["list"]).output
+    first, second = project.save(0.2, home), project.save(0.3, home)
+
+    promoted = runner.invoke(model_app, ["promote", first])
+    assert promoted.exit_code == 0, promoted.output
+    assert promoted.output.strip() == f"promoted {first} to champion (first champion)"
+    promoted = runner.invoke(model_app, ["promote", second, "--home", str(home)])
+    assert promoted.output.strip() == f"promoted {second} to champion; {first} retired"
+
+    listing = runner.invoke(model_app, ["list"]).output.splitlines()
+    assert listing[0].split()[:2] == ["tag", "stage"]
+    assert [line.split()[:2] for line in listing[1:]] == [[first, RETIRED], [second, CHAMPION]]
+    assert "0.3000" in listing[2]
+
+    shown = json.loads(runner.invoke(model_app, ["show"]).output)
+    assert shown["tag"] == second and shown["metadata"]["git_commit"].startswith("0123")
+    assert shown["size_bytes"] > 0
+
+    rolled = runner.invoke(model_app, ["rollback"])
+    assert rolled.output.strip() == f"rolled back: {second} is rolled_back; {first} is the champion again"
+    failed = runner.invoke(model_app, ["rollback"])
+    assert failed.exit_code == 2
+    assert "error: nothing to roll back to" in failed.output
+    missing = runner.invoke(model_app, ["show", "nosuchversion"])
+    assert missing.exit_code == 2 and "no model music_recommender:nosuchversion" in missing.output
