@@ -19,6 +19,7 @@ from recsys import stages
 from recsys.config import Params, load_params
 from recsys.errors import RecsysError
 from recsys.registry_cli import model_app
+from recsys.reports import headline
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(
@@ -134,19 +135,7 @@ def evaluate(
     """Ranking, beyond-accuracy, per-group and cold-start metrics of every model."""
     settings = _params(params)
     report = _guarded(lambda: stages.evaluate(settings, features, split, models, metrics, plots))
-    _echo(metrics_table(report, settings.evaluate.primary_k))
-
-
-def metrics_table(report: dict[str, Any], k: int) -> dict[str, dict[str, float]]:
-    """The headline numbers of each model, rounded for the terminal."""
-    keys = (f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"map@{k}", f"coverage@{k}", f"arp@{k}", "auc")
-    table = {
-        name: {key: round(float(values[key]), 4) for key in keys if key in values}
-        for name, values in report["models"].items()
-    }
-    for name, values in report["cold_start"].items():
-        table[name]["cold_start_auc"] = round(float(values["auc"]), 4)
-    return table
+    _echo(headline(report, settings.evaluate.primary_k))
 
 
 @app.command()

@@ -70,7 +70,7 @@ class FeaturesParams(_Section):
     audio: AudioFeatures = AudioFeatures(weight=0.5)
     lyrics: LyricsFeatures = LyricsFeatures(weight=0.5)
     genre: FeatureGroup = FeatureGroup(weight=0.5)
-    identity: FeatureGroup = FeatureGroup()
+    identity: FeatureGroup = FeatureGroup(weight=0.5)
     normalize_rows: bool = True
 
 

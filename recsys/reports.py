@@ -56,3 +56,15 @@ def metrics_plots(report: Mapping[str, Any], params: EvaluateParams) -> dict[str
     ]
     tables["metrics_by_group.csv"] = pd.DataFrame(rows)
     return tables
+
+
+def headline(report: Mapping[str, Any], k: int) -> dict[str, dict[str, float]]:
+    """Per model, the headline numbers at ``k`` plus AUC and cold-start AUC, rounded to 4 places."""
+    keys = (f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"map@{k}", f"coverage@{k}", f"arp@{k}", "auc")
+    table = {
+        name: {key: round(float(values[key]), 4) for key in keys if key in values}
+        for name, values in report["models"].items()
+    }
+    for name, values in report.get("cold_start", {}).items():
+        table.setdefault(name, {})["cold_start_auc"] = round(float(values["auc"]), 4)
+    return table

@@ -176,7 +176,7 @@ def evaluate(
     from recsys.evaluation import evaluate as run_evaluation
     from recsys.fairness import mainstreaminess, user_groups
     from recsys.models import load_recommender
-    from recsys.reports import metrics_plots, offline_report
+    from recsys.reports import headline, metrics_plots, offline_report
 
     loaded, _ = _training_inputs(features_dir, split_dir)
     groups = user_groups(mainstreaminess(loaded.train_full), params.evaluate.groups)
@@ -189,6 +189,7 @@ def evaluate(
         )
     report = offline_report(results, cold, params, split_summary_of(loaded))
     write_json(metrics_dir / "offline.json", report)
+    write_json(metrics_dir / "summary.json", headline(report, params.evaluate.primary_k))
     for file_name, table in metrics_plots(report, params.evaluate).items():
         with atomic_path(plots_dir / file_name) as tmp:
             table.to_csv(tmp, index=False)

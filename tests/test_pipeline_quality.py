@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from recsys import stages
-from recsys.config import Params
+from recsys.config import Params, load_params
+from tests.conftest import PROJECT_ROOT
 
 MODELS = {"lightfm_hybrid", "lightfm_cf", "ease", "itemknn", "most_popular"}
 
@@ -17,13 +18,11 @@ MODELS = {"lightfm_hybrid", "lightfm_cf", "ease", "itemknn", "most_popular"}
 @pytest.fixture(scope="module")
 def offline(prepared_real: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("pipeline")
-    params = Params.model_validate(
-        Params().model_dump()
-        | {
-            "train": Params().train.model_dump()
-            | {"search": {"n_trials": 1, "metric": "ndcg@10", "space": {}}}
-        }
-    )
+    # The project's params.yaml, with a one-trial search and fewer epochs to keep CI time down.
+    settings = load_params(PROJECT_ROOT / "params.yaml").model_dump()
+    settings["train"]["search"]["n_trials"] = 1
+    settings["train"]["lightfm"]["epochs"] = 40
+    params = Params.model_validate(settings)
     stages.features(params, prepared_real, root / "features")
     stages.split(params, prepared_real, root / "split")
     stages.train(params, root / "features", root / "split", root / "models")
