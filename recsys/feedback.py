@@ -1,0 +1,462 @@
+"""The durable store of listener feedback: play, like, skip and dislike events.
+
+SQLite (WAL journal, ``synchronous=FULL``) by default, PostgreSQL by URL. Every write is committed before
+:meth:`FeedbackStore.add_events` returns, retries are idempotent on ``event_id``, and the retraining export
+pages through a monotonically increasing surrogate key so the same event is never exported twice.
+
+Examples
+--------
+>>> store = FeedbackStore("sqlite://")
+>>> store.add_events([FeedbackEvent(user_id="u1", item_id="a1", event="dislike", event_id="e1")])
+AddResult(inserted=1, duplicates=0)
+>>> store.add_events([FeedbackEvent(user_id="u1", item_id="a1", event="dislike", event_id="e1")])
+AddResult(inserted=0, duplicates=1)
+>>> store.disliked_items("u1")
+{'a1'}
+>>> events, cursor = store.events_since(None, limit=100)
+>>> store.events_since(cursor, limit=100)[0]
+[]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Dialect, Engine, RowMapping
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from recsys.columns import FEEDBACK_EVENTS, Col
+from recsys.errors import ConfigError, RecsysError
+
+_LOG = logging.getLogger(__name__)
+
+PSEUDONYM_SALT_ENV = "RECSYS_PSEUDONYM_SALT"
+"""Environment variable holding the secret salt of :func:`pseudonymise`."""
+DEFAULT_PSEUDONYM_SALT = "recsys-public-default-salt"
+"""Used when ``RECSYS_PSEUDONYM_SALT`` is unset. It is public, so set the variable in production."""
+MAX_ID_LENGTH = 128
+MAX_REASON_LENGTH = 500
+FEEDBACK_COLUMNS: tuple[str, ...] = (Col.USER, Col.ITEM, Col.EVENT, Col.TIMESTAMP, Col.EVENT_ID)
+EXPORT_CURSOR_ATTR = "cursor"
+"""Key of ``DataFrame.attrs`` where :meth:`FeedbackStore.export_frame` leaves the cursor to keep."""
+
+_ID = "id"  # surrogate key: the export cursor
+_ACTION = "action"
+_PSEUDONYM = "user_pseudonym"
+_REASON = "reason"
+_EXPORT_LOCK_TIMEOUT = "30s"
+_SCHEMA_LOCK_KEY = 0x7265637379730001  # any constant bigint; serialises concurrent create_schema calls
+
+
+class _UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every backend (SQLite keeps no offset, so store UTC wall time)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# On SQLite only INTEGER PRIMARY KEY becomes the auto-incrementing rowid.
+_SURROGATE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+METADATA = sa.MetaData()
+EVENTS = sa.Table(
+    "feedback_events",
+    METADATA,
+    sa.Column(_ID, _SURROGATE, primary_key=True, autoincrement=True),
+    sa.Column(Col.EVENT_ID, sa.String(MAX_ID_LENGTH), nullable=False),
+    sa.Column(Col.USER, sa.String(MAX_ID_LENGTH), nullable=False),
+    sa.Column(Col.ITEM, sa.String(MAX_ID_LENGTH), nullable=False),
+    sa.Column(Col.EVENT, sa.String(16), nullable=False),
+    sa.Column(Col.TIMESTAMP, _UTCDateTime(), nullable=False),
+    sa.UniqueConstraint(Col.EVENT_ID, name="uq_feedback_events_event_id"),
+    sa.CheckConstraint(sa.column(Col.EVENT).in_(FEEDBACK_EVENTS), name="ck_feedback_events_event"),
+    sa.Index("ix_feedback_events_user_event", Col.USER, Col.EVENT),
+    # AUTOINCREMENT stops SQLite reusing the ids of deleted newest rows, which would hide new events
+    # from an export cursor that has already passed them.
+    sqlite_autoincrement=True,
+)
+AUDIT = sa.Table(
+    "feedback_audit",
+    METADATA,
+    sa.Column(_ID, _SURROGATE, primary_key=True, autoincrement=True),
+    sa.Column(_ACTION, sa.String(32), nullable=False),
+    sa.Column(_PSEUDONYM, sa.String(64), nullable=False),
+    sa.Column(Col.COUNT, sa.Integer(), nullable=False),
+    sa.Column(Col.TIMESTAMP, _UTCDateTime(), nullable=False),
+    sa.Column(_REASON, sa.String(MAX_REASON_LENGTH), nullable=False),
+    sqlite_autoincrement=True,
+)
+
+
+class FeedbackUnavailableError(RecsysError):
+    """The feedback database cannot be reached or is busy; the service should answer 503 and retry later."""
+
+
+class InvalidFeedbackError(RecsysError):
+    """Feedback records violate the event contract; the message names each record and field."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FeedbackEvent(BaseModel):
+    """One feedback event. ``event_id`` is chosen by the client so that retries are idempotent.
+
+    Field names equal the ``Col`` constants (``Col.USER``, ``Col.ITEM``, ``Col.EVENT``, ``Col.TIMESTAMP``,
+    ``Col.EVENT_ID``). The timestamp must carry a timezone; it defaults to now and is kept in UTC.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    event: str = Field(json_schema_extra={"enum": list(FEEDBACK_EVENTS)})
+    timestamp: AwareDatetime = Field(default_factory=_utc_now)
+    event_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+
+    @field_validator(Col.USER, Col.ITEM, Col.EVENT_ID)
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator(Col.EVENT)
+    @classmethod
+    def _known_event(cls, value: str) -> str:
+        if value not in FEEDBACK_EVENTS:
+            raise ValueError(f"must be one of {', '.join(FEEDBACK_EVENTS)}; got {value!r}")
+        return value
+
+    @field_validator(Col.TIMESTAMP)
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """Outcome of :meth:`FeedbackStore.add_events`: new rows, and events whose ``event_id`` was known."""
+
+    inserted: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One row of the ``feedback_audit`` table. It never holds a raw user id."""
+
+    action: str
+    user_pseudonym: str
+    count: int
+    timestamp: datetime
+    reason: str
+
+
+def pseudonymise(user_id: str, salt: str | None = None) -> str:
+    """Return a stable pseudonym of ``user_id``: HMAC-SHA256 keyed by a salt, as 64 hex characters.
+
+    Parameters
+    ----------
+    user_id : str
+        The raw external user id.
+    salt : str, optional
+        The secret salt. Defaults to env ``RECSYS_PSEUDONYM_SALT``, else :data:`DEFAULT_PSEUDONYM_SALT`.
+
+    Examples
+    --------
+    >>> pseudonymise("u1", salt="s") == pseudonymise("u1", salt="s") != pseudonymise("u1", salt="t")
+    True
+    """
+    key = salt if salt is not None else os.environ.get(PSEUDONYM_SALT_ENV) or DEFAULT_PSEUDONYM_SALT
+    return hmac.new(key.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def parse_events(records: Iterable[Mapping[str, Any]]) -> list[FeedbackEvent]:
+    """Validate raw records (e.g. a request body) into events.
+
+    Raises
+    ------
+    InvalidFeedbackError
+        Naming every bad record by position and field, e.g. ``event 2, field 'event': ...``.
+    """
+    events, problems = [], []
+    for position, record in enumerate(records):
+        try:
+            events.append(FeedbackEvent.model_validate(record))
+        except ValidationError as err:
+            problems += [f"event {position}, field {_field(e['loc'])!r}: {e['msg']}" for e in err.errors()]
+    if problems:
+        raise InvalidFeedbackError("invalid feedback: " + "; ".join(problems))
+    return events
+
+
+def events_to_frame(events: Sequence[FeedbackEvent]) -> pd.DataFrame:
+    """Events as a DataFrame with :data:`FEEDBACK_COLUMNS`; timestamps are ``datetime64[ns, UTC]``."""
+    frame = pd.DataFrame([e.model_dump() for e in events], columns=list(FEEDBACK_COLUMNS))
+    frame[Col.TIMESTAMP] = pd.to_datetime(frame[Col.TIMESTAMP], utc=True)
+    return frame
+
+
+class FeedbackStore:
+    """Feedback events in SQLite (``sqlite:///path.db``) or PostgreSQL (``postgresql+psycopg://...``).
+
+    Thread-safe: share one store per process. Every method that touches the database raises
+    :class:`FeedbackUnavailableError` when the database cannot be reached.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy database URL. ``postgresql://`` means the psycopg 3 driver.
+    create : bool
+        Create the tables (and the SQLite file's folder) if missing. Needs the database to be reachable.
+    timeout_s : float
+        How long to wait for a connection (PostgreSQL, at least 2 s) or a lock (SQLite busy timeout).
+    """
+
+    def __init__(self, url: str, *, create: bool = True, timeout_s: float = 10.0) -> None:
+        parsed = _parse_url(url)
+        self.url = parsed.render_as_string(hide_password=True)
+        self._sqlite_file = parsed.database if parsed.get_backend_name() == "sqlite" else None
+        self._engine = _make_engine(parsed, timeout_s)
+        self._postgres = parsed.get_backend_name() == "postgresql"
+        self._insert_new = _insert_skipping_known(self._postgres)
+        if create:
+            self.create_schema()
+
+    def __repr__(self) -> str:
+        return f"FeedbackStore({self.url!r})"
+
+    def __enter__(self) -> FeedbackStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for administration and tests)."""
+        return self._engine
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    def create_schema(self) -> None:
+        """Create the tables and indexes that are missing; safe to call from several processes at once."""
+        with self._guard("creating the schema"):
+            if self._sqlite_file and self._sqlite_file != ":memory:":
+                Path(self._sqlite_file).parent.mkdir(parents=True, exist_ok=True)
+            with self._engine.begin() as conn:
+                if self._postgres:
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK_KEY)))
+                for table in METADATA.sorted_tables:
+                    conn.execute(CreateTable(table, if_not_exists=True))
+                    for index in table.indexes:
+                        conn.execute(CreateIndex(index, if_not_exists=True))
+
+    def ping(self) -> bool:
+        """Return whether the database answers a trivial query (for readiness probes)."""
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except (sa_exc.SQLAlchemyError, OSError) as err:
+            _LOG.warning("feedback store %s is not reachable: %s", self.url, _first_line(err))
+            return False
+        return True
+
+    def add_events(self, events: Sequence[FeedbackEvent]) -> AddResult:
+        """Insert events in one transaction, committed before returning; known ``event_id``\\ s are skipped.
+
+        A repeated ``event_id`` (in this batch or stored earlier) counts as a duplicate and keeps the
+        first stored version.
+        """
+        rows = _unique_rows(events)
+        inserted = 0
+        if rows:
+            with self._guard("adding events"), self._engine.begin() as conn:
+                inserted = len(conn.execute(self._insert_new, rows).all())
+        return AddResult(inserted=inserted, duplicates=len(events) - inserted)
+
+    def count(self) -> int:
+        """Number of stored events."""
+        with self._guard("counting events"), self._engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(EVENTS)).scalar_one())
+
+    def disliked_items(self, user_id: str) -> set[str]:
+        """Items ``user_id`` has ever disliked (a later like does not undo a dislike)."""
+        query = sa.select(EVENTS.c[Col.ITEM]).where(
+            EVENTS.c[Col.USER] == user_id, EVENTS.c[Col.EVENT] == "dislike"
+        )
+        with self._guard("reading dislikes"), self._engine.connect() as conn:
+            return set(conn.execute(query.distinct()).scalars())
+
+    def events_since(self, cursor: int | None = None, limit: int = 1000) -> tuple[list[FeedbackEvent], int]:
+        """Return up to ``limit`` events stored after ``cursor`` (``None``: the start) and the new cursor.
+
+        Keep the returned cursor and pass it next time: no event is returned twice or skipped, even with
+        concurrent writers. With no new events the cursor comes back unchanged.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        start = cursor or 0
+        query = sa.select(EVENTS).where(EVENTS.c[_ID] > start).order_by(EVENTS.c[_ID]).limit(limit)
+        with self._guard("reading events"), self._engine.begin() as conn:
+            self._wait_for_writers(conn)
+            rows = conn.execute(query).mappings().all()
+        return [_to_event(row) for row in rows], (int(rows[-1][_ID]) if rows else start)
+
+    def export_frame(self, since_cursor: int | None = None, *, page_size: int = 10_000) -> pd.DataFrame:
+        """All events after ``since_cursor`` as a DataFrame (:func:`events_to_frame`).
+
+        The cursor to keep for the next export is in ``frame.attrs[EXPORT_CURSOR_ATTR]``.
+        """
+        events: list[FeedbackEvent] = []
+        cursor = since_cursor or 0
+        while True:
+            page, cursor = self.events_since(cursor, page_size)
+            events += page
+            if len(page) < page_size:
+                break
+        frame = events_to_frame(events)
+        frame.attrs[EXPORT_CURSOR_ATTR] = cursor
+        return frame
+
+    def delete_user(self, user_id: str, reason: str) -> int:
+        """Delete all of ``user_id``'s feedback and audit it under a pseudonym; return the rows deleted.
+
+        ``reason`` is stored verbatim, so it must not contain personal data.
+        """
+        if not 1 <= len(reason.strip()) <= MAX_REASON_LENGTH:
+            raise InvalidFeedbackError(f"reason must be 1-{MAX_REASON_LENGTH} characters, got {len(reason)}")
+        audit = {_ACTION: "delete_user", _PSEUDONYM: pseudonymise(user_id), _REASON: reason}
+        with self._guard("deleting a user"), self._engine.begin() as conn:
+            deleted = conn.execute(sa.delete(EVENTS).where(EVENTS.c[Col.USER] == user_id)).rowcount
+            conn.execute(sa.insert(AUDIT).values(**audit, **{Col.COUNT: deleted, Col.TIMESTAMP: _utc_now()}))
+        _LOG.info("deleted %d feedback events of user %s", deleted, audit[_PSEUDONYM])
+        return int(deleted)
+
+    def audit_log(self) -> list[AuditRecord]:
+        """Every audit record, oldest first."""
+        columns = [AUDIT.c[name] for name in (_ACTION, _PSEUDONYM, Col.COUNT, Col.TIMESTAMP, _REASON)]
+        with self._guard("reading the audit log"), self._engine.connect() as conn:
+            rows = conn.execute(sa.select(*columns).order_by(AUDIT.c[_ID])).all()
+        return [AuditRecord(*row) for row in rows]
+
+    def _wait_for_writers(self, conn: Connection) -> None:
+        # PostgreSQL hands out ids before commit, so a writer holding id 10 may commit after one holding
+        # id 11; a reader that saw 11 would then skip 10 for ever. SHARE mode waits for every in-flight
+        # insert. SQLite needs nothing: its writers are serialised, so ids commit in order.
+        if self._postgres:
+            conn.execute(sa.text(f"SET LOCAL lock_timeout = '{_EXPORT_LOCK_TIMEOUT}'"))
+            conn.execute(sa.text(f"LOCK TABLE {EVENTS.name} IN SHARE MODE"))
+
+    @contextlib.contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError, OSError) as err:
+            raise FeedbackUnavailableError(
+                f"feedback store {self.url} unavailable while {action}: {_first_line(err)}"
+            ) from err
+
+
+def _parse_url(url: str) -> sa.URL:
+    try:
+        parsed = sa.make_url(url)
+    except sa_exc.ArgumentError as err:
+        raise ConfigError(
+            "feedback store URL is not a database URL; use sqlite:///path/feedback.db "
+            "or postgresql+psycopg://user:password@host:5432/db"
+        ) from err
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"feedback store supports sqlite and postgresql URLs, not {backend!r}")
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _make_engine(url: sa.URL, timeout_s: float) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, timeout_s)
+    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": max(2, math.ceil(timeout_s))}
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        pool_timeout=timeout_s,
+        connect_args=connect_args,
+    )
+
+
+def _sqlite_engine(url: sa.URL, timeout_s: float) -> Engine:
+    engine = sa.create_engine(url, pool_pre_ping=True, connect_args={"timeout": timeout_s})
+    busy_ms = int(timeout_s * 1000)
+
+    @sa.event.listens_for(engine, "connect")
+    def _durable_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit: acknowledged = on disk
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        finally:
+            cursor.close()
+
+    return engine
+
+
+def _insert_skipping_known(postgres: bool) -> sa.Insert:
+    insert = postgresql.insert if postgres else sqlite.insert
+    # RETURNING yields a row per inserted event and none per skipped duplicate. Executed with a list of
+    # rows, SQLAlchemy batches them into multi-row INSERTs compiled once ("insertmanyvalues").
+    return (
+        insert(EVENTS)
+        .on_conflict_do_nothing(index_elements=[EVENTS.c[Col.EVENT_ID]])
+        .returning(EVENTS.c[Col.EVENT_ID])
+    )
+
+
+def _unique_rows(events: Sequence[FeedbackEvent]) -> list[dict[str, Any]]:
+    first: dict[str, FeedbackEvent] = {}
+    for event in events:
+        first.setdefault(event.event_id, event)  # the first occurrence wins, as against stored rows
+    return [event.model_dump() for event in first.values()]
+
+
+def _to_event(row: RowMapping) -> FeedbackEvent:
+    return FeedbackEvent.model_validate({name: row[name] for name in FEEDBACK_COLUMNS})
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(record)"
+
+
+def _first_line(err: BaseException) -> str:
+    orig = getattr(err, "orig", None) or err
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]

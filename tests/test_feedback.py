@@ -1,0 +1,395 @@
+"""The feedback store: the same tests on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from pydantic import ValidationError
+
+from recsys.columns import FEEDBACK_EVENTS, Col
+from recsys.errors import ConfigError, RecsysError
+from recsys.feedback import (
+    AUDIT,
+    EVENTS,
+    EXPORT_CURSOR_ATTR,
+    FEEDBACK_COLUMNS,
+    MAX_ID_LENGTH,
+    PSEUDONYM_SALT_ENV,
+    FeedbackEvent,
+    FeedbackStore,
+    FeedbackUnavailableError,
+    InvalidFeedbackError,
+    parse_events,
+    pseudonymise,
+)
+from tests.feedback_pg import INSTALL_HINT, postgres_bindir, start_postgres
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _event(
+    event_id: str, user: str = "u1", item: str = "a1", kind: str = "play", **extra: Any
+) -> FeedbackEvent:
+    return FeedbackEvent(user_id=user, item_id=item, event=kind, event_id=event_id, **extra)
+
+
+def _ids(events: list[FeedbackEvent]) -> list[str]:
+    return [e.event_id for e in events]
+
+
+def _all_events(store: FeedbackStore) -> list[FeedbackEvent]:
+    events, _ = store.events_since(None, limit=100_000)
+    return events
+
+
+# --- backends ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server: RECSYS_TEST_POSTGRES_URL, else a throwaway one started for this session."""
+    configured = os.environ.get("RECSYS_TEST_POSTGRES_URL", "").strip()
+    if configured:
+        yield configured
+        return
+    if os.environ.get("RECSYS_SKIP_POSTGRES") == "1":
+        pytest.skip("RECSYS_SKIP_POSTGRES=1: the PostgreSQL backend is not tested")
+    if postgres_bindir() is None:
+        pytest.fail(f"PostgreSQL server binaries not found: {INSTALL_HINT}", pytrace=False)
+    server = start_postgres()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def _fresh_schema(server_url: str) -> Iterator[str]:
+    """A URL whose connections live in a new, empty schema (dropped afterwards), so tests never share rows."""
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    admin_dsn = sa.make_url(server_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield (
+            sa.make_url(server_url)
+            .update_query_dict({"options": f"-csearch_path={schema}"})
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        with psycopg.connect(admin_dsn, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database of each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'feedback' / 'feedback.db'}"
+    else:
+        yield from _fresh_schema(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[FeedbackStore]:
+    with FeedbackStore(store_url) as opened:
+        yield opened
+
+
+# --- the event contract -----------------------------------------------------------------------------
+
+
+def test_event_fields_are_the_column_contract() -> None:
+    assert set(FeedbackEvent.model_fields) == set(FEEDBACK_COLUMNS)
+    assert set(FEEDBACK_COLUMNS) == {Col.USER, Col.ITEM, Col.EVENT, Col.TIMESTAMP, Col.EVENT_ID}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (Col.EVENT, "love"),
+        (Col.USER, ""),
+        (Col.USER, "   "),
+        (Col.ITEM, "x" * (MAX_ID_LENGTH + 1)),
+        (Col.EVENT_ID, ""),
+        (Col.EVENT_ID, "e" * (MAX_ID_LENGTH + 1)),
+        (Col.TIMESTAMP, datetime(2024, 1, 1, 12, 0)),  # no timezone
+    ],
+)
+def test_invalid_event_names_the_field(field: str, value: object) -> None:
+    record: dict[str, object] = {Col.USER: "u1", Col.ITEM: "a1", Col.EVENT: "like", Col.EVENT_ID: "e1"}
+    record[field] = value
+    with pytest.raises(ValidationError) as caught:
+        FeedbackEvent.model_validate(record)
+    assert [error["loc"] for error in caught.value.errors()] == [(field,)]
+
+
+def test_bounds_are_inclusive_and_timestamp_defaults_to_utc_now() -> None:
+    before = datetime.now(UTC)
+    event = _event("e" * MAX_ID_LENGTH, user="u" * MAX_ID_LENGTH, item="i")
+    assert event.timestamp.tzinfo == UTC
+    assert before <= event.timestamp <= datetime.now(UTC)
+    assert {_event(f"e{kind}", kind=kind).event for kind in FEEDBACK_EVENTS} == set(FEEDBACK_EVENTS)
+
+
+def test_parse_events_names_record_and_field() -> None:
+    good = {
+        Col.USER: "u1",
+        Col.ITEM: "a1",
+        Col.EVENT: "like",
+        Col.EVENT_ID: "e1",
+        Col.TIMESTAMP: "2024-05-01T10:00Z",
+    }
+    with pytest.raises(InvalidFeedbackError, match=r"event 1, field 'event': .*must be one of") as caught:
+        parse_events([good, {**good, Col.EVENT: "love", Col.EVENT_ID: "e2"}])
+    assert isinstance(caught.value, RecsysError)
+    assert parse_events([good]) == [FeedbackEvent.model_validate(good)]
+
+
+def test_pseudonymise_is_keyed_and_stable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PSEUDONYM_SALT_ENV, raising=False)
+    default = pseudonymise("listener-42")
+    monkeypatch.setenv(PSEUDONYM_SALT_ENV, "secret")
+    assert pseudonymise("listener-42") == pseudonymise("listener-42", salt="secret") != default
+    assert pseudonymise("listener-43") != pseudonymise("listener-42")
+    assert len(default) == 64 and "listener" not in default
+
+
+# --- the store on both backends ---------------------------------------------------------------------
+
+
+def test_insert_count_and_round_trip(store: FeedbackStore) -> None:
+    local = timezone(timedelta(hours=2))
+    events = [
+        _event("e1", kind="like"),
+        _event("e2", item="a2", timestamp=datetime(2024, 5, 1, 10, 30, 15, 123456, tzinfo=local)),
+    ]
+    result = store.add_events(events)
+    assert (result.inserted, result.duplicates) == (2, 0)
+    assert store.count() == 2
+    assert _all_events(store) == events
+    assert _all_events(store)[1].timestamp == datetime(2024, 5, 1, 8, 30, 15, 123456, tzinfo=UTC)
+    assert store.ping()
+
+
+def test_retries_are_idempotent_within_and_across_batches(store: FeedbackStore) -> None:
+    first = store.add_events([_event("e1"), _event("e2"), _event("e1", item="other")])
+    assert (first.inserted, first.duplicates) == (2, 1)
+    retry = store.add_events([_event("e2"), _event("e3"), _event("e1")])
+    assert (retry.inserted, retry.duplicates) == (1, 2)
+    assert store.count() == 3
+    assert [e.item_id for e in _all_events(store)] == ["a1", "a1", "a1"]  # the first version is kept
+    assert store.add_events([]).inserted == 0
+
+
+def test_schema_creation_is_idempotent(store: FeedbackStore, store_url: str) -> None:
+    store.add_events([_event("e1")])
+    store.create_schema()
+    with FeedbackStore(store_url) as reopened:
+        reopened.create_schema()
+        assert reopened.count() == 1
+    indexes = sa.inspect(store.engine).get_indexes(EVENTS.name)
+    assert [Col.USER, Col.EVENT] in [index["column_names"] for index in indexes]
+
+
+def test_disliked_items(store: FeedbackStore) -> None:
+    store.add_events(
+        [
+            _event("e1", item="a1", kind="dislike"),
+            _event("e2", item="a2", kind="dislike"),
+            _event("e3", item="a2", kind="dislike"),
+            _event("e4", item="a3", kind="like"),
+            _event("e5", user="u2", item="a4", kind="dislike"),
+        ]
+    )
+    assert store.disliked_items("u1") == {"a1", "a2"}
+    assert store.disliked_items("nobody") == set()
+
+
+def test_cursor_paging_never_repeats_or_skips(store: FeedbackStore) -> None:
+    store.add_events([_event(f"a{i}") for i in range(7)])
+    seen: list[str] = []
+    page, cursor = store.events_since(None, limit=3)
+    seen += _ids(page)
+    store.add_events([_event(f"b{i}") for i in range(4)])  # arrives between pages
+    while page:
+        page, cursor = store.events_since(cursor, limit=3)
+        seen += _ids(page)
+    assert seen == [f"a{i}" for i in range(7)] + [f"b{i}" for i in range(4)]
+    assert store.events_since(cursor, limit=3) == ([], cursor)
+
+
+def test_cursor_sees_events_added_after_the_newest_were_deleted(store: FeedbackStore) -> None:
+    store.add_events([_event("e1"), _event("e2", user="leaver")])
+    _, cursor = store.events_since(None)
+    store.delete_user("leaver", reason="erasure request")
+    store.add_events([_event("e3")])
+    assert _ids(store.events_since(cursor)[0]) == ["e3"]
+
+
+def test_cursor_never_passes_an_uncommitted_write(store: FeedbackStore) -> None:
+    seen: list[tuple[list[FeedbackEvent], int]] = []
+    with store.engine.connect() as slow_writer:
+        # An insert that has taken its id but not committed yet.
+        slow_writer.execute(sa.insert(EVENTS).values(_event("early").model_dump()))
+        late_writer = threading.Thread(target=store.add_events, args=([_event("late")],))
+        late_writer.start()
+        late_writer.join(timeout=0.5)  # PostgreSQL commits "late" now; SQLite makes it wait for the lock
+        reader = threading.Thread(target=lambda: seen.append(store.events_since(None)))
+        reader.start()
+        reader.join(timeout=0.5)
+        slow_writer.commit()
+    late_writer.join()
+    reader.join()
+    first, cursor = seen[0]
+    rest, _ = store.events_since(cursor)
+    assert sorted(_ids(first) + _ids(rest)) == ["early", "late"]
+
+
+def test_delete_user_removes_everything_and_audits_a_pseudonym(
+    store: FeedbackStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PSEUDONYM_SALT_ENV, "test-salt")
+    user = "listener-42"
+    store.add_events([_event(f"e{i}", user=user, kind="dislike", item=f"a{i}") for i in range(3)])
+    store.add_events([_event("other", user="listener-7")])
+    assert store.delete_user(user, reason="erasure request") == 3
+    assert store.count() == 1 and store.disliked_items(user) == set()
+    assert {e.user_id for e in _all_events(store)} == {"listener-7"}
+    assert store.delete_user(user, reason="erasure request") == 0
+    records = store.audit_log()
+    assert [(r.action, r.count, r.reason) for r in records] == [
+        ("delete_user", 3, "erasure request"),
+        ("delete_user", 0, "erasure request"),
+    ]
+    assert records[0].user_pseudonym == pseudonymise(user, salt="test-salt")
+    with store.engine.connect() as conn:
+        raw_audit = repr(conn.execute(sa.select(AUDIT)).all())
+    assert user not in raw_audit
+    with pytest.raises(InvalidFeedbackError, match="reason"):
+        store.delete_user(user, reason=" ")
+
+
+def test_concurrent_writers_store_each_event_once(store: FeedbackStore) -> None:
+    n_threads, per_thread, shared = 8, 50, 10
+    start = threading.Barrier(n_threads)
+    results = []
+
+    def write(thread: int) -> None:
+        ids = [f"shared-{i}" if i < shared else f"t{thread}-{i}" for i in range(per_thread)]
+        start.wait()
+        for batch in range(0, per_thread, 10):
+            results.append(store.add_events([_event(event_id) for event_id in ids[batch : batch + 10]]))
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(n_threads)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    expected = shared + n_threads * (per_thread - shared)
+    assert store.count() == expected
+    assert sum(r.inserted for r in results) == expected
+    assert sum(r.duplicates for r in results) == n_threads * per_thread - expected
+
+
+_CHILD_WRITER = """
+import os
+from recsys.feedback import FeedbackEvent, FeedbackStore
+
+store = FeedbackStore(os.environ["FEEDBACK_URL"])
+batch = 0
+while True:
+    ids = [f"b{batch}-{i}" for i in range(50)]
+    store.add_events([FeedbackEvent(user_id="u1", item_id="a1", event="play", event_id=e) for e in ids])
+    print(batch, flush=True)  # acknowledged only after add_events has returned
+    batch += 1
+"""
+
+
+def test_acknowledged_events_survive_sigkill(store_url: str) -> None:
+    env = {**os.environ, "FEEDBACK_URL": store_url, "PYTHONPATH": str(PROJECT_ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD_WRITER], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert child.stdout is not None
+    acknowledged = [int(child.stdout.readline()) for _ in range(3)]
+    child.send_signal(signal.SIGKILL)  # most likely in the middle of the next batch
+    child.wait()
+    with FeedbackStore(store_url) as reopened:
+        stored = _ids(_all_events(reopened))
+    batches = {event_id.split("-")[0] for event_id in stored}
+    assert {f"b{b}" for b in acknowledged} <= batches
+    assert len(stored) == 50 * len(batches)  # every batch is whole or absent
+
+
+def test_export_frame_pages_by_cursor(store: FeedbackStore) -> None:
+    store.add_events([_event(f"e{i}", kind=FEEDBACK_EVENTS[i % 4]) for i in range(5)])
+    frame = store.export_frame(page_size=2)
+    assert list(frame.columns) == list(FEEDBACK_COLUMNS)
+    assert list(frame[Col.EVENT_ID]) == [f"e{i}" for i in range(5)]
+    assert str(frame[Col.TIMESTAMP].dt.tz) == "UTC"
+    cursor = frame.attrs[EXPORT_CURSOR_ATTR]
+    empty = store.export_frame(cursor)
+    assert empty.empty and list(empty.columns) == list(FEEDBACK_COLUMNS)
+    assert empty.attrs[EXPORT_CURSOR_ATTR] == cursor
+    store.add_events([_event("late")])
+    assert list(store.export_frame(cursor)[Col.EVENT_ID]) == ["late"]
+
+
+def test_sqlite_connections_are_durable(tmp_path: Path) -> None:
+    with (
+        FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}", timeout_s=3) as store,
+        store.engine.connect() as conn,
+    ):
+        pragmas = [
+            conn.exec_driver_sql(f"PRAGMA {name}").scalar() for name in ("journal_mode", "synchronous")
+        ]
+        assert pragmas == ["wal", 2]  # 2 = FULL
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 3000
+
+
+# --- failures ---------------------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_unreachable_postgres_is_reported_as_unavailable() -> None:
+    url = f"postgresql+psycopg://user:secret@127.0.0.1:{_closed_port()}/feedback?connect_timeout=2"
+    with pytest.raises(FeedbackUnavailableError, match="unavailable") as caught:
+        FeedbackStore(url)
+    assert "secret" not in str(caught.value)
+    store = FeedbackStore(url, create=False)
+    assert not store.ping()
+    with pytest.raises(FeedbackUnavailableError):
+        store.add_events([_event("e1")])
+    with pytest.raises(FeedbackUnavailableError):
+        store.count()
+
+
+def test_unusable_sqlite_path_is_reported_as_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(FeedbackUnavailableError):
+        FeedbackStore(f"sqlite:///{blocker / 'feedback.db'}")
+
+
+@pytest.mark.parametrize("url", ["not a url", "mysql+pymysql://u:p@localhost/db"])
+def test_unsupported_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="feedback store"):
+        FeedbackStore(url)
