@@ -9,13 +9,13 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from recsys import stages
+from recsys.cli_support import guarded
 from recsys.config import Params, load_params
 from recsys.errors import RecsysError
 from recsys.registry_cli import model_app
@@ -30,17 +30,8 @@ T = TypeVar("T")
 ParamsOpt = Annotated[Path, typer.Option("--params", help="The parameters file.")]
 
 
-def _guarded(action: Callable[[], T]) -> T:
-    """Run ``action``; a RecsysError becomes one line on stderr and exit code 2."""
-    try:
-        return action()
-    except RecsysError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(code=2) from None
-
-
 def _params(path: Path) -> Params:
-    return _guarded(lambda: load_params(path))
+    return guarded(lambda: load_params(path))
 
 
 def _echo(summary: Any) -> None:
@@ -68,7 +59,7 @@ def ingest(
 ) -> None:
     """Copy (from a local folder) or download (canonical URLs) the raw data, verified by checksums."""
     settings = _params(params)
-    summary = _guarded(lambda: stages.ingest(settings, out, data_dir))
+    summary = guarded(lambda: stages.ingest(settings, out, data_dir))
     typer.echo(f"ingested {summary['files']} files ({summary['bytes']:,} bytes) in {summary['seconds']} s")
 
 
@@ -78,14 +69,14 @@ def prepare(
 ) -> None:
     """Validate, clean and join the raw tables; write Parquet tables and the data-quality report."""
     settings = _params(params)
-    quality = _guarded(lambda: stages.prepare(settings, raw, out))
+    quality = guarded(lambda: stages.prepare(settings, raw, out))
     _echo({"summary": quality["summary"], "joins": quality["joins"]})
 
 
 @app.command()
 def eda(prepared: Path = stages.PREPARED_DIR, out: Path = stages.REPORTS_DIR / "eda") -> None:
     """Exploratory plots, the HTML report and the popularity-bias signals of the prepared data."""
-    summary = _guarded(lambda: stages.eda(prepared, out))
+    summary = guarded(lambda: stages.eda(prepared, out))
     _echo(summary.get("bias_signals", summary))
 
 
@@ -97,7 +88,7 @@ def features(
 ) -> None:
     """Build the item-feature matrix."""
     settings = _params(params)
-    _echo(_guarded(lambda: stages.features(settings, prepared, out)))
+    _echo(guarded(lambda: stages.features(settings, prepared, out)))
 
 
 @app.command()
@@ -108,7 +99,7 @@ def split(
 ) -> None:
     """Make the evaluation splits."""
     settings = _params(params)
-    _echo(_guarded(lambda: stages.split(settings, prepared, out)))
+    _echo(guarded(lambda: stages.split(settings, prepared, out)))
 
 
 @app.command()
@@ -120,7 +111,7 @@ def train(
 ) -> None:
     """Hyperparameter search for the hybrid, refit of the best, and the baselines."""
     settings = _params(params)
-    _echo(_guarded(lambda: stages.train(settings, features, split, out)))
+    _echo(guarded(lambda: stages.train(settings, features, split, out)))
 
 
 @app.command()
@@ -134,7 +125,7 @@ def evaluate(
 ) -> None:
     """Ranking, beyond-accuracy, per-group and cold-start metrics of every model."""
     settings = _params(params)
-    report = _guarded(lambda: stages.evaluate(settings, features, split, models, metrics, plots))
+    report = guarded(lambda: stages.evaluate(settings, features, split, models, metrics, plots))
     _echo(headline(report, settings.evaluate.primary_k))
 
 
@@ -143,7 +134,7 @@ def repro(
     target: Annotated[list[str] | None, typer.Argument(help="Stages to reproduce (default: all).")] = None,
 ) -> None:
     """Run the DVC pipeline (``dvc repro``) with this environment's ``recsys`` on the PATH."""
-    _guarded(lambda: reproduce(target or []))
+    guarded(lambda: reproduce(target or []))
 
 
 def reproduce(targets: list[str]) -> None:
@@ -160,7 +151,7 @@ def reproduce(targets: list[str]) -> None:
 @app.command()
 def run() -> None:
     """The main job, end to end on the default data: every DVC stage in order."""
-    _guarded(lambda: reproduce([]))
+    guarded(lambda: reproduce([]))
 
 
 if __name__ == "__main__":

@@ -6,13 +6,12 @@ Mount with ``app.add_typer(model_app, name="model")``. Registry errors print one
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 
-from recsys.errors import RecsysError
+from recsys.cli_support import guarded
 
 model_app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 T = TypeVar("T")
@@ -26,21 +25,12 @@ HomeOpt = Annotated[
 SHOWN_METRICS: tuple[str, ...] = ("ndcg@10", "precision@10", "coverage@10", "arp@10", "auc")
 
 
-def _guarded(action: Callable[[], T]) -> T:
-    """Run ``action``; a RecsysError becomes one line on stderr and exit code 2."""
-    try:
-        return action()
-    except RecsysError as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(code=2) from None
-
-
 @model_app.command("list")
 def list_command(home: HomeOpt = None) -> None:
     """Every stored model, oldest first, with its stage and headline metrics."""
     from recsys import registry
 
-    models = _guarded(lambda: registry.list_models(home))
+    models = guarded(lambda: registry.list_models(home))
     if not models:
         typer.echo(f"no {registry.MODEL_NAME} models in {registry.bentoml_home(home)}")
         return
@@ -67,7 +57,7 @@ def show_command(
     """One model's stage, labels, metadata (params, metrics, data version, commit) and size, as JSON."""
     from recsys import registry
 
-    info = _guarded(lambda: registry.get_model(tag, home))
+    info = guarded(lambda: registry.get_model(tag, home))
     typer.echo(json.dumps(info.to_dict(), indent=2, sort_keys=True, default=str))
 
 
@@ -79,8 +69,8 @@ def promote_command(
     """Make TAG the champion; the previous champion is retired (kept for rollback)."""
     from recsys import registry
 
-    before = _guarded(lambda: registry.champion(home))
-    after = _guarded(lambda: registry.promote(tag, home))
+    before = guarded(lambda: registry.champion(home))
+    after = guarded(lambda: registry.promote(tag, home))
     if before is not None and before.tag == after.tag:
         typer.echo(f"{after.tag} is already the champion")
         return
@@ -93,8 +83,8 @@ def rollback_command(home: HomeOpt = None) -> None:
     """Restore the most recently retired model; the current champion is marked rolled_back."""
     from recsys import registry
 
-    before = _guarded(lambda: registry.champion(home))
-    restored = _guarded(lambda: registry.rollback(home))
+    before = guarded(lambda: registry.champion(home))
+    restored = guarded(lambda: registry.rollback(home))
     demoted = f"{before.tag} is rolled_back; " if before is not None else ""
     typer.echo(f"rolled back: {demoted}{restored.tag} is the champion again")
 
