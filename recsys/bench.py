@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from recsys import stages
 from recsys.config import Params, data_dir_from_env, load_params
@@ -102,7 +103,9 @@ def run(params: Params) -> dict[str, Any]:
         _best_of(2, lambda: evaluate(model.score, loaded.train_full, loaded.test, params.evaluate)), 3
     )
     results["evaluated_users"] = int(loaded.train_full.shape[0])
-    results |= scoring(model, loaded.train_full)
+    # One BLAS thread, as the service runs: for a single user's product, threads only add overhead.
+    with threadpool_limits(limits=1):
+        results |= scoring(model, loaded.train_full)
     return results
 
 

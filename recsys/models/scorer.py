@@ -168,15 +168,19 @@ class TopKScorer:
             ``(indices, scores)`` as in :func:`top_k_from_scores`.
         """
         user_indices = np.asarray(user_indices, dtype=np.int64)
-        rows = None
+        scores = self.score(user_indices)
         if exclude is not None:
             if exclude.shape != (self.n_users, self.n_items):
                 raise ValueError(
                     f"exclude has shape {exclude.shape}, expected one row per known user "
                     f"{(self.n_users, self.n_items)}"
                 )
-            rows = sp.csr_matrix(exclude)[user_indices]
-        return top_k_from_scores(self.score(user_indices), k, rows)
+            # Mask straight from the CSR arrays: slicing a scipy matrix per request costs more than scoring.
+            csr = exclude if isinstance(exclude, sp.csr_matrix) else sp.csr_matrix(exclude)
+            for row, user in enumerate(user_indices):
+                start, end = csr.indptr[user], csr.indptr[user + 1]
+                scores[row, csr.indices[start:end][csr.data[start:end] != 0]] = -np.inf
+        return top_k_from_scores(scores, k)
 
     def top_k_for_vector(
         self, vector: np.ndarray, k: int, exclude_items: np.ndarray | None = None
