@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest bench bench-serve serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,14 @@ test: lint typecheck pytest
 
 bench: install
 	$(BIN)/python -m recsys.bench
+
+# Load test of /recommend beside a bare Starlette app (wrk from Debian drives both, on loopback).
+bench-serve: install
+	command -v wrk >/dev/null || apt-get install -y -qq wrk
+	$(BIN)/python -m recsys.serve_bench
+
+serve: install
+	$(BIN)/recsys serve
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

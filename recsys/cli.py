@@ -149,6 +149,18 @@ def reproduce(targets: list[str]) -> None:
 
 
 @app.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 3000,
+) -> None:
+    """Serve the champion model with BentoML (API, web page at /, OpenAPI at /docs)."""
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    target = "recsys.serving.service:Recommender"
+    os.execv(bentoml, [bentoml, "serve", target, "--host", host, "--port", str(port)])
+
+
+@app.command()
 def run() -> None:
     """The main job, end to end on the default data: every DVC stage in order."""
     guarded(lambda: reproduce([]))

@@ -1,0 +1,286 @@
+"""Serving benchmark: the BentoML service against a bare Starlette app with the same scorer.
+
+``python -m recsys.serve_bench`` serves the champion of ``BENTOML_HOME`` (or, without one, a quick
+hybrid trained on the pipeline's ``data/`` outputs and packaged into a temporary store), drives
+``POST /recommend`` (known users, k=10) on loopback with ``wrk`` (16 connections, 10 s per side), and
+writes ``bench/results/serve.json``: ``{"service": {"rps", "p50_ms", "p99_ms"}, "bare": {...},
+"ratio_rps", "model_us_per_request", "client_cpu_share", ...}``. ``wrk`` is Debian's package
+(``apt-get install -y wrk``). Targets: >= 1,500 req/s, p99 <= 25 ms, >= half the bare app's rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from threadpoolctl import threadpool_limits
+
+from recsys import registry
+from recsys.io import write_json
+
+HOME_ENV = "BENTOML_HOME"
+RESULTS = Path("bench/results/serve.json")
+TARGETS = {"rps": 1500.0, "p99_ms": 25.0, "ratio_rps": 0.5}
+_LUA = """
+local bodies = {}
+for line in io.lines("%s") do bodies[#bodies + 1] = line end
+local n = 0
+request = function()
+  n = n %% #bodies + 1
+  return wrk.format("POST", "/recommend", {["Content-Type"] = "application/json"}, bodies[n])
+end
+"""
+
+
+def bare_app() -> Starlette:
+    """A bare Starlette ``/recommend``: the same scorer and exclusions, no validation, reasons or names."""
+    threadpool_limits(limits=1)
+    artifact = registry.load_artifact("champion", home=os.environ.get(HOME_ENV))
+    scorer, index, known = artifact.model.scorer(), artifact.user_index, artifact.known.tocsr()
+    item_ids = artifact.item_ids
+
+    async def recommend(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        user = index[body["user_id"]]
+        listened = known.indices[known.indptr[user] : known.indptr[user + 1]]
+        items, scores = scorer.top_k_for_vector(scorer.user_vectors[user], int(body.get("k", 10)), listened)
+        answer = [
+            {"item_id": item_ids[i], "score": float(s)}
+            for i, s in zip(items.tolist(), scores.tolist(), strict=True)
+        ]
+        return Response(orjson.dumps({"items": answer}), media_type="application/json")
+
+    return Starlette(routes=[Route("/recommend", recommend, methods=["POST"])])
+
+
+def quick_champion(data_root: Path, home: Path, epochs: int) -> str:
+    """Train a hybrid on ``data_root``'s split and features, package it into ``home`` and promote it."""
+    from recsys.config import load_params
+    from recsys.serving.offline import train_hybrid
+    from recsys.split import load_split
+
+    params = load_params()
+    lightfm = params.train.lightfm.model_copy(update={"epochs": epochs})
+    split = load_split(data_root / "split")
+    with tempfile.TemporaryDirectory(prefix="recsys-bench-model-") as models:
+        train_hybrid(split, data_root / "features", lightfm, params.seed).save(
+            Path(models) / "lightfm_hybrid.npz"
+        )
+        tag = registry.save_champion_candidate(
+            models,
+            data_root / "features",
+            data_root / "split",
+            {},
+            params_dict={"bench": True},
+            dvc_lock_hash="bench",
+            git_commit="bench",
+            prepared_dir=data_root / "prepared",
+            home=home,
+        )
+    registry.promote(tag, home=home)
+    return tag
+
+
+def model_work_us(home: Path, users: list[str], repeat: int = 2000) -> dict[str, float]:
+    """Mean microseconds per request of the service's model work (and of the bare scorer call)."""
+    from recsys.serving import logic
+    from recsys.serving.schemas import RecommendRequest
+    from recsys.serving.state import ServingState
+
+    threadpool_limits(limits=1)  # as in the servers' workers: multi-threaded BLAS is slower for one row
+    state = ServingState(registry.load_artifact("champion", home=home))
+    requests = [RecommendRequest(user_id=users[i % len(users)]) for i in range(repeat)]
+    start = time.perf_counter()
+    for request in requests:
+        logic.recommend(state, request, frozenset())
+    service = (time.perf_counter() - start) / repeat * 1e6
+    start = time.perf_counter()
+    for request in requests:
+        user = state.user_index[request.user_id]
+        state.scorer.top_k_for_vector(state.user_vectors[user], 10, state.known_items(user))
+    return {
+        "service": round(service, 1),
+        "bare_scorer": round((time.perf_counter() - start) / repeat * 1e6, 1),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(command: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Start a server process group and wait until it answers a request."""
+    with open(log, "wb") as sink:
+        process = subprocess.Popen(
+            command, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{command[:4]} exited: {log.read_text(errors='replace')[-3000:]}")
+        try:
+            answer = httpx.post(f"http://127.0.0.1:{port}/recommend", json={"user_id": "?"}, timeout=5)
+            if answer.status_code != 503:  # any answer but 'no model loaded yet' means it serves
+                return process
+        except httpx.TransportError:
+            time.sleep(0.3)
+    stop(process)
+    raise RuntimeError(f"{command[:4]} did not answer in 180 s")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def run_wrk(port: int, script: Path, seconds: int, connections: int) -> dict[str, float]:
+    """``wrk`` against ``/recommend``: requests/s, p50 and p99 in ms, errors, and wrk's CPU share."""
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script)]
+    before = os.times()
+    done = subprocess.run([*command, f"http://127.0.0.1:{port}"], capture_output=True, text=True, check=True)
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    return {**parse_wrk(done.stdout), "client_cpu_share": round(cpu / seconds / (os.cpu_count() or 1), 3)}
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    """Requests/s, p50/p99 (ms) and non-2xx count from ``wrk --latency`` output."""
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+    def latency(percent: str) -> float:
+        found = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
+        if found is None:
+            raise ValueError(f"no {percent}% latency in wrk output:\n{text}")
+        return round(float(found.group(1)) * units[found.group(2)], 3)
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    if rps is None:
+        raise ValueError(f"no Requests/sec in wrk output:\n{text}")
+    return {
+        "rps": round(float(rps.group(1)), 1),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def measure(home: Path, seconds: int, connections: int, work: Path) -> dict[str, Any]:
+    """Benchmark the service and the bare app one after the other on the same users."""
+    artifact = registry.load_artifact("champion", home=home)
+    users = artifact.user_ids[: min(len(artifact.user_ids), 1000)]
+    bodies = work / "bodies.txt"
+    bodies.write_text("\n".join(json.dumps({"user_id": u, "k": 10}) for u in users) + "\n", encoding="utf-8")
+    script = work / "recommend.lua"
+    script.write_text(_LUA % bodies, encoding="utf-8")
+    env = {
+        **os.environ,
+        HOME_ENV: str(home),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "RECSYS_RUNTIME_DIR": str(work / "rt"),
+        "RECSYS_FEEDBACK_URL": f"sqlite:///{work / 'feedback.db'}",
+    }
+    py = sys.executable
+    sides = {
+        "service": [
+            py,
+            "-m",
+            "bentoml",
+            "serve",
+            "recsys.serving.service:Recommender",
+            "--host",
+            "127.0.0.1",
+        ],
+        "bare": [
+            py,
+            "-m",
+            "uvicorn",
+            "recsys.serve_bench:bare_app",
+            "--factory",
+            "--workers",
+            "2",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--host",
+            "127.0.0.1",
+        ],
+    }
+    results: dict[str, Any] = {}
+    for side, command in sides.items():
+        port = free_port()
+        process = start([*command, "--port", str(port)], env, port, work / f"{side}.log")
+        try:
+            run_wrk(port, script, 2, connections)  # warm-up: caches, allocator, connections
+            results[side] = run_wrk(port, script, seconds, connections)
+        finally:
+            stop(process)
+    results["ratio_rps"] = round(results["service"]["rps"] / results["bare"]["rps"], 3)
+    results["model_us_per_request"] = model_work_us(home, users)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--data-root", type=Path, default=Path("data"))
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of the quick model when no champion")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("serve_bench: wrk is missing; install it with `apt-get install -y wrk`", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="recsys-serve-bench-") as tmp:
+        work = Path(tmp)
+        home = registry.bentoml_home()
+        if registry.champion(home) is None:
+            home = work / "bentoml"
+            print(
+                f"serve_bench: no champion in {registry.bentoml_home()}; training a quick one",
+                file=sys.stderr,
+            )
+            quick_champion(args.data_root, home, args.epochs)
+        results = measure(home, args.seconds, args.connections, work)
+    results["connections"], results["seconds"], results["cpus"] = (
+        args.connections,
+        args.seconds,
+        os.cpu_count(),
+    )
+    results["targets"] = TARGETS
+    results["meets_targets"] = bool(
+        results["service"]["rps"] >= TARGETS["rps"]
+        and results["service"]["p99_ms"] <= TARGETS["p99_ms"]
+        and results["ratio_rps"] >= TARGETS["ratio_rps"]
+    )
+    write_json(args.out, results)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,283 @@
+"""The lean Starlette app behind every endpoint; the BentoML service mounts it at ``/``.
+
+BentoML's own ``@api`` machinery costs several times the model's work per request, so the hot paths
+are plain Starlette handlers: the body is validated with pydantic straight from JSON bytes, the answer
+is serialised with orjson, and the model's structures are precomputed in a :class:`ServingState`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from recsys.feedback import FeedbackUnavailableError
+from recsys.serving import logic
+from recsys.serving.openapi import docs_page, openapi_spec
+from recsys.serving.runtime import Runtime
+from recsys.serving.schemas import (
+    FeedbackRequest,
+    NewListenerRequest,
+    RecommendRequest,
+    SearchQuery,
+    SimilarRequest,
+)
+from recsys.serving.state import ServingState
+
+_LOG = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).parent / "static"
+MAX_BODY_BYTES = 1 << 20
+RETRY_AFTER_S = "5"
+POLL_S = 1.0
+RETRY_LOAD_S = 5.0
+ADMIN_HEADER = "x-admin-token"
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class HTTPError(Exception):
+    """An answer other than 200: status, message, offending fields and extra headers."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        fields: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(error)
+        self.status, self.error, self.fields, self.headers = status, error, fields or [], headers or {}
+
+
+def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """An ``application/json`` response serialised by orjson."""
+    return Response(orjson.dumps(content), status_code=status, headers=headers, media_type="application/json")
+
+
+def runtime_of(request: Request) -> Runtime:
+    """The worker's runtime, or 503 while the service is starting."""
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    if runtime is None:
+        raise HTTPError(503, "the service is starting", headers={"Retry-After": RETRY_AFTER_S})
+    return runtime
+
+
+def state_of(runtime: Runtime) -> ServingState:
+    """The model being served, or 503 when none is loaded yet."""
+    state = runtime.models.state
+    if state is None:
+        detail = f": {runtime.models.error}" if runtime.models.error else ""
+        raise HTTPError(503, f"no model is loaded yet{detail}", headers={"Retry-After": RETRY_AFTER_S})
+    return state
+
+
+def field_errors(err: ValidationError) -> list[dict[str, str]]:
+    """``[{"field": "events.2.event", "message": ...}]`` from a pydantic error (``(body)`` for bad JSON)."""
+    return [
+        {"field": ".".join(str(part) for part in e["loc"]) or "(body)", "message": e["msg"]}
+        for e in err.errors()
+    ]
+
+
+def invalid(err: ValidationError) -> HTTPError:
+    """A 422 naming every offending field in its message and its ``fields``."""
+    fields = field_errors(err)
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return HTTPError(422, f"invalid request: {summary}", fields)
+
+
+def check_origin(request: Request, runtime: Runtime) -> None:
+    """Refuse (403) a browser request sent from another origin than the page's own."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if origin.rstrip("/") != own and origin.rstrip("/") not in runtime.settings.allowed_origins:
+        raise HTTPError(403, f"cross-origin requests from {origin} are not allowed")
+
+
+async def parse_body(request: Request, model: type[M], runtime: Runtime) -> M:
+    """Validate a JSON body against ``model`` (413 when too large, 415 when not JSON, 422 when invalid)."""
+    check_origin(request, runtime)
+    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise HTTPError(415, f"content-type must be application/json, got {media!r}")
+    size = request.headers.get("content-length")
+    if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
+        raise HTTPError(413, f"request body must be at most {MAX_BODY_BYTES} bytes")
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise HTTPError(413, f"request body must be at most {MAX_BODY_BYTES} bytes")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as err:
+        raise invalid(err) from err
+
+
+async def dislikes(runtime: Runtime, user_id: str | None) -> frozenset[str]:
+    """The listener's disliked items: from the worker's cache, else from the store in a thread."""
+    if user_id is None:
+        return frozenset()
+    cached = runtime.feedback.cached_dislikes(user_id)
+    if cached is not None:
+        return cached
+    return await anyio.to_thread.run_sync(runtime.feedback.load_dislikes, user_id)
+
+
+async def recommend(request: Request) -> Response:
+    runtime = runtime_of(request)
+    body = await parse_body(request, RecommendRequest, runtime)
+    state = state_of(runtime)
+    answer = logic.recommend(state, body, await dislikes(runtime, body.user_id))
+    runtime.count("recommend", answer["cold_start"])
+    return json_response(answer)
+
+
+async def new_listener(request: Request) -> Response:
+    runtime = runtime_of(request)
+    body = await parse_body(request, NewListenerRequest, runtime)
+    state = state_of(runtime)
+    answer = logic.new_listener(state, body, await dislikes(runtime, body.user_id))
+    runtime.count("new_listener", False)
+    return json_response(answer)
+
+
+async def similar(request: Request) -> Response:
+    runtime = runtime_of(request)
+    body = await parse_body(request, SimilarRequest, runtime)
+    return json_response(logic.similar(state_of(runtime), body))
+
+
+async def search(request: Request) -> Response:
+    runtime = runtime_of(request)
+    try:
+        query = SearchQuery.model_validate(dict(request.query_params))
+    except ValidationError as err:
+        raise invalid(err) from err
+    return json_response(logic.search(state_of(runtime), query))
+
+
+async def feedback(request: Request) -> Response:
+    runtime = runtime_of(request)
+    body = await parse_body(request, FeedbackRequest, runtime)
+    try:
+        result = await anyio.to_thread.run_sync(runtime.feedback.add, list(body.events))
+    except FeedbackUnavailableError as err:
+        _LOG.warning("feedback refused: %s", err)
+        raise HTTPError(
+            503, "the feedback store is unavailable; retry later", headers={"Retry-After": RETRY_AFTER_S}
+        ) from err
+    return json_response({"inserted": result.inserted, "duplicates": result.duplicates})
+
+
+async def reload(request: Request) -> Response:
+    runtime = runtime_of(request)
+    check_origin(request, runtime)
+    expected = runtime.settings.admin_token
+    if not expected:
+        raise HTTPError(403, "admin endpoints are disabled: set RECSYS_ADMIN_TOKEN to enable them")
+    given = request.headers.get(ADMIN_HEADER)
+    if not given:
+        raise HTTPError(401, f"missing {ADMIN_HEADER} header", headers={"WWW-Authenticate": "Token"})
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPError(403, f"wrong {ADMIN_HEADER}")
+    previous, error = await anyio.to_thread.run_sync(lambda: runtime.models.reload(announce=True))
+    state = runtime.models.state
+    answer = {
+        "reloaded": error is None,
+        "model_version": state.version if state is not None else None,
+        "previous_version": previous,
+        "error": error,
+    }
+    return json_response(answer, status=200 if error is None else 409)
+
+
+async def model_info(request: Request) -> Response:
+    state = state_of(runtime_of(request))
+    metrics = state.metadata.get("metrics", {})
+    return json_response({"model_version": state.version, "n_items": state.n_items, "metrics": metrics})
+
+
+async def index(request: Request) -> Response:
+    return Response((STATIC_DIR / "index.html").read_bytes(), media_type="text/html; charset=utf-8")
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(openapi_spec())
+
+
+async def docs(request: Request) -> Response:
+    return Response(docs_page("/openapi.json"), media_type="text/html; charset=utf-8")
+
+
+def guarded(handler: Handler) -> Handler:
+    """Turn :class:`HTTPError` and :class:`logic.FieldError` into JSON answers; anything else into a 500."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except HTTPError as err:
+            body = {"error": err.error, "fields": err.fields}
+            return json_response(body, status=err.status, headers=err.headers)
+        except logic.FieldError as err:
+            fields = [{"field": err.field, "message": str(err)}]
+            return json_response({"error": f"{err.field}: {err}", "fields": fields}, status=err.status)
+        except Exception:
+            _LOG.exception("unexpected error in %s %s", request.method, request.url.path)
+            return json_response({"error": "internal error", "fields": []}, status=500)
+
+    return endpoint
+
+
+async def poll_reloads(runtime: Runtime) -> None:
+    """Follow reloads announced by other workers, and keep trying while no model is loaded."""
+    last_try = 0.0
+    while True:
+        await asyncio.sleep(POLL_S)
+        now = asyncio.get_running_loop().time()
+        if runtime.models.state is None and now - last_try < RETRY_LOAD_S:
+            continue
+        if runtime.models.needs_reload():
+            last_try = now
+            await anyio.to_thread.run_sync(runtime.models.reload)
+
+
+def create_app() -> Starlette:
+    """The app; the service sets ``app.state.runtime`` before the first request."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        runtime: Runtime | None = getattr(app.state, "runtime", None)
+        task = asyncio.create_task(poll_reloads(runtime)) if runtime is not None else None
+        yield
+        if task is not None:
+            task.cancel()
+
+    routes = [
+        Route("/", guarded(index), methods=["GET"]),
+        Route("/recommend", guarded(recommend), methods=["POST"]),
+        Route("/recommend/new-listener", guarded(new_listener), methods=["POST"]),
+        Route("/similar", guarded(similar), methods=["POST"]),
+        Route("/search", guarded(search), methods=["GET"]),
+        Route("/feedback", guarded(feedback), methods=["POST"]),
+        Route("/admin/reload", guarded(reload), methods=["POST"]),
+        Route("/model", guarded(model_info), methods=["GET"]),
+        Route("/openapi.json", guarded(openapi), methods=["GET"]),
+        Route("/docs", guarded(docs), methods=["GET"]),
+        Mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -1,0 +1,103 @@
+"""What each endpoint answers, as pure functions of a :class:`ServingState` and a validated request."""
+
+from __future__ import annotations
+
+from collections.abc import Set
+from typing import Any
+
+import numpy as np
+
+from recsys.serving.schemas import NewListenerRequest, RecommendRequest, SearchQuery, SimilarRequest
+from recsys.serving.state import ServingState, UnknownFilterError
+
+
+class FieldError(ValueError):
+    """A request that is well-formed but names something the model does not have (-> 4xx)."""
+
+    def __init__(self, field: str, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.field, self.status = field, status
+
+
+def recommend(state: ServingState, request: RecommendRequest, disliked: Set[str]) -> dict[str, Any]:
+    """Top-k for a known listener, or a flagged popularity list (cold start) for an unknown one.
+
+    Disliked items are never returned; listened items are skipped unless ``exclude_listened`` is false.
+    """
+    allowed = _allowed(state, request.genre, request.tag)
+    exclude = state.indices_of(disliked) if disliked else None
+    user = state.user_index.get(request.user_id)
+    if user is None:
+        items = state.popular_items(state.popular(request.k, exclude, allowed))
+        return _answer(state, request.user_id, items, cold_start=True)
+    known = state.known_items(user)
+    if request.exclude_listened:
+        exclude = known if exclude is None else np.concatenate([known, exclude])
+    indices, scores = state.rank(state.user_vectors[user], request.k, exclude, allowed)
+    items = state.items(indices, scores, state.user_profile(user))
+    return _answer(state, request.user_id, items, cold_start=False)
+
+
+def new_listener(state: ServingState, request: NewListenerRequest, disliked: Set[str]) -> dict[str, Any]:
+    """Top-k for a listener described by favourite artists, folded into one user vector.
+
+    Raises
+    ------
+    FieldError
+        When no favourite names or ids a known artist.
+    """
+    resolved = {name: state.resolve(name) for name in request.favourites}
+    favourites = np.array(sorted({i for i in resolved.values() if i is not None}), dtype=np.int64)
+    unresolved = [name for name, index in resolved.items() if index is None]
+    if favourites.size == 0:
+        raise FieldError("favourites", f"no favourite matches a known artist name or id: {unresolved[:5]}")
+    allowed = _allowed(state, request.genre, request.tag)
+    vector = state.fold_in(favourites)
+    exclude = np.concatenate([favourites, state.indices_of(request.exclude), state.indices_of(disliked)])
+    indices, scores = state.rank(vector, request.k, exclude, allowed)
+    items = state.items(indices, scores, state.tag_profile(favourites))
+    answer = _answer(state, request.user_id, items, cold_start=False)
+    answer["unresolved"] = unresolved
+    return answer
+
+
+def similar(state: ServingState, request: SimilarRequest) -> dict[str, Any]:
+    """The artists nearest to one artist by cosine similarity of item embeddings.
+
+    Raises
+    ------
+    FieldError
+        404 when the item id or name is unknown.
+    """
+    field, key = ("item_id", request.item_id) if request.item_id is not None else ("name", request.name)
+    assert key is not None  # the request model guarantees exactly one
+    item = state.item_index.get(key) if field == "item_id" else state.names_index.exact(key)
+    if item is None:
+        raise FieldError(field, f"no artist with {field} {key!r}; use /search to find one", status=404)
+    indices, scores = state.similar(item, request.k)
+    return {
+        "item_id": state.item_ids[item],
+        "name": state.names[item],
+        "items": state.items(indices, scores, state.tag_profile([item])),
+        "model_version": state.version,
+    }
+
+
+def search(state: ServingState, query: SearchQuery) -> dict[str, Any]:
+    """Artists whose names match ``query.q``: exact, prefix, substring, then fuzzy."""
+    hits = state.names_index.search(query.q, query.limit)
+    items = [{"item_id": state.item_ids[i], "name": state.names[i], "match": how} for i, how in hits]
+    return {"items": items, "model_version": state.version}
+
+
+def _allowed(state: ServingState, genre: str | None, tag: str | None) -> np.ndarray | None:
+    try:
+        return state.allowed(genre, tag)
+    except UnknownFilterError as err:
+        raise FieldError(err.field, str(err)) from err
+
+
+def _answer(
+    state: ServingState, user_id: str | None, items: list[dict[str, Any]], cold_start: bool
+) -> dict[str, Any]:
+    return {"user_id": user_id, "items": items, "cold_start": cold_start, "model_version": state.version}

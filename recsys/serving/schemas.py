@@ -1,0 +1,146 @@
+"""Request and response bodies of the HTTP API, with the bounds every field must respect.
+
+Requests are parsed with ``Model.model_validate_json`` (unknown fields are rejected); responses are
+built as plain dicts for speed and documented (and tested) against the response models below.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from recsys.feedback import MAX_ID_LENGTH, FeedbackEvent
+
+MAX_K = 100
+MAX_FAVOURITES = 50
+MAX_EXCLUDE = 500
+MAX_EVENTS = 500
+MAX_QUERY = 100
+MAX_SEARCH_LIMIT = 50
+MAX_FILTER = 64
+
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH)]
+NameOrId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+FilterValue = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_FILTER)]
+K = Annotated[int, Field(ge=1, le=MAX_K, description="Number of items to return.")]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RecommendRequest(_Request):
+    """``POST /recommend``: recommendations for a listener, known to the model or not (cold start)."""
+
+    user_id: Id
+    k: K = 10
+    exclude_listened: bool = Field(True, description="Never return artists the user already listened to.")
+    genre: FilterValue | None = Field(None, description="Only artists of this Spotify genre, e.g. 'rock'.")
+    tag: FilterValue | None = Field(None, description="Only artists with this Last.fm tag, e.g. 'indie'.")
+
+
+class NewListenerRequest(_Request):
+    """``POST /recommend/new-listener``: recommendations from a few favourite artists (names or ids)."""
+
+    favourites: list[NameOrId] = Field(min_length=1, max_length=MAX_FAVOURITES)
+    k: K = 10
+    user_id: Id | None = Field(
+        None, description="When given, the artists this listener disliked are excluded."
+    )
+    exclude: list[Id] = Field(default_factory=list, max_length=MAX_EXCLUDE, description="Item ids to skip.")
+    genre: FilterValue | None = None
+    tag: FilterValue | None = None
+
+
+class SimilarRequest(_Request):
+    """``POST /similar``: the artists nearest to one artist (by ``item_id`` or exact ``name``)."""
+
+    item_id: Id | None = None
+    name: NameOrId | None = None
+    k: K = 10
+
+    @model_validator(mode="after")
+    def _one_key(self) -> SimilarRequest:
+        if (self.item_id is None) == (self.name is None):
+            raise ValueError("give exactly one of item_id or name")
+        return self
+
+
+class SearchQuery(_Request):
+    """``GET /search?q=...&limit=...``: artists by name (prefix, substring, then fuzzy)."""
+
+    q: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY)]
+    limit: int = Field(10, ge=1, le=MAX_SEARCH_LIMIT)
+
+
+class FeedbackRequest(_Request):
+    """``POST /feedback``: events stored durably before the answer; retries are idempotent by event_id."""
+
+    events: list[FeedbackEvent] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class RecommendedItem(BaseModel):
+    """One recommended artist and why."""
+
+    item_id: str
+    name: str
+    score: float
+    reason: str
+
+
+class RecommendResponse(BaseModel):
+    """Answer of ``/recommend`` and ``/recommend/new-listener``."""
+
+    user_id: str | None
+    items: list[RecommendedItem]
+    cold_start: bool
+    model_version: str
+    unresolved: list[str] = Field(default_factory=list, description="Favourites that matched no artist.")
+
+
+class SimilarResponse(BaseModel):
+    """Answer of ``/similar``."""
+
+    item_id: str
+    name: str
+    items: list[RecommendedItem]
+    model_version: str
+
+
+class SearchHit(BaseModel):
+    """One artist found by ``/search``."""
+
+    item_id: str
+    name: str
+    match: str = Field(description="exact, prefix, substring or fuzzy")
+
+
+class SearchResponse(BaseModel):
+    """Answer of ``/search``."""
+
+    items: list[SearchHit]
+    model_version: str
+
+
+class FeedbackResponse(BaseModel):
+    """Answer of ``/feedback``."""
+
+    inserted: int
+    duplicates: int
+
+
+class ReloadResponse(BaseModel):
+    """Answer of ``/admin/reload``."""
+
+    reloaded: bool
+    model_version: str | None
+    previous_version: str | None
+    error: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx answer: a message and, for invalid input, the offending fields."""
+
+    error: str
+    fields: list[dict[str, str]] = Field(default_factory=list)

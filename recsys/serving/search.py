@@ -1,0 +1,88 @@
+"""Artist lookup by name: exact, prefix (bisect over sorted names), substring, then fuzzy (rapidfuzz)."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+import numpy as np
+from rapidfuzz import fuzz, process
+
+FUZZY_CUTOFF = 70.0
+"""Minimum rapidfuzz WRatio (0-100) of a fuzzy hit."""
+
+
+def normalise(name: str) -> str:
+    """Case- and space-insensitive form of a name, used for every comparison."""
+    return " ".join(name.casefold().split())
+
+
+class NameIndex:
+    """Search structures over item display names; ties go to the more popular artist.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Display name of each item index.
+    popularity : np.ndarray
+        Listeners of each item index.
+
+    Examples
+    --------
+    >>> index = NameIndex(["Radiohead", "Rammstein", "Muse"], np.array([5, 3, 9]))
+    >>> [(i, how) for i, how in index.search("ra", 5)]
+    [(0, 'prefix'), (1, 'prefix')]
+    >>> index.exact("muse")
+    2
+    """
+
+    def __init__(self, names: Sequence[str], popularity: np.ndarray) -> None:
+        self._keys = [normalise(name) for name in names]
+        self._rank = np.argsort(np.argsort(-np.asarray(popularity), kind="stable"), kind="stable")
+        order = sorted(range(len(self._keys)), key=lambda i: (self._keys[i], self._rank[i]))
+        self._sorted_keys = [self._keys[i] for i in order]
+        self._sorted_items = order
+        self._exact: dict[str, int] = {}
+        for item in sorted(range(len(self._keys)), key=lambda i: self._rank[i]):
+            self._exact.setdefault(self._keys[item], item)
+
+    def exact(self, name: str) -> int | None:
+        """The most popular item whose normalised name equals ``name``'s, or None."""
+        return self._exact.get(normalise(name))
+
+    def search(self, query: str, limit: int) -> list[tuple[int, str]]:
+        """Up to ``limit`` ``(item index, match kind)``: exact, then prefix, substring and fuzzy hits."""
+        key = normalise(query)
+        if not key:
+            return []
+        hits: dict[int, str] = {}
+        exact = self._exact.get(key)
+        if exact is not None:
+            hits[exact] = "exact"
+        for kind, items in (("prefix", self._prefix(key)), ("substring", self._substring(key))):
+            for item in self._by_popularity(items):
+                if len(hits) >= limit:
+                    return list(hits.items())
+                hits.setdefault(item, kind)
+        for item in self._fuzzy(key, limit):
+            if len(hits) >= limit:
+                break
+            hits.setdefault(item, "fuzzy")
+        return list(hits.items())
+
+    def _prefix(self, key: str) -> list[int]:
+        start = bisect.bisect_left(self._sorted_keys, key)
+        stop = bisect.bisect_left(self._sorted_keys, key + "\U0010ffff", lo=start)
+        return self._sorted_items[start:stop]
+
+    def _substring(self, key: str) -> list[int]:
+        if len(key) < 3:  # one or two letters match thousands of names in the middle: prefix only
+            return []
+        return [item for item, name in enumerate(self._keys) if key in name]
+
+    def _fuzzy(self, key: str, limit: int) -> list[int]:
+        found = process.extract(key, self._keys, scorer=fuzz.WRatio, limit=limit, score_cutoff=FUZZY_CUTOFF)
+        return [int(item) for _, _, item in found]
+
+    def _by_popularity(self, items: list[int]) -> list[int]:
+        return sorted(items, key=lambda i: self._rank[i])

@@ -1,0 +1,214 @@
+"""Everything one loaded model serves with, precomputed once: the pure core of the service.
+
+A :class:`ServingState` is immutable after construction, so the service can build a new one beside the
+old (a reload) and swap a single reference: a request keeps the state it started with.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from recsys.models.scorer import MISSING, top_k_from_scores
+from recsys.registry import ServingArtifact
+from recsys.serving.search import NameIndex, normalise
+
+SHARED_TAGS = 3
+"""Tags named in a "shares tags" reason."""
+FALLBACK_REASON = "popular with similar listeners"
+COLD_REASON = "popular with many listeners"
+MAX_PROFILES = 100_000
+
+Item = dict[str, Any]
+
+
+class UnknownFilterError(ValueError):
+    """A genre or tag filter names a value the catalogue does not have."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ServingState:
+    """Scorer, id maps, popularity, tags, unit embeddings and name index of one model.
+
+    Parameters
+    ----------
+    artifact : ServingArtifact
+        A model loaded from the registry.
+    """
+
+    def __init__(self, artifact: ServingArtifact) -> None:
+        self.version = artifact.tag
+        self.metadata = artifact.metadata
+        self._model = artifact.model
+        self.scorer = artifact.model.scorer()
+        self.item_vectors = self.scorer.item_vectors
+        self.user_vectors = self.scorer.user_vectors
+        self.item_ids = list(artifact.item_ids)
+        self.names = list(artifact.names)
+        self.tags = [list(tags) for tags in artifact.tags]
+        self.user_index = dict(artifact.user_index)
+        self.item_index = dict(artifact.item_index)
+        known = artifact.known.tocsr()
+        known.sort_indices()
+        self._known_indptr, self._known_items = known.indptr, known.indices.astype(np.int64)
+        self.popularity = np.asarray(known.getnnz(axis=0), dtype=np.int64)
+        self.popular_order = np.argsort(-self.popularity, kind="stable")
+        self._n_users = max(len(artifact.user_ids), 1)
+        embeddings = self.item_vectors[:, :-2]
+        norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+        self.unit_embeddings = np.ascontiguousarray(embeddings / np.maximum(norms, 1e-12), dtype=np.float32)
+        self.names_index = NameIndex(self.names, self.popularity)
+        self._columns = _feature_columns(artifact.item_features.names)
+        self._top_tags = [{normalise(tag) for tag in tags} for tags in self.tags]
+        self._features = artifact.item_features.matrix.tocsc()
+        self._mask_cache: dict[tuple[str, str], np.ndarray] = {}
+        self._profiles: dict[int, Counter[str]] = {}
+
+    @property
+    def n_items(self) -> int:
+        """Number of rankable items."""
+        return len(self.item_ids)
+
+    def known_items(self, user: int) -> np.ndarray:
+        """Item indices a known user listened to (sorted)."""
+        return self._known_items[self._known_indptr[user] : self._known_indptr[user + 1]]
+
+    def indices_of(self, item_ids: Iterable[str]) -> np.ndarray:
+        """Indices of the given item ids; ids the model does not know are dropped."""
+        index = self.item_index
+        return np.fromiter((index[i] for i in item_ids if i in index), dtype=np.int64)
+
+    def resolve(self, name_or_id: str) -> int | None:
+        """Item index of an item id, else of an exact (case-insensitive) artist name, else None."""
+        found = self.item_index.get(name_or_id)
+        return found if found is not None else self.names_index.exact(name_or_id)
+
+    def fold_in(self, favourites: np.ndarray) -> np.ndarray:
+        """A scoring row for a new listener from favourite item indices (the model's fold-in)."""
+        return self._model.fold_in_user(favourites)
+
+    def allowed(self, genre: str | None, tag: str | None) -> np.ndarray | None:
+        """Boolean mask of the items passing the genre and tag filters (None: no filter).
+
+        Raises
+        ------
+        UnknownFilterError
+            When the catalogue has no such genre or tag.
+        """
+        mask: np.ndarray | None = None
+        for field, value in (("genre", genre), ("tag", tag)):
+            if value is not None:
+                part = self._mask(field, normalise(value))
+                mask = part if mask is None else mask & part
+        return mask
+
+    def rank(
+        self, vector: np.ndarray, k: int, exclude: np.ndarray | None = None, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` ``(indices, scores)`` of a scoring row; excluded and filtered-out items never appear."""
+        scores = self.item_vectors @ vector
+        if exclude is not None and exclude.size:
+            scores[exclude] = -np.inf
+        if allowed is not None:
+            scores[~allowed] = -np.inf
+        indices, top = top_k_from_scores(scores[np.newaxis, :], k)
+        keep = indices[0] != MISSING
+        return indices[0][keep], top[0][keep]
+
+    def popular(self, k: int, exclude: np.ndarray | None, allowed: np.ndarray | None) -> np.ndarray:
+        """The ``k`` most listened items (cold start), skipping ``exclude`` and filtered-out items."""
+        order = self.popular_order
+        if allowed is not None:
+            order = order[allowed[order]]
+        if exclude is not None and exclude.size:
+            order = order[~np.isin(order, exclude)]
+        return order[:k]
+
+    def similar(self, item: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items whose embeddings have the highest cosine similarity with ``item``'s."""
+        scores = self.unit_embeddings @ self.unit_embeddings[item]
+        scores[item] = -np.inf
+        indices, top = top_k_from_scores(scores[np.newaxis, :], k)
+        keep = indices[0] != MISSING
+        return indices[0][keep], top[0][keep]
+
+    def user_profile(self, user: int) -> Counter[str]:
+        """:meth:`tag_profile` of a known user's listened items, computed once per user."""
+        profile = self._profiles.get(user)
+        if profile is None:
+            if len(self._profiles) >= MAX_PROFILES:
+                self._profiles.clear()
+            profile = self._profiles[user] = self.tag_profile(self.known_items(user))
+        return profile
+
+    def tag_profile(self, items: Sequence[int] | np.ndarray) -> Counter[str]:
+        """How many of ``items`` carry each top tag: the listener's taste, for reasons."""
+        return Counter(tag for item in items for tag in self.tags[int(item)])
+
+    def reason(self, item: int, profile: Counter[str]) -> str:
+        """``"shares tags: a, b"`` with the item's tags most common in ``profile``, else a fallback."""
+        shared = sorted((tag for tag in self.tags[item] if tag in profile), key=lambda t: -profile[t])
+        return f"shares tags: {', '.join(shared[:SHARED_TAGS])}" if shared else FALLBACK_REASON
+
+    def items(self, indices: np.ndarray, scores: np.ndarray, profile: Counter[str]) -> list[Item]:
+        """Response entries for ranked items with reasons from ``profile``."""
+        return [
+            {
+                "item_id": self.item_ids[i],
+                "name": self.names[i],
+                "score": round(float(s), 6),
+                "reason": self.reason(i, profile),
+            }
+            for i, s in zip(indices.tolist(), scores.tolist(), strict=True)
+        ]
+
+    def popular_items(self, indices: np.ndarray) -> list[Item]:
+        """Response entries for cold-start items, scored by their share of listeners."""
+        return [
+            {
+                "item_id": self.item_ids[i],
+                "name": self.names[i],
+                "score": round(float(self.popularity[i]) / self._n_users, 6),
+                "reason": COLD_REASON,
+            }
+            for i in indices.tolist()
+        ]
+
+    def _mask(self, field: str, value: str) -> np.ndarray:
+        key = (field, value)
+        mask = self._mask_cache.get(key)
+        if mask is None:
+            mask = self._build_mask(field, value)
+            self._mask_cache[key] = mask  # bounded: only values of the catalogue get here
+        return mask
+
+    def _build_mask(self, field: str, value: str) -> np.ndarray:
+        mask = np.zeros(self.n_items, dtype=bool)
+        column = self._columns[field].get(value)
+        if column is not None:
+            start, stop = self._features.indptr[column], self._features.indptr[column + 1]
+            rows = self._features.indices[start:stop][self._features.data[start:stop] > 0]
+            mask[rows] = True
+        if field == "tag":
+            mask |= np.fromiter((value in tags for tags in self._top_tags), dtype=bool, count=self.n_items)
+        if column is None and not mask.any():
+            known = sorted(self._columns[field])
+            hint = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+            raise UnknownFilterError(field, f"unknown {field} {value!r}; known values include: {hint}")
+        return mask
+
+
+def _feature_columns(names: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Feature column of each genre and tag by normalised value, e.g. ``{"genre": {"rock": 17}}``."""
+    columns: dict[str, dict[str, int]] = {"genre": {}, "tag": {}}
+    for position, name in enumerate(names):
+        group, _, value = name.partition(":")
+        if group in columns and value:
+            columns[group].setdefault(normalise(value), position)
+    return columns

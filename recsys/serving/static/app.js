@@ -1,0 +1,158 @@
+// The listener's page: pick favourite artists, get ten recommendations with reasons, like or skip them.
+"use strict";
+
+const state = { favourites: new Map(), skipped: new Set(), options: [], active: -1, timer: null };
+const $ = (id) => document.getElementById(id);
+
+function newId() {
+  if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+  return "id-" + Date.now().toString(36) + "-" + Math.random().toString(36).slice(2);
+}
+
+function listenerId() {
+  let id = localStorage.getItem("recsys-listener");
+  if (!id) { id = "web-" + newId(); localStorage.setItem("recsys-listener", id); }
+  return id;
+}
+
+async function call(method, path, body) {
+  const init = { method, headers: { "Content-Type": "application/json" } };
+  if (body !== undefined) init.body = JSON.stringify(body);
+  const answer = await fetch(path, init);
+  const data = await answer.json().catch(() => ({}));
+  if (!answer.ok) throw new Error(data.error || answer.statusText);
+  return data;
+}
+
+function setStatus(text) { $("status").textContent = text; }
+
+function closeOptions() {
+  const list = $("search-results");
+  list.hidden = true; list.replaceChildren();
+  $("artist-search").setAttribute("aria-expanded", "false");
+  $("artist-search").removeAttribute("aria-activedescendant");
+  state.options = []; state.active = -1;
+}
+
+function highlight(index) {
+  state.active = index;
+  const items = $("search-results").children;
+  for (let i = 0; i < items.length; i++) items[i].setAttribute("aria-selected", String(i === index));
+  if (index >= 0) {
+    $("artist-search").setAttribute("aria-activedescendant", items[index].id);
+    items[index].scrollIntoView({ block: "nearest" });
+  }
+}
+
+function showOptions(hits) {
+  const list = $("search-results");
+  list.replaceChildren();
+  state.options = hits.filter((hit) => !state.favourites.has(hit.item_id));
+  state.options.forEach((hit, i) => {
+    const li = document.createElement("li");
+    li.id = "option-" + i; li.setAttribute("role", "option"); li.setAttribute("aria-selected", "false");
+    li.textContent = hit.name;
+    li.addEventListener("mousedown", (event) => { event.preventDefault(); pick(i); });
+    list.appendChild(li);
+  });
+  list.hidden = state.options.length === 0;
+  $("artist-search").setAttribute("aria-expanded", String(!list.hidden));
+  highlight(state.options.length ? 0 : -1);
+}
+
+async function search(query) {
+  if (!query.trim()) { closeOptions(); return; }
+  try {
+    const data = await call("GET", "/search?limit=8&q=" + encodeURIComponent(query.trim()));
+    if ($("artist-search").value === query) showOptions(data.items);
+  } catch (err) { setStatus("Search failed: " + err.message); }
+}
+
+function pick(index) {
+  const hit = state.options[index];
+  if (!hit) return;
+  state.favourites.set(hit.item_id, hit.name);
+  $("artist-search").value = "";
+  closeOptions();
+  renderFavourites();
+  $("artist-search").focus();
+}
+
+function renderFavourites() {
+  const list = $("favourites");
+  list.replaceChildren();
+  for (const [id, name] of state.favourites) {
+    const li = document.createElement("li");
+    li.textContent = name;
+    const remove = document.createElement("button");
+    remove.type = "button"; remove.textContent = "×"; remove.setAttribute("aria-label", "Remove " + name);
+    remove.addEventListener("click", () => { state.favourites.delete(id); renderFavourites(); });
+    li.appendChild(remove);
+    list.appendChild(li);
+  }
+  $("recommend-button").disabled = state.favourites.size === 0;
+}
+
+async function recommend() {
+  if (state.favourites.size === 0) return;
+  setStatus("Loading recommendations…");
+  try {
+    const data = await call("POST", "/recommend/new-listener", {
+      favourites: [...state.favourites.keys()], k: 10, user_id: listenerId(), exclude: [...state.skipped],
+    });
+    renderRecommendations(data.items);
+    setStatus(data.items.length + " recommendations (model " + data.model_version + ")");
+  } catch (err) { setStatus("Could not get recommendations: " + err.message); }
+}
+
+function feedbackButton(item, event, label) {
+  const button = document.createElement("button");
+  button.type = "button"; button.textContent = label;
+  button.setAttribute("aria-label", label + " " + item.name);
+  button.addEventListener("click", () => sendFeedback(item, event));
+  return button;
+}
+
+function renderRecommendations(items) {
+  const list = $("recommendations");
+  list.replaceChildren();
+  for (const item of items) {
+    const li = document.createElement("li");
+    li.dataset.itemId = item.item_id;
+    const name = document.createElement("strong");
+    name.textContent = item.name;
+    const reason = document.createElement("span");
+    reason.className = "reason"; reason.textContent = item.reason;
+    li.append(name, " ", feedbackButton(item, "like", "Like"), " ", feedbackButton(item, "skip", "Skip"), reason);
+    list.appendChild(li);
+  }
+}
+
+async function sendFeedback(item, event) {
+  const record = {
+    user_id: listenerId(), item_id: item.item_id, event, event_id: newId(), timestamp: new Date().toISOString(),
+  };
+  try {
+    await call("POST", "/feedback", { events: [record] });
+  } catch (err) { setStatus("Feedback not saved: " + err.message); return; }
+  if (event === "like") state.favourites.set(item.item_id, item.name); else state.skipped.add(item.item_id);
+  renderFavourites();
+  await recommend();
+}
+
+function onKey(event) {
+  const count = state.options.length;
+  if (event.key === "ArrowDown" && count) { event.preventDefault(); highlight((state.active + 1) % count); }
+  else if (event.key === "ArrowUp" && count) { event.preventDefault(); highlight((state.active - 1 + count) % count); }
+  else if (event.key === "Enter" && state.active >= 0) { event.preventDefault(); pick(state.active); }
+  else if (event.key === "Escape") closeOptions();
+}
+
+$("artist-search").addEventListener("input", (event) => {
+  clearTimeout(state.timer);
+  const query = event.target.value;
+  state.timer = setTimeout(() => search(query), 120);
+});
+$("artist-search").addEventListener("keydown", onKey);
+$("artist-search").addEventListener("blur", () => setTimeout(closeOptions, 150));
+$("recommend-button").addEventListener("click", recommend);

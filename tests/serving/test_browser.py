@@ -1,0 +1,89 @@
+"""The listener's journey in headless Chromium (Debian's, see scripts/chromium.sh), driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.serving.conftest import Server
+
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+# Screenshots go to RECSYS_TEST_ARTIFACTS (CI can upload that folder), else a folder under the temp dir.
+ARTIFACTS = Path(
+    os.environ.get("RECSYS_TEST_ARTIFACTS") or Path(tempfile.gettempdir()) / "recsys-test-artifacts"
+)
+
+
+@pytest.fixture(scope="module")
+def page(server: Server) -> Iterator[object]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing: run `bash scripts/chromium.sh`")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        opened = browser.new_page()
+        opened.set_default_timeout(30_000)  # the 2-core machine is shared: be patient
+        yield opened
+        browser.close()
+
+
+def _pick(page: object, query: str, expected: str, arrow_downs: int = 0) -> None:
+    search = page.get_by_label("Search artists")  # type: ignore[attr-defined]
+    search.fill(query)
+    page.get_by_role("option").first.wait_for()  # type: ignore[attr-defined]
+    for _ in range(arrow_downs):
+        search.press("ArrowDown")
+    selected = page.locator("#search-results [aria-selected=true]")  # type: ignore[attr-defined]
+    assert selected.inner_text() == expected
+    search.press("Enter")
+    page.get_by_role("list", name="Your favourite artists").get_by_text(expected).wait_for()  # type: ignore[attr-defined]
+
+
+def test_pick_artists_get_recommendations_like_and_skip(page: object, server: Server) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.goto(server.url + "/")  # type: ignore[attr-defined]
+    button = page.get_by_role("button", name="Get recommendations")  # type: ignore[attr-defined]
+    assert button.is_disabled()
+    _pick(page, "radio", "Radiohead")
+    _pick(page, "Rammst", "Rammstein")
+    _pick(page, "rock band", "Rock Band L", arrow_downs=1)
+    page.screenshot(path=str(ARTIFACTS / "1-favourites.png"))  # type: ignore[attr-defined]
+
+    button.focus()
+    page.keyboard.press("Enter")  # type: ignore[attr-defined]
+    rows = page.get_by_role("list", name="Recommended artists").get_by_role("listitem")  # type: ignore[attr-defined]
+    rows.nth(9).wait_for()
+    assert rows.count() == 10
+    first_ten = [rows.nth(i).get_attribute("data-item-id") for i in range(10)]
+    assert all(
+        "shares tags" in rows.nth(i).inner_text() or "popular" in rows.nth(i).inner_text() for i in range(10)
+    )
+    page.screenshot(path=str(ARTIFACTS / "2-recommendations.png"))  # type: ignore[attr-defined]
+
+    liked = [rows.nth(0).locator("strong").inner_text(), rows.nth(1).locator("strong").inner_text()]
+    for name in liked:
+        page.get_by_role("button", name=f"Like {name}").click()  # type: ignore[attr-defined]
+        page.get_by_role("list", name="Your favourite artists").get_by_text(name).wait_for()  # type: ignore[attr-defined]
+    skipped = rows.nth(0).locator("strong").inner_text()
+    page.get_by_role("button", name=f"Skip {skipped}").click()  # type: ignore[attr-defined]
+    gone = (
+        "name => ![...document.querySelectorAll('#recommendations strong')].some(e => e.textContent == name)"
+    )
+    page.wait_for_function(gone, arg=skipped)  # type: ignore[attr-defined]
+    shown = [rows.nth(i).locator("strong").inner_text() for i in range(rows.count())]
+    assert not set(shown) & {*liked, skipped}
+    assert [rows.nth(i).get_attribute("data-item-id") for i in range(rows.count())] != first_ten
+    page.screenshot(path=str(ARTIFACTS / "3-after-feedback.png"))  # type: ignore[attr-defined]

@@ -1,0 +1,55 @@
+"""The new-listener offline check: tiny-data behaviour, and fold-in beating most-popular on real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recsys.config import LightFMParams, Params
+from recsys.serving.offline import eligible_users, new_listener_report, pick_favourites, train_hybrid
+from recsys.split import load_split
+
+
+def test_favourites_are_seeded_distinct_training_items() -> None:
+    train = sp.csr_matrix(np.array([[1, 1, 1, 0, 1], [0, 1, 1, 1, 1]], dtype=np.float32))
+    test = sp.csr_matrix(np.array([[0, 0, 0, 1, 0], [0, 0, 0, 0, 0]], dtype=np.float32))
+    users = eligible_users(train, test, 3)
+    assert users.tolist() == [0]
+    first, again = pick_favourites(train, users, 3, seed=7), pick_favourites(train, users, 3, seed=7)
+    assert [f.tolist() for f in first] == [f.tolist() for f in again]
+    assert len(set(first[0].tolist())) == 3 and set(first[0].tolist()) <= {0, 1, 2, 4}
+
+
+def test_report_on_the_tiny_project(project: dict[str, Path]) -> None:
+    split = load_split(project["split"])
+    model = train_hybrid(
+        split, project["features"], LightFMParams(no_components=8, epochs=10), seed=0, num_threads=1
+    )
+    report = new_listener_report(model, split, n_favourites=3, k=5, seed=0)
+    assert report["n_users"] > 0
+    for name in ("fold_in", "most_popular", "trained_user"):
+        assert 0.0 <= report[name]["precision@5"] <= 1.0 and 0.0 <= report[name]["ndcg@5"] <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_fold_in_beats_most_popular_on_real_data(real_data_dir: Path) -> None:
+    root = Path(__file__).resolve().parents[2] / "data"
+    if (
+        not (root / "split" / "train.npz").is_file()
+        or not (root / "features" / "item_features.npz").is_file()
+    ):
+        pytest.skip(
+            f"{root} lacks the split and features stages' outputs: run `make run` (or dvc repro) first"
+        )
+    params = Params()
+    split = load_split(root / "split")
+    lightfm = params.train.lightfm.model_copy(update={"epochs": 20})
+    model = train_hybrid(split, root / "features", lightfm, params.seed)
+    report = new_listener_report(model, split, n_favourites=5, k=10, seed=params.seed)
+    assert report["n_users"] > 1000
+    assert report["fold_in"]["precision@10"] > report["most_popular"]["precision@10"]
+    assert report["fold_in"]["ndcg@10"] > report["most_popular"]["ndcg@10"]

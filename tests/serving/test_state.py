@@ -1,0 +1,85 @@
+"""The serving core without HTTP: ranking, exclusions, filters, reasons, search and request bounds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from recsys import registry
+from recsys.serving import logic
+from recsys.serving.schemas import FeedbackRequest, NewListenerRequest, RecommendRequest, SimilarRequest
+from recsys.serving.search import NameIndex
+from recsys.serving.state import FALLBACK_REASON, ServingState
+
+
+@pytest.fixture(scope="module")
+def state(champion_home: tuple[Path, str]) -> ServingState:
+    return ServingState(registry.load_artifact("champion", home=champion_home[0]))
+
+
+def test_known_user_excludes_listened_and_disliked(state: ServingState) -> None:
+    user = state.user_index["u03"]
+    listened = {state.item_ids[i] for i in state.known_items(user)}
+    first = logic.recommend(state, RecommendRequest(user_id="u03", k=100), frozenset())
+    ids = [item["item_id"] for item in first["items"]]
+    assert ids and not set(ids) & listened and len(ids) == state.n_items - len(listened)
+    again = logic.recommend(state, RecommendRequest(user_id="u03", k=100), frozenset({ids[0]}))
+    assert ids[0] not in {item["item_id"] for item in again["items"]}
+
+
+def test_cold_start_is_popularity_ordered_and_filtered(state: ServingState) -> None:
+    answer = logic.recommend(state, RecommendRequest(user_id="new", k=5, genre="rock"), frozenset({"a00"}))
+    indices = [state.item_index[item["item_id"]] for item in answer["items"]]
+    assert answer["cold_start"] and "a00" not in {item["item_id"] for item in answer["items"]}
+    assert list(state.popularity[indices]) == sorted(state.popularity[indices], reverse=True)
+    with pytest.raises(logic.FieldError) as caught:
+        logic.recommend(state, RecommendRequest(user_id="new", tag="polka"), frozenset())
+    assert caught.value.field == "tag"
+
+
+def test_reasons_name_shared_tags_or_fall_back(state: ServingState) -> None:
+    rock = state.item_index["a01"]
+    assert state.reason(rock, state.tag_profile([state.item_index["a02"]])).startswith("shares tags: rock")
+    assert state.reason(rock, state.tag_profile([state.item_index["a20"]])) == FALLBACK_REASON
+
+
+def test_new_listener_and_similar(state: ServingState) -> None:
+    answer = logic.new_listener(
+        state, NewListenerRequest(favourites=["Radiohead"], exclude=["a00"]), frozenset()
+    )
+    ids = {item["item_id"] for item in answer["items"]}
+    assert "a12" not in ids and "a00" not in ids
+    near = logic.similar(state, SimilarRequest(item_id="a14", k=3))
+    assert [item["name"].startswith("Pop Star") for item in near["items"]] == [True, True, True]
+    scores = [item["score"] for item in near["items"]]
+    assert all(-1.0 <= s <= 1.0 for s in scores) and scores == sorted(scores, reverse=True)
+
+
+def test_name_index_orders_prefix_hits_by_popularity() -> None:
+    index = NameIndex(["Beta Band", "Beatles", "Bee Gees", "Abba"], np.array([1, 50, 9, 3]))
+    assert [i for i, _ in index.search("be", 10)] == [1, 2, 0]
+    assert index.search("abba", 3)[0] == (3, "exact")
+    assert index.exact("  BEATLES ") == 1
+
+
+@pytest.mark.parametrize(
+    ("model", "body", "field"),
+    [
+        (RecommendRequest, {"user_id": "u", "k": 101}, "k"),
+        (NewListenerRequest, {"favourites": []}, "favourites"),
+        (SimilarRequest, {"k": 3}, None),
+        (
+            FeedbackRequest,
+            {"events": [{"user_id": "u", "item_id": "a", "event": "meh", "event_id": "e"}]},
+            "events",
+        ),
+    ],
+)
+def test_request_bounds(model: type[BaseModel], body: dict[str, object], field: str | None) -> None:
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate(body)
+    if field is not None:
+        assert caught.value.errors()[0]["loc"][0] == field
