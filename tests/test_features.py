@@ -203,7 +203,12 @@ def full_items() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_rows_are_l1_normalised_and_group_weights_are_their_shares() -> None:
     items, tags = full_items()
-    params = make_params(tags={"min_artists": 1, "weight": 1.0}, genre={"weight": 0.5}, audio={"weight": 0.5})
+    params = make_params(
+        tags={"min_artists": 1, "weight": 1.0},
+        genre={"weight": 0.5},
+        audio={"weight": 0.5},
+        identity={"weight": 1.0},
+    )
     features = build_item_features(items, tags, params, seed=0)
     np.testing.assert_allclose(dense(features).sum(axis=1), 1.0, rtol=1e-5)
     shares = {group: dense(features, group)[0].sum() for group in ("tags", "audio", "genre", "identity")}
@@ -247,7 +252,9 @@ def test_identity_off_leaves_featureless_rows_empty_without_nan() -> None:
 
 def test_without_identity_zeroes_masked_identity_and_renormalises() -> None:
     items, tags = full_items()
-    features = build_item_features(items, tags, make_params(tags={"min_artists": 1}), seed=0)
+    features = build_item_features(
+        items, tags, make_params(tags={"min_artists": 1}, identity={"weight": 1.0}), seed=0
+    )
     before = dense(features)
     cold = without_identity(features, np.array([True, False, False, True]))
     after = dense(cold)
