@@ -41,7 +41,7 @@ def _best_of(repeats: int, action: Callable[[], object]) -> float:
 def _inputs(params: Params) -> tuple[Any, Any]:
     """The split and features of this workspace, or freshly made from RECSYS_DATA_DIR."""
     if (stages.SPLIT_DIR / "train.npz").exists() and (stages.FEATURES_DIR / "item_features.npz").exists():
-        return stages._training_inputs(stages.FEATURES_DIR, stages.SPLIT_DIR)
+        return stages.training_inputs(stages.FEATURES_DIR, stages.SPLIT_DIR)
     local = data_dir_from_env()
     if local is None:
         raise SystemExit("make bench needs the pipeline outputs (make run) or RECSYS_DATA_DIR")
@@ -49,7 +49,7 @@ def _inputs(params: Params) -> tuple[Any, Any]:
     stages.prepare(params, local, root / "prepared")
     stages.features(params, root / "prepared", root / "features")
     stages.split(params, root / "prepared", root / "split")
-    return stages._training_inputs(root / "features", root / "split")
+    return stages.training_inputs(root / "features", root / "split")
 
 
 def epoch_seconds(params: Params, train: Any, features: Any, epochs: int = 5) -> dict[str, float]:

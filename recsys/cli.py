@@ -161,9 +161,59 @@ def serve(
 
 
 @app.command()
-def run() -> None:
-    """The main job, end to end on the default data: every DVC stage in order."""
-    guarded(lambda: reproduce([]))
+def run(
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Local copy of the data sets (default: $RECSYS_DATA_DIR).")
+    ] = None,
+    set_param: Annotated[
+        list[str] | None,
+        typer.Option("--set", "-S", help="Override a parameter, e.g. -S train.search.n_trials=2."),
+    ] = None,
+) -> None:
+    """The main job: the Prefect training flow (every DVC stage, gate, package) in ephemeral mode."""
+    from flows.training import training_flow
+
+    overrides = guarded(lambda: parse_overrides(set_param or []))
+    summary = training_flow(data_dir=str(data_dir) if data_dir else None, params_overrides=overrides)
+    typer.echo(json.dumps({key: summary[key] for key in ("model_tag", "decision", "reports")}, indent=2))
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["a.b=3", "c=x"]`` -> ``{"a.b": 3, "c": "x"}`` (values parsed as YAML scalars)."""
+    import yaml
+
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise RecsysError(f"--set expects key=value, got {pair!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+flows_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prefect flows and schedules.")
+app.add_typer(flows_app, name="flows")
+
+
+@flows_app.command("serve")
+def flows_serve(
+    data_dir: Annotated[Path | None, typer.Option(help="Raw-data folder for scheduled runs.")] = None,
+) -> None:
+    """Serve the nightly retraining and hourly monitoring schedules from this process (Ctrl-C stops)."""
+    from flows.deployments import serve_all
+
+    serve_all(project_dir=str(Path.cwd()), data_dir=str(data_dir) if data_dir else None)
+
+
+@flows_app.command("search")
+def flows_search(
+    runner: Annotated[str, typer.Option(help="threads or dask")] = "threads",
+    address: Annotated[str | None, typer.Option(help="Address of an existing Dask scheduler.")] = None,
+) -> None:
+    """Run the hyperparameter search as Prefect tasks (threads, a local Dask cluster, or a remote one)."""
+    from flows.search import run_search
+
+    _echo(guarded(lambda: run_search(runner=runner, address=address)))
 
 
 if __name__ == "__main__":

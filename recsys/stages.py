@@ -88,7 +88,7 @@ def split(params: Params, prepared_dir: Path = PREPARED_DIR, out_dir: Path = SPL
     return split_summary(made)
 
 
-def _training_inputs(features_dir: Path, split_dir: Path) -> tuple[Any, Any]:
+def training_inputs(features_dir: Path, split_dir: Path) -> tuple[Any, Any]:
     """The split and the item features with cold items' identity columns removed."""
     from recsys.features import load_item_features, without_identity
     from recsys.split import load_split
@@ -111,7 +111,7 @@ def train(
     from recsys.config import LightFMParams
     from recsys.models import LightFMRecommender
 
-    loaded, item_features = _training_inputs(features_dir, split_dir)
+    loaded, item_features = training_inputs(features_dir, split_dir)
     threads, seed = params.train.num_threads, params.seed
     configs = training.sample_configurations(params.train.lightfm, params.train.search, seed)
     trials = [
@@ -178,7 +178,7 @@ def evaluate(
     from recsys.models import load_recommender
     from recsys.reports import headline, metrics_plots, offline_report
 
-    loaded, _ = _training_inputs(features_dir, split_dir)
+    loaded, _ = training_inputs(features_dir, split_dir)
     groups = user_groups(mainstreaminess(loaded.train_full), params.evaluate.groups)
     results, cold = {}, {}
     for name in MODEL_NAMES:

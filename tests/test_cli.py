@@ -93,3 +93,21 @@ def test_ingest_offline_without_local_copy_says_how_to_fix(
     assert result.exit_code == 2
     assert "RECSYS_DATA_DIR" in result.output
     assert not (tmp_path / "raw" / "spotify-songs-tidytuesday-2020-01-21").exists()
+
+
+def test_parse_overrides_reads_yaml_scalars() -> None:
+    from recsys.cli import parse_overrides
+    from recsys.errors import RecsysError
+
+    assert parse_overrides(["train.search.n_trials=2", "prepare.weight_transform=log", "x=1.0e-6"]) == {
+        "train.search.n_trials": 2,
+        "prepare.weight_transform": "log",
+        "x": 1e-6,
+    }
+    with pytest.raises(RecsysError, match="key=value"):
+        parse_overrides(["no-equals-sign"])
+
+
+def test_flows_search_rejects_an_unknown_runner() -> None:
+    result = runner.invoke(app, ["flows", "search", "--runner", "ray"])
+    assert result.exit_code == 2 and "unknown task runner" in result.output

@@ -1,0 +1,113 @@
+"""Scheduled runs: nightly retraining and hourly monitoring.
+
+On one machine, ``python -m flows.deployments`` serves both deployments with :func:`prefect.serve`
+(the process runs the flows itself and must stay up; stop it with Ctrl-C). With a Prefect server and
+a work pool, ``prefect deploy --all`` reads the same deployments from ``prefect.yaml`` instead.
+
+Times are cron expressions in UTC.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.deployments.runner import RunnerDeployment
+
+from flows.training import dvc_stage, metrics_rows, read_report, run_lock, training_flow
+from recsys.config import load_params
+
+NIGHTLY_CRON = "0 2 * * *"
+HOURLY_CRON = "0 * * * *"
+TRAINING_DEPLOYMENT = "nightly-retraining"
+MONITORING_DEPLOYMENT = "hourly-monitoring"
+
+
+@flow(name="monitoring")
+def monitoring_flow(
+    project_dir: str = ".", data_dir: str | None = None, lock_timeout_s: float = 600.0
+) -> list[dict[str, Any]]:
+    """Keep the offline metrics current and publish them.
+
+    For now this runs ``dvc repro evaluate`` (DVC reruns whatever upstream changed, usually nothing)
+    and publishes ``metrics/offline.json`` as a table artifact. Drift monitoring with Evidently
+    (reference vs current data, popularity bias of the served recommendations) comes in a later issue
+    and will replace this body.
+
+    It takes the same lock as :func:`flows.training.training_flow`, so it never runs DVC while a
+    training run does.
+
+    Returns
+    -------
+    list of dict
+        One row per model with its headline metrics.
+    """
+    logger = get_run_logger()
+    start = time.perf_counter()
+    root = Path(project_dir).resolve()
+    with run_lock(root, lock_timeout_s):
+        outcome = dvc_stage("evaluate", str(root), data_dir)
+        report = read_report(root)
+    rows = metrics_rows(report, load_params(root / "params.yaml").evaluate.primary_k)
+    create_table_artifact(rows, key="monitoring-metrics", description="Offline metrics per model")
+    logger.info(
+        "monitoring finished in %.1f s (evaluate %s)", time.perf_counter() - start, outcome["outcome"]
+    )
+    return rows
+
+
+def build_deployments(project_dir: str = ".", data_dir: str | None = None) -> list[RunnerDeployment]:
+    """The nightly training and hourly monitoring deployments (not yet registered or served).
+
+    Parameters
+    ----------
+    project_dir : str
+        The project root the flows run in.
+    data_dir : str, optional
+        Raw-data folder for the ingest stage (default: ``RECSYS_DATA_DIR`` of the serving process).
+    """
+    parameters = {"project_dir": project_dir, "data_dir": data_dir}
+    return [
+        _made(
+            training_flow.to_deployment(
+                name=TRAINING_DEPLOYMENT,
+                cron=NIGHTLY_CRON,
+                parameters=parameters,
+                concurrency_limit=1,
+                tags=["recsys", "training"],
+                description="Retrain, evaluate, gate and package every night.",
+            )
+        ),
+        _made(
+            monitoring_flow.to_deployment(
+                name=MONITORING_DEPLOYMENT,
+                cron=HOURLY_CRON,
+                parameters=parameters,
+                concurrency_limit=1,
+                tags=["recsys", "monitoring"],
+                description="Refresh and publish the offline metrics every hour.",
+            )
+        ),
+    ]
+
+
+def _made(deployment: RunnerDeployment | Coroutine[Any, Any, RunnerDeployment]) -> RunnerDeployment:
+    # ``to_deployment`` is dispatched on the caller: from synchronous code it returns the deployment itself.
+    if not isinstance(deployment, RunnerDeployment):
+        raise TypeError("build_deployments must be called from synchronous code")
+    return deployment
+
+
+def serve_all(project_dir: str = ".", data_dir: str | None = None) -> None:
+    """Serve both schedules from this process until it is stopped (one-machine use)."""
+    from prefect import serve
+
+    serve(*build_deployments(project_dir, data_dir))
+
+
+if __name__ == "__main__":
+    serve_all()

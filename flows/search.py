@@ -1,0 +1,206 @@
+"""The LightFM hyperparameter search fanned out as Prefect tasks, one per trial.
+
+The trials are the ones the ``train`` stage runs (:func:`recsys.train.sample_configurations`, seeded),
+each trained by :func:`recsys.train.run_trial`; this flow only spreads them over a task runner:
+
+- ``"threads"`` (default): a :class:`prefect.task_runners.ThreadPoolTaskRunner` in this process;
+- ``"dask"``: a :class:`prefect_dask.DaskTaskRunner`, on a temporary ``LocalCluster`` of worker
+  processes, or on an existing scheduler given by ``address`` (e.g. ``tcp://10.0.0.5:8786``).
+
+With ``num_threads=1`` every trial is deterministic, so both runners find the same best trial.
+
+Examples
+--------
+From the project root, after ``dvc repro split features``::
+
+    python -m flows.search --runner dask
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from recsys.config import LightFMParams, load_params
+from recsys.errors import ConfigError
+from recsys.train import Trial
+
+RunnerKind = Literal["threads", "dask"]
+RUNNERS: tuple[RunnerKind, ...] = ("threads", "dask")
+TRIALS_FILE = "trials.csv"
+BEST_FILE = "best_trial.json"
+
+
+def make_task_runner(
+    kind: str = "threads", address: str | None = None, n_workers: int = 2, max_workers: int | None = None
+) -> TaskRunner[Any]:
+    """The task runner for the trials.
+
+    Parameters
+    ----------
+    kind : {"threads", "dask"}
+        Threads in this process, or Dask workers.
+    address : str, optional
+        A running Dask scheduler (``kind="dask"`` only); default: a temporary local cluster.
+    n_workers : int
+        Worker processes (one thread each) of the temporary Dask cluster.
+    max_workers : int, optional
+        Threads of the thread pool (default: Prefect's).
+    """
+    if kind == "threads":
+        return ThreadPoolTaskRunner(max_workers=max_workers)
+    if kind != "dask":
+        raise ConfigError(f"unknown task runner {kind!r}: use one of {list(RUNNERS)}")
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": n_workers, "threads_per_worker": 1, "processes": True},
+    )
+
+
+@task(name="search-trial", task_run_name="trial {number}", cache_policy=NO_CACHE)
+def trial_task(
+    number: int,
+    config: LightFMParams,
+    train: Any,
+    valid: Any,
+    item_features: Any,
+    metric: str,
+    seed: int,
+    num_threads: int,
+) -> Trial:
+    """One trial: :func:`recsys.train.run_trial` (early stopping on the validation part)."""
+    from recsys.train import run_trial
+
+    return run_trial(number, config, train, valid, item_features, metric, seed, num_threads)
+
+
+@flow(name="hyperparameter-search")
+def search_flow(
+    features_dir: str = "data/features",
+    split_dir: str = "data/split",
+    params_path: str = "params.yaml",
+    out_dir: str = "models/search",
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """Every trial of the configured search as one task; writes the trials table and the best trial.
+
+    Parameters
+    ----------
+    features_dir, split_dir : str
+        Outputs of the ``features`` and ``split`` stages.
+    params_path : str
+        ``params.yaml`` (seed, ``train.lightfm``, ``train.search``).
+    out_dir : str
+        Where ``trials.csv`` and ``best_trial.json`` go.
+    num_threads : int, optional
+        LightFM threads per trial (default ``train.num_threads``); 1 makes trials deterministic.
+
+    Returns
+    -------
+    dict
+        ``{"best_trial": row, "trials": [row, ...], "trials_file", "best_file"}``.
+    """
+    from recsys.stages import training_inputs
+    from recsys.train import best_trial, sample_configurations
+
+    logger = get_run_logger()
+    params = load_params(params_path)
+    threads = num_threads or params.train.num_threads
+    loaded, item_features = training_inputs(Path(features_dir), Path(split_dir))
+    configs = sample_configurations(params.train.lightfm, params.train.search, params.seed)
+    logger.info("searching %d configurations (%d LightFM thread(s) each)", len(configs), threads)
+    futures = [
+        trial_task.submit(
+            number,
+            config,
+            loaded.train,
+            loaded.valid,
+            item_features.matrix,
+            params.train.search.metric,
+            params.seed,
+            threads,
+        )
+        for number, config in enumerate(configs)
+    ]
+    trials = [future.result() for future in futures]
+    best = best_trial(trials)
+    paths = write_results(Path(out_dir), trials, best)
+    publish(trials, best, params.train.search.metric)
+    logger.info("best trial %d: %s = %.4f", best.number, params.train.search.metric, best.score)
+    return {"best_trial": best.row(), "trials": [trial.row() for trial in trials]} | paths
+
+
+def write_results(out_dir: Path, trials: list[Trial], best: Trial) -> dict[str, str]:
+    """``trials.csv`` (one row per trial) and ``best_trial.json``, written atomically."""
+    import pandas as pd
+
+    from recsys.io import atomic_path, write_json
+
+    trials_file, best_file = out_dir / TRIALS_FILE, out_dir / BEST_FILE
+    with atomic_path(trials_file) as tmp:
+        pd.DataFrame([trial.row() for trial in trials]).to_csv(tmp, index=False)
+    write_json(best_file, best.row())
+    return {"trials_file": str(trials_file), "best_file": str(best_file)}
+
+
+def publish(trials: list[Trial], best: Trial, metric: str) -> None:
+    """Artifacts: the trials table and the best trial."""
+    create_table_artifact(
+        [trial.row() for trial in trials], key="search-trials", description=f"Search trials ({metric})"
+    )
+    lines = [
+        f"## Best trial: {best.number} ({metric} = {best.score:.4f})",
+        "",
+        "| field | value |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {key} | {value} |" for key, value in best.row().items()]
+    create_markdown_artifact("\n".join(lines) + "\n", key="search-best-trial")
+
+
+def run_search(
+    runner: str = "threads",
+    address: str | None = None,
+    n_workers: int = 2,
+    max_workers: int | None = None,
+    **flow_kwargs: Any,
+) -> dict[str, Any]:
+    """Run :func:`search_flow` on the chosen task runner (see :func:`make_task_runner`).
+
+    Examples
+    --------
+    >>> run_search("dask", num_threads=1)  # doctest: +SKIP
+    """
+    task_runner = make_task_runner(runner, address, n_workers, max_workers)
+    result: dict[str, Any] = search_flow.with_options(task_runner=task_runner)(**flow_kwargs)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m flows.search [--runner threads|dask] [--address tcp://...] [--num-threads 1]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runner", choices=RUNNERS, default="threads")
+    parser.add_argument("--address", help="a running Dask scheduler (default: a temporary local cluster)")
+    parser.add_argument("--n-workers", type=int, default=2)
+    parser.add_argument("--num-threads", type=int)
+    parser.add_argument("--out-dir", default="models/search")
+    args = parser.parse_args(argv)
+    result = run_search(
+        args.runner, args.address, args.n_workers, num_threads=args.num_threads, out_dir=args.out_dir
+    )
+    print(json.dumps(result["best_trial"], indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

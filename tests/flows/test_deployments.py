@@ -1,0 +1,69 @@
+"""The scheduled deployments: built for ``prefect.serve`` and declared in ``prefect.yaml``, in sync."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from prefect.flows import load_flow_from_entrypoint
+
+from flows.deployments import (
+    HOURLY_CRON,
+    MONITORING_DEPLOYMENT,
+    NIGHTLY_CRON,
+    TRAINING_DEPLOYMENT,
+    build_deployments,
+    monitoring_flow,
+)
+from flows.training import training_flow
+from tests.conftest import PROJECT_ROOT
+
+EXPECTED = {
+    TRAINING_DEPLOYMENT: ("flows/training.py:training_flow", NIGHTLY_CRON, training_flow.name),
+    MONITORING_DEPLOYMENT: ("flows/deployments.py:monitoring_flow", HOURLY_CRON, monitoring_flow.name),
+}
+
+
+def test_crons_are_nightly_and_hourly() -> None:
+    assert (NIGHTLY_CRON, HOURLY_CRON) == ("0 2 * * *", "0 * * * *")
+
+
+def test_served_deployments_have_their_schedules_and_entrypoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(PROJECT_ROOT)  # entrypoints are relative to the working directory
+
+    deployments = {d.name: d for d in build_deployments(project_dir="/srv/recsys", data_dir="/data")}
+
+    assert set(deployments) == set(EXPECTED)
+    for name, (entrypoint, cron, flow_name) in EXPECTED.items():
+        deployment = deployments[name]
+        assert deployment.entrypoint == entrypoint
+        assert deployment.flow_name == flow_name
+        assert [s.schedule.cron for s in deployment.schedules or []] == [cron]  # type: ignore[union-attr]
+        assert deployment.parameters == {"project_dir": "/srv/recsys", "data_dir": "/data"}
+        assert deployment.concurrency_limit == 1
+
+
+def _prefect_yaml() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text(encoding="utf-8"))
+    return document
+
+
+def test_prefect_yaml_declares_the_same_deployments() -> None:
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    document = _prefect_yaml()
+    PrefectYamlModel.model_validate(document)  # the schema `prefect deploy` reads
+    declared = {entry["name"]: entry for entry in document["deployments"]}
+
+    assert set(declared) == set(EXPECTED)
+    for name, (entrypoint, cron, _) in EXPECTED.items():
+        assert declared[name]["entrypoint"] == entrypoint
+        assert [schedule["cron"] for schedule in declared[name]["schedules"]] == [cron]
+        assert declared[name]["work_pool"]["name"]
+
+
+@pytest.mark.parametrize(("entrypoint", "flow_name"), [(e, f) for e, _, f in EXPECTED.values()])
+def test_entrypoints_load_the_flows(entrypoint: str, flow_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(PROJECT_ROOT)
+    assert load_flow_from_entrypoint(entrypoint).name == flow_name

@@ -1,0 +1,243 @@
+"""The training flow end to end: real ``dvc repro`` of every stage in a tiny temporary project.
+
+The tests of this module share one project and run in file order: first run (trains, promotes),
+no-change rerun (skips, keeps), concurrent runs (the lock), failing stage then resumed rerun.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+import yaml
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    LogFilter,
+    LogFilterFlowRunId,
+)
+from prefect.states import State
+
+from flows.deployments import monitoring_flow
+from flows.training import LOCK_NAME, LockBusyError, StageFailedError, dvc_stage, training_flow
+from recsys import registry
+from tests.flows.conftest import TINY_OVERRIDES, TinyProject, init_repo
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "registry_home")]
+
+ALL_MODELS = {"lightfm_hybrid", "lightfm_cf", "ease", "itemknn", "most_popular"}
+
+
+def run(project: TinyProject, **kwargs: Any) -> State[Any]:
+    """One training flow run on the tiny project (no retry delay), returning its final state."""
+    options: dict[str, Any] = {"retry_delay_s": 0.0, "lock_timeout_s": 600.0} | kwargs
+    state: State[Any] = training_flow(
+        data_dir=str(project.raw), project_dir=str(project.root), return_state=True, **options
+    )
+    return state
+
+
+def flow_run_id(state: State[Any]) -> UUID:
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    return run_id
+
+
+def artifact_of(state: State[Any], key: str) -> dict[str, Any] | None:
+    """The artifact with ``key`` that this flow run (or one of its tasks) made, if any."""
+    body = {
+        "artifacts": {"flow_run_id": {"any_": [str(flow_run_id(state))]}, "key": {"any_": [key]}},
+        "limit": 10,
+        "offset": 0,
+        "sort": "CREATED_DESC",
+    }
+    with get_client(sync_client=True) as client:
+        # Not client.read_artifacts / Artifact.get: in Prefect 3.8.8 they send every omitted option
+        # as null, which the server refuses (422).
+        found: list[dict[str, Any]] = client.request("POST", "/artifacts/filter", json=body).json()
+    return found[0] if found else None
+
+
+def log_lines(state: State[Any], page: int = 200) -> list[str]:
+    """Messages of the flow run's logs (its tasks' included), oldest first."""
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # send the queued logs before reading them back
+    run_filter = LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id(state)]))
+    messages: list[str] = []
+    with get_client(sync_client=True) as client:
+        while True:
+            logs = client.read_logs(log_filter=run_filter, limit=page, offset=len(messages))
+            messages += [log.message for log in logs]
+            if len(logs) < page:
+                return messages
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {path.name: path.stat().st_mtime_ns for path in sorted(folder.iterdir())}
+
+
+def champion_tag() -> str | None:
+    found = registry.champion()
+    return found.tag if found else None
+
+
+def test_first_run_trains_evaluates_and_promotes(tiny_project: TinyProject) -> None:
+    state = run(tiny_project, params_overrides=TINY_OVERRIDES)
+
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert set(summary["stages"].values()) == {"ran"}
+    assert [row["model"] for row in summary["metrics"]] and {
+        r["model"] for r in summary["metrics"]
+    } == ALL_MODELS
+    report = json.loads((tiny_project.root / "metrics/offline.json").read_text(encoding="utf-8"))
+    assert set(report["models"]) == ALL_MODELS
+    # The overrides went through params.yaml, so dvc.lock records what the train stage ran with.
+    lock = yaml.safe_load((tiny_project.root / "dvc.lock").read_text(encoding="utf-8"))
+    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["search"]["n_trials"] == 2
+    assert summary["overrides"] == TINY_OVERRIDES
+    assert summary["decision"]["promote"] and summary["decision"]["champion_tag"] is None
+    assert summary["model_tag"] == champion_tag() is not None
+    assert Path(summary["reports"]["eda"]).name == "eda.html"
+
+    for key in ("offline-metrics", "eda-report", "metrics-report", "training-reports", "gate-decision"):
+        assert artifact_of(state, key) is not None, key
+    table = artifact_of(state, "offline-metrics") or {}
+    assert "lightfm_hybrid" in str(table["data"]) and "ndcg@10" in str(table["data"])
+    assert "promote the challenger" in str((artifact_of(state, "gate-decision") or {})["data"])
+    messages = log_lines(state)
+    assert any("[train] Running stage 'train'" in message for message in messages)
+    assert any(message.startswith("training finished") for message in messages)
+    assert any("skipping bentoml build" in message for message in messages)
+
+
+def test_no_change_rerun_skips_every_stage_and_keeps_the_champion(tiny_project: TinyProject) -> None:
+    models_before, champion_before = mtimes(tiny_project.root / "models"), champion_tag()
+
+    state = run(tiny_project)
+
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert set(summary["stages"].values()) == {"skipped"}
+    assert mtimes(tiny_project.root / "models") == models_before
+    assert not summary["decision"]["promote"]
+    assert any("does not improve" in reason for reason in summary["decision"]["reasons"])
+    assert summary["model_tag"] == champion_before == champion_tag()
+    assert len(registry.list_models()) == 1  # a kept challenger is not saved
+
+
+def test_monitoring_refreshes_and_publishes_the_metrics(tiny_project: TinyProject) -> None:
+    state: State[Any] = monitoring_flow(project_dir=str(tiny_project.root), return_state=True)
+
+    assert state.is_completed(), state.message
+    rows = state.result()
+    assert {row["model"] for row in rows} == ALL_MODELS
+    assert artifact_of(state, "monitoring-metrics") is not None
+    assert any("evaluate skipped" in message for message in log_lines(state))
+
+
+def test_a_concurrent_run_fails_naming_the_lock(tiny_project: TinyProject) -> None:
+    from filelock import FileLock, Timeout
+
+    first: dict[str, State[Any]] = {}
+    runner = threading.Thread(target=lambda: first.setdefault("state", run(tiny_project)))
+    runner.start()
+    try:
+        wait_until(lambda: _held(FileLock(str(tiny_project.root / LOCK_NAME), timeout=0), Timeout))
+        second = run(tiny_project, lock_timeout_s=0.5)
+    finally:
+        runner.join(timeout=600)
+
+    assert second.is_failed()
+    with pytest.raises(LockBusyError, match=LOCK_NAME):
+        second.result()
+    assert first["state"].is_completed(), first["state"].message
+
+
+def test_failing_stage_fails_the_flow_and_a_fixed_rerun_resumes(tiny_project: TinyProject) -> None:
+    champion_before, models_before = champion_tag(), mtimes(tiny_project.root / "models")
+    good = tiny_project.users_file.read_bytes()
+    tiny_project.users_file.write_text("userID\tartistID\tweight\n1\tnot-a-number\t5\n", encoding="utf-8")
+    try:
+        failed = run(tiny_project)
+    finally:
+        tiny_project.users_file.write_bytes(good)
+
+    assert failed.is_failed()
+    with pytest.raises(StageFailedError) as raised:
+        failed.result()
+    assert raised.value.stage == "prepare" and not raised.value.transient
+    assert "user_artists.dat" in str(raised.value)  # the prepare stage's own error message
+    assert champion_tag() == champion_before
+    assert artifact_of(failed, "gate-decision") is None
+
+    resumed = run(tiny_project)
+
+    assert resumed.is_completed(), resumed.message
+    stages = resumed.result()["stages"]
+    # The raw folder changed back: DVC restores the earlier good raw copy from its run cache.
+    assert stages["ingest"] in {"ran", "restored"}
+    assert stages["train"] == "skipped" and stages["evaluate"] == "skipped"
+    assert mtimes(tiny_project.root / "models") == models_before
+    assert champion_tag() == champion_before
+
+
+def _held(lock: Any, timeout_error: type[Exception]) -> bool:
+    """True when another run holds ``lock`` (we cannot take it at once)."""
+    try:
+        lock.acquire()
+    except timeout_error:
+        return True
+    lock.release()
+    return False
+
+
+def wait_until(condition: Callable[[], bool], attempts: int = 3000) -> None:
+    """Poll ``condition`` every 0.02 s; fail after ``attempts`` polls."""
+    import time
+
+    for _ in range(attempts):
+        if condition():
+            return
+        time.sleep(0.02)
+    pytest.fail("condition not met in time")
+
+
+def _counting_stage(counter: Path, exit_codes: str) -> str:
+    """A stage command that counts its runs in ``counter`` and exits with ``exit_codes[run]``."""
+    return (
+        'python -c "import pathlib, sys; p = pathlib.Path(sys.argv[1]); '
+        "n = int(p.read_text()) if p.exists() else 0; p.write_text(str(n + 1)); "
+        f"print(f'error: attempt {{n}}'); sys.exit(int(sys.argv[2][min(n, len(sys.argv[2]) - 1)]))\" "
+        f"{counter} {exit_codes}"
+    )
+
+
+def test_transient_failures_are_retried_but_bad_data_is_not(tmp_path: Path) -> None:
+    stages = {
+        "flaky": {"cmd": _counting_stage(tmp_path / "flaky.count", "10")},  # fails once, then works
+        "bad_data": {"cmd": _counting_stage(tmp_path / "bad.count", "2")},  # the CLI's user-error code
+    }
+    project = init_repo(tmp_path / "project", {"stages": stages})
+
+    @flow
+    def both() -> tuple[State[Any], State[Any]]:
+        stage_task = dvc_stage.with_options(retries=2, retry_delay_seconds=0)
+        return (
+            stage_task("flaky", str(project), return_state=True),
+            stage_task("bad_data", str(project), return_state=True),
+        )
+
+    flaky, bad = both()
+
+    assert flaky.is_completed() and flaky.result()["outcome"] == "ran"
+    assert (tmp_path / "flaky.count").read_text() == "2"
+    assert bad.is_failed() and (tmp_path / "bad.count").read_text() == "1"
+    with pytest.raises(StageFailedError, match="error: attempt 0"):
+        bad.result()
