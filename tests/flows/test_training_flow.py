@@ -241,3 +241,22 @@ def test_transient_failures_are_retried_but_bad_data_is_not(tmp_path: Path) -> N
     assert bad.is_failed() and (tmp_path / "bad.count").read_text() == "1"
     with pytest.raises(StageFailedError, match="error: attempt 0"):
         bad.result()
+
+
+def test_a_deliberately_worse_configuration_is_refused_by_the_gate(tiny_project: TinyProject) -> None:
+    # Last in the module: it leaves the worse settings in the tiny project's params.yaml.
+    champion_before = champion_tag()
+    worse = {"train.search.n_trials": 1, "train.lightfm.epochs": 1, "train.lightfm.learning_rate": 1.0e-5}
+
+    state = run(tiny_project, params_overrides=worse)
+
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["stages"]["train"] == "ran"  # the worse model really was trained and evaluated
+    decision = summary["decision"]
+    assert not decision["promote"]
+    assert any("ndcg@10" in reason for reason in decision["reasons"]), decision["reasons"]
+    challenger = decision["comparison"]["ndcg@10"]
+    assert challenger["challenger"] < challenger["champion"]
+    assert champion_tag() == champion_before == summary["model_tag"]
+    assert "keep the champion" in str((artifact_of(state, "gate-decision") or {})["data"])
