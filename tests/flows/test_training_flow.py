@@ -104,6 +104,12 @@ def test_first_run_trains_evaluates_and_promotes(tiny_project: TinyProject) -> N
     assert summary["overrides"] == TINY_OVERRIDES
     assert summary["decision"]["promote"] and summary["decision"]["champion_tag"] is None
     assert summary["model_tag"] == champion_tag() is not None
+    # The packaged champion is traceable to this run's dvc.lock and metrics.
+    packaged = registry.champion()
+    assert packaged is not None
+    assert packaged.metadata["dvc_lock_hash"] == registry.dvc_lock_hash(tiny_project.root / "dvc.lock")
+    assert packaged.metrics["ndcg@10"] == pytest.approx(report["models"]["lightfm_hybrid"]["ndcg@10"])
+    assert packaged.metadata["params"]["train"]["search"]["n_trials"] == 2
     assert Path(summary["reports"]["eda"]).name == "eda.html"
 
     for key in ("offline-metrics", "eda-report", "metrics-report", "training-reports", "gate-decision"):
