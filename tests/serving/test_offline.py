@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from recsys import stages
 from recsys.config import LightFMParams, Params
 from recsys.serving.offline import eligible_users, new_listener_report, pick_favourites, train_hybrid
 from recsys.split import load_split
@@ -36,16 +37,11 @@ def test_report_on_the_tiny_project(project: dict[str, Path]) -> None:
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_fold_in_beats_most_popular_on_real_data(real_data_dir: Path) -> None:
-    root = Path(__file__).resolve().parents[2] / "data"
-    if (
-        not (root / "split" / "train.npz").is_file()
-        or not (root / "features" / "item_features.npz").is_file()
-    ):
-        pytest.skip(
-            f"{root} lacks the split and features stages' outputs: run `make run` (or dvc repro) first"
-        )
+def test_fold_in_beats_most_popular_on_real_data(prepared_real: Path, tmp_path: Path) -> None:
     params = Params()
+    root = tmp_path
+    stages.features(params, prepared_real, root / "features")
+    stages.split(params, prepared_real, root / "split")
     split = load_split(root / "split")
     lightfm = params.train.lightfm.model_copy(update={"epochs": 20})
     model = train_hybrid(split, root / "features", lightfm, params.seed)
