@@ -30,10 +30,10 @@ def recommend(state: ServingState, request: RecommendRequest, disliked: Set[str]
     if user is None:
         items = state.popular_items(state.popular(request.k, exclude, allowed))
         return _answer(state, request.user_id, items, cold_start=True)
-    known = state.known_items(user)
     if request.exclude_listened:
-        exclude = known if exclude is None else np.concatenate([known, exclude])
-    indices, scores = state.rank(state.user_vectors[user], request.k, exclude, allowed)
+        indices, scores = state.rank_known(user, request.k, exclude, allowed)
+    else:
+        indices, scores = state.rank(state.user_vectors[user], request.k, exclude, allowed)
     items = state.items(indices, scores, state.user_profile(user))
     return _answer(state, request.user_id, items, cold_start=False)
 

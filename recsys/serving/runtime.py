@@ -9,6 +9,7 @@ expires after :attr:`ServingSettings.dislike_ttl_s`.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -126,6 +127,10 @@ class ModelHolder:
                 _LOG.error("model reload failed, still serving %s: %s", previous, self.error)
                 return previous, self.error
             self.state, self.error = fresh, None
+            # The state is hundreds of thousands of long-lived objects; keeping them out of the cyclic
+            # collector's generations avoids full collections that stall requests for tens of ms.
+            gc.collect()
+            gc.freeze()
             if announce:
                 write_text(self.signals.folder / RELOADED_TAG, fresh.version)
                 self.signals.bump(RELOAD_SIGNAL)

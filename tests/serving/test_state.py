@@ -30,6 +30,21 @@ def test_known_user_excludes_listened_and_disliked(state: ServingState) -> None:
     assert ids[0] not in {item["item_id"] for item in again["items"]}
 
 
+@pytest.mark.parametrize("k", [1, 5, 20])
+def test_cached_ranking_equals_a_full_ranking(state: ServingState, k: int) -> None:
+    rng = np.random.default_rng(k)
+    mask = rng.random(state.n_items) < 0.5
+    for user in range(len(state.user_index)):
+        listened = state.known_items(user)
+        dislikes = rng.choice(state.n_items, size=3, replace=False)
+        for exclude, allowed in ((None, None), (dislikes, None), (dislikes, mask)):
+            full_exclude = listened if exclude is None else np.concatenate([listened, exclude])
+            expected = state.rank(state.user_vectors[user], k, full_exclude, allowed)
+            cached = state.rank_known(user, k, exclude, allowed)
+            np.testing.assert_array_equal(cached[0], expected[0])
+            np.testing.assert_allclose(cached[1], expected[1], rtol=1e-5)
+
+
 def test_cold_start_is_popularity_ordered_and_filtered(state: ServingState) -> None:
     answer = logic.recommend(state, RecommendRequest(user_id="new", k=5, genre="rock"), frozenset({"a00"}))
     indices = [state.item_index[item["item_id"]] for item in answer["items"]]
