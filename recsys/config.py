@@ -148,6 +148,39 @@ class GateParams(_Section):
     max_group_ndcg_drop: float = Field(0.01, ge=0)
 
 
+class MonitoringParams(_Section):
+    """Thresholds of the monitoring flow (Evidently drift and popularity bias of served recommendations)."""
+
+    # Dataset drift is flagged when at least this share of the monitored columns drifted.
+    drift_share_threshold: float = Field(0.5, gt=0, le=1)
+    # Served recommendations are flagged when their mean popularity exceeds the listeners' own by this ratio.
+    popularity_lift_threshold: float = Field(2.0, gt=0)
+    # What crossing a threshold does: "flag" only reports it, "retrain" also starts the retraining flow.
+    on_trigger: Literal["flag", "retrain"] = "flag"
+    # The current window: feedback and served recommendations of the last this many days.
+    window_days: int = Field(7, ge=1)
+    min_events: int = Field(50, ge=1)
+
+
+class BiasParams(_Section):
+    """Popularity-bias mitigation by re-ranking (``recsys.fairness.rerank_popularity``)."""
+
+    strengths: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+    # Rule for the default strength: the largest long-tail share whose nDCG@10 is at most this much
+    # (relative) below the unmitigated model's.
+    max_ndcg_cost: float = Field(0.03, ge=0, lt=1)
+
+
+class RetrainParams(_Section):
+    """How feedback becomes training data (see README, "Retraining on feedback")."""
+
+    play_weight: float = Field(1.0, ge=0)
+    like_weight: float = Field(2.0, ge=0)
+    skip_weight: float = Field(0.5, ge=0)  # subtracted from the pair's weight
+    warm_start_epochs: int = Field(5, ge=1)
+    feedback_holdout_fraction: float = Field(0.2, ge=0, lt=1)
+
+
 class Params(_Section):
     """All settings of the pipeline; one attribute per ``params.yaml`` section."""
 
@@ -159,6 +192,9 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     gate: GateParams = GateParams()
+    monitoring: MonitoringParams = MonitoringParams()
+    bias: BiasParams = BiasParams()
+    retrain: RetrainParams = RetrainParams()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
