@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install run test lint typecheck pytest bench bench-serve serve clean
+.PHONY: install run test lint typecheck pytest audit bench bench-serve serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ pytest: install
 	$(BIN)/pytest -q --timeout=900 $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Known vulnerabilities in the pinned dependencies (pip-audit); CI prints the summary.
+audit: install
+	$(BIN)/python scripts/audit.py
 
 bench: install
 	$(BIN)/python -m recsys.bench
