@@ -200,3 +200,37 @@ def split_summary_of(loaded: Any) -> dict[str, Any]:
     from recsys.split import split_summary
 
     return split_summary(loaded)
+
+
+def bias(
+    params: Params,
+    features_dir: Path = FEATURES_DIR,
+    split_dir: Path = SPLIT_DIR,
+    model_path: Path = MODELS_DIR / "lightfm_hybrid.npz",
+    metrics_dir: Path = METRICS_DIR,
+    plots_dir: Path = PLOTS_DIR,
+) -> dict[str, Any]:
+    """The hybrid's nDCG / long-tail trade-off under popularity re-ranking, and the default strength."""
+    from recsys.bias import bias_report, tradeoff_curve
+    from recsys.fairness import item_popularity, mainstreaminess, user_groups
+    from recsys.models import load_recommender
+
+    loaded, _ = training_inputs(features_dir, split_dir)
+    groups = user_groups(mainstreaminess(loaded.train_full), params.evaluate.groups)
+    model = load_recommender(model_path)
+    # Strength 0 is the reference the nDCG cost is measured against, so it is always on the curve.
+    strengths = sorted({0.0, *params.bias.strengths})
+    curve = tradeoff_curve(
+        model.score,
+        loaded.train_full,
+        loaded.test,
+        item_popularity(loaded.train_full),
+        strengths,
+        params.evaluate,
+        groups,
+    )
+    report = bias_report(curve, params.bias.max_ndcg_cost, params.evaluate.primary_k)
+    write_json(metrics_dir / "bias.json", report)
+    with atomic_path(plots_dir / "bias_tradeoff.csv") as tmp:
+        curve.to_csv(tmp, index=False)
+    return report

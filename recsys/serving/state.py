@@ -6,12 +6,14 @@ old (a reload) and swap a single reference: a request keeps the state it started
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from recsys.fairness import rerank_popularity
 from recsys.models.scorer import MISSING, top_k_from_scores
 from recsys.registry import ServingArtifact
 from recsys.serving.search import NameIndex, normalise
@@ -24,7 +26,32 @@ MAX_PROFILES = 100_000
 CACHED_TOP = 200
 """Items kept per known user, ranked once at load: requests filter this list instead of scoring again."""
 
+BIAS_STRENGTH_ENV = "RECSYS_BIAS_STRENGTH"
+"""Popularity re-ranking strength for known and new listeners (float >= 0; unset or 0 = off).
+
+Offline, ``recsys bias`` measures the trade-off and records a suggested strength in ``metrics/bias.json``;
+the service does not read that file, so the operator sets this variable to deploy it.
+"""
+
 Item = dict[str, Any]
+
+
+def bias_strength_from_env() -> float:
+    """The re-ranking strength in ``RECSYS_BIAS_STRENGTH`` (0 when unset or blank).
+
+    Raises
+    ------
+    ValueError
+        When the value is not a finite number ``>= 0``.
+    """
+    raw = os.environ.get(BIAS_STRENGTH_ENV, "").strip()
+    try:
+        strength = float(raw) if raw else 0.0
+    except ValueError:
+        strength = float("nan")
+    if not np.isfinite(strength) or strength < 0:
+        raise ValueError(f"{BIAS_STRENGTH_ENV} must be a finite number >= 0, got {raw!r}")
+    return strength
 
 
 class UnknownFilterError(ValueError):
@@ -42,9 +69,17 @@ class ServingState:
     ----------
     artifact : ServingArtifact
         A model loaded from the registry.
+    bias_strength : float, optional
+        Popularity re-ranking strength (:func:`recsys.fairness.rerank_popularity`) applied to every
+        model ranking (known and new listeners; not cold-start popularity lists or similar items).
+        None reads ``RECSYS_BIAS_STRENGTH``; 0 turns it off. With a positive strength, response scores
+        are the re-ranked (standardised) scores.
     """
 
-    def __init__(self, artifact: ServingArtifact) -> None:
+    def __init__(self, artifact: ServingArtifact, bias_strength: float | None = None) -> None:
+        self.bias_strength = bias_strength_from_env() if bias_strength is None else float(bias_strength)
+        if not np.isfinite(self.bias_strength) or self.bias_strength < 0:
+            raise ValueError(f"bias_strength must be a finite number >= 0, got {bias_strength}")
         self.version = artifact.tag
         self.metadata = artifact.metadata
         self._model = artifact.model
@@ -78,13 +113,33 @@ class ServingState:
 
         Known users are bounded by the model (1,877 on Last.fm 2K: about half a second, 2.8 MB), and a
         request then costs a filter of a short list instead of a product over every item.
+
+        With a popularity re-ranking strength the list is the top of the *re-ranked* full row (the same
+        formula :meth:`rank` applies), not a re-ordering of the unmitigated top list: re-ranking can
+        promote items far below the unmitigated top ``CACHED_TOP``, so the cache stays exact.
         """
         n_users = self.user_vectors.shape[0]
         if n_users == 0:
             return np.empty((0, 0), np.int64), np.empty((0, 0), np.float32)
         batches = [np.arange(start, min(start + 512, n_users)) for start in range(0, n_users, 512)]
-        ranked = [self.scorer.top_k(batch, CACHED_TOP, known) for batch in batches]
+        if self.bias_strength > 0:
+            ranked = [
+                top_k_from_scores(self._adjusted(self.scorer.score(batch)), CACHED_TOP, known[batch])
+                for batch in batches
+            ]
+        else:
+            ranked = [self.scorer.top_k(batch, CACHED_TOP, known) for batch in batches]
         return np.vstack([r[0] for r in ranked]), np.vstack([r[1] for r in ranked])
+
+    def _adjusted(self, scores: np.ndarray) -> np.ndarray:
+        """Scores after popularity re-ranking; the full row is standardised before any masking.
+
+        Standardising before exclusions and filters keeps one user's adjusted scores independent of the
+        request, which is what makes the cached list and a full ranking agree.
+        """
+        if self.bias_strength == 0:
+            return scores
+        return rerank_popularity(scores, self.popularity, self.bias_strength)
 
     @property
     def n_items(self) -> int:
@@ -127,8 +182,11 @@ class ServingState:
     def rank(
         self, vector: np.ndarray, k: int, exclude: np.ndarray | None = None, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` ``(indices, scores)`` of a scoring row; excluded and filtered-out items never appear."""
-        scores = self.item_vectors @ vector
+        """Top-``k`` ``(indices, scores)`` of a scoring row; excluded and filtered-out items never appear.
+
+        Scores are popularity re-ranked first when ``bias_strength`` is positive.
+        """
+        scores = self._adjusted(self.item_vectors @ vector)
         if exclude is not None and exclude.size:
             scores[exclude] = -np.inf
         if allowed is not None:
