@@ -130,6 +130,21 @@ def evaluate(
 
 
 @app.command()
+def bias(
+    params: ParamsOpt = Path("params.yaml"),
+    features: Path = stages.FEATURES_DIR,
+    split: Path = stages.SPLIT_DIR,
+    model: Path = stages.MODELS_DIR / "lightfm_hybrid.npz",
+    metrics: Path = stages.METRICS_DIR,
+    plots: Path = stages.PLOTS_DIR,
+) -> None:
+    """Popularity re-ranking trade-off curve of the hybrid and the default strength (metrics/bias.json)."""
+    settings = _params(params)
+    report = guarded(lambda: stages.bias(settings, features, split, model, metrics, plots))
+    _echo({"chosen": report["chosen"], "rule": report["rule"]})
+
+
+@app.command()
 def repro(
     target: Annotated[list[str] | None, typer.Argument(help="Stages to reproduce (default: all).")] = None,
 ) -> None:
@@ -214,6 +229,37 @@ def flows_search(
     from flows.search import run_search
 
     _echo(guarded(lambda: run_search(runner=runner, address=address)))
+
+
+@app.command("model-card")
+def model_card(
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: Path = stages.METRICS_DIR,
+    prepared: Path = stages.PREPARED_DIR,
+    eda: Path = stages.REPORTS_DIR / "eda",
+    models: Path = stages.MODELS_DIR,
+    out: Path = Path("docs/model_card.md"),
+) -> None:
+    """Render the model card (docs/model_card.md) from the run's metrics and params.yaml."""
+    from recsys.model_card import load_card_inputs, write_model_card
+
+    inputs = guarded(lambda: load_card_inputs(params, metrics, prepared, eda, models))
+    typer.echo(f"wrote {write_model_card(inputs, out)}")
+
+
+@app.command()
+def report(
+    params: ParamsOpt = Path("params.yaml"),
+    metrics: Path = stages.METRICS_DIR,
+    eda: Path = stages.REPORTS_DIR / "eda",
+    monitoring: Path = stages.REPORTS_DIR / "monitoring",
+    out: Path = stages.REPORTS_DIR / "stakeholder.html",
+) -> None:
+    """One self-contained HTML report of the latest run for stakeholders (figures embedded)."""
+    from recsys.report import load_report_inputs, write_report
+
+    inputs = guarded(lambda: load_report_inputs(params, metrics, eda, monitoring))
+    typer.echo(f"wrote {write_report(inputs, out)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,321 @@
+"""The stakeholder report: ONE self-contained HTML page about the latest run, for non-technical readers too.
+
+``recsys report`` reads the run's outputs and writes ``reports/stakeholder.html`` with every image
+embedded as base64, so the file can be mailed or attached as it is. Required: ``metrics/offline.json``.
+Optional, each adding a section or saying it is not available: ``reports/eda/*.png`` (EDA figures),
+``metrics/bias.json`` (the popularity re-ranking trade-off), ``reports/monitoring/drift.json`` (drift).
+
+The page holds metrics, settings and figures only: no lyrics, no listener ids.
+
+Examples
+--------
+>>> data_uri(b"png").startswith("data:image/png;base64,")
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from recsys.config import load_params
+from recsys.io import write_text
+from recsys.model_card import CHALLENGER, POPULAR, fmt, label, ordered_models, pct, read_json
+
+_DPI = 100
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 960px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.summary { background: #f3f6fa; border-left: 4px solid #3b6ea5; padding: 0.5em 1.2em; }
+.muted { color: #666; }
+figure { margin: 1em 0; } img { max-width: 100%; }
+"""
+SUMMARY_METRICS = ("precision", "recall", "ndcg", "hit_rate", "coverage", "arp", "long_tail_share")
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """What the report is built from; optional parts are empty or ``None`` when their file is absent."""
+
+    offline: Mapping[str, Any]
+    k: int = 10
+    groups: Sequence[str] = ("niche", "medium", "mainstream")
+    eda_images: Mapping[str, bytes] = field(default_factory=dict)
+    bias: Mapping[str, Any] | None = None
+    drift: Mapping[str, Any] | None = None
+
+
+def data_uri(png: bytes) -> str:
+    """A PNG as a ``data:`` URI for an ``<img src>``."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def figure_png(fig: Figure) -> bytes:
+    """Render a figure to PNG bytes (Agg, through ``savefig``; no pyplot state)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI)
+    return buffer.getvalue()
+
+
+def load_report_inputs(
+    params_path: Path = Path("params.yaml"),
+    metrics_dir: Path = Path("metrics"),
+    eda_dir: Path = Path("reports/eda"),
+    monitoring_dir: Path = Path("reports/monitoring"),
+) -> ReportInputs:
+    """Read the report's inputs from a workspace; only ``metrics/offline.json`` is required."""
+    offline = read_json(metrics_dir / "offline.json", required=True)
+    assert offline is not None  # required=True raises instead of returning None
+    params = load_params(params_path) if params_path.exists() else None
+    images = {path.stem: path.read_bytes() for path in sorted(eda_dir.glob("*.png"))}
+    return ReportInputs(
+        offline=offline,
+        k=params.evaluate.primary_k if params else 10,
+        groups=params.evaluate.groups if params else ("niche", "medium", "mainstream"),
+        eda_images=images,
+        bias=read_json(metrics_dir / "bias.json", required=False),
+        drift=read_json(monitoring_dir / "drift.json", required=False),
+    )
+
+
+def comparison_figure(models: Mapping[str, Mapping[str, float]], k: int) -> Figure:
+    """Bars of nDCG@k and hit rate@k per model, the served model highlighted."""
+    names = ordered_models(models)
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    for ax, metric in zip(fig.subplots(1, 2), (f"ndcg@{k}", f"hit_rate@{k}"), strict=True):
+        values = [float(models[name].get(metric, 0.0)) for name in names]
+        colours = ["#3b6ea5" if name == CHALLENGER else "#b0b7c0" for name in names]
+        ax.barh([label(name) for name in names], values, color=colours)
+        ax.invert_yaxis()
+        ax.set_title(metric)
+        for y, value in enumerate(values):
+            ax.text(value, y, f" {value:.3f}", va="center", fontsize=8)
+        ax.set_xlim(0, max([*values, 1e-9]) * 1.25)
+    return fig
+
+
+def group_figure(
+    groups: Mapping[str, Mapping[str, Mapping[str, float]]], k: int, order: Sequence[str]
+) -> Figure:
+    """Grouped bars: nDCG@k of each model for each listener group."""
+    names = ordered_models(groups)
+    present = [g for g in order if any(g in groups[name] for name in names)]
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / max(len(names), 1)
+    for i, name in enumerate(names):
+        values = [float(groups[name].get(g, {}).get(f"ndcg@{k}", 0.0)) for g in present]
+        ax.bar([x + i * width for x in range(len(present))], values, width, label=label(name))
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(present))], present)
+    ax.set_ylabel(f"ndcg@{k}")
+    ax.set_title("Quality for each listener group")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def tradeoff_figure(bias: Mapping[str, Any]) -> Figure:
+    """nDCG@k against long-tail share@k over the re-ranking strengths, the chosen one marked."""
+    k = bias.get("k", 10)
+    points = bias.get("strengths", [])
+    fig = Figure(figsize=(6, 4.5), layout="constrained")
+    ax = fig.subplots()
+    xs = [p[f"long_tail_share@{k}"] for p in points]
+    ys = [p[f"ndcg@{k}"] for p in points]
+    ax.plot(xs, ys, marker="o", color="#3b6ea5")
+    chosen = bias["chosen"]
+    last_x = -1.0
+    for p, x, y in zip(points, xs, ys, strict=True):
+        # Neighbouring small strengths sit on top of each other; label only those apart or chosen.
+        is_chosen = p["strength"] == chosen["strength"]
+        near_chosen = abs(x - chosen[f"long_tail_share@{k}"]) < 0.03
+        if is_chosen or (x - last_x > 0.03 and not near_chosen):
+            ax.annotate(f"{p['strength']:g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            last_x = x
+    ax.scatter(
+        [chosen[f"long_tail_share@{k}"]], [chosen[f"ndcg@{k}"]], s=120, facecolors="none", edgecolors="red"
+    )
+    ax.set_xlabel(f"long-tail share@{k} (less popular artists)")
+    ax.set_ylabel(f"ndcg@{k} (accuracy)")
+    ax.set_title("Accuracy vs. variety: popularity re-ranking strengths")
+    return fig
+
+
+def plain_summary(inputs: ReportInputs) -> list[str]:
+    """Short paragraphs for non-technical readers: what, how good, who is served less well, what we do."""
+    k, models = inputs.k, inputs.offline["models"]
+    ours, popular = models[CHALLENGER], models.get(POPULAR)
+    paragraphs = [
+        "<b>What it does.</b> The system suggests music artists to each listener, from what they and "
+        "similar listeners play and from descriptions of the artists (tags, sound, genre). It can also "
+        "suggest artists nobody has played yet, from those descriptions alone.",
+    ]
+    good = (
+        f"<b>How good it is.</b> When we hide some of each listener's artists and ask for {k} suggestions, "
+        f"on average {ours[f'precision@{k}'] * k:.1f} of the {k} are artists the listener really plays, and "
+        f"{pct(ours[f'hit_rate@{k}'])} of listeners get at least one."
+    )
+    if popular:
+        good += (
+            f" Just recommending what is popular gets {popular[f'precision@{k}'] * k:.1f} of {k} and "
+            f"{pct(popular[f'hit_rate@{k}'])}; our ranking quality (nDCG) is "
+            f"{ours[f'ndcg@{k}'] / popular[f'ndcg@{k}']:.1f} times as high."
+        )
+    paragraphs.append(good)
+    hybrid_groups = inputs.offline.get("groups", {}).get(CHALLENGER, {})
+    if "niche" in hybrid_groups and "mainstream" in hybrid_groups:
+        niche, main = hybrid_groups["niche"][f"ndcg@{k}"], hybrid_groups["mainstream"][f"ndcg@{k}"]
+        paragraphs.append(
+            "<b>Who it serves less well.</b> Listeners with niche taste: their ranking quality is "
+            f"{niche / main:.0%} of that of listeners with mainstream taste." + _niche_lift(inputs.bias)
+        )
+    paragraphs.append("<b>What we do about it.</b> " + _mitigation_sentence(inputs.bias))
+    return paragraphs
+
+
+def _niche_lift(bias: Mapping[str, Any] | None) -> str:
+    unmitigated = [p for p in (bias or {}).get("strengths", []) if p.get("strength") == 0]
+    lift = unmitigated[0].get("popularity_lift/niche") if unmitigated else None
+    if lift is None:
+        return ""
+    return f" Their suggestions are {lift:.1f} times as popular as the artists they usually play."
+
+
+def _mitigation_sentence(bias: Mapping[str, Any] | None) -> str:
+    base = (
+        "A new model replaces the current one only if no listener group loses quality beyond a small "
+        "tolerance and suggestions do not get more popular; monitoring watches how popular the served "
+        "suggestions are."
+    )
+    if not bias:
+        return base + " The effect of re-ranking towards less popular artists is not measured yet."
+    chosen = bias["chosen"]
+    if chosen["strength"] == 0:
+        return base + (
+            " We measured re-ranking towards less popular artists (chart below): every strength cost more "
+            f"accuracy than the {pct(bias.get('max_ndcg_cost', 0.0))} we allow, so it is not switched on yet."
+        )
+    return base + (
+        f" Suggestions are re-ranked towards less popular artists (strength {chosen['strength']:g}), "
+        f"costing {pct(chosen.get('ndcg_cost', 0.0))} of accuracy."
+    )
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(png: bytes, caption: str) -> str:
+    alt = html.escape(caption)
+    return f'<figure><img src="{data_uri(png)}" alt="{alt}"><figcaption>{alt}</figcaption></figure>'
+
+
+def _models_section(inputs: ReportInputs) -> str:
+    k, models = inputs.k, inputs.offline["models"]
+    header = ["model", *(f"{m}@{k}" for m in SUMMARY_METRICS), "AUC"]
+    rows = [
+        [
+            label(n),
+            *(fmt(models[n].get(f"{m}@{k}", "-")) for m in SUMMARY_METRICS),
+            fmt(models[n].get("auc", "-")),
+        ]
+        for n in ordered_models(models)
+    ]
+    chart = _img(figure_png(comparison_figure(models, k)), "Model comparison on the test split")
+    return "<h2>Models compared</h2>" + _table(header, rows) + chart
+
+
+def _groups_section(inputs: ReportInputs) -> str:
+    k, groups = inputs.k, inputs.offline.get("groups", {})
+    if not groups:
+        return "<h2>Listener groups</h2><p class='muted'>No per-group metrics in this run.</p>"
+    present = [g for g in inputs.groups if any(g in groups[n] for n in groups)]
+    header = ["model", *(f"ndcg@{k} {g}" for g in present), *(f"arp@{k} {g}" for g in present)]
+    rows = [
+        [label(n)]
+        + [fmt(groups[n].get(g, {}).get(f"ndcg@{k}", "-")) for g in present]
+        + [fmt(groups[n].get(g, {}).get(f"arp@{k}", "-")) for g in present]
+        for n in ordered_models(groups)
+    ]
+    chart = _img(figure_png(group_figure(groups, k, inputs.groups)), "nDCG per listener group")
+    return "<h2>Listener groups (niche to mainstream taste)</h2>" + _table(header, rows) + chart
+
+
+def _bias_section(bias: Mapping[str, Any] | None) -> str:
+    if not bias:
+        return (
+            "<h2>Popularity bias trade-off</h2><p class='muted'>Not measured yet (no metrics/bias.json).</p>"
+        )
+    chosen, k = bias["chosen"], bias.get("k", 10)
+    text = (
+        f"<p>Chosen strength {chosen['strength']:g}: nDCG@{k} {fmt(chosen[f'ndcg@{k}'])}, "
+        f"cost {pct(chosen.get('ndcg_cost', 0.0))}. Rule: {html.escape(str(bias.get('rule', '-')))}.</p>"
+    )
+    chart = _img(figure_png(tradeoff_figure(bias)), "Accuracy vs. long-tail share over re-ranking strengths")
+    return "<h2>Popularity bias trade-off</h2>" + text + chart
+
+
+def _drift_section(drift: Mapping[str, Any] | None) -> str:
+    title = "<h2>Monitoring: data drift</h2>"
+    if not drift:
+        return title + "<p class='muted'>Monitoring has not run yet (no reports/monitoring/drift.json).</p>"
+    decision = drift.get("decision", {})
+    summary = drift.get("drift")
+    status = "ALERT" if decision.get("triggered") else "OK"
+    parts = [
+        f"<p>Status: <b>{status}</b>; {fmt(drift.get('n_events', 0))} feedback events in the window.</p>"
+    ]
+    if summary:
+        parts.append(
+            f"<p>{summary['n_drifted']} of {summary['n_columns']} monitored columns drifted "
+            f"(share {fmt(summary['share'])}).</p>"
+        )
+    else:
+        parts.append("<p class='muted'>Not enough events in the window to test drift.</p>")
+    reasons = decision.get("reasons") or []
+    if reasons:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(str(r))}</li>" for r in reasons) + "</ul>")
+    return title + "".join(parts)
+
+
+def _eda_section(images: Mapping[str, bytes]) -> str:
+    title = "<h2>The data</h2>"
+    if not images:
+        return title + "<p class='muted'>No EDA figures found (run <code>recsys eda</code>).</p>"
+    return title + "".join(_img(png, name.replace("_", " ")) for name, png in images.items())
+
+
+def render_report(inputs: ReportInputs) -> str:
+    """The whole report as one HTML string; every image is inline, nothing is fetched."""
+    summary = "".join(f"<p>{p}</p>" for p in plain_summary(inputs))
+    body = [
+        "<h1>Music recommender: results of the latest run</h1>",
+        f"<div class='summary'><h2>In plain words</h2>{summary}</div>",
+        _models_section(inputs),
+        _groups_section(inputs),
+        _bias_section(inputs.bias),
+        _drift_section(inputs.drift),
+        _eda_section(inputs.eda_images),
+    ]
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>Music recommender report</title><style>{_CSS}</style></head><body>"
+        + "\n".join(body)
+        + "</body></html>\n"
+    )
+
+
+def write_report(inputs: ReportInputs, out: Path) -> Path:
+    """Render and write the report atomically; returns ``out``."""
+    write_text(out, render_report(inputs))
+    return out

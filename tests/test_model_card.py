@@ -1,0 +1,175 @@
+"""The model card: rendered from hand-built metrics, and the committed card kept in step with metrics/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recsys.config import Params
+from recsys.errors import DataError
+from recsys.model_card import (
+    CardInputs,
+    fairness_section,
+    fmt,
+    load_card_inputs,
+    mitigation_section,
+    pct,
+    render_model_card,
+    results_section,
+    write_model_card,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUPS = ("niche", "medium", "mainstream")
+
+
+def _metrics(scale: float) -> dict[str, float]:
+    # Distinct values per model and metric, so a number found in the card can only come from one cell.
+    names = ("precision", "recall", "ndcg", "map", "hit_rate", "coverage", "long_tail_share", "novelty")
+    values = {f"{name}@10": round(scale * (i + 1) / 97, 6) for i, name in enumerate(names)}
+    return values | {"arp@10": 100 + 37 * scale, "auc": 0.5 + scale / 3, "n_users": 10}
+
+
+def tiny_offline() -> dict[str, Any]:
+    """A hand-built ``metrics/offline.json``: the served hybrid and most-popular, three user groups."""
+    models = {"lightfm_hybrid": _metrics(0.9), "most_popular": _metrics(0.3)}
+    return {
+        "protocol": {
+            "seed": 7,
+            "ks": [10],
+            "head_share": 0.2,
+            "candidates": "all items",
+            "user_groups": "thirds by mainstreaminess",
+            "split": {"test_fraction": 0.2, "valid_fraction": 0.2, "cold_item_fraction": 0.1},
+            "sizes": {"n_cold_items": 3, "parts": {"train": {"users": 30, "interactions": 1234}}},
+        },
+        "models": models,
+        "cold_start": {
+            name: _metrics(scale) for name, scale in (("lightfm_hybrid", 0.8), ("most_popular", 0.1))
+        },
+        "groups": {
+            name: {g: _metrics(base * (j + 1) / 3) for j, g in enumerate(GROUPS)}
+            for name, base in (("lightfm_hybrid", 0.7), ("most_popular", 0.2))
+        },
+    }
+
+
+def tiny_bias() -> dict[str, Any]:
+    """A hand-built ``metrics/bias.json`` with two strengths, the second chosen."""
+    point = {"ndcg@10": 0.2113, "long_tail_share@10": 0.4321, "arp@10": 88.8, "popularity_lift": 1.777}
+    other = {"ndcg@10": 0.2049, "long_tail_share@10": 0.5432, "arp@10": 66.6, "popularity_lift": 1.333}
+    point |= {"ndcg@10/niche": 0.1111, "popularity_lift/niche": 2.2222}
+    other |= {"ndcg@10/niche": 0.0999, "popularity_lift/niche": 1.4444}
+    return {
+        "k": 10,
+        "rule": "a test rule",
+        "chosen": {**other, "strength": 0.1, "ndcg_cost": 0.0303},
+        "strengths": [
+            {**point, "strength": 0.0, "ndcg_cost": 0.0},
+            {**other, "strength": 0.1, "ndcg_cost": 0.0303},
+        ],
+    }
+
+
+def test_card_shows_every_table_number_and_says_what_is_missing() -> None:
+    offline = tiny_offline()
+    card = render_model_card(CardInputs(offline=offline, params=Params()))
+
+    for name, values in offline["models"].items():
+        for key in ("precision@10", "ndcg@10", "coverage@10", "arp@10", "auc"):
+            assert fmt(values[key]) in card, (name, key)
+    for name, groups in offline["groups"].items():
+        for group in GROUPS:
+            assert fmt(groups[group]["ndcg@10"]) in card and fmt(groups[group]["arp@10"]) in card, (
+                name,
+                group,
+            )
+    assert fmt(offline["cold_start"]["lightfm_hybrid"]["auc"]) in card
+    assert "1,234" in card  # protocol sizes
+    assert "Not measured yet" in card and "Join match rates: not available" in card
+    assert "Every model shows this gap" in card
+    assert "Cantador" in card and "non-commercial" in card and "copyrighted" in card
+
+
+def test_card_fills_optional_sections_when_their_files_exist() -> None:
+    quality = {
+        "joins": {"lastfm_artists": 400, "lastfm_artists_with_spotify": 100, "lyrics_rows_matched": 29}
+    }
+    signals = {
+        "top1pct_n_items": 4,
+        "top1pct_interaction_share": 0.3165,
+        "top1pct_play_share": 0.52,
+        "gini_item_popularity": 0.7301,
+    }
+    inputs = CardInputs(
+        offline=tiny_offline(), params=Params(), quality=quality, bias_signals=signals, bias=tiny_bias()
+    )
+    card = render_model_card(inputs)
+
+    assert "100 of 400 (25.0 %)" in card
+    assert pct(0.3165) in card and fmt(0.7301) in card
+    assert "Chosen strength: 0.1 " in card and pct(0.0303) in card and fmt(0.5432) in card
+    assert "niche: nDCG@10 0.1111 -> 0.0999, popularity lift 2.2222 -> 1.4444" in card
+    assert "Not measured yet" not in card
+
+
+def test_mitigation_at_strength_zero_says_it_is_off() -> None:
+    bias = tiny_bias() | {"chosen": {**tiny_bias()["strengths"][0]}}
+    assert "served without re-ranking" in mitigation_section(bias)
+
+
+def test_inputs_from_a_folder_with_only_the_required_files(tmp_path: Path) -> None:
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "offline.json").write_text(json.dumps(tiny_offline()))
+    (tmp_path / "params.yaml").write_text("seed: 3\n")
+
+    inputs = load_card_inputs(
+        tmp_path / "params.yaml", tmp_path / "metrics", tmp_path / "p", tmp_path / "e", tmp_path / "m"
+    )
+    out = write_model_card(inputs, tmp_path / "docs" / "model_card.md")
+
+    assert (inputs.quality, inputs.bias_signals, inputs.bias, inputs.train_summary) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert out.read_text(encoding="utf-8") == render_model_card(inputs)
+    assert [p.name for p in out.parent.iterdir()] == ["model_card.md"]  # no temporary file left behind
+
+
+def test_missing_or_malformed_metrics_name_the_file(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text("seed: 3\n")
+    with pytest.raises(DataError, match=r"offline\.json"):
+        load_card_inputs(tmp_path / "params.yaml", tmp_path)
+    (tmp_path / "offline.json").write_text('{"models": {}}')
+    with pytest.raises(DataError, match="missing key 'groups'"):
+        load_card_inputs(tmp_path / "params.yaml", tmp_path)
+
+
+def test_committed_card_is_up_to_date_with_the_metrics(tmp_path: Path) -> None:
+    if not (ROOT / "metrics" / "offline.json").exists():
+        pytest.skip("metrics/offline.json is absent: no run has been recorded yet")
+    committed = (ROOT / "docs" / "model_card.md").read_text(encoding="utf-8")
+    inputs = load_card_inputs(
+        ROOT / "params.yaml",
+        ROOT / "metrics",
+        ROOT / "data" / "prepared",
+        ROOT / "reports" / "eda",
+        ROOT / "models",
+    )
+    stale = "docs/model_card.md is stale: run `recsys model-card` and commit it"
+    k, groups = inputs.params.evaluate.primary_k, inputs.params.evaluate.groups
+    # The sections drawn from committed files (metrics/, params.yaml) must always match.
+    for section in (
+        results_section(inputs.offline, k),
+        fairness_section(inputs.offline, k, groups),
+        mitigation_section(inputs.bias),
+    ):
+        assert section in committed, stale
+    # The whole card only when the run's untracked outputs are present too (not on a fresh clone).
+    if None not in (inputs.quality, inputs.bias_signals, inputs.train_summary):
+        assert write_model_card(inputs, tmp_path / "card.md").read_text(encoding="utf-8") == committed, stale
