@@ -3,6 +3,11 @@
 BentoML's own ``@api`` machinery costs several times the model's work per request, so the hot paths
 are plain Starlette handlers: the body is validated with pydantic straight from JSON bytes, the answer
 is serialised with orjson, and the model's structures are precomputed in a :class:`ServingState`.
+
+Security: admin endpoints compare the ``X-Admin-Token`` header with ``RECSYS_ADMIN_TOKEN`` in constant
+time; bodies over :data:`MAX_BODY_BYTES` are refused with 413 before they are read in full; requests
+from another origin than the page's own (or ``RECSYS_ALLOWED_ORIGINS``) are refused with 403; and
+nothing logged here names a raw user id (see :func:`recsys.feedback.pseudonymise`).
 """
 
 from __future__ import annotations
@@ -24,22 +29,26 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from recsys.feedback import FeedbackUnavailableError
+from recsys.feedback import FeedbackUnavailableError, InvalidFeedbackError, pseudonymise
 from recsys.serving import logic
 from recsys.serving.openapi import docs_page, openapi_spec
 from recsys.serving.runtime import Runtime
 from recsys.serving.schemas import (
+    DeleteQuery,
     FeedbackRequest,
     NewListenerRequest,
     RecommendRequest,
     SearchQuery,
     SimilarRequest,
+    UserPath,
 )
 from recsys.serving.state import ServingState
 
 _LOG = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
-MAX_BODY_BYTES = 1 << 20
+MAX_BODY_BYTES = 64 * 1024
+"""Largest request body accepted (64 KiB): a full batch of 500 feedback events fits while their ids are
+short (about 130 bytes an event); clients with long ids send smaller batches."""
 RETRY_AFTER_S = "5"
 POLL_S = 1.0
 RETRY_LOAD_S = 5.0
@@ -116,16 +125,48 @@ async def parse_body(request: Request, model: type[M], runtime: Runtime) -> M:
     media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if media != "application/json":
         raise HTTPError(415, f"content-type must be application/json, got {media!r}")
-    size = request.headers.get("content-length")
-    if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
-        raise HTTPError(413, f"request body must be at most {MAX_BODY_BYTES} bytes")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise HTTPError(413, f"request body must be at most {MAX_BODY_BYTES} bytes")
+    body = await read_limited(request, MAX_BODY_BYTES)
     try:
-        return model.model_validate_json(body)
+        # Strict: the documented types only (no `true` for an integer, no number for a timestamp).
+        return model.model_validate_json(body, strict=True)
     except ValidationError as err:
         raise invalid(err) from err
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, or 413 as soon as its declared or streamed size exceeds ``limit`` bytes.
+
+    A chunked body (no ``Content-Length``) is counted while it streams in, so an oversized one is never
+    held in memory in full.
+    """
+    too_large = HTTPError(413, f"request body must be at most {limit} bytes")
+    size = request.headers.get("content-length")
+    if size is not None and (not size.isdigit() or int(size) > limit):
+        raise too_large
+    chunks, received = [], 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def require_admin(request: Request, runtime: Runtime) -> None:
+    """401 without ``X-Admin-Token``, 403 when it is wrong or admin endpoints are disabled.
+
+    The token is compared with :func:`hmac.compare_digest`, whose time does not depend on where the
+    given token first differs from the expected one.
+    """
+    check_origin(request, runtime)
+    expected = runtime.settings.admin_token
+    if not expected:
+        raise HTTPError(403, "admin endpoints are disabled: set RECSYS_ADMIN_TOKEN to enable them")
+    given = request.headers.get(ADMIN_HEADER)
+    if not given:
+        raise HTTPError(401, f"missing {ADMIN_HEADER} header", headers={"WWW-Authenticate": "Token"})
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPError(403, f"wrong {ADMIN_HEADER}")
 
 
 async def dislikes(runtime: Runtime, user_id: str | None) -> frozenset[str]:
@@ -186,15 +227,7 @@ async def feedback(request: Request) -> Response:
 
 async def reload(request: Request) -> Response:
     runtime = runtime_of(request)
-    check_origin(request, runtime)
-    expected = runtime.settings.admin_token
-    if not expected:
-        raise HTTPError(403, "admin endpoints are disabled: set RECSYS_ADMIN_TOKEN to enable them")
-    given = request.headers.get(ADMIN_HEADER)
-    if not given:
-        raise HTTPError(401, f"missing {ADMIN_HEADER} header", headers={"WWW-Authenticate": "Token"})
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise HTTPError(403, f"wrong {ADMIN_HEADER}")
+    require_admin(request, runtime)
     previous, error = await anyio.to_thread.run_sync(lambda: runtime.models.reload(announce=True))
     state = runtime.models.state
     answer = {
@@ -204,6 +237,27 @@ async def reload(request: Request) -> Response:
         "error": error,
     }
     return json_response(answer, status=200 if error is None else 409)
+
+
+async def delete_user_feedback(request: Request) -> Response:
+    """Erase every feedback event of one listener (admin); the store keeps a pseudonymous audit row."""
+    runtime = runtime_of(request)
+    require_admin(request, runtime)
+    try:
+        user = UserPath.model_validate(request.path_params)
+        query = DeleteQuery.model_validate(dict(request.query_params))
+    except ValidationError as err:
+        raise invalid(err) from err
+    try:
+        deleted = await anyio.to_thread.run_sync(runtime.feedback.delete_user, user.user_id, query.reason)
+    except FeedbackUnavailableError as err:
+        _LOG.warning("feedback deletion refused: %s", err)
+        raise HTTPError(
+            503, "the feedback store is unavailable; retry later", headers={"Retry-After": RETRY_AFTER_S}
+        ) from err
+    except InvalidFeedbackError as err:
+        raise HTTPError(422, f"invalid request: {err}", [{"field": "reason", "message": str(err)}]) from err
+    return json_response({"deleted": deleted, "user_pseudonym": pseudonymise(user.user_id)})
 
 
 async def model_info(request: Request) -> Response:
@@ -237,7 +291,8 @@ def guarded(handler: Handler) -> Handler:
             fields = [{"field": err.field, "message": str(err)}]
             return json_response({"error": f"{err.field}: {err}", "fields": fields}, status=err.status)
         except Exception:
-            _LOG.exception("unexpected error in %s %s", request.method, request.url.path)
+            # The handler's name, not the path: a path may hold a raw user id.
+            _LOG.exception("unexpected error in %s %s", request.method, handler.__name__)
             return json_response({"error": "internal error", "fields": []}, status=500)
 
     return endpoint
@@ -275,6 +330,7 @@ def create_app() -> Starlette:
         Route("/search", guarded(search), methods=["GET"]),
         Route("/feedback", guarded(feedback), methods=["POST"]),
         Route("/admin/reload", guarded(reload), methods=["POST"]),
+        Route("/users/{user_id}/feedback", guarded(delete_user_feedback), methods=["DELETE"]),
         Route("/model", guarded(model_info), methods=["GET"]),
         Route("/openapi.json", guarded(openapi), methods=["GET"]),
         Route("/docs", guarded(docs), methods=["GET"]),

@@ -7,7 +7,7 @@ fetched from the internet.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -15,48 +15,84 @@ from pydantic.json_schema import models_json_schema
 from recsys.serving import schemas as s
 
 _REF = "#/components/schemas/{model}"
-# (method, path, summary, request model, response model, error statuses)
-_OPERATIONS: tuple[tuple[str, str, str, type[BaseModel] | None, type[BaseModel], tuple[int, ...]], ...] = (
-    (
+_BODY_ERRORS = (413, 415, 422, 503)
+_ADMIN_SCHEME = "adminToken"
+
+
+class _Op(NamedTuple):
+    method: str
+    path: str
+    summary: str
+    response: type[BaseModel]
+    errors: tuple[int, ...]
+    request: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    path_params: type[BaseModel] | None = None
+    admin: bool = False
+    # Statuses other than 200 that answer with the response model rather than an ErrorResponse.
+    partial: tuple[int, ...] = ()
+
+
+_OPERATIONS: tuple[_Op, ...] = (
+    _Op(
         "post",
         "/recommend",
         "Recommendations for a listener (cold start if unknown)",
-        s.RecommendRequest,
         s.RecommendResponse,
-        (415, 422, 503),
+        _BODY_ERRORS,
+        request=s.RecommendRequest,
     ),
-    (
+    _Op(
         "post",
         "/recommend/new-listener",
         "Recommendations from favourite artists",
-        s.NewListenerRequest,
         s.RecommendResponse,
-        (415, 422, 503),
+        _BODY_ERRORS,
+        request=s.NewListenerRequest,
     ),
-    (
+    _Op(
         "post",
         "/similar",
         "Artists similar to one artist",
-        s.SimilarRequest,
         s.SimilarResponse,
-        (404, 422, 503),
+        (404, *_BODY_ERRORS),
+        request=s.SimilarRequest,
     ),
-    ("get", "/search", "Artist search by name (prefix and fuzzy)", None, s.SearchResponse, (422, 503)),
-    (
+    _Op(
+        "get",
+        "/search",
+        "Artist search by name (prefix and fuzzy)",
+        s.SearchResponse,
+        (422, 503),
+        query=s.SearchQuery,
+    ),
+    _Op(
         "post",
         "/feedback",
         "Store feedback events durably (idempotent by event_id)",
-        s.FeedbackRequest,
         s.FeedbackResponse,
-        (415, 422, 503),
+        _BODY_ERRORS,
+        request=s.FeedbackRequest,
     ),
-    (
+    _Op("get", "/model", "The model being served and its offline metrics", s.ModelInfoResponse, (503,)),
+    _Op(
         "post",
         "/admin/reload",
         "Load the registry's champion and swap it in (X-Admin-Token)",
-        None,
         s.ReloadResponse,
-        (401, 403, 409),
+        (401, 403, 409, 503),
+        admin=True,
+        partial=(409,),
+    ),
+    _Op(
+        "delete",
+        "/users/{user_id}/feedback",
+        "Erase every feedback event of a listener, audited under a pseudonym (X-Admin-Token)",
+        s.DeletionResponse,
+        (401, 403, 422, 503),
+        query=s.DeleteQuery,
+        path_params=s.UserPath,
+        admin=True,
     ),
 )
 _STATUS_TEXT = {
@@ -64,7 +100,7 @@ _STATUS_TEXT = {
     403: "Forbidden (wrong token, admin disabled, or another origin)",
     404: "Unknown artist",
     409: "The champion could not be loaded; the previous model is still served",
-    413: "Body too large",
+    413: "Body larger than 64 KiB",
     415: "Body is not JSON",
     422: "Invalid request: `fields` names each offending field",
     503: "No model loaded yet, or the feedback store is unavailable (see Retry-After)",
@@ -74,19 +110,23 @@ _STATUS_TEXT = {
 @functools.cache
 def openapi_spec() -> dict[str, Any]:
     """The OpenAPI document of every endpoint of :mod:`recsys.serving.app`."""
-    models = {m for op in _OPERATIONS for m in (op[3], op[4]) if m is not None} | {s.ErrorResponse}
+    models = {m for op in _OPERATIONS for m in (op.request, op.response) if m is not None}
     _, definitions = models_json_schema(
-        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)], ref_template=_REF
+        [(m, "validation") for m in sorted(models | {s.ErrorResponse}, key=lambda m: m.__name__)],
+        ref_template=_REF,
     )
     paths: dict[str, Any] = {}
-    for method, path, summary, request, response, errors in _OPERATIONS:
-        paths.setdefault(path, {})[method] = _operation(summary, request, response, errors)
-    paths["/search"]["get"]["parameters"] = _query_parameters(s.SearchQuery)
+    for op in _OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
+    scheme = {"type": "apiKey", "in": "header", "name": "X-Admin-Token"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Music recommender", "version": "1"},
         "paths": paths,
-        "components": {"schemas": definitions.get("$defs", {})},
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {_ADMIN_SCHEME: scheme},
+        },
     }
 
 
@@ -101,30 +141,32 @@ def docs_page(spec_url: str) -> str:
 </body></html>"""
 
 
-def _operation(
-    summary: str, request: type[BaseModel] | None, response: type[BaseModel], errors: tuple[int, ...]
-) -> dict[str, Any]:
-    error = {"content": {"application/json": {"schema": {"$ref": _REF.format(model="ErrorResponse")}}}}
-    operation: dict[str, Any] = {
-        "summary": summary,
-        "responses": {
-            "200": {
-                "description": "OK",
-                "content": {"application/json": {"schema": {"$ref": _REF.format(model=response.__name__)}}},
-            },
-            **{str(code): {"description": _STATUS_TEXT[code], **error} for code in errors},
-        },
-    }
-    if request is not None:
-        schema = {"$ref": _REF.format(model=request.__name__)}
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+def _operation(op: _Op) -> dict[str, Any]:
+    def content(model: str) -> dict[str, Any]:
+        return {"content": {"application/json": {"schema": {"$ref": _REF.format(model=model)}}}}
+
+    responses = {"200": {"description": "OK", **content(op.response.__name__)}}
+    for code in op.errors:
+        model = op.response.__name__ if code in op.partial else "ErrorResponse"
+        responses[str(code)] = {"description": _STATUS_TEXT[code], **content(model)}
+    operation: dict[str, Any] = {"summary": op.summary, "responses": responses}
+    if op.request is not None:
+        operation["requestBody"] = {"required": True, **content(op.request.__name__)}
+    parameters = [
+        *(_parameters(op.path_params, "path") if op.path_params is not None else []),
+        *(_parameters(op.query, "query") if op.query is not None else []),
+    ]
+    if parameters:
+        operation["parameters"] = parameters
+    if op.admin:
+        operation["security"] = [{_ADMIN_SCHEME: []}]
     return operation
 
 
-def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+def _parameters(model: type[BaseModel], location: str) -> list[dict[str, Any]]:
     schema = model.model_json_schema()
     required = set(schema.get("required", []))
     return [
-        {"name": name, "in": "query", "required": name in required, "schema": prop}
+        {"name": name, "in": location, "required": location == "path" or name in required, "schema": prop}
         for name, prop in schema["properties"].items()
     ]

@@ -192,6 +192,16 @@ class Feedback:
             self.signals.bump(DISLIKE_SIGNAL)
         return result
 
+    def delete_user(self, user_id: str, reason: str) -> int:
+        """Erase ``user_id``'s events (audited under a pseudonym), then make every worker forget them.
+
+        The events are gone from the store, so the next retraining export cannot see them either.
+        """
+        deleted = self.store().delete_user(user_id, reason)
+        self._cache.pop(user_id, None)
+        self.signals.bump(DISLIKE_SIGNAL)
+        return deleted
+
     def cached_dislikes(self, user_id: str) -> frozenset[str] | None:
         """Fresh cached dislikes of ``user_id``, or None when the store must be asked."""
         version = self.signals.version(DISLIKE_SIGNAL)

@@ -6,11 +6,11 @@ built as plain dicts for speed and documented (and tested) against the response 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from recsys.feedback import MAX_ID_LENGTH, FeedbackEvent
+from recsys.feedback import MAX_ID_LENGTH, MAX_REASON_LENGTH, FeedbackEvent
 
 MAX_K = 100
 MAX_FAVOURITES = 50
@@ -80,6 +80,39 @@ class FeedbackRequest(_Request):
     events: list[FeedbackEvent] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
+NOT_BLANK = r"\S"
+"""JSON-schema pattern (unanchored): at least one character that is not white space."""
+
+
+def _not_blank(value: str) -> str:
+    # Python's notion of white space is wider than the schema pattern's; the store uses Python's.
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+class UserPath(_Request):
+    """Path of ``DELETE /users/{user_id}/feedback``: the raw id, matched exactly as the events store it."""
+
+    user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=NOT_BLANK)
+
+    _check_user = field_validator("user_id")(_not_blank)
+
+
+class DeleteQuery(_Request):
+    """Query of ``DELETE /users/{user_id}/feedback``: why, stored verbatim in the audit log."""
+
+    reason: str = Field(
+        "erasure request",
+        min_length=1,
+        max_length=MAX_REASON_LENGTH,
+        pattern=NOT_BLANK,
+        description="Why the feedback is erased; stored verbatim, so it must not hold personal data.",
+    )
+
+    _check_reason = field_validator("reason")(_not_blank)
+
+
 class RecommendedItem(BaseModel):
     """One recommended artist and why."""
 
@@ -137,6 +170,21 @@ class ReloadResponse(BaseModel):
     model_version: str | None
     previous_version: str | None
     error: str | None = None
+
+
+class DeletionResponse(BaseModel):
+    """Answer of ``DELETE /users/{user_id}/feedback``."""
+
+    deleted: int = Field(description="Feedback events removed from the store.")
+    user_pseudonym: str = Field(description="The pseudonym the audit record is kept under.")
+
+
+class ModelInfoResponse(BaseModel):
+    """Answer of ``GET /model``."""
+
+    model_version: str
+    n_items: int
+    metrics: dict[str, Any]
 
 
 class ErrorResponse(BaseModel):

@@ -26,9 +26,15 @@ app = create_app()
     name="Recommender",
     # One worker per core: the handlers are CPU-bound and never block on I/O in the event loop.
     workers=2,
+    # BentoML's request timeout, in seconds: a request still unanswered after it is cut off (the client
+    # gets a 5xx) so a stuck handler cannot hold a worker forever. Override with
+    # BENTOML_CONFIG_OPTIONS='services.Recommender.traffic.timeout=10'.
     traffic={"timeout": 30},
-    # Per-request access logs cost more than the model's work; Prometheus metrics still count requests.
+    # Per-request access logs cost more than the model's work, and would carry the paths of
+    # DELETE /users/{user_id}/feedback (raw user ids); Prometheus metrics still count requests.
     logging={"access": {"enabled": False}},
+    # No CORS headers at all: browsers then let only the page's own origin read answers, and the app
+    # refuses (403) requests whose Origin is foreign (see recsys.serving.app.check_origin).
     http={"cors": {"enabled": False}},
     # Tracing middleware costs a third of the throughput even when nothing is sampled (the default);
     # the read-only hot paths skip it, feedback and admin calls stay traced.
@@ -40,6 +46,9 @@ class Recommender:
 
     def __init__(self) -> None:
         _single_threaded_blas()
+        # BentoML leaves non-BentoML loggers at WARNING; model swaps and erasures (logged under a
+        # pseudonym, never a raw user id) belong in the service log.
+        logging.getLogger("recsys").setLevel(logging.INFO)
         self.runtime = Runtime(ServingSettings.from_env(), counter=_request_counter())
         app.state.runtime = self.runtime
         _, error = self.runtime.models.reload()
