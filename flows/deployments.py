@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.deployments.runner import RunnerDeployment
 
+from flows.monitoring import drift_monitoring_flow
 from flows.training import dvc_stage, metrics_rows, read_report, run_lock, training_flow
 from recsys.config import load_params
 
@@ -31,15 +32,15 @@ MONITORING_DEPLOYMENT = "hourly-monitoring"
 def monitoring_flow(
     project_dir: str = ".", data_dir: str | None = None, lock_timeout_s: float = 600.0
 ) -> list[dict[str, Any]]:
-    """Keep the offline metrics current and publish them.
+    """Keep the offline metrics current, publish them, then watch drift and popularity bias.
 
-    For now this runs ``dvc repro evaluate`` (DVC reruns whatever upstream changed, usually nothing)
-    and publishes ``metrics/offline.json`` as a table artifact. Drift monitoring with Evidently
-    (reference vs current data, popularity bias of the served recommendations) comes in a later issue
-    and will replace this body.
+    Runs ``dvc repro evaluate`` (DVC reruns whatever upstream changed, usually nothing), publishes
+    ``metrics/offline.json`` as a table artifact, then runs :func:`flows.monitoring.drift_monitoring_flow`
+    (Evidently drift of the recent feedback against the training data, popularity bias of the champion's
+    recommendations, and the ``monitoring.on_trigger`` action).
 
-    It takes the same lock as :func:`flows.training.training_flow`, so it never runs DVC while a
-    training run does.
+    DVC runs under the same lock as :func:`flows.training.training_flow`, so never while a training run
+    does; the drift flow runs after the lock is released because it may itself start retraining.
 
     Returns
     -------
@@ -54,6 +55,7 @@ def monitoring_flow(
         report = read_report(root)
     rows = metrics_rows(report, load_params(root / "params.yaml").evaluate.primary_k)
     create_table_artifact(rows, key="monitoring-metrics", description="Offline metrics per model")
+    drift_monitoring_flow(project_dir=str(root))
     logger.info(
         "monitoring finished in %.1f s (evaluate %s)", time.perf_counter() - start, outcome["outcome"]
     )

@@ -163,9 +163,10 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def registry_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A private BentoML home: the flow tests' champions never touch the user's model store."""
+    """A private BentoML home per test module: champions of one module never meet another's, nor the
+    user's model store."""
     home = tmp_path_factory.mktemp("bentoml")
     previous = os.environ.get("BENTOML_HOME")
     os.environ["BENTOML_HOME"] = str(home)

@@ -103,8 +103,8 @@ def test_failure_without_an_exit_code_is_transient() -> None:
 
 def test_pipeline_stages_follow_dvc_yaml() -> None:
     stages = pipeline_stages(PROJECT_ROOT)
-    assert stages[0] == "ingest" and stages[-1] == "evaluate"
-    assert stages.index("split") < stages.index("train") < stages.index("evaluate")
+    assert stages[0] == "ingest" and stages[-1] == "bias"
+    assert stages.index("split") < stages.index("train") < stages.index("evaluate") < stages.index("bias")
 
 
 def _hold_lock(path: Path, seconds: float) -> subprocess.Popen[str]:

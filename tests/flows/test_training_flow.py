@@ -146,6 +146,9 @@ def test_monitoring_refreshes_and_publishes_the_metrics(tiny_project: TinyProjec
     assert {row["model"] for row in rows} == ALL_MODELS
     assert artifact_of(state, "monitoring-metrics") is not None
     assert any("evaluate skipped" in message for message in log_lines(state))
+    # No feedback store yet: the drift report records an empty window and triggers nothing.
+    drift = json.loads((tiny_project.root / "reports/monitoring/drift.json").read_text(encoding="utf-8"))
+    assert drift["n_events"] == 0 and not drift["decision"]["triggered"]
 
 
 def test_a_concurrent_run_fails_naming_the_lock(tiny_project: TinyProject) -> None:
