@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install run test lint typecheck pytest audit bench bench-serve serve clean
+.PHONY: install run test lint typecheck pytest audit bench bench-serve bench-soak serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ bench: install
 bench-serve: install
 	command -v wrk >/dev/null || apt-get install -y -qq wrk
 	$(BIN)/python -m recsys.serve_bench
+
+# Soak: ~80 % of the measured capacity held for 60 s; errors, p99 vs unloaded, worker RSS growth.
+bench-soak: install
+	command -v wrk >/dev/null || apt-get install -y -qq wrk
+	$(BIN)/python -m recsys.soak_bench
 
 serve: install
 	$(BIN)/recsys serve
