@@ -1,0 +1,236 @@
+"""The retraining flow end to end: a tiny project with a champion, a SQLite feedback store, a stub service.
+
+Tests run in file order and share the module's project, store and registry.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+import pytest
+from prefect import flow
+
+from flows.retraining import (
+    NO_NEW_FEEDBACK,
+    events_file,
+    gate_and_promote,
+    reload_service,
+    retrain_and_evaluate,
+    retraining_flow,
+)
+from recsys import registry
+from recsys.feedback import FeedbackEvent, FeedbackStore
+from recsys.retrain import CURSOR_FILE, FeedbackCursor
+from recsys.split import load_split
+from tests.conftest import PROJECT_ROOT
+from tests.test_registry import _build_project
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+ADMIN_TOKEN = "s3cret"
+
+
+class _ReloadHandler(BaseHTTPRequestHandler):
+    calls: ClassVar[list[tuple[str, str | None]]] = []
+
+    def do_POST(self) -> None:
+        type(self).calls.append((self.path, self.headers.get("X-Admin-Token")))
+        ok = self.headers.get("X-Admin-Token") == ADMIN_TOKEN
+        self.send_response(200 if ok else 403)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[str]:
+    """A loopback stand-in for the service's ``/admin/reload``."""
+    server = HTTPServer(("127.0.0.1", 0), _ReloadHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+
+
+@pytest.fixture(scope="module")
+def own_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A BentoML home of this module only: the session's ``registry_home`` must not see these champions
+    (the training flow tests expect to promote the first model there)."""
+    home = tmp_path_factory.mktemp("retrain-bentoml")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENTOML_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, own_registry: Path) -> Path:
+    """data/{split,features,prepared} of a 20 x 15 synthetic project and a promoted champion fitted on it."""
+    root = tmp_path_factory.mktemp("retrain")
+    built = _build_project(root / "data")
+    shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
+    tag = built.save(0.1, own_registry)
+    registry.promote(tag, home=own_registry)
+    return root
+
+
+@pytest.fixture(scope="module")
+def store(project: Path) -> Iterator[FeedbackStore]:
+    with FeedbackStore(f"sqlite:///{project / 'data/feedback/feedback.db'}") as feedback:
+        yield feedback
+
+
+def _add(store: FeedbackStore, rows: list[tuple[str, str, str]], prefix: str) -> None:
+    store.add_events(
+        [
+            FeedbackEvent(
+                user_id=user,
+                item_id=item,
+                event=event,
+                timestamp=T0 + timedelta(minutes=i),
+                event_id=f"{prefix}{i}",
+            )
+            for i, (user, item, event) in enumerate(rows)
+        ]
+    )
+
+
+def _run(project: Path, store: FeedbackStore, service_url: str | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = retraining_flow(
+        project_dir=str(project), feedback_url=store.url, service_url=service_url, admin_token=ADMIN_TOKEN
+    )
+    return result
+
+
+def test_known_listeners_feedback_warm_starts_a_gated_challenger_and_advances_the_cursor(
+    prefect_harness: None, project: Path, store: FeedbackStore, service: str
+) -> None:
+    champion_before = registry.champion()
+    assert champion_before is not None
+    rows = [
+        (f"u{u:02d}", f"a{(u + j) % 15:02d}", event)
+        for u in range(10)
+        for j, event in enumerate(("play", "play", "like"))
+    ]
+    # First, so that they are not among each user's latest events (the recent-feedback holdout).
+    split = load_split(project / "data/split")
+    disliked = split.item_ids[split.train_full[2].indices[0]]  # a training pair, so the merge sees it
+    rows = [("u01", "zz-unknown", "play"), (split.user_ids[2], disliked, "dislike"), *rows]
+    _add(store, rows, "first-")
+
+    summary = _run(project, store, service)
+
+    assert summary["events"] == len(rows)
+    assert summary["cursor"] == store.export_frame(None).attrs["cursor"] > 0
+    assert summary["warm_start"] is True
+    assert summary["merge"]["n_unknown_item_events"] == 1
+    assert summary["merge"]["new_users"] == []
+    assert summary["merge"]["events_by_type"]["dislike"] == 1
+    assert summary["merge"]["pairs_removed"] >= 1
+    assert summary["merge"]["n_protected_events"] >= 0
+    assert summary["n_holdout_events"] > 0
+    assert {"ndcg@10", "feedback_hit_rate@10"} <= set(summary["challenger"]) & set(summary["champion"])
+    assert summary["champion"]["feedback_users"] > 0  # each user's latest event, a like, is held out
+    exported = pd.read_parquet(events_file(project, summary["cursor"]))
+    assert sorted(exported["event_id"]) == sorted(f"first-{i}" for i in range(len(rows)))
+    cursor = FeedbackCursor.load(project / CURSOR_FILE)
+    assert cursor.position == summary["cursor"] and cursor.history[-1]["events"] == len(rows)
+    champion_after = registry.champion()
+    assert champion_after is not None
+    if summary["promote"]:
+        assert champion_after.tag == summary["model_tag"] != champion_before.tag
+        assert _ReloadHandler.calls[-1] == ("/admin/reload", ADMIN_TOKEN)
+    else:
+        assert champion_after.tag == champion_before.tag == summary["model_tag"]
+        assert summary["reasons"]
+
+
+def test_a_second_run_without_new_feedback_changes_nothing(
+    prefect_harness: None, project: Path, store: FeedbackStore
+) -> None:
+    cursor_text = (project / CURSOR_FILE).read_text(encoding="utf-8")
+    champion = registry.champion()
+    files = sorted((project / "data/feedback").glob("events-*.parquet"))
+    models = len(registry.list_models())
+
+    summary = _run(project, store)
+
+    assert summary == {
+        "status": NO_NEW_FEEDBACK,
+        "cursor": FeedbackCursor.load(project / CURSOR_FILE).position,
+    }
+    assert (project / CURSOR_FILE).read_text(encoding="utf-8") == cursor_text
+    assert registry.champion() == champion
+    assert sorted((project / "data/feedback").glob("events-*.parquet")) == files
+    assert len(registry.list_models()) == models
+
+
+def test_a_new_listener_forces_a_full_fit_that_grows_the_user_rows(
+    prefect_harness: None, project: Path, store: FeedbackStore
+) -> None:
+    before = FeedbackCursor.load(project / CURSOR_FILE).position
+    _add(store, [("brand-new", f"a{i:02d}", "like") for i in range(6)] + [("u03", "a05", "play")], "second-")
+
+    summary = _run(project, store)
+
+    assert summary["warm_start"] is False
+    assert summary["merge"]["new_users"] == ["brand-new"]
+    assert summary["merge"]["needs_full_retrain"] is True
+    assert summary["cursor"] > before
+    if summary["promote"]:
+        artifact = registry.load_artifact("champion")
+        assert artifact.user_ids[-1] == "brand-new" and artifact.model.n_users == len(artifact.user_ids)
+
+
+def test_reload_sends_the_admin_token_and_fails_loudly_when_refused(service: str) -> None:
+    assert reload_service.fn(service, ADMIN_TOKEN) == 200
+    assert _ReloadHandler.calls[-1] == ("/admin/reload", ADMIN_TOKEN)
+    with pytest.raises(Exception, match="403"):
+        reload_service.fn(service, "wrong")
+
+
+def test_a_winning_challenger_is_packaged_with_its_feedback_and_promoted(
+    prefect_harness: None, project: Path, store: FeedbackStore
+) -> None:
+    before = registry.champion()
+
+    @flow
+    def forced_win(root: str, events: pd.DataFrame) -> tuple[dict[str, Any], dict[str, Any]]:
+        outcome = retrain_and_evaluate(root, events)
+        # A clear win on every rule, whatever the tiny model scored: the champion's numbers, ndcg@10 + 1.
+        winner = {"metrics": dict(outcome["champion"]["metrics"]), "groups": outcome["champion"]["groups"]}
+        winner["metrics"]["ndcg@10"] += 1.0
+        outcome["challenger"] = winner
+        return outcome, gate_and_promote(root, outcome)
+
+    outcome, decision = forced_win(str(project), store.export_frame(None))
+
+    champion = registry.load_artifact("champion")
+    assert decision["promote"] and champion.tag == decision["model_tag"] != (before.tag if before else None)
+    assert champion.user_ids == outcome["split"].user_ids and "brand-new" in champion.user_ids
+    row = champion.user_ids.index("brand-new")
+    assert champion.known[row].nnz > 0  # the packaged known listens include the merged feedback
+    assert champion.model.n_users == len(champion.user_ids)
+
+
+def test_the_next_run_starts_from_the_retrained_champion(
+    prefect_harness: None, project: Path, store: FeedbackStore
+) -> None:
+    champion = registry.load_artifact("champion")
+    assert "brand-new" in champion.user_ids  # promoted by the previous test
+    _add(store, [("brand-new", "a07", "play"), ("u04", "a01", "like"), ("u05", "a02", "play")], "third-")
+
+    summary = _run(project, store)
+
+    assert summary["warm_start"] is True  # the listener added last time is no longer new
+    assert summary["merge"]["new_users"] == []
+    assert summary["events"] == 3
