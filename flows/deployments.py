@@ -19,13 +19,16 @@ from prefect.artifacts import create_table_artifact
 from prefect.deployments.runner import RunnerDeployment
 
 from flows.monitoring import drift_monitoring_flow
+from flows.retraining import retraining_flow
 from flows.training import dvc_stage, metrics_rows, read_report, run_lock, training_flow
 from recsys.config import load_params
 
 NIGHTLY_CRON = "0 2 * * *"
 HOURLY_CRON = "0 * * * *"
+FEEDBACK_CRON = "30 1 * * *"
 TRAINING_DEPLOYMENT = "nightly-retraining"
 MONITORING_DEPLOYMENT = "hourly-monitoring"
+FEEDBACK_DEPLOYMENT = "nightly-feedback-retraining"
 
 
 @flow(name="monitoring")
@@ -63,7 +66,9 @@ def monitoring_flow(
 
 
 def build_deployments(project_dir: str = ".", data_dir: str | None = None) -> list[RunnerDeployment]:
-    """The nightly training and hourly monitoring deployments (not yet registered or served).
+    """The nightly training, nightly feedback retraining and hourly monitoring deployments.
+
+    Not yet registered or served: :func:`serve_all` serves them; ``prefect.yaml`` declares the same.
 
     Parameters
     ----------
@@ -91,7 +96,18 @@ def build_deployments(project_dir: str = ".", data_dir: str | None = None) -> li
                 parameters=parameters,
                 concurrency_limit=1,
                 tags=["recsys", "monitoring"],
-                description="Refresh and publish the offline metrics every hour.",
+                description="Refresh offline metrics, then Evidently drift and popularity bias, hourly.",
+            )
+        ),
+        _made(
+            retraining_flow.to_deployment(
+                name=FEEDBACK_DEPLOYMENT,
+                cron=FEEDBACK_CRON,
+                # Add service_url and admin_token run parameters to reload a service after a promotion.
+                parameters={"project_dir": project_dir},
+                concurrency_limit=1,
+                tags=["recsys", "retraining"],
+                description="Fold the day's feedback into the champion (warm start), gate, promote, reload.",
             )
         ),
     ]
@@ -105,7 +121,7 @@ def _made(deployment: RunnerDeployment | Coroutine[Any, Any, RunnerDeployment]) 
 
 
 def serve_all(project_dir: str = ".", data_dir: str | None = None) -> None:
-    """Serve both schedules from this process until it is stopped (one-machine use)."""
+    """Serve every schedule from this process until it is stopped (one-machine use)."""
     from prefect import serve
 
     serve(*build_deployments(project_dir, data_dir))

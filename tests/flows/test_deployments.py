@@ -9,6 +9,8 @@ import yaml
 from prefect.flows import load_flow_from_entrypoint
 
 from flows.deployments import (
+    FEEDBACK_CRON,
+    FEEDBACK_DEPLOYMENT,
     HOURLY_CRON,
     MONITORING_DEPLOYMENT,
     NIGHTLY_CRON,
@@ -16,12 +18,14 @@ from flows.deployments import (
     build_deployments,
     monitoring_flow,
 )
+from flows.retraining import retraining_flow
 from flows.training import training_flow
 from tests.conftest import PROJECT_ROOT
 
 EXPECTED = {
     TRAINING_DEPLOYMENT: ("flows/training.py:training_flow", NIGHTLY_CRON, training_flow.name),
     MONITORING_DEPLOYMENT: ("flows/deployments.py:monitoring_flow", HOURLY_CRON, monitoring_flow.name),
+    FEEDBACK_DEPLOYMENT: ("flows/retraining.py:retraining_flow", FEEDBACK_CRON, retraining_flow.name),
 }
 
 
@@ -40,7 +44,10 @@ def test_served_deployments_have_their_schedules_and_entrypoints(monkeypatch: py
         assert deployment.entrypoint == entrypoint
         assert deployment.flow_name == flow_name
         assert [s.schedule.cron for s in deployment.schedules or []] == [cron]  # type: ignore[union-attr]
-        assert deployment.parameters == {"project_dir": "/srv/recsys", "data_dir": "/data"}
+        expected = {"project_dir": "/srv/recsys"} | (
+            {} if name == FEEDBACK_DEPLOYMENT else {"data_dir": "/data"}
+        )
+        assert deployment.parameters == expected
         assert deployment.concurrency_limit == 1
 
 
