@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,9 +65,13 @@ def test_pick_artists_get_recommendations_like_and_skip(page: object, server: Se
     page.screenshot(path=str(ARTIFACTS / "1-favourites.png"))  # type: ignore[attr-defined]
 
     button.focus()
+    started = time.perf_counter()
     page.keyboard.press("Enter")  # type: ignore[attr-defined]
     rows = page.get_by_role("list", name="Recommended artists").get_by_role("listitem")  # type: ignore[attr-defined]
     rows.nth(9).wait_for()
+    # Recorded, not asserted (speed is for benchmarks): the usability note quotes this file.
+    seconds = time.perf_counter() - started
+    (ARTIFACTS / "journey.json").write_text(json.dumps({"recommendations_shown_s": round(seconds, 3)}))
     assert rows.count() == 10
     first_ten = [rows.nth(i).get_attribute("data-item-id") for i in range(10)]
     assert all(
