@@ -147,14 +147,30 @@ def start(command: list[str], env: dict[str, str], port: int, log: Path) -> subp
     raise RuntimeError(f"{command[:4]} did not answer in 180 s")
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+def stop(process: subprocess.Popen[Any]) -> None:
+    """Stop ``bentoml serve`` and every worker it started.
+
+    BentoML's process manager starts each worker in a session of its own, so signalling the server's
+    process group alone would leave the workers running: they are collected first and killed if they
+    outlive the server.
+    """
+    import psutil
+
+    if process.poll() is not None:
+        return
+    try:
+        workers = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        workers = []
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    for worker in alive:
+        worker.kill()
 
 
 def run_wrk(port: int, script: Path, seconds: int, connections: int) -> dict[str, float]:

@@ -7,7 +7,6 @@ mostly stay in one cluster, so recommendations, reasons and filters have predict
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from recsys.config import FeaturesParams, LightFMParams, SplitParams
 from recsys.features import build_item_features, save_item_features, without_identity
 from recsys.io import write_parquet
 from recsys.models import LightFMRecommender
+from recsys.serve_bench import stop
 from recsys.split import make_split, save_split
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -181,13 +181,7 @@ def start_server(home: Path, workdir: Path, env_overrides: dict[str, str], probe
 def stop_server(server: Server) -> None:
     """Stop the server's whole process group (the arbiter and its workers)."""
     server.client.close()
-    if server.process.poll() is None:
-        os.killpg(server.process.pid, signal.SIGTERM)
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.process.pid, signal.SIGKILL)
-            server.process.wait(timeout=10)
+    stop(server.process)
 
 
 @pytest.fixture(scope="module")
