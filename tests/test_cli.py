@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from recsys.cli import app
 from recsys.data.schemas import ARTISTS, USER_ARTISTS
 from tests.conftest import PROJECT_ROOT
-from tests.data.raw_fixture import write_raw
+from tests.data.raw_fixture import run_prepare, write_raw
 
 runner = CliRunner()
 
@@ -22,8 +22,7 @@ def raw(tmp_path: Path) -> Path:
 
 
 def prepare(raw: Path, out: Path, params: Path = PROJECT_ROOT / "params.yaml") -> tuple[int, str]:
-    result = runner.invoke(app, ["prepare", "--params", str(params), "--raw", str(raw), "--out", str(out)])
-    return result.exit_code, result.output
+    return run_prepare(raw, out, params)
 
 
 def break_listens(raw: Path, line: int, replacement: str) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from typer.testing import CliRunner
+
+from recsys.cli import app
 
 from recsys.data.schemas import ARTISTS, LYRICS_SONGS, SPOTIFY_SONGS, TAGS, USER_ARTISTS, USER_TAGGED_ARTISTS
 
@@ -62,3 +65,9 @@ def write_raw(root: Path) -> Path:
     (root / LYRICS_SONGS.path).parent.mkdir(parents=True, exist_ok=True)
     lyrics.to_parquet(root / LYRICS_SONGS.path, index=False)
     return root
+
+
+def run_prepare(raw: Path, out: Path, params: Path) -> tuple[int, str]:
+    """``recsys prepare`` through the CLI, in-process: its exit code and everything it printed."""
+    result = CliRunner().invoke(app, ["prepare", "--params", str(params), "--raw", str(raw), "--out", str(out)])
+    return result.exit_code, result.output

@@ -23,7 +23,7 @@ from recsys.columns import Col
 from recsys.config import RetrainParams
 from recsys.data.schemas import ARTISTS, LYRICS_SONGS, SPOTIFY_SONGS, TAGS, USER_ARTISTS
 from tests.conftest import PROJECT_ROOT
-from tests.data.raw_fixture import write_raw
+from tests.data.raw_fixture import run_prepare, write_raw
 
 runner = CliRunner()
 Damage = Callable[[Path], object]
@@ -35,8 +35,7 @@ def raw(tmp_path: Path) -> Path:
 
 
 def prepare(raw: Path, out: Path, params: Path = PROJECT_ROOT / "params.yaml") -> tuple[int, str]:
-    result = runner.invoke(app, ["prepare", "--params", str(params), "--raw", str(raw), "--out", str(out)])
-    return result.exit_code, result.output
+    return run_prepare(raw, out, params)
 
 
 def quality_of(out: Path) -> dict[str, Any]:
