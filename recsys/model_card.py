@@ -79,12 +79,15 @@ def label(model: str) -> str:
     return MODEL_LABELS.get(model, model)
 
 
-def read_json(path: Path, *, required: bool) -> dict[str, Any] | None:
-    """Parse a JSON object; ``None`` for an absent optional file, :class:`DataError` otherwise."""
+def read_json(path: Path) -> dict[str, Any] | None:
+    """An optional JSON object: ``None`` when the file is absent, :class:`DataError` when it is bad."""
+    return require_json(path) if path.exists() else None
+
+
+def require_json(path: Path) -> dict[str, Any]:
+    """A required JSON object; :class:`DataError` names the file when it is absent or bad."""
     if not path.exists():
-        if required:
-            raise DataError("not found: run the pipeline first (`recsys run` or `dvc repro`)", file=str(path))
-        return None
+        raise DataError("not found: run the pipeline first (`recsys run` or `dvc repro`)", file=str(path))
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -92,6 +95,16 @@ def read_json(path: Path, *, required: bool) -> dict[str, Any] | None:
     if not isinstance(payload, dict):
         raise DataError("expected a JSON object", file=str(path))
     return payload
+
+
+def load_offline(metrics_dir: Path) -> dict[str, Any]:
+    """``metrics/offline.json``, required and checked for its top-level sections."""
+    path = metrics_dir / "offline.json"
+    offline = require_json(path)
+    for key in ("models", "groups", "protocol"):
+        if key not in offline:
+            raise DataError(f"missing key {key!r}", file=str(path))
+    return offline
 
 
 def load_card_inputs(
@@ -102,18 +115,13 @@ def load_card_inputs(
     models_dir: Path = Path("models"),
 ) -> CardInputs:
     """Read the card's inputs from a workspace; only ``metrics/offline.json`` is required."""
-    offline = read_json(metrics_dir / "offline.json", required=True)
-    assert offline is not None  # required=True raises instead of returning None
-    for key in ("models", "groups", "protocol"):
-        if key not in offline:
-            raise DataError(f"missing key {key!r}", file=str(metrics_dir / "offline.json"))
     return CardInputs(
-        offline=offline,
+        offline=load_offline(metrics_dir),
         params=load_params(params_path),
-        quality=read_json(prepared_dir / "quality.json", required=False),
-        bias_signals=read_json(eda_dir / "bias_signals.json", required=False),
-        bias=read_json(metrics_dir / "bias.json", required=False),
-        train_summary=read_json(models_dir / "train_summary.json", required=False),
+        quality=read_json(prepared_dir / "quality.json"),
+        bias_signals=read_json(eda_dir / "bias_signals.json"),
+        bias=read_json(metrics_dir / "bias.json"),
+        train_summary=read_json(models_dir / "train_summary.json"),
     )
 
 

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from recsys.config import load_params
 from recsys.io import write_text
-from recsys.model_card import CHALLENGER, POPULAR, fmt, label, ordered_models, pct, read_json
+from recsys.model_card import CHALLENGER, POPULAR, fmt, label, load_offline, ordered_models, pct, read_json
 
 _DPI = 100
 _CSS = """
@@ -73,8 +73,7 @@ def load_report_inputs(
     monitoring_dir: Path = Path("reports/monitoring"),
 ) -> ReportInputs:
     """Read the report's inputs from a workspace; only ``metrics/offline.json`` is required."""
-    offline = read_json(metrics_dir / "offline.json", required=True)
-    assert offline is not None  # required=True raises instead of returning None
+    offline = load_offline(metrics_dir)
     params = load_params(params_path) if params_path.exists() else None
     images = {path.stem: path.read_bytes() for path in sorted(eda_dir.glob("*.png"))}
     return ReportInputs(
@@ -82,8 +81,8 @@ def load_report_inputs(
         k=params.evaluate.primary_k if params else 10,
         groups=params.evaluate.groups if params else ("niche", "medium", "mainstream"),
         eda_images=images,
-        bias=read_json(metrics_dir / "bias.json", required=False),
-        drift=read_json(monitoring_dir / "drift.json", required=False),
+        bias=read_json(metrics_dir / "bias.json"),
+        drift=read_json(monitoring_dir / "drift.json"),
     )
 
 
