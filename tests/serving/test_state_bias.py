@@ -12,6 +12,7 @@ from recsys.fairness import rerank_popularity
 from recsys.serving import logic
 from recsys.serving.schemas import NewListenerRequest, RecommendRequest
 from recsys.serving.state import BIAS_STRENGTH_ENV, ServingState, bias_strength_from_env
+from tests.serving.test_state import assert_cached_ranking_equals_full
 
 STRENGTH = 1.0
 
@@ -33,18 +34,7 @@ def debiased(artifact: registry.ServingArtifact) -> ServingState:
 
 @pytest.mark.parametrize("k", [1, 5, 20])
 def test_cached_reranked_ranking_equals_a_full_ranking(debiased: ServingState, k: int) -> None:
-    rng = np.random.default_rng(k)
-    mask = rng.random(debiased.n_items) < 0.5
-    for user in range(len(debiased.user_index)):
-        listened = debiased.known_items(user)
-        dislikes = rng.choice(debiased.n_items, size=3, replace=False)
-        for exclude, allowed in ((None, None), (dislikes, None), (dislikes, mask)):
-            full_exclude = listened if exclude is None else np.concatenate([listened, exclude])
-            expected = debiased.rank(debiased.user_vectors[user], k, full_exclude, allowed)
-            cached = debiased.rank_known(user, k, exclude, allowed)
-            np.testing.assert_array_equal(cached[0], expected[0])
-            # Re-ranked scores are standardised (centred near 0), so the tolerance is absolute.
-            np.testing.assert_allclose(cached[1], expected[1], atol=1e-5)
+    assert_cached_ranking_equals_full(debiased, k)
 
 
 def test_full_ranking_applies_the_offline_formula(debiased: ServingState) -> None:
