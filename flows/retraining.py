@@ -4,20 +4,29 @@ Run it with ``python -m flows.retraining`` from the project root, or on a schedu
 deployment. Under the training run lock (:func:`flows.training.run_lock`, so it never overlaps a training
 run) it:
 
-1. exports the feedback events stored after ``data/feedback/cursor.json`` (none: returns
-   ``"no new feedback"`` and changes nothing);
-2. writes them to ``data/feedback/events-<cursor>.parquet``, a data version of its own. Tracking it with
-   DVC is optional: ``dvc add data/feedback/events-<cursor>.parquet`` and commit the ``.dvc`` file;
-3. holds out each user's latest events (``retrain.feedback_holdout_fraction``) as the recent-feedback test,
+1. exports the feedback events stored after ``data/feedback/cursor.json`` and reads the ``delete_user``
+   audit records the cursor has not honoured yet (neither: returns ``"no new feedback"`` and changes
+   nothing);
+2. honours those erasures (:mod:`recsys.erasure`): purges the erased users' rows from every
+   ``data/feedback/events-*.parquet`` and drops their events from this export. When none of them is a user
+   of the champion and no event is left, it records the erasures in the cursor and stops there;
+3. writes the events to ``data/feedback/events-<cursor>.parquet``, a data version of its own. Tracking it
+   with DVC is optional: ``dvc add data/feedback/events-<cursor>.parquet`` and commit the ``.dvc`` file
+   (the DVC cache then keeps every version, an erased user's rows included, until ``dvc gc``);
+4. holds out each user's latest events (``retrain.feedback_holdout_fraction``) as the recent-feedback test,
    and drops events on pairs of the fixed test split or on cold-start items (they would leak the test);
-4. merges the rest into the champion's training data (its known listens without the test pairs and
+5. merges the rest into the champion's training data (its known listens without the test pairs and
    cold-start items of ``data/split``: ``train + valid`` for a champion of the training flow, the merged
-   matrix for one of this flow) with :func:`recsys.retrain.merge_feedback`;
-5. retrains: a warm start of the champion when no user is new, else a full fit with its settings;
-6. evaluates challenger and champion on the fixed test split and on the held-out likes
+   matrix for one of this flow) with :func:`recsys.retrain.merge_feedback`, after resetting the erased
+   users' rows to their Last.fm listens (empty, and the id replaced, for feedback-only listeners);
+6. retrains: a warm start of the champion when no user is new and nobody was erased, else a full fit with
+   its settings;
+7. evaluates challenger and champion on the fixed test split and on the held-out likes
    (``feedback_hit_rate@k``), gates with :func:`recsys.gate.decide`, and on a win packages and promotes
-   the challenger, then asks the service to reload (``POST {service_url}/admin/reload``);
-7. advances the cursor, only once all of that succeeded: a failed run is simply retried on the same events.
+   the challenger, then asks the service to reload (``POST {service_url}/admin/reload``). A challenger that
+   honours an erasure is promoted whatever the gate says (:func:`recsys.erasure.honour_erasure`);
+8. advances the cursor (and its count of honoured erasures), only once all of that succeeded: a failed run
+   is simply retried on the same events and erasures.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +47,17 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.training import CHALLENGER, run_lock
 from recsys.config import Params, load_params
+from recsys.erasure import (
+    PendingErasures,
+    anonymise_ids,
+    erased_users,
+    honour_erasure,
+    pending_erasures,
+    purge_event_files,
+    reset_rows,
+    without_erased_events,
+    without_users,
+)
 from recsys.errors import RecsysError
 from recsys.io import write_parquet
 from recsys.models import LightFMRecommender
@@ -59,6 +80,7 @@ SPLIT_DIR = Path("data/split")
 FEATURES_DIR = Path("data/features")
 PREPARED_DIR = Path("data/prepared")
 NO_NEW_FEEDBACK = "no new feedback"
+ERASURES_ONLY = "erasures recorded; nothing to retrain"
 FEEDBACK_URL_ENV = "RECSYS_FEEDBACK_URL"
 DEFAULT_FEEDBACK_DB = FEEDBACK_DIR / "feedback.db"
 RELOAD_TIMEOUT_S = 30.0
@@ -79,12 +101,38 @@ def export_feedback(feedback_url: str, since: int) -> tuple[pd.DataFrame, int]:
     return frame, int(frame.attrs[EXPORT_CURSOR_ATTR])
 
 
-def _aligned_split(root: Path, user_ids: list[str], item_ids: list[str], tag: str) -> Split:
+@task(name="read-erasures", cache_policy=NO_CACHE)
+def read_erasures(feedback_url: str, applied: int) -> PendingErasures:
+    """The ``delete_user`` audit records after the first ``applied`` (the cursor's ``erasures_applied``)."""
+    from recsys.feedback import FeedbackStore
+
+    with FeedbackStore(feedback_url, create=False) as store:
+        return pending_erasures(store.audit_log(), applied)
+
+
+@task(name="purge-exported-feedback", cache_policy=NO_CACHE)
+def purge_exported_feedback(root: str, pseudonyms: frozenset[str]) -> dict[str, int]:
+    """Remove the erased users' rows from every exported events file; ``file name -> rows removed``."""
+    return purge_event_files(Path(root) / FEEDBACK_DIR, pseudonyms)
+
+
+@task(name="erased-in-champion", cache_policy=NO_CACHE)
+def erased_in_champion(pseudonyms: frozenset[str]) -> int:
+    """How many of the champion's users are erased (0 without a champion)."""
+    from recsys import registry
+
+    if not pseudonyms or registry.champion() is None:
+        return 0
+    return len(erased_users(registry.load_artifact("champion").user_ids, pseudonyms))
+
+
+def _aligned_split(root: Path, user_ids: list[str], item_ids: list[str], tag: str) -> tuple[Split, int]:
+    """The split aligned with the champion's users, and how many users the split itself has."""
     split = load_split(root / SPLIT_DIR)
     try:
         if split.item_ids != item_ids:
             raise ValueError("the items differ")
-        return align_split(split, user_ids)
+        return align_split(split, user_ids), len(split.user_ids)
     except ValueError as exc:
         raise RecsysError(
             f"the champion {tag} was not trained on {root / SPLIT_DIR} ({exc}): "
@@ -116,31 +164,44 @@ def _candidate(
 
 
 @task(name="retrain-and-evaluate", cache_policy=NO_CACHE)
-def retrain_and_evaluate(root: str, events: pd.DataFrame) -> dict[str, Any]:
-    """Merge, retrain and measure challenger and champion; nothing is written."""
+def retrain_and_evaluate(
+    root: str, events: pd.DataFrame, erased: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """Merge, retrain and measure challenger and champion; nothing is written.
+
+    ``erased`` holds the pseudonyms of users to erase: their events are dropped, their training rows reset
+    (:func:`recsys.erasure.reset_rows`) and the challenger is fitted from scratch.
+    """
     from recsys import registry
 
     project = Path(root)
     params = load_params(project / "params.yaml")
     artifact = registry.load_artifact("champion")
-    split = _aligned_split(project, artifact.user_ids, artifact.item_ids, artifact.tag)
+    split, n_split_users = _aligned_split(project, artifact.user_ids, artifact.item_ids, artifact.tag)
+    erased_ids = erased_users(artifact.user_ids, erased)
+    events, _ = without_users(events, erased_ids)
+    split = replace(split, user_ids=anonymise_ids(split.user_ids, erased_ids, n_split_users))
+    user_index = {user: row for row, user in enumerate(split.user_ids)}
     rest, holdout = split_feedback_holdout(events, params.retrain.feedback_holdout_fraction, params.seed)
     trainable, n_protected = without_evaluation_pairs(rest, split)
-    base = champion_training(artifact.known, split)
-    merged, report = merge_feedback(base, trainable, artifact.user_index, artifact.item_index, params.retrain)
-    challenger = retrain(artifact.model, merged, report.needs_full_retrain, params.retrain)
+    trained = champion_training(artifact.known, split)
+    base = reset_rows(trained, [artifact.user_index[user] for user in erased_ids], split.train_full)
+    merged, report = merge_feedback(base, trainable, user_index, artifact.item_index, params.retrain)
+    full_fit = report.needs_full_retrain or bool(erased_ids)
+    challenger = retrain(artifact.model, merged, full_fit, params.retrain)
     extended = extend_split(split, merged, report.new_users)
     # Both models rank without every pair either of them trained on, so neither is credited for those.
-    before = sp.vstack([base, sp.csr_matrix((len(report.new_users), merged.shape[1]))])
+    before = sp.vstack([trained, sp.csr_matrix((len(report.new_users), merged.shape[1]))])
     exclude = sp.csr_matrix(((merged > 0) + (sp.csr_matrix(before) > 0)) > 0, dtype=np.float32)
-    indexes = (artifact.user_index, artifact.item_index)
+    indexes = (user_index, artifact.item_index)
     return {
         "champion_tag": artifact.tag,
         "challenger_model": challenger,
         "split": extended,
         "merge": report.to_dict() | {"n_protected_events": n_protected},
         "n_holdout_events": len(holdout),
-        "warm_start": not report.needs_full_retrain,
+        "warm_start": not full_fit,
+        "erased_users": len(erased_ids),
         "challenger": _candidate(challenger, exclude, extended, holdout, indexes, params),
         "champion": _candidate(artifact.model, exclude, extended, holdout, indexes, params),
     }
@@ -154,9 +215,13 @@ def gate_and_promote(root: str, outcome: dict[str, Any]) -> dict[str, Any]:
 
     project = Path(root)
     params = load_params(project / "params.yaml")
-    decision = gating.decide(outcome["challenger"], outcome["champion"], params.gate)
+    gated = gating.decide(outcome["challenger"], outcome["champion"], params.gate)
+    decision = honour_erasure(gated, outcome.get("erased_users", 0))
     create_markdown_artifact(gating.render_markdown(decision), key="retraining-gate", description="Gate")
-    result = decision.to_dict() | {"model_tag": outcome["champion_tag"]}
+    result = decision.to_dict() | {
+        "model_tag": outcome["champion_tag"],
+        "erasure_override": decision.promote and not gated.promote,
+    }
     if not decision.promote:
         return result
     with tempfile.TemporaryDirectory(prefix="recsys-retrain-") as staging:
@@ -218,9 +283,12 @@ def retraining_flow(
     Returns
     -------
     dict
-        ``{"status", "cursor", ...}``; with new feedback also ``events``, ``events_file``, ``merge``,
-        ``warm_start``, ``challenger``/``champion`` metrics, ``promote``, ``reasons``, ``model_tag``,
-        ``reloaded``, ``seconds``.
+        ``{"status", "cursor"}`` when there is neither new feedback nor a new erasure. After a retraining
+        also ``events``, ``events_file``, ``merge``, ``warm_start``, ``challenger``/``champion`` metrics,
+        ``promote``, ``reasons``, ``model_tag``, ``erasure_override``, ``reloaded``, ``seconds``. Whenever
+        erasures were honoured also ``erasures`` (audit records), ``erased_users`` (users of the champion
+        reset), ``purged_rows`` (rows removed from exported files), ``purged_files`` and
+        ``erased_events`` (rows dropped from this export).
     """
     logger = get_run_logger()
     start = time.perf_counter()
@@ -229,22 +297,33 @@ def retraining_flow(
     with run_lock(root, lock_timeout_s):
         cursor = FeedbackCursor.load(root / CURSOR_FILE)
         events, position = export_feedback(url, cursor.position)
-        if events.empty:
-            logger.info("no feedback after cursor %d: nothing to do", cursor.position)
+        # Read after the export: an erasure made before it is then honoured by this very run.
+        pending = read_erasures(url, cursor.erasures_applied)
+        if events.empty and not pending:
+            logger.info("no feedback after cursor %d and no new erasure: nothing to do", cursor.position)
             return {"status": NO_NEW_FEEDBACK, "cursor": cursor.position}
-        path = events_file(root, position)
-        write_parquet(path, events)
-        outcome = retrain_and_evaluate(str(root), events)
+        erasure = _honour_erasures(root, pending, events)
+        events = erasure.pop("events")
+        if events.empty and not erasure["erased_users"]:
+            cursor.advanced(position, 0, "", **_cursor_erasures(pending, erasure)).save(root / CURSOR_FILE)
+            logger.info("recorded %d erasures; none touches the champion", pending.n_records)
+            return {"status": ERASURES_ONLY, "cursor": position, "events": 0} | erasure
+        path = events_file(root, position) if not events.empty else None
+        if path is not None:
+            write_parquet(path, events)
+        outcome = retrain_and_evaluate(str(root), events, pending.pseudonyms)
         decision = gate_and_promote(str(root), outcome)
         reloaded = None
         if decision["promote"] and service_url:
             reloaded = reload_service(service_url, admin_token)
-        cursor.advanced(position, len(events), str(path.relative_to(root))).save(root / CURSOR_FILE)
+        relative = str(path.relative_to(root)) if path is not None else ""
+        advanced = cursor.advanced(position, len(events), relative, **_cursor_erasures(pending, erasure))
+        advanced.save(root / CURSOR_FILE)
     summary = {
         "status": "promoted" if decision["promote"] else "kept the champion",
         "cursor": position,
         "events": len(events),
-        "events_file": str(path),
+        "events_file": str(path) if path is not None else None,
         "merge": outcome["merge"],
         "n_holdout_events": outcome["n_holdout_events"],
         "warm_start": outcome["warm_start"],
@@ -254,13 +333,47 @@ def retraining_flow(
         "promote": decision["promote"],
         "reasons": decision["reasons"],
         "model_tag": decision["model_tag"],
+        "erasure_override": decision["erasure_override"],
         "reloaded": reloaded,
         "seconds": round(time.perf_counter() - start, 1),
-    }
+    } | erasure
     logger.info(
-        "retraining: %s on %d events; champion %s", summary["status"], len(events), summary["model_tag"]
+        "retraining: %s on %d events, %d erased users; champion %s",
+        summary["status"],
+        len(events),
+        summary["erased_users"],
+        summary["model_tag"],
     )
     return summary
+
+
+def _honour_erasures(root: Path, pending: PendingErasures, events: pd.DataFrame) -> dict[str, Any]:
+    """Purge exported files and this export of the pending erasures; count the champion's erased users.
+
+    Returns ``{"events": the export without erased users, "erasures", "erased_users", "purged_rows",
+    "purged_files", "erased_events"}`` (all counts 0 without pending erasures).
+    """
+    if not pending:
+        nothing = {"erasures": 0, "erased_users": 0, "purged_rows": 0, "purged_files": {}, "erased_events": 0}
+        return {"events": events} | nothing
+    purged = purge_exported_feedback(str(root), pending.pseudonyms)
+    kept, n_dropped = without_erased_events(events, pending.pseudonyms)
+    return {
+        "events": kept,
+        "erasures": pending.n_records,
+        "erased_users": erased_in_champion(pending.pseudonyms),
+        "purged_rows": sum(purged.values()),
+        "purged_files": {name: n for name, n in purged.items() if n},
+        "erased_events": n_dropped,
+    }
+
+
+def _cursor_erasures(pending: PendingErasures, erasure: dict[str, Any]) -> dict[str, int]:
+    return {
+        "erasures_applied": pending.total,
+        "erased_users": int(erasure["erased_users"]),
+        "purged_rows": int(erasure["purged_rows"]),
+    }
 
 
 if __name__ == "__main__":

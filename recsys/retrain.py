@@ -10,7 +10,9 @@ Events of an unknown user add a new row: the shape changes, so the model must be
 rather than warm-started (:func:`retrain` with ``changed_shape=True``).
 
 Each event counts once: :class:`FeedbackCursor` records how far the feedback store has been exported
-(``data/feedback/cursor.json``), and the retraining flow advances it only after a successful run.
+(``data/feedback/cursor.json``), and the retraining flow advances it only after a successful run. It also
+counts the ``delete_user`` audit records already honoured (``erasures_applied``), so each erasure is applied
+to the exported files and the model exactly once (see :mod:`recsys.erasure`).
 
 Examples
 --------
@@ -377,12 +379,17 @@ class FeedbackCursor:
     updated_at : str
         UTC ISO time of the last advance (empty before the first).
     history : list of dict
-        One entry per advance: ``{"from", "to", "events", "file", "at"}``.
+        One entry per advance: ``{"from", "to", "events", "file", "at"}``, plus ``"erasures"``,
+        ``"erased_users"`` and ``"purged_rows"`` when the advance honoured erasures.
+    erasures_applied : int
+        How many ``delete_user`` records of the store's audit log (oldest first) have been honoured. A
+        cursor file written before erasures were tracked loads with 0.
     """
 
     position: int = 0
     updated_at: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
+    erasures_applied: int = 0
 
     @classmethod
     def load(cls, path: str | Path) -> FeedbackCursor:
@@ -393,20 +400,57 @@ class FeedbackCursor:
         try:
             payload = json.loads(path.read_text(encoding="utf-8"))
             return cls(
-                int(payload["position"]), str(payload.get("updated_at", "")), list(payload.get("history", []))
+                int(payload["position"]),
+                str(payload.get("updated_at", "")),
+                list(payload.get("history", [])),
+                int(payload.get("erasures_applied", 0)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(
                 f"feedback cursor is unreadable ({exc}); restore it from git/DVC", file=str(path)
             ) from exc
 
-    def advanced(self, position: int, n_events: int, file: str) -> FeedbackCursor:
-        """A new cursor at ``position``, recording the export in ``history``."""
+    def advanced(
+        self,
+        position: int,
+        n_events: int,
+        file: str,
+        *,
+        erasures_applied: int | None = None,
+        erased_users: int = 0,
+        purged_rows: int = 0,
+    ) -> FeedbackCursor:
+        """A new cursor at ``position``, recording the export (and any erasures honoured) in ``history``.
+
+        Parameters
+        ----------
+        position, n_events, file
+            The store cursor after the export, its number of events and the file it was written to.
+        erasures_applied : int, optional
+            The new count of honoured ``delete_user`` audit records; None keeps the current one.
+        erased_users, purged_rows : int
+            What those erasures changed (users reset in the model, rows purged from exported files).
+        """
         if position < self.position:
             raise ValueError(f"the feedback cursor cannot move back from {self.position} to {position}")
+        applied = self.erasures_applied if erasures_applied is None else erasures_applied
+        if applied < self.erasures_applied:
+            raise ValueError(f"erasures_applied cannot move back from {self.erasures_applied} to {applied}")
         now = datetime.now(UTC).isoformat()
-        entry = {"from": self.position, "to": position, "events": n_events, "file": file, "at": now}
-        return FeedbackCursor(position, now, [*self.history, entry])
+        entry: dict[str, Any] = {
+            "from": self.position,
+            "to": position,
+            "events": n_events,
+            "file": file,
+            "at": now,
+        }
+        if applied != self.erasures_applied:
+            entry |= {
+                "erasures": applied - self.erasures_applied,
+                "erased_users": erased_users,
+                "purged_rows": purged_rows,
+            }
+        return FeedbackCursor(position, now, [*self.history, entry], applied)
 
     def save(self, path: str | Path) -> None:
         """Write the cursor atomically (a crash leaves the previous one)."""

@@ -153,6 +153,33 @@ def test_cursor_persists_round_trips_and_refuses_to_move_back(tmp_path: Path) ->
         FeedbackCursor.load(path)
 
 
+def test_an_old_cursor_without_erasures_loads_and_erasures_are_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "cursor.json"
+    path.write_text('{"position": 4, "updated_at": "", "history": []}', encoding="utf-8")
+
+    cursor = FeedbackCursor.load(path)
+    assert (cursor.position, cursor.erasures_applied) == (4, 0)
+
+    advanced = cursor.advanced(4, 0, "", erasures_applied=2, erased_users=1, purged_rows=5)
+    advanced.save(path)
+    saved = FeedbackCursor.load(path)
+    assert saved == advanced and saved.erasures_applied == 2
+    assert saved.history[-1] | {"at": ""} == {
+        "from": 4,
+        "to": 4,
+        "events": 0,
+        "file": "",
+        "at": "",
+        "erasures": 2,
+        "erased_users": 1,
+        "purged_rows": 5,
+    }
+    assert "erasures" not in saved.advanced(9, 5, "f").history[-1]
+    assert saved.advanced(9, 5, "f").erasures_applied == 2
+    with pytest.raises(ValueError, match="back"):
+        saved.advanced(9, 5, "f", erasures_applied=1)
+
+
 def test_holdout_takes_each_users_latest_events() -> None:
     events = _events(*[("u0", item, "play") for item in "abcde"], ("u1", "a", "like"), ("u1", "b", "like"))
     events = events.sample(frac=1.0, random_state=1)  # the row order must not matter

@@ -1,0 +1,203 @@
+"""Erasure through the retraining flow: a deleted listener's feedback leaves the exported files and the model.
+
+A tiny project with a champion and a SQLite feedback store. Tests run in file order and share them: feedback
+is merged into a promoted champion, two of its listeners are deleted, the next run (with no new feedback)
+retrains without them, and a run after that changes nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from flows.retraining import ERASURES_ONLY, NO_NEW_FEEDBACK, retraining_flow
+from recsys import gate, registry
+from recsys.columns import Col
+from recsys.erasure import ERASED_PREFIX
+from recsys.feedback import FeedbackEvent, FeedbackStore, pseudonymise
+from recsys.gate import GateDecision
+from recsys.retrain import CURSOR_FILE, FeedbackCursor
+from recsys.split import Split, load_split
+from tests.conftest import PROJECT_ROOT
+from tests.test_registry import _build_project
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+SALT = "erasure-flow-salt"
+NEW_LISTENER = "listener-x"  # known only through feedback
+OTHER_NEW_LISTENER = "listener-o"
+FEEDBACK_DIR = "data/feedback"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def salt() -> Iterator[str]:
+    """The service and the flow share the pseudonym salt, as in production."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECSYS_PSEUDONYM_SALT", SALT)
+        yield SALT
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, registry_home: Path) -> Path:
+    """data/{split,features,prepared} of a 20 x 15 synthetic project and a promoted champion fitted on it."""
+    root = tmp_path_factory.mktemp("erasure")
+    built = _build_project(root / "data")
+    shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
+    registry.promote(built.save(0.1, registry_home), home=registry_home)
+    return root
+
+
+@pytest.fixture(scope="module")
+def store(project: Path) -> Iterator[FeedbackStore]:
+    with FeedbackStore(f"sqlite:///{project / FEEDBACK_DIR / 'feedback.db'}") as feedback:
+        yield feedback
+
+
+@pytest.fixture(scope="module")
+def split(project: Path) -> Split:
+    return load_split(project / "data/split")
+
+
+def _free_items(split: Split, row: int, n: int) -> list[str]:
+    """``n`` artists the split user in ``row`` has in no part and that are not cold: feedback adds pairs."""
+    taken = set((split.train_full + split.test + split.cold)[row].indices) | set(split.cold_items)
+    return [item for column, item in enumerate(split.item_ids) if column not in taken][:n]
+
+
+def _listeners(split: Split) -> tuple[str, str]:
+    """The erased Last.fm listener and one whose feedback must survive."""
+    return split.user_ids[3], split.user_ids[5]
+
+
+def _run(project: Path, store: FeedbackStore) -> dict[str, Any]:
+    result: dict[str, Any] = retraining_flow(project_dir=str(project), feedback_url=store.url)
+    return result
+
+
+def _gate_says(monkeypatch: pytest.MonkeyPatch, promote: bool) -> None:
+    def decide(challenger: Any, champion: Any, params: Any) -> GateDecision:
+        return GateDecision(promote, [f"test gate: promote={promote}"], {})
+
+    monkeypatch.setattr(gate, "decide", decide)
+
+
+def _exported(project: Path) -> pd.DataFrame:
+    files = sorted((project / FEEDBACK_DIR).glob("events-*.parquet"))
+    return pd.concat([pd.read_parquet(path) for path in files], ignore_index=True)
+
+
+def _row(known: sp.csr_matrix, user_ids: list[str], user: str) -> np.ndarray:
+    return np.asarray(known[user_ids.index(user)].todense()).ravel()
+
+
+def test_feedback_is_exported_and_merged_into_the_champion(
+    prefect_harness: None, project: Path, store: FeedbackStore, split: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    erased, kept = _listeners(split)
+    rows = [(NEW_LISTENER, item, "like") for item in split.item_ids[:6]]
+    rows += [(OTHER_NEW_LISTENER, item, "like") for item in split.item_ids[4:10]]
+    rows += [(erased, item, "like") for item in _free_items(split, 3, 4)]
+    rows += [(kept, item, "play") for item in _free_items(split, 5, 4)]
+    store.add_events(
+        [
+            FeedbackEvent(
+                user_id=u, item_id=i, event=e, timestamp=T0 + timedelta(minutes=n), event_id=f"f{n}"
+            )
+            for n, (u, i, e) in enumerate(rows)
+        ]
+    )
+    _gate_says(monkeypatch, promote=True)  # the tiny model's metrics must not decide this setup step
+
+    summary = _run(project, store)
+
+    assert summary["promote"] and summary["erased_users"] == 0 and summary["purged_rows"] == 0
+    champion = registry.load_artifact("champion")
+    assert champion.tag == summary["model_tag"]
+    assert _row(champion.known, champion.user_ids, NEW_LISTENER).any()
+    original = np.asarray((split.train_full + split.test + split.cold)[3].todense()).ravel()
+    assert (_row(champion.known, champion.user_ids, erased) != original).any()  # feedback pairs merged
+    assert set(_exported(project)[Col.USER]) == {NEW_LISTENER, OTHER_NEW_LISTENER, erased, kept}
+
+
+def test_an_erasure_alone_retrains_and_removes_the_users_feedback_everywhere(
+    prefect_harness: None, project: Path, store: FeedbackStore, split: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    erased, _ = _listeners(split)
+    before = registry.load_artifact("champion")
+    exported = _exported(project)
+    n_erased_rows = int(exported[Col.USER].isin([NEW_LISTENER, erased]).sum())
+    # The store deletes its copy; the exported file and the champion still hold the feedback.
+    assert store.delete_user(NEW_LISTENER, "erasure request") == (exported[Col.USER] == NEW_LISTENER).sum()
+    store.delete_user(erased, "erasure request")
+    _gate_says(monkeypatch, promote=False)  # the metrics would keep the champion
+
+    summary = _run(project, store)
+
+    assert summary["status"] == "promoted" and summary["promote"] and summary["erasure_override"]
+    assert summary["events"] == 0 and summary["events_file"] is None
+    assert (summary["erasures"], summary["erased_users"]) == (2, 2)
+    assert summary["purged_rows"] == n_erased_rows > 0
+    assert summary["warm_start"] is False
+    assert "legal obligation" in summary["reasons"][0]
+    assert summary["reasons"][1].endswith("test gate: promote=False")
+    after = registry.load_artifact("champion")
+    assert after.tag == summary["model_tag"] != before.tag
+    # The feedback-only listener keeps an empty row under a pseudonymous id; the raw id is gone.
+    assert NEW_LISTENER not in after.user_ids
+    assert not _row(after.known, after.user_ids, f"{ERASED_PREFIX}{pseudonymise(NEW_LISTENER)}").any()
+    original = np.asarray((split.train_full + split.test + split.cold)[3].todense()).ravel()
+    assert np.array_equal(_row(after.known, after.user_ids, erased), original)
+    others = [row for row, user in enumerate(before.user_ids) if user not in (NEW_LISTENER, erased)]
+    assert (after.known[others] != before.known[others]).nnz == 0  # everyone else's feedback is untouched
+    assert _row(after.known, after.user_ids, OTHER_NEW_LISTENER).any()
+    remaining = _exported(project)
+    assert not remaining[Col.USER].isin([NEW_LISTENER, erased]).any()
+    expected = exported[~exported[Col.USER].isin([NEW_LISTENER, erased])]
+    assert sorted(remaining[Col.EVENT_ID]) == sorted(expected[Col.EVENT_ID])
+    audit = [record for record in store.audit_log() if record.action == "delete_user"]
+    assert [record.user_pseudonym for record in audit] == [pseudonymise(NEW_LISTENER), pseudonymise(erased)]
+    cursor = FeedbackCursor.load(project / CURSOR_FILE)
+    assert cursor.erasures_applied == 2 and cursor.history[-1]["purged_rows"] == n_erased_rows
+    assert NEW_LISTENER not in (project / CURSOR_FILE).read_text(encoding="utf-8")
+
+
+def test_a_third_run_changes_nothing(prefect_harness: None, project: Path, store: FeedbackStore) -> None:
+    cursor_text = (project / CURSOR_FILE).read_text(encoding="utf-8")
+    champion = registry.champion()
+    files = {path: path.read_bytes() for path in (project / FEEDBACK_DIR).glob("events-*.parquet")}
+    models = len(registry.list_models())
+
+    summary = _run(project, store)
+
+    assert summary == {
+        "status": NO_NEW_FEEDBACK,
+        "cursor": FeedbackCursor.load(project / CURSOR_FILE).position,
+    }
+    assert (project / CURSOR_FILE).read_text(encoding="utf-8") == cursor_text
+    assert registry.champion() == champion
+    assert {path: path.read_bytes() for path in (project / FEEDBACK_DIR).glob("events-*.parquet")} == files
+    assert len(registry.list_models()) == models
+
+
+def test_erasing_a_listener_the_model_never_saw_is_recorded_without_a_retrain(
+    prefect_harness: None, project: Path, store: FeedbackStore
+) -> None:
+    champion = registry.champion()
+    models = len(registry.list_models())
+    store.delete_user("never-exported", "erasure request")
+
+    summary = _run(project, store)
+
+    assert summary["status"] == ERASURES_ONLY
+    assert (summary["erasures"], summary["erased_users"], summary["purged_rows"]) == (1, 0, 0)
+    assert registry.champion() == champion and len(registry.list_models()) == models
+    assert FeedbackCursor.load(project / CURSOR_FILE).erasures_applied == 3
+    assert _run(project, store)["status"] == NO_NEW_FEEDBACK
