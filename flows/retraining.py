@@ -22,9 +22,10 @@ run) it:
 6. retrains: a warm start of the champion when no user is new and nobody was erased, else a full fit with
    its settings;
 7. evaluates challenger and champion on the fixed test split and on the held-out likes
-   (``feedback_hit_rate@k``), gates with :func:`recsys.gate.decide`, and on a win packages and promotes
-   the challenger, then asks the service to reload (``POST {service_url}/admin/reload``). A challenger that
-   honours an erasure is promoted whatever the gate says (:func:`recsys.erasure.honour_erasure`);
+   (``feedback_hit_rate@k``), gates with :func:`recsys.gate.decide_feedback` (not worse beyond
+   tolerance), and on a pass packages and promotes the challenger, then asks the service to reload
+   (``POST {service_url}/admin/reload``). A challenger that honours an erasure is promoted whatever the
+   gate says (:func:`recsys.erasure.honour_erasure`);
 8. advances the cursor (and its count of honoured erasures), only once all of that succeeded: a failed run
    is simply retried on the same events and erasures.
 """
@@ -215,7 +216,7 @@ def gate_and_promote(root: str, outcome: dict[str, Any]) -> dict[str, Any]:
 
     project = Path(root)
     params = load_params(project / "params.yaml")
-    gated = gating.decide(outcome["challenger"], outcome["champion"], params.gate)
+    gated = gating.decide_feedback(outcome["challenger"], outcome["champion"], params.gate)
     decision = honour_erasure(gated, outcome.get("erased_users", 0))
     create_markdown_artifact(gating.render_markdown(decision), key="retraining-gate", description="Gate")
     result = decision.to_dict() | {

@@ -146,6 +146,10 @@ class GateParams(_Section):
     max_coverage_drop: float = Field(0.02, ge=0)
     max_arp_increase_ratio: float = Field(0.05, ge=0)
     max_group_ndcg_drop: float = Field(0.01, ge=0)
+    # Retraining on feedback (decide_feedback): non-inferiority instead of a win on the test split.
+    feedback_max_primary_drop: float = Field(0.005, ge=0)
+    feedback_metric: str = "feedback_hit_rate@10"
+    feedback_max_drop: float = Field(0.05, ge=0)
 
 
 class MonitoringParams(_Section):

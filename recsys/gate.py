@@ -18,6 +18,9 @@ Rules (all must hold; the thresholds come from :class:`recsys.config.GateParams`
 - Fairness: no user group's ``ndcg@k`` may drop by more than ``max_group_ndcg_drop`` (absolute). Groups
   without the metric on either side (a group with no evaluated user) are not compared.
 
+The retraining flow uses :func:`decide_feedback` instead: a challenger retrained on listener feedback
+must not be worse beyond tolerance (it needs no win on the test split), see its docstring.
+
 ``k`` is the cut-off of the primary metric (``ndcg@10`` -> 10; :data:`DEFAULT_K` when it has none). A guard
 metric missing from either side fails its rule: the gate fails closed. Differences smaller than
 :data:`EPSILON` are float noise: they neither make a win nor break a tolerance.
@@ -149,6 +152,67 @@ def decide(
     if failed:
         return GateDecision(False, failed, comparison)
     return GateDecision(True, [checks[0][2]], comparison)
+
+
+def decide_feedback(
+    challenger: Mapping[str, Any], champion: Mapping[str, Any], params: GateParams
+) -> GateDecision:
+    """The retraining flow's gate: promote a feedback challenger unless it is worse beyond tolerance.
+
+    A challenger retrained on listener feedback holds information the champion lacks, which the fixed
+    test split cannot reward, so it needs no win there: its primary metric may drop by at most
+    ``feedback_max_primary_drop``, the guards of :func:`decide` apply unchanged, and on the held-out recent
+    feedback ``feedback_metric`` may drop by at most ``feedback_max_drop``. That last tolerance is wide on
+    purpose: the champion chose what the listeners were shown, so it is favoured on their feedback
+    (exposure bias); the rule catches a challenger that forgot what listeners liked. When either side has
+    no ``feedback_metric`` (no held-out like of a known artist), only the test-split rules apply.
+
+    Examples
+    --------
+    >>> from recsys.config import GateParams
+    >>> champion = {"metrics": {"ndcg@10": 0.30, "coverage@10": 0.1, "arp@10": 100.0}, "groups": {}}
+    >>> same = {"metrics": {"ndcg@10": 0.298, "coverage@10": 0.1, "arp@10": 100.0}, "groups": {}}
+    >>> decide_feedback(same, champion, GateParams()).promote
+    True
+    """
+    primary = params.primary_metric
+    for role, candidate in (("challenger", challenger), ("champion", champion)):
+        if primary not in candidate.get("metrics", {}):
+            raise GateError(f"the {role} has no {primary!r} on the test split")
+    k = metric_k(primary)
+    checks = [
+        _tolerance_rule(
+            challenger["metrics"], champion["metrics"], primary, params.feedback_max_primary_drop
+        ),
+        _coverage_rule(challenger, champion, f"coverage@{k}", params.max_coverage_drop),
+        _arp_rule(challenger, champion, f"arp@{k}", params.max_arp_increase_ratio),
+        *_group_rules(challenger, champion, f"ndcg@{k}", params.max_group_ndcg_drop),
+    ]
+    if _pair(challenger["metrics"], champion["metrics"], params.feedback_metric) is not None:
+        checks.append(
+            _tolerance_rule(
+                challenger["metrics"], champion["metrics"], params.feedback_metric, params.feedback_max_drop
+            )
+        )
+    comparison = {name: row for name, row, _ in checks}
+    failed = [reason for _, row, reason in checks if not row["ok"]]
+    if failed:
+        return GateDecision(False, failed, comparison)
+    held = [name for name, _, _ in checks if name in (primary, params.feedback_metric)]
+    return GateDecision(
+        True, [f"not worse beyond tolerance on {' and '.join(held)}: {checks[0][2]}"], comparison
+    )
+
+
+def _tolerance_rule(
+    new_metrics: Mapping[str, Any], old_metrics: Mapping[str, Any], name: str, max_drop: float
+) -> _Check:
+    new, old = float(new_metrics[name]), float(old_metrics[name])
+    drop = old - new
+    ok = _finite(new, old) and drop <= max_drop + EPSILON
+    verdict = "holds" if ok else "drops too much"
+    reason = f"{name} {verdict}: {old:.4f} -> {new:.4f} (drop {drop:+.4f}; allowed {max_drop:.4f})"
+    return name, _row(new, old, new - old, ok, max_drop), reason
 
 
 def metric_k(metric: str) -> int:

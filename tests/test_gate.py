@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from recsys.config import GateParams
-from recsys.gate import GateError, candidate_from_report, decide, metric_k, relative_increase, render_markdown
+from recsys.gate import (
+    GateError,
+    candidate_from_report,
+    decide,
+    decide_feedback,
+    metric_k,
+    relative_increase,
+    render_markdown,
+)
 
 PARAMS = GateParams(
     primary_metric="ndcg@10",
@@ -188,3 +196,47 @@ def test_render_markdown_has_a_row_per_compared_metric() -> None:
     table_rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(table_rows) == 1 + len(decision.comparison)
     assert f"- {decision.reasons[0]}" in text
+
+
+FEEDBACK = PARAMS.model_copy(
+    update={
+        "feedback_max_primary_drop": 0.005,
+        "feedback_metric": "feedback_hit_rate@10",
+        "feedback_max_drop": 0.05,
+    }
+)
+
+
+def with_feedback(base: dict[str, Any], hit_rate: float | None) -> dict[str, Any]:
+    """``base`` plus a held-out feedback hit rate (none: no held-out like)."""
+    if hit_rate is None:
+        return base
+    return base | {"metrics": base["metrics"] | {"feedback_hit_rate@10": hit_rate}}
+
+
+@pytest.mark.parametrize(
+    ("ndcg", "hit_rate", "promote", "failed"),
+    [
+        (0.297, 0.93, True, None),  # within both tolerances: fresher model wins
+        (0.300, None, True, None),  # no held-out like: the test split alone decides
+        (0.294, 0.95, False, "ndcg@10 drops too much"),
+        (0.300, 0.89, False, "feedback_hit_rate@10 drops too much"),
+    ],
+)
+def test_feedback_challenger_needs_non_inferiority_not_a_win(
+    ndcg: float, hit_rate: float | None, promote: bool, failed: str | None
+) -> None:
+    champion = with_feedback(candidate(0.30), None if hit_rate is None else 0.95)
+    decision = decide_feedback(with_feedback(candidate(ndcg), hit_rate), champion, FEEDBACK)
+    assert decision.promote is promote
+    if failed:
+        assert any(reason.startswith(failed) for reason in decision.reasons), decision.reasons
+    assert ("feedback_hit_rate@10" in decision.comparison) is (hit_rate is not None)
+
+
+def test_feedback_gate_keeps_the_guards() -> None:
+    decision = decide_feedback(candidate(0.31, arp=120.0), candidate(0.30), FEEDBACK)
+    assert not decision.promote
+    assert any("popularity bias" in reason for reason in decision.reasons)
+    with pytest.raises(GateError, match="champion has no"):
+        decide_feedback(candidate(), {"metrics": {}}, FEEDBACK)

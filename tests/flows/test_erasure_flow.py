@@ -86,7 +86,7 @@ def _gate_says(monkeypatch: pytest.MonkeyPatch, promote: bool) -> None:
     def decide(challenger: Any, champion: Any, params: Any) -> GateDecision:
         return GateDecision(promote, [f"test gate: promote={promote}"], {})
 
-    monkeypatch.setattr(gate, "decide", decide)
+    monkeypatch.setattr(gate, "decide_feedback", decide)
 
 
 def _exported(project: Path) -> pd.DataFrame:
