@@ -66,7 +66,7 @@ def test_not_ready_until_a_champion_exists(project: dict[str, Path], tmp_path: P
         stop_server(server)
 
 
-def test_reload_swaps_models_without_dropping_requests_and_survives_a_corrupt_one(
+def test_reload_swaps_models_without_dropping_requests_and_survives_a_corrupt_or_missing_one(
     project: dict[str, Path], tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
@@ -95,6 +95,14 @@ def test_reload_swaps_models_without_dropping_requests_and_survives_a_corrupt_on
         assert failed.json()["reloaded"] is False and "corrupt" in failed.json()["error"]
         assert failed.json()["model_version"] == second
         time.sleep(2.5)  # give the other worker time to try the announced (broken) model too
+        assert _versions(server) == {second}
+
+        fourth = save_champion(project, home)
+        (registry.get_model(fourth, home=home).path / registry.MODEL_FILE).unlink()
+        missing = server.client.post("/admin/reload", headers=ADMIN)
+        assert missing.status_code == 409
+        assert missing.json()["reloaded"] is False and registry.MODEL_FILE in missing.json()["error"]
+        assert missing.json()["model_version"] == second
         assert _versions(server) == {second}
     finally:
         stop.set()
