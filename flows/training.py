@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
@@ -35,6 +35,9 @@ from prefect.cache_policies import NO_CACHE
 
 from recsys.config import DATA_DIR_ENV, Params, load_params
 from recsys.errors import ConfigError, RecsysError
+
+if TYPE_CHECKING:
+    from recsys.registry import ModelInfo
 
 LOCK_NAME = ".recsys-train.lock"
 CHALLENGER = "lightfm_hybrid"
@@ -336,26 +339,60 @@ def _reports_markdown(paths: Mapping[str, Any]) -> str:
 def gate(project_dir: str, report: dict[str, Any]) -> dict[str, Any]:
     """The challenger (``lightfm_hybrid`` of this run) against the champion's stored test metrics.
 
-    The champion's metrics were recorded when it was packaged; they compare with the challenger's only
-    while the test split is the same (same data, ``split`` params and seed).
+    The champion is measured on this run's test split (:func:`comparable_champion`): its recorded
+    metrics while the data version is the same, re-measured otherwise.
 
     Returns
     -------
     dict
-        ``{"promote", "reasons", "comparison", "champion_tag", "challenger"}``.
+        ``{"promote", "reasons", "comparison", "champion_tag", "champion_metrics", "challenger"}``.
     """
     from recsys import gate as gating
     from recsys import registry
 
-    params = load_params(Path(project_dir) / "params.yaml")
+    project = Path(project_dir)
+    params = load_params(project / "params.yaml")
     challenger = gating.candidate_from_report(report, CHALLENGER)
     champion = registry.champion()
-    decision = gating.decide(challenger, champion.candidate if champion else None, params.gate)
-    create_markdown_artifact(gating.render_markdown(decision), key="gate-decision", description="Gate")
+    measured, how = comparable_champion(project, params, champion) if champion else (None, "no champion")
+    decision = gating.decide(challenger, measured, params.gate)
+    markdown = gating.render_markdown(decision) + f"\nChampion metrics: {how}.\n"
+    create_markdown_artifact(markdown, key="gate-decision", description="Gate")
     return decision.to_dict() | {
         "champion_tag": champion.tag if champion else None,
+        "champion_metrics": how,
         "challenger": challenger,
     }
+
+
+def comparable_champion(project: Path, params: Params, champion: ModelInfo) -> tuple[dict[str, Any], str]:
+    """The champion's gate input on this run's test split, and how it was obtained.
+
+    The metrics recorded when the champion was packaged are used while its data version (split and
+    features) is this run's. Otherwise (new data, other split settings, or a champion of the retraining
+    flow, whose training data grew with feedback) it is re-measured on ``data/split`` when its items and
+    first users are the split's; if they are not (the catalogue changed), it cannot be measured on this
+    split and the recorded metrics are used, which the returned note says.
+    """
+    from recsys import registry
+    from recsys.evaluation import evaluate
+    from recsys.fairness import mainstreaminess, user_groups
+    from recsys.split import load_split
+
+    split_dir, features_dir = project / "data" / "split", project / "data" / "features"
+    if champion.metadata.get("data_version") == registry.data_version(split_dir, features_dir):
+        return champion.candidate, "recorded when it was packaged, on this test split"
+    artifact = registry.load_artifact(champion.tag)
+    split = load_split(split_dir)
+    n_users = len(split.user_ids)
+    if artifact.item_ids != split.item_ids or artifact.user_ids[:n_users] != split.user_ids:
+        return (
+            champion.candidate,
+            "recorded on another test split (its users or artists differ from this one)",
+        )
+    groups = user_groups(mainstreaminess(split.train_full), params.evaluate.groups)
+    result = evaluate(artifact.model.score, split.train_full, split.test, params.evaluate, groups)
+    return {"metrics": dict(result.metrics), "groups": result.groups}, "re-measured on this test split"
 
 
 @task(name="package", cache_policy=NO_CACHE)
@@ -453,7 +490,10 @@ def training_flow(
     summary = {
         "stages": {name: result["outcome"] for name, result in stages.items()},
         "metrics": metrics_rows(report, k),
-        "decision": {key: decision[key] for key in ("promote", "reasons", "comparison", "champion_tag")},
+        "decision": {
+            key: decision[key]
+            for key in ("promote", "reasons", "comparison", "champion_tag", "champion_metrics")
+        },
         "model_tag": tag,
         "reports": reports,
         "overrides": overrides,
