@@ -1,8 +1,10 @@
-"""The durable store of listener feedback: play, like, skip and dislike events.
+"""The durable store of listener feedback (play, like, skip and dislike events) and of served lists.
 
 SQLite (WAL journal, ``synchronous=FULL``) by default, PostgreSQL by URL. Every write is committed before
 :meth:`FeedbackStore.add_events` returns, retries are idempotent on ``event_id``, and the retraining export
 pages through a monotonically increasing surrogate key so the same event is never exported twice.
+The service also logs the recommendation lists it answered (:meth:`FeedbackStore.add_served`) for the
+monitoring flow; that log is best-effort (sampled, batched, dropped when the store is down).
 
 Examples
 --------
@@ -23,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import math
 import os
@@ -30,8 +33,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -61,6 +65,33 @@ _PSEUDONYM = "user_pseudonym"
 _REASON = "reason"
 _EXPORT_LOCK_TIMEOUT = "30s"
 _SCHEMA_LOCK_KEY = 0x7265637379730001  # any constant bigint; serialises concurrent create_schema calls
+
+
+class Served:
+    """Columns of the ``served_recommendations`` table and of :meth:`FeedbackStore.served_frame`."""
+
+    SERVED_AT = "served_at"
+    USER = Col.USER  # raw, as in the events table; None for anonymous new-listener requests
+    ENDPOINT = "endpoint"
+    MODEL_VERSION = "model_version"
+    COLD_START = "cold_start"
+    ITEMS = "items"  # the ranked item ids (a JSON array in the table, a list in the frame)
+    BIAS_STRENGTH = "bias_strength"
+
+
+SERVED_COLUMNS: tuple[str, ...] = (
+    Served.SERVED_AT,
+    Served.USER,
+    Served.ENDPOINT,
+    Served.MODEL_VERSION,
+    Served.COLD_START,
+    Served.ITEMS,
+    Served.BIAS_STRENGTH,
+)
+SERVED_ENDPOINTS: tuple[str, ...] = ("recommend", "new-listener")
+MAX_VERSION_LENGTH = 200
+# One encoder for every row: json.dumps with non-default separators builds a new one per call.
+_ITEMS_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class _UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -106,6 +137,22 @@ AUDIT = sa.Table(
     sa.Column(Col.COUNT, sa.Integer(), nullable=False),
     sa.Column(Col.TIMESTAMP, _UTCDateTime(), nullable=False),
     sa.Column(_REASON, sa.String(MAX_REASON_LENGTH), nullable=False),
+    sqlite_autoincrement=True,
+)
+SERVED = sa.Table(
+    "served_recommendations",
+    METADATA,
+    sa.Column(_ID, _SURROGATE, primary_key=True, autoincrement=True),
+    sa.Column(Served.SERVED_AT, _UTCDateTime(), nullable=False),
+    sa.Column(Served.USER, sa.String(MAX_ID_LENGTH), nullable=True),
+    sa.Column(Served.ENDPOINT, sa.String(16), nullable=False),
+    sa.Column(Served.MODEL_VERSION, sa.String(MAX_VERSION_LENGTH), nullable=False),
+    sa.Column(Served.COLD_START, sa.Boolean(), nullable=False),
+    sa.Column(Served.ITEMS, sa.Text(), nullable=False),
+    sa.Column(Served.BIAS_STRENGTH, sa.Float(), nullable=False),
+    sa.CheckConstraint(sa.column(Served.ENDPOINT).in_(SERVED_ENDPOINTS), name="ck_served_endpoint"),
+    sa.Index("ix_served_recommendations_served_at", Served.SERVED_AT),
+    sa.Index("ix_served_recommendations_user", Served.USER),
     sqlite_autoincrement=True,
 )
 
@@ -174,6 +221,22 @@ class AuditRecord:
     count: int
     timestamp: datetime
     reason: str
+
+
+class ServedRecommendation(NamedTuple):
+    """One answered recommendation request, as the service logs it (see :meth:`FeedbackStore.add_served`).
+
+    A named tuple rather than a validated model: the service builds one per request on its hot path.
+    ``user_id`` is the raw id (the store is the access-controlled place for it), None when anonymous.
+    """
+
+    served_at: datetime
+    user_id: str | None
+    endpoint: str
+    model_version: str
+    cold_start: bool
+    items: tuple[str, ...]
+    bias_strength: float
 
 
 def pseudonymise(user_id: str, salt: str | None = None) -> str:
@@ -346,18 +409,83 @@ class FeedbackStore:
         return frame
 
     def delete_user(self, user_id: str, reason: str) -> int:
-        """Delete all of ``user_id``'s feedback and audit it under a pseudonym; return the rows deleted.
+        """Delete all of ``user_id``'s feedback and served lists, audited under a pseudonym.
 
-        ``reason`` is stored verbatim, so it must not contain personal data.
+        Returns the number of feedback events deleted (the audit row's count); the served lists logged
+        for the user go in the same transaction and their number is in the service log. ``reason`` is
+        stored verbatim, so it must not contain personal data.
         """
         if not 1 <= len(reason.strip()) <= MAX_REASON_LENGTH:
             raise InvalidFeedbackError(f"reason must be 1-{MAX_REASON_LENGTH} characters, got {len(reason)}")
         audit = {_ACTION: "delete_user", _PSEUDONYM: pseudonymise(user_id), _REASON: reason}
         with self._guard("deleting a user"), self._engine.begin() as conn:
             deleted = conn.execute(sa.delete(EVENTS).where(EVENTS.c[Col.USER] == user_id)).rowcount
+            served = conn.execute(sa.delete(SERVED).where(SERVED.c[Served.USER] == user_id)).rowcount
             conn.execute(sa.insert(AUDIT).values(**audit, **{Col.COUNT: deleted, Col.TIMESTAMP: _utc_now()}))
-        _LOG.info("deleted %d feedback events of user %s", deleted, audit[_PSEUDONYM])
+        _LOG.info(
+            "deleted %d feedback events and %d served lists of user %s", deleted, served, audit[_PSEUDONYM]
+        )
         return int(deleted)
+
+    def add_served(self, records: Sequence[ServedRecommendation]) -> int:
+        """Insert served recommendation lists in one transaction; return how many were stored.
+
+        Raises
+        ------
+        InvalidFeedbackError
+            When a record names an endpoint other than :data:`SERVED_ENDPOINTS` (nothing is stored).
+        """
+        rows = [_served_row(record) for record in records]
+        if rows:
+            with self._guard("logging served recommendations"), self._engine.begin() as conn:
+                conn.execute(sa.insert(SERVED), rows)
+        return len(rows)
+
+    def served_frame(
+        self, since: datetime | None = None, until: datetime | None = None, *, limit: int | None = None
+    ) -> pd.DataFrame:
+        """Served lists with ``since < served_at <= until`` (either bound optional), in the order stored.
+
+        Parameters
+        ----------
+        since, until : datetime, optional
+            Timezone-aware bounds of the window.
+        limit : int, optional
+            Keep only the ``limit`` most recently stored lists of the window (the monitoring flow's cap).
+
+        Returns
+        -------
+        pandas.DataFrame
+            :data:`SERVED_COLUMNS`; ``served_at`` is ``datetime64[ns, UTC]`` and ``items`` holds lists of
+            item ids in ranked order.
+        """
+        query = sa.select(*(SERVED.c[name] for name in SERVED_COLUMNS)).order_by(SERVED.c[_ID].desc())
+        if since is not None:
+            query = query.where(SERVED.c[Served.SERVED_AT] > since)
+        if until is not None:
+            query = query.where(SERVED.c[Served.SERVED_AT] <= until)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._guard("reading served recommendations"), self._engine.connect() as conn:
+            # A store created before the served log, opened without create, has no such table yet.
+            rows = conn.execute(query).all() if sa.inspect(conn).has_table(SERVED.name) else []
+        frame = pd.DataFrame(rows[::-1], columns=list(SERVED_COLUMNS))
+        frame[Served.SERVED_AT] = pd.to_datetime(frame[Served.SERVED_AT], utc=True)
+        frame[Served.ITEMS] = [json.loads(items) for items in frame[Served.ITEMS]]
+        frame[Served.COLD_START] = frame[Served.COLD_START].astype(bool)
+        frame[Served.BIAS_STRENGTH] = frame[Served.BIAS_STRENGTH].astype(np.float64)
+        return frame
+
+    def count_served(self) -> int:
+        """Number of stored served lists."""
+        with self._guard("counting served recommendations"), self._engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(SERVED)).scalar_one())
+
+    def delete_served_before(self, cutoff: datetime) -> int:
+        """Delete the served lists logged at or before ``cutoff`` (retention); return how many went."""
+        query = sa.delete(SERVED).where(SERVED.c[Served.SERVED_AT] <= cutoff)
+        with self._guard("pruning served recommendations"), self._engine.begin() as conn:
+            return int(conn.execute(query).rowcount)
 
     def audit_log(self) -> list[AuditRecord]:
         """Every audit record, oldest first."""
@@ -447,6 +575,22 @@ def _unique_rows(events: Sequence[FeedbackEvent]) -> list[dict[str, Any]]:
     for event in events:
         first.setdefault(event.event_id, event)  # the first occurrence wins, as against stored rows
     return [event.model_dump() for event in first.values()]
+
+
+def _served_row(record: ServedRecommendation) -> dict[str, Any]:
+    if record.endpoint not in SERVED_ENDPOINTS:
+        raise InvalidFeedbackError(
+            f"served endpoint must be one of {', '.join(SERVED_ENDPOINTS)}; got {record.endpoint!r}"
+        )
+    return {
+        Served.SERVED_AT: record.served_at,
+        Served.USER: record.user_id or None,
+        Served.ENDPOINT: record.endpoint,
+        Served.MODEL_VERSION: record.model_version,
+        Served.COLD_START: record.cold_start,
+        Served.ITEMS: _ITEMS_JSON(list(record.items)),
+        Served.BIAS_STRENGTH: float(record.bias_strength),
+    }
 
 
 def _to_event(row: RowMapping) -> FeedbackEvent:

@@ -1,6 +1,9 @@
 """Monitoring: data drift of listening (Evidently) and popularity bias of recommendations, and triggers.
 
 Pure functions: callers pass DataFrames, matrices and settings; :mod:`flows.monitoring` does the I/O.
+Bias is measured on recommendation lists as model indices: the lists the service served and logged
+(:func:`served_bias`, with :func:`served_hit_rate` where likes give relevance) and the champion's own
+lists (:func:`recommendation_bias`).
 
 The reference is what the model was trained on and the current window is what listeners played since;
 both become one row per (user, item) listening event described by the listened item: its genre, its
@@ -19,7 +22,7 @@ False
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +40,7 @@ from recsys.evaluation import (
     novelty,
 )
 from recsys.fairness import PAD_ITEM, item_popularity, popularity_lift
+from recsys.feedback import Served
 
 POPULARITY_BUCKET = "popularity_bucket"
 """Derived column: ``tail``, ``mid`` or ``head`` by the item's number of listeners."""
@@ -50,6 +54,9 @@ CATEGORICAL_COLUMNS: tuple[str, ...] = (Col.GENRE, POPULARITY_BUCKET)
 NUMERICAL_COLUMNS: tuple[str, ...] = (LOG_LISTENERS, *AUDIO_FEATURES)
 NUM_METHOD = "wasserstein"
 CAT_METHOD = "jensenshannon"
+UNKNOWN_USER = -1
+"""Row of a served list whose listener the model does not know (or an anonymous request)."""
+_LIST = "list_no"  # position of a served list, while its items are joined with likes
 
 
 @dataclass(frozen=True)
@@ -90,10 +97,14 @@ class TriggerDecision:
     enough_events: bool
     reasons: tuple[str, ...]
 
+    enough_bias_events: bool | None = None
+    """Whether the lift was measured on at least ``min_events`` served lists (None: ``enough_events``)."""
+
     @property
     def triggered(self) -> bool:
-        """A threshold was crossed on a window with at least ``min_events`` events."""
-        return self.enough_events and (self.drift or self.bias)
+        """A threshold was crossed on a window with at least ``min_events`` events (or served lists)."""
+        enough_bias = self.enough_events if self.enough_bias_events is None else self.enough_bias_events
+        return (self.enough_events and self.drift) or (enough_bias and self.bias)
 
 
 def matrix_pairs(matrix: sp.spmatrix, user_ids: Sequence[str], item_ids: Sequence[str]) -> pd.DataFrame:
@@ -251,45 +262,179 @@ def recommendation_bias(
         per-listener ratio), ``long_tail_share``, ``novelty``, ``coverage``, ``personalisation``,
         ``n_users``, ``k``.
     """
+    return {
+        **list_bias(top_k_items, known, head_share),
+        **own_listening_lift(top_k_items, known, users),
+        "n_users": float(len(users)),
+    }
+
+
+def list_bias(top_k_items: np.ndarray, known: sp.csr_matrix, head_share: float) -> dict[str, float]:
+    """The listener-independent part of :func:`recommendation_bias`.
+
+    Returns ``arp``, ``long_tail_share``, ``novelty``, ``coverage``, ``personalisation`` (over all rows)
+    and ``k``; popularity is each item's number of listeners in ``known``.
+    """
+    popularity = item_popularity(known)
+    return {
+        "arp": average_recommendation_popularity(top_k_items, popularity),
+        "long_tail_share": long_tail_share(top_k_items, popularity, head_share),
+        "novelty": novelty(top_k_items, popularity, known.shape[0]),
+        "coverage": catalogue_coverage(top_k_items, known.shape[1]),
+        "personalisation": personalisation(top_k_items),
+        "k": float(top_k_items.shape[1]),
+    }
+
+
+def own_listening_lift(top_k_items: np.ndarray, known: sp.csr_matrix, users: np.ndarray) -> dict[str, float]:
+    """``own_arp`` (mean popularity of the listeners' own items) and the mean ``popularity_lift``."""
     popularity = item_popularity(known)
     own = (sp.csr_matrix(known)[users] > 0).astype(np.float64)
     counts = np.asarray(own.sum(axis=1)).ravel()
     with np.errstate(invalid="ignore", divide="ignore"):
         own_arp = np.where(counts > 0, (own @ popularity) / counts, np.nan)
     lift = popularity_lift(top_k_items, known, users)
+    return {"own_arp": _nanmean(own_arp), "popularity_lift": _nanmean(lift)}
+
+
+def served_top_k(
+    served: pd.DataFrame, item_index: Mapping[str, int], user_index: Mapping[str, int], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Served lists (:meth:`recsys.feedback.FeedbackStore.served_frame`) as model indices.
+
+    Returns
+    -------
+    top_k : numpy.ndarray
+        ``(len(served), k)`` item indices of each list's first ``k`` items; items the model does not
+        know and the end of shorter lists are ``PAD_ITEM``.
+    users : numpy.ndarray
+        Each list's listener row, or :data:`UNKNOWN_USER` (anonymous or unknown to the model).
+    """
+    top_k = np.full((len(served), k), PAD_ITEM, dtype=np.int64)
+    for row, items in enumerate(served[Served.ITEMS]):
+        mapped = [item_index.get(item, PAD_ITEM) for item in list(items)[:k]]
+        top_k[row, : len(mapped)] = mapped
+    users = np.fromiter(
+        (
+            user_index.get(u, UNKNOWN_USER) if isinstance(u, str) else UNKNOWN_USER
+            for u in served[Served.USER]
+        ),
+        dtype=np.int64,
+        count=len(served),
+    )
+    return top_k, users
+
+
+def served_bias(
+    served: pd.DataFrame,
+    known: sp.csr_matrix,
+    item_index: Mapping[str, int],
+    user_index: Mapping[str, int],
+    k: int,
+    head_share: float,
+) -> dict[str, float]:
+    """Popularity bias of served lists, truncated to their first ``k`` items.
+
+    Every list counts for ARP, long-tail share, novelty and coverage (each answer is an exposure);
+    personalisation compares the last list of each listener (anonymous lists each count once), so a
+    listener asking twice does not look like two listeners getting the same list; ``own_arp`` and
+    ``popularity_lift`` use the lists of listeners ``known`` describes.
+
+    Returns
+    -------
+    dict
+        :func:`list_bias` and :func:`own_listening_lift` metrics plus ``n_lists``, ``n_known_lists``,
+        ``n_listeners`` (distinct known ids) and ``unknown_item_share`` (served items the model lacks).
+    """
+    top_k, users = served_top_k(served, item_index, user_index, k)
+    metrics = list_bias(top_k, known, head_share)
+    metrics["personalisation"] = personalisation(top_k[_last_list_per_listener(served)])
+    mine = users != UNKNOWN_USER
+    lift = own_listening_lift(top_k[mine], known, users[mine]) if mine.any() else {}
+    n_served_items = sum(min(len(items), k) for items in served[Served.ITEMS])
     return {
-        "arp": average_recommendation_popularity(top_k_items, popularity),
-        "own_arp": _nanmean(own_arp),
-        "popularity_lift": _nanmean(lift),
-        "long_tail_share": long_tail_share(top_k_items, popularity, head_share),
-        "novelty": novelty(top_k_items, popularity, known.shape[0]),
-        "coverage": catalogue_coverage(top_k_items, known.shape[1]),
-        "personalisation": personalisation(top_k_items),
-        "n_users": float(len(users)),
-        "k": float(top_k_items.shape[1]),
+        **metrics,
+        "own_arp": lift.get("own_arp", float("nan")),
+        "popularity_lift": lift.get("popularity_lift", float("nan")),
+        "n_lists": float(len(served)),
+        "n_known_lists": float(mine.sum()),
+        "n_listeners": float(len(np.unique(users[mine]))),
+        "unknown_item_share": 1.0 - float((top_k != PAD_ITEM).sum()) / n_served_items
+        if n_served_items
+        else float("nan"),
     }
 
 
+def served_hit_rate(served: pd.DataFrame, events: pd.DataFrame, k: int) -> dict[str, float]:
+    """How often a listener later liked an item of a list served to them (relevance from feedback).
+
+    Only lists with a listener id count. A list is a hit when the same listener liked one of its first
+    ``k`` items at or after it was served; its precision is the share of those items liked.
+
+    Returns
+    -------
+    dict
+        ``hit_rate`` (share of lists with a hit), ``precision`` (mean per list) and ``n_lists_with_user``.
+    """
+    named = served[Served.USER].map(lambda user: isinstance(user, str) and bool(user))
+    lists = served.loc[named, [Served.SERVED_AT, Served.USER, Served.ITEMS]].reset_index(drop=True)
+    if lists.empty:
+        return {"hit_rate": float("nan"), "precision": float("nan"), "n_lists_with_user": 0.0}
+    lists[Served.ITEMS] = [list(items)[:k] for items in lists[Served.ITEMS]]
+    lists[_LIST] = np.arange(len(lists))
+    shown = lists.explode(Served.ITEMS).dropna(subset=[Served.ITEMS])
+    likes = events.loc[events[Col.EVENT] == "like", [Col.USER, Col.ITEM, Col.TIMESTAMP]]
+    joined = shown.merge(likes, left_on=[Served.USER, Served.ITEMS], right_on=[Col.USER, Col.ITEM])
+    later = joined[pd.to_datetime(joined[Col.TIMESTAMP], utc=True) >= joined[Served.SERVED_AT]]
+    hits = later.drop_duplicates([_LIST, Col.ITEM]).groupby(_LIST).size()
+    hits = hits.reindex(np.arange(len(lists)), fill_value=0).to_numpy(dtype=np.float64)
+    lengths = np.maximum(lists[Served.ITEMS].map(len).to_numpy(dtype=np.float64), 1.0)
+    return {
+        "hit_rate": float((hits > 0).mean()),
+        "precision": float((hits / lengths).mean()),
+        "n_lists_with_user": float(len(lists)),
+    }
+
+
+def _last_list_per_listener(served: pd.DataFrame) -> np.ndarray:
+    """Row positions keeping each listener's last list and every anonymous list."""
+    users = served[Served.USER].reset_index(drop=True)
+    named = users.map(lambda user: isinstance(user, str) and bool(user)).to_numpy(dtype=bool)
+    last = ~users.duplicated(keep="last").to_numpy(dtype=bool)
+    return np.flatnonzero(~named | last)
+
+
 def decide(
-    drift_share: float | None, popularity_lift_value: float | None, n_events: int, params: MonitoringParams
+    drift_share: float | None,
+    popularity_lift_value: float | None,
+    n_events: int,
+    params: MonitoringParams,
+    n_lists: int | None = None,
 ) -> TriggerDecision:
     """Compare the drift share and the popularity lift with their thresholds.
 
     ``None`` means the value could not be measured (no events, no champion) and crosses nothing. A
     window with fewer than ``params.min_events`` listening events never triggers: its numbers are noise.
+    When the lift was measured on the window's served lists, pass their number as ``n_lists``: the lift
+    then needs ``min_events`` lists instead of listening events.
     """
     drift = drift_share is not None and drift_share >= params.drift_share_threshold
     lift = popularity_lift_value
     bias = lift is not None and bool(np.isfinite(lift)) and lift >= params.popularity_lift_threshold
     enough = n_events >= params.min_events
+    enough_bias = None if n_lists is None else n_lists >= params.min_events
     reasons = []
     if drift:
         reasons.append(f"drift share {drift_share:.2f} >= {params.drift_share_threshold}")
     if bias:
         reasons.append(f"popularity lift {lift:.2f} >= {params.popularity_lift_threshold}")
-    if (drift or bias) and not enough:
+    if (drift and not enough) or (bias and not enough and enough_bias is None):
         reasons.append(f"only {n_events} events (< min_events {params.min_events}): not acted on")
-    return TriggerDecision(drift=drift, bias=bias, enough_events=enough, reasons=tuple(reasons))
+    if bias and enough_bias is False:
+        reasons.append(f"only {n_lists} served lists (< min_events {params.min_events}): not acted on")
+    return TriggerDecision(
+        drift=drift, bias=bias, enough_events=enough, reasons=tuple(reasons), enough_bias_events=enough_bias
+    )
 
 
 def _listeners(pairs: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -28,10 +29,14 @@ from recsys.feedback import (
     FEEDBACK_COLUMNS,
     MAX_ID_LENGTH,
     PSEUDONYM_SALT_ENV,
+    SERVED,
+    SERVED_COLUMNS,
     FeedbackEvent,
     FeedbackStore,
     FeedbackUnavailableError,
     InvalidFeedbackError,
+    Served,
+    ServedRecommendation,
     parse_events,
     pseudonymise,
 )
@@ -280,6 +285,80 @@ def test_delete_user_removes_everything_and_audits_a_pseudonym(
     assert user not in raw_audit
     with pytest.raises(InvalidFeedbackError, match="reason"):
         store.delete_user(user, reason=" ")
+
+
+def _served(
+    served_at: datetime, user: str | None = "u1", items: tuple[str, ...] = ("a1", "a2"), **extra: Any
+) -> ServedRecommendation:
+    fields: dict[str, Any] = {
+        "endpoint": "recommend",
+        "model_version": "recsys:v1",
+        "cold_start": False,
+        "bias_strength": 0.0,
+    } | extra
+    return ServedRecommendation(served_at=served_at, user_id=user, items=items, **fields)
+
+
+def test_served_lists_round_trip(store: FeedbackStore) -> None:
+    local = timezone(timedelta(hours=-5))
+    records = [
+        _served(
+            datetime(2026, 3, 1, 7, 0, 0, 250, tzinfo=local), items=("a9", "a,1", "ä2"), bias_strength=0.2
+        ),
+        _served(datetime(2026, 3, 1, 12, 30, tzinfo=UTC), user=None, endpoint="new-listener"),
+        _served(datetime(2026, 3, 1, 13, tzinfo=UTC), user="u2", cold_start=True, items=()),
+    ]
+    assert store.add_served(records) == 3 and store.add_served([]) == 0
+    frame = store.served_frame()
+    assert list(frame.columns) == list(SERVED_COLUMNS) and store.count_served() == 3
+    assert str(frame[Served.SERVED_AT].dt.tz) == "UTC"
+    assert frame[Served.SERVED_AT].iloc[0] == pd.Timestamp("2026-03-01 12:00:00.000250", tz="UTC")
+    assert frame[Served.ITEMS].tolist() == [["a9", "a,1", "ä2"], ["a1", "a2"], []]
+    assert frame[Served.USER].tolist() == ["u1", None, "u2"]
+    assert frame[Served.ENDPOINT].tolist() == ["recommend", "new-listener", "recommend"]
+    assert frame[Served.COLD_START].tolist() == [False, False, True]
+    assert frame[Served.BIAS_STRENGTH].tolist() == [0.2, 0.0, 0.0]
+    assert set(frame[Served.MODEL_VERSION]) == {"recsys:v1"}
+
+
+def test_served_frame_selects_a_window_and_the_latest_lists(store: FeedbackStore) -> None:
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    store.add_served([_served(start + timedelta(hours=h), user=f"u{h}") for h in range(6)])
+    window = store.served_frame(since=start + timedelta(hours=1), until=start + timedelta(hours=4))
+    assert window[Served.USER].tolist() == ["u2", "u3", "u4"]
+    assert store.served_frame(limit=2)[Served.USER].tolist() == ["u4", "u5"]
+    assert store.served_frame(since=start + timedelta(days=1)).empty
+    assert store.delete_served_before(start + timedelta(hours=2)) == 3
+    assert store.served_frame()[Served.USER].tolist() == ["u3", "u4", "u5"]
+
+
+def test_a_store_older_than_the_served_log_reads_no_served_lists(
+    store: FeedbackStore, store_url: str
+) -> None:
+    store.add_served([_served(datetime(2026, 3, 1, tzinfo=UTC))])
+    with store.engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {SERVED.name}"))
+    with FeedbackStore(store_url, create=False) as old:
+        frame = old.served_frame()
+    assert frame.empty and list(frame.columns) == list(SERVED_COLUMNS)
+
+
+def test_served_lists_refuse_an_unknown_endpoint(store: FeedbackStore) -> None:
+    when = datetime(2026, 3, 1, tzinfo=UTC)
+    with pytest.raises(InvalidFeedbackError, match="endpoint"):
+        store.add_served([_served(when), _served(when, endpoint="similar")])
+    assert store.count_served() == 0
+
+
+def test_delete_user_also_deletes_their_served_lists(store: FeedbackStore) -> None:
+    when = datetime(2026, 3, 1, tzinfo=UTC)
+    store.add_events([_event("e1", user="leaver"), _event("e2", user="stays")])
+    store.add_served([_served(when, user="leaver"), _served(when, user="stays"), _served(when, user=None)])
+    assert store.delete_user("leaver", reason="erasure request") == 1
+    assert store.served_frame()[Served.USER].tolist() == ["stays", None]
+    with store.engine.connect() as conn:
+        assert "leaver" not in repr(conn.execute(sa.select(SERVED)).all())
+    assert [r.count for r in store.audit_log()] == [1]
 
 
 def test_concurrent_writers_store_each_event_once(store: FeedbackStore) -> None:

@@ -8,6 +8,10 @@ Security: admin endpoints compare the ``X-Admin-Token`` header with ``RECSYS_ADM
 time; bodies over :data:`MAX_BODY_BYTES` are refused with 413 before they are read in full; requests
 from another origin than the page's own (or ``RECSYS_ALLOWED_ORIGINS``) are refused with 403; and
 nothing logged here names a raw user id (see :func:`recsys.feedback.pseudonymise`).
+
+Every answered recommendation is handed to :class:`recsys.serving.runtime.ServedLog` after the response
+is built: an in-memory append, written to the feedback store by a background thread started and
+flushed by the app's lifespan.
 """
 
 from __future__ import annotations
@@ -185,7 +189,9 @@ async def recommend(request: Request) -> Response:
     state = state_of(runtime)
     answer = logic.recommend(state, body, await dislikes(runtime, body.user_id))
     runtime.count("recommend", answer["cold_start"])
-    return json_response(answer)
+    response = json_response(answer)
+    runtime.served.record("recommend", body.user_id, answer, state.bias_strength)
+    return response
 
 
 async def new_listener(request: Request) -> Response:
@@ -194,7 +200,9 @@ async def new_listener(request: Request) -> Response:
     state = state_of(runtime)
     answer = logic.new_listener(state, body, await dislikes(runtime, body.user_id))
     runtime.count("new_listener", False)
-    return json_response(answer)
+    response = json_response(answer)
+    runtime.served.record("new-listener", body.user_id, answer, state.bias_strength)
+    return response
 
 
 async def similar(request: Request) -> Response:
@@ -318,9 +326,14 @@ def create_app() -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime: Runtime | None = getattr(app.state, "runtime", None)
         task = asyncio.create_task(poll_reloads(runtime)) if runtime is not None else None
+        if runtime is not None:
+            runtime.start_served_log()
         yield
         if task is not None:
             task.cancel()
+        if runtime is not None:
+            # BentoML closes the store after this (on_shutdown), so what is queued is written first.
+            await anyio.to_thread.run_sync(runtime.served.stop)
 
     routes = [
         Route("/", guarded(index), methods=["GET"]),

@@ -1,4 +1,5 @@
-"""The service's moving parts: settings from the environment, the swappable model and the feedback store.
+"""The service's moving parts: settings from the environment, the swappable model, the feedback store
+and the log of served recommendations.
 
 Several worker processes serve one port. A reload or a dislike handled by one worker must reach the
 others before the client's next request, so each change also appends a byte to a signal file in a
@@ -9,20 +10,32 @@ expires after :attr:`ServingSettings.dislike_ttl_s`.
 
 from __future__ import annotations
 
+import collections
+import functools
 import gc
 import hashlib
 import logging
+import math
 import os
+import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from recsys import registry
-from recsys.feedback import AddResult, FeedbackEvent, FeedbackStore, FeedbackUnavailableError
+from recsys.feedback import (
+    AddResult,
+    FeedbackEvent,
+    FeedbackStore,
+    FeedbackUnavailableError,
+    ServedRecommendation,
+)
 from recsys.io import write_text
 from recsys.serving.state import ServingState
 
@@ -32,11 +45,16 @@ FEEDBACK_URL_ENV = "RECSYS_FEEDBACK_URL"
 ADMIN_TOKEN_ENV = "RECSYS_ADMIN_TOKEN"
 RUNTIME_DIR_ENV = "RECSYS_RUNTIME_DIR"
 ORIGINS_ENV = "RECSYS_ALLOWED_ORIGINS"
+SERVED_LOG_SAMPLE_ENV = "RECSYS_SERVED_LOG_SAMPLE"
+"""Share of answered recommendation requests logged to the store (float 0-1, default 1; 0 turns it off)."""
 DEFAULT_FEEDBACK_URL = "sqlite:///data/feedback/feedback.db"
 RELOAD_SIGNAL, DISLIKE_SIGNAL = "reload", "dislike"
 MAX_CACHED_USERS = 100_000
 
 Counter = Callable[[str, bool], None]
+DropCounter = Callable[[str, int], None]
+"""Adds ``n`` dropped served lists under a reason (``queue_full`` or ``store_unavailable``)."""
+QUEUE_FULL, STORE_UNAVAILABLE = "queue_full", "store_unavailable"
 
 
 class ServingSettings(BaseModel):
@@ -51,6 +69,9 @@ class ServingSettings(BaseModel):
     allowed_origins: tuple[str, ...] = ()
     dislike_ttl_s: float = 30.0
     feedback_retry_s: float = 5.0
+    served_log_sample: float = Field(1.0, ge=0.0, le=1.0)
+    served_log_flush_s: float = Field(1.0, gt=0.0)
+    served_log_capacity: int = Field(20_000, ge=1)
 
     @classmethod
     def from_env(cls) -> ServingSettings:
@@ -70,8 +91,31 @@ class ServingSettings(BaseModel):
         )
         token = os.environ.get(ADMIN_TOKEN_ENV) or None
         return cls(
-            home=home, feedback_url=url, admin_token=token, runtime_dir=Path(runtime), allowed_origins=origins
+            home=home,
+            feedback_url=url,
+            admin_token=token,
+            runtime_dir=Path(runtime),
+            allowed_origins=origins,
+            served_log_sample=served_log_sample_from_env(),
         )
+
+
+def served_log_sample_from_env() -> float:
+    """The sampling rate in ``RECSYS_SERVED_LOG_SAMPLE`` (1 when unset or blank).
+
+    Raises
+    ------
+    ValueError
+        When the value is not a number between 0 and 1.
+    """
+    raw = os.environ.get(SERVED_LOG_SAMPLE_ENV, "").strip()
+    try:
+        rate = float(raw) if raw else 1.0
+    except ValueError:
+        rate = math.nan
+    if not 0.0 <= rate <= 1.0:  # also refuses nan
+        raise ValueError(f"{SERVED_LOG_SAMPLE_ENV} must be a number between 0 and 1, got {raw!r}")
+    return rate
 
 
 RELOADED_TAG = "reloaded-tag"
@@ -231,10 +275,212 @@ class Feedback:
             self._cache[user_id] = (self.clock(), found)
         return found
 
+    def add_served(self, records: Sequence[ServedRecommendation]) -> int:
+        """Log served lists in the store (raises :class:`FeedbackUnavailableError` when it is down)."""
+        return self.store().add_served(records)
+
     def close(self) -> None:
         """Close the store's connections."""
         if self._store is not None:
             self._store.close()
+
+
+class ServedLog:
+    """Answered recommendation lists, queued in memory and written to the store in batches by a thread.
+
+    Logging never fails or slows a recommendation: :meth:`record` samples, then appends one tuple to a
+    bounded deque, and a daemon thread writes what is queued every ``flush_s`` seconds. When the queue
+    is full the new list is dropped; when the store is down the batch being written is dropped and
+    writing pauses for ``retry_s`` (the queue then fills and drops). Drops are counted by reason and
+    reported to ``on_drop`` (the Prometheus counter) from the writer thread, never on the hot path.
+
+    Parameters
+    ----------
+    write : callable
+        Stores a batch and returns how many it stored (:meth:`Feedback.add_served`).
+    sample : float
+        Share of requests logged, 0 to 1 (0 turns logging off).
+    capacity : int
+        Most lists held in memory.
+    flush_s, retry_s : float
+        Seconds between writes, and pause after a failed write.
+    rng : callable, optional
+        Uniform floats in ``[0, 1)`` for sampling (default :func:`random.random`).
+    clock : callable, optional
+        Monotonic seconds, for the pause after a failure.
+    on_drop, on_write : callable, optional
+        Counters of dropped lists (by reason) and of written lists, called from the writer.
+    """
+
+    MAX_BATCH = 5_000
+    WARN_EVERY_S = 60.0
+
+    def __init__(
+        self,
+        write: Callable[[Sequence[ServedRecommendation]], int],
+        *,
+        sample: float,
+        capacity: int,
+        flush_s: float,
+        retry_s: float,
+        rng: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+        on_drop: DropCounter | None = None,
+        on_write: Callable[[int], None] | None = None,
+    ) -> None:
+        if not 0.0 <= sample <= 1.0:
+            raise ValueError(f"sample must be between 0 and 1, got {sample}")
+        self.sample, self.capacity, self.flush_s, self.retry_s = sample, capacity, flush_s, retry_s
+        self._write, self._rng, self._clock = write, rng, clock
+        self._queue: collections.deque[ServedRecommendation] = collections.deque()
+        self._full = 0  # written by the event loop only; reported by the writer
+        self._failed: collections.Counter[str] = collections.Counter()
+        self._reported: collections.Counter[str] = collections.Counter()
+        self.written = 0
+        self._on_drop, self._on_write = on_drop, on_write
+        self._paused_until = -math.inf
+        self._warned_at = -math.inf
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any request is logged (``sample > 0``)."""
+        return self.sample > 0.0
+
+    @property
+    def queued(self) -> int:
+        """Lists waiting to be written."""
+        return len(self._queue)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Lists dropped so far, by reason (``queue_full``, ``store_unavailable``, ``write_failed``)."""
+        return {QUEUE_FULL: self._full, **self._failed}
+
+    def record(
+        self, endpoint: str, user_id: str | None, answer: dict[str, Any], bias_strength: float
+    ) -> None:
+        """Queue one answer of ``/recommend`` (``endpoint="recommend"``) or ``/recommend/new-listener``.
+
+        ``bias_strength`` is the state's re-ranking strength; cold-start popularity lists are never
+        re-ranked, so they are logged with 0.
+        """
+        if self.sample < 1.0 and (self.sample == 0.0 or self._rng() >= self.sample):
+            return
+        if len(self._queue) >= self.capacity:
+            self._full += 1
+            return
+        try:
+            cold = bool(answer["cold_start"])
+            items = tuple([item["item_id"] for item in answer["items"]])
+            self._queue.append(
+                ServedRecommendation(
+                    datetime.now(UTC),
+                    user_id,
+                    endpoint,
+                    answer["model_version"],
+                    cold,
+                    items,
+                    0.0 if cold else bias_strength,
+                )
+            )
+        except Exception as err:  # a malformed answer must still reach the client
+            _LOG.warning("served list not logged: %s", type(err).__name__)
+
+    def start(
+        self, on_drop: DropCounter | None = None, on_write: Callable[[int], None] | None = None
+    ) -> None:
+        """Start the writer thread (no-op when disabled or already started); given counters replace them."""
+        self._on_drop = on_drop or self._on_drop
+        self._on_write = on_write or self._on_write
+        if self._thread is not None or not self.enabled:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="served-log-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> int:
+        """Stop the writer thread and write what is still queued (one try); return lists written then."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        self._paused_until = -math.inf
+        return self.flush()
+
+    def flush(self) -> int:
+        """Write everything queued, in batches of at most :attr:`MAX_BATCH`; return lists written."""
+        with self._lock:
+            written = 0
+            if self._clock() >= self._paused_until:
+                while self._queue:
+                    batch = [self._queue.popleft() for _ in range(min(self.MAX_BATCH, len(self._queue)))]
+                    stored = self._write_batch(batch)
+                    if stored is None:
+                        break
+                    written += stored
+            self.written += written
+            self._report(written)
+            return written
+
+    def _write_batch(self, batch: list[ServedRecommendation]) -> int | None:
+        try:
+            return self._write(batch)
+        except FeedbackUnavailableError as err:
+            self._failed[STORE_UNAVAILABLE] += len(batch)
+            self._paused_until = self._clock() + self.retry_s
+            self._warn(str(err))
+        except Exception as err:  # the log is best-effort: count, and keep the thread alive
+            self._failed["write_failed"] += len(batch)
+            self._warn(type(err).__name__)  # never the message: it could quote a row
+        return None
+
+    def _report(self, written: int) -> None:
+        if written and self._on_write is not None:
+            self._on_write(written)
+        if self._on_drop is None:
+            return
+        for reason, count in self.dropped.items():
+            if count > self._reported[reason]:
+                self._on_drop(reason, count - self._reported[reason])
+                self._reported[reason] = count
+
+    def _warn(self, detail: str) -> None:
+        now = self._clock()
+        if now - self._warned_at >= self.WARN_EVERY_S:
+            self._warned_at = now
+            _LOG.warning(
+                "served recommendations not logged (dropped so far: %s): %s", dict(self.dropped), detail
+            )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            try:
+                self.flush()
+            except Exception:  # never let the writer die: the next tick tries again
+                _LOG.exception("served log writer failed")
+
+
+@functools.cache
+def prometheus_served_counters() -> tuple[DropCounter, Callable[[int], None]]:
+    """``recsys_served_log_dropped_total{reason}`` and ``recsys_served_log_written_total``, once a process.
+
+    ``prometheus_client`` is imported here, once BentoML has set ``PROMETHEUS_MULTIPROC_DIR`` for the
+    worker, as for the service's request counter.
+    """
+    import prometheus_client
+
+    dropped = prometheus_client.Counter(
+        "recsys_served_log_dropped", "Served recommendation lists not logged, by reason", ["reason"]
+    )
+    written = prometheus_client.Counter("recsys_served_log_written", "Served recommendation lists logged")
+
+    def drop(reason: str, count: int) -> None:
+        dropped.labels(reason=reason).inc(count)
+
+    return drop, written.inc
 
 
 class Runtime:
@@ -246,11 +492,23 @@ class Runtime:
         self.signals = Signals(settings.runtime_dir)
         self.models = ModelHolder(settings.home, self.signals)
         self.feedback = Feedback(settings, self.signals)
+        self.served = ServedLog(
+            self.feedback.add_served,
+            sample=settings.served_log_sample,
+            capacity=settings.served_log_capacity,
+            flush_s=settings.served_log_flush_s,
+            retry_s=settings.feedback_retry_s,
+        )
 
     @property
     def ready(self) -> bool:
         """Whether a model is loaded."""
         return self.models.state is not None
+
+    def start_served_log(self) -> None:
+        """Start the served-list writer, counted in Prometheus (the app's lifespan calls this)."""
+        if self.served.enabled:
+            self.served.start(*prometheus_served_counters())
 
     def count(self, endpoint: str, cold_start: bool) -> None:
         """Count one answered recommendation request (Prometheus, when the service provides a counter)."""

@@ -21,7 +21,7 @@ from flows.monitoring import BIAS_JSON, DRIFT_HTML, DRIFT_JSON, REPORT_DIR, drif
 from recsys import registry
 from recsys.columns import Col
 from recsys.config import SplitParams
-from recsys.feedback import FeedbackEvent, FeedbackStore
+from recsys.feedback import FeedbackEvent, FeedbackStore, ServedRecommendation
 from recsys.io import write_parquet
 from recsys.models.baselines import MostPopular
 from recsys.split import load_split, make_split, save_split
@@ -100,18 +100,26 @@ def test_a_rock_heavy_window_is_flagged(tmp_path: Path) -> None:
     assert result["action"] == "flag"
 
 
-def test_a_fresh_window_is_not_flagged_and_bias_is_measured(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root = make_project(tmp_path / "project", on_trigger="retrain")
+def fake_champion(root: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """A most-popular "champion" of the project's split, returned by ``registry.load_artifact``."""
     split = load_split(root / "data/split")
     champion = SimpleNamespace(
         tag="fake:1",
         model=MostPopular().fit(split.train_full),
         known=sp.csr_matrix(split.train_full),
         user_index={user: index for index, user in enumerate(split.user_ids)},
+        item_index={item: index for index, item in enumerate(split.item_ids)},
+        item_ids=list(split.item_ids),
     )
     monkeypatch.setattr(registry, "load_artifact", lambda *args, **kwargs: champion)
+    return champion
+
+
+def test_a_fresh_window_is_not_flagged_and_bias_is_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(tmp_path / "project", on_trigger="retrain")
+    fake_champion(root, monkeypatch)
     retrained: list[str] = []
     monkeypatch.setattr(monitoring_flow_module, "trigger_retraining", retrained.append)
 
@@ -120,11 +128,69 @@ def test_a_fresh_window_is_not_flagged_and_bias_is_measured(
     result = state.result()
     assert result["drift"]["share"] < 0.5 and not result["decision"]["drift"]
     bias = result["bias"]
-    assert bias["status"] == "ok" and bias["n_users"] == 30
+    assert bias["status"] == "ok" and bias["source"] == "test_set" and bias["test_set"]["n_users"] == 30
+    assert bias["n_served"] == 0 and bias["served"]["status"].startswith("only 0 served lists")
+    assert bias["popularity_lift"] == bias["test_set"]["popularity_lift"]
     assert bias["popularity_lift"] > 1.0  # most-popular lists are more mainstream than the listeners
     assert result["action"] == ("retrain" if bias["popularity_lift"] >= 2.0 else "none")
     assert retrained == ([str(root.resolve())] if result["action"] == "retrain" else [])
     assert {"monitoring-summary", "monitoring-drift-html", "monitoring-bias-json"} <= artifact_keys(state)
+
+
+def add_served_lists(url: str, items: list[str], liked_by: set[str]) -> int:
+    """Two lists of ``items`` for each of u0..u29 in the window (and one stale list), and a later like
+    of the first item by each user of ``liked_by``; returns the number of lists in the window."""
+    users = [f"u{n}" for n in range(30)]
+    lists = [
+        ServedRecommendation(
+            NOW - timedelta(hours=hours), user, "recommend", "fake:1", False, tuple(items), 0.0
+        )
+        for hours in (3, 2)
+        for user in users
+    ]
+    stale = ServedRecommendation(NOW - timedelta(days=30), "u0", "recommend", "old:0", False, ("x",), 0.0)
+    likes = [
+        FeedbackEvent(
+            user_id=user,
+            item_id=items[0],
+            event="like",
+            timestamp=NOW - timedelta(hours=1),
+            event_id=f"l{user}",
+        )
+        for user in liked_by
+    ]
+    with FeedbackStore(url) as store:
+        store.add_served([stale, *lists])
+        store.add_events(likes)
+    return len(lists)
+
+
+def test_bias_is_measured_on_the_served_lists_of_the_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(tmp_path / "project", on_trigger="retrain")
+    champion = fake_champion(root, monkeypatch)
+    retrained: list[str] = []
+    monkeypatch.setattr(monitoring_flow_module, "trigger_retraining", retrained.append)
+    popularity = np.asarray((champion.known > 0).sum(axis=0)).ravel()
+    niche = [champion.item_ids[i] for i in np.argsort(popularity, kind="stable")[:10]]
+    url = feedback_store(tmp_path / "fb.db", rock_share=None, seed=2)
+    n_lists = add_served_lists(url, niche, liked_by={"u1", "u2", "u3"})
+
+    state = run(root, url)
+
+    result, bias = state.result(), state.result()["bias"]
+    served, test_set = bias["served"], bias["test_set"]
+    assert bias["source"] == "served" and served["status"] == "ok"
+    assert bias["n_served"] == served["n_lists"] == n_lists == result["n_served"]
+    assert served["model_versions"] == {"fake:1": n_lists}
+    assert bias["popularity_lift"] == served["popularity_lift"] < 1.0 < test_set["popularity_lift"]
+    assert served["arp"] < test_set["arp"] and served["long_tail_share"] > test_set["long_tail_share"]
+    assert served["personalisation"] == 0.0  # every listener got the same list
+    assert served["hit_rate"] == pytest.approx(2 * 3 / n_lists)  # both lists of each liker are hits
+    assert not result["decision"]["bias"] and result["action"] == "none" and retrained == []
+    on_disk = json.loads((root / REPORT_DIR / BIAS_JSON).read_text(encoding="utf-8"))
+    assert on_disk["served"]["n_lists"] == n_lists and on_disk["test_set"]["status"] == "ok"
 
 
 @pytest.mark.usefixtures("no_champion")
