@@ -124,6 +124,17 @@ def load_served(url: str, now: datetime, window_days: int) -> pd.DataFrame:
         return empty
 
 
+@task(name="prune-served", cache_policy=NO_CACHE)
+def prune_served(url: str, now: datetime, retention_days: int) -> int:
+    """Delete the served lists older than ``retention_days`` (they hold raw user ids); return how many."""
+    try:
+        with _existing_store(url, "served lists") as store:
+            return 0 if store is None else store.delete_served_before(now - timedelta(days=retention_days))
+    except FeedbackUnavailableError as err:
+        get_run_logger().warning("served lists not pruned, the store is unavailable: %s", err)
+        return 0
+
+
 @task(name="measure-drift", cache_policy=NO_CACHE)
 def measure_drift(
     reference: pd.DataFrame, current: pd.DataFrame, out_dir: str, drift_share: float
@@ -247,6 +258,7 @@ def drift_monitoring_flow(
     )
     report = _drift_payload(drift, decision, len(reference), len(events), end, settings.window_days)
     report["n_served"] = len(served)
+    report["served_pruned"] = prune_served(url, end, settings.served_retention_days)
     write_json(out_dir / DRIFT_JSON, report)
     write_json(out_dir / BIAS_JSON, bias)
     _publish(out_dir, report, bias)

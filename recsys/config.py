@@ -164,6 +164,8 @@ class MonitoringParams(_Section):
     # The current window: feedback and served recommendations of the last this many days.
     window_days: int = Field(7, ge=1)
     min_events: int = Field(50, ge=1)
+    # Served lists hold raw user ids: the monitoring flow deletes those older than this many days.
+    served_retention_days: int = Field(30, ge=1)
 
 
 class BiasParams(_Section):

@@ -191,6 +191,10 @@ def test_bias_is_measured_on_the_served_lists_of_the_window(
     assert not result["decision"]["bias"] and result["action"] == "none" and retrained == []
     on_disk = json.loads((root / REPORT_DIR / BIAS_JSON).read_text(encoding="utf-8"))
     assert on_disk["served"]["n_lists"] == n_lists and on_disk["test_set"]["status"] == "ok"
+    # Retention (monitoring.served_retention_days, 30): the 30-day-old list is deleted, the window's kept.
+    assert result["served_pruned"] == 1
+    with FeedbackStore(url, create=False) as store:
+        assert store.count_served() == n_lists
 
 
 @pytest.mark.usefixtures("no_champion")
