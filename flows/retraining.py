@@ -108,23 +108,23 @@ def read_erasures(feedback_url: str, applied: int) -> PendingErasures:
     from recsys.feedback import FeedbackStore
 
     with FeedbackStore(feedback_url, create=False) as store:
-        return pending_erasures(store.audit_log(), applied)
+        return pending_erasures(store.audit_log(), applied, store.pseudonym_salt())
 
 
 @task(name="purge-exported-feedback", cache_policy=NO_CACHE)
-def purge_exported_feedback(root: str, pseudonyms: frozenset[str]) -> dict[str, int]:
+def purge_exported_feedback(root: str, pseudonyms: frozenset[str], salt: str | None) -> dict[str, int]:
     """Remove the erased users' rows from every exported events file; ``file name -> rows removed``."""
-    return purge_event_files(Path(root) / FEEDBACK_DIR, pseudonyms)
+    return purge_event_files(Path(root) / FEEDBACK_DIR, pseudonyms, salt)
 
 
 @task(name="erased-in-champion", cache_policy=NO_CACHE)
-def erased_in_champion(pseudonyms: frozenset[str]) -> int:
+def erased_in_champion(pseudonyms: frozenset[str], salt: str | None) -> int:
     """How many of the champion's users are erased (0 without a champion)."""
     from recsys import registry
 
     if not pseudonyms or registry.champion() is None:
         return 0
-    return len(erased_users(registry.load_artifact("champion").user_ids, pseudonyms))
+    return len(erased_users(registry.load_artifact("champion").user_ids, pseudonyms, salt))
 
 
 def _aligned_split(root: Path, user_ids: list[str], item_ids: list[str], tag: str) -> tuple[Split, int]:
@@ -166,12 +166,13 @@ def _candidate(
 
 @task(name="retrain-and-evaluate", cache_policy=NO_CACHE)
 def retrain_and_evaluate(
-    root: str, events: pd.DataFrame, erased: frozenset[str] = frozenset()
+    root: str, events: pd.DataFrame, erased: frozenset[str] = frozenset(), salt: str | None = None
 ) -> dict[str, Any]:
     """Merge, retrain and measure challenger and champion; nothing is written.
 
-    ``erased`` holds the pseudonyms of users to erase: their events are dropped, their training rows reset
-    (:func:`recsys.erasure.reset_rows`) and the challenger is fitted from scratch.
+    ``erased`` holds the pseudonyms (made with ``salt``, the store's) of users to erase: their events are
+    dropped, their training rows reset (:func:`recsys.erasure.reset_rows`) and the challenger is fitted
+    from scratch.
     """
     from recsys import registry
 
@@ -179,9 +180,9 @@ def retrain_and_evaluate(
     params = load_params(project / "params.yaml")
     artifact = registry.load_artifact("champion")
     split, n_split_users = _aligned_split(project, artifact.user_ids, artifact.item_ids, artifact.tag)
-    erased_ids = erased_users(artifact.user_ids, erased)
+    erased_ids = erased_users(artifact.user_ids, erased, salt)
     events, _ = without_users(events, erased_ids)
-    split = replace(split, user_ids=anonymise_ids(split.user_ids, erased_ids, n_split_users))
+    split = replace(split, user_ids=anonymise_ids(split.user_ids, erased_ids, n_split_users, salt))
     user_index = {user: row for row, user in enumerate(split.user_ids)}
     rest, holdout = split_feedback_holdout(events, params.retrain.feedback_holdout_fraction, params.seed)
     trainable, n_protected = without_evaluation_pairs(rest, split)
@@ -312,7 +313,7 @@ def retraining_flow(
         path = events_file(root, position) if not events.empty else None
         if path is not None:
             write_parquet(path, events)
-        outcome = retrain_and_evaluate(str(root), events, pending.pseudonyms)
+        outcome = retrain_and_evaluate(str(root), events, pending.pseudonyms, pending.salt)
         decision = gate_and_promote(str(root), outcome)
         reloaded = None
         if decision["promote"] and service_url:
@@ -357,12 +358,12 @@ def _honour_erasures(root: Path, pending: PendingErasures, events: pd.DataFrame)
     if not pending:
         nothing = {"erasures": 0, "erased_users": 0, "purged_rows": 0, "purged_files": {}, "erased_events": 0}
         return {"events": events} | nothing
-    purged = purge_exported_feedback(str(root), pending.pseudonyms)
-    kept, n_dropped = without_erased_events(events, pending.pseudonyms)
+    purged = purge_exported_feedback(str(root), pending.pseudonyms, pending.salt)
+    kept, n_dropped = without_erased_events(events, pending.pseudonyms, pending.salt)
     return {
         "events": kept,
         "erasures": pending.n_records,
-        "erased_users": erased_in_champion(pending.pseudonyms),
+        "erased_users": erased_in_champion(pending.pseudonyms, pending.salt),
         "purged_rows": sum(purged.values()),
         "purged_files": {name: n for name, n in purged.items() if n},
         "erased_events": n_dropped,

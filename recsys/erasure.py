@@ -18,7 +18,9 @@ every later retraining starts. For each audit record it has not honoured yet
    the item embeddings) and promotes it whatever the metrics (:func:`honour_erasure`): erasure is a legal
    obligation, not a quality choice.
 
-The pseudonyms only match when the service and the flow share ``RECSYS_PSEUDONYM_SALT``.
+The pseudonyms only match with the salt they were made with: the feedback store's own
+(:meth:`recsys.feedback.FeedbackStore.pseudonym_salt`, shared by the service and the flow through the
+store) unless ``RECSYS_PSEUDONYM_SALT`` overrides it.
 
 Examples
 --------
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +70,15 @@ class PendingErasures:
         ``delete_user`` records honoured before.
     total : int
         ``delete_user`` records in the audit log: the new ``erasures_applied`` once these are honoured.
+    salt : str, optional
+        The store's pseudonym salt (:meth:`recsys.feedback.FeedbackStore.pseudonym_salt`) the pseudonyms
+        were made with; never shown in the repr.
     """
 
     pseudonyms: frozenset[str]
     applied: int
     total: int
+    salt: str | None = field(default=None, repr=False)
 
     @property
     def n_records(self) -> int:
@@ -83,7 +89,9 @@ class PendingErasures:
         return self.n_records > 0
 
 
-def pending_erasures(records: Sequence[AuditRecord], applied: int) -> PendingErasures:
+def pending_erasures(
+    records: Sequence[AuditRecord], applied: int, salt: str | None = None
+) -> PendingErasures:
     """The ``delete_user`` records of ``records`` (oldest first) after the first ``applied`` of them.
 
     Raises
@@ -101,7 +109,7 @@ def pending_erasures(records: Sequence[AuditRecord], applied: int) -> PendingEra
             column="erasures_applied",
         )
     pseudonyms = frozenset(record.user_pseudonym for record in erasures[applied:])
-    return PendingErasures(pseudonyms, applied, len(erasures))
+    return PendingErasures(pseudonyms, applied, len(erasures), salt)
 
 
 def erased_users(user_ids: Iterable[str], pseudonyms: Collection[str], salt: str | None = None) -> list[str]:

@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import secrets
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,7 +53,10 @@ _LOG = logging.getLogger(__name__)
 PSEUDONYM_SALT_ENV = "RECSYS_PSEUDONYM_SALT"
 """Environment variable holding the secret salt of :func:`pseudonymise`."""
 DEFAULT_PSEUDONYM_SALT = "recsys-public-default-salt"
-"""Used when ``RECSYS_PSEUDONYM_SALT`` is unset. It is public, so set the variable in production."""
+"""Last resort of :func:`pseudonymise` without a salt. It is public: a store uses its own secret salt
+(:meth:`FeedbackStore.pseudonym_salt`), and ``RECSYS_PSEUDONYM_SALT`` overrides both."""
+SALT_SETTING = "pseudonym_salt"
+"""Name of the store's secret salt in its ``store_settings`` table."""
 MAX_ID_LENGTH = 128
 MAX_REASON_LENGTH = 500
 FEEDBACK_COLUMNS: tuple[str, ...] = (Col.USER, Col.ITEM, Col.EVENT, Col.TIMESTAMP, Col.EVENT_ID)
@@ -138,6 +142,12 @@ AUDIT = sa.Table(
     sa.Column(Col.TIMESTAMP, _UTCDateTime(), nullable=False),
     sa.Column(_REASON, sa.String(MAX_REASON_LENGTH), nullable=False),
     sqlite_autoincrement=True,
+)
+SETTINGS = sa.Table(
+    "store_settings",
+    METADATA,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
 )
 SERVED = sa.Table(
     "served_recommendations",
@@ -307,6 +317,7 @@ class FeedbackStore:
         self._engine = _make_engine(parsed, timeout_s)
         self._postgres = parsed.get_backend_name() == "postgresql"
         self._insert_new = _insert_skipping_known(self._postgres)
+        self._salt: str | None = None
         if create:
             self.create_schema()
 
@@ -340,6 +351,43 @@ class FeedbackStore:
                     conn.execute(CreateTable(table, if_not_exists=True))
                     for index in table.indexes:
                         conn.execute(CreateIndex(index, if_not_exists=True))
+                # The first creator's random salt wins; later (or concurrent) creators keep it.
+                insert = postgresql.insert if self._postgres else sqlite.insert
+                conn.execute(
+                    insert(SETTINGS)
+                    .values(name=SALT_SETTING, value=secrets.token_hex(32))
+                    .on_conflict_do_nothing(index_elements=[SETTINGS.c.name])
+                )
+
+    def pseudonym_salt(self) -> str:
+        """The secret salt of this store's pseudonyms: ``RECSYS_PSEUDONYM_SALT`` when set, else the random
+        salt the store drew when it was created (kept in ``store_settings``, beside the raw ids it
+        protects, so the service and the flows that share a store share its pseudonyms).
+
+        A store created before salts were stored falls back to :data:`DEFAULT_PSEUDONYM_SALT`, with a
+        warning.
+        """
+        override = os.environ.get(PSEUDONYM_SALT_ENV)
+        if override:
+            return override
+        if self._salt is None:
+            query = sa.select(SETTINGS.c.value).where(SETTINGS.c.name == SALT_SETTING)
+            try:
+                with self._guard("reading the pseudonym salt"), self._engine.connect() as conn:
+                    self._salt = conn.execute(query).scalar_one_or_none()
+            except FeedbackUnavailableError:
+                if self.ping():  # reachable, so the table is missing: a store older than stored salts
+                    self._salt = None
+                else:
+                    raise
+            if self._salt is None:
+                _LOG.warning("%s has no stored pseudonym salt: using the public default", self.url)
+                self._salt = DEFAULT_PSEUDONYM_SALT
+        return self._salt
+
+    def pseudonym(self, user_id: str) -> str:
+        """:func:`pseudonymise` with :meth:`pseudonym_salt`."""
+        return pseudonymise(user_id, self.pseudonym_salt())
 
     def ping(self) -> bool:
         """Return whether the database answers a trivial query (for readiness probes)."""
@@ -417,7 +465,7 @@ class FeedbackStore:
         """
         if not 1 <= len(reason.strip()) <= MAX_REASON_LENGTH:
             raise InvalidFeedbackError(f"reason must be 1-{MAX_REASON_LENGTH} characters, got {len(reason)}")
-        audit = {_ACTION: "delete_user", _PSEUDONYM: pseudonymise(user_id), _REASON: reason}
+        audit = {_ACTION: "delete_user", _PSEUDONYM: self.pseudonym(user_id), _REASON: reason}
         with self._guard("deleting a user"), self._engine.begin() as conn:
             deleted = conn.execute(sa.delete(EVENTS).where(EVENTS.c[Col.USER] == user_id)).rowcount
             served = conn.execute(sa.delete(SERVED).where(SERVED.c[Served.USER] == user_id)).rowcount

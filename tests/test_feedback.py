@@ -24,6 +24,7 @@ from recsys.columns import FEEDBACK_EVENTS, Col
 from recsys.errors import ConfigError, RecsysError
 from recsys.feedback import (
     AUDIT,
+    DEFAULT_PSEUDONYM_SALT,
     EVENTS,
     EXPORT_CURSOR_ATTR,
     FEEDBACK_COLUMNS,
@@ -111,6 +112,37 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def store(store_url: str) -> Iterator[FeedbackStore]:
     with FeedbackStore(store_url) as opened:
         yield opened
+
+
+def test_a_store_draws_its_own_secret_salt_once(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PSEUDONYM_SALT_ENV, raising=False)
+    with FeedbackStore(store_url) as first:
+        salt = first.pseudonym_salt()
+        first.create_schema()  # another worker creating the schema keeps the first salt
+    assert len(salt) == 64 and salt != DEFAULT_PSEUDONYM_SALT
+    with FeedbackStore(store_url, create=False) as again:
+        assert again.pseudonym_salt() == salt
+        assert (
+            again.pseudonym("listener-42") == pseudonymise("listener-42", salt) != pseudonymise("listener-42")
+        )
+    with FeedbackStore(f"sqlite:///{tmp_path / 'other.db'}") as other:
+        assert other.pseudonym_salt() != salt
+    monkeypatch.setenv(PSEUDONYM_SALT_ENV, "override")
+    with FeedbackStore(store_url, create=False) as overridden:
+        assert overridden.pseudonym("listener-42") == pseudonymise("listener-42", "override")
+
+
+def test_a_store_older_than_stored_salts_falls_back_to_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PSEUDONYM_SALT_ENV, raising=False)
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with FeedbackStore(url) as created, created.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE store_settings"))
+    with FeedbackStore(url, create=False) as old:
+        assert old.pseudonym_salt() == DEFAULT_PSEUDONYM_SALT
 
 
 # --- the event contract -----------------------------------------------------------------------------

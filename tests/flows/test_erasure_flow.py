@@ -22,7 +22,7 @@ from flows.retraining import ERASURES_ONLY, NO_NEW_FEEDBACK, retraining_flow
 from recsys import gate, registry
 from recsys.columns import Col
 from recsys.erasure import ERASED_PREFIX
-from recsys.feedback import FeedbackEvent, FeedbackStore, pseudonymise
+from recsys.feedback import FeedbackEvent, FeedbackStore
 from recsys.gate import GateDecision
 from recsys.retrain import CURSOR_FILE, FeedbackCursor
 from recsys.split import Split, load_split
@@ -30,18 +30,17 @@ from tests.conftest import PROJECT_ROOT
 from tests.test_registry import _build_project
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
-SALT = "erasure-flow-salt"
 NEW_LISTENER = "listener-x"  # known only through feedback
 OTHER_NEW_LISTENER = "listener-o"
 FEEDBACK_DIR = "data/feedback"
 
 
 @pytest.fixture(scope="module", autouse=True)
-def salt() -> Iterator[str]:
-    """The service and the flow share the pseudonym salt, as in production."""
+def no_salt_override() -> Iterator[None]:
+    """No ``RECSYS_PSEUDONYM_SALT``: the service and the flow share the store's own random salt."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RECSYS_PSEUDONYM_SALT", SALT)
-        yield SALT
+        patch.delenv("RECSYS_PSEUDONYM_SALT", raising=False)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +151,7 @@ def test_an_erasure_alone_retrains_and_removes_the_users_feedback_everywhere(
     assert after.tag == summary["model_tag"] != before.tag
     # The feedback-only listener keeps an empty row under a pseudonymous id; the raw id is gone.
     assert NEW_LISTENER not in after.user_ids
-    assert not _row(after.known, after.user_ids, f"{ERASED_PREFIX}{pseudonymise(NEW_LISTENER)}").any()
+    assert not _row(after.known, after.user_ids, f"{ERASED_PREFIX}{store.pseudonym(NEW_LISTENER)}").any()
     original = np.asarray((split.train_full + split.test + split.cold)[3].todense()).ravel()
     assert np.array_equal(_row(after.known, after.user_ids, erased), original)
     others = [row for row, user in enumerate(before.user_ids) if user not in (NEW_LISTENER, erased)]
@@ -163,7 +162,10 @@ def test_an_erasure_alone_retrains_and_removes_the_users_feedback_everywhere(
     expected = exported[~exported[Col.USER].isin([NEW_LISTENER, erased])]
     assert sorted(remaining[Col.EVENT_ID]) == sorted(expected[Col.EVENT_ID])
     audit = [record for record in store.audit_log() if record.action == "delete_user"]
-    assert [record.user_pseudonym for record in audit] == [pseudonymise(NEW_LISTENER), pseudonymise(erased)]
+    assert [record.user_pseudonym for record in audit] == [
+        store.pseudonym(NEW_LISTENER),
+        store.pseudonym(erased),
+    ]
     cursor = FeedbackCursor.load(project / CURSOR_FILE)
     assert cursor.erasures_applied == 2 and cursor.history[-1]["purged_rows"] == n_erased_rows
     assert NEW_LISTENER not in (project / CURSOR_FILE).read_text(encoding="utf-8")

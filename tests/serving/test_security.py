@@ -14,7 +14,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from recsys.feedback import FeedbackStore, pseudonymise
+from recsys.feedback import DEFAULT_PSEUDONYM_SALT, FeedbackStore, pseudonymise
 from recsys.serving import app as app_module
 from recsys.serving.app import MAX_BODY_BYTES, HTTPError, read_limited
 from tests.serving.conftest import ADMIN_TOKEN, PROJECT_ROOT, Server
@@ -149,16 +149,19 @@ def test_deletion_erases_the_users_events_and_audits_a_pseudonym(server: Server)
     reason = "erasure request #42"
     answer = server.client.delete(f"/users/{RAW_USER}/feedback", params={"reason": reason}, headers=ADMIN)
     assert answer.status_code == 200
-    assert answer.json() == {"deleted": 3, "user_pseudonym": pseudonymise(RAW_USER)}
     again = server.client.delete(f"/users/{RAW_USER}/feedback", headers=ADMIN)
     assert again.json()["deleted"] == 0
 
     with FeedbackStore(f"sqlite:///{server.log.parent / 'feedback.db'}", create=False) as store:
         users = set(store.export_frame()["user_id"])
         audit = [row for row in store.audit_log() if row.reason == reason]
+        pseudonym = store.pseudonym(RAW_USER)
+    assert answer.json() == {"deleted": 3, "user_pseudonym": pseudonym}
+    # The store's own random salt, not the public default.
+    assert pseudonym != pseudonymise(RAW_USER, salt=DEFAULT_PSEUDONYM_SALT)
     assert RAW_USER not in users and other in users
     assert len(audit) == 1 and audit[0].count == 3
-    assert audit[0].user_pseudonym == pseudonymise(RAW_USER)
+    assert audit[0].user_pseudonym == pseudonym
     assert RAW_USER not in repr(audit[0])
 
 
@@ -174,5 +177,6 @@ def test_logs_never_hold_a_raw_user_id(server: Server) -> None:
     server.client.post("/admin/reload", headers=ADMIN)
     log = Path(server.log).read_text(encoding="utf-8", errors="replace")
     assert "serving model" in log, "the server log holds none of the service's own messages"
-    assert pseudonymise(user) in log, "the erasure was not logged under the user's pseudonym"
+    with FeedbackStore(f"sqlite:///{server.log.parent / 'feedback.db'}", create=False) as store:
+        assert store.pseudonym(user) in log, "the erasure was not logged under the user's pseudonym"
     assert user not in log and RAW_USER not in log
