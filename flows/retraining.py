@@ -15,10 +15,12 @@ run) it:
    (the DVC cache then keeps every version, an erased user's rows included, until ``dvc gc``);
 4. holds out each user's latest events (``retrain.feedback_holdout_fraction``) as the recent-feedback test,
    and drops events on pairs of the fixed test split or on cold-start items (they would leak the test);
-5. merges the rest into the champion's training data (its known listens without the test pairs and
-   cold-start items of ``data/split``: ``train + valid`` for a champion of the training flow, the merged
-   matrix for one of this flow) with :func:`recsys.retrain.merge_feedback`, after resetting the erased
-   users' rows to their Last.fm listens (empty, and the id replaced, for feedback-only listeners);
+5. merges the rest, together with every event of the earlier exports (their holdouts and the events
+   of runs whose challenger was refused included), into the split's own listens (``train + valid`` of
+   ``data/split``, aligned with the champion's users) with :func:`recsys.retrain.merge_feedback`: the
+   training data is rebuilt from the events each run, so each event counts once and none is lost;
+   erased users' events are gone from the files, so their feedback-derived pairs go too (rows of
+   listeners known only through feedback become empty, and their id is replaced);
 6. retrains: a warm start of the champion when no user is new and nobody was erased, else a full fit with
    its settings;
 7. evaluates challenger and champion on the fixed test split and on the held-out likes
@@ -49,13 +51,13 @@ from prefect.cache_policies import NO_CACHE
 from flows.training import CHALLENGER, run_lock
 from recsys.config import Params, load_params
 from recsys.erasure import (
+    EVENTS_GLOB,
     PendingErasures,
     anonymise_ids,
     erased_users,
     honour_erasure,
     pending_erasures,
     purge_event_files,
-    reset_rows,
     without_erased_events,
     without_users,
 )
@@ -100,6 +102,25 @@ def export_feedback(feedback_url: str, since: int) -> tuple[pd.DataFrame, int]:
     with FeedbackStore(feedback_url, create=False) as store:
         frame = store.export_frame(since)
     return frame, int(frame.attrs[EXPORT_CURSOR_ATTR])
+
+
+@task(name="load-feedback-history", cache_policy=NO_CACHE)
+def load_history(root: str, current: Path | None) -> pd.DataFrame:
+    """Every event of the earlier exports (``events-*.parquet`` other than ``current``), oldest first."""
+    from recsys.feedback import FEEDBACK_COLUMNS
+
+    files = [
+        path
+        for path in sorted((Path(root) / FEEDBACK_DIR).glob(EVENTS_GLOB), key=_position)
+        if path != current
+    ]
+    frames = [pd.read_parquet(path) for path in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(FEEDBACK_COLUMNS))
+
+
+def _position(path: Path) -> int:
+    """The store cursor in ``events-<cursor>.parquet`` (files sort by it, not by name)."""
+    return int(path.stem.removeprefix("events-"))
 
 
 @task(name="read-erasures", cache_policy=NO_CACHE)
@@ -166,13 +187,22 @@ def _candidate(
 
 @task(name="retrain-and-evaluate", cache_policy=NO_CACHE)
 def retrain_and_evaluate(
-    root: str, events: pd.DataFrame, erased: frozenset[str] = frozenset(), salt: str | None = None
+    root: str,
+    events: pd.DataFrame,
+    erased: frozenset[str] = frozenset(),
+    salt: str | None = None,
+    history: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Merge, retrain and measure challenger and champion; nothing is written.
 
+    The training matrix is rebuilt from the split's own listens plus every feedback event exported so far
+    (``history``, the earlier ``events-*.parquet``) and this export without its holdout, rather than
+    grown from the champion's: events of a run whose challenger was refused, and earlier holdouts, are
+    trained on the next time, and each event still counts once.
+
     ``erased`` holds the pseudonyms (made with ``salt``, the store's) of users to erase: their events are
-    dropped, their training rows reset (:func:`recsys.erasure.reset_rows`) and the challenger is fitted
-    from scratch.
+    dropped (their earlier events were purged from the files before), so their rows hold only the split's
+    own listens, and the challenger is fitted from scratch.
     """
     from recsys import registry
 
@@ -185,9 +215,12 @@ def retrain_and_evaluate(
     split = replace(split, user_ids=anonymise_ids(split.user_ids, erased_ids, n_split_users, salt))
     user_index = {user: row for row, user in enumerate(split.user_ids)}
     rest, holdout = split_feedback_holdout(events, params.retrain.feedback_holdout_fraction, params.seed)
-    trainable, n_protected = without_evaluation_pairs(rest, split)
+    earlier = pd.DataFrame(columns=rest.columns) if history is None else without_users(history, erased_ids)[0]
+    trainable, n_protected = without_evaluation_pairs(pd.concat([earlier, rest], ignore_index=True), split)
     trained = champion_training(artifact.known, split)
-    base = reset_rows(trained, [artifact.user_index[user] for user in erased_ids], split.train_full)
+    # The split's own listens (empty rows for listeners known only through feedback): an erased user's
+    # feedback-derived pairs are gone with their purged events.
+    base = sp.csr_matrix(split.train_full, dtype=np.float32)
     merged, report = merge_feedback(base, trainable, user_index, artifact.item_index, params.retrain)
     full_fit = report.needs_full_retrain or bool(erased_ids)
     challenger = retrain(artifact.model, merged, full_fit, params.retrain)
@@ -200,7 +233,7 @@ def retrain_and_evaluate(
         "champion_tag": artifact.tag,
         "challenger_model": challenger,
         "split": extended,
-        "merge": report.to_dict() | {"n_protected_events": n_protected},
+        "merge": report.to_dict() | {"n_protected_events": n_protected, "n_earlier_events": len(earlier)},
         "n_holdout_events": len(holdout),
         "warm_start": not full_fit,
         "erased_users": len(erased_ids),
@@ -313,7 +346,8 @@ def retraining_flow(
         path = events_file(root, position) if not events.empty else None
         if path is not None:
             write_parquet(path, events)
-        outcome = retrain_and_evaluate(str(root), events, pending.pseudonyms, pending.salt)
+        history = load_history(str(root), path)
+        outcome = retrain_and_evaluate(str(root), events, pending.pseudonyms, pending.salt, history)
         decision = gate_and_promote(str(root), outcome)
         reloaded = None
         if decision["promote"] and service_url:

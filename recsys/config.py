@@ -149,7 +149,7 @@ class GateParams(_Section):
     # Retraining on feedback (decide_feedback): non-inferiority instead of a win on the test split.
     feedback_max_primary_drop: float = Field(0.005, ge=0)
     feedback_metric: str = "feedback_hit_rate@10"
-    feedback_max_drop: float = Field(0.05, ge=0)
+    feedback_max_drop: float = Field(0.1, ge=0)
 
 
 class MonitoringParams(_Section):

@@ -78,7 +78,7 @@ def project(prepared_real: Path, tmp_path_factory: pytest.TempPathFactory, loop_
     model = LightFMRecommender(
         params.train.lightfm.model_copy(update={"epochs": EPOCHS}),
         seed=params.seed,
-        num_threads=params.train.num_threads,
+        num_threads=1,  # reproducible: the warm start continues with the champion's thread count
     ).fit(split.train_full, features.matrix)
     model.save(root / "models" / "lightfm_hybrid.npz")
     metrics = evaluate(model.score, split.train_full, split.test, params.evaluate).metrics

@@ -25,8 +25,9 @@ from flows.retraining import (
     retrain_and_evaluate,
     retraining_flow,
 )
-from recsys import registry
+from recsys import gate, registry
 from recsys.feedback import FeedbackEvent, FeedbackStore
+from recsys.gate import GateDecision
 from recsys.retrain import CURSOR_FILE, FeedbackCursor
 from recsys.split import load_split
 from tests.conftest import PROJECT_ROOT
@@ -234,3 +235,40 @@ def test_the_next_run_starts_from_the_retrained_champion(
     assert summary["warm_start"] is True  # the listener added last time is no longer new
     assert summary["merge"]["new_users"] == []
     assert summary["events"] == 3
+
+
+def _refuse_or_promote(monkeypatch: pytest.MonkeyPatch, promote: bool) -> None:
+    def decide(challenger: Any, champion: Any, params: Any) -> GateDecision:
+        return GateDecision(promote, [f"test gate: promote={promote}"], {})
+
+    monkeypatch.setattr(gate, "decide_feedback", decide)
+
+
+def test_events_of_a_refused_run_and_its_holdout_are_trained_on_next_time(
+    prefect_harness: None, project: Path, store: FeedbackStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    champion = registry.load_artifact("champion")
+    split = load_split(project / "data/split")
+    cold = {champion.item_ids[i] for i in split.cold_items}
+
+    def new_pairs(user: str, n: int) -> list[tuple[str, str]]:
+        row = champion.known[champion.user_index[user]]
+        fresh = [i for i in champion.item_ids if i not in cold and row[0, champion.item_index[i]] == 0]
+        return [(user, item) for item in fresh[:n]]
+
+    refused = [pair for user in ("u06", "u07", "u08") for pair in new_pairs(user, 3)]
+    _add(store, [(user, item, "like") for user, item in refused], "refused-")
+    _refuse_or_promote(monkeypatch, promote=False)
+    first = _run(project, store)
+    assert not first["promote"] and first["n_holdout_events"] > 0  # some of them were only a test
+
+    later = new_pairs("u09", 1)
+    _add(store, [(user, item, "play") for user, item in later], "later-")
+    _refuse_or_promote(monkeypatch, promote=True)
+    second = _run(project, store)
+
+    assert second["promote"] and second["events"] == len(later)
+    assert second["merge"]["n_earlier_events"] >= len(refused)
+    after = registry.load_artifact("champion")
+    for user, item in [*refused, *later]:  # nothing was lost: not the refused run, not its holdout
+        assert after.known[after.user_index[user], after.item_index[item]] > 0, (user, item)
