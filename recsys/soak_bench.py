@@ -1,19 +1,25 @@
-"""Soak benchmark: the BentoML service held at ~80 % of its capacity for a minute.
+"""Soak benchmark: the BentoML service held at 80 % of its open-loop capacity for a minute.
 
 ``python -m recsys.soak_bench`` serves the champion of ``BENTOML_HOME`` (or a quick one, as
 :mod:`recsys.serve_bench` does), then
 
-1. measures capacity with ``wrk`` (closed loop, 16 connections, 5 s after a 2 s warm-up);
-2. measures the unloaded p99 with a light paced run (20 req/s, 10 s);
-3. holds ``fraction`` x capacity for ``soak_seconds`` with an open-loop pacer, sampling the resident
-   memory (RSS) of the service's worker processes every 2 s.
+1. measures ``wrk``'s closed-loop rate (16 connections, 5 s after a 2 s warm-up): kept as a reference;
+2. measures the unloaded latency with a light paced run (20 req/s, 10 s);
+3. measures the open-loop capacity: short paced steps (5 s each), bisected, with the same pacer and
+   connections as the soak; a step holds when it is answered in full without errors, the pacer kept up,
+   and its latency neither blew up nor grew over the step (see :func:`step_problems`);
+4. holds ``fraction`` x that capacity for ``soak_seconds``, sampling the resident memory (RSS) of the
+   service's worker processes every 2 s.
 
 Debian's ``wrk`` cannot hold a fixed rate (no ``-R`` as in wrk2), so the pacer is an asyncio HTTP/1.1
-client (keep-alive connections over asyncio streams, uvloop) in its own process: request ``i`` is due
-at ``start + i / rate`` and its latency is counted from that due time, so a stalled server is not
-hidden by the client waiting (no coordinated omission). Whether the pacer kept up (achieved rate, lag
-between due and actual send: waiting for a free connection when the service falls behind) is
-recorded too.
+client (keep-alive connections driven by protocol callbacks, uvloop) in its own process: request ``i`` is
+due at ``start + i / rate`` and its latency is counted from that due time, so a stalled server is not
+hidden by the client waiting (no coordinated omission). Stamps come from ``time.perf_counter``: uvloop's
+``loop.time()`` is libuv's millisecond clock, cached per loop iteration.
+
+Every paced run also records the cores the machine, the service, the pacer and everything else used
+meanwhile (from the machine's busy time, so short-lived processes of other people's tests count too):
+on a shared machine a tail that coincides with "others" near a core is contention, not the service.
 
 Writes ``bench/results/soak.json``. Targets: zero errors, soak p99 <= 2 x unloaded p99, worker RSS growth
 < 10 %.
@@ -23,140 +29,359 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import httpx
 import numpy as np
-import psutil
-
-from recsys import registry
-from recsys.io import write_json
-from recsys.serve_bench import _LUA, HOME_ENV, free_port, quick_champion, run_wrk, start, stop
 
 RESULTS = Path("bench/results/soak.json")
 TARGETS = {"errors": 0, "p99_ratio": 2.0, "rss_growth": 0.10}
-LIGHT_RATE, LIGHT_SECONDS = 20.0, 10
-KEEP_UP_SHARE = 0.97  # of the target rate: below it, the pacer (not the service) was the limit
+LIGHT_RATE, LIGHT_SECONDS = 20.0, 10.0
+STEP_SECONDS = 5.0
+KEEP_UP_SHARE = 0.99
+"""A step holds only if the answered rate is at least this share of the offered rate."""
+STEP_P99_BOUND = 10.0
+"""A step holds only if its p99 is at most this many times the unloaded p99 ..."""
+STEP_GROWTH_BOUND = 2.0
+"""... and the median of its second half at most this many times that of its first (no queue building)."""
+RESOLUTION = 0.05
+"""The capacity search stops when the bracket between a held and a failed rate is this narrow (relative)."""
+WINDOW_S = 5.0
+DRAIN_S = 30.0
+"""How long the pacer waits for the last answers after the last request was due."""
+TICK_S = 0.001
+_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 
 
-def percentile_ms(seconds: list[float], q: float) -> float:
+@dataclass(frozen=True)
+class SoakOptions:
+    """How long to soak, at which share of the capacity, and how the pacer and the search run."""
+
+    soak_seconds: float = 60.0
+    fraction: float = 0.8
+    connections: int = 16
+    pacer_cpu: int | None = None
+    step_seconds: float = STEP_SECONDS
+    max_steps: int = 10
+
+
+def percentile_ms(seconds: list[float] | np.ndarray, q: float) -> float:
     """The ``q``-th percentile of durations in seconds, in milliseconds (NaN when empty)."""
-    return round(float(np.percentile(seconds, q)) * 1e3, 3) if seconds else float("nan")
+    return round(float(np.percentile(seconds, q)) * 1e3, 3) if len(seconds) else float("nan")
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> str:
-    """One HTTP/1.1 keep-alive request; returns the response's status code."""
-    writer.write(request)
-    await writer.drain()
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = head.split(b" ", 2)[1].decode()
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return status
+class _Client(asyncio.Protocol):
+    """One keep-alive connection: sends the request it is given, reports each complete response."""
+
+    def __init__(self, pacer: _Pacer) -> None:
+        self.pacer = pacer
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.need = -1  # body bytes still expected; -1 while the head is not complete
+        self.status = ""
+        self.job = -1  # index of the request in flight, -1 when idle
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        self.pacer.ready(self)
+
+    def send(self, job: int, request: bytes) -> None:
+        self.job = job
+        assert self.transport is not None
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            if self.need < 0:
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = bytes(self.buffer[: end + 2])
+                del self.buffer[: end + 4]
+                length = _LENGTH.search(head)
+                self.status, self.need = head[9:12].decode(), int(length.group(1)) if length else 0
+            if len(self.buffer) < self.need:
+                return
+            del self.buffer[: self.need]
+            self.need, job = -1, self.job
+            self.job = -1
+            self.pacer.answered(self, job, self.status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.pacer.lost(self, self.job)
+
+
+class _Pacer:
+    """Releases request ``i`` at ``start + i / rate`` to the longest-idle connection; times each one."""
+
+    def __init__(self, requests: list[bytes], rate: float, total: int, connect: Callable[[], None]) -> None:
+        self.requests, self.rate, self.total, self.connect = requests, rate, total, connect
+        self.start = 0.0
+        self.latency = np.full(total, np.nan)
+        self.lag = np.full(total, np.nan)
+        self.outcomes: Counter[str] = Counter()
+        self.pending: deque[int] = deque()
+        self.idle: deque[_Client] = deque()
+        self.released = self.finished = 0
+        self.done = asyncio.Event()
+
+    def release(self, upto: int) -> None:
+        """Queue every request due up to (not including) index ``upto`` and hand them out."""
+        self.pending.extend(range(self.released, upto))
+        self.released = upto
+        self._dispatch()
+
+    def ready(self, client: _Client) -> None:
+        self.idle.append(client)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        now = time.perf_counter()
+        while self.pending and self.idle:
+            job = self.pending.popleft()
+            self.lag[job] = now - (self.start + job / self.rate)
+            self.idle.popleft().send(job, self.requests[job % len(self.requests)])
+
+    def _finish(self, job: int, outcome: str) -> None:
+        self.latency[job] = time.perf_counter() - (self.start + job / self.rate)
+        self.outcomes[outcome] += 1
+        self.finished += 1
+        if self.finished == self.total:
+            self.done.set()
+
+    def answered(self, client: _Client, job: int, status: str) -> None:
+        self._finish(job, status)
+        self.idle.append(client)
+        self._dispatch()
+
+    def lost(self, client: _Client, job: int) -> None:
+        if client in self.idle:
+            self.idle.remove(client)
+        if job >= 0:
+            self._finish(job, "connection_lost")
+        if self.finished < self.total:
+            self.connect()
 
 
 async def _pace(
-    url: str, bodies: list[bytes], rate: float, seconds: float, connections: int
+    url: str, bodies: list[bytes], rate: float, seconds: float, connections: int, service: int | None = None
 ) -> dict[str, Any]:
-    """Send ``rate`` x ``seconds`` POST /recommend requests on a fixed schedule and time each one.
+    """Offer ``rate`` x ``seconds`` POST /recommend requests on a fixed schedule and time each one.
 
-    A scheduler puts each request on a queue when it is due; ``connections`` workers, one keep-alive
-    connection each, take them off. HTTP/1.1 is spoken over asyncio streams directly: an ``httpx``
-    AsyncClient managed ~180 req/s on this 2-core machine, far below the rates to hold.
+    With ``service`` (the pid of ``bentoml serve``), the figures include the cores the machine, the
+    service, the pacer and everything else used while the requests were due and answered.
     """
-    host, port = httpx.URL(url).host, httpx.URL(url).port or 80
+    host, _, port = url.removeprefix("http://").rstrip("/").partition(":")
     requests = [
         b"POST /recommend HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(body), body)
         for body in bodies
     ]
-    latency: list[float] = []
-    lag: list[float] = []
-    outcomes: Counter[str] = Counter()
-    queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
+    opening: set[asyncio.Task[Any]] = set()
 
-    async def worker() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
-        while (job := await queue.get()) is not None:
-            i, due = job
-            sent = loop.time()
-            try:
-                outcomes[await _exchange(reader, writer, requests[i % len(requests)])] += 1
-            except (OSError, asyncio.IncompleteReadError) as exc:
-                outcomes[type(exc).__name__] += 1
-                writer.close()
-                reader, writer = await asyncio.open_connection(host, port)
-            latency.append(loop.time() - due)
-            lag.append(sent - due)
-        writer.close()
+    def connect() -> None:
+        task = loop.create_task(loop.create_connection(lambda: _Client(pacer), host, int(port or 80)))
+        opening.add(task)
+        task.add_done_callback(opening.discard)
 
-    workers = [asyncio.create_task(worker()) for _ in range(connections)]
-    total, begun = int(rate * seconds), 0
-    start_at = loop.time()
-    while begun < total:
-        due_now = min(total, int((loop.time() - start_at) * rate) + 1)
-        for i in range(begun, due_now):
-            queue.put_nowait((i, start_at + i / rate))
-        begun = due_now
-        await asyncio.sleep(0.001)
-    for _ in workers:
-        queue.put_nowait(None)
-    await asyncio.gather(*workers)
-    return summarize(latency, lag, outcomes, rate, loop.time() - start_at)
+    pacer = _Pacer(requests, rate, max(1, round(rate * seconds)), connect)
+    for _ in range(connections):
+        await loop.create_connection(lambda: _Client(pacer), host, int(port or 80))
+    # the pacer allocates no containers per request; freezing what exists keeps collections short
+    gc.collect()
+    gc.freeze()
+    cpu_before = cpu_snapshot(service)
+    pacer.start = time.perf_counter()
+    while pacer.released < pacer.total:
+        pacer.release(min(pacer.total, int((time.perf_counter() - pacer.start) * rate) + 1))
+        # libuv's timers count whole milliseconds: a shorter sleep would spin and take a core from the service
+        await asyncio.sleep(max(TICK_S, pacer.start + pacer.released / rate - time.perf_counter()))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(pacer.done.wait(), DRAIN_S)
+    elapsed = time.perf_counter() - pacer.start
+    cores = cpu_split(cpu_before, cpu_snapshot(service), elapsed)
+    for client in list(pacer.idle):
+        if client.transport is not None:
+            client.transport.close()
+    return summarize(pacer.latency, pacer.lag, pacer.outcomes, rate, elapsed) | {"cores": cores}
 
 
-def summarize(
-    latency: list[float], lag: list[float], outcomes: Counter[str], rate: float, elapsed: float
-) -> dict[str, Any]:
-    """Latency percentiles (from due time), errors, achieved rate and whether the pacer kept up."""
-    errors = sum(count for outcome, count in outcomes.items() if outcome != "200")
-    achieved = len(latency) / elapsed if elapsed > 0 else 0.0
-    lag_p99 = percentile_ms(lag, 99)
+def cpu_snapshot(service: int | None) -> tuple[float, float, float]:
+    """CPU seconds so far: the machine's busy time, ``service``'s process tree's and this process's."""
+    import psutil
+
+    machine = psutil.cpu_times()
+    busy = machine.user + machine.nice + machine.system + machine.irq + machine.softirq + machine.steal
+    served = 0.0
+    if service is not None:
+        root = psutil.Process(service)
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                served += sum(process.cpu_times()[:2])
+    return busy, served, time.process_time()
+
+
+def cpu_split(
+    before: tuple[float, float, float], after: tuple[float, float, float], seconds: float
+) -> dict[str, float]:
+    """Cores used over ``seconds`` by the machine, the service, the pacer and everything else.
+
+    Everything else is what the machine used beyond the service and the pacer: other people's work,
+    including processes too short-lived to be seen in a list of processes.
+    """
+    machine, service, pacer = ((end - begin) / seconds for begin, end in zip(before, after, strict=True))
     return {
-        "target_rps": round(rate, 1),
-        "achieved_rps": round(achieved, 1),
-        "requests": len(latency),
-        "errors": errors,
-        "outcomes": dict(outcomes),
-        "p50_ms": percentile_ms(latency, 50),
-        "p99_ms": percentile_ms(latency, 99),
-        "p999_ms": percentile_ms(latency, 99.9),
-        "send_lag_p99_ms": lag_p99,
-        "pacer_kept_up": bool(achieved >= KEEP_UP_SHARE * rate),
+        "machine": round(machine, 2),
+        "service": round(service, 2),
+        "pacer": round(pacer, 2),
+        "others": round(max(0.0, machine - service - pacer), 2),
     }
 
 
-def run_pacer(url: str, bodies: Path, rate: float, seconds: float, connections: int) -> dict[str, Any]:
-    """Run the pacer in its own process (so it does not share a GIL with the caller); its summary."""
+def summarize(
+    latency: np.ndarray, lag: np.ndarray, outcomes: Counter[str], rate: float, elapsed: float
+) -> dict[str, Any]:
+    """Figures of one paced run from each request's latency (seconds from its due time; NaN: unanswered).
+
+    Request ``i`` was due at ``i / rate``: the halves and the ``WINDOW_S`` windows go by due time.
+    """
+    answered = ~np.isnan(latency)
+    half = len(latency) // 2
+    windows = max(1, round(len(latency) / rate / WINDOW_S))  # equal parts, none a sliver
+    failed = sum(count for outcome, count in outcomes.items() if outcome != "200")
+    return {
+        "target_rps": round(rate, 1),
+        "achieved_rps": round(int(answered.sum()) / elapsed, 1) if elapsed > 0 else 0.0,
+        "requests": len(latency),
+        "errors": failed + int((~answered).sum()),
+        "outcomes": dict(outcomes) | ({"unanswered": int((~answered).sum())} if not answered.all() else {}),
+        "p50_ms": percentile_ms(latency[answered], 50),
+        "p99_ms": percentile_ms(latency[answered], 99),
+        "p999_ms": percentile_ms(latency[answered], 99.9),
+        "max_ms": round(float(latency[answered].max()) * 1e3, 3) if answered.any() else float("nan"),
+        "p50_first_half_ms": percentile_ms(latency[:half][answered[:half]], 50),
+        "p50_second_half_ms": percentile_ms(latency[half:][answered[half:]], 50),
+        "p99_by_window_ms": [
+            percentile_ms(part[~np.isnan(part)], 99) for part in np.array_split(latency, windows)
+        ],
+        "send_lag_p99_ms": percentile_ms(lag[~np.isnan(lag)], 99),
+    }
+
+
+def step_problems(step: dict[str, Any], unloaded: dict[str, Any]) -> list[str]:
+    """Why a paced step does not count as sustained (empty: it holds).
+
+    It must be answered in full without errors at >= :data:`KEEP_UP_SHARE` of the offered rate, its p99
+    must stay within :data:`STEP_P99_BOUND` x the unloaded p99, and the median of its second half within
+    :data:`STEP_GROWTH_BOUND` x that of its first half (or the unloaded median, if larger). A queue that
+    builds through the step moves the whole distribution up, the median with it (with linear growth the
+    second half's median is 3 x the first's); a stall from another process on the machine moves only the
+    tail, so the p99 of the halves would flag noise as overload.
+    """
+    problems = []
+    if step["errors"]:
+        problems.append(f"{step['errors']} errors")
+    if step["achieved_rps"] < KEEP_UP_SHARE * step["target_rps"]:
+        problems.append(f"answered {step['achieved_rps']:g} of {step['target_rps']:g} req/s")
+    bound = STEP_P99_BOUND * unloaded["p99_ms"]
+    if not step["p99_ms"] <= bound:
+        problems.append(
+            f"p99 {step['p99_ms']:g} ms > {STEP_P99_BOUND:g} x unloaded {unloaded['p99_ms']:g} ms"
+        )
+    first = max(step["p50_first_half_ms"], unloaded["p50_ms"])
+    if not step["p50_second_half_ms"] <= STEP_GROWTH_BOUND * first:
+        problems.append(
+            f"median grew from {step['p50_first_half_ms']:g} to {step['p50_second_half_ms']:g} ms"
+        )
+    return problems
+
+
+def next_rate(held: float, failed: float | None, resolution: float) -> float | None:
+    """The next rate to try given the highest held and lowest failed rates (None: the search is done).
+
+    Doubles until a step fails, then bisects until the bracket is narrower than ``resolution`` x the
+    failed rate.
+    """
+    if failed is None:
+        return 2 * held
+    if failed - held <= resolution * failed:
+        return None
+    return (held + failed) / 2
+
+
+def search_capacity(
+    run_step: Callable[[float], dict[str, Any]], start: float, resolution: float, max_steps: int
+) -> dict[str, Any]:
+    """The highest rate ``run_step`` sustains, searched from ``start`` (see :func:`next_rate`).
+
+    ``run_step(rate)`` runs one paced step and returns its figures with a ``problems`` list (empty: the
+    step held). Stops after ``max_steps`` steps at the latest; the capacity is then the highest held rate
+    so far (0 when none held).
+    """
+    steps: list[dict[str, Any]] = []
+    held, failed = 0.0, None
+    rate: float | None = start
+    while rate is not None and len(steps) < max_steps:
+        step = run_step(rate)
+        steps.append(step)
+        if step["problems"]:
+            failed = rate if failed is None else min(failed, rate)
+        else:
+            held = max(held, rate)
+        rate = next_rate(held, failed, resolution)
+    return {"capacity_rps": round(held, 1), "failed_rps": failed, "converged": rate is None, "steps": steps}
+
+
+def verdict(soak: dict[str, Any], unloaded_p99_ms: float, rss_growth: float) -> dict[str, Any]:
+    """The soak's figures against :data:`TARGETS`."""
+    ratio = soak["p99_ms"] / unloaded_p99_ms
+    checks = {
+        "zero_errors": soak["errors"] == TARGETS["errors"],
+        "p99_within_2x_unloaded": ratio <= TARGETS["p99_ratio"],
+        "rss_growth_below_10pct": rss_growth < TARGETS["rss_growth"],
+    }
+    return {"p99_ratio": round(ratio, 2), "checks": checks, "meets_targets": all(checks.values())}
+
+
+def run_pacer(
+    url: str,
+    bodies: Path,
+    rate: float,
+    seconds: float,
+    options: SoakOptions,
+    service: int,
+) -> dict[str, Any]:
+    """Run the pacer in its own process (pinned to ``options.pacer_cpu`` if set); its summary."""
     command = [sys.executable, "-m", "recsys.soak_bench", "--pace", url, "--bodies", str(bodies)]
-    command += ["--rate", str(rate), "--seconds", str(seconds), "--connections", str(connections)]
-    before = os.times()
+    command += ["--rate", str(rate), "--seconds", str(seconds), "--connections", str(options.connections)]
+    command += ["--service-pid", str(service)]
+    command += ["--pacer-cpu", str(options.pacer_cpu)] if options.pacer_cpu is not None else []
     done = subprocess.run(command, capture_output=True, text=True, check=True)
-    after = os.times()
     summary: dict[str, Any] = json.loads(done.stdout)
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
-    # the pacer competes with the service for the same cores: its share says how much it took
-    summary["client_cpu_share"] = round(cpu / seconds / (os.cpu_count() or 1), 3)
+    summary["loadavg_1m"] = round(os.getloadavg()[0], 2)
     return summary
 
 
 def worker_rss(arbiter: int) -> dict[int, int]:
     """Resident bytes of each worker process under the ``bentoml serve`` arbiter ``arbiter``."""
+    import psutil
+
     rss: dict[int, int] = {}
     for child in psutil.Process(arbiter).children(recursive=True):
         try:
@@ -188,8 +413,36 @@ def rss_report(before: dict[int, int], after: dict[int, int], peak: int) -> dict
     }
 
 
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Name and CPU seconds so far of every process on the machine."""
+    import psutil
+
+    found = {}
+    for process in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        times, cmdline = process.info["cpu_times"], process.info["cmdline"]
+        if times is not None:
+            name = " ".join(cmdline)[:80] if cmdline else process.info["name"]
+            found[process.pid] = (name, times.user + times.system)
+    return found
+
+
+def busiest_others(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], ours: set[int], top: int = 5
+) -> list[dict[str, Any]]:
+    """The ``top`` processes outside ``ours`` that used the most CPU seconds between two snapshots."""
+    used = [
+        (cpu - before.get(pid, (name, 0.0))[1], name) for pid, (name, cpu) in after.items() if pid not in ours
+    ]
+    return [
+        {"process": name, "cpu_s": round(cpu, 1)} for cpu, name in sorted(used, reverse=True)[:top] if cpu > 0
+    ]
+
+
 def write_inputs(home: Path, work: Path) -> tuple[Path, Path]:
     """Request bodies (known users, k=10) and the ``wrk`` script that cycles through them."""
+    from recsys import registry
+    from recsys.serve_bench import _LUA
+
     users = registry.load_artifact("champion", home=home).user_ids[:1000]
     bodies = work / "bodies.txt"
     bodies.write_text("\n".join(json.dumps({"user_id": u, "k": 10}) for u in users) + "\n", encoding="utf-8")
@@ -202,9 +455,9 @@ def _progress(message: str) -> None:
     print(f"soak_bench: {message}", file=sys.stderr, flush=True)
 
 
-def soak(home: Path, work: Path, soak_seconds: float, fraction: float, connections: int) -> dict[str, Any]:
-    """Capacity, unloaded p99 and the soak itself against one service process."""
-    bodies, script = write_inputs(home, work)
+def _service(home: Path, work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    from recsys.serve_bench import HOME_ENV, free_port, start
+
     env = {
         **os.environ,
         HOME_ENV: str(home),
@@ -214,102 +467,128 @@ def soak(home: Path, work: Path, soak_seconds: float, fraction: float, connectio
     }
     port = free_port()
     command = [sys.executable, "-m", "bentoml", "serve", "recsys.serving.service:Recommender"]
-    process = start([*command, "--host", "127.0.0.1", "--port", str(port)], env, port, work / "service.log")
+    return start(
+        [*command, "--host", "127.0.0.1", "--port", str(port)], env, port, work / "service.log"
+    ), port
+
+
+def _capacity(
+    arbiter: int, url: str, bodies: Path, options: SoakOptions, unloaded: dict[str, Any], start: float
+) -> dict[str, Any]:
+    def step(rate: float) -> dict[str, Any]:
+        figures = run_pacer(url, bodies, rate, options.step_seconds, options, arbiter)
+        figures["problems"] = step_problems(figures, unloaded)
+        verdict = "; ".join(figures["problems"]) or "holds"
+        others = figures["cores"]["others"]
+        _progress(f"step {rate:.0f} req/s: p99 {figures['p99_ms']:g} ms, others {others} cores, {verdict}")
+        return figures
+
+    return search_capacity(step, start, RESOLUTION, options.max_steps)
+
+
+def _hold(arbiter: int, url: str, bodies: Path, rate: float, options: SoakOptions) -> dict[str, Any]:
+    before, stop_event = worker_rss(arbiter), threading.Event()
+    samples: list[dict[int, int]] = []
+    sampler = threading.Thread(target=lambda: samples.extend(sample_rss(arbiter, stop_event)))
+    cpu_before, load_before = cpu_seconds(), os.getloadavg()[0]
+    sampler.start()
+    try:
+        loaded = run_pacer(url, bodies, rate, options.soak_seconds, options, arbiter)
+    finally:
+        stop_event.set()
+        sampler.join()
+    after = worker_rss(arbiter)
+    peak = max([sum(sample.values()) for sample in samples] + [sum(after.values())])
+    import psutil
+
+    ours = {os.getpid(), arbiter} | {child.pid for child in psutil.Process(arbiter).children(recursive=True)}
+    loaded["loadavg_1m_before_after"] = [round(load_before, 2), loaded.pop("loadavg_1m")]
+    loaded["other_processes_cpu"] = busiest_others(cpu_before, cpu_seconds(), ours)
+    return {"soak": loaded, "rss": rss_report(before, after, peak)}
+
+
+def soak(home: Path, work: Path, options: SoakOptions) -> dict[str, Any]:
+    """wrk's rate, unloaded latency, open-loop capacity and the soak itself against one service process."""
+    from recsys.serve_bench import run_wrk, stop
+
+    bodies, script = write_inputs(home, work)
+    process, port = _service(home, work)
     url = f"http://127.0.0.1:{port}"
-    _progress(f"service answers on {url}")
+    _progress(f"service answers on {url}; 1-min load {os.getloadavg()[0]:.2f}")
     try:
         run_wrk(port, script, 2, 16)  # warm-up: caches, allocator, connections
-        capacity = run_wrk(port, script, 5, 16)
-        _progress(f"capacity {capacity['rps']} req/s (wrk, 16 connections, 5 s)")
-        unloaded = run_pacer(url, bodies, LIGHT_RATE, LIGHT_SECONDS, connections)
+        wrk = run_wrk(port, script, 5, 16) | {"connections": 16, "loadavg_1m": round(os.getloadavg()[0], 2)}
+        _progress(f"wrk closed loop: {wrk['rps']} req/s (16 connections, 5 s)")
+        unloaded = run_pacer(url, bodies, LIGHT_RATE, LIGHT_SECONDS, options, process.pid)
         _progress(f"unloaded p99 {unloaded['p99_ms']} ms at {LIGHT_RATE:g} req/s")
-        rate = fraction * capacity["rps"]
-        _progress(f"soak: {rate:.0f} req/s for {soak_seconds:g} s")
-        before, stop_event = worker_rss(process.pid), threading.Event()
-        samples: list[dict[int, int]] = []
-        sampler = threading.Thread(target=lambda: samples.extend(sample_rss(process.pid, stop_event)))
-        sampler.start()
-        load_before = os.getloadavg()
-        try:
-            loaded = run_pacer(url, bodies, rate, soak_seconds, connections)
-        finally:
-            stop_event.set()
-            sampler.join()
-        load_after = os.getloadavg()
-        after = worker_rss(process.pid)
+        capacity = _capacity(process.pid, url, bodies, options, unloaded, 0.5 * wrk["rps"])
+        rate = options.fraction * capacity["capacity_rps"]
+        _progress(f"open-loop capacity {capacity['capacity_rps']} req/s; soak at {rate:.0f} req/s")
+        held = _hold(process.pid, url, bodies, rate, options)
     finally:
         stop(process)
-    peak = max([sum(sample.values()) for sample in samples] + [sum(after.values())])
-    return {
-        "capacity": capacity,
-        "unloaded": unloaded,
-        "soak": loaded,
-        "rss": rss_report(before, after, peak),
-        "loadavg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
-    }
-
-
-def verdict(results: dict[str, Any]) -> dict[str, Any]:
-    """The soak's figures against :data:`TARGETS`."""
-    ratio = results["soak"]["p99_ms"] / results["unloaded"]["p99_ms"]
-    checks = {
-        "zero_errors": results["soak"]["errors"] == TARGETS["errors"],
-        "p99_within_2x_unloaded": ratio <= TARGETS["p99_ratio"],
-        "rss_growth_below_10pct": results["rss"]["growth"] < TARGETS["rss_growth"],
-    }
-    return {"p99_ratio": round(ratio, 2), "checks": checks, "meets_targets": all(checks.values())}
+    capacity["over_wrk"] = round(capacity["capacity_rps"] / wrk["rps"], 3)
+    return {"wrk_closed_loop": wrk, "unloaded": unloaded, "capacity": capacity, **held}
 
 
 def _champion_home(work: Path, data_root: Path, epochs: int) -> Path:
+    from recsys import registry
+    from recsys.serve_bench import quick_champion
+
     home = registry.bentoml_home()
     if registry.champion(home) is not None:
         return Path(home)
-    print(f"soak_bench: no champion in {home}; training a quick one", file=sys.stderr)
+    _progress(f"no champion in {home}; training a quick one")
     quick_champion(data_root, work / "bentoml", epochs)
     return work / "bentoml"
+
+
+def _pacer_main(args: argparse.Namespace) -> int:
+    import uvloop
+
+    if args.pacer_cpu is not None:
+        os.sched_setaffinity(0, {args.pacer_cpu})
+    bodies = [line.encode() for line in args.bodies.read_text(encoding="utf-8").splitlines() if line]
+    summary = uvloop.run(
+        _pace(args.pace, bodies, args.rate, args.seconds, args.connections, args.service_pid)
+    )
+    print(json.dumps(summary))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60, help="length of the soak")
-    parser.add_argument("--fraction", type=float, default=0.8, help="share of the measured capacity to hold")
-    parser.add_argument("--connections", type=int, default=32, help="pacer's keep-alive connections")
+    parser.add_argument("--fraction", type=float, default=0.8, help="share of the open-loop capacity to hold")
+    parser.add_argument("--connections", type=int, default=16, help="pacer's keep-alive connections")
+    parser.add_argument("--pacer-cpu", type=int, help="pin the pacer to this CPU")
+    parser.add_argument("--step-seconds", type=float, default=STEP_SECONDS, help="length of a capacity step")
+    parser.add_argument("--max-steps", type=int, default=10, help="most capacity steps")
     parser.add_argument("--data-root", type=Path, default=Path("data"))
     parser.add_argument("--epochs", type=int, default=10, help="epochs of the quick model when no champion")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--pace", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--bodies", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--service-pid", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.pace:  # the pacer process of run_pacer
-        bodies = [line.encode() for line in args.bodies.read_text(encoding="utf-8").splitlines() if line]
-        import uvloop
-
-        summary = uvloop.run(_pace(args.pace, bodies, args.rate, args.seconds, args.connections))
-        print(json.dumps(summary))
-        return 0
+        return _pacer_main(args)
     if shutil.which("wrk") is None:
-        print("soak_bench: wrk is missing; install it with `apt-get install -y wrk`", file=sys.stderr)
+        _progress("wrk is missing; install it with `apt-get install -y wrk`")
         return 2
+    options = SoakOptions(
+        args.seconds, args.fraction, args.connections, args.pacer_cpu, args.step_seconds, args.max_steps
+    )
     with tempfile.TemporaryDirectory(prefix="recsys-soak-bench-") as tmp:
-        work = Path(tmp)
-        results = soak(
-            _champion_home(work, args.data_root, args.epochs),
-            work,
-            args.seconds,
-            args.fraction,
-            args.connections,
-        )
-    results |= verdict(results)
-    results |= {
-        "seconds": args.seconds,
-        "fraction": args.fraction,
-        "cpus": os.cpu_count(),
-        "targets": TARGETS,
-    }
+        results = soak(_champion_home(Path(tmp), args.data_root, args.epochs), Path(tmp), options)
+    results |= verdict(results["soak"], results["unloaded"]["p99_ms"], results["rss"]["growth"])
+    results |= {"options": asdict(options), "cpus": os.cpu_count(), "targets": TARGETS}
     results["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    from recsys.io import write_json
+
     write_json(args.out, results)
-    print(json.dumps(results, indent=2))
+    print(json.dumps({key: results[key] for key in ("capacity", "soak", "rss", "checks")}, indent=2))
     return 0
 
 

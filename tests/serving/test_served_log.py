@@ -13,9 +13,11 @@ import pytest
 from recsys.feedback import FeedbackStore, FeedbackUnavailableError, Served, ServedRecommendation
 from recsys.serving.runtime import (
     QUEUE_FULL,
+    SERVED_LOG_MAX_PER_S_ENV,
     SERVED_LOG_SAMPLE_ENV,
     STORE_UNAVAILABLE,
     ServedLog,
+    served_log_max_per_s_from_env,
     served_log_sample_from_env,
 )
 from tests.serving.conftest import ADMIN_TOKEN, Server, free_port, start_server, stop_server
@@ -94,6 +96,24 @@ def test_sampling_keeps_the_given_share_and_zero_turns_logging_off() -> None:
         served_log(store, sample=1.5)
 
 
+def test_the_rate_cap_bounds_what_is_logged_per_second_without_counting_drops() -> None:
+    store, clock = FakeStore(), Clock()
+    log = served_log(store, clock=clock, max_per_s=10.0)
+    for _ in range(25):  # a burst: one second's worth gets through
+        log.record("recommend", "u1", ANSWER, 0.0)
+    assert log.queued == 10 and log.rate_limited == 15 and log.dropped == {QUEUE_FULL: 0}
+    clock.now += 0.5  # half a second refills five
+    for _ in range(8):
+        log.record("recommend", "u1", ANSWER, 0.0)
+    assert log.queued == 15 and log.rate_limited == 18
+    clock.now += 100.0  # an idle spell never banks more than one second's worth
+    for _ in range(12):
+        log.record("recommend", "u1", ANSWER, 0.0)
+    assert log.queued == 25
+    with pytest.raises(ValueError, match="positive"):
+        served_log(store, max_per_s=0.0)
+
+
 def test_a_full_queue_drops_and_counts_without_raising() -> None:
     store, reported = FakeStore(), list[tuple[str, int]]()
     log = served_log(store, capacity=3)
@@ -156,6 +176,17 @@ def test_sample_rate_from_env_defaults_to_everything(monkeypatch: pytest.MonkeyP
     assert served_log_sample_from_env() == 1.0
     monkeypatch.setenv(SERVED_LOG_SAMPLE_ENV, " 0.25 ")
     assert served_log_sample_from_env() == 0.25
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "fast", "nan"])
+def test_rate_cap_from_env_refuses_bad_values_and_defaults_to_fifty(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv(SERVED_LOG_MAX_PER_S_ENV, raw)
+    with pytest.raises(ValueError, match=SERVED_LOG_MAX_PER_S_ENV):
+        served_log_max_per_s_from_env()
+    monkeypatch.setenv(SERVED_LOG_MAX_PER_S_ENV, "")
+    assert served_log_max_per_s_from_env() == 50.0
 
 
 # --- the real service -------------------------------------------------------------------------------

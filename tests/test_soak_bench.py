@@ -1,0 +1,184 @@
+"""The soak benchmark's pure parts: percentiles, step figures and verdicts, capacity search, targets."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+import pytest
+
+from recsys import soak_bench
+from recsys.soak_bench import (
+    busiest_others,
+    cpu_split,
+    next_rate,
+    percentile_ms,
+    search_capacity,
+    step_problems,
+    summarize,
+    verdict,
+)
+
+UNLOADED = {"p50_ms": 2.0, "p99_ms": 4.0}
+
+
+def step(**overrides: Any) -> dict[str, Any]:
+    """Figures of a step that holds against :data:`UNLOADED`; ``overrides`` break it."""
+    figures = {
+        "target_rps": 1000.0,
+        "achieved_rps": 1000.0,
+        "errors": 0,
+        "p99_ms": 6.0,
+        "p50_first_half_ms": 2.5,
+        "p50_second_half_ms": 2.5,
+    }
+    return figures | overrides
+
+
+def test_percentile_ms_converts_seconds_and_is_nan_when_empty() -> None:
+    assert percentile_ms([0.001, 0.002, 0.003], 50) == 2.0
+    assert percentile_ms(np.array([0.010] * 99 + [1.0]), 100) == 1000.0
+    assert np.isnan(percentile_ms([], 99))
+
+
+def test_summarize_splits_halves_and_windows_by_due_time_and_counts_unanswered() -> None:
+    rate = 2.0  # 5 s windows of 10 requests each
+    latency = np.array([0.001] * 10 + [0.100] * 9 + [np.nan])
+    lag = np.zeros(20)
+    figures = summarize(latency, lag, Counter({"200": 18, "503": 1}), rate, elapsed=10.0)
+    assert figures["requests"] == 20
+    assert figures["errors"] == 2  # one 503, one never answered
+    assert figures["outcomes"]["unanswered"] == 1
+    assert figures["achieved_rps"] == 1.9
+    assert figures["p50_first_half_ms"] == pytest.approx(1.0)
+    assert figures["p50_second_half_ms"] == pytest.approx(100.0)
+    assert figures["p99_by_window_ms"] == [pytest.approx(1.0), pytest.approx(100.0)]
+
+
+def test_a_clean_step_holds() -> None:
+    assert step_problems(step(), UNLOADED) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"errors": 3}, "3 errors"),
+        ({"achieved_rps": 980.0}, "answered 980"),
+        ({"p99_ms": 41.0}, "10 x unloaded"),
+        ({"p50_first_half_ms": 5.0, "p50_second_half_ms": 15.0}, "grew from 5 to 15"),
+        ({"p99_ms": float("nan")}, "p99 nan"),
+    ],
+)
+def test_a_step_fails_on_errors_lag_latency_or_a_growing_queue(overrides: dict[str, Any], words: str) -> None:
+    problems = step_problems(step(**overrides), UNLOADED)
+    assert len(problems) == 1
+    assert words in problems[0]
+
+
+def test_growth_is_judged_against_the_unloaded_median_when_the_first_half_is_faster() -> None:
+    # 1 ms -> 3.5 ms is 3.5x the first half but within 2 x the unloaded 2 ms median: noise, not a queue
+    assert step_problems(step(p50_first_half_ms=1.0, p50_second_half_ms=3.5), UNLOADED) == []
+
+
+def test_next_rate_doubles_until_a_failure_then_bisects_until_narrow() -> None:
+    assert next_rate(1000.0, None, 0.05) == 2000.0
+    assert next_rate(1000.0, 2000.0, 0.05) == 1500.0
+    assert next_rate(0.0, 1000.0, 0.05) == 500.0
+    assert next_rate(1960.0, 2000.0, 0.05) is None
+
+
+def test_search_capacity_converges_below_the_true_capacity() -> None:
+    true_capacity = 2345.0
+    tried: list[float] = []
+
+    def run_step(rate: float) -> dict[str, Any]:
+        tried.append(rate)
+        return {"target_rps": rate, "problems": [] if rate <= true_capacity else ["too fast"]}
+
+    found = search_capacity(run_step, start=1000.0, resolution=0.05, max_steps=20)
+    assert found["converged"]
+    assert 0.95 * true_capacity <= found["capacity_rps"] <= true_capacity
+    assert found["failed_rps"] > true_capacity
+    assert [s["target_rps"] for s in found["steps"]] == tried
+    assert tried[:2] == [1000.0, 2000.0]
+
+
+def test_search_capacity_stops_after_max_steps_and_reports_zero_when_nothing_held() -> None:
+    found = search_capacity(lambda rate: {"problems": ["down"]}, start=800.0, resolution=0.05, max_steps=3)
+    assert found == {
+        "capacity_rps": 0.0,
+        "failed_rps": 200.0,
+        "converged": False,
+        "steps": [{"problems": ["down"]}] * 3,
+    }
+
+
+def test_verdict_checks_each_target() -> None:
+    good = verdict({"errors": 0, "p99_ms": 7.9}, unloaded_p99_ms=4.0, rss_growth=0.02)
+    assert good["meets_targets"]
+    assert good["p99_ratio"] == 1.98
+    bad = verdict({"errors": 1, "p99_ms": 8.1}, unloaded_p99_ms=4.0, rss_growth=0.10)
+    assert bad["checks"] == {
+        "zero_errors": False,
+        "p99_within_2x_unloaded": False,
+        "rss_growth_below_10pct": False,
+    }
+    assert not bad["meets_targets"]
+
+
+def test_busiest_others_leaves_out_our_processes_and_idle_ones() -> None:
+    before = {1: ("sim", 10.0), 2: ("service", 5.0), 3: ("idle", 1.0)}
+    after = {1: ("sim", 40.0), 2: ("service", 50.0), 3: ("idle", 1.0), 4: ("new", 2.0)}
+    assert busiest_others(before, after, ours={2}) == [
+        {"process": "sim", "cpu_s": 30.0},
+        {"process": "new", "cpu_s": 2.0},
+    ]
+
+
+class _Answer(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs, 40 ms a request
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = b'{"items": []}' if self.path == "/recommend" else b"no"
+        self.send_response(200 if self.path == "/recommend" else 404)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _AnswerOnce(_Answer):
+    protocol_version = "HTTP/1.0"  # closes the connection after each answer
+
+
+@pytest.mark.parametrize("handler", [_Answer, _AnswerOnce], ids=["keep-alive", "closing"])
+def test_the_pacer_answers_every_request_and_reconnects_when_closed(
+    handler: type[BaseHTTPRequestHandler],
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        figures = asyncio.run(
+            soak_bench._pace(url, [b'{"user_id": "1"}'], rate=200.0, seconds=0.5, connections=2)
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert figures["requests"] == 100
+    assert figures["outcomes"] == {"200": 100}
+    assert figures["errors"] == 0
+
+
+def test_cpu_split_attributes_the_rest_of_the_machine_to_others() -> None:
+    cores = cpu_split((100.0, 10.0, 1.0), (118.0, 25.0, 2.0), seconds=10.0)
+    assert cores == {"machine": 1.8, "service": 1.5, "pacer": 0.1, "others": 0.2}
+    assert cpu_split((0.0, 0.0, 0.0), (1.0, 1.0, 0.5), seconds=1.0)["others"] == 0.0
