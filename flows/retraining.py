@@ -216,7 +216,9 @@ def retrain_and_evaluate(
     user_index = {user: row for row, user in enumerate(split.user_ids)}
     rest, holdout = split_feedback_holdout(events, params.retrain.feedback_holdout_fraction, params.seed)
     earlier = pd.DataFrame(columns=rest.columns) if history is None else without_users(history, erased_ids)[0]
-    trainable, n_protected = without_evaluation_pairs(pd.concat([earlier, rest], ignore_index=True), split)
+    pieces = [frame for frame in (earlier, rest) if not frame.empty]
+    candidates = pd.concat(pieces, ignore_index=True) if pieces else rest
+    trainable, n_protected = without_evaluation_pairs(candidates, split)
     trained = champion_training(artifact.known, split)
     # The split's own listens (empty rows for listeners known only through feedback): an erased user's
     # feedback-derived pairs are gone with their purged events.
