@@ -10,9 +10,10 @@ run) it:
 2. honours those erasures (:mod:`recsys.erasure`): purges the erased users' rows from every
    ``data/feedback/events-*.parquet`` and drops their events from this export. When none of them is a user
    of the champion and no event is left, it records the erasures in the cursor and stops there;
-3. writes the events to ``data/feedback/events-<cursor>.parquet``, a data version of its own. Tracking it
-   with DVC is optional: ``dvc add data/feedback/events-<cursor>.parquet`` and commit the ``.dvc`` file
-   (the DVC cache then keeps every version, an erased user's rows included, until ``dvc gc``);
+3. writes the events to ``data/feedback/events-<cursor>.parquet``, a data version of its own: in a DVC
+   project it is ``dvc add``-ed (:func:`track_with_dvc`; commit the ``.dvc`` file, which ``.gitignore``
+   lets through), and a file purged for an erasure is re-added (the DVC cache keeps the older version,
+   an erased user's rows included, until ``dvc gc``);
 4. holds out each user's latest events (``retrain.feedback_holdout_fraction``) as the recent-feedback test,
    and drops events on pairs of the fixed test split or on cold-start items (they would leak the test);
 5. merges the rest, together with every event of the earlier exports (their holdouts and the events
@@ -35,6 +36,7 @@ run) it:
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 import time
 from dataclasses import replace
@@ -48,7 +50,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.training import CHALLENGER, run_lock
+from flows.training import CHALLENGER, dvc_executable, run_lock
 from recsys.config import Params, load_params
 from recsys.erasure import (
     EVENTS_GLOB,
@@ -102,6 +104,27 @@ def export_feedback(feedback_url: str, since: int) -> tuple[pd.DataFrame, int]:
     with FeedbackStore(feedback_url, create=False) as store:
         frame = store.export_frame(since)
     return frame, int(frame.attrs[EXPORT_CURSOR_ATTR])
+
+
+@task(name="track-with-dvc", cache_policy=NO_CACHE)
+def track_with_dvc(root: str, files: list[str]) -> list[str]:
+    """``dvc add`` the feedback ``files`` (relative to ``root``) when ``root`` is a DVC project.
+
+    Each export then is a data version of its own: its ``.dvc`` file (visible to git through
+    ``.gitignore``'s ``!/data/feedback/*.dvc``) pins the content, and a purge for an erasure re-adds the
+    file, so the ``.dvc`` moves to the purged content. Returns the ``.dvc`` files written (none outside a
+    DVC project).
+    """
+    project = Path(root)
+    if not files or not (project / ".dvc").is_dir():
+        return []
+    done = subprocess.run(
+        [dvc_executable(), "add", "-q", *files], cwd=project, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise RecsysError(f"dvc add {' '.join(files)} failed in {project}: {' / '.join(detail)}")
+    return [f"{file}.dvc" for file in files]
 
 
 @task(name="load-feedback-history", cache_policy=NO_CACHE)
@@ -348,6 +371,7 @@ def retraining_flow(
         path = events_file(root, position) if not events.empty else None
         if path is not None:
             write_parquet(path, events)
+            erasure["dvc_files"] += track_with_dvc(str(root), [str(path.relative_to(root))])
         history = load_history(str(root), path)
         outcome = retrain_and_evaluate(str(root), events, pending.pseudonyms, pending.salt, history)
         decision = gate_and_promote(str(root), outcome)
@@ -393,9 +417,10 @@ def _honour_erasures(root: Path, pending: PendingErasures, events: pd.DataFrame)
     """
     if not pending:
         nothing = {"erasures": 0, "erased_users": 0, "purged_rows": 0, "purged_files": {}, "erased_events": 0}
-        return {"events": events} | nothing
+        return {"events": events, "dvc_files": []} | nothing
     purged = purge_exported_feedback(str(root), pending.pseudonyms, pending.salt)
     kept, n_dropped = without_erased_events(events, pending.pseudonyms, pending.salt)
+    rewritten = [str(FEEDBACK_DIR / name) for name, n in purged.items() if n]
     return {
         "events": kept,
         "erasures": pending.n_records,
@@ -403,6 +428,7 @@ def _honour_erasures(root: Path, pending: PendingErasures, events: pd.DataFrame)
         "purged_rows": sum(purged.values()),
         "purged_files": {name: n for name, n in purged.items() if n},
         "erased_events": n_dropped,
+        "dvc_files": track_with_dvc(str(root), rewritten),
     }
 
 

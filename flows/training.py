@@ -255,7 +255,7 @@ def dvc_stage(stage: str, project_dir: str, data_dir: str | None = None) -> dict
         DVC exited non-zero; the message holds the stage's error lines.
     """
     start = time.perf_counter()
-    command = [_dvc_executable(), "repro", stage]
+    command = [dvc_executable(), "repro", stage]
     code, lines = stream_command(command, Path(project_dir), stage_environment(data_dir), stage)
     if code != 0:
         detail, command_exit = failure_detail(lines)
@@ -264,7 +264,8 @@ def dvc_stage(stage: str, project_dir: str, data_dir: str | None = None) -> dict
     return {"stage": stage, "outcome": outcome, "seconds": round(time.perf_counter() - start, 2)}
 
 
-def _dvc_executable() -> str:
+def dvc_executable() -> str:
+    """The ``dvc`` beside this Python (the project's virtualenv), else the one on ``PATH``."""
     beside = Path(sys.executable).parent / "dvc"
     return str(beside) if beside.exists() else "dvc"
 

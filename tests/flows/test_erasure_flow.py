@@ -7,7 +7,9 @@ retrains without them, and a run after that changes nothing.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 import scipy.sparse as sp
 
 from flows.retraining import ERASURES_ONLY, NO_NEW_FEEDBACK, retraining_flow
+from flows.training import dvc_executable
 from recsys import gate, registry
 from recsys.columns import Col
 from recsys.erasure import ERASED_PREFIX
@@ -50,6 +53,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, registry_home: Path) -> Pa
     built = _build_project(root / "data")
     shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
     (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
+    subprocess.run([dvc_executable(), "init", "--no-scm", "-q"], cwd=root, check=True)
     registry.promote(built.save(0.1, registry_home), home=registry_home)
     return root
 
@@ -165,6 +169,15 @@ def test_an_erasure_alone_retrains_and_removes_the_users_feedback_everywhere(
     assert _row(after.known, after.user_ids, OTHER_NEW_LISTENER).any()
     remaining = _exported(project)
     assert not remaining[Col.USER].isin([NEW_LISTENER, erased]).any()
+    # The purged files were re-added to DVC: their .dvc files point at the purged content.
+    assert summary["dvc_files"] and all(name.endswith(".parquet.dvc") for name in summary["dvc_files"])
+    status = subprocess.run(
+        [dvc_executable(), "status", "--json", *summary["dvc_files"]],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
+    assert status.returncode == 0 and json.loads(status.stdout) == {}
     expected = exported[~exported[Col.USER].isin([NEW_LISTENER, erased])]
     assert sorted(remaining[Col.EVENT_ID]) == sorted(expected[Col.EVENT_ID])
     audit = [record for record in store.audit_log() if record.action == "delete_user"]

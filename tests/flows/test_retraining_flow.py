@@ -5,7 +5,9 @@ Tests run in file order and share the module's project, store and registry.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +27,7 @@ from flows.retraining import (
     retrain_and_evaluate,
     retraining_flow,
 )
+from flows.training import dvc_executable
 from recsys import gate, registry
 from recsys.feedback import FeedbackEvent, FeedbackStore
 from recsys.gate import GateDecision
@@ -79,6 +82,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, own_registry: Path) -> Pat
     built = _build_project(root / "data")
     shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
     (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
+    # A DVC project (without git), so each export is added to DVC as its own data version.
+    subprocess.run([dvc_executable(), "init", "--no-scm", "-q"], cwd=root, check=True)
     tag = built.save(0.1, own_registry)
     registry.promote(tag, home=own_registry)
     return root
@@ -143,6 +148,12 @@ def test_known_listeners_feedback_warm_starts_a_gated_challenger_and_advances_th
     assert summary["champion"]["feedback_users"] > 0  # each user's latest event, a like, is held out
     exported = pd.read_parquet(events_file(project, summary["cursor"]))
     assert sorted(exported["event_id"]) == sorted(f"first-{i}" for i in range(len(rows)))
+    relative = events_file(project, summary["cursor"]).relative_to(project)
+    assert summary["dvc_files"] == [f"{relative}.dvc"] and (project / f"{relative}.dvc").exists()
+    status = subprocess.run(
+        [dvc_executable(), "status", "--json", f"{relative}.dvc"], cwd=project, capture_output=True, text=True
+    )
+    assert status.returncode == 0 and json.loads(status.stdout) == {}  # tracked and unchanged
     cursor = FeedbackCursor.load(project / CURSOR_FILE)
     assert cursor.position == summary["cursor"] and cursor.history[-1]["events"] == len(rows)
     champion_after = registry.champion()
