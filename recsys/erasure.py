@@ -11,9 +11,9 @@ every later retraining starts. For each audit record it has not honoured yet
    exported file) and matching them with the audit pseudonyms, so no raw id is ever stored for an erasure;
 2. purges their rows from every exported events file (:func:`purge_event_files`, an atomic rewrite) and
    drops their events from the current export, the recent-feedback holdout included;
-3. resets their rows of the training base to their original Last.fm listens, or to nothing for listeners
-   known only through feedback (:func:`reset_rows`), whose ids it replaces by ``erased:<pseudonym>``
-   (:func:`anonymise_ids`) so the raw id leaves the model too;
+3. rebuilds the training data from the split's own listens and the purged files, so their rows hold
+   only their original Last.fm listens, or nothing for listeners known only through feedback, whose ids
+   it replaces by ``erased:<pseudonym>`` (:func:`anonymise_ids`) so the raw id leaves the model too;
 4. fits the challenger from scratch (a warm start would keep the erased user's embedding and its pull on
    the item embeddings) and promotes it whatever the metrics (:func:`honour_erasure`): erasure is a legal
    obligation, not a quality choice.
@@ -27,10 +27,6 @@ Examples
 >>> from recsys.feedback import pseudonymise
 >>> erased_users(["u1", "u2", "u3"], {pseudonymise("u2", salt="s")}, salt="s")
 ['u2']
->>> base = sp.csr_matrix(np.array([[1.0, 5.0], [0.0, 2.0], [3.0, 0.0]], dtype=np.float32))
->>> original = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]], dtype=np.float32))
->>> reset_rows(base, [0, 2], original).toarray().tolist()
-[[1.0, 0.0], [0.0, 2.0], [0.0, 0.0]]
 """
 
 from __future__ import annotations
@@ -40,9 +36,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from recsys.columns import Col
 from recsys.errors import DataError
@@ -156,30 +150,6 @@ def purge_event_files(
             write_parquet(path, kept)
         removed[path.name] = n_removed
     return removed
-
-
-def reset_rows(base: sp.csr_matrix, rows: Sequence[int], original: sp.csr_matrix) -> sp.csr_matrix:
-    """``base`` with ``rows`` replaced by the same rows of ``original``; ``base`` is not modified.
-
-    Parameters
-    ----------
-    base : csr_matrix
-        The training matrix the next model would start from (original listens plus merged feedback).
-    rows : sequence of int
-        Rows of the erased users.
-    original : csr_matrix
-        The same shape: the listens that do not come from feedback, i.e. the split's ``train_full``, with
-        empty rows for listeners known only through feedback (:func:`recsys.retrain.align_split` builds it).
-    """
-    if base.shape != original.shape:
-        raise ValueError(f"the original listens {original.shape} do not match the base matrix {base.shape}")
-    chosen = np.zeros(base.shape[0], dtype=np.float32)
-    chosen[np.asarray(rows, dtype=np.int64)] = 1.0
-    kept = sp.diags(1.0 - chosen) @ sp.csr_matrix(base, dtype=np.float32)
-    restored = sp.diags(chosen) @ sp.csr_matrix(original, dtype=np.float32)
-    reset = sp.csr_matrix(kept + restored, dtype=np.float32)
-    reset.eliminate_zeros()
-    return reset
 
 
 def anonymise_ids(

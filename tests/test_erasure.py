@@ -5,10 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 from recsys.columns import Col
 from recsys.erasure import (
@@ -18,7 +16,6 @@ from recsys.erasure import (
     honour_erasure,
     pending_erasures,
     purge_event_files,
-    reset_rows,
     without_erased_events,
 )
 from recsys.errors import DataError
@@ -93,22 +90,6 @@ def test_purge_rewrites_only_the_files_that_hold_erased_rows(tmp_path: Path) -> 
     assert (tmp_path / "events-5.parquet").stat().st_mtime_ns == untouched
     assert not list(tmp_path.glob("*.tmp"))
     assert set(purge_event_files(tmp_path, {pseudonymise("x", SALT)}, SALT).values()) == {0}
-
-
-def test_reset_rows_restores_original_listens_and_empties_feedback_only_rows() -> None:
-    base = sp.csr_matrix(np.array([[1, 4, 0], [2, 0, 3], [0, 5, 1], [6, 0, 0]], dtype=np.float32))
-    # Row 1 lost a pair to a dislike, row 3 is a feedback-only listener: both are erased.
-    original = sp.csr_matrix(np.array([[1, 0, 0], [2, 7, 3], [0, 5, 0], [0, 0, 0]], dtype=np.float32))
-
-    reset = reset_rows(base, [1, 3], original)
-
-    assert reset.dtype == np.float32
-    assert reset.toarray().tolist() == [[1, 4, 0], [2, 7, 3], [0, 5, 1], [0, 0, 0]]
-    assert reset.nnz == 7  # no explicit zeros left behind
-    assert base[3, 0] == 6  # the input is not modified
-    assert (reset_rows(base, [], original) != base).nnz == 0
-    with pytest.raises(ValueError, match="do not match"):
-        reset_rows(base, [1], original[:3])
 
 
 def test_anonymise_ids_replaces_only_erased_feedback_only_listeners() -> None:
