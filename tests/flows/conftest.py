@@ -183,3 +183,27 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
     base = tmp_path_factory.mktemp("flows")
     raw = write_synthetic_raw(base / "raw")
     return make_tiny_project(base / "project", raw)
+
+
+def force_feedback_gate(monkeypatch: pytest.MonkeyPatch, promote: bool) -> None:
+    """Make the retraining flow's gate answer ``promote`` whatever the metrics of a tiny model say."""
+    from recsys import gate
+    from recsys.gate import GateDecision
+
+    def decide(challenger: Any, champion: Any, params: Any) -> GateDecision:
+        return GateDecision(promote, [f"test gate: promote={promote}"], {})
+
+    monkeypatch.setattr(gate, "decide_feedback", decide)
+
+
+def feedback_state(project: Path) -> dict[str, Any]:
+    """What a retraining run may change: the cursor, the champion, the exported files' bytes, the models."""
+    from recsys import registry
+    from recsys.retrain import CURSOR_FILE
+
+    return {
+        "cursor": (project / CURSOR_FILE).read_text(encoding="utf-8"),
+        "champion": registry.champion(),
+        "files": {p.name: p.read_bytes() for p in (project / "data" / "feedback").glob("events-*.parquet")},
+        "models": len(registry.list_models()),
+    }

@@ -22,14 +22,14 @@ import scipy.sparse as sp
 
 from flows.retraining import ERASURES_ONLY, NO_NEW_FEEDBACK, retraining_flow
 from flows.training import dvc_executable
-from recsys import gate, registry
+from recsys import registry
 from recsys.columns import Col
 from recsys.erasure import ERASED_PREFIX
 from recsys.feedback import FeedbackEvent, FeedbackStore
-from recsys.gate import GateDecision
 from recsys.retrain import CURSOR_FILE, FeedbackCursor
 from recsys.split import Split, load_split
 from tests.conftest import PROJECT_ROOT
+from tests.flows.conftest import feedback_state, force_feedback_gate
 from tests.test_registry import _build_project
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -85,13 +85,6 @@ def _run(project: Path, store: FeedbackStore) -> dict[str, Any]:
     return result
 
 
-def _gate_says(monkeypatch: pytest.MonkeyPatch, promote: bool) -> None:
-    def decide(challenger: Any, champion: Any, params: Any) -> GateDecision:
-        return GateDecision(promote, [f"test gate: promote={promote}"], {})
-
-    monkeypatch.setattr(gate, "decide_feedback", decide)
-
-
 def _exported(project: Path) -> pd.DataFrame:
     files = sorted((project / FEEDBACK_DIR).glob("events-*.parquet"))
     return pd.concat([pd.read_parquet(path) for path in files], ignore_index=True)
@@ -117,7 +110,7 @@ def test_feedback_is_exported_and_merged_into_the_champion(
             for n, (u, i, e) in enumerate(rows)
         ]
     )
-    _gate_says(monkeypatch, promote=True)  # the tiny model's metrics must not decide this setup step
+    force_feedback_gate(monkeypatch, promote=True)  # the tiny model's metrics must not decide this setup step
 
     summary = _run(project, store)
 
@@ -140,7 +133,7 @@ def test_an_erasure_alone_retrains_and_removes_the_users_feedback_everywhere(
     # The store deletes its copy; the exported file and the champion still hold the feedback.
     assert store.delete_user(NEW_LISTENER, "erasure request") == (exported[Col.USER] == NEW_LISTENER).sum()
     store.delete_user(erased, "erasure request")
-    _gate_says(monkeypatch, promote=False)  # the metrics would keep the champion
+    force_feedback_gate(monkeypatch, promote=False)  # the metrics would keep the champion
 
     summary = _run(project, store)
 
@@ -191,10 +184,7 @@ def test_an_erasure_alone_retrains_and_removes_the_users_feedback_everywhere(
 
 
 def test_a_third_run_changes_nothing(prefect_harness: None, project: Path, store: FeedbackStore) -> None:
-    cursor_text = (project / CURSOR_FILE).read_text(encoding="utf-8")
-    champion = registry.champion()
-    files = {path: path.read_bytes() for path in (project / FEEDBACK_DIR).glob("events-*.parquet")}
-    models = len(registry.list_models())
+    before = feedback_state(project)
 
     summary = _run(project, store)
 
@@ -202,10 +192,7 @@ def test_a_third_run_changes_nothing(prefect_harness: None, project: Path, store
         "status": NO_NEW_FEEDBACK,
         "cursor": FeedbackCursor.load(project / CURSOR_FILE).position,
     }
-    assert (project / CURSOR_FILE).read_text(encoding="utf-8") == cursor_text
-    assert registry.champion() == champion
-    assert {path: path.read_bytes() for path in (project / FEEDBACK_DIR).glob("events-*.parquet")} == files
-    assert len(registry.list_models()) == models
+    assert feedback_state(project) == before
 
 
 def test_erasing_a_listener_the_model_never_saw_is_recorded_without_a_retrain(

@@ -28,12 +28,12 @@ from flows.retraining import (
     retraining_flow,
 )
 from flows.training import dvc_executable
-from recsys import gate, registry
+from recsys import registry
 from recsys.feedback import FeedbackEvent, FeedbackStore
-from recsys.gate import GateDecision
 from recsys.retrain import CURSOR_FILE, FeedbackCursor
 from recsys.split import load_split
 from tests.conftest import PROJECT_ROOT
+from tests.flows.conftest import feedback_state, force_feedback_gate
 from tests.test_registry import _build_project
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -169,10 +169,7 @@ def test_known_listeners_feedback_warm_starts_a_gated_challenger_and_advances_th
 def test_a_second_run_without_new_feedback_changes_nothing(
     prefect_harness: None, project: Path, store: FeedbackStore
 ) -> None:
-    cursor_text = (project / CURSOR_FILE).read_text(encoding="utf-8")
-    champion = registry.champion()
-    files = sorted((project / "data/feedback").glob("events-*.parquet"))
-    models = len(registry.list_models())
+    before = feedback_state(project)
 
     summary = _run(project, store)
 
@@ -180,10 +177,7 @@ def test_a_second_run_without_new_feedback_changes_nothing(
         "status": NO_NEW_FEEDBACK,
         "cursor": FeedbackCursor.load(project / CURSOR_FILE).position,
     }
-    assert (project / CURSOR_FILE).read_text(encoding="utf-8") == cursor_text
-    assert registry.champion() == champion
-    assert sorted((project / "data/feedback").glob("events-*.parquet")) == files
-    assert len(registry.list_models()) == models
+    assert feedback_state(project) == before  # cursor, champion, exported files (bytes), models
 
 
 def test_a_new_listener_forces_a_full_fit_that_grows_the_user_rows(
@@ -248,13 +242,6 @@ def test_the_next_run_starts_from_the_retrained_champion(
     assert summary["events"] == 3
 
 
-def _refuse_or_promote(monkeypatch: pytest.MonkeyPatch, promote: bool) -> None:
-    def decide(challenger: Any, champion: Any, params: Any) -> GateDecision:
-        return GateDecision(promote, [f"test gate: promote={promote}"], {})
-
-    monkeypatch.setattr(gate, "decide_feedback", decide)
-
-
 def test_events_of_a_refused_run_and_its_holdout_are_trained_on_next_time(
     prefect_harness: None, project: Path, store: FeedbackStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -269,13 +256,13 @@ def test_events_of_a_refused_run_and_its_holdout_are_trained_on_next_time(
 
     refused = [pair for user in ("u06", "u07", "u08") for pair in new_pairs(user, 3)]
     _add(store, [(user, item, "like") for user, item in refused], "refused-")
-    _refuse_or_promote(monkeypatch, promote=False)
+    force_feedback_gate(monkeypatch, promote=False)
     first = _run(project, store)
     assert not first["promote"] and first["n_holdout_events"] > 0  # some of them were only a test
 
     later = new_pairs("u09", 1)
     _add(store, [(user, item, "play") for user, item in later], "later-")
-    _refuse_or_promote(monkeypatch, promote=True)
+    force_feedback_gate(monkeypatch, promote=True)
     second = _run(project, store)
 
     assert second["promote"] and second["events"] == len(later)
