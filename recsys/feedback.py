@@ -425,6 +425,21 @@ class FeedbackStore:
         with self._guard("reading dislikes"), self._engine.connect() as conn:
             return set(conn.execute(query.distinct()).scalars())
 
+    def dislikes_since(self, cursor: int = 0) -> tuple[list[tuple[str, str]], int]:
+        """Every ``(user, item)`` dislike stored with an id above ``cursor``, and the highest such id.
+
+        For the service's in-memory dislike index: ``cursor=0`` reads them all. With no new dislikes the
+        cursor comes back unchanged. Unlike :meth:`events_since` it does not wait for in-flight writers
+        (that would block every insert): a caller that must not miss a late commit reads again from a
+        little below its cursor.
+        """
+        query = sa.select(EVENTS.c[_ID], EVENTS.c[Col.USER], EVENTS.c[Col.ITEM]).where(
+            EVENTS.c[_ID] > cursor, EVENTS.c[Col.EVENT] == "dislike"
+        )
+        with self._guard("reading dislikes"), self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [(user, item) for _, user, item in rows], max((int(row[0]) for row in rows), default=cursor)
+
     def events_since(self, cursor: int | None = None, limit: int = 1000) -> tuple[list[FeedbackEvent], int]:
         """Return up to ``limit`` events stored after ``cursor`` (``None``: the start) and the new cursor.
 

@@ -174,13 +174,12 @@ def require_admin(request: Request, runtime: Runtime) -> None:
 
 
 async def dislikes(runtime: Runtime, user_id: str | None) -> frozenset[str]:
-    """The listener's disliked items: from the worker's cache, else from the store in a thread."""
+    """The listener's disliked items from the worker's index, synced first if another worker signalled."""
     if user_id is None:
         return frozenset()
-    cached = runtime.feedback.cached_dislikes(user_id)
-    if cached is not None:
-        return cached
-    return await anyio.to_thread.run_sync(runtime.feedback.load_dislikes, user_id)
+    if runtime.feedback.signalled():
+        await anyio.to_thread.run_sync(runtime.feedback.sync)
+    return runtime.feedback.dislikes(user_id)
 
 
 async def recommend(request: Request) -> Response:
@@ -307,11 +306,16 @@ def guarded(handler: Handler) -> Handler:
     return endpoint
 
 
-async def poll_reloads(runtime: Runtime) -> None:
-    """Follow reloads announced by other workers, and keep trying while no model is loaded."""
+async def follow_changes(runtime: Runtime) -> None:
+    """Follow reloads announced by other workers, keep trying while no model is loaded, sync dislikes."""
     last_try = 0.0
     while True:
         await asyncio.sleep(POLL_S)
+        if runtime.feedback.due():
+            try:
+                await anyio.to_thread.run_sync(runtime.feedback.sync)
+            except Exception:  # a bug in the sync must not stop this loop from following reloads
+                _LOG.exception("dislike sync failed")
         now = asyncio.get_running_loop().time()
         if runtime.models.state is None and now - last_try < RETRY_LOAD_S:
             continue
@@ -326,7 +330,7 @@ def create_app() -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         runtime: Runtime | None = getattr(app.state, "runtime", None)
-        task = asyncio.create_task(poll_reloads(runtime)) if runtime is not None else None
+        task = asyncio.create_task(follow_changes(runtime)) if runtime is not None else None
         if runtime is not None:
             runtime.start_served_log()
         yield

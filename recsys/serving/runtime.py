@@ -1,12 +1,11 @@
 """The service's moving parts: settings from the environment, the swappable model, the feedback store
 and the log of served recommendations.
 
-Several worker processes serve one port. A reload or a dislike handled by one worker must reach the
-others before the client's next request, so each change also appends a byte to a signal file in a
-runtime folder shared by the workers; every worker compares that file's ``stat`` (about a microsecond)
-before it trusts its caches. Workers on other machines share no folder: there the dislike cache also
-expires, each entry after a random 50-100 % of :attr:`ServingSettings.dislike_ttl_s` (so entries
-loaded together do not all refresh at once).
+Several worker processes serve one port. A reload, a dislike or an erasure handled by one worker must
+reach the others before the client's next request, so each change also appends a byte to a signal file
+in a runtime folder shared by the workers; every worker compares that file's ``stat`` (about a
+microsecond) before it trusts what it holds. Workers on other machines share no folder: they pick up
+dislikes every :attr:`ServingSettings.dislike_sync_s` seconds (see :class:`Feedback`).
 """
 
 from __future__ import annotations
@@ -51,8 +50,8 @@ SERVED_LOG_MAX_PER_S_ENV = "RECSYS_SERVED_LOG_MAX_PER_S"
 SERVED_LOG_SAMPLE_ENV = "RECSYS_SERVED_LOG_SAMPLE"
 """Share of answered recommendation requests logged to the store (float 0-1, default 1; 0 turns it off)."""
 DEFAULT_FEEDBACK_URL = "sqlite:///data/feedback/feedback.db"
-RELOAD_SIGNAL, DISLIKE_SIGNAL = "reload", "dislike"
-MAX_CACHED_USERS = 100_000
+RELOAD_SIGNAL, DISLIKE_SIGNAL, ERASE_SIGNAL = "reload", "dislike", "erase"
+_NOTHING: frozenset[str] = frozenset()
 
 Counter = Callable[[str, bool], None]
 DropCounter = Callable[[str, int], None]
@@ -70,7 +69,8 @@ class ServingSettings(BaseModel):
     admin_token: str | None
     runtime_dir: Path
     allowed_origins: tuple[str, ...] = ()
-    dislike_ttl_s: float = 30.0
+    dislike_sync_s: float = Field(5.0, gt=0.0)
+    dislike_full_sync_s: float = Field(600.0, gt=0.0)
     feedback_retry_s: float = 5.0
     served_log_sample: float = Field(1.0, ge=0.0, le=1.0)
     served_log_flush_s: float = Field(1.0, gt=0.0)
@@ -218,29 +218,52 @@ class ModelHolder:
 
 
 class Feedback:
-    """The feedback store plus a per-worker cache of each listener's disliked items.
+    """The feedback store plus every listener's disliked items, held in memory by each worker.
 
-    A database outage never fails a recommendation: reads fall back to the cached dislikes (or none)
-    and the store is not asked again for ``retry_s`` seconds.
+    A recommendation never waits for the database: :meth:`dislikes` is a dictionary lookup. The index is
+    loaded in full when the worker starts and brought up to date by :meth:`sync`, which reads only the
+    dislikes stored since the last one (a query on the primary key) and runs in a thread:
+
+    - after a dislike is stored through this worker (before the POST returns), and when another worker
+      of the service signals one (before this worker's next answer uses the index), so a listener never
+      gets back an artist they just disliked;
+    - every :attr:`ServingSettings.dislike_sync_s` seconds, for dislikes stored by services on other
+      machines, which share the store but not the signals folder;
+    - in full after an erasure signalled by any worker, and every
+      :attr:`ServingSettings.dislike_full_sync_s` seconds for erasures made elsewhere.
+
+    Before, each worker cached a listener's dislikes for 30 s and asked the store on a miss: a worker
+    that had not yet seen the listeners (a restart, new connections) then ran a query per request and
+    stalled for a second under load (measured by the soak benchmark). The index costs about 200 bytes
+    per disliked (listener, artist) pair per worker.
+
+    A database outage never fails a recommendation: the index keeps what it has, and the store is not
+    asked again for ``retry_s`` seconds.
     """
+
+    LATE_COMMIT_IDS = 1_000
+    """Each incremental sync re-reads this many ids below its cursor: PostgreSQL hands out ids before
+    commit, so a dislike may become visible after one with a higher id (re-reading is idempotent)."""
 
     def __init__(
         self,
         settings: ServingSettings,
         signals: Signals,
         clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
     ) -> None:
         self.url = settings.feedback_url
         self.signals, self.clock = signals, clock
-        self.ttl_s, self.retry_s = settings.dislike_ttl_s, settings.feedback_retry_s
-        self._rng = rng or random.Random()
+        self.sync_s, self.full_sync_s = settings.dislike_sync_s, settings.dislike_full_sync_s
+        self.retry_s = settings.feedback_retry_s
         self._store: FeedbackStore | None = None
-        # user -> (expiry time, disliked items)
-        self._cache: dict[str, tuple[float, frozenset[str]]] = {}
-        self._seen = signals.version(DISLIKE_SIGNAL)
-        self._down_until = 0.0
+        self._index: dict[str, frozenset[str]] = {}
+        self._cursor = 0
+        self._loaded = False
+        self._synced_at = self._full_at = -math.inf
+        self._seen = self._erased_seen = (-1, -1, -1)
+        self._down_until = -math.inf
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
 
     def store(self) -> FeedbackStore:
         """The store, created (with its schema) on first successful use."""
@@ -256,13 +279,11 @@ class Feedback:
             return self._store
 
     def add(self, events: list[FeedbackEvent]) -> AddResult:
-        """Store events durably (raises :class:`FeedbackUnavailableError`), then announce new dislikes."""
+        """Store events durably (raises :class:`FeedbackUnavailableError`); index and announce dislikes."""
         result = self.store().add_events(events)
-        disliked = {event.user_id for event in events if event.event == "dislike"}
-        if disliked:
-            for user in disliked:
-                self._cache.pop(user, None)
+        if any(event.event == "dislike" for event in events):
             self.signals.bump(DISLIKE_SIGNAL)
+            self.sync()
         return result
 
     def delete_user(self, user_id: str, reason: str) -> int:
@@ -271,41 +292,85 @@ class Feedback:
         The events are gone from the store, so the next retraining export cannot see them either.
         """
         deleted = self.store().delete_user(user_id, reason)
-        self._cache.pop(user_id, None)
-        self.signals.bump(DISLIKE_SIGNAL)
+        self.signals.bump(ERASE_SIGNAL)
+        self.sync()
         return deleted
 
-    def cached_dislikes(self, user_id: str) -> frozenset[str] | None:
-        """Fresh cached dislikes of ``user_id``, or None when the store must be asked."""
-        version = self.signals.version(DISLIKE_SIGNAL)
-        if version != self._seen:
-            self._cache.clear()
-            self._seen = version
-        entry = self._cache.get(user_id)
-        if entry is not None and self.clock() < entry[0]:
-            return entry[1]
-        if self.clock() < self._down_until:
-            return entry[1] if entry is not None else frozenset()
-        return None
+    def dislikes(self, user_id: str) -> frozenset[str]:
+        """The items ``user_id`` disliked, as of the last sync (never blocks)."""
+        return self._index.get(user_id, _NOTHING)
 
-    def load_dislikes(self, user_id: str) -> frozenset[str]:
-        """Ask the store (blocking: run in a thread); on an outage use what is cached, or nothing."""
-        before = self.signals.version(DISLIKE_SIGNAL)
-        try:
-            found = frozenset(self.store().disliked_items(user_id))
-        except FeedbackUnavailableError as err:
-            self._down_until = self.clock() + self.retry_s
-            _LOG.warning("recommending without fresh dislikes: %s", err)
-            entry = self._cache.get(user_id)
-            return entry[1] if entry is not None else frozenset()
-        if len(self._cache) >= MAX_CACHED_USERS:
-            self._cache.clear()
-        if self.signals.version(DISLIKE_SIGNAL) == before:  # else a dislike raced the read: do not cache
-            # Each entry lives a random 50-100 % of the TTL: users first seen together (a burst, a restart)
-            # would otherwise all expire at once, and their refreshes stalled every worker for hundreds of
-            # milliseconds every TTL under load (measured by the soak benchmark).
-            self._cache[user_id] = (self.clock() + self.ttl_s * self._rng.uniform(0.5, 1.0), found)
-        return found
+    @property
+    def loaded(self) -> bool:
+        """Whether the index has been read in full at least once."""
+        return self._loaded
+
+    def signalled(self) -> bool:
+        """Whether a worker announced a dislike or an erasure since the last sync (about a microsecond).
+
+        False while the store is known to be down: the answer then goes out with the index as it is.
+        """
+        if self.clock() < self._down_until:
+            return False
+        return (
+            self.signals.version(DISLIKE_SIGNAL) != self._seen
+            or self.signals.version(ERASE_SIGNAL) != self._erased_seen
+        )
+
+    def due(self) -> bool:
+        """Whether the background poll should call :meth:`sync`: never loaded, signalled, or time is up."""
+        now = self.clock()
+        if now < self._down_until:
+            return False
+        return not self._loaded or now - self._synced_at >= self.sync_s or self.signalled()
+
+    def sync(self) -> None:
+        """Bring the index up to date from the store (blocking: run in a thread).
+
+        Reads the whole index when it was never loaded, after an erasure or every ``full_sync_s``; else
+        only the dislikes stored since the last sync. On an outage the index stays as it is.
+        """
+        with self._sync_lock:
+            # Versions are read before the store: a signal raised during the read triggers another sync.
+            seen, erased = self.signals.version(DISLIKE_SIGNAL), self.signals.version(ERASE_SIGNAL)
+            now = self.clock()
+            full = not self._loaded or erased != self._erased_seen or now - self._full_at >= self.full_sync_s
+            try:
+                if full:
+                    self._load_all(self.store())
+                    self._full_at = now
+                else:
+                    self._load_since(self.store())
+            except FeedbackUnavailableError as err:
+                self._down_until = self.clock() + self.retry_s
+                _LOG.warning("recommending with the dislikes known so far: %s", err)
+                return
+            self._seen, self._erased_seen, self._synced_at = seen, erased, now
+
+    def _load_all(self, store: FeedbackStore) -> None:
+        started = time.perf_counter()
+        pairs, cursor = store.dislikes_since(0)
+        grouped: dict[str, set[str]] = collections.defaultdict(set)
+        for user, item in pairs:
+            grouped[user].add(item)
+        # One reference swap: the event loop reads the old index or the new one, never a mix.
+        self._index = {user: frozenset(items) for user, items in grouped.items()}
+        self._cursor, self._loaded = cursor, True
+        _LOG.info(
+            "dislike index: %d dislikes of %d listeners read in %.0f ms",
+            len(pairs),
+            len(self._index),
+            (time.perf_counter() - started) * 1e3,
+        )
+
+    def _load_since(self, store: FeedbackStore) -> None:
+        pairs, cursor = store.dislikes_since(max(0, self._cursor - self.LATE_COMMIT_IDS))
+        grouped: dict[str, set[str]] = collections.defaultdict(set)
+        for user, item in pairs:
+            grouped[user].add(item)
+        for user, items in grouped.items():
+            self._index[user] = self._index.get(user, _NOTHING) | items
+        self._cursor = max(self._cursor, cursor)
 
     def add_served(self, records: Sequence[ServedRecommendation]) -> int:
         """Log served lists in the store (raises :class:`FeedbackUnavailableError` when it is down)."""

@@ -1,0 +1,187 @@
+"""The worker's in-memory dislike index: complete at start, never asks the store on a lookup, and brought
+up to date by signals (workers of one service), by the periodic sync (other machines) and after erasures."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from recsys.feedback import EVENTS, FeedbackEvent, FeedbackStore, FeedbackUnavailableError
+from recsys.serving.runtime import Feedback, ServingSettings, Signals
+
+SYNC_S, FULL_SYNC_S, RETRY_S = 5.0, 600.0, 5.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _event(user: str, item: str, event: str = "dislike") -> FeedbackEvent:
+    return FeedbackEvent(
+        user_id=user, item_id=item, event=event, timestamp=datetime.now(UTC), event_id=str(uuid.uuid4())
+    )
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    with FeedbackStore(url) as store:
+        store.add_events([_event(f"u{n}", "a1") for n in range(200)] + [_event("u0", "a2", "like")])
+    return url
+
+
+def _worker(tmp_path: Path, url: str, clock: Clock, machine: str = "m1") -> Feedback:
+    """A worker's feedback side; workers of one machine share the signals folder."""
+    settings = ServingSettings(
+        home=tmp_path,
+        feedback_url=url,
+        admin_token=None,
+        runtime_dir=tmp_path / machine,
+        dislike_sync_s=SYNC_S,
+        dislike_full_sync_s=FULL_SYNC_S,
+        feedback_retry_s=RETRY_S,
+    )
+    return Feedback(settings, Signals(settings.runtime_dir), clock=clock)
+
+
+def _unreachable(feedback: Feedback) -> list[int]:
+    """Make ``feedback``'s store fail like a database that is down; returns a list counting the tries."""
+    tries: list[int] = []
+
+    def down() -> FeedbackStore:
+        tries.append(1)
+        raise FeedbackUnavailableError("feedback store unavailable (test)")
+
+    feedback.store = down  # type: ignore[method-assign]
+    return tries
+
+
+def test_the_index_is_read_in_full_and_lookups_never_ask_the_store(tmp_path: Path, url: str) -> None:
+    worker = _worker(tmp_path, url, Clock())
+    assert not worker.loaded and worker.dislikes("u1") == frozenset()
+    worker.sync()
+    assert worker.loaded
+    assert all(worker.dislikes(f"u{n}") == {"a1"} for n in range(200))
+    assert worker.dislikes("u0") == {"a1"}  # a like is not a dislike
+    assert worker.dislikes("nobody") == frozenset()
+    tries = _unreachable(worker)
+    assert worker.dislikes("u7") == {"a1"} and tries == []
+    worker.close()
+
+
+def test_a_dislike_through_one_worker_reaches_the_other_before_its_next_answer(
+    tmp_path: Path, url: str
+) -> None:
+    clock = Clock()
+    first, second = _worker(tmp_path, url, clock), _worker(tmp_path, url, clock)
+    first.sync()
+    second.sync()
+    assert not second.signalled()
+    first.add([_event("u5", "a9"), _event("new-listener", "a3")])
+    assert first.dislikes("u5") == {"a1", "a9"}  # its own worker knows before the POST returns
+    assert first.dislikes("new-listener") == {"a3"}
+    assert second.signalled() and second.dislikes("u5") == {"a1"}
+    second.sync()  # what the app does before answering when signalled
+    assert second.dislikes("u5") == {"a1", "a9"} and second.dislikes("new-listener") == {"a3"}
+    assert not second.signalled()
+    first.add([_event("u5", "a4", "like")])  # no dislike: nothing to announce
+    assert not second.signalled()
+    first.close()
+    second.close()
+
+
+def test_dislikes_stored_on_another_machine_arrive_with_the_periodic_sync(tmp_path: Path, url: str) -> None:
+    clock = Clock()
+    here, elsewhere = _worker(tmp_path, url, clock), _worker(tmp_path, url, clock, machine="m2")
+    here.sync()
+    assert not here.due()
+    elsewhere.add([_event("u3", "a8")])
+    assert not here.signalled() and not here.due()  # no shared signals folder
+    clock.now += SYNC_S
+    assert here.due()
+    here.sync()
+    assert here.dislikes("u3") == {"a1", "a8"} and not here.due()
+    here.close()
+    elsewhere.close()
+
+
+def test_an_erasure_empties_the_indexes_here_at_once_and_elsewhere_at_the_full_sync(
+    tmp_path: Path, url: str
+) -> None:
+    clock = Clock()
+    first, second = _worker(tmp_path, url, clock), _worker(tmp_path, url, clock)
+    remote = _worker(tmp_path, url, clock, machine="m2")
+    for worker in (first, second, remote):
+        worker.sync()
+    assert first.delete_user("u1", "erasure request") == 1
+    assert first.dislikes("u1") == frozenset()
+    assert second.signalled()
+    second.sync()
+    assert second.dislikes("u1") == frozenset() and second.dislikes("u2") == {"a1"}
+    clock.now += SYNC_S
+    remote.sync()  # an incremental sync cannot see a deletion
+    assert remote.dislikes("u1") == {"a1"}
+    clock.now += FULL_SYNC_S
+    remote.sync()
+    assert remote.dislikes("u1") == frozenset() and remote.dislikes("u2") == {"a1"}
+    for worker in (first, second, remote):
+        worker.close()
+
+
+@pytest.mark.parametrize("late_commit_ids", [Feedback.LATE_COMMIT_IDS, 0])
+def test_a_dislike_committed_below_the_cursor_is_read_by_the_next_sync(
+    tmp_path: Path, url: str, late_commit_ids: int
+) -> None:
+    """PostgreSQL may commit id 5 after id 6 is visible: the sync re-reads ids below its cursor."""
+    worker = _worker(tmp_path, url, Clock())
+    worker.LATE_COMMIT_IDS = late_commit_ids
+    worker.sync()
+    store = FeedbackStore(url)
+    late = _event("u4", "a7")
+    with store.engine.begin() as conn:
+        low = conn.execute(sa.select(sa.func.min(EVENTS.c.id))).scalar_one()
+        conn.execute(sa.delete(EVENTS).where(EVENTS.c.id == low))  # free an id below the cursor
+        row = {"id": low, **late.model_dump()}
+        conn.execute(sa.insert(EVENTS).values(**row))
+    store.close()
+    worker.sync()
+    assert ("a7" in worker.dislikes("u4")) is (late_commit_ids > 0)
+    worker.close()
+
+
+def test_an_outage_keeps_the_index_answers_at_once_and_backs_off(tmp_path: Path, url: str) -> None:
+    clock = Clock()
+    first, second = _worker(tmp_path, url, clock), _worker(tmp_path, url, clock)
+    first.sync()
+    second.sync()
+    first.add([_event("u6", "a5")])
+    tries = _unreachable(second)
+    assert second.signalled()
+    second.sync()  # the store is down: no error, the index as it was
+    assert tries == [1] and second.dislikes("u6") == {"a1"}
+    assert not second.signalled() and not second.due()  # no request waits on a down store for RETRY_S
+    clock.now += RETRY_S
+    assert second.due()
+    first.close()
+
+
+def test_a_store_down_at_start_serves_without_dislikes_until_it_is_back(tmp_path: Path, url: str) -> None:
+    clock = Clock()
+    worker = _worker(tmp_path, url, clock)
+    _unreachable(worker)
+    worker.sync()
+    assert not worker.loaded and worker.dislikes("u1") == frozenset() and not worker.due()
+    del worker.store  # the store is back
+    clock.now += RETRY_S
+    assert worker.due()
+    worker.sync()
+    assert worker.loaded and worker.dislikes("u1") == {"a1"}
+    worker.close()
