@@ -107,6 +107,35 @@ def test_search_capacity_converges_below_the_true_capacity() -> None:
     assert tried[:2] == [1000.0, 2000.0]
 
 
+def test_a_rate_held_by_luck_is_refuted_by_its_confirmation_and_the_search_goes_on_below() -> None:
+    """Short steps hold up to 2,000 req/s, but 1,600 or more are not sustained for a long step."""
+    sustained = 1600.0
+    tried: list[tuple[float, bool]] = []
+
+    def run_step(rate: float) -> dict[str, Any]:
+        tried.append((rate, False))
+        return {"target_rps": rate, "problems": [] if rate <= 2000.0 else ["too fast"]}
+
+    def confirm(rate: float) -> dict[str, Any]:
+        tried.append((rate, True))
+        return {"target_rps": rate, "problems": [] if rate < sustained else ["tail in the long step"]}
+
+    found = search_capacity(run_step, start=1000.0, resolution=0.05, max_steps=30, confirm=confirm)
+    assert found["converged"]
+    assert 0.95 * sustained <= found["capacity_rps"] < sustained
+    confirmations = [rate for rate, long in tried if long]
+    assert len(confirmations) >= 2 and confirmations[0] > sustained  # the lucky rate was tried and refuted
+    assert confirmations[-1] == found["capacity_rps"]  # and the reported one was confirmed
+    assert [s.get("confirmation", False) for s in found["steps"]] == [long for _, long in tried]
+
+
+def test_without_confirmation_the_lucky_rate_would_stand() -> None:
+    found = search_capacity(
+        lambda rate: {"problems": [] if rate <= 2000.0 else ["too fast"]}, 1000.0, 0.05, max_steps=30
+    )
+    assert found["capacity_rps"] > 1900.0
+
+
 def test_search_capacity_stops_after_max_steps_and_reports_zero_when_nothing_held() -> None:
     found = search_capacity(lambda rate: {"problems": ["down"]}, start=800.0, resolution=0.05, max_steps=3)
     assert found == {
