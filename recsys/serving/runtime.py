@@ -292,7 +292,9 @@ class Feedback:
         The events are gone from the store, so the next retraining export cannot see them either.
         """
         deleted = self.store().delete_user(user_id, reason)
+        # The erase signal says "read in full"; the dislike signal, the only one answers check, says "sync".
         self.signals.bump(ERASE_SIGNAL)
+        self.signals.bump(DISLIKE_SIGNAL)
         self.sync()
         return deleted
 
@@ -306,16 +308,11 @@ class Feedback:
         return self._loaded
 
     def signalled(self) -> bool:
-        """Whether a worker announced a dislike or an erasure since the last sync (about a microsecond).
+        """Whether a worker announced a dislike or an erasure since the last sync (one ``stat``).
 
         False while the store is known to be down: the answer then goes out with the index as it is.
         """
-        if self.clock() < self._down_until:
-            return False
-        return (
-            self.signals.version(DISLIKE_SIGNAL) != self._seen
-            or self.signals.version(ERASE_SIGNAL) != self._erased_seen
-        )
+        return self.clock() >= self._down_until and self.signals.version(DISLIKE_SIGNAL) != self._seen
 
     def due(self) -> bool:
         """Whether the background poll should call :meth:`sync`: never loaded, signalled, or time is up."""
