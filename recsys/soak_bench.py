@@ -3,9 +3,11 @@
 ``python -m recsys.soak_bench`` serves the champion of ``BENTOML_HOME`` (or a quick one, as
 :mod:`recsys.serve_bench` does), then
 
+0. times a fixed piece of work on the idle machine for 20 s: how steady the CPU's speed is (on a VM the
+   host can halve it for seconds at a time; see :func:`cpu_speed_probe`);
 1. measures ``wrk``'s closed-loop rate (16 connections, 5 s after a 2 s warm-up): kept as a reference;
 2. measures the unloaded latency with a light paced run (50 req/s, 20 s);
-3. measures the open-loop capacity: short paced steps (5 s each), bisected, with the same pacer and
+3. measures the open-loop capacity: paced steps (10 s each), bisected, with the same pacer and
    connections as the soak; a step holds when it is answered in full without errors, the pacer kept up,
    and its latency neither blew up nor grew over the step (see :func:`step_problems`); the rate found
    must then hold again for 20 s, or the search goes on below it;
@@ -53,7 +55,9 @@ RESULTS = Path("bench/results/soak.json")
 TARGETS = {"errors": 0, "p99_ratio": 2.0, "rss_growth": 0.10}
 LIGHT_RATE, LIGHT_SECONDS = 50.0, 20.0
 """The unloaded run: 1,000 requests, so its p99 is not one unlucky request (200 gave the 2nd largest)."""
-STEP_SECONDS = 5.0
+STEP_SECONDS = 10.0
+PROBE_SECONDS = 20.0
+"""Length of the CPU-speed probe run before the service starts (see :func:`cpu_speed_probe`)."""
 CONFIRM_SECONDS = 20.0
 """The rate the capacity search settles on must hold again for this long (see :func:`search_capacity`)."""
 CONNECT_GAP_S = 0.02
@@ -81,7 +85,7 @@ class SoakOptions:
     connections: int = 16
     pacer_cpu: int | None = None
     step_seconds: float = STEP_SECONDS
-    max_steps: int = 12
+    max_steps: int = 16
     confirm_seconds: float = CONFIRM_SECONDS
 
 
@@ -475,6 +479,43 @@ def busiest_others(
     ]
 
 
+def _fixed_work() -> int:
+    total = 0
+    for i in range(20_000):  # about 1 ms of pure Python on this machine
+        total += i * i
+    return total
+
+
+def cpu_speed_probe(seconds: float = PROBE_SECONDS) -> dict[str, Any]:
+    """How steady this machine's CPU speed is: a fixed piece of pure-Python work, timed back to back.
+
+    Run on the idle machine before the service starts. On a VM the host can slow a virtual CPU down
+    (other guests, a busy hyper-thread sibling): measured here, the median time of the same work varied
+    from one second to the next by up to 2x with nothing else running. A service held at 80 % of its
+    capacity is overloaded while that lasts, whatever its own code does. Reports the per-second medians
+    (as quantiles and relative to the fastest second) and the share of seconds at least 1.3x slower.
+    """
+    durations: list[float] = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        begin = time.perf_counter()
+        _fixed_work()
+        durations.append(time.perf_counter() - begin)
+    times = np.array(durations)
+    second = np.floor(np.cumsum(times)).astype(int)
+    medians = np.array([np.median(times[second == k]) for k in np.unique(second)])
+    fastest = float(medians.min())
+    return {
+        "seconds": seconds,
+        "work_ms_median": round(float(np.median(times)) * 1e3, 3),
+        "per_second_median_ms_q10_q50_q90": [
+            round(float(q) * 1e3, 3) for q in np.quantile(medians, [0.1, 0.5, 0.9])
+        ],
+        "slowest_second_x_fastest": round(float(medians.max()) / fastest, 2),
+        "share_of_seconds_1_3x_slower": round(float((medians >= 1.3 * fastest).mean()), 3),
+    }
+
+
 def write_inputs(home: Path, work: Path) -> tuple[Path, Path]:
     """Request bodies (known users, k=10) and the ``wrk`` script that cycles through them."""
     from recsys import registry
@@ -555,6 +596,11 @@ def soak(home: Path, work: Path, options: SoakOptions) -> dict[str, Any]:
     from recsys.serve_bench import run_wrk, stop
 
     bodies, script = write_inputs(home, work)
+    probe = cpu_speed_probe()
+    _progress(
+        f"CPU speed probe: slowest second {probe['slowest_second_x_fastest']}x the fastest, "
+        f"{probe['share_of_seconds_1_3x_slower']:.0%} of seconds >= 1.3x slower"
+    )
     process, port = _service(home, work)
     url = f"http://127.0.0.1:{port}"
     _progress(f"service answers on {url}; 1-min load {os.getloadavg()[0]:.2f}")
@@ -571,7 +617,13 @@ def soak(home: Path, work: Path, options: SoakOptions) -> dict[str, Any]:
     finally:
         stop(process)
     capacity["over_wrk"] = round(capacity["capacity_rps"] / wrk["rps"], 3)
-    return {"wrk_closed_loop": wrk, "unloaded": unloaded, "capacity": capacity, **held}
+    return {
+        "host_cpu_speed": probe,
+        "wrk_closed_loop": wrk,
+        "unloaded": unloaded,
+        "capacity": capacity,
+        **held,
+    }
 
 
 def _champion_home(work: Path, data_root: Path, epochs: int) -> Path:
@@ -606,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=16, help="pacer's keep-alive connections")
     parser.add_argument("--pacer-cpu", type=int, help="pin the pacer to this CPU")
     parser.add_argument("--step-seconds", type=float, default=STEP_SECONDS, help="length of a capacity step")
-    parser.add_argument("--max-steps", type=int, default=12, help="most capacity steps")
+    parser.add_argument("--max-steps", type=int, default=16, help="most capacity steps")
     parser.add_argument(
         "--confirm-seconds", type=float, default=CONFIRM_SECONDS, help="length of the confirmation step"
     )

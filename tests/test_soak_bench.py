@@ -14,6 +14,7 @@ import pytest
 from recsys import soak_bench
 from recsys.soak_bench import (
     busiest_others,
+    cpu_speed_probe,
     cpu_split,
     next_rate,
     percentile_ms,
@@ -211,3 +212,12 @@ def test_cpu_split_attributes_the_rest_of_the_machine_to_others() -> None:
     cores = cpu_split((100.0, 10.0, 1.0), (118.0, 25.0, 2.0), seconds=10.0)
     assert cores == {"machine": 1.8, "service": 1.5, "pacer": 0.1, "others": 0.2}
     assert cpu_split((0.0, 0.0, 0.0), (1.0, 1.0, 0.5), seconds=1.0)["others"] == 0.0
+
+
+def test_the_cpu_speed_probe_reports_per_second_medians_against_the_fastest_second() -> None:
+    probe = cpu_speed_probe(2.5)
+    low, middle, high = probe["per_second_median_ms_q10_q50_q90"]
+    assert 0 < low <= middle <= high
+    assert probe["work_ms_median"] > 0
+    assert probe["slowest_second_x_fastest"] >= 1.0
+    assert 0.0 <= probe["share_of_seconds_1_3x_slower"] <= 1.0
