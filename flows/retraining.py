@@ -28,7 +28,8 @@ run) it:
    (``feedback_hit_rate@k``), gates with :func:`recsys.gate.decide_feedback` (not worse beyond
    tolerance), and on a pass packages and promotes the challenger, then asks the service to reload
    (``POST {service_url}/admin/reload``). A challenger that honours an erasure is promoted whatever the
-   gate says (:func:`recsys.erasure.honour_erasure`);
+   gate says (:func:`recsys.erasure.honour_erasure`), and every older model version is then deleted from
+   the store (they may hold the erased feedback; a rollback would bring it back);
 8. advances the cursor (and its count of honoured erasures), only once all of that succeeded: a failed run
    is simply retried on the same events and erasures.
 """
@@ -299,7 +300,8 @@ def gate_and_promote(root: str, outcome: dict[str, Any]) -> dict[str, Any]:
             prepared_dir=project / PREPARED_DIR,
         )
     registry.promote(tag)
-    return result | {"model_tag": tag}
+    deleted = registry.delete_versions_except(tag) if outcome.get("erased_users", 0) else []
+    return result | {"model_tag": tag, "versions_deleted_for_erasure": deleted}
 
 
 @task(name="reload-service", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -396,6 +398,7 @@ def retraining_flow(
         "reasons": decision["reasons"],
         "model_tag": decision["model_tag"],
         "erasure_override": decision["erasure_override"],
+        "versions_deleted_for_erasure": decision.get("versions_deleted_for_erasure", []),
         "reloaded": reloaded,
         "seconds": round(time.perf_counter() - start, 1),
     } | erasure

@@ -332,6 +332,25 @@ def rollback(home: str | Path | None = None) -> ModelInfo:
         return _info(_resolve(store, str(restored.tag)))
 
 
+def delete_versions_except(keep: str, home: str | Path | None = None) -> list[str]:
+    """Delete every version of the model from the store but ``keep``; returns the deleted tags.
+
+    For an erasure: versions trained before it may hold the erased listeners' feedback, and a rollback
+    (or a promote by tag) would serve it again. The retraining flow calls this once a model without
+    them is champion, so the rollback history starts over from that model.
+    """
+    root = bentoml_home(home)
+    with _locked(root):
+        store = _store(root)
+        kept = _resolve(store, keep)
+        deleted = []
+        for model in _models(store):
+            if model.tag != kept.tag:
+                store.delete(model.tag)
+                deleted.append(str(model.tag))
+        return deleted
+
+
 def load_artifact(tag: str = "champion", home: str | Path | None = None) -> ServingArtifact:
     """Load a stored model (the champion by default) for serving; every file's sha256 is checked."""
     root = bentoml_home(home)

@@ -199,6 +199,24 @@ def test_promote_retires_the_old_champion_and_rollback_restores_it(project: Proj
         registry.rollback()
 
 
+def test_deleting_all_versions_but_the_champion_leaves_nothing_to_roll_back_to(
+    project: Project, home: Path
+) -> None:
+    first, second, third = (project.save(score, home) for score in (0.20, 0.30, 0.25))
+    registry.promote(first)
+    registry.promote(second)  # first is retired: a rollback target
+    deleted = registry.delete_versions_except("champion")
+    assert sorted(deleted) == sorted(f"{MODEL_NAME}:{tag.split(':')[-1]}" for tag in (first, third))
+    assert [info.tag for info in registry.list_models()] == [registry.get_model(second).tag]
+    with pytest.raises(NothingToRollBackError):
+        registry.rollback()
+    with pytest.raises(RegistryError, match="no model"):
+        registry.load_artifact(first)
+    assert registry.load_artifact("champion").tag == registry.get_model(second).tag
+    with pytest.raises(RegistryError, match="no model"):
+        registry.delete_versions_except(first)
+
+
 def test_rollback_with_nothing_retired_is_a_clear_error(project: Project, home: Path) -> None:
     with pytest.raises(NothingToRollBackError, match="there is no champion"):
         registry.rollback()

@@ -26,6 +26,7 @@ from recsys import registry
 from recsys.columns import Col
 from recsys.erasure import ERASED_PREFIX
 from recsys.feedback import FeedbackEvent, FeedbackStore
+from recsys.registry import RegistryError
 from recsys.retrain import CURSOR_FILE, FeedbackCursor
 from recsys.split import Split, load_split
 from tests.conftest import PROJECT_ROOT
@@ -146,6 +147,11 @@ def test_an_erasure_alone_retrains_and_removes_the_users_feedback_everywhere(
     assert summary["reasons"][1].endswith("test gate: promote=False")
     after = registry.load_artifact("champion")
     assert after.tag == summary["model_tag"] != before.tag
+    # Older versions may hold the erased feedback: gone, so no rollback can serve it again.
+    assert before.tag in summary["versions_deleted_for_erasure"]
+    assert [info.tag for info in registry.list_models()] == [after.tag]
+    with pytest.raises(RegistryError):
+        registry.load_artifact(before.tag)
     # The feedback-only listener keeps an empty row under a pseudonymous id; the raw id is gone.
     assert NEW_LISTENER not in after.user_ids
     assert not _row(after.known, after.user_ids, f"{ERASED_PREFIX}{store.pseudonym(NEW_LISTENER)}").any()
