@@ -178,7 +178,7 @@ async def dislikes(runtime: Runtime, user_id: str | None) -> frozenset[str]:
     if user_id is None:
         return frozenset()
     if runtime.feedback.signalled():
-        await anyio.to_thread.run_sync(runtime.feedback.sync)
+        await anyio.to_thread.run_sync(runtime.feedback.sync_signalled)
     return runtime.feedback.dislikes(user_id)
 
 

@@ -263,7 +263,7 @@ class Feedback:
         self._seen = self._erased_seen = (-1, -1, -1)
         self._down_until = -math.inf
         self._lock = threading.Lock()
-        self._sync_lock = threading.Lock()
+        self._sync_lock = threading.RLock()
 
     def store(self) -> FeedbackStore:
         """The store, created (with its schema) on first successful use."""
@@ -313,6 +313,16 @@ class Feedback:
         False while the store is known to be down: the answer then goes out with the index as it is.
         """
         return self.clock() >= self._down_until and self.signals.version(DISLIKE_SIGNAL) != self._seen
+
+    def sync_signalled(self) -> None:
+        """:meth:`sync` if still :meth:`signalled` once this thread's turn comes (blocking: run in a thread).
+
+        The requests that arrive together after a signal each ask; the first syncs, the others find
+        nothing left to do instead of each reading the store again.
+        """
+        with self._sync_lock:
+            if self.signalled():
+                self.sync()
 
     def due(self) -> bool:
         """Whether the background poll should call :meth:`sync`: never loaded, signalled, or time is up."""

@@ -98,6 +98,23 @@ def test_a_dislike_through_one_worker_reaches_the_other_before_its_next_answer(
     second.close()
 
 
+def test_requests_waiting_on_one_signal_read_the_store_once(tmp_path: Path, url: str) -> None:
+    clock = Clock()
+    first, second = _worker(tmp_path, url, clock), _worker(tmp_path, url, clock)
+    first.sync()
+    second.sync()
+    reads: list[int] = []
+    store = second.store()
+    read = store.dislikes_since
+    store.dislikes_since = lambda cursor=0: reads.append(cursor) or read(cursor)  # type: ignore[method-assign]
+    first.add([_event("u8", "a6")])
+    for _ in range(5):  # five requests that arrived after the signal, served one after another
+        second.sync_signalled()
+    assert len(reads) == 1 and second.dislikes("u8") == {"a1", "a6"}
+    first.close()
+    second.close()
+
+
 def test_dislikes_stored_on_another_machine_arrive_with_the_periodic_sync(tmp_path: Path, url: str) -> None:
     clock = Clock()
     here, elsewhere = _worker(tmp_path, url, clock), _worker(tmp_path, url, clock, machine="m2")
