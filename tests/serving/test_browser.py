@@ -80,14 +80,18 @@ def test_pick_artists_get_recommendations_like_and_skip(page: object, server: Se
     page.screenshot(path=str(ARTIFACTS / "2-recommendations.png"))  # type: ignore[attr-defined]
 
     liked = [rows.nth(0).locator("strong").inner_text(), rows.nth(1).locator("strong").inner_text()]
-    for name in liked:
-        page.get_by_role("button", name=f"Like {name}").click()  # type: ignore[attr-defined]
-        page.get_by_role("list", name="Your favourite artists").get_by_text(name).wait_for()  # type: ignore[attr-defined]
-    skipped = rows.nth(0).locator("strong").inner_text()
-    page.get_by_role("button", name=f"Skip {skipped}").click()  # type: ignore[attr-defined]
     gone = (
         "name => ![...document.querySelectorAll('#recommendations strong')].some(e => e.textContent == name)"
     )
+    for name in liked:
+        page.get_by_role("button", name=f"Like {name}").click()  # type: ignore[attr-defined]
+        page.get_by_role("list", name="Your favourite artists").get_by_text(name).wait_for()  # type: ignore[attr-defined]
+        # The favourites list updates before the recommendations are fetched again; a favourite is never
+        # recommended, so its leaving the list says the refresh is done (else the next row read below
+        # can be from the old list and gone by the time it is clicked).
+        page.wait_for_function(gone, arg=name)  # type: ignore[attr-defined]
+    skipped = rows.nth(0).locator("strong").inner_text()
+    page.get_by_role("button", name=f"Skip {skipped}").click()  # type: ignore[attr-defined]
     page.wait_for_function(gone, arg=skipped)  # type: ignore[attr-defined]
     shown = [rows.nth(i).locator("strong").inner_text() for i in range(rows.count())]
     assert not set(shown) & {*liked, skipped}
