@@ -357,11 +357,8 @@ class Feedback:
     def _load_all(self, store: FeedbackStore) -> None:
         started = time.perf_counter()
         pairs, cursor = store.dislikes_since(0)
-        grouped: dict[str, set[str]] = collections.defaultdict(set)
-        for user, item in pairs:
-            grouped[user].add(item)
         # One reference swap: the event loop reads the old index or the new one, never a mix.
-        self._index = {user: frozenset(items) for user, items in grouped.items()}
+        self._index = {user: frozenset(items) for user, items in _by_user(pairs).items()}
         self._cursor, self._loaded = cursor, True
         _LOG.info(
             "dislike index: %d dislikes of %d listeners read in %.0f ms",
@@ -372,10 +369,7 @@ class Feedback:
 
     def _load_since(self, store: FeedbackStore) -> None:
         pairs, cursor = store.dislikes_since(max(0, self._cursor - self.LATE_COMMIT_IDS))
-        grouped: dict[str, set[str]] = collections.defaultdict(set)
-        for user, item in pairs:
-            grouped[user].add(item)
-        for user, items in grouped.items():
+        for user, items in _by_user(pairs).items():
             self._index[user] = self._index.get(user, _NOTHING) | items
         self._cursor = max(self._cursor, cursor)
 
@@ -387,6 +381,13 @@ class Feedback:
         """Close the store's connections."""
         if self._store is not None:
             self._store.close()
+
+
+def _by_user(pairs: Sequence[tuple[str, str]]) -> dict[str, set[str]]:
+    grouped: dict[str, set[str]] = collections.defaultdict(set)
+    for user, item in pairs:
+        grouped[user].add(item)
+    return grouped
 
 
 class ServedLog:

@@ -52,6 +52,14 @@ def _worker(tmp_path: Path, url: str, clock: Clock, machine: str = "m1") -> Feed
     return Feedback(settings, Signals(settings.runtime_dir), clock=clock)
 
 
+def _synced_pair(tmp_path: Path, url: str, clock: Clock) -> tuple[Feedback, Feedback]:
+    """Two workers of one service (one machine), each with its index read."""
+    first, second = _worker(tmp_path, url, clock), _worker(tmp_path, url, clock)
+    first.sync()
+    second.sync()
+    return first, second
+
+
 def _unreachable(feedback: Feedback) -> list[int]:
     """Make ``feedback``'s store fail like a database that is down; returns a list counting the tries."""
     tries: list[int] = []
@@ -81,9 +89,7 @@ def test_a_dislike_through_one_worker_reaches_the_other_before_its_next_answer(
     tmp_path: Path, url: str
 ) -> None:
     clock = Clock()
-    first, second = _worker(tmp_path, url, clock), _worker(tmp_path, url, clock)
-    first.sync()
-    second.sync()
+    first, second = _synced_pair(tmp_path, url, clock)
     assert not second.signalled()
     first.add([_event("u5", "a9"), _event("new-listener", "a3")])
     assert first.dislikes("u5") == {"a1", "a9"}  # its own worker knows before the POST returns
@@ -100,9 +106,7 @@ def test_a_dislike_through_one_worker_reaches_the_other_before_its_next_answer(
 
 def test_requests_waiting_on_one_signal_read_the_store_once(tmp_path: Path, url: str) -> None:
     clock = Clock()
-    first, second = _worker(tmp_path, url, clock), _worker(tmp_path, url, clock)
-    first.sync()
-    second.sync()
+    first, second = _synced_pair(tmp_path, url, clock)
     reads: list[int] = []
     store = second.store()
     read = store.dislikes_since
@@ -134,10 +138,9 @@ def test_an_erasure_empties_the_indexes_here_at_once_and_elsewhere_at_the_full_s
     tmp_path: Path, url: str
 ) -> None:
     clock = Clock()
-    first, second = _worker(tmp_path, url, clock), _worker(tmp_path, url, clock)
+    first, second = _synced_pair(tmp_path, url, clock)
     remote = _worker(tmp_path, url, clock, machine="m2")
-    for worker in (first, second, remote):
-        worker.sync()
+    remote.sync()
     assert first.delete_user("u1", "erasure request") == 1
     assert first.dislikes("u1") == frozenset()
     assert second.signalled()
@@ -176,9 +179,7 @@ def test_a_dislike_committed_below_the_cursor_is_read_by_the_next_sync(
 
 def test_an_outage_keeps_the_index_answers_at_once_and_backs_off(tmp_path: Path, url: str) -> None:
     clock = Clock()
-    first, second = _worker(tmp_path, url, clock), _worker(tmp_path, url, clock)
-    first.sync()
-    second.sync()
+    first, second = _synced_pair(tmp_path, url, clock)
     first.add([_event("u6", "a5")])
     tries = _unreachable(second)
     assert second.signalled()
