@@ -234,8 +234,9 @@ class Feedback:
 
     Before, each worker cached a listener's dislikes for 30 s and asked the store on a miss: a worker
     that had not yet seen the listeners (a restart, new connections) then ran a query per request and
-    stalled for a second under load (measured by the soak benchmark). The index costs about 200 bytes
-    per disliked (listener, artist) pair per worker.
+    stalled for a second under load (measured by the soak benchmark). Memory per worker, measured with
+    tracemalloc: 100,000 dislikes of 20,000 listeners take 9.9 MB of dict and sets (~100 bytes a pair),
+    plus the id strings.
 
     A database outage never fails a recommendation: the index keeps what it has, and the store is not
     asked again for ``retry_s`` seconds.
