@@ -16,18 +16,22 @@ import bentoml
 
 from recsys.serving.app import create_app
 from recsys.serving.runtime import Runtime, ServingSettings
+from recsys.serving.timeout import use_request_timeout
 
 _LOG = logging.getLogger(__name__)
 
 app = create_app()
+# Before BentoML builds the worker's app: its own timeout middleware keeps a timer alive per answered
+# request, and the garbage collector's pauses over them were the soak's p99 (see recsys.serving.timeout).
+use_request_timeout()
 
 
 @bentoml.service(
     name="Recommender",
     # One worker per core: the handlers are CPU-bound and never block on I/O in the event loop.
     workers=2,
-    # BentoML's request timeout, in seconds: a request still unanswered after it is cut off (the client
-    # gets a 5xx) so a stuck handler cannot hold a worker forever. Override with
+    # The request timeout, in seconds: a request whose answer has not started by then gets a 504, so a
+    # stuck handler cannot hold a client forever (recsys.serving.timeout.RequestTimeout). Override with
     # BENTOML_CONFIG_OPTIONS='services.Recommender.traffic.timeout=10'.
     traffic={"timeout": 30},
     # Per-request access logs cost more than the model's work, and would carry the paths of
