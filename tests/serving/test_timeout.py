@@ -121,6 +121,29 @@ def test_a_started_response_is_never_cut_off() -> None:
     assert sent[-1]["body"] == b"late but whole"
 
 
+def test_a_cancelled_request_cancels_its_handler() -> None:
+    # The server cancels the request's task when the client leaves or on shutdown.
+    cancelled = []
+
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await asyncio.sleep(GENEROUS_S * 10)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+
+    async def run() -> list[bool]:
+        request = asyncio.ensure_future(_call(RequestTimeout(slow, timeout=30)))
+        await asyncio.sleep(0.01)
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        await asyncio.sleep(0)
+        return list(cancelled)  # read before asyncio.run cancels whatever is left at its end
+
+    assert asyncio.run(run()) == [True]
+
+
 def test_a_handler_error_reaches_the_server_unchanged() -> None:
     async def broken(scope: Scope, receive: Receive, send: Send) -> None:
         raise ValueError("handler bug")
