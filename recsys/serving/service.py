@@ -15,6 +15,7 @@ from collections.abc import Callable
 import bentoml
 
 from recsys.serving.app import create_app
+from recsys.serving.route_metrics import use_route_metrics
 from recsys.serving.runtime import Runtime, ServingSettings
 from recsys.serving.timeout import use_request_timeout
 
@@ -24,6 +25,9 @@ app = create_app()
 # Before BentoML builds the worker's app: its own timeout middleware keeps a timer alive per answered
 # request, and the garbage collector's pauses over them were the soak's p99 (see recsys.serving.timeout).
 use_request_timeout()
+# BentoML's metrics would label each series with the raw path: raw user ids in /metrics and a new
+# series for every made-up path (see recsys.serving.route_metrics).
+use_route_metrics(app.routes)
 
 
 @bentoml.service(
@@ -41,8 +45,9 @@ use_request_timeout()
     # refuses (403) requests whose Origin is foreign (see recsys.serving.app.check_origin).
     http={"cors": {"enabled": False}},
     # Tracing middleware costs a third of the throughput even when nothing is sampled (the default);
-    # the read-only hot paths skip it, feedback and admin calls stay traced.
-    tracing={"excluded_urls": ["/recommend", "/similar", "/search", "/static", "/model"]},
+    # the read-only hot paths skip it, feedback and reload calls stay traced. Erasures are not traced:
+    # their path holds the raw user id (they are audited under a pseudonym instead).
+    tracing={"excluded_urls": ["/recommend", "/similar", "/search", "/static", "/model", "/users/"]},
 )
 @bentoml.asgi_app(app, path="/")
 class Recommender:

@@ -180,3 +180,17 @@ def test_logs_never_hold_a_raw_user_id(server: Server) -> None:
     with FeedbackStore(f"sqlite:///{server.log.parent / 'feedback.db'}", create=False) as store:
         assert store.pseudonym(user) in log, "the erasure was not logged under the user's pseudonym"
     assert user not in log and RAW_USER not in log
+
+
+@pytest.mark.slow
+def test_metrics_hold_route_templates_not_raw_paths(server: Server) -> None:
+    user = "listener-MetricProbe-5521"
+    assert server.client.delete(f"/users/{user}/feedback", headers=ADMIN).status_code == 200
+    made_up = [f"/scan-{n}/wp-login.php" for n in range(5)]
+    assert all(server.client.get(path).status_code == 404 for path in made_up)
+    assert server.client.post("/recommend", json={"user_id": "u00", "k": 2}).status_code == 200
+    metrics = server.client.get("/metrics").text
+    endpoints = set(re.findall(r'request_total\{[^}]*endpoint="([^"]*)"', metrics))
+    assert user not in metrics, "a raw user id reached /metrics"
+    assert not any(path in metrics for path in made_up), "every made-up path opened a series of its own"
+    assert {"/users/{user_id}/feedback", "/recommend", "<unmatched>"} <= endpoints, endpoints
