@@ -3,7 +3,8 @@
 BentoML 1.4's traffic-metrics middleware labels every series with the request's raw path. For
 ``DELETE /users/{user_id}/feedback`` that puts each raw user id into ``/metrics`` (a report anyone
 who can scrape the service reads), and every distinct path a client or a scanner makes up opens a new
-series that each worker keeps in its multiprocess files for good: an unbounded set of labels.
+series that each worker keeps in its multiprocess files until the service restarts: an
+unbounded set of labels.
 :class:`RouteMetrics` records the same series (same names, labels and buckets, so dashboards keep
 working) with the route's template as the ``endpoint`` label (``/users/{user_id}/feedback``) and
 :data:`UNMATCHED` for a path no route serves. It also looks each series' child up once instead of

@@ -73,8 +73,8 @@ def test_bentoml_own_timeout_leaves_a_timer_per_request() -> None:
     assert asyncio.run(many()) >= 200
 
 
-def test_a_slow_handler_gets_504_and_is_cancelled() -> None:
-    cancelled = []
+def _slow_handler(cancelled: list[bool]) -> ASGIApp:
+    """A handler that never answers in time and records its cancellation in ``cancelled``."""
 
     async def slow(scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -82,6 +82,13 @@ def test_a_slow_handler_gets_504_and_is_cancelled() -> None:
         except asyncio.CancelledError:
             cancelled.append(True)
             raise
+
+    return slow
+
+
+def test_a_slow_handler_gets_504_and_is_cancelled() -> None:
+    cancelled: list[bool] = []
+    slow = _slow_handler(cancelled)
 
     async def run() -> list[Message]:
         sent = await _call(RequestTimeout(slow, timeout=0.05))
@@ -123,14 +130,8 @@ def test_a_started_response_is_never_cut_off() -> None:
 
 def test_a_cancelled_request_cancels_its_handler() -> None:
     # The server cancels the request's task when the client leaves or on shutdown.
-    cancelled = []
-
-    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await asyncio.sleep(GENEROUS_S * 10)
-        except asyncio.CancelledError:
-            cancelled.append(True)
-            raise
+    cancelled: list[bool] = []
+    slow = _slow_handler(cancelled)
 
     async def run() -> list[bool]:
         request = asyncio.ensure_future(_call(RequestTimeout(slow, timeout=30)))
