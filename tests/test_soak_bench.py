@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +22,10 @@ from recsys.soak_bench import (
     cpu_split,
     next_rate,
     percentile_ms,
+    pinned,
     search_capacity,
+    service_env,
+    split_cpus,
     step_problems,
     summarize,
     verdict,
@@ -221,3 +228,40 @@ def test_the_cpu_speed_probe_reports_per_second_medians_against_the_fastest_seco
     assert probe["work_ms_median"] > 0
     assert probe["slowest_second_x_fastest"] >= 1.0
     assert 0.0 <= probe["share_of_seconds_1_3x_slower"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("available", "expected"),
+    [({0, 1}, ({0}, {1})), ({3, 5, 7}, ({3}, {5, 7})), ({2}, None), (set(), None)],
+)
+def test_split_cpus_gives_the_load_generators_one_cpu_and_the_service_the_rest(
+    available: set[int], expected: tuple[set[int], set[int]] | None
+) -> None:
+    assert split_cpus(available) == expected
+
+
+def test_a_process_started_while_pinned_keeps_the_cpus_and_this_process_gets_its_own_back() -> None:
+    before = os.sched_getaffinity(0)
+    cpu = max(before)
+    with pinned({cpu}):
+        assert os.sched_getaffinity(0) == {cpu}
+        child = subprocess.run(
+            [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    assert child.stdout.strip() == str([cpu])
+    assert os.sched_getaffinity(0) == before
+
+
+def test_the_service_gets_one_worker_per_cpu_after_any_configured_overrides(tmp_path: Path) -> None:
+    base = {"BENTOML_CONFIG_OPTIONS": "services.Recommender.traffic.timeout=5", "PATH": "/bin"}
+    env = service_env(base, tmp_path / "home", tmp_path, workers=3)
+    assert env["BENTOML_CONFIG_OPTIONS"].split() == [
+        "services.Recommender.traffic.timeout=5",
+        "services.Recommender.workers=3",
+    ]
+    assert env["BENTOML_HOME"] == str(tmp_path / "home") and env["PATH"] == "/bin"
+    assert env["RECSYS_FEEDBACK_URL"] == f"sqlite:///{tmp_path / 'feedback.db'}"
+    assert "BENTOML_CONFIG_OPTIONS" not in service_env({}, tmp_path, tmp_path, workers=None)
