@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install run test lint typecheck pytest audit bench bench-serve bench-soak serve clean
+.PHONY: install run test lint typecheck pytest audit bench bench-models bench-serve bench-soak serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,10 @@ test: lint typecheck pytest
 audit: install
 	$(BIN)/python scripts/audit.py
 
-bench: install
+# Every benchmark: models, the service beside a bare app, the soak (about 6 minutes on 2 cores).
+bench: bench-models bench-serve bench-soak
+
+bench-models: install
 	$(BIN)/python -m recsys.bench
 
 # Load test of /recommend beside a bare Starlette app (wrk from Debian drives both, on loopback).

@@ -25,7 +25,7 @@ from recsys.models import LightFMRecommender
 
 RESULTS = Path("bench/results/models.json")
 DOC = Path("docs/benchmarks.md")
-COMMAND = "make bench"
+COMMAND = "make bench-models"
 
 
 def _best_of(repeats: int, action: Callable[[], object]) -> float:
@@ -114,7 +114,8 @@ def markdown(results: dict[str, Any]) -> str:
     rows = "\n".join(f"| {key} | {value} |" for key, value in results.items())
     return (
         "## Models: training, evaluation, top-k\n\n"
-        f"Command: `{COMMAND}` (writes `{RESULTS}`). Real Last.fm data, `params.yaml` settings.\n\n"
+        f"Command: `{COMMAND}` (writes `{RESULTS}`; `make bench` runs it and the two benchmarks below). "
+        "Real Last.fm data, `params.yaml` settings.\n\n"
         "| measure | value |\n| --- | --- |\n" + rows + "\n"
     )
 
