@@ -12,8 +12,8 @@ run) it:
    of the champion and no event is left, it records the erasures in the cursor and stops there;
 3. writes the events to ``data/feedback/events-<cursor>.parquet``, a data version of its own: in a DVC
    project it is ``dvc add``-ed (:func:`track_with_dvc`; commit the ``.dvc`` file, which ``.gitignore``
-   lets through), and a file purged for an erasure is re-added (the DVC cache keeps the older version,
-   an erased user's rows included, until ``dvc gc``);
+   lets through), and a file purged for an erasure is re-added and its older version, the erased user's
+   rows included, deleted from the DVC cache (:func:`drop_from_dvc_cache`);
 4. holds out each user's latest events (``retrain.feedback_holdout_fraction``) as the recent-feedback test,
    and drops events on pairs of the fixed test split or on cold-start items (they would leak the test);
 5. merges the rest, together with every event of the earlier exports (their holdouts and the events
@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -126,6 +127,51 @@ def track_with_dvc(root: str, files: list[str]) -> list[str]:
         detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
         raise RecsysError(f"dvc add {' '.join(files)} failed in {project}: {' / '.join(detail)}")
     return [f"{file}.dvc" for file in files]
+
+
+def dvc_versions(root: Path, files: list[str]) -> list[str]:
+    """The md5 each of ``files``' ``.dvc`` files pins now (files without one are left out)."""
+    hashes = []
+    for file in files:
+        pointer = root / f"{file}.dvc"
+        if pointer.exists():
+            outs = yaml.safe_load(pointer.read_text(encoding="utf-8")).get("outs") or []
+            hashes += [str(out["md5"]) for out in outs if out.get("md5")]
+    return hashes
+
+
+@task(name="drop-erased-from-dvc-cache", cache_policy=NO_CACHE)
+def drop_from_dvc_cache(root: str, hashes: list[str]) -> list[str]:
+    """Delete the DVC cache's copies of the contents ``hashes`` (the exports before an erasure's purge).
+
+    Re-adding a purged file moves its ``.dvc`` to the purged content, but the cache keeps the older
+    version, the erased listener's rows included, for ``dvc checkout`` of an older commit. Only those
+    objects go (``dvc gc`` would delete every version the workspace does not use), and none that a
+    current ``data/feedback/*.dvc`` still pins. Copies already pushed to a DVC remote are not reached.
+    Returns the hashes whose cache object was deleted.
+    """
+    project = Path(root)
+    if not hashes or not (project / ".dvc").is_dir():
+        return []
+    done = subprocess.run(
+        [dvc_executable(), "cache", "dir"], cwd=project, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RecsysError(f"dvc cache dir failed in {project}: {(done.stderr or done.stdout).strip()}")
+    cache = Path(done.stdout.strip())
+    current = [str(pointer.relative_to(project)) for pointer in (project / FEEDBACK_DIR).glob("*.dvc")]
+    still_used = set(dvc_versions(project, [name.removesuffix(".dvc") for name in current]))
+    dropped = []
+    for md5 in dict.fromkeys(hashes):
+        # DVC 3 keeps objects under files/md5/; a cache from DVC 2 has them at the top.
+        objects = [cache / "files" / "md5" / md5[:2] / md5[2:], cache / md5[:2] / md5[2:]]
+        found = [path for path in objects if path.exists()]
+        if md5 in still_used or not found:
+            continue
+        for path in found:
+            path.unlink()
+        dropped.append(md5)
+    return dropped
 
 
 @task(name="load-feedback-history", cache_policy=NO_CACHE)
@@ -349,8 +395,9 @@ def retraining_flow(
         also ``events``, ``events_file``, ``merge``, ``warm_start``, ``challenger``/``champion`` metrics,
         ``promote``, ``reasons``, ``model_tag``, ``erasure_override``, ``reloaded``, ``seconds``. Whenever
         erasures were honoured also ``erasures`` (audit records), ``erased_users`` (users of the champion
-        reset), ``purged_rows`` (rows removed from exported files), ``purged_files`` and
-        ``erased_events`` (rows dropped from this export).
+        reset), ``purged_rows`` (rows removed from exported files), ``purged_files``, ``erased_events``
+        (rows dropped from this export), ``dvc_files`` (``.dvc`` files written) and ``dvc_cache_dropped``
+        (DVC cache objects of the files before the purge, deleted: :func:`drop_from_dvc_cache`).
     """
     logger = get_run_logger()
     start = time.perf_counter()
@@ -420,10 +467,12 @@ def _honour_erasures(root: Path, pending: PendingErasures, events: pd.DataFrame)
     """
     if not pending:
         nothing = {"erasures": 0, "erased_users": 0, "purged_rows": 0, "purged_files": {}, "erased_events": 0}
-        return {"events": events, "dvc_files": []} | nothing
+        return {"events": events, "dvc_files": [], "dvc_cache_dropped": []} | nothing
     purged = purge_exported_feedback(str(root), pending.pseudonyms, pending.salt)
     kept, n_dropped = without_erased_events(events, pending.pseudonyms, pending.salt)
     rewritten = [str(FEEDBACK_DIR / name) for name, n in purged.items() if n]
+    unpurged = dvc_versions(root, rewritten)  # read before the re-add moves the .dvc files on
+    dvc_files = track_with_dvc(str(root), rewritten)
     return {
         "events": kept,
         "erasures": pending.n_records,
@@ -431,7 +480,8 @@ def _honour_erasures(root: Path, pending: PendingErasures, events: pd.DataFrame)
         "purged_rows": sum(purged.values()),
         "purged_files": {name: n for name, n in purged.items() if n},
         "erased_events": n_dropped,
-        "dvc_files": track_with_dvc(str(root), rewritten),
+        "dvc_files": dvc_files,
+        "dvc_cache_dropped": drop_from_dvc_cache(str(root), unpurged),
     }
 
 

@@ -485,7 +485,8 @@ _ETHICS = """## Ethical considerations
 - Privacy and deletion: listeners are pseudonymous ids and no profile data is used. `DELETE
   /users/{id}/feedback` erases a listener's feedback and served-list log (audited under an HMAC pseudonym
   keyed by the feedback store's own secret salt); the next retraining purges it from the exported files
-  and retrains without it even when no new feedback arrived. Served lists are kept for
+  and their older versions in the DVC cache, retrains without it even when no new feedback arrived, and
+  then deletes every older model version (a rollback could serve it again). Served lists are kept for
   `monitoring.served_retention_days` (30). A Last.fm listener leaves the model only when removed from the
   prepared data and retrained; older model versions in the store keep what they were trained on.
 - Transparency: every recommendation carries a reason (e.g. shared tags) so listeners can see why it appears.

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from flows.retraining import ERASURES_ONLY, NO_NEW_FEEDBACK, retraining_flow
+from flows.retraining import ERASURES_ONLY, NO_NEW_FEEDBACK, dvc_versions, retraining_flow
 from flows.training import dvc_executable
 from recsys import registry
 from recsys.columns import Col
@@ -91,6 +91,10 @@ def _exported(project: Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(path) for path in files], ignore_index=True)
 
 
+def _cached(project: Path, md5: str) -> bool:
+    return (project / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).exists()
+
+
 def _row(known: sp.csr_matrix, user_ids: list[str], user: str) -> np.ndarray:
     return np.asarray(known[user_ids.index(user)].todense()).ravel()
 
@@ -135,6 +139,9 @@ def test_an_erasure_alone_retrains_and_removes_the_users_feedback_everywhere(
     assert store.delete_user(NEW_LISTENER, "erasure request") == (exported[Col.USER] == NEW_LISTENER).sum()
     store.delete_user(erased, "erasure request")
     force_feedback_gate(monkeypatch, promote=False)  # the metrics would keep the champion
+    files = [str(path.relative_to(project)) for path in (project / FEEDBACK_DIR).glob("events-*.parquet")]
+    unpurged = dvc_versions(project, files)
+    assert unpurged and all(_cached(project, md5) for md5 in unpurged)
 
     summary = _run(project, store)
 
@@ -177,6 +184,10 @@ def test_an_erasure_alone_retrains_and_removes_the_users_feedback_everywhere(
         text=True,
     )
     assert status.returncode == 0 and json.loads(status.stdout) == {}
+    # The versions with the erased rows are gone from the DVC cache; the purged ones are there.
+    assert sorted(summary["dvc_cache_dropped"]) == sorted(unpurged)
+    assert not any(_cached(project, md5) for md5 in unpurged)
+    assert all(_cached(project, md5) for md5 in dvc_versions(project, files))
     expected = exported[~exported[Col.USER].isin([NEW_LISTENER, erased])]
     assert sorted(remaining[Col.EVENT_ID]) == sorted(expected[Col.EVENT_ID])
     audit = [record for record in store.audit_log() if record.action == "delete_user"]
