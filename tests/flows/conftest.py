@@ -207,3 +207,8 @@ def feedback_state(project: Path) -> dict[str, Any]:
         "files": {p.name: p.read_bytes() for p in (project / "data" / "feedback").glob("events-*.parquet")},
         "models": len(registry.list_models()),
     }
+
+
+def dvc_cached(project: Path, md5: str) -> bool:
+    """Whether ``project``'s DVC cache holds the object of ``md5`` (DVC 3 layout)."""
+    return (project / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).exists()

@@ -9,14 +9,11 @@ import pytest
 
 from flows.retraining import FEEDBACK_DIR, drop_from_dvc_cache, dvc_versions
 from flows.training import dvc_executable
+from tests.flows.conftest import dvc_cached
 
 
 def _dvc(project: Path, *args: str) -> None:
     subprocess.run([dvc_executable(), *args], cwd=project, check=True, capture_output=True)
-
-
-def _cached(project: Path, md5: str) -> bool:
-    return (project / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).exists()
 
 
 @pytest.fixture
@@ -44,12 +41,12 @@ def _purge(project: Path, name: str) -> str:
 def test_the_version_before_the_purge_leaves_the_cache_and_the_others_stay(project: Path) -> None:
     files = [str(FEEDBACK_DIR / f"{name}.parquet") for name in "abc"]
     unpurged = [_purge(project, "a"), _purge(project, "b")]
-    assert unpurged[0] == unpurged[1] and _cached(project, unpurged[0])
+    assert unpurged[0] == unpurged[1] and dvc_cached(project, unpurged[0])
 
     assert drop_from_dvc_cache.fn(str(project), unpurged) == [unpurged[0]]
 
-    assert not _cached(project, unpurged[0])
-    assert all(_cached(project, md5) for md5 in dvc_versions(project, files))
+    assert not dvc_cached(project, unpurged[0])
+    assert all(dvc_cached(project, md5) for md5 in dvc_versions(project, files))
     status = subprocess.run(
         [dvc_executable(), "status", "-q"], cwd=project, capture_output=True, text=True, check=False
     )
@@ -60,7 +57,7 @@ def test_a_version_a_dvc_file_still_pins_is_kept(project: Path) -> None:
     unpurged = _purge(project, "a")  # b.parquet still holds the same content and pins the same object
 
     assert drop_from_dvc_cache.fn(str(project), [unpurged]) == []
-    assert _cached(project, unpurged)
+    assert dvc_cached(project, unpurged)
 
 
 def test_outside_a_dvc_project_nothing_is_touched(tmp_path: Path) -> None:

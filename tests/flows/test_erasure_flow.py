@@ -30,7 +30,7 @@ from recsys.registry import RegistryError
 from recsys.retrain import CURSOR_FILE, FeedbackCursor
 from recsys.split import Split, load_split
 from tests.conftest import PROJECT_ROOT
-from tests.flows.conftest import feedback_state, force_feedback_gate
+from tests.flows.conftest import dvc_cached, feedback_state, force_feedback_gate
 from tests.test_registry import _build_project
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -91,10 +91,6 @@ def _exported(project: Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(path) for path in files], ignore_index=True)
 
 
-def _cached(project: Path, md5: str) -> bool:
-    return (project / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).exists()
-
-
 def _row(known: sp.csr_matrix, user_ids: list[str], user: str) -> np.ndarray:
     return np.asarray(known[user_ids.index(user)].todense()).ravel()
 
@@ -141,7 +137,7 @@ def test_an_erasure_alone_retrains_and_removes_the_users_feedback_everywhere(
     force_feedback_gate(monkeypatch, promote=False)  # the metrics would keep the champion
     files = [str(path.relative_to(project)) for path in (project / FEEDBACK_DIR).glob("events-*.parquet")]
     unpurged = dvc_versions(project, files)
-    assert unpurged and all(_cached(project, md5) for md5 in unpurged)
+    assert unpurged and all(dvc_cached(project, md5) for md5 in unpurged)
 
     summary = _run(project, store)
 
@@ -186,8 +182,8 @@ def test_an_erasure_alone_retrains_and_removes_the_users_feedback_everywhere(
     assert status.returncode == 0 and json.loads(status.stdout) == {}
     # The versions with the erased rows are gone from the DVC cache; the purged ones are there.
     assert sorted(summary["dvc_cache_dropped"]) == sorted(unpurged)
-    assert not any(_cached(project, md5) for md5 in unpurged)
-    assert all(_cached(project, md5) for md5 in dvc_versions(project, files))
+    assert not any(dvc_cached(project, md5) for md5 in unpurged)
+    assert all(dvc_cached(project, md5) for md5 in dvc_versions(project, files))
     expected = exported[~exported[Col.USER].isin([NEW_LISTENER, erased])]
     assert sorted(remaining[Col.EVENT_ID]) == sorted(expected[Col.EVENT_ID])
     audit = [record for record in store.audit_log() if record.action == "delete_user"]
