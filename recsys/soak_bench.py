@@ -24,7 +24,7 @@ The load generators (``wrk``, the pacer) and this process run on one CPU and the
 one worker per CPU (:func:`split_cpus`; ``--shared-cpus`` lets them all share every CPU, with the
 service's configured workers). Sharing, the pacer's 0.2 of a core came from the service's two, the kernel
 split its connections unevenly between the two workers, and the p99 target was missed in 2 of 5 soaks
-against 0 of 9 split (``docs/benchmarks.md``).
+against 1 of 11 split (``docs/benchmarks.md``).
 
 Every paced run also records the cores the machine, the service, the pacer and everything else used
 meanwhile (from the machine's busy time, so short-lived processes of other people's tests count too):
