@@ -129,15 +129,16 @@ def track_with_dvc(root: str, files: list[str]) -> list[str]:
     return [f"{file}.dvc" for file in files]
 
 
+def _pinned(pointer: Path) -> list[str]:
+    """The md5 of each output a ``.dvc`` file pins."""
+    outs = yaml.safe_load(pointer.read_text(encoding="utf-8")).get("outs") or []
+    return [str(out["md5"]) for out in outs if out.get("md5")]
+
+
 def dvc_versions(root: Path, files: list[str]) -> list[str]:
     """The md5 each of ``files``' ``.dvc`` files pins now (files without one are left out)."""
-    hashes = []
-    for file in files:
-        pointer = root / f"{file}.dvc"
-        if pointer.exists():
-            outs = yaml.safe_load(pointer.read_text(encoding="utf-8")).get("outs") or []
-            hashes += [str(out["md5"]) for out in outs if out.get("md5")]
-    return hashes
+    pointers = [root / f"{file}.dvc" for file in files]
+    return [md5 for pointer in pointers if pointer.exists() for md5 in _pinned(pointer)]
 
 
 @task(name="drop-erased-from-dvc-cache", cache_policy=NO_CACHE)
@@ -159,8 +160,7 @@ def drop_from_dvc_cache(root: str, hashes: list[str]) -> list[str]:
     if done.returncode != 0:
         raise RecsysError(f"dvc cache dir failed in {project}: {(done.stderr or done.stdout).strip()}")
     cache = Path(done.stdout.strip())
-    current = [str(pointer.relative_to(project)) for pointer in (project / FEEDBACK_DIR).glob("*.dvc")]
-    still_used = set(dvc_versions(project, [name.removesuffix(".dvc") for name in current]))
+    still_used = {md5 for pointer in (project / FEEDBACK_DIR).glob("*.dvc") for md5 in _pinned(pointer)}
     dropped = []
     for md5 in dict.fromkeys(hashes):
         # DVC 3 keeps objects under files/md5/; a cache from DVC 2 has them at the top.
