@@ -29,8 +29,8 @@ run: install
 	$(BIN)/recsys run
 
 lint: install
-	$(BIN)/ruff check recsys flows tests
-	$(BIN)/ruff format --check recsys flows tests
+	$(BIN)/ruff check recsys flows benchmarks tests
+	$(BIN)/ruff format --check recsys flows benchmarks tests
 
 typecheck: install
 	$(BIN)/mypy
@@ -48,17 +48,17 @@ audit: install
 bench: bench-models bench-serve bench-soak
 
 bench-models: install
-	$(BIN)/python -m recsys.bench
+	$(BIN)/python -m benchmarks.models
 
 # Load test of /recommend beside a bare Starlette app (wrk from Debian drives both, on loopback).
 bench-serve: install
 	command -v wrk >/dev/null || apt-get install -y -qq wrk
-	$(BIN)/python -m recsys.serve_bench
+	$(BIN)/python -m benchmarks.serve
 
 # Soak: ~80 % of the measured capacity held for 60 s; errors, p99 vs unloaded, worker RSS growth.
 bench-soak: install
 	command -v wrk >/dev/null || apt-get install -y -qq wrk
-	$(BIN)/python -m recsys.soak_bench
+	$(BIN)/python -m benchmarks.soak
 
 serve: install
 	$(BIN)/recsys serve

@@ -35,17 +35,17 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.training import training_flow
-from recsys import monitoring
 from recsys.config import load_params
-from recsys.feedback import (
+from recsys.io import atomic_path, write_json
+from recsys.loop import monitoring
+from recsys.loop.feedback import (
     FEEDBACK_COLUMNS,
     SERVED_COLUMNS,
     FeedbackStore,
     FeedbackUnavailableError,
     Served,
 )
-from recsys.io import atomic_path, write_json
-from recsys.split import load_split
+from recsys.offline.split import load_split
 
 REPORT_DIR = Path("reports/monitoring")
 DRIFT_HTML, DRIFT_JSON, BIAS_JSON = "drift.html", "drift.json", "bias.json"
@@ -71,7 +71,7 @@ def default_feedback_url(project_dir: Path) -> str:
 
 @task(name="load-reference", cache_policy=NO_CACHE)
 def load_reference(project_dir: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, list[str]]:
-    """Training listening as :func:`recsys.monitoring.listening_frame` rows, the items table, edges and
+    """Training listening as :func:`recsys.loop.monitoring.listening_frame` rows, the items table, edges and
     the ids of the test split's users."""
     root = Path(project_dir)
     split = load_split(root / "data/split")

@@ -7,7 +7,7 @@ run) it:
 1. exports the feedback events stored after ``data/feedback/cursor.json`` and reads the ``delete_user``
    audit records the cursor has not honoured yet (neither: returns ``"no new feedback"`` and changes
    nothing);
-2. honours those erasures (:mod:`recsys.erasure`): purges the erased users' rows from every
+2. honours those erasures (:mod:`recsys.loop.erasure`): purges the erased users' rows from every
    ``data/feedback/events-*.parquet`` and drops their events from this export. When none of them is a user
    of the champion and no event is left, it records the erasures in the cursor and stops there;
 3. writes the events to ``data/feedback/events-<cursor>.parquet``, a data version of its own: in a DVC
@@ -18,17 +18,17 @@ run) it:
    and drops events on pairs of the fixed test split or on cold-start items (they would leak the test);
 5. merges the rest, together with every event of the earlier exports (their holdouts and the events
    of runs whose challenger was refused included), into the split's own listens (``train + valid`` of
-   ``data/split``, aligned with the champion's users) with :func:`recsys.retrain.merge_feedback`: the
+   ``data/split``, aligned with the champion's users) with :func:`recsys.loop.retrain.merge_feedback`: the
    training data is rebuilt from the events each run, so each event counts once and none is lost;
    erased users' events are gone from the files, so their feedback-derived pairs go too (rows of
    listeners known only through feedback become empty, and their id is replaced);
 6. retrains: a warm start of the champion when no user is new and nobody was erased, else a full fit with
    its settings;
 7. evaluates challenger and champion on the fixed test split and on the held-out likes
-   (``feedback_hit_rate@k``), gates with :func:`recsys.gate.decide_feedback` (not worse beyond
+   (``feedback_hit_rate@k``), gates with :func:`recsys.offline.gate.decide_feedback` (not worse beyond
    tolerance), and on a pass packages and promotes the challenger, then asks the service to reload
    (``POST {service_url}/admin/reload``). A challenger that honours an erasure is promoted whatever the
-   gate says (:func:`recsys.erasure.honour_erasure`), and every older model version is then deleted from
+   gate says (:func:`recsys.loop.erasure.honour_erasure`), and every older model version is then deleted from
    the store (they may hold the erased feedback; a rollback would bring it back);
 8. advances the cursor (and its count of honoured erasures), only once all of that succeeded: a failed run
    is simply retried on the same events and erasures.
@@ -54,7 +54,9 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.training import CHALLENGER, dvc_executable, run_lock
 from recsys.config import Params, load_params
-from recsys.erasure import (
+from recsys.errors import RecsysError
+from recsys.io import write_parquet
+from recsys.loop.erasure import (
     EVENTS_GLOB,
     PendingErasures,
     anonymise_ids,
@@ -65,10 +67,7 @@ from recsys.erasure import (
     without_erased_events,
     without_users,
 )
-from recsys.errors import RecsysError
-from recsys.io import write_parquet
-from recsys.models import LightFMRecommender
-from recsys.retrain import (
+from recsys.loop.retrain import (
     CURSOR_FILE,
     FeedbackCursor,
     align_split,
@@ -80,7 +79,8 @@ from recsys.retrain import (
     split_feedback_holdout,
     without_evaluation_pairs,
 )
-from recsys.split import Split, load_split, save_split
+from recsys.models import LightFMRecommender
+from recsys.offline.split import Split, load_split, save_split
 
 FEEDBACK_DIR = Path("data/feedback")
 SPLIT_DIR = Path("data/split")
@@ -101,7 +101,7 @@ def events_file(root: Path, position: int) -> Path:
 @task(name="export-feedback", cache_policy=NO_CACHE)
 def export_feedback(feedback_url: str, since: int) -> tuple[pd.DataFrame, int]:
     """Every event stored after cursor ``since`` and the cursor after the last of them."""
-    from recsys.feedback import EXPORT_CURSOR_ATTR, FeedbackStore
+    from recsys.loop.feedback import EXPORT_CURSOR_ATTR, FeedbackStore
 
     with FeedbackStore(feedback_url, create=False) as store:
         frame = store.export_frame(since)
@@ -177,7 +177,7 @@ def drop_from_dvc_cache(root: str, hashes: list[str]) -> list[str]:
 @task(name="load-feedback-history", cache_policy=NO_CACHE)
 def load_history(root: str, current: Path | None) -> pd.DataFrame:
     """Every event of the earlier exports (``events-*.parquet`` other than ``current``), oldest first."""
-    from recsys.feedback import FEEDBACK_COLUMNS
+    from recsys.loop.feedback import FEEDBACK_COLUMNS
 
     files = [
         path
@@ -196,7 +196,7 @@ def _position(path: Path) -> int:
 @task(name="read-erasures", cache_policy=NO_CACHE)
 def read_erasures(feedback_url: str, applied: int) -> PendingErasures:
     """The ``delete_user`` audit records after the first ``applied`` (the cursor's ``erasures_applied``)."""
-    from recsys.feedback import FeedbackStore
+    from recsys.loop.feedback import FeedbackStore
 
     with FeedbackStore(feedback_url, create=False) as store:
         return pending_erasures(store.audit_log(), applied, store.pseudonym_salt())
@@ -241,8 +241,8 @@ def _candidate(
     params: Params,
 ) -> dict[str, Any]:
     """Gate input of one model: test-split metrics (overall and per group) plus the feedback hit rate."""
-    from recsys.evaluation import evaluate
-    from recsys.fairness import mainstreaminess, user_groups
+    from recsys.offline.evaluation import evaluate
+    from recsys.offline.popularity import mainstreaminess, user_groups
 
     # The champion's users only (new listeners have no test items): both models are measured on the same
     # rows, groups and item popularity.
@@ -317,8 +317,8 @@ def retrain_and_evaluate(
 @task(name="gate-and-promote", cache_policy=NO_CACHE)
 def gate_and_promote(root: str, outcome: dict[str, Any]) -> dict[str, Any]:
     """Gate the challenger against the re-measured champion; on a win package and promote it."""
-    from recsys import gate as gating
     from recsys import registry
+    from recsys.offline import gate as gating
 
     project = Path(root)
     params = load_params(project / "params.yaml")

@@ -1,7 +1,7 @@
 """The LightFM hyperparameter search fanned out as Prefect tasks, one per trial.
 
-The trials are the ones the ``train`` stage runs (:func:`recsys.train.sample_configurations`, seeded),
-each trained by :func:`recsys.train.run_trial`; this flow only spreads them over a task runner:
+The trials are the ones the ``train`` stage runs (:func:`recsys.offline.train.sample_configurations`, seeded),
+each trained by :func:`recsys.offline.train.run_trial`; this flow only spreads them over a task runner:
 
 - ``"threads"`` (default): a :class:`prefect.task_runners.ThreadPoolTaskRunner` in this process;
 - ``"dask"``: a :class:`prefect_dask.DaskTaskRunner`, on a temporary ``LocalCluster`` of worker
@@ -30,7 +30,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from recsys.config import LightFMParams, load_params
 from recsys.errors import ConfigError
-from recsys.train import Trial
+from recsys.offline.train import Trial
 
 RunnerKind = Literal["threads", "dask"]
 RUNNERS: tuple[RunnerKind, ...] = ("threads", "dask")
@@ -79,8 +79,8 @@ def trial_task(
     seed: int,
     num_threads: int,
 ) -> Trial:
-    """One trial: :func:`recsys.train.run_trial` (early stopping on the validation part)."""
-    from recsys.train import run_trial
+    """One trial: :func:`recsys.offline.train.run_trial` (early stopping on the validation part)."""
+    from recsys.offline.train import run_trial
 
     return run_trial(number, config, train, valid, item_features, metric, seed, num_threads)
 
@@ -111,8 +111,8 @@ def search_flow(
     dict
         ``{"best_trial": row, "trials": [row, ...], "trials_file", "best_file"}``.
     """
+    from recsys.offline.train import best_trial, sample_configurations
     from recsys.stages import training_inputs
-    from recsys.train import best_trial, sample_configurations
 
     logger = get_run_logger()
     params = load_params(params_path)

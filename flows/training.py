@@ -292,7 +292,7 @@ def read_report(project_dir: Path) -> dict[str, Any]:
 
 def metrics_rows(report: Mapping[str, Any], k: int) -> list[dict[str, Any]]:
     """One row per model with its headline metrics (the table ``recsys evaluate`` prints)."""
-    from recsys.reports import headline
+    from recsys.offline.metrics_files import headline
 
     return [{"model": name} | values for name, values in headline(report, k).items()]
 
@@ -348,8 +348,8 @@ def gate(project_dir: str, report: dict[str, Any]) -> dict[str, Any]:
     dict
         ``{"promote", "reasons", "comparison", "champion_tag", "champion_metrics", "challenger"}``.
     """
-    from recsys import gate as gating
     from recsys import registry
+    from recsys.offline import gate as gating
 
     project = Path(project_dir)
     params = load_params(project / "params.yaml")
@@ -376,9 +376,9 @@ def comparable_champion(project: Path, params: Params, champion: ModelInfo) -> t
     split and the recorded metrics are used, which the returned note says.
     """
     from recsys import registry
-    from recsys.evaluation import evaluate
-    from recsys.fairness import mainstreaminess, user_groups
-    from recsys.split import load_split
+    from recsys.offline.evaluation import evaluate
+    from recsys.offline.popularity import mainstreaminess, user_groups
+    from recsys.offline.split import load_split
 
     split_dir, features_dir = project / "data" / "split", project / "data" / "features"
     if champion.metadata.get("data_version") == registry.data_version(split_dir, features_dir):

@@ -18,8 +18,8 @@ from recsys import stages
 from recsys.cli_support import guarded
 from recsys.config import Params, load_params
 from recsys.errors import RecsysError
-from recsys.registry_cli import model_app
-from recsys.reports import headline
+from recsys.offline.metrics_files import headline
+from recsys.registry.cli import model_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(
@@ -241,7 +241,7 @@ def model_card(
     out: Path = Path("docs/model_card.md"),
 ) -> None:
     """Render the model card (docs/model_card.md) from the run's metrics and params.yaml."""
-    from recsys.model_card import load_card_inputs, write_model_card
+    from recsys.reporting.model_card import load_card_inputs, write_model_card
 
     inputs = guarded(lambda: load_card_inputs(params, metrics, prepared, eda, models))
     typer.echo(f"wrote {write_model_card(inputs, out)}")
@@ -256,7 +256,7 @@ def report(
     out: Path = stages.REPORTS_DIR / "stakeholder.html",
 ) -> None:
     """One self-contained HTML report of the latest run for stakeholders (figures embedded)."""
-    from recsys.report import load_report_inputs, write_report
+    from recsys.reporting.stakeholder import load_report_inputs, write_report
 
     inputs = guarded(lambda: load_report_inputs(params, metrics, eda, monitoring))
     typer.echo(f"wrote {write_report(inputs, out)}")

@@ -169,7 +169,7 @@ class MonitoringParams(_Section):
 
 
 class BiasParams(_Section):
-    """Popularity-bias mitigation by re-ranking (``recsys.fairness.rerank_popularity``)."""
+    """Popularity-bias mitigation by re-ranking (``recsys.offline.popularity.rerank_popularity``)."""
 
     strengths: tuple[float, ...] = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.1, 0.2, 0.3, 0.5)
     # Rule for the default strength: the largest long-tail share whose nDCG@10 is at most this much

@@ -37,3 +37,15 @@ class DataError(RecsysError):
 
 class SourceUnavailableError(RecsysError):
     """A data source could be neither read locally nor downloaded."""
+
+
+class RegistryError(RecsysError):
+    """The model store cannot do what was asked (unknown tag, inconsistent inputs, lock timeout...)."""
+
+
+class NoChampionError(RegistryError):
+    """No model is labelled ``stage=champion``."""
+
+
+class NothingToRollBackError(RegistryError):
+    """No retired model is left to restore."""

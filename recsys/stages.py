@@ -16,17 +16,18 @@ from recsys.columns import Col
 from recsys.config import Params, data_dir_from_env
 from recsys.errors import RecsysError
 from recsys.io import atomic_path, write_json
+from recsys.paths import (
+    FEATURES_DIR,
+    METRICS_DIR,
+    MODELS_DIR,
+    PLOTS_DIR,
+    PREPARED_DIR,
+    RAW_DIR,
+    REPORTS_DIR,
+    SPLIT_DIR,
+)
 
 log = logging.getLogger(__name__)
-
-RAW_DIR = Path("data/raw")
-PREPARED_DIR = Path("data/prepared")
-FEATURES_DIR = Path("data/features")
-SPLIT_DIR = Path("data/split")
-MODELS_DIR = Path("models")
-METRICS_DIR = Path("metrics")
-PLOTS_DIR = Path("plots")
-REPORTS_DIR = Path("reports")
 
 
 def ingest(params: Params, out_dir: Path = RAW_DIR, local_dir: Path | None = None) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def prepare(params: Params, raw_dir: Path = RAW_DIR, out_dir: Path = PREPARED_DI
 
 def eda(prepared_dir: Path = PREPARED_DIR, out_dir: Path = REPORTS_DIR / "eda") -> dict[str, Any]:
     """Plots, the HTML report and the bias signals of the prepared data."""
-    from recsys.eda import write_eda
+    from recsys.reporting.eda import write_eda
 
     return write_eda(prepared_dir, out_dir)
 
@@ -66,7 +67,7 @@ def features(
     params: Params, prepared_dir: Path = PREPARED_DIR, out_dir: Path = FEATURES_DIR
 ) -> dict[str, Any]:
     """Item-feature matrix (tags, audio, lyrics, genre, identity) with its column names."""
-    from recsys.features import build_item_features, feature_summary, save_item_features
+    from recsys.offline.features import build_item_features, feature_summary, save_item_features
 
     items = pd.read_parquet(prepared_dir / "items.parquet")
     item_tags = pd.read_parquet(prepared_dir / "item_tags.parquet")
@@ -79,7 +80,7 @@ def features(
 
 def split(params: Params, prepared_dir: Path = PREPARED_DIR, out_dir: Path = SPLIT_DIR) -> dict[str, Any]:
     """Per-user train/valid/test holdout plus held-out cold-start artists."""
-    from recsys.split import make_split, save_split, split_summary
+    from recsys.offline.split import make_split, save_split, split_summary
 
     interactions = pd.read_parquet(prepared_dir / "interactions.parquet")
     items = pd.read_parquet(prepared_dir / "items.parquet", columns=[Col.ITEM])
@@ -90,8 +91,8 @@ def split(params: Params, prepared_dir: Path = PREPARED_DIR, out_dir: Path = SPL
 
 def training_inputs(features_dir: Path, split_dir: Path) -> tuple[Any, Any]:
     """The split and the item features with cold items' identity columns removed."""
-    from recsys.features import load_item_features, without_identity
-    from recsys.split import load_split
+    from recsys.offline.features import load_item_features, without_identity
+    from recsys.offline.split import load_split
 
     loaded = load_split(split_dir)
     item_features = load_item_features(features_dir)
@@ -107,9 +108,9 @@ def train(
     out_dir: Path = MODELS_DIR,
 ) -> dict[str, Any]:
     """Search the hybrid's hyperparameters, refit the best, fit the baselines; save every model."""
-    from recsys import train as training
     from recsys.config import LightFMParams
     from recsys.models import LightFMRecommender
+    from recsys.offline import train as training
 
     loaded, item_features = training_inputs(features_dir, split_dir)
     threads, seed = params.train.num_threads, params.seed
@@ -172,11 +173,11 @@ def evaluate(
     plots_dir: Path = PLOTS_DIR,
 ) -> dict[str, Any]:
     """Every model on the test split (overall, per user group) and on the cold-start artists."""
-    from recsys.evaluation import cold_start_evaluate
-    from recsys.evaluation import evaluate as run_evaluation
-    from recsys.fairness import mainstreaminess, user_groups
     from recsys.models import load_recommender
-    from recsys.reports import headline, metrics_plots, offline_report
+    from recsys.offline.evaluation import cold_start_evaluate
+    from recsys.offline.evaluation import evaluate as run_evaluation
+    from recsys.offline.metrics_files import headline, metrics_plots, offline_report
+    from recsys.offline.popularity import mainstreaminess, user_groups
 
     loaded, _ = training_inputs(features_dir, split_dir)
     groups = user_groups(mainstreaminess(loaded.train_full), params.evaluate.groups)
@@ -197,7 +198,7 @@ def evaluate(
 
 
 def split_summary_of(loaded: Any) -> dict[str, Any]:
-    from recsys.split import split_summary
+    from recsys.offline.split import split_summary
 
     return split_summary(loaded)
 
@@ -211,9 +212,9 @@ def bias(
     plots_dir: Path = PLOTS_DIR,
 ) -> dict[str, Any]:
     """The hybrid's nDCG / long-tail trade-off under popularity re-ranking, and the default strength."""
-    from recsys.bias import bias_report, tradeoff_curve
-    from recsys.fairness import item_popularity, mainstreaminess, user_groups
     from recsys.models import load_recommender
+    from recsys.offline.bias import bias_report, tradeoff_curve
+    from recsys.offline.popularity import item_popularity, mainstreaminess, user_groups
 
     loaded, _ = training_inputs(features_dir, split_dir)
     groups = user_groups(mainstreaminess(loaded.train_full), params.evaluate.groups)

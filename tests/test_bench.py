@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from recsys.bench import COMMAND, markdown, update_doc
+from benchmarks.models import COMMAND, markdown, update_doc
 
 
 def test_markdown_names_the_command_and_has_a_row_per_measure() -> None:

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from recsys.bias import (
+from recsys.config import EvaluateParams, Params
+from recsys.offline.bias import (
     LIFT,
     NDCG_COST,
     STRENGTH,
@@ -19,9 +20,8 @@ from recsys.bias import (
     group_popularity_lift,
     tradeoff_curve,
 )
-from recsys.config import EvaluateParams, Params
-from recsys.evaluation import evaluate
-from recsys.fairness import item_popularity, mainstreaminess, user_groups
+from recsys.offline.evaluation import evaluate
+from recsys.offline.popularity import item_popularity, mainstreaminess, user_groups
 
 N_USERS, N_ITEMS, K = 60, 40, 10
 PARAMS = EvaluateParams(ks=(5, K), primary_k=K)

@@ -1,4 +1,4 @@
-"""Tests of recsys.eda: hand-computed bias numbers, every plot, and the stage on tiny and real data."""
+"""Tests of recsys.reporting.eda: hand-computed bias numbers, every plot, the stage on tiny and real data."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from recsys import eda
 from recsys.columns import AUDIO_FEATURES, ITEMS_COLUMNS, Col
 from recsys.config import DATA_DIR_ENV, data_dir_from_env
 from recsys.errors import DataError
+from recsys.reporting import eda
 
 SENTINEL = "Quixotrombulance"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

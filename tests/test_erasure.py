@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from recsys.columns import Col
-from recsys.erasure import (
+from recsys.errors import DataError
+from recsys.io import write_parquet
+from recsys.loop.erasure import (
     ERASED_PREFIX,
     anonymise_ids,
     erased_users,
@@ -18,10 +20,8 @@ from recsys.erasure import (
     purge_event_files,
     without_erased_events,
 )
-from recsys.errors import DataError
-from recsys.feedback import AuditRecord, FeedbackEvent, FeedbackStore, pseudonymise
-from recsys.gate import GateDecision
-from recsys.io import write_parquet
+from recsys.loop.feedback import AuditRecord, FeedbackEvent, FeedbackStore, pseudonymise
+from recsys.offline.gate import GateDecision
 
 SALT = "test-salt"
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.evaluation import rank_top_k
-from recsys.fairness import (
+from recsys.offline.evaluation import rank_top_k
+from recsys.offline.popularity import (
     PAD_ITEM,
     item_popularity,
     mainstreaminess,

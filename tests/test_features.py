@@ -13,7 +13,7 @@ import pytest
 from recsys.columns import AUDIO_FEATURES, ITEMS_COLUMNS, Col
 from recsys.config import FeaturesParams, data_dir_from_env
 from recsys.errors import DataError
-from recsys.features import (
+from recsys.offline.features import (
     GROUPS,
     ItemFeatures,
     build_item_features,

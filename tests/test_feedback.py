@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from recsys.columns import FEEDBACK_EVENTS, Col
 from recsys.errors import ConfigError, RecsysError
-from recsys.feedback import (
+from recsys.loop.feedback import (
     AUDIT,
     DEFAULT_PSEUDONYM_SALT,
     EVENTS,
@@ -417,7 +417,7 @@ def test_concurrent_writers_store_each_event_once(store: FeedbackStore) -> None:
 
 _CHILD_WRITER = """
 import os
-from recsys.feedback import FeedbackEvent, FeedbackStore
+from recsys.loop.feedback import FeedbackEvent, FeedbackStore
 
 store = FeedbackStore(os.environ["FEEDBACK_URL"])
 batch = 0

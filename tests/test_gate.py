@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from recsys.config import GateParams
-from recsys.gate import (
+from recsys.offline.gate import (
     GateError,
     candidate_from_report,
     decide,

@@ -10,7 +10,7 @@ import pytest
 
 from recsys.config import Params
 from recsys.errors import DataError
-from recsys.model_card import (
+from recsys.reporting.model_card import (
     CardInputs,
     fairness_section,
     fmt,

@@ -12,9 +12,8 @@ import scipy.sparse as sp
 
 from recsys.columns import AUDIO_FEATURES, Col
 from recsys.config import MonitoringParams
-from recsys.fairness import PAD_ITEM
-from recsys.feedback import SERVED_COLUMNS, Served
-from recsys.monitoring import (
+from recsys.loop.feedback import SERVED_COLUMNS, Served
+from recsys.loop.monitoring import (
     LOG_LISTENERS,
     POPULARITY_BUCKET,
     UNKNOWN_GENRE,
@@ -32,6 +31,7 @@ from recsys.monitoring import (
     served_hit_rate,
     served_top_k,
 )
+from recsys.offline.popularity import PAD_ITEM
 
 GENRES = ("rock", "pop", "rap", "jazz")
 PARAMS = MonitoringParams(drift_share_threshold=0.5, min_events=50)

@@ -23,9 +23,10 @@ from typer.testing import CliRunner
 from recsys import registry
 from recsys.columns import Col
 from recsys.config import FeaturesParams, LightFMParams, SplitParams
-from recsys.features import build_item_features, save_item_features, without_identity
 from recsys.io import write_parquet
 from recsys.models import LightFMRecommender, load_recommender
+from recsys.offline.features import build_item_features, save_item_features, without_identity
+from recsys.offline.split import PARTS, load_split, make_split, save_split
 from recsys.registry import (
     CANDIDATE,
     CHAMPION,
@@ -35,9 +36,10 @@ from recsys.registry import (
     NoChampionError,
     NothingToRollBackError,
     RegistryError,
+    artifact,
+    store,
 )
-from recsys.registry_cli import model_app
-from recsys.split import PARTS, load_split, make_split, save_split
+from recsys.registry.cli import model_app
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 N_USERS, N_ITEMS = 20, 15
@@ -165,12 +167,12 @@ def test_saved_candidate_has_labels_and_metadata(project: Project, home: Path) -
 
 def test_artifact_holds_names_and_top_tags_but_never_lyrics(project: Project, home: Path) -> None:
     info = registry.get_model(project.save(0.25, home))
-    catalogue = pd.read_parquet(info.path / registry.CATALOGUE_FILE)
+    catalogue = pd.read_parquet(info.path / artifact.CATALOGUE_FILE)
     assert catalogue.columns.tolist() == [Col.ITEM, Col.NAME]
     for file in info.path.rglob("*"):
         if file.is_file():
             assert LYRICS_MARKER.encode() not in file.read_bytes(), file
-    tags = pd.read_parquet(info.path / registry.TAGS_FILE)
+    tags = pd.read_parquet(info.path / artifact.TAGS_FILE)
     source = pd.read_parquet(project.prepared / "item_tags.parquet")
     assert tags.groupby(Col.ITEM).size().max() == 2
     for item_id, kept in tags.groupby(Col.ITEM):
@@ -254,7 +256,7 @@ def test_load_artifact_scores_like_the_saved_model(project: Project, home: Path)
 
 def test_load_artifact_detects_a_corrupt_file(project: Project, home: Path) -> None:
     info = registry.get_model(project.save(0.2, home))
-    with open(info.path / registry.MODEL_FILE, "r+b") as handle:
+    with open(info.path / artifact.MODEL_FILE, "r+b") as handle:
         handle.seek(100)
         handle.write(b"\x00corrupt\x00")
     with pytest.raises(RegistryError, match=r"model\.npz is missing or corrupt"):
@@ -293,8 +295,8 @@ def test_a_held_lock_times_out_with_a_clear_error(
     project: Project, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tag = project.save(0.2, home)
-    monkeypatch.setattr(registry, "LOCK_TIMEOUT_S", 0.2)
-    with FileLock(home / registry.LOCK_FILE), pytest.raises(RegistryError, match="stayed locked"):
+    monkeypatch.setattr(store, "LOCK_TIMEOUT_S", 0.2)
+    with FileLock(home / store.LOCK_FILE), pytest.raises(RegistryError, match="stayed locked"):
         registry.promote(tag)
     assert registry.get_model(tag).stage == CANDIDATE
 

@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
 from recsys.errors import DataError
-from recsys.model_card import fmt, pct
-from recsys.report import figure_png, load_report_inputs, render_report, write_report
+from recsys.reporting.model_card import fmt, pct
+from recsys.reporting.stakeholder import figure_png, load_report_inputs, render_report, write_report
 from tests.test_model_card import tiny_bias, tiny_offline
 
 IMG = 'src="data:image/png;base64,'
@@ -118,7 +118,7 @@ def test_cli_writes_the_report_and_the_card(tmp_path: Path) -> None:
 
 
 def test_render_is_plain_html_with_no_lyrics_section() -> None:
-    from recsys.report import ReportInputs
+    from recsys.reporting.stakeholder import ReportInputs
 
     page = render_report(ReportInputs(offline=tiny_offline()))
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")

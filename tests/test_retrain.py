@@ -13,9 +13,8 @@ import scipy.sparse as sp
 from recsys.columns import Col
 from recsys.config import LightFMParams, RetrainParams
 from recsys.errors import DataError
-from recsys.feedback import FeedbackEvent, FeedbackStore
-from recsys.models import LightFMRecommender
-from recsys.retrain import (
+from recsys.loop.feedback import FeedbackEvent, FeedbackStore
+from recsys.loop.retrain import (
     FeedbackCursor,
     MergeReport,
     align_split,
@@ -27,7 +26,8 @@ from recsys.retrain import (
     split_feedback_holdout,
     without_evaluation_pairs,
 )
-from recsys.split import Split, validate_split
+from recsys.models import LightFMRecommender
+from recsys.offline.split import Split, validate_split
 
 PARAMS = RetrainParams(play_weight=1.0, like_weight=2.0, skip_weight=0.5, warm_start_epochs=2)
 USERS = {"u0": 0, "u1": 1}

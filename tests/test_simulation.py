@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import simulation
 from recsys.columns import Col
+from recsys.loop import simulation
 
 
 def _interactions(n_users: int = 6, per_user: int = 10) -> pd.DataFrame:

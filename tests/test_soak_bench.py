@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from recsys import soak_bench
-from recsys.soak_bench import (
+from benchmarks import soak as soak_bench
+from benchmarks.soak import (
     busiest_others,
     cpu_speed_probe,
     cpu_split,

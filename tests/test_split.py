@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from recsys.columns import Col
 from recsys.config import SplitParams, data_dir_from_env
 from recsys.errors import DataError
-from recsys.split import (
+from recsys.offline.split import (
     PARTS,
     SUMMARY_FILE,
     Split,

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.config import LightFMParams, Params, SearchParams
-from recsys.train import (
+from recsys.offline.train import (
     Trial,
     best_trial,
     fit_baselines,

@@ -7,7 +7,7 @@ is serialised with orjson, and the model's structures are precomputed in a :clas
 Security: admin endpoints compare the ``X-Admin-Token`` header with ``RECSYS_ADMIN_TOKEN`` in constant
 time; bodies over :data:`MAX_BODY_BYTES` are refused with 413 before they are read in full; requests
 from another origin than the page's own (or ``RECSYS_ALLOWED_ORIGINS``) are refused with 403; and
-nothing logged here names a raw user id (see :meth:`recsys.feedback.FeedbackStore.pseudonym`).
+nothing logged here names a raw user id (see :meth:`recsys.loop.feedback.FeedbackStore.pseudonym`).
 
 Every answered recommendation is handed to :class:`recsys.serving.runtime.ServedLog` after the response
 is built: an in-memory append, written to the feedback store by a background thread started and
@@ -33,7 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from recsys.feedback import FeedbackUnavailableError, InvalidFeedbackError
+from recsys.loop.feedback import FeedbackUnavailableError, InvalidFeedbackError
 from recsys.serving import logic
 from recsys.serving.openapi import docs_page, openapi_spec
 from recsys.serving.runtime import Runtime

@@ -29,14 +29,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys import registry
-from recsys.feedback import (
+from recsys.io import write_text
+from recsys.loop.feedback import (
     AddResult,
     FeedbackEvent,
     FeedbackStore,
     FeedbackUnavailableError,
     ServedRecommendation,
 )
-from recsys.io import write_text
 from recsys.serving.state import ServingState
 
 _LOG = logging.getLogger(__name__)

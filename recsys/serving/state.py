@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from recsys.fairness import rerank_popularity
 from recsys.models.scorer import MISSING, top_k_from_scores
+from recsys.offline.popularity import rerank_popularity
 from recsys.registry import ServingArtifact
 from recsys.serving.search import NameIndex, normalise
 
@@ -70,7 +70,7 @@ class ServingState:
     artifact : ServingArtifact
         A model loaded from the registry.
     bias_strength : float, optional
-        Popularity re-ranking strength (:func:`recsys.fairness.rerank_popularity`) applied to every
+        Popularity re-ranking strength (:func:`recsys.offline.popularity.rerank_popularity`) applied to every
         model ranking (known and new listeners; not cold-start popularity lists or similar items).
         None reads ``RECSYS_BIAS_STRENGTH``; 0 turns it off. With a positive strength, response scores
         are the re-ranked (standardised) scores.

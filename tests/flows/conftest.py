@@ -187,8 +187,8 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> TinyProject:
 
 def force_feedback_gate(monkeypatch: pytest.MonkeyPatch, promote: bool) -> None:
     """Make the retraining flow's gate answer ``promote`` whatever the metrics of a tiny model say."""
-    from recsys import gate
-    from recsys.gate import GateDecision
+    from recsys.offline import gate
+    from recsys.offline.gate import GateDecision
 
     def decide(challenger: Any, champion: Any, params: Any) -> GateDecision:
         return GateDecision(promote, [f"test gate: promote={promote}"], {})
@@ -199,7 +199,7 @@ def force_feedback_gate(monkeypatch: pytest.MonkeyPatch, promote: bool) -> None:
 def feedback_state(project: Path) -> dict[str, Any]:
     """What a retraining run may change: the cursor, the champion, the exported files' bytes, the models."""
     from recsys import registry
-    from recsys.retrain import CURSOR_FILE
+    from recsys.loop.retrain import CURSOR_FILE
 
     return {
         "cursor": (project / CURSOR_FILE).read_text(encoding="utf-8"),

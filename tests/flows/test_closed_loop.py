@@ -31,14 +31,15 @@ import pandas as pd
 import pytest
 
 from flows.retraining import retraining_flow
-from recsys import registry, simulation, stages
+from recsys import registry, stages
 from recsys.columns import Col
 from recsys.config import load_params
-from recsys.evaluation import evaluate
-from recsys.feedback import FeedbackStore
 from recsys.io import write_parquet
+from recsys.loop import simulation
+from recsys.loop.feedback import FeedbackStore
+from recsys.loop.retrain import CURSOR_FILE, FeedbackCursor
 from recsys.models import LightFMRecommender
-from recsys.retrain import CURSOR_FILE, FeedbackCursor
+from recsys.offline.evaluation import evaluate
 from tests.conftest import PROJECT_ROOT
 from tests.serving.conftest import ADMIN_TOKEN, Server, start_server, stop_server
 

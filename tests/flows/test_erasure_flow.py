@@ -24,11 +24,11 @@ from flows.retraining import ERASURES_ONLY, NO_NEW_FEEDBACK, dvc_versions, retra
 from flows.training import dvc_executable
 from recsys import registry
 from recsys.columns import Col
-from recsys.erasure import ERASED_PREFIX
-from recsys.feedback import FeedbackEvent, FeedbackStore
+from recsys.loop.erasure import ERASED_PREFIX
+from recsys.loop.feedback import FeedbackEvent, FeedbackStore
+from recsys.loop.retrain import CURSOR_FILE, FeedbackCursor
+from recsys.offline.split import Split, load_split
 from recsys.registry import RegistryError
-from recsys.retrain import CURSOR_FILE, FeedbackCursor
-from recsys.split import Split, load_split
 from tests.conftest import PROJECT_ROOT
 from tests.flows.conftest import dvc_cached, feedback_state, force_feedback_gate
 from tests.test_registry import _build_project

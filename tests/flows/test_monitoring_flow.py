@@ -21,10 +21,10 @@ from flows.monitoring import BIAS_JSON, DRIFT_HTML, DRIFT_JSON, REPORT_DIR, drif
 from recsys import registry
 from recsys.columns import Col
 from recsys.config import SplitParams
-from recsys.feedback import FeedbackEvent, FeedbackStore, ServedRecommendation
 from recsys.io import write_parquet
+from recsys.loop.feedback import FeedbackEvent, FeedbackStore, ServedRecommendation
 from recsys.models.baselines import MostPopular
-from recsys.split import load_split, make_split, save_split
+from recsys.offline.split import load_split, make_split, save_split
 from tests.conftest import PROJECT_ROOT
 from tests.test_monitoring import sample_listening, tiny_items
 

@@ -29,9 +29,9 @@ from flows.retraining import (
 )
 from flows.training import dvc_executable
 from recsys import registry
-from recsys.feedback import FeedbackEvent, FeedbackStore
-from recsys.retrain import CURSOR_FILE, FeedbackCursor
-from recsys.split import load_split
+from recsys.loop.feedback import FeedbackEvent, FeedbackStore
+from recsys.loop.retrain import CURSOR_FILE, FeedbackCursor
+from recsys.offline.split import load_split
 from tests.conftest import PROJECT_ROOT
 from tests.flows.conftest import feedback_state, force_feedback_gate
 from tests.test_registry import _build_project

@@ -170,7 +170,7 @@ def test_the_gate_measures_the_champion_on_this_runs_test_split(
     from flows.training import comparable_champion
     from recsys import registry
     from recsys.config import Params
-    from recsys.split import load_split, make_split, save_split
+    from recsys.offline.split import load_split, make_split, save_split
     from tests.test_registry import _build_project
 
     home = tmp_path / "home"

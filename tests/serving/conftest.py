@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.serve import stop
 from recsys import registry
 from recsys.columns import Col
 from recsys.config import FeaturesParams, LightFMParams, SplitParams
-from recsys.features import build_item_features, save_item_features, without_identity
 from recsys.io import write_parquet
 from recsys.models import LightFMRecommender
-from recsys.serve_bench import stop
-from recsys.split import make_split, save_split
+from recsys.offline.features import build_item_features, save_item_features, without_identity
+from recsys.offline.split import make_split, save_split
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 N_USERS, PER_CLUSTER = 40, 12

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from recsys.feedback import EVENTS, FeedbackEvent, FeedbackStore, FeedbackUnavailableError
+from recsys.loop.feedback import EVENTS, FeedbackEvent, FeedbackStore, FeedbackUnavailableError
 from recsys.serving.runtime import Feedback, ServingSettings, Signals
 
 SYNC_S, FULL_SYNC_S, RETRY_S = 5.0, 600.0, 5.0

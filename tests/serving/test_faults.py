@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from recsys.feedback import FeedbackStore
+from recsys.loop.feedback import FeedbackStore
 from tests.serving.conftest import Server, start_server, stop_server
 
 pytestmark = pytest.mark.slow

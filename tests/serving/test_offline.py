@@ -10,8 +10,8 @@ import scipy.sparse as sp
 
 from recsys import stages
 from recsys.config import LightFMParams, Params
-from recsys.serving.offline import eligible_users, new_listener_report, pick_favourites, train_hybrid
-from recsys.split import load_split
+from recsys.offline.new_listener import eligible_users, new_listener_report, pick_favourites, train_hybrid
+from recsys.offline.split import load_split
 
 
 def test_favourites_are_seeded_distinct_training_items() -> None:

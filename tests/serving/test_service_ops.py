@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from recsys import registry
+from recsys.registry import artifact
 from tests.serving.conftest import ADMIN_TOKEN, Server, free_port, save_champion, start_server, stop_server
 
 pytestmark = pytest.mark.slow
@@ -88,7 +89,7 @@ def test_reload_swaps_models_without_dropping_requests_and_survives_a_corrupt_or
         assert _wait(lambda: _versions(server) == {second})  # the other worker follows the announcement
 
         third = save_champion(project, home)
-        model_file = registry.get_model(third, home=home).path / registry.MODEL_FILE
+        model_file = registry.get_model(third, home=home).path / artifact.MODEL_FILE
         model_file.write_bytes(b"corrupted")
         failed = server.client.post("/admin/reload", headers=ADMIN)
         assert failed.status_code == 409
@@ -98,10 +99,10 @@ def test_reload_swaps_models_without_dropping_requests_and_survives_a_corrupt_or
         assert _versions(server) == {second}
 
         fourth = save_champion(project, home)
-        (registry.get_model(fourth, home=home).path / registry.MODEL_FILE).unlink()
+        (registry.get_model(fourth, home=home).path / artifact.MODEL_FILE).unlink()
         missing = server.client.post("/admin/reload", headers=ADMIN)
         assert missing.status_code == 409
-        assert missing.json()["reloaded"] is False and registry.MODEL_FILE in missing.json()["error"]
+        assert missing.json()["reloaded"] is False and artifact.MODEL_FILE in missing.json()["error"]
         assert missing.json()["model_version"] == second
         assert _versions(server) == {second}
     finally:

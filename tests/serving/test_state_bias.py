@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recsys import registry
-from recsys.fairness import rerank_popularity
+from recsys.offline.popularity import rerank_popularity
 from recsys.serving import logic
 from recsys.serving.schemas import NewListenerRequest, RecommendRequest
 from recsys.serving.state import BIAS_STRENGTH_ENV, ServingState, bias_strength_from_env

@@ -19,9 +19,9 @@ from threadpoolctl import threadpool_limits
 
 from recsys import stages
 from recsys.config import Params, data_dir_from_env, load_params
-from recsys.evaluation import evaluate
 from recsys.io import write_json, write_text
 from recsys.models import LightFMRecommender
+from recsys.offline.evaluation import evaluate
 
 RESULTS = Path("bench/results/models.json")
 DOC = Path("docs/benchmarks.md")

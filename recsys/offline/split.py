@@ -36,8 +36,8 @@ import scipy.sparse as sp
 from recsys.columns import Col
 from recsys.config import SplitParams
 from recsys.errors import DataError
-from recsys.fairness import item_popularity
 from recsys.io import atomic_open, write_json, write_parquet
+from recsys.offline.popularity import item_popularity
 
 PARTS: tuple[str, ...] = ("train", "valid", "test", "cold")
 """The disjoint parts of a split; together they hold every input interaction."""

@@ -1,6 +1,6 @@
 """Serving benchmark: the BentoML service against a bare Starlette app with the same scorer.
 
-``python -m recsys.serve_bench`` serves the champion of ``BENTOML_HOME`` (or, without one, a quick
+``python -m benchmarks.serve`` serves the champion of ``BENTOML_HOME`` (or, without one, a quick
 hybrid trained on the pipeline's ``data/`` outputs and packaged into a temporary store), drives
 ``POST /recommend`` (known users, k=10) on loopback with ``wrk`` (16 connections, 10 s per side), and
 writes ``bench/results/serve.json``: ``{"service": {"rps", "p50_ms", "p99_ms"}, "bare": {...},
@@ -73,8 +73,8 @@ def bare_app() -> Starlette:
 def quick_champion(data_root: Path, home: Path, epochs: int) -> str:
     """Train a hybrid on ``data_root``'s split and features, package it into ``home`` and promote it."""
     from recsys.config import load_params
-    from recsys.serving.offline import train_hybrid
-    from recsys.split import load_split
+    from recsys.offline.new_listener import train_hybrid
+    from recsys.offline.split import load_split
 
     params = load_params()
     lightfm = params.train.lightfm.model_copy(update={"epochs": epochs})
@@ -235,7 +235,7 @@ def measure(home: Path, seconds: int, connections: int, work: Path) -> dict[str,
             py,
             "-m",
             "uvicorn",
-            "recsys.serve_bench:bare_app",
+            "benchmarks.serve:bare_app",
             "--factory",
             "--workers",
             "2",

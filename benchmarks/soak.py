@@ -1,7 +1,7 @@
 """Soak benchmark: the BentoML service held at 80 % of its open-loop capacity for a minute.
 
-``python -m recsys.soak_bench`` serves the champion of ``BENTOML_HOME`` (or a quick one, as
-:mod:`recsys.serve_bench` does), then
+``python -m benchmarks.soak`` serves the champion of ``BENTOML_HOME`` (or a quick one, as
+:mod:`benchmarks.serve` does), then
 
 0. times a fixed piece of work on the idle machine for 20 s: how steady the CPU's speed is (on a VM the
    host can halve it for seconds at a time; see :func:`cpu_speed_probe`);
@@ -416,7 +416,7 @@ def run_pacer(
     service: int,
 ) -> dict[str, Any]:
     """Run the pacer in its own process (on this process's CPUs); its summary."""
-    command = [sys.executable, "-m", "recsys.soak_bench", "--pace", url, "--bodies", str(bodies)]
+    command = [sys.executable, "-m", "benchmarks.soak", "--pace", url, "--bodies", str(bodies)]
     command += ["--rate", str(rate), "--seconds", str(seconds), "--connections", str(options.connections)]
     command += ["--service-pid", str(service)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
@@ -524,8 +524,8 @@ def cpu_speed_probe(seconds: float = PROBE_SECONDS) -> dict[str, Any]:
 
 def write_inputs(home: Path, work: Path) -> tuple[Path, Path]:
     """Request bodies (known users, k=10) and the ``wrk`` script that cycles through them."""
+    from benchmarks.serve import _LUA
     from recsys import registry
-    from recsys.serve_bench import _LUA
 
     users = registry.load_artifact("champion", home=home).user_ids[:1000]
     bodies = work / "bodies.txt"
@@ -565,7 +565,7 @@ def pinned(cpus: set[int]) -> Iterator[None]:
 
 def service_env(base: dict[str, str], home: Path, work: Path, workers: int | None) -> dict[str, str]:
     """The service's environment: champion home, scratch store, and ``workers`` workers if given."""
-    from recsys.serve_bench import HOME_ENV
+    from benchmarks.serve import HOME_ENV
 
     env = {
         **base,
@@ -582,7 +582,7 @@ def service_env(base: dict[str, str], home: Path, work: Path, workers: int | Non
 
 def _service(home: Path, work: Path, cpus: set[int] | None) -> tuple[subprocess.Popen[bytes], int]:
     """``bentoml serve`` on its own port; on ``cpus`` with one worker each when given."""
-    from recsys.serve_bench import free_port, start
+    from benchmarks.serve import free_port, start
 
     env = service_env(dict(os.environ), home, work, len(cpus) if cpus else None)
     port = free_port()
@@ -652,7 +652,7 @@ def soak(home: Path, work: Path, options: SoakOptions) -> dict[str, Any]:
 
 
 def _soak(home: Path, work: Path, options: SoakOptions, service_cpus: set[int] | None) -> dict[str, Any]:
-    from recsys.serve_bench import run_wrk, stop
+    from benchmarks.serve import run_wrk, stop
 
     bodies, script = write_inputs(home, work)
     probe = cpu_speed_probe()
@@ -686,8 +686,8 @@ def _soak(home: Path, work: Path, options: SoakOptions, service_cpus: set[int] |
 
 
 def _champion_home(work: Path, data_root: Path, epochs: int) -> Path:
+    from benchmarks.serve import quick_champion
     from recsys import registry
-    from recsys.serve_bench import quick_champion
 
     home = registry.bentoml_home()
     if registry.champion(home) is not None:

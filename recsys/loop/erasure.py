@@ -1,11 +1,12 @@
 """Erasure on the retraining path: keep a deleted listener's feedback out of exported files and models.
 
-``DELETE /users/{user_id}/feedback`` (:meth:`recsys.feedback.FeedbackStore.delete_user`) removes the user's
+``DELETE /users/{user_id}/feedback`` (:meth:`recsys.loop.feedback.FeedbackStore.delete_user`)
+removes the user's
 events from the feedback store and writes a ``delete_user`` audit record holding only an HMAC pseudonym
-(:func:`recsys.feedback.pseudonymise`). Their feedback may already have left the store, though: exported
+(:func:`recsys.loop.feedback.pseudonymise`). Their feedback may already have left the store, though: exported
 to ``data/feedback/events-<cursor>.parquet`` and merged into the champion's training matrix, from which
 every later retraining starts. For each audit record it has not honoured yet
-(:attr:`recsys.retrain.FeedbackCursor.erasures_applied`) the retraining flow
+(:attr:`recsys.loop.retrain.FeedbackCursor.erasures_applied`) the retraining flow
 
 1. finds the erased users by pseudonymising candidate ids (the champion's users, the users of each
    exported file) and matching them with the audit pseudonyms, so no raw id is ever stored for an erasure;
@@ -19,12 +20,12 @@ every later retraining starts. For each audit record it has not honoured yet
    obligation, not a quality choice.
 
 The pseudonyms only match with the salt they were made with: the feedback store's own
-(:meth:`recsys.feedback.FeedbackStore.pseudonym_salt`, shared by the service and the flow through the
+(:meth:`recsys.loop.feedback.FeedbackStore.pseudonym_salt`, shared by the service and the flow through the
 store) unless ``RECSYS_PSEUDONYM_SALT`` overrides it.
 
 Examples
 --------
->>> from recsys.feedback import pseudonymise
+>>> from recsys.loop.feedback import pseudonymise
 >>> erased_users(["u1", "u2", "u3"], {pseudonymise("u2", salt="s")}, salt="s")
 ['u2']
 """
@@ -40,12 +41,12 @@ import pandas as pd
 
 from recsys.columns import Col
 from recsys.errors import DataError
-from recsys.feedback import AuditRecord, pseudonymise
-from recsys.gate import GateDecision
 from recsys.io import write_parquet
+from recsys.loop.feedback import AuditRecord, pseudonymise
+from recsys.offline.gate import GateDecision
 
 ERASE_ACTION = "delete_user"
-"""The audit action written by :meth:`recsys.feedback.FeedbackStore.delete_user`."""
+"""The audit action written by :meth:`recsys.loop.feedback.FeedbackStore.delete_user`."""
 ERASED_PREFIX = "erased:"
 """Prefix of the id that replaces an erased feedback-only listener in a model's user ids."""
 EVENTS_GLOB = "events-*.parquet"
@@ -65,7 +66,7 @@ class PendingErasures:
     total : int
         ``delete_user`` records in the audit log: the new ``erasures_applied`` once these are honoured.
     salt : str, optional
-        The store's pseudonym salt (:meth:`recsys.feedback.FeedbackStore.pseudonym_salt`) the pseudonyms
+        The store's pseudonym salt (:meth:`recsys.loop.feedback.FeedbackStore.pseudonym_salt`) the pseudonyms
         were made with; never shown in the repr.
     """
 
@@ -109,7 +110,7 @@ def pending_erasures(
 def erased_users(user_ids: Iterable[str], pseudonyms: Collection[str], salt: str | None = None) -> list[str]:
     """The distinct ids among ``user_ids`` whose pseudonym is in ``pseudonyms``, sorted.
 
-    ``salt`` defaults to ``RECSYS_PSEUDONYM_SALT`` as in :func:`recsys.feedback.pseudonymise`.
+    ``salt`` defaults to ``RECSYS_PSEUDONYM_SALT`` as in :func:`recsys.loop.feedback.pseudonymise`.
     """
     if not pseudonyms:
         return []

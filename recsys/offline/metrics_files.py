@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from recsys.config import EvaluateParams, Params
-from recsys.evaluation import EvaluationResult
+from recsys.offline.evaluation import EvaluationResult
 
 GROUP_METRICS = ("precision", "recall", "ndcg", "map", "arp", "long_tail_share")
 

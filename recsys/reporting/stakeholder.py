@@ -27,7 +27,16 @@ from matplotlib.figure import Figure
 
 from recsys.config import load_params
 from recsys.io import write_text
-from recsys.model_card import CHALLENGER, POPULAR, fmt, label, load_offline, ordered_models, pct, read_json
+from recsys.reporting.model_card import (
+    CHALLENGER,
+    POPULAR,
+    fmt,
+    label,
+    load_offline,
+    ordered_models,
+    pct,
+    read_json,
+)
 
 _DPI = 100
 _CSS = """

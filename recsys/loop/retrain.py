@@ -12,7 +12,7 @@ rather than warm-started (:func:`retrain` with ``changed_shape=True``).
 Each event counts once: :class:`FeedbackCursor` records how far the feedback store has been exported
 (``data/feedback/cursor.json``), and the retraining flow advances it only after a successful run. It also
 counts the ``delete_user`` audit records already honoured (``erasures_applied``), so each erasure is applied
-to the exported files and the model exactly once (see :mod:`recsys.erasure`).
+to the exported files and the model exactly once (see :mod:`recsys.loop.erasure`).
 
 Examples
 --------
@@ -47,9 +47,10 @@ from recsys.config import RetrainParams
 from recsys.errors import DataError
 from recsys.io import write_json
 from recsys.models import LightFMRecommender
-from recsys.split import Split
+from recsys.offline.split import Split
+from recsys.paths import FEEDBACK_CURSOR
 
-CURSOR_FILE = Path("data/feedback/cursor.json")
+CURSOR_FILE = FEEDBACK_CURSOR
 """Where the retraining flow keeps its :class:`FeedbackCursor`, relative to the project root."""
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -375,7 +376,8 @@ class FeedbackCursor:
     Attributes
     ----------
     position : int
-        The ``cursor`` of :meth:`recsys.feedback.FeedbackStore.export_frame` after the last consumed event.
+        The ``cursor`` of :meth:`recsys.loop.feedback.FeedbackStore.export_frame` after the last
+        consumed event.
     updated_at : str
         UTC ISO time of the last advance (empty before the first).
     history : list of dict

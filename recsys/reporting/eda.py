@@ -25,8 +25,8 @@ from matplotlib.figure import Figure
 
 from recsys.columns import AUDIO_FEATURES, Col
 from recsys.errors import DataError
-from recsys.fairness import item_popularity, mainstreaminess
 from recsys.io import atomic_path, write_json, write_text
+from recsys.offline.popularity import item_popularity, mainstreaminess
 
 TOP_FRACTION = 0.01
 """The head whose share of listens is reported: the top 1 % of artists."""
@@ -92,7 +92,7 @@ def top_share(values: np.ndarray, fraction: float = TOP_FRACTION) -> float:
 
 
 def user_mainstreaminess(interactions: pd.DataFrame) -> np.ndarray:
-    """Per user (sorted ids): mean popularity percentile of their artists, via :mod:`recsys.fairness`."""
+    """Per user (sorted ids): mean popularity percentile of their artists (see recsys.offline.popularity)."""
     return mainstreaminess(user_item_matrix(interactions))
 
 

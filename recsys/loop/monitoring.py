@@ -33,14 +33,14 @@ import scipy.sparse as sp
 
 from recsys.columns import AUDIO_FEATURES, Col
 from recsys.config import MonitoringParams
-from recsys.evaluation import (
+from recsys.loop.feedback import Served
+from recsys.offline.evaluation import (
     average_recommendation_popularity,
     catalogue_coverage,
     long_tail_share,
     novelty,
 )
-from recsys.fairness import PAD_ITEM, item_popularity, popularity_lift
-from recsys.feedback import Served
+from recsys.offline.popularity import PAD_ITEM, item_popularity, popularity_lift
 
 POPULARITY_BUCKET = "popularity_bucket"
 """Derived column: ``tail``, ``mid`` or ``head`` by the item's number of listeners."""
@@ -300,7 +300,7 @@ def own_listening_lift(top_k_items: np.ndarray, known: sp.csr_matrix, users: np.
 def served_top_k(
     served: pd.DataFrame, item_index: Mapping[str, int], user_index: Mapping[str, int], k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Served lists (:meth:`recsys.feedback.FeedbackStore.served_frame`) as model indices.
+    """Served lists (:meth:`recsys.loop.feedback.FeedbackStore.served_frame`) as model indices.
 
     Returns
     -------

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.config import EvaluateParams
-from recsys.fairness import PAD_ITEM, item_popularity, mean_list_value
+from recsys.offline.popularity import PAD_ITEM, item_popularity, mean_list_value
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 """Maps user indices to a dense ``(len(users), n_items)`` score matrix, higher is better."""
@@ -263,7 +263,7 @@ def evaluate(
     params
         ``ks`` and ``head_share``.
     user_groups
-        Group name -> user indices (see :func:`recsys.fairness.user_groups`).
+        Group name -> user indices (see :func:`recsys.offline.popularity.user_groups`).
     candidates
         Boolean item mask or item indices to rank among; None = every item.
     item_vectors

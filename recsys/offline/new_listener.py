@@ -8,7 +8,7 @@ training listeners under the same exclusions. The model never uses the user's ow
 its item embeddings were trained with that user's training listens (no retraining per user), so this is
 an optimistic estimate of a truly new listener.
 
-``python -m recsys.serving.offline [DATA_ROOT]`` trains a quick hybrid on the pipeline's outputs and
+``python -m recsys.offline.new_listener [DATA_ROOT]`` trains a quick hybrid on the pipeline's outputs and
 prints the report as JSON.
 """
 
@@ -23,10 +23,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.config import LightFMParams, load_params
-from recsys.evaluation import rank_top_k, ranking_metrics
-from recsys.features import load_item_features, without_identity
 from recsys.models import LightFMRecommender
-from recsys.split import Split, load_split, train_popularity
+from recsys.offline.evaluation import rank_top_k, ranking_metrics
+from recsys.offline.features import load_item_features, without_identity
+from recsys.offline.split import Split, load_split, train_popularity
 
 
 def pick_favourites(

@@ -1,9 +1,9 @@
 """Popularity-bias mitigation: the accuracy / long-tail trade-off of re-ranking, and the default strength.
 
-Every strength re-ranks the model's scores with :func:`recsys.fairness.rerank_popularity` and is evaluated
-with the offline protocol (:func:`recsys.evaluation.evaluate`), so the curve's strength-0 row equals the
-unmitigated model's metrics. The default strength is the one with the largest long-tail share whose
-nDCG costs at most ``max_ndcg_cost`` (relative) against strength 0.
+Every strength re-ranks the model's scores with :func:`recsys.offline.popularity.rerank_popularity` and is
+evaluated with the offline protocol (:func:`recsys.offline.evaluation.evaluate`), so the curve's strength-0
+row equals the unmitigated model's metrics. The default strength is the one with the largest long-tail share
+whose nDCG costs at most ``max_ndcg_cost`` (relative) against strength 0.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.config import EvaluateParams
-from recsys.evaluation import ScoreFn, evaluate, rank_top_k
-from recsys.fairness import popularity_lift, rerank_popularity
+from recsys.offline.evaluation import ScoreFn, evaluate, rank_top_k
+from recsys.offline.popularity import popularity_lift, rerank_popularity
 
 STRENGTH = "strength"
 NDCG_COST = "ndcg_cost"
@@ -29,7 +29,7 @@ RULE = (
 
 
 def reranked(score_fn: ScoreFn, popularity: np.ndarray, strength: float) -> ScoreFn:
-    """``score_fn`` followed by :func:`~recsys.fairness.rerank_popularity` at ``strength``."""
+    """``score_fn`` followed by :func:`~recsys.offline.popularity.rerank_popularity` at ``strength``."""
 
     def score(users: np.ndarray) -> np.ndarray:
         return rerank_popularity(np.asarray(score_fn(users)), popularity, strength)
@@ -87,7 +87,8 @@ def tradeoff_curve(
     score_fn
         The unmitigated model's scores for a batch of user indices.
     train, test
-        Interactions as in :func:`recsys.evaluation.evaluate` (train items are excluded from rankings).
+        Interactions as in :func:`recsys.offline.evaluation.evaluate` (train items are excluded from
+        rankings).
     popularity
         ``(n_items,)`` popularity the re-ranking penalises (normally training users per item).
     strengths

@@ -21,8 +21,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.config import LightFMParams, Params, SearchParams
-from recsys.evaluation import rank_top_k, ranking_metrics
 from recsys.models import EASE, ItemKNN, LightFMRecommender, MostPopular, Recommender
+from recsys.offline.evaluation import rank_top_k, ranking_metrics
 
 HYBRID, CF = "lightfm_hybrid", "lightfm_cf"
 log = logging.getLogger(__name__)

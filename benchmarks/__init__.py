@@ -1,0 +1,11 @@
+"""Benchmarks: outside the library wheel; ``make bench*`` runs them and writes ``bench/results/``.
+
+Modules
+-------
+models
+    Training and evaluation speed of every model on the real data (``make bench-models``).
+serve
+    ``/recommend`` under load beside a bare Starlette app (``make bench-serve``).
+soak
+    A long run at ~80 % of the measured capacity: errors, p99, worker memory (``make bench-soak``).
+"""

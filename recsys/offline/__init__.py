@@ -1,0 +1,37 @@
+"""Offline: from prepared tables to a measured, gated model (the DVC stages after ``prepare``).
+
+Modules, in the order of the data flow
+--------------------------------------
+features
+    Item-feature matrix: tags, audio, lyric topics, genres, identity (``features`` stage).
+split
+    Cold-start items, then a per-user train / valid / test holdout (``split`` stage).
+train
+    The hybrid's trial loop (search, refit) and the baselines (``train`` stage).
+evaluation
+    Ranking, accuracy and beyond-accuracy metrics, per user group and cold start (``evaluate`` stage).
+metrics_files
+    Evaluation results -> ``metrics/offline.json``, ``summary.json`` and the DVC plot tables.
+popularity
+    Item popularity, user mainstreaminess and groups, popularity lift, popularity re-ranking.
+bias
+    The re-ranking trade-off curve and its default strength (``bias`` stage).
+gate
+    May a challenger replace the champion? Pure rules, plus measuring the champion on a split.
+new_listener
+    Offline check of the new-listener path (favourites folded in vs most-popular).
+
+Nothing here imports Prefect or BentoML; stage I/O is in :mod:`recsys.stages`.
+"""
+
+__all__ = [
+    "bias",
+    "evaluation",
+    "features",
+    "gate",
+    "metrics_files",
+    "new_listener",
+    "popularity",
+    "split",
+    "train",
+]

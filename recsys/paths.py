@@ -1,0 +1,29 @@
+"""Folder and file names of the project, relative to its root: one place, read by every stage and flow.
+
+The DVC stages in ``dvc.yaml`` write exactly these folders; flows join them onto a project root
+(``root / SPLIT_DIR``), and the CLI uses them, relative to the working directory, as defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS_FILE = Path("params.yaml")
+DVC_LOCK = Path("dvc.lock")
+
+RAW_DIR = Path("data/raw")
+PREPARED_DIR = Path("data/prepared")
+FEATURES_DIR = Path("data/features")
+SPLIT_DIR = Path("data/split")
+FEEDBACK_DIR = Path("data/feedback")
+MODELS_DIR = Path("models")
+METRICS_DIR = Path("metrics")
+PLOTS_DIR = Path("plots")
+REPORTS_DIR = Path("reports")
+
+EDA_DIR = REPORTS_DIR / "eda"
+MONITORING_DIR = REPORTS_DIR / "monitoring"
+OFFLINE_METRICS = METRICS_DIR / "offline.json"
+EDA_REPORT = EDA_DIR / "eda.html"
+MODEL_CARD = Path("docs/model_card.md")
+FEEDBACK_CURSOR = FEEDBACK_DIR / "cursor.json"

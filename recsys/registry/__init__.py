@@ -1,0 +1,74 @@
+"""Registry: the BentoML model store as the project's model registry.
+
+Modules
+-------
+artifact
+    What one stored model holds (``ServingArtifact``), how it is written and read back, checksums.
+provenance
+    ``dvc_lock_hash``, ``git_commit``, ``data_version``: where a model came from.
+packaging
+    ``save_champion_candidate`` (explicit folders) and ``package_project`` (the flows' one way in).
+store
+    Lifecycle in the store: ``list_models``, ``get_model``, ``champion``, ``promote``, ``rollback``,
+    ``delete_versions_except``, ``load_artifact``.
+cli
+    ``recsys model list|show|promote|rollback``.
+
+``from recsys import registry`` gives the public face below; this package imports BentoML.
+"""
+
+from recsys.errors import NoChampionError, NothingToRollBackError, RegistryError
+from recsys.registry.artifact import ARTIFACT_FORMAT, ServingArtifact, item_catalogue, top_item_tags
+from recsys.registry.packaging import package_project, save_champion_candidate
+from recsys.registry.provenance import data_version, dvc_lock_hash, git_commit
+from recsys.registry.store import (
+    CANDIDATE,
+    CHAMPION,
+    HOME_ENV,
+    MODEL_NAME,
+    RETIRED,
+    ROLLED_BACK,
+    STAGES,
+    ModelInfo,
+    artifact_from_model,
+    bentoml_home,
+    champion,
+    delete_versions_except,
+    get_model,
+    list_models,
+    load_artifact,
+    promote,
+    rollback,
+)
+
+__all__ = [
+    "ARTIFACT_FORMAT",
+    "CANDIDATE",
+    "CHAMPION",
+    "HOME_ENV",
+    "MODEL_NAME",
+    "RETIRED",
+    "ROLLED_BACK",
+    "STAGES",
+    "ModelInfo",
+    "NoChampionError",
+    "NothingToRollBackError",
+    "RegistryError",
+    "ServingArtifact",
+    "artifact_from_model",
+    "bentoml_home",
+    "champion",
+    "data_version",
+    "delete_versions_except",
+    "dvc_lock_hash",
+    "get_model",
+    "git_commit",
+    "item_catalogue",
+    "list_models",
+    "load_artifact",
+    "package_project",
+    "promote",
+    "rollback",
+    "save_champion_candidate",
+    "top_item_tags",
+]

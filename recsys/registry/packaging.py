@@ -1,0 +1,110 @@
+"""Packaging: a trained hybrid and the data it serves with become one candidate in the store.
+
+:func:`save_champion_candidate` takes explicit folders (tests, benchmarks, a model trained anywhere);
+:func:`package_project` is what the training and retraining flows call, with the project's own folders
+and provenance. Promotion is the store's (:func:`recsys.registry.store.promote`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from recsys.paths import FEATURES_DIR, MODELS_DIR, PREPARED_DIR, SPLIT_DIR
+from recsys.registry.artifact import ARTIFACT_FORMAT, ServingInputs, file_hashes, metric_metadata, plain
+from recsys.registry.provenance import data_version, dvc_lock_hash, git_commit
+from recsys.registry.store import add_model
+
+
+def save_champion_candidate(
+    models_dir: str | Path,
+    features_dir: str | Path,
+    split_dir: str | Path,
+    metrics: Mapping[str, Any],
+    *,
+    params_dict: Mapping[str, Any],
+    dvc_lock_hash: str,
+    git_commit: str,
+    prepared_dir: str | Path = PREPARED_DIR,
+    source_model: str = "lightfm_hybrid",
+    top_tags: int = 5,
+    home: str | Path | None = None,
+) -> str:
+    """Package the trained hybrid and its serving data as one BentoML model labelled ``stage=candidate``.
+
+    Parameters
+    ----------
+    models_dir, features_dir, split_dir, prepared_dir : path
+        Outputs of the train, features, split and prepare stages.
+    metrics : Mapping
+        The model's test metrics: a :func:`recsys.offline.gate.candidate_from_report` result
+        (``{"metrics": ..., "groups": ...}``) or a flat metrics mapping.
+    params_dict : Mapping
+        The run's parameters (``Params.model_dump()``).
+    dvc_lock_hash, git_commit : str
+        See :func:`dvc_lock_hash` and :func:`git_commit`.
+    source_model : str
+        Which ``models/<name>.npz`` to package.
+    top_tags : int
+        Tags kept per item for explanations.
+    home : path, optional
+        The store's home (see :func:`bentoml_home`).
+
+    Returns
+    -------
+    str
+        The new model's tag, ``music_recommender:<version>``.
+    """
+    inputs = ServingInputs.read(Path(models_dir) / f"{source_model}.npz", Path(features_dir), Path(split_dir))
+    created_at = datetime.now(UTC)
+    metadata = {
+        "format": ARTIFACT_FORMAT,
+        "created_at": created_at.isoformat(),
+        "source_model": source_model,
+        "params": plain(params_dict),
+        **metric_metadata(metrics),
+        "dvc_lock_hash": dvc_lock_hash,
+        "git_commit": git_commit,
+        "data_version": data_version(Path(split_dir), Path(features_dir)),
+        **inputs.sizes(),
+    }
+    with tempfile.TemporaryDirectory(prefix="recsys-artifact-") as staging:
+        inputs.write(Path(staging), Path(prepared_dir), top_tags)
+        metadata["files"] = file_hashes(Path(staging))
+        return add_model(Path(staging), metadata, home)
+
+
+def package_project(
+    project: Path,
+    metrics: Mapping[str, Any],
+    params_dict: Mapping[str, Any],
+    *,
+    models_dir: Path | None = None,
+    split_dir: Path | None = None,
+    home: str | Path | None = None,
+) -> str:
+    """Package a project's trained hybrid as a candidate, its provenance read from the project.
+
+    The training and the retraining flow both package through here: the features and the prepared
+    tables are the project's (``data/features``, ``data/prepared``); the model and the split default to
+    the pipeline's (``models/``, ``data/split``) and are given when a flow trained elsewhere.
+
+    Returns
+    -------
+    str
+        The new candidate's tag (:func:`save_champion_candidate`).
+    """
+    return save_champion_candidate(
+        models_dir if models_dir is not None else project / MODELS_DIR,
+        project / FEATURES_DIR,
+        split_dir if split_dir is not None else project / SPLIT_DIR,
+        metrics,
+        params_dict=params_dict,
+        dvc_lock_hash=dvc_lock_hash(project / "dvc.lock"),
+        git_commit=git_commit(project),
+        prepared_dir=project / PREPARED_DIR,
+        home=home,
+    )

@@ -1,0 +1,345 @@
+"""The BentoML model store as the model registry: save candidates, promote, roll back, load for serving.
+
+Where the store lives
+---------------------
+BentoML keeps models under ``$BENTOML_HOME/models`` (default ``~/bentoml``). BentoML itself reads
+``BENTOML_HOME`` lazily, at its first store access, and then caches the store for the life of the process,
+so changing the variable afterwards has no effect on ``bentoml.models.*`` called without a store. Every
+function here therefore resolves the home when it is called (an explicit ``home`` argument, else
+``BENTOML_HOME``, else BentoML's default) and hands BentoML an explicit store for it.
+
+Stages
+------
+Each saved model carries the label ``stage``: ``candidate`` when saved, ``champion`` once promoted,
+``retired`` when a newer champion replaced it, ``rolled_back`` when :func:`rollback` demoted it. Nothing
+is deleted, so every older model stays available for a rollback. The label ``stage_since`` (UTC ISO time,
+strictly increasing across changes) orders the changes. Every read and every label change holds a file lock
+in the home folder, so two processes promoting at once end with exactly one champion, and a reader never
+sees a half-saved model or the moment between retiring the old champion and crowning the new one.
+
+What a stored model holds is :mod:`recsys.registry.artifact`; where its provenance comes from is
+:mod:`recsys.registry.provenance`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import yaml
+from bentoml._internal.models import ModelStore
+from bentoml.exceptions import BentoMLException, NotFound
+from filelock import FileLock, Timeout
+
+from recsys.errors import NoChampionError, NothingToRollBackError, RegistryError
+from recsys.io import atomic_open
+from recsys.registry.artifact import MODEL_YAML, ServingArtifact, read_artifact
+
+MODEL_NAME = "music_recommender"
+"""Name of every model of this project in the BentoML store."""
+
+HOME_ENV = "BENTOML_HOME"
+STAGE_LABEL = "stage"
+SINCE_LABEL = "stage_since"
+CANDIDATE, CHAMPION, RETIRED, ROLLED_BACK = "candidate", "champion", "retired", "rolled_back"
+STAGES: tuple[str, ...] = (CANDIDATE, CHAMPION, RETIRED, ROLLED_BACK)
+
+LOCK_FILE = ".recsys-registry.lock"
+LOCK_TIMEOUT_S = 60.0
+"""How long a registry operation waits for another process's operation to finish."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """One stored model as the registry sees it.
+
+    Attributes
+    ----------
+    tag : str
+        ``music_recommender:<version>``.
+    stage : str
+        One of :data:`STAGES`.
+    created_at, stage_since : datetime
+        UTC times of the save and of the last stage change.
+    labels, metadata : dict
+        BentoML labels and metadata (params, metrics, group_metrics, dvc_lock_hash, git_commit, ...).
+    path : Path
+        The model's folder in the store.
+    """
+
+    tag: str
+    stage: str
+    created_at: datetime
+    stage_since: datetime
+    labels: dict[str, str]
+    metadata: dict[str, Any]
+    path: Path
+
+    @property
+    def metrics(self) -> dict[str, float | int]:
+        """The overall test metrics recorded when the model was saved."""
+        return dict(self.metadata.get("metrics", {}))
+
+    @property
+    def candidate(self) -> dict[str, Any]:
+        """The recorded metrics as a :func:`recsys.offline.gate.decide` input."""
+        return {"metrics": self.metrics, "groups": dict(self.metadata.get("group_metrics", {}))}
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes the model takes in the store."""
+        return sum(file.stat().st_size for file in self.path.rglob("*") if file.is_file())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable data."""
+        return {
+            "tag": self.tag,
+            "stage": self.stage,
+            "created_at": self.created_at.isoformat(),
+            "stage_since": self.stage_since.isoformat(),
+            "labels": dict(self.labels),
+            "metadata": self.metadata,
+            "path": str(self.path),
+            "size_bytes": self.size_bytes,
+        }
+
+
+def bentoml_home(home: str | Path | None = None) -> Path:
+    """The store's home: ``home`` if given, else ``$BENTOML_HOME``, else BentoML's default ``~/bentoml``."""
+    value = str(home) if home is not None else os.environ.get(HOME_ENV, "").strip()
+    if not value:
+        value = os.path.join("~", "bentoml")
+    return Path(os.path.expandvars(value)).expanduser().resolve()
+
+
+def add_model(staging: Path, metadata: Mapping[str, Any], home: str | Path | None = None) -> str:
+    """Store the files of ``staging`` as a new model labelled ``stage=candidate``; returns its tag."""
+    _opt_out_of_usage_tracking()
+    root = bentoml_home(home)
+    with _locked(root):
+        store = _store(root)
+        since = _next_since(_models(store))
+        labels = {STAGE_LABEL: CANDIDATE, SINCE_LABEL: since.isoformat()}
+        with bentoml.models.create(
+            MODEL_NAME, labels=labels, metadata=dict(metadata), _model_store=store
+        ) as model:
+            shutil.copytree(staging, model.path, dirs_exist_ok=True)
+    return str(model.tag)
+
+
+def list_models(home: str | Path | None = None) -> list[ModelInfo]:
+    """Every stored version of :data:`MODEL_NAME`, oldest first."""
+    root = bentoml_home(home)
+    with _locked(root):
+        return [_info(model) for model in _models(_store(root))]
+
+
+def get_model(tag: str, home: str | Path | None = None) -> ModelInfo:
+    """One stored model by tag (``music_recommender:<version>``, a version or its prefix, or ``champion``)."""
+    root = bentoml_home(home)
+    with _locked(root):
+        return _info(_resolve(_store(root), tag))
+
+
+def champion(home: str | Path | None = None) -> ModelInfo | None:
+    """The model labelled ``stage=champion`` (the most recently promoted if several), or None."""
+    root = bentoml_home(home)
+    with _locked(root):
+        found = _champion_model(_store(root))
+    return None if found is None else _info(found)
+
+
+def promote(tag: str, home: str | Path | None = None) -> ModelInfo:
+    """Make ``tag`` the champion; the previous champion becomes ``retired``. Returns the new champion.
+
+    Promoting the current champion changes nothing. Any model may be promoted by hand, including a retired
+    or rolled-back one.
+    """
+    root = bentoml_home(home)
+    with _locked(root):
+        store = _store(root)
+        target = _resolve(store, tag)
+        models = _models(store)
+        if _stage(target) == CHAMPION and len([m for m in models if _stage(m) == CHAMPION]) == 1:
+            return _info(target)
+        # Crown first: a crash between the two writes leaves two champions, of which champion() picks the
+        # newly crowned one, rather than no champion at all.
+        since = _next_since(models)
+        _relabel(target, CHAMPION, since)
+        for model in models:
+            if _stage(model) == CHAMPION and model.tag != target.tag:
+                _relabel(model, RETIRED, since)
+        return _info(_resolve(store, str(target.tag)))
+
+
+def rollback(home: str | Path | None = None) -> ModelInfo:
+    """Restore the most recently retired model as champion; the current champion becomes ``rolled_back``.
+
+    Raises
+    ------
+    NothingToRollBackError
+        When no model is ``retired``.
+    """
+    root = bentoml_home(home)
+    with _locked(root):
+        store = _store(root)
+        models = _models(store)
+        retired = [model for model in models if _stage(model) == RETIRED]
+        if not retired:
+            current = _champion_model(store)
+            held = f"the champion is {current.tag}" if current is not None else "there is no champion"
+            raise NothingToRollBackError(
+                f"nothing to roll back to: no retired {MODEL_NAME} model in {root} ({held}); "
+                "promote a specific tag with `recsys model promote TAG` instead"
+            )
+        restored = max(retired, key=_order)
+        since = _next_since(models)
+        _relabel(restored, CHAMPION, since)
+        for model in models:
+            if _stage(model) == CHAMPION:
+                _relabel(model, ROLLED_BACK, since)
+        return _info(_resolve(store, str(restored.tag)))
+
+
+def delete_versions_except(keep: str, home: str | Path | None = None) -> list[str]:
+    """Delete every version of the model from the store but ``keep``; returns the deleted tags.
+
+    For an erasure: versions trained before it may hold the erased listeners' feedback, and a rollback
+    (or a promote by tag) would serve it again. The retraining flow calls this once a model without
+    them is champion, so the rollback history starts over from that model.
+    """
+    root = bentoml_home(home)
+    with _locked(root):
+        store = _store(root)
+        kept = _resolve(store, keep)
+        deleted = []
+        for model in _models(store):
+            if model.tag != kept.tag:
+                store.delete(model.tag)
+                deleted.append(str(model.tag))
+        return deleted
+
+
+def load_artifact(tag: str = "champion", home: str | Path | None = None) -> ServingArtifact:
+    """Load a stored model (the champion by default) for serving; every file's sha256 is checked."""
+    root = bentoml_home(home)
+    with _locked(root):
+        model = _resolve(_store(root), tag)
+    return artifact_from_model(model)
+
+
+def artifact_from_model(model: bentoml.Model) -> ServingArtifact:
+    """Load a model obtained from BentoML (e.g. ``bentoml.models.get`` inside a built bento)."""
+    return read_artifact(Path(model.path), dict(model.info.metadata), str(model.tag))
+
+
+def _opt_out_of_usage_tracking() -> None:
+    # bentoml.models.create posts a usage event to BentoML's servers unless this is "true"; a registry
+    # save must not phone home. An explicit setting by the user is respected.
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """Hold the registry's file lock in ``root`` (one lock object per call: never nest these)."""
+    root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(root / LOCK_FILE, timeout=LOCK_TIMEOUT_S)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise RegistryError(
+            f"the model registry in {root} stayed locked for {LOCK_TIMEOUT_S:g} s by another process; "
+            f"retry, or remove {root / LOCK_FILE} if no recsys process is running"
+        ) from exc
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _store(root: Path) -> ModelStore:
+    (root / "models").mkdir(parents=True, exist_ok=True)
+    return ModelStore(root / "models")
+
+
+def _models(store: ModelStore) -> list[bentoml.Model]:
+    try:
+        models = store.list(MODEL_NAME)
+    except NotFound:
+        return []
+    return sorted(models, key=lambda model: model.info.creation_time)
+
+
+def _resolve(store: ModelStore, tag: str) -> bentoml.Model:
+    if tag == CHAMPION:
+        found = _champion_model(store)
+        if found is None:
+            raise NoChampionError(f"no {MODEL_NAME} model is the champion yet: promote one first")
+        return found
+    full = tag if ":" in tag else f"{MODEL_NAME}:{tag}"
+    try:
+        model = store.get(full)
+    except NotFound as exc:
+        raise RegistryError(f"no model {full} in the store; `recsys model list` shows the tags") from exc
+    except BentoMLException as exc:
+        raise RegistryError(f"{full}: {exc}") from exc
+    if model.tag.name != MODEL_NAME:
+        raise RegistryError(f"{model.tag} is not a {MODEL_NAME} model")
+    return model
+
+
+def _champion_model(store: ModelStore) -> bentoml.Model | None:
+    champions = [model for model in _models(store) if _stage(model) == CHAMPION]
+    return max(champions, key=_order) if champions else None
+
+
+def _stage(model: bentoml.Model) -> str:
+    return str(model.info.labels.get(STAGE_LABEL, CANDIDATE))
+
+
+def _since(model: bentoml.Model) -> datetime:
+    value = model.info.labels.get(SINCE_LABEL)
+    return datetime.fromisoformat(value) if value else model.info.creation_time
+
+
+def _order(model: bentoml.Model) -> tuple[datetime, datetime]:
+    return _since(model), model.info.creation_time
+
+
+def _next_since(models: list[bentoml.Model]) -> datetime:
+    """Now, or just after the latest recorded change if the clock went backwards: changes stay ordered."""
+    now = datetime.now(UTC)
+    latest = max((_since(model) for model in models), default=now - timedelta(seconds=1))
+    return max(now, latest + timedelta(microseconds=1))
+
+
+def _relabel(model: bentoml.Model, stage: str, since: datetime) -> None:
+    """Rewrite the model's labels in its ``model.yaml``, atomically (readers see old or new, never half)."""
+    path = Path(model.path_of(MODEL_YAML))
+    descriptor = yaml.safe_load(path.read_text(encoding="utf-8"))
+    descriptor["labels"] = {
+        **(descriptor.get("labels") or {}),
+        STAGE_LABEL: stage,
+        SINCE_LABEL: since.isoformat(),
+    }
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(descriptor, handle, sort_keys=False)
+
+
+def _info(model: bentoml.Model) -> ModelInfo:
+    return ModelInfo(
+        tag=str(model.tag),
+        stage=_stage(model),
+        created_at=model.info.creation_time,
+        stage_since=_since(model),
+        labels=dict(model.info.labels),
+        metadata=dict(model.info.metadata),
+        path=Path(model.path),
+    )
