@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from recsys import stages
+from recsys import paths, stages
 from recsys.config import Params, data_dir_from_env, load_params
 from recsys.io import write_json, write_text
 from recsys.models import LightFMRecommender
@@ -40,8 +40,8 @@ def _best_of(repeats: int, action: Callable[[], object]) -> float:
 
 def _inputs(params: Params) -> tuple[Any, Any]:
     """The split and features of this workspace, or freshly made from RECSYS_DATA_DIR."""
-    if (stages.SPLIT_DIR / "train.npz").exists() and (stages.FEATURES_DIR / "item_features.npz").exists():
-        return stages.training_inputs(stages.FEATURES_DIR, stages.SPLIT_DIR)
+    if (paths.SPLIT_DIR / "train.npz").exists() and (paths.FEATURES_DIR / "item_features.npz").exists():
+        return stages.training_inputs(paths.FEATURES_DIR, paths.SPLIT_DIR)
     local = data_dir_from_env()
     if local is None:
         raise SystemExit("make bench needs the pipeline outputs (make run) or RECSYS_DATA_DIR")

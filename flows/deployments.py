@@ -9,19 +9,14 @@ Times are cron expressions in UTC.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
 from prefect.deployments.runner import RunnerDeployment
 
-from flows.monitoring import drift_monitoring_flow
+from flows.monitoring import monitoring_flow
 from flows.retraining import retraining_flow
-from flows.training import dvc_stage, metrics_rows, read_report, run_lock, training_flow
-from recsys.config import load_params
+from flows.training import training_flow
 
 NIGHTLY_CRON = "0 2 * * *"
 HOURLY_CRON = "0 * * * *"
@@ -29,40 +24,6 @@ FEEDBACK_CRON = "30 1 * * *"
 TRAINING_DEPLOYMENT = "nightly-retraining"
 MONITORING_DEPLOYMENT = "hourly-monitoring"
 FEEDBACK_DEPLOYMENT = "nightly-feedback-retraining"
-
-
-@flow(name="monitoring")
-def monitoring_flow(
-    project_dir: str = ".", data_dir: str | None = None, lock_timeout_s: float = 600.0
-) -> list[dict[str, Any]]:
-    """Keep the offline metrics current, publish them, then watch drift and popularity bias.
-
-    Runs ``dvc repro evaluate`` (DVC reruns whatever upstream changed, usually nothing), publishes
-    ``metrics/offline.json`` as a table artifact, then runs :func:`flows.monitoring.drift_monitoring_flow`
-    (Evidently drift of the recent feedback against the training data, popularity bias of the champion's
-    recommendations, and the ``monitoring.on_trigger`` action).
-
-    DVC runs under the same lock as :func:`flows.training.training_flow`, so never while a training run
-    does; the drift flow runs after the lock is released because it may itself start retraining.
-
-    Returns
-    -------
-    list of dict
-        One row per model with its headline metrics.
-    """
-    logger = get_run_logger()
-    start = time.perf_counter()
-    root = Path(project_dir).resolve()
-    with run_lock(root, lock_timeout_s):
-        outcome = dvc_stage("evaluate", str(root), data_dir)
-        report = read_report(root)
-    rows = metrics_rows(report, load_params(root / "params.yaml").evaluate.primary_k)
-    create_table_artifact(rows, key="monitoring-metrics", description="Offline metrics per model")
-    drift_monitoring_flow(project_dir=str(root))
-    logger.info(
-        "monitoring finished in %.1f s (evaluate %s)", time.perf_counter() - start, outcome["outcome"]
-    )
-    return rows
 
 
 def build_deployments(project_dir: str = ".", data_dir: str | None = None) -> list[RunnerDeployment]:

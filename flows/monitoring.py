@@ -21,7 +21,6 @@ either flags it (``on_trigger: flag``: an alert artifact and a warning) or also 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -31,23 +30,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.training import training_flow
+from flows import dvc
+from flows.training import dvc_stage, training_flow
 from recsys.config import load_params
 from recsys.io import atomic_path, write_json
-from recsys.loop import monitoring
-from recsys.loop.feedback import (
-    FEEDBACK_COLUMNS,
-    SERVED_COLUMNS,
-    FeedbackStore,
-    FeedbackUnavailableError,
-    Served,
-)
+from recsys.loop import drift, monitoring
+from recsys.loop.events import FEEDBACK_COLUMNS
+from recsys.loop.feedback import FeedbackStore, FeedbackUnavailableError
+from recsys.loop.feedback import feedback_url as default_feedback_url
+from recsys.loop.feedback_db import SERVED_COLUMNS
+from recsys.loop.served_bias import champion_bias
+from recsys.offline.metrics_files import metrics_rows, read_report
 from recsys.offline.split import load_split
+from recsys.paths import MONITORING_DIR, PARAMS_FILE, PREPARED_DIR, SPLIT_DIR
 
-REPORT_DIR = Path("reports/monitoring")
 DRIFT_HTML, DRIFT_JSON, BIAS_JSON = "drift.html", "drift.json", "bias.json"
 MAX_REFERENCE_ROWS = 50_000  # Evidently's distances are stable well below this; more only costs time
 MAX_SERVED_LISTS = 200_000  # the window's latest lists; bias averages are stable far below this
@@ -58,29 +57,16 @@ def trigger_retraining(project_dir: str) -> Any:
     return training_flow(project_dir=project_dir)
 
 
-def default_feedback_url(project_dir: Path) -> str:
-    """``RECSYS_FEEDBACK_URL`` or the service's default; a relative SQLite path is under ``project_dir``."""
-    from recsys.serving.runtime import DEFAULT_FEEDBACK_URL, FEEDBACK_URL_ENV
-
-    url = os.environ.get(FEEDBACK_URL_ENV, "").strip() or DEFAULT_FEEDBACK_URL
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/"):
-        return prefix + str(project_dir / url.removeprefix(prefix))
-    return url
-
-
 @task(name="load-reference", cache_policy=NO_CACHE)
 def load_reference(project_dir: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, list[str]]:
-    """Training listening as :func:`recsys.loop.monitoring.listening_frame` rows, the items table, edges and
-    the ids of the test split's users."""
+    """Training listening as :func:`recsys.loop.drift.listening_frame` rows (sampled), the items table,
+    the popularity edges and the ids of the test split's users."""
     root = Path(project_dir)
-    split = load_split(root / "data/split")
-    items = pd.read_parquet(root / "data/prepared/items.parquet")
-    pairs = monitoring.matrix_pairs(split.train_full, split.user_ids, split.item_ids)
-    edges = monitoring.popularity_edges(pairs, items)
-    frame = monitoring.listening_frame(pairs, items, edges)
+    split = load_split(root / SPLIT_DIR)
+    items = pd.read_parquet(root / PREPARED_DIR / "items.parquet")
+    frame, edges = drift.reference_listening(split.train_full, split.user_ids, split.item_ids, items)
     test_users = [split.user_ids[row] for row in np.flatnonzero(split.test.getnnz(axis=1))]
-    return monitoring.sample_rows(frame, MAX_REFERENCE_ROWS, seed), items, edges, test_users
+    return drift.sample_rows(frame, MAX_REFERENCE_ROWS, seed), items, edges, test_users
 
 
 @contextlib.contextmanager
@@ -106,7 +92,7 @@ def load_current(url: str, now: datetime, window_days: int) -> pd.DataFrame:
     except FeedbackUnavailableError as err:
         get_run_logger().warning("feedback store unavailable, the current window is empty: %s", err)
         return empty
-    return monitoring.recent_listening(events, now, window_days)
+    return drift.recent_listening(events, now, window_days)
 
 
 @task(name="load-served", cache_policy=NO_CACHE)
@@ -138,15 +124,15 @@ def prune_served(url: str, now: datetime, retention_days: int) -> int:
 @task(name="measure-drift", cache_policy=NO_CACHE)
 def measure_drift(
     reference: pd.DataFrame, current: pd.DataFrame, out_dir: str, drift_share: float
-) -> monitoring.DriftSummary | None:
+) -> drift.DriftSummary | None:
     """Evidently drift report saved as ``drift.html``; returns the summary (None without current rows)."""
     if current.empty:
         return None
-    snapshot = monitoring.drift_snapshot(reference, current, drift_share)
+    snapshot = drift.drift_snapshot(reference, current, drift_share)
     # Snapshot.save_* silently ignore anything but a str path.
     with atomic_path(Path(out_dir) / DRIFT_HTML) as tmp:
         snapshot.save_html(str(tmp))
-    return monitoring.drift_summary(snapshot.dict())
+    return drift.drift_summary(snapshot.dict())
 
 
 @task(name="measure-bias", cache_policy=NO_CACHE)
@@ -158,62 +144,14 @@ def measure_bias(
     head_share: float,
     min_lists: int,
 ) -> dict[str, Any]:
-    """Popularity bias of the served lists and of the champion's top-``k`` for the test split's users.
-
-    ``popularity_lift`` and ``source`` at the top say which of the two the trigger reads: the served
-    lists when there are at least ``min_lists`` of them, else the test set.
-    """
+    """Popularity bias of the served lists and of the champion's top-``k`` (:func:`champion_bias`)."""
     from recsys import registry
 
-    n_served = len(served)
     try:
         artifact = registry.load_artifact()
     except registry.RegistryError as err:
-        return {"status": f"no champion: {err}", "n_served": n_served}
-    served_block = _served_bias(artifact, served, events, k, head_share, min_lists)
-    test_block = _test_set_bias(artifact, test_users, k, head_share)
-    blocks = {"served": served_block, "test_set": test_block}
-    source = next((name for name, block in blocks.items() if block["status"] == "ok"), None)
-    chosen = blocks[source] if source else {}
-    return {
-        "status": "ok" if source else "no list to measure",
-        "champion": artifact.tag,
-        "source": source,
-        "popularity_lift": chosen.get("popularity_lift"),
-        "n_served": n_served,
-        "served": served_block,
-        "test_set": test_block,
-    }
-
-
-def _served_bias(
-    artifact: Any, served: pd.DataFrame, events: pd.DataFrame, k: int, head_share: float, min_lists: int
-) -> dict[str, Any]:
-    if len(served) < min_lists:
-        return {
-            "status": f"only {len(served)} served lists (< min_events {min_lists})",
-            "n_lists": len(served),
-        }
-    metrics = monitoring.served_bias(
-        served, artifact.known, artifact.item_index, artifact.user_index, k, head_share
-    )
-    versions = served[Served.MODEL_VERSION].value_counts().to_dict()
-    return {
-        "status": "ok",
-        **metrics,
-        **monitoring.served_hit_rate(served, events, k),
-        "n_lists": len(served),
-        "model_versions": {str(v): int(n) for v, n in versions.items()},
-    }
-
-
-def _test_set_bias(artifact: Any, test_users: list[str], k: int, head_share: float) -> dict[str, Any]:
-    rows = sorted({artifact.user_index[u] for u in test_users if u in artifact.user_index})
-    if not rows:
-        return {"status": "no test-set user known to the champion"}
-    users = np.asarray(rows, dtype=np.int64)
-    top_k, _ = artifact.model.recommend(users, k, exclude=artifact.known)
-    return {"status": "ok", **monitoring.recommendation_bias(top_k, artifact.known, users, head_share)}
+        return {"status": f"no champion: {err}", "n_served": len(served)}
+    return champion_bias(artifact, served, events, test_users, k, head_share, min_lists)
 
 
 @flow(name="drift-monitoring")
@@ -227,7 +165,7 @@ def drift_monitoring_flow(
     project_dir : str
         Project root holding ``params.yaml``, ``data/prepared`` and ``data/split``.
     feedback_url : str, optional
-        Feedback store URL (default: :func:`default_feedback_url`).
+        Feedback store URL (default: :func:`recsys.loop.feedback.feedback_url`).
     now : datetime, optional
         End of the current window (default: now, UTC).
 
@@ -239,24 +177,26 @@ def drift_monitoring_flow(
     logger = get_run_logger()
     start = time.perf_counter()
     root = Path(project_dir).resolve()
-    params = load_params(root / "params.yaml")
+    params = load_params(root / PARAMS_FILE)
     settings, end = params.monitoring, now or datetime.now(UTC)
-    out_dir = root / REPORT_DIR
+    out_dir = root / MONITORING_DIR
     url = feedback_url or default_feedback_url(root)
     reference, items, edges, test_users = load_reference(str(root), params.seed)
     events: pd.DataFrame = load_current(url, end, settings.window_days)
     served: pd.DataFrame = load_served(url, end, settings.window_days)
-    current = monitoring.listening_frame(events, items, edges)
-    drift = measure_drift(reference, current, str(out_dir), settings.drift_share_threshold)
+    current = drift.listening_frame(events, items, edges)
+    drifted = measure_drift(reference, current, str(out_dir), settings.drift_share_threshold)
     evaluate = params.evaluate
     bias = measure_bias(
         served, events, test_users, evaluate.primary_k, evaluate.head_share, settings.min_events
     )
     n_lists = len(served) if bias.get("source") == "served" else None
     decision = monitoring.decide(
-        drift.share if drift else None, bias.get("popularity_lift"), len(events), settings, n_lists
+        drifted.share if drifted else None, bias.get("popularity_lift"), len(events), settings, n_lists
     )
-    report = _drift_payload(drift, decision, len(reference), len(events), end, settings.window_days)
+    report = monitoring.drift_payload(
+        drifted, decision, len(reference), len(events), end, settings.window_days
+    )
     report["n_served"] = len(served)
     report["served_pruned"] = prune_served(url, end, settings.served_retention_days)
     write_json(out_dir / DRIFT_JSON, report)
@@ -273,80 +213,14 @@ def drift_monitoring_flow(
     return report | {"bias": bias, "action": action}
 
 
-def _drift_payload(
-    drift: monitoring.DriftSummary | None,
-    decision: monitoring.TriggerDecision,
-    n_reference: int,
-    n_events: int,
-    end: datetime,
-    window_days: int,
-) -> dict[str, Any]:
-    return {
-        "window": {"start": end - timedelta(days=window_days), "end": end, "days": window_days},
-        "n_reference": n_reference,
-        "n_events": n_events,
-        "drift": drift.to_dict() if drift else None,
-        "decision": {
-            "triggered": decision.triggered,
-            "drift": decision.drift,
-            "bias": decision.bias,
-            "enough_events": decision.enough_events,
-            "enough_served_lists": decision.enough_bias_events,
-            "reasons": list(decision.reasons),
-        },
-    }
-
-
 def _publish(out_dir: Path, report: dict[str, Any], bias: dict[str, Any]) -> None:
     for name in (DRIFT_HTML, DRIFT_JSON, BIAS_JSON):
         if (out_dir / name).exists():
             key = "monitoring-" + name.replace(".", "-")
             create_link_artifact((out_dir / name).as_uri(), link_text=name, key=key)
     create_markdown_artifact(
-        _summary_markdown(report, bias), key="monitoring-summary", description="Monitoring"
+        monitoring.summary_markdown(report, bias), key="monitoring-summary", description="Monitoring"
     )
-
-
-def _summary_markdown(report: dict[str, Any], bias: dict[str, Any]) -> str:
-    drift = report["drift"]
-    lines = [
-        "# Monitoring",
-        f"Window: {report['window']['days']} days to {report['window']['end']}; "
-        f"{report['n_events']} listening events vs {report['n_reference']} reference rows.",
-        "",
-        "| column | method | score | threshold | drifted |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name, column in (drift or {}).get("columns", {}).items():
-        cells = (name, column["method"], f"{column['score']:.3f}", column["threshold"], column["drifted"])
-        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
-    share = "n/a" if drift is None else f"{drift['share']:.2f}"
-    lines += ["", f"Drift share: {share}. Bias ({bias.get('status')}, trigger reads: {bias.get('source')}):"]
-    lines += _bias_table(bias)
-    reasons = report["decision"]["reasons"]
-    lines += ["", "Triggered: " + ("; ".join(reasons) if report["decision"]["triggered"] else "no")]
-    return "\n".join(lines)
-
-
-def _bias_table(bias: dict[str, Any]) -> list[str]:
-    served, test_set = bias.get("served", {}), bias.get("test_set", {})
-    lines = [
-        "",
-        f"Served lists in the window: {bias.get('n_served', 0)} ({served.get('status', 'not measured')}); "
-        f"test set: {test_set.get('status', 'not measured')}.",
-    ]
-    names = [key for key, value in {**test_set, **served}.items() if isinstance(value, float)]
-    if not names:
-        return lines
-    lines += ["", "| metric | served | test set |", "| --- | --- | --- |"]
-    for name in dict.fromkeys(names):
-        cells = [_cell(block.get(name)) for block in (served, test_set)]
-        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
-    return lines
-
-
-def _cell(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else "-"
 
 
 def _act(decision: monitoring.TriggerDecision, on_trigger: str, project_dir: str) -> str:
@@ -359,3 +233,37 @@ def _act(decision: monitoring.TriggerDecision, on_trigger: str, project_dir: str
     if on_trigger == "retrain":
         trigger_retraining(project_dir)
     return on_trigger
+
+
+@flow(name="monitoring")
+def monitoring_flow(
+    project_dir: str = ".", data_dir: str | None = None, lock_timeout_s: float = 600.0
+) -> list[dict[str, Any]]:
+    """Keep the offline metrics current, publish them, then watch drift and popularity bias.
+
+    Runs ``dvc repro evaluate`` (DVC reruns whatever upstream changed, usually nothing), publishes
+    ``metrics/offline.json`` as a table artifact, then runs :func:`drift_monitoring_flow`
+    (Evidently drift of the recent feedback against the training data, popularity bias of the champion's
+    recommendations, and the ``monitoring.on_trigger`` action).
+
+    DVC runs under the same lock as :func:`flows.training.training_flow`, so never while a training run
+    does; the drift flow runs after the lock is released because it may itself start retraining.
+
+    Returns
+    -------
+    list of dict
+        One row per model with its headline metrics.
+    """
+    logger = get_run_logger()
+    start = time.perf_counter()
+    root = Path(project_dir).resolve()
+    with dvc.run_lock(root, lock_timeout_s):
+        outcome = dvc_stage("evaluate", str(root), data_dir)
+        report = read_report(root)
+    rows = metrics_rows(report, load_params(root / PARAMS_FILE).evaluate.primary_k)
+    create_table_artifact(rows, key="monitoring-metrics", description="Offline metrics per model")
+    drift_monitoring_flow(project_dir=str(root))
+    logger.info(
+        "monitoring finished in %.1f s (evaluate %s)", time.perf_counter() - start, outcome["outcome"]
+    )
+    return rows

@@ -36,66 +36,38 @@ run) it:
 
 from __future__ import annotations
 
-import os
-import subprocess
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.training import CHALLENGER, dvc_executable, run_lock
-from recsys.config import Params, load_params
+from flows import dvc
+from recsys.config import load_params
 from recsys.errors import RecsysError
 from recsys.io import write_parquet
+from recsys.loop import exports
+from recsys.loop.challenger import retrain_on_feedback
 from recsys.loop.erasure import (
-    EVENTS_GLOB,
     PendingErasures,
-    anonymise_ids,
     erased_users,
     honour_erasure,
     pending_erasures,
     purge_event_files,
     without_erased_events,
-    without_users,
 )
-from recsys.loop.retrain import (
-    CURSOR_FILE,
-    FeedbackCursor,
-    align_split,
-    champion_training,
-    extend_split,
-    liked_hit_rate,
-    merge_feedback,
-    retrain,
-    split_feedback_holdout,
-    without_evaluation_pairs,
-)
-from recsys.models import LightFMRecommender
-from recsys.offline.split import Split, load_split, save_split
+from recsys.loop.exports import CURSOR_FILE, FeedbackCursor
+from recsys.loop.feedback import feedback_url as default_feedback_url
+from recsys.offline.split import load_split, save_split
+from recsys.paths import FEEDBACK_DIR, HYBRID, PARAMS_FILE, SPLIT_DIR, model_file
 
-FEEDBACK_DIR = Path("data/feedback")
-SPLIT_DIR = Path("data/split")
-FEATURES_DIR = Path("data/features")
-PREPARED_DIR = Path("data/prepared")
 NO_NEW_FEEDBACK = "no new feedback"
 ERASURES_ONLY = "erasures recorded; nothing to retrain"
-FEEDBACK_URL_ENV = "RECSYS_FEEDBACK_URL"
-DEFAULT_FEEDBACK_DB = FEEDBACK_DIR / "feedback.db"
 RELOAD_TIMEOUT_S = 30.0
-
-
-def events_file(root: Path, position: int) -> Path:
-    """``data/feedback/events-<position>.parquet``: the events consumed up to store cursor ``position``."""
-    return root / FEEDBACK_DIR / f"events-{position}.parquet"
 
 
 @task(name="export-feedback", cache_policy=NO_CACHE)
@@ -110,87 +82,20 @@ def export_feedback(feedback_url: str, since: int) -> tuple[pd.DataFrame, int]:
 
 @task(name="track-with-dvc", cache_policy=NO_CACHE)
 def track_with_dvc(root: str, files: list[str]) -> list[str]:
-    """``dvc add`` the feedback ``files`` (relative to ``root``) when ``root`` is a DVC project.
-
-    Each export then is a data version of its own: its ``.dvc`` file (visible to git through
-    ``.gitignore``'s ``!/data/feedback/*.dvc``) pins the content, and a purge for an erasure re-adds the
-    file, so the ``.dvc`` moves to the purged content. Returns the ``.dvc`` files written (none outside a
-    DVC project).
-    """
-    project = Path(root)
-    if not files or not (project / ".dvc").is_dir():
-        return []
-    done = subprocess.run(
-        [dvc_executable(), "add", "-q", *files], cwd=project, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise RecsysError(f"dvc add {' '.join(files)} failed in {project}: {' / '.join(detail)}")
-    return [f"{file}.dvc" for file in files]
-
-
-def _pinned(pointer: Path) -> list[str]:
-    """The md5 of each output a ``.dvc`` file pins."""
-    outs = yaml.safe_load(pointer.read_text(encoding="utf-8")).get("outs") or []
-    return [str(out["md5"]) for out in outs if out.get("md5")]
-
-
-def dvc_versions(root: Path, files: list[str]) -> list[str]:
-    """The md5 each of ``files``' ``.dvc`` files pins now (files without one are left out)."""
-    pointers = [root / f"{file}.dvc" for file in files]
-    return [md5 for pointer in pointers if pointer.exists() for md5 in _pinned(pointer)]
+    """``dvc add`` the feedback ``files``: each export a data version (:func:`flows.dvc.track_with_dvc`)."""
+    return dvc.track_with_dvc(root, files)
 
 
 @task(name="drop-erased-from-dvc-cache", cache_policy=NO_CACHE)
 def drop_from_dvc_cache(root: str, hashes: list[str]) -> list[str]:
-    """Delete the DVC cache's copies of the contents ``hashes`` (the exports before an erasure's purge).
-
-    Re-adding a purged file moves its ``.dvc`` to the purged content, but the cache keeps the older
-    version, the erased listener's rows included, for ``dvc checkout`` of an older commit. Only those
-    objects go (``dvc gc`` would delete every version the workspace does not use), and none that a
-    current ``data/feedback/*.dvc`` still pins. Copies already pushed to a DVC remote are not reached.
-    Returns the hashes whose cache object was deleted.
-    """
-    project = Path(root)
-    if not hashes or not (project / ".dvc").is_dir():
-        return []
-    done = subprocess.run(
-        [dvc_executable(), "cache", "dir"], cwd=project, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RecsysError(f"dvc cache dir failed in {project}: {(done.stderr or done.stdout).strip()}")
-    cache = Path(done.stdout.strip())
-    still_used = {md5 for pointer in (project / FEEDBACK_DIR).glob("*.dvc") for md5 in _pinned(pointer)}
-    dropped = []
-    for md5 in dict.fromkeys(hashes):
-        # DVC 3 keeps objects under files/md5/; a cache from DVC 2 has them at the top.
-        objects = [cache / "files" / "md5" / md5[:2] / md5[2:], cache / md5[:2] / md5[2:]]
-        found = [path for path in objects if path.exists()]
-        if md5 in still_used or not found:
-            continue
-        for path in found:
-            path.unlink()
-        dropped.append(md5)
-    return dropped
+    """Delete cached exports from before an erasure's purge (:func:`flows.dvc.drop_from_dvc_cache`)."""
+    return dvc.drop_from_dvc_cache(root, hashes)
 
 
 @task(name="load-feedback-history", cache_policy=NO_CACHE)
 def load_history(root: str, current: Path | None) -> pd.DataFrame:
     """Every event of the earlier exports (``events-*.parquet`` other than ``current``), oldest first."""
-    from recsys.loop.feedback import FEEDBACK_COLUMNS
-
-    files = [
-        path
-        for path in sorted((Path(root) / FEEDBACK_DIR).glob(EVENTS_GLOB), key=_position)
-        if path != current
-    ]
-    frames = [pd.read_parquet(path) for path in files]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(FEEDBACK_COLUMNS))
-
-
-def _position(path: Path) -> int:
-    """The store cursor in ``events-<cursor>.parquet`` (files sort by it, not by name)."""
-    return int(path.stem.removeprefix("events-"))
+    return exports.load_history(Path(root) / FEEDBACK_DIR, current)
 
 
 @task(name="read-erasures", cache_policy=NO_CACHE)
@@ -218,43 +123,6 @@ def erased_in_champion(pseudonyms: frozenset[str], salt: str | None) -> int:
     return len(erased_users(registry.load_artifact("champion").user_ids, pseudonyms, salt))
 
 
-def _aligned_split(root: Path, user_ids: list[str], item_ids: list[str], tag: str) -> tuple[Split, int]:
-    """The split aligned with the champion's users, and how many users the split itself has."""
-    split = load_split(root / SPLIT_DIR)
-    try:
-        if split.item_ids != item_ids:
-            raise ValueError("the items differ")
-        return align_split(split, user_ids), len(split.user_ids)
-    except ValueError as exc:
-        raise RecsysError(
-            f"the champion {tag} was not trained on {root / SPLIT_DIR} ({exc}): "
-            "run the training flow first, then retrain on feedback"
-        ) from exc
-
-
-def _candidate(
-    model: LightFMRecommender,
-    exclude: sp.csr_matrix,
-    split: Split,
-    holdout: pd.DataFrame,
-    indexes: tuple[dict[str, int], dict[str, int]],
-    params: Params,
-) -> dict[str, Any]:
-    """Gate input of one model: test-split metrics (overall and per group) plus the feedback hit rate."""
-    from recsys.offline.evaluation import evaluate
-    from recsys.offline.popularity import mainstreaminess, user_groups
-
-    # The champion's users only (new listeners have no test items): both models are measured on the same
-    # rows, groups and item popularity.
-    n_users = len(indexes[0])
-    test = split.test[:n_users]
-    train = exclude[:n_users]
-    groups = user_groups(mainstreaminess(train), params.evaluate.groups)
-    result = evaluate(model.score, train, test, params.evaluate, user_groups=groups)
-    hit_rate = liked_hit_rate(model.score, train, holdout, *indexes, k=params.evaluate.primary_k)
-    return {"metrics": dict(result.metrics) | hit_rate, "groups": result.groups}
-
-
 @task(name="retrain-and-evaluate", cache_policy=NO_CACHE)
 def retrain_and_evaluate(
     root: str,
@@ -263,55 +131,14 @@ def retrain_and_evaluate(
     salt: str | None = None,
     history: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Merge, retrain and measure challenger and champion; nothing is written.
-
-    The training matrix is rebuilt from the split's own listens plus every feedback event exported so far
-    (``history``, the earlier ``events-*.parquet``) and this export without its holdout, rather than
-    grown from the champion's: events of a run whose challenger was refused, and earlier holdouts, are
-    trained on the next time, and each event still counts once.
-
-    ``erased`` holds the pseudonyms (made with ``salt``, the store's) of users to erase: their events are
-    dropped (their earlier events were purged from the files before), so their rows hold only the split's
-    own listens, and the challenger is fitted from scratch.
-    """
+    """Load the champion and the project's split; :func:`recsys.loop.challenger.retrain_on_feedback`."""
     from recsys import registry
 
     project = Path(root)
-    params = load_params(project / "params.yaml")
+    params = load_params(project / PARAMS_FILE)
     artifact = registry.load_artifact("champion")
-    split, n_split_users = _aligned_split(project, artifact.user_ids, artifact.item_ids, artifact.tag)
-    erased_ids = erased_users(artifact.user_ids, erased, salt)
-    events, _ = without_users(events, erased_ids)
-    split = replace(split, user_ids=anonymise_ids(split.user_ids, erased_ids, n_split_users, salt))
-    user_index = {user: row for row, user in enumerate(split.user_ids)}
-    rest, holdout = split_feedback_holdout(events, params.retrain.feedback_holdout_fraction, params.seed)
-    earlier = pd.DataFrame(columns=rest.columns) if history is None else without_users(history, erased_ids)[0]
-    pieces = [frame for frame in (earlier, rest) if not frame.empty]
-    candidates = pd.concat(pieces, ignore_index=True) if pieces else rest
-    trainable, n_protected = without_evaluation_pairs(candidates, split)
-    trained = champion_training(artifact.known, split)
-    # The split's own listens (empty rows for listeners known only through feedback): an erased user's
-    # feedback-derived pairs are gone with their purged events.
-    base = sp.csr_matrix(split.train_full, dtype=np.float32)
-    merged, report = merge_feedback(base, trainable, user_index, artifact.item_index, params.retrain)
-    full_fit = report.needs_full_retrain or bool(erased_ids)
-    challenger = retrain(artifact.model, merged, full_fit, params.retrain)
-    extended = extend_split(split, merged, report.new_users)
-    # Both models rank without every pair either of them trained on, so neither is credited for those.
-    before = sp.vstack([trained, sp.csr_matrix((len(report.new_users), merged.shape[1]))])
-    exclude = sp.csr_matrix(((merged > 0) + (sp.csr_matrix(before) > 0)) > 0, dtype=np.float32)
-    indexes = (user_index, artifact.item_index)
-    return {
-        "champion_tag": artifact.tag,
-        "challenger_model": challenger,
-        "split": extended,
-        "merge": report.to_dict() | {"n_protected_events": n_protected, "n_earlier_events": len(earlier)},
-        "n_holdout_events": len(holdout),
-        "warm_start": not full_fit,
-        "erased_users": len(erased_ids),
-        "challenger": _candidate(challenger, exclude, extended, holdout, indexes, params),
-        "champion": _candidate(artifact.model, exclude, extended, holdout, indexes, params),
-    }
+    split = load_split(project / SPLIT_DIR)
+    return retrain_on_feedback(artifact, split, events, params, erased, salt, history)
 
 
 @task(name="gate-and-promote", cache_policy=NO_CACHE)
@@ -321,7 +148,7 @@ def gate_and_promote(root: str, outcome: dict[str, Any]) -> dict[str, Any]:
     from recsys.offline import gate as gating
 
     project = Path(root)
-    params = load_params(project / "params.yaml")
+    params = load_params(project / PARAMS_FILE)
     gated = gating.decide_feedback(outcome["challenger"], outcome["champion"], params.gate)
     decision = honour_erasure(gated, outcome.get("erased_users", 0))
     create_markdown_artifact(gating.render_markdown(decision), key="retraining-gate", description="Gate")
@@ -333,17 +160,14 @@ def gate_and_promote(root: str, outcome: dict[str, Any]) -> dict[str, Any]:
         return result
     with tempfile.TemporaryDirectory(prefix="recsys-retrain-") as staging:
         models, split_dir = Path(staging) / "models", Path(staging) / "split"
-        outcome["challenger_model"].save(models / f"{CHALLENGER}.npz")
+        outcome["challenger_model"].save(model_file(HYBRID, models))
         save_split(outcome["split"], split_dir)
-        tag = registry.save_champion_candidate(
-            models,
-            project / FEATURES_DIR,
-            split_dir,
+        tag = registry.package_project(
+            project,
             outcome["challenger"],
-            params_dict=params.model_dump(mode="json"),
-            dvc_lock_hash=registry.dvc_lock_hash(project / "dvc.lock"),
-            git_commit=registry.git_commit(project),
-            prepared_dir=project / PREPARED_DIR,
+            params.model_dump(mode="json"),
+            models_dir=models,
+            split_dir=split_dir,
         )
     registry.promote(tag)
     deleted = registry.delete_versions_except(tag) if outcome.get("erased_users", 0) else []
@@ -402,8 +226,8 @@ def retraining_flow(
     logger = get_run_logger()
     start = time.perf_counter()
     root = Path(project_dir).resolve()
-    url = feedback_url or os.environ.get(FEEDBACK_URL_ENV) or f"sqlite:///{root / DEFAULT_FEEDBACK_DB}"
-    with run_lock(root, lock_timeout_s):
+    url = feedback_url or default_feedback_url(root)
+    with dvc.run_lock(root, lock_timeout_s):
         cursor = FeedbackCursor.load(root / CURSOR_FILE)
         events, position = export_feedback(url, cursor.position)
         # Read after the export: an erasure made before it is then honoured by this very run.
@@ -417,7 +241,7 @@ def retraining_flow(
             cursor.advanced(position, 0, "", **_cursor_erasures(pending, erasure)).save(root / CURSOR_FILE)
             logger.info("recorded %d erasures; none touches the champion", pending.n_records)
             return {"status": ERASURES_ONLY, "cursor": position, "events": 0} | erasure
-        path = events_file(root, position) if not events.empty else None
+        path = exports.events_file(root / FEEDBACK_DIR, position) if not events.empty else None
         if path is not None:
             write_parquet(path, events)
             erasure["dvc_files"] += track_with_dvc(str(root), [str(path.relative_to(root))])
@@ -471,7 +295,7 @@ def _honour_erasures(root: Path, pending: PendingErasures, events: pd.DataFrame)
     purged = purge_exported_feedback(str(root), pending.pseudonyms, pending.salt)
     kept, n_dropped = without_erased_events(events, pending.pseudonyms, pending.salt)
     rewritten = [str(FEEDBACK_DIR / name) for name, n in purged.items() if n]
-    unpurged = dvc_versions(root, rewritten)  # read before the re-add moves the .dvc files on
+    unpurged = dvc.dvc_versions(root, rewritten)  # read before the re-add moves the .dvc files on
     dvc_files = track_with_dvc(str(root), rewritten)
     return {
         "events": kept,

@@ -1,7 +1,7 @@
 """The LightFM hyperparameter search fanned out as Prefect tasks, one per trial.
 
-The trials are the ones the ``train`` stage runs (:func:`recsys.offline.train.sample_configurations`, seeded),
-each trained by :func:`recsys.offline.train.run_trial`; this flow only spreads them over a task runner:
+The trials are the ones the ``train`` stage runs (:func:`recsys.offline.train.search_specs`, seeded); this
+flow only spreads them over a task runner:
 
 - ``"threads"`` (default): a :class:`prefect.task_runners.ThreadPoolTaskRunner` in this process;
 - ``"dask"``: a :class:`prefect_dask.DaskTaskRunner`, on a temporary ``LocalCluster`` of worker
@@ -28,14 +28,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from recsys.config import LightFMParams, load_params
+from recsys.config import load_params
 from recsys.errors import ConfigError
-from recsys.offline.train import Trial
+from recsys.offline.train import Trial, TrialSpec
 
 RunnerKind = Literal["threads", "dask"]
 RUNNERS: tuple[RunnerKind, ...] = ("threads", "dask")
-TRIALS_FILE = "trials.csv"
-BEST_FILE = "best_trial.json"
 
 
 def make_task_runner(
@@ -68,21 +66,10 @@ def make_task_runner(
     )
 
 
-@task(name="search-trial", task_run_name="trial {number}", cache_policy=NO_CACHE)
-def trial_task(
-    number: int,
-    config: LightFMParams,
-    train: Any,
-    valid: Any,
-    item_features: Any,
-    metric: str,
-    seed: int,
-    num_threads: int,
-) -> Trial:
-    """One trial: :func:`recsys.offline.train.run_trial` (early stopping on the validation part)."""
-    from recsys.offline.train import run_trial
-
-    return run_trial(number, config, train, valid, item_features, metric, seed, num_threads)
+@task(name="search-trial", task_run_name="trial {spec.number}", cache_policy=NO_CACHE)
+def trial_task(spec: TrialSpec) -> Trial:
+    """One trial: :meth:`recsys.offline.train.TrialSpec.run` (early stopping on the validation part)."""
+    return spec.run()
 
 
 @flow(name="hyperparameter-search")
@@ -111,47 +98,21 @@ def search_flow(
     dict
         ``{"best_trial": row, "trials": [row, ...], "trials_file", "best_file"}``.
     """
-    from recsys.offline.train import best_trial, sample_configurations
-    from recsys.stages import training_inputs
+    from recsys.offline.train import best_trial, search_specs
+    from recsys.stages import training_inputs, write_trials
 
     logger = get_run_logger()
     params = load_params(params_path)
-    threads = num_threads or params.train.num_threads
     loaded, item_features = training_inputs(Path(features_dir), Path(split_dir))
-    configs = sample_configurations(params.train.lightfm, params.train.search, params.seed)
-    logger.info("searching %d configurations (%d LightFM thread(s) each)", len(configs), threads)
-    futures = [
-        trial_task.submit(
-            number,
-            config,
-            loaded.train,
-            loaded.valid,
-            item_features.matrix,
-            params.train.search.metric,
-            params.seed,
-            threads,
-        )
-        for number, config in enumerate(configs)
-    ]
+    specs = search_specs(params, loaded.train, loaded.valid, item_features.matrix, num_threads)
+    logger.info("searching %d configurations (%d LightFM thread(s) each)", len(specs), specs[0].num_threads)
+    futures = [trial_task.submit(spec) for spec in specs]
     trials = [future.result() for future in futures]
     best = best_trial(trials)
-    paths = write_results(Path(out_dir), trials, best)
+    paths = write_trials(Path(out_dir), trials, best)
     publish(trials, best, params.train.search.metric)
     logger.info("best trial %d: %s = %.4f", best.number, params.train.search.metric, best.score)
     return {"best_trial": best.row(), "trials": [trial.row() for trial in trials]} | paths
-
-
-def write_results(out_dir: Path, trials: list[Trial], best: Trial) -> dict[str, str]:
-    """``trials.csv`` (one row per trial) and ``best_trial.json``, written atomically."""
-    import pandas as pd
-
-    from recsys.io import atomic_path, write_json
-
-    trials_file, best_file = out_dir / TRIALS_FILE, out_dir / BEST_FILE
-    with atomic_path(trials_file) as tmp:
-        pd.DataFrame([trial.row() for trial in trials]).to_csv(tmp, index=False)
-    write_json(best_file, best.row())
-    return {"trials_file": str(trials_file), "best_file": str(best_file)}
 
 
 def publish(trials: list[Trial], best: Trial, metric: str) -> None:

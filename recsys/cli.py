@@ -14,7 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from recsys import stages
+from recsys import paths, stages
 from recsys.cli_support import guarded
 from recsys.config import Params, load_params
 from recsys.errors import RecsysError
@@ -52,7 +52,7 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 @app.command()
 def ingest(
     params: ParamsOpt = Path("params.yaml"),
-    out: Path = stages.RAW_DIR,
+    out: Path = paths.RAW_DIR,
     data_dir: Annotated[
         Path | None, typer.Option(help="Local copy of the data sets (default: $RECSYS_DATA_DIR).")
     ] = None,
@@ -65,7 +65,7 @@ def ingest(
 
 @app.command()
 def prepare(
-    params: ParamsOpt = Path("params.yaml"), raw: Path = stages.RAW_DIR, out: Path = stages.PREPARED_DIR
+    params: ParamsOpt = Path("params.yaml"), raw: Path = paths.RAW_DIR, out: Path = paths.PREPARED_DIR
 ) -> None:
     """Validate, clean and join the raw tables; write Parquet tables and the data-quality report."""
     settings = _params(params)
@@ -74,7 +74,7 @@ def prepare(
 
 
 @app.command()
-def eda(prepared: Path = stages.PREPARED_DIR, out: Path = stages.REPORTS_DIR / "eda") -> None:
+def eda(prepared: Path = paths.PREPARED_DIR, out: Path = paths.EDA_DIR) -> None:
     """Exploratory plots, the HTML report and the popularity-bias signals of the prepared data."""
     summary = guarded(lambda: stages.eda(prepared, out))
     _echo(summary.get("bias_signals", summary))
@@ -83,8 +83,8 @@ def eda(prepared: Path = stages.PREPARED_DIR, out: Path = stages.REPORTS_DIR / "
 @app.command()
 def features(
     params: ParamsOpt = Path("params.yaml"),
-    prepared: Path = stages.PREPARED_DIR,
-    out: Path = stages.FEATURES_DIR,
+    prepared: Path = paths.PREPARED_DIR,
+    out: Path = paths.FEATURES_DIR,
 ) -> None:
     """Build the item-feature matrix."""
     settings = _params(params)
@@ -94,8 +94,8 @@ def features(
 @app.command()
 def split(
     params: ParamsOpt = Path("params.yaml"),
-    prepared: Path = stages.PREPARED_DIR,
-    out: Path = stages.SPLIT_DIR,
+    prepared: Path = paths.PREPARED_DIR,
+    out: Path = paths.SPLIT_DIR,
 ) -> None:
     """Make the evaluation splits."""
     settings = _params(params)
@@ -105,9 +105,9 @@ def split(
 @app.command()
 def train(
     params: ParamsOpt = Path("params.yaml"),
-    features: Path = stages.FEATURES_DIR,
-    split: Path = stages.SPLIT_DIR,
-    out: Path = stages.MODELS_DIR,
+    features: Path = paths.FEATURES_DIR,
+    split: Path = paths.SPLIT_DIR,
+    out: Path = paths.MODELS_DIR,
 ) -> None:
     """Hyperparameter search for the hybrid, refit of the best, and the baselines."""
     settings = _params(params)
@@ -117,11 +117,11 @@ def train(
 @app.command()
 def evaluate(
     params: ParamsOpt = Path("params.yaml"),
-    features: Path = stages.FEATURES_DIR,
-    split: Path = stages.SPLIT_DIR,
-    models: Path = stages.MODELS_DIR,
-    metrics: Path = stages.METRICS_DIR,
-    plots: Path = stages.PLOTS_DIR,
+    features: Path = paths.FEATURES_DIR,
+    split: Path = paths.SPLIT_DIR,
+    models: Path = paths.MODELS_DIR,
+    metrics: Path = paths.METRICS_DIR,
+    plots: Path = paths.PLOTS_DIR,
 ) -> None:
     """Ranking, beyond-accuracy, per-group and cold-start metrics of every model."""
     settings = _params(params)
@@ -132,11 +132,11 @@ def evaluate(
 @app.command()
 def bias(
     params: ParamsOpt = Path("params.yaml"),
-    features: Path = stages.FEATURES_DIR,
-    split: Path = stages.SPLIT_DIR,
-    model: Path = stages.MODELS_DIR / "lightfm_hybrid.npz",
-    metrics: Path = stages.METRICS_DIR,
-    plots: Path = stages.PLOTS_DIR,
+    features: Path = paths.FEATURES_DIR,
+    split: Path = paths.SPLIT_DIR,
+    model: Path = paths.model_file(paths.HYBRID),
+    metrics: Path = paths.METRICS_DIR,
+    plots: Path = paths.PLOTS_DIR,
 ) -> None:
     """Popularity re-ranking trade-off curve of the hybrid and the default strength (metrics/bias.json)."""
     settings = _params(params)
@@ -234,10 +234,10 @@ def flows_search(
 @app.command("model-card")
 def model_card(
     params: ParamsOpt = Path("params.yaml"),
-    metrics: Path = stages.METRICS_DIR,
-    prepared: Path = stages.PREPARED_DIR,
-    eda: Path = stages.REPORTS_DIR / "eda",
-    models: Path = stages.MODELS_DIR,
+    metrics: Path = paths.METRICS_DIR,
+    prepared: Path = paths.PREPARED_DIR,
+    eda: Path = paths.EDA_DIR,
+    models: Path = paths.MODELS_DIR,
     out: Path = Path("docs/model_card.md"),
 ) -> None:
     """Render the model card (docs/model_card.md) from the run's metrics and params.yaml."""
@@ -250,10 +250,10 @@ def model_card(
 @app.command()
 def report(
     params: ParamsOpt = Path("params.yaml"),
-    metrics: Path = stages.METRICS_DIR,
-    eda: Path = stages.REPORTS_DIR / "eda",
-    monitoring: Path = stages.REPORTS_DIR / "monitoring",
-    out: Path = stages.REPORTS_DIR / "stakeholder.html",
+    metrics: Path = paths.METRICS_DIR,
+    eda: Path = paths.EDA_DIR,
+    monitoring: Path = paths.REPORTS_DIR / "monitoring",
+    out: Path = paths.REPORTS_DIR / "stakeholder.html",
 ) -> None:
     """One self-contained HTML report of the latest run for stakeholders (figures embedded)."""
     from recsys.reporting.stakeholder import load_report_inputs, write_report

@@ -7,8 +7,9 @@ calls the pure library code, and writes its outputs atomically.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -18,16 +19,24 @@ from recsys.errors import RecsysError
 from recsys.io import atomic_path, write_json
 from recsys.paths import (
     FEATURES_DIR,
+    HYBRID,
     METRICS_DIR,
+    MODEL_NAMES,
     MODELS_DIR,
     PLOTS_DIR,
     PREPARED_DIR,
     RAW_DIR,
     REPORTS_DIR,
     SPLIT_DIR,
+    model_file,
 )
 
+if TYPE_CHECKING:
+    from recsys.offline.train import Trial
+
 log = logging.getLogger(__name__)
+TRIALS_FILE = "trials.csv"
+BEST_TRIAL_FILE = "best_trial.json"
 
 
 def ingest(params: Params, out_dir: Path = RAW_DIR, local_dir: Path | None = None) -> dict[str, Any]:
@@ -108,60 +117,28 @@ def train(
     out_dir: Path = MODELS_DIR,
 ) -> dict[str, Any]:
     """Search the hybrid's hyperparameters, refit the best, fit the baselines; save every model."""
-    from recsys.config import LightFMParams
-    from recsys.models import LightFMRecommender
     from recsys.offline import train as training
 
     loaded, item_features = training_inputs(features_dir, split_dir)
-    threads, seed = params.train.num_threads, params.seed
-    configs = training.sample_configurations(params.train.lightfm, params.train.search, seed)
-    trials = [
-        training.run_trial(
-            number,
-            config,
-            loaded.train,
-            loaded.valid,
-            item_features.matrix,
-            params.train.search.metric,
-            seed,
-            threads,
-        )
-        for number, config in enumerate(configs)
-    ]
-    best = training.best_trial(trials)
-    models: dict[str, Any] = {
-        training.HYBRID: training.refit(best, loaded.train_full, item_features.matrix, seed, threads)
-    }
-    cf = LightFMRecommender(params.train.lightfm, seed=seed, num_threads=threads, name=training.CF)
-    cf.fit(
-        loaded.train,
-        validation_score=training.validation_scorer(loaded.train, loaded.valid, params.train.search.metric),
-    )
-    cf_trial = training.Trial(
-        0, params.train.lightfm.model_dump(), max(s for _, s in cf.history), cf.best_epoch, 0.0, 0.0
-    )
-    models[training.CF] = training.refit(cf_trial, loaded.train_full, None, seed, threads)
-    models[training.CF].name = training.CF
-    models |= training.fit_baselines(loaded.train_full, params)
+    specs = training.search_specs(params, loaded.train, loaded.valid, item_features.matrix)
+    trained = training.fit_all(params, loaded, item_features.matrix, [spec.run() for spec in specs])
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, model in models.items():
-        model.save(out_dir / f"{name}.npz")
-    trials_table = pd.DataFrame([trial.row() for trial in trials])
-    with atomic_path(out_dir / "trials.csv") as tmp:
-        trials_table.to_csv(tmp, index=False)
-    summary = {
-        "best_trial": best.row(),
-        "lightfm_cf_best_epoch": cf.best_epoch,
-        "n_trials": len(trials),
-        "search_seconds": round(sum(trial.seconds for trial in trials), 2),
-        "models": sorted(models),
-        "best_params": LightFMParams.model_validate(best.params).model_dump(),
-    }
-    write_json(out_dir / "train_summary.json", summary)
-    return summary
+    for name, model in trained.models.items():
+        model.save(model_file(name, out_dir))
+    write_trials(out_dir, trained.trials)
+    write_json(out_dir / "train_summary.json", trained.summary)
+    return trained.summary
 
 
-MODEL_NAMES = ("lightfm_hybrid", "lightfm_cf", "ease", "itemknn", "most_popular")
+def write_trials(out_dir: Path, trials: Sequence[Trial], best: Trial | None = None) -> dict[str, str]:
+    """``trials.csv`` (one row per trial) and, given the best trial, ``best_trial.json``; atomically."""
+    paths = {"trials_file": str(out_dir / TRIALS_FILE)}
+    with atomic_path(out_dir / TRIALS_FILE) as tmp:
+        pd.DataFrame([trial.row() for trial in trials]).to_csv(tmp, index=False)
+    if best is not None:
+        write_json(out_dir / BEST_TRIAL_FILE, best.row())
+        paths["best_file"] = str(out_dir / BEST_TRIAL_FILE)
+    return paths
 
 
 def evaluate(
@@ -177,13 +154,13 @@ def evaluate(
     from recsys.offline.evaluation import cold_start_evaluate
     from recsys.offline.evaluation import evaluate as run_evaluation
     from recsys.offline.metrics_files import headline, metrics_plots, offline_report
-    from recsys.offline.popularity import mainstreaminess, user_groups
+    from recsys.offline.popularity import mainstreaminess_groups
 
     loaded, _ = training_inputs(features_dir, split_dir)
-    groups = user_groups(mainstreaminess(loaded.train_full), params.evaluate.groups)
+    groups = mainstreaminess_groups(loaded.train_full, params.evaluate.groups)
     results, cold = {}, {}
     for name in MODEL_NAMES:
-        model = load_recommender(models_dir / f"{name}.npz")
+        model = load_recommender(model_file(name, models_dir))
         results[name] = run_evaluation(model.score, loaded.train_full, loaded.test, params.evaluate, groups)
         cold[name] = cold_start_evaluate(
             model.score, loaded.train_full, loaded.cold, loaded.cold_items, params.evaluate
@@ -207,17 +184,17 @@ def bias(
     params: Params,
     features_dir: Path = FEATURES_DIR,
     split_dir: Path = SPLIT_DIR,
-    model_path: Path = MODELS_DIR / "lightfm_hybrid.npz",
+    model_path: Path = model_file(HYBRID),
     metrics_dir: Path = METRICS_DIR,
     plots_dir: Path = PLOTS_DIR,
 ) -> dict[str, Any]:
     """The hybrid's nDCG / long-tail trade-off under popularity re-ranking, and the default strength."""
     from recsys.models import load_recommender
     from recsys.offline.bias import bias_report, tradeoff_curve
-    from recsys.offline.popularity import item_popularity, mainstreaminess, user_groups
+    from recsys.offline.popularity import item_popularity, mainstreaminess_groups
 
     loaded, _ = training_inputs(features_dir, split_dir)
-    groups = user_groups(mainstreaminess(loaded.train_full), params.evaluate.groups)
+    groups = mainstreaminess_groups(loaded.train_full, params.evaluate.groups)
     model = load_recommender(model_path)
     # Strength 0 is the reference the nDCG cost is measured against, so it is always on the curve.
     strengths = sorted({0.0, *params.bias.strengths})

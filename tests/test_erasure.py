@@ -20,7 +20,10 @@ from recsys.loop.erasure import (
     purge_event_files,
     without_erased_events,
 )
-from recsys.loop.feedback import AuditRecord, FeedbackEvent, FeedbackStore, pseudonymise
+from recsys.loop.events import FeedbackEvent
+from recsys.loop.feedback import FeedbackStore
+from recsys.loop.feedback_db import AuditRecord
+from recsys.loop.pseudonyms import pseudonymise
 from recsys.offline.gate import GateDecision
 
 SALT = "test-salt"

@@ -22,25 +22,16 @@ from pydantic import ValidationError
 
 from recsys.columns import FEEDBACK_EVENTS, Col
 from recsys.errors import ConfigError, RecsysError
-from recsys.loop.feedback import (
-    AUDIT,
-    DEFAULT_PSEUDONYM_SALT,
-    EVENTS,
-    EXPORT_CURSOR_ATTR,
+from recsys.loop.events import (
     FEEDBACK_COLUMNS,
     MAX_ID_LENGTH,
-    PSEUDONYM_SALT_ENV,
-    SERVED,
-    SERVED_COLUMNS,
     FeedbackEvent,
-    FeedbackStore,
-    FeedbackUnavailableError,
     InvalidFeedbackError,
-    Served,
-    ServedRecommendation,
     parse_events,
-    pseudonymise,
 )
+from recsys.loop.feedback import EXPORT_CURSOR_ATTR, FeedbackStore, FeedbackUnavailableError
+from recsys.loop.feedback_db import AUDIT, EVENTS, SERVED, SERVED_COLUMNS, Served, ServedRecommendation
+from recsys.loop.pseudonyms import DEFAULT_PSEUDONYM_SALT, PSEUDONYM_SALT_ENV, pseudonymise
 from tests.feedback_pg import INSTALL_HINT, postgres_bindir, start_postgres
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -12,20 +12,22 @@ import scipy.sparse as sp
 
 from recsys.columns import AUDIO_FEATURES, Col
 from recsys.config import MonitoringParams
-from recsys.loop.feedback import SERVED_COLUMNS, Served
-from recsys.loop.monitoring import (
+from recsys.loop.drift import (
     LOG_LISTENERS,
     POPULARITY_BUCKET,
     UNKNOWN_GENRE,
-    UNKNOWN_USER,
-    decide,
     drift_snapshot,
     drift_summary,
     listening_frame,
     matrix_pairs,
-    personalisation,
     popularity_edges,
     recent_listening,
+)
+from recsys.loop.feedback_db import SERVED_COLUMNS, Served
+from recsys.loop.monitoring import decide
+from recsys.loop.served_bias import (
+    UNKNOWN_USER,
+    personalisation,
     recommendation_bias,
     served_bias,
     served_hit_rate,

@@ -13,19 +13,18 @@ import scipy.sparse as sp
 from recsys.columns import Col
 from recsys.config import LightFMParams, RetrainParams
 from recsys.errors import DataError
-from recsys.loop.feedback import FeedbackEvent, FeedbackStore
-from recsys.loop.retrain import (
-    FeedbackCursor,
-    MergeReport,
+from recsys.loop.challenger import (
     align_split,
     champion_training,
     extend_split,
     liked_hit_rate,
-    merge_feedback,
-    retrain,
     split_feedback_holdout,
     without_evaluation_pairs,
 )
+from recsys.loop.events import FeedbackEvent
+from recsys.loop.exports import FeedbackCursor
+from recsys.loop.feedback import FeedbackStore
+from recsys.loop.retrain import MergeReport, merge_feedback, retrain
 from recsys.models import LightFMRecommender
 from recsys.offline.split import Split, validate_split
 

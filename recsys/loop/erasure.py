@@ -1,12 +1,11 @@
 """Erasure on the retraining path: keep a deleted listener's feedback out of exported files and models.
 
-``DELETE /users/{user_id}/feedback`` (:meth:`recsys.loop.feedback.FeedbackStore.delete_user`)
-removes the user's
-events from the feedback store and writes a ``delete_user`` audit record holding only an HMAC pseudonym
-(:func:`recsys.loop.feedback.pseudonymise`). Their feedback may already have left the store, though: exported
-to ``data/feedback/events-<cursor>.parquet`` and merged into the champion's training matrix, from which
-every later retraining starts. For each audit record it has not honoured yet
-(:attr:`recsys.loop.retrain.FeedbackCursor.erasures_applied`) the retraining flow
+``DELETE /users/{user_id}/feedback`` (:meth:`recsys.loop.feedback.FeedbackStore.delete_user`) removes
+the user's events from the feedback store and writes a ``delete_user`` audit record holding only an HMAC
+pseudonym (:func:`recsys.loop.pseudonyms.pseudonymise`). Their feedback may already have left the store,
+though: exported to ``data/feedback/events-<cursor>.parquet`` and merged into the champion's training
+matrix, from which every later retraining starts. For each audit record it has not honoured yet
+(:attr:`recsys.loop.exports.FeedbackCursor.erasures_applied`) the retraining flow
 
 1. finds the erased users by pseudonymising candidate ids (the champion's users, the users of each
    exported file) and matching them with the audit pseudonyms, so no raw id is ever stored for an erasure;
@@ -42,7 +41,8 @@ import pandas as pd
 from recsys.columns import Col
 from recsys.errors import DataError
 from recsys.io import write_parquet
-from recsys.loop.feedback import AuditRecord, pseudonymise
+from recsys.loop.feedback_db import AuditRecord
+from recsys.loop.pseudonyms import pseudonymise
 from recsys.offline.gate import GateDecision
 
 ERASE_ACTION = "delete_user"
@@ -110,7 +110,7 @@ def pending_erasures(
 def erased_users(user_ids: Iterable[str], pseudonyms: Collection[str], salt: str | None = None) -> list[str]:
     """The distinct ids among ``user_ids`` whose pseudonym is in ``pseudonyms``, sorted.
 
-    ``salt`` defaults to ``RECSYS_PSEUDONYM_SALT`` as in :func:`recsys.loop.feedback.pseudonymise`.
+    ``salt`` defaults to ``RECSYS_PSEUDONYM_SALT`` as in :func:`recsys.loop.pseudonyms.pseudonymise`.
     """
     if not pseudonyms:
         return []

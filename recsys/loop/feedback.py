@@ -23,195 +23,85 @@ AddResult(inserted=0, duplicates=1)
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
-import math
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Dialect, Engine, RowMapping
+from sqlalchemy.engine import Connection, Engine, RowMapping
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from recsys.columns import FEEDBACK_EVENTS, Col
-from recsys.errors import ConfigError, RecsysError
+from recsys.columns import Col
+from recsys.errors import RecsysError
+from recsys.loop.events import (
+    FEEDBACK_COLUMNS,
+    MAX_REASON_LENGTH,
+    FeedbackEvent,
+    InvalidFeedbackError,
+    events_to_frame,
+    utc_now,
+)
+from recsys.loop.feedback_db import (
+    ACTION_COLUMN,
+    AUDIT,
+    EVENTS,
+    ID_COLUMN,
+    METADATA,
+    PSEUDONYM_COLUMN,
+    REASON_COLUMN,
+    SALT_SETTING,
+    SERVED,
+    SERVED_COLUMNS,
+    SETTINGS,
+    AuditRecord,
+    Served,
+    ServedRecommendation,
+    make_engine,
+    parse_url,
+    served_row,
+)
+from recsys.loop.pseudonyms import DEFAULT_PSEUDONYM_SALT, PSEUDONYM_SALT_ENV, pseudonymise
+from recsys.paths import FEEDBACK_DIR
 
 _LOG = logging.getLogger(__name__)
 
-PSEUDONYM_SALT_ENV = "RECSYS_PSEUDONYM_SALT"
-"""Environment variable holding the secret salt of :func:`pseudonymise`."""
-DEFAULT_PSEUDONYM_SALT = "recsys-public-default-salt"
-"""Last resort of :func:`pseudonymise` without a salt. It is public: a store uses its own secret salt
-(:meth:`FeedbackStore.pseudonym_salt`), and ``RECSYS_PSEUDONYM_SALT`` overrides both."""
-SALT_SETTING = "pseudonym_salt"
-"""Name of the store's secret salt in its ``store_settings`` table."""
-MAX_ID_LENGTH = 128
-MAX_REASON_LENGTH = 500
-FEEDBACK_COLUMNS: tuple[str, ...] = (Col.USER, Col.ITEM, Col.EVENT, Col.TIMESTAMP, Col.EVENT_ID)
+FEEDBACK_URL_ENV = "RECSYS_FEEDBACK_URL"
+"""Environment variable holding the feedback store's URL (SQLite or PostgreSQL)."""
+DEFAULT_FEEDBACK_URL = f"sqlite:///{(FEEDBACK_DIR / 'feedback.db').as_posix()}"
+"""Without ``RECSYS_FEEDBACK_URL``: a SQLite file under the project's ``data/feedback``."""
+
 EXPORT_CURSOR_ATTR = "cursor"
 """Key of ``DataFrame.attrs`` where :meth:`FeedbackStore.export_frame` leaves the cursor to keep."""
-
-_ID = "id"  # surrogate key: the export cursor
-_ACTION = "action"
-_PSEUDONYM = "user_pseudonym"
-_REASON = "reason"
 _EXPORT_LOCK_TIMEOUT = "30s"
 _SCHEMA_LOCK_KEY = 0x7265637379730001  # any constant bigint; serialises concurrent create_schema calls
-
-
-class Served:
-    """Columns of the ``served_recommendations`` table and of :meth:`FeedbackStore.served_frame`."""
-
-    SERVED_AT = "served_at"
-    USER = Col.USER  # raw, as in the events table; None for anonymous new-listener requests
-    ENDPOINT = "endpoint"
-    MODEL_VERSION = "model_version"
-    COLD_START = "cold_start"
-    ITEMS = "items"  # the ranked item ids (a JSON array in the table, a list in the frame)
-    BIAS_STRENGTH = "bias_strength"
-
-
-SERVED_COLUMNS: tuple[str, ...] = (
-    Served.SERVED_AT,
-    Served.USER,
-    Served.ENDPOINT,
-    Served.MODEL_VERSION,
-    Served.COLD_START,
-    Served.ITEMS,
-    Served.BIAS_STRENGTH,
-)
-SERVED_ENDPOINTS: tuple[str, ...] = ("recommend", "new-listener")
-MAX_VERSION_LENGTH = 200
-# One encoder for every row: json.dumps with non-default separators builds a new one per call.
-_ITEMS_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-class _UTCDateTime(sa.types.TypeDecorator[datetime]):
-    """Timezone-aware UTC timestamps on every backend (SQLite keeps no offset, so store UTC wall time)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        return None if value is None else value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-# On SQLite only INTEGER PRIMARY KEY becomes the auto-incrementing rowid.
-_SURROGATE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-METADATA = sa.MetaData()
-EVENTS = sa.Table(
-    "feedback_events",
-    METADATA,
-    sa.Column(_ID, _SURROGATE, primary_key=True, autoincrement=True),
-    sa.Column(Col.EVENT_ID, sa.String(MAX_ID_LENGTH), nullable=False),
-    sa.Column(Col.USER, sa.String(MAX_ID_LENGTH), nullable=False),
-    sa.Column(Col.ITEM, sa.String(MAX_ID_LENGTH), nullable=False),
-    sa.Column(Col.EVENT, sa.String(16), nullable=False),
-    sa.Column(Col.TIMESTAMP, _UTCDateTime(), nullable=False),
-    sa.UniqueConstraint(Col.EVENT_ID, name="uq_feedback_events_event_id"),
-    sa.CheckConstraint(sa.column(Col.EVENT).in_(FEEDBACK_EVENTS), name="ck_feedback_events_event"),
-    sa.Index("ix_feedback_events_user_event", Col.USER, Col.EVENT),
-    # AUTOINCREMENT stops SQLite reusing the ids of deleted newest rows, which would hide new events
-    # from an export cursor that has already passed them.
-    sqlite_autoincrement=True,
-)
-AUDIT = sa.Table(
-    "feedback_audit",
-    METADATA,
-    sa.Column(_ID, _SURROGATE, primary_key=True, autoincrement=True),
-    sa.Column(_ACTION, sa.String(32), nullable=False),
-    sa.Column(_PSEUDONYM, sa.String(64), nullable=False),
-    sa.Column(Col.COUNT, sa.Integer(), nullable=False),
-    sa.Column(Col.TIMESTAMP, _UTCDateTime(), nullable=False),
-    sa.Column(_REASON, sa.String(MAX_REASON_LENGTH), nullable=False),
-    sqlite_autoincrement=True,
-)
-SETTINGS = sa.Table(
-    "store_settings",
-    METADATA,
-    sa.Column("name", sa.String(64), primary_key=True),
-    sa.Column("value", sa.String(256), nullable=False),
-)
-SERVED = sa.Table(
-    "served_recommendations",
-    METADATA,
-    sa.Column(_ID, _SURROGATE, primary_key=True, autoincrement=True),
-    sa.Column(Served.SERVED_AT, _UTCDateTime(), nullable=False),
-    sa.Column(Served.USER, sa.String(MAX_ID_LENGTH), nullable=True),
-    sa.Column(Served.ENDPOINT, sa.String(16), nullable=False),
-    sa.Column(Served.MODEL_VERSION, sa.String(MAX_VERSION_LENGTH), nullable=False),
-    sa.Column(Served.COLD_START, sa.Boolean(), nullable=False),
-    sa.Column(Served.ITEMS, sa.Text(), nullable=False),
-    sa.Column(Served.BIAS_STRENGTH, sa.Float(), nullable=False),
-    sa.CheckConstraint(sa.column(Served.ENDPOINT).in_(SERVED_ENDPOINTS), name="ck_served_endpoint"),
-    sa.Index("ix_served_recommendations_served_at", Served.SERVED_AT),
-    sa.Index("ix_served_recommendations_user", Served.USER),
-    sqlite_autoincrement=True,
-)
 
 
 class FeedbackUnavailableError(RecsysError):
     """The feedback database cannot be reached or is busy; the service should answer 503 and retry later."""
 
 
-class InvalidFeedbackError(RecsysError):
-    """Feedback records violate the event contract; the message names each record and field."""
+def feedback_url(project_dir: Path | None = None) -> str:
+    """The feedback store's URL: ``$RECSYS_FEEDBACK_URL``, else :data:`DEFAULT_FEEDBACK_URL`.
 
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-class FeedbackEvent(BaseModel):
-    """One feedback event. ``event_id`` is chosen by the client so that retries are idempotent.
-
-    Field names equal the ``Col`` constants (``Col.USER``, ``Col.ITEM``, ``Col.EVENT``, ``Col.TIMESTAMP``,
-    ``Col.EVENT_ID``). The timestamp must carry a timezone; it defaults to now and is kept in UTC.
+    The service, the monitoring flow and the retraining flow all find the store through here. A relative
+    SQLite path is under ``project_dir`` when one is given (the flows), else under the working directory
+    (the service, started from the project root).
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
-    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
-    event: str = Field(json_schema_extra={"enum": list(FEEDBACK_EVENTS)})
-    timestamp: AwareDatetime = Field(default_factory=_utc_now)
-    event_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
-
-    @field_validator(Col.USER, Col.ITEM, Col.EVENT_ID)
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
-
-    @field_validator(Col.EVENT)
-    @classmethod
-    def _known_event(cls, value: str) -> str:
-        if value not in FEEDBACK_EVENTS:
-            raise ValueError(f"must be one of {', '.join(FEEDBACK_EVENTS)}; got {value!r}")
-        return value
-
-    @field_validator(Col.TIMESTAMP)
-    @classmethod
-    def _in_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+    url = os.environ.get(FEEDBACK_URL_ENV, "").strip() or DEFAULT_FEEDBACK_URL
+    prefix = "sqlite:///"
+    if project_dir is not None and url.startswith(prefix) and not url.startswith(prefix + "/"):
+        return prefix + str(project_dir / url.removeprefix(prefix))
+    return url
 
 
 @dataclass(frozen=True)
@@ -220,78 +110,6 @@ class AddResult:
 
     inserted: int
     duplicates: int
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    """One row of the ``feedback_audit`` table. It never holds a raw user id."""
-
-    action: str
-    user_pseudonym: str
-    count: int
-    timestamp: datetime
-    reason: str
-
-
-class ServedRecommendation(NamedTuple):
-    """One answered recommendation request, as the service logs it (see :meth:`FeedbackStore.add_served`).
-
-    A named tuple rather than a validated model: the service builds one per request on its hot path.
-    ``user_id`` is the raw id (the store is the access-controlled place for it), None when anonymous.
-    """
-
-    served_at: datetime
-    user_id: str | None
-    endpoint: str
-    model_version: str
-    cold_start: bool
-    items: tuple[str, ...]
-    bias_strength: float
-
-
-def pseudonymise(user_id: str, salt: str | None = None) -> str:
-    """Return a stable pseudonym of ``user_id``: HMAC-SHA256 keyed by a salt, as 64 hex characters.
-
-    Parameters
-    ----------
-    user_id : str
-        The raw external user id.
-    salt : str, optional
-        The secret salt. Defaults to env ``RECSYS_PSEUDONYM_SALT``, else :data:`DEFAULT_PSEUDONYM_SALT`.
-
-    Examples
-    --------
-    >>> pseudonymise("u1", salt="s") == pseudonymise("u1", salt="s") != pseudonymise("u1", salt="t")
-    True
-    """
-    key = salt if salt is not None else os.environ.get(PSEUDONYM_SALT_ENV) or DEFAULT_PSEUDONYM_SALT
-    return hmac.new(key.encode(), user_id.encode(), hashlib.sha256).hexdigest()
-
-
-def parse_events(records: Iterable[Mapping[str, Any]]) -> list[FeedbackEvent]:
-    """Validate raw records (e.g. a request body) into events.
-
-    Raises
-    ------
-    InvalidFeedbackError
-        Naming every bad record by position and field, e.g. ``event 2, field 'event': ...``.
-    """
-    events, problems = [], []
-    for position, record in enumerate(records):
-        try:
-            events.append(FeedbackEvent.model_validate(record))
-        except ValidationError as err:
-            problems += [f"event {position}, field {_field(e['loc'])!r}: {e['msg']}" for e in err.errors()]
-    if problems:
-        raise InvalidFeedbackError("invalid feedback: " + "; ".join(problems))
-    return events
-
-
-def events_to_frame(events: Sequence[FeedbackEvent]) -> pd.DataFrame:
-    """Events as a DataFrame with :data:`FEEDBACK_COLUMNS`; timestamps are ``datetime64[ns, UTC]``."""
-    frame = pd.DataFrame([e.model_dump() for e in events], columns=list(FEEDBACK_COLUMNS))
-    frame[Col.TIMESTAMP] = pd.to_datetime(frame[Col.TIMESTAMP], utc=True)
-    return frame
 
 
 class FeedbackStore:
@@ -311,10 +129,10 @@ class FeedbackStore:
     """
 
     def __init__(self, url: str, *, create: bool = True, timeout_s: float = 10.0) -> None:
-        parsed = _parse_url(url)
+        parsed = parse_url(url)
         self.url = parsed.render_as_string(hide_password=True)
         self._sqlite_file = parsed.database if parsed.get_backend_name() == "sqlite" else None
-        self._engine = _make_engine(parsed, timeout_s)
+        self._engine = make_engine(parsed, timeout_s)
         self._postgres = parsed.get_backend_name() == "postgresql"
         self._insert_new = _insert_skipping_known(self._postgres)
         self._salt: str | None = None
@@ -433,8 +251,8 @@ class FeedbackStore:
         (that would block every insert): a caller that must not miss a late commit reads again from a
         little below its cursor.
         """
-        query = sa.select(EVENTS.c[_ID], EVENTS.c[Col.USER], EVENTS.c[Col.ITEM]).where(
-            EVENTS.c[_ID] > cursor, EVENTS.c[Col.EVENT] == "dislike"
+        query = sa.select(EVENTS.c[ID_COLUMN], EVENTS.c[Col.USER], EVENTS.c[Col.ITEM]).where(
+            EVENTS.c[ID_COLUMN] > cursor, EVENTS.c[Col.EVENT] == "dislike"
         )
         with self._guard("reading dislikes"), self._engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -449,11 +267,13 @@ class FeedbackStore:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         start = cursor or 0
-        query = sa.select(EVENTS).where(EVENTS.c[_ID] > start).order_by(EVENTS.c[_ID]).limit(limit)
+        query = (
+            sa.select(EVENTS).where(EVENTS.c[ID_COLUMN] > start).order_by(EVENTS.c[ID_COLUMN]).limit(limit)
+        )
         with self._guard("reading events"), self._engine.begin() as conn:
             self._wait_for_writers(conn)
             rows = conn.execute(query).mappings().all()
-        return [_to_event(row) for row in rows], (int(rows[-1][_ID]) if rows else start)
+        return [_to_event(row) for row in rows], (int(rows[-1][ID_COLUMN]) if rows else start)
 
     def export_frame(self, since_cursor: int | None = None, *, page_size: int = 10_000) -> pd.DataFrame:
         """All events after ``since_cursor`` as a DataFrame (:func:`events_to_frame`).
@@ -480,13 +300,20 @@ class FeedbackStore:
         """
         if not 1 <= len(reason.strip()) <= MAX_REASON_LENGTH:
             raise InvalidFeedbackError(f"reason must be 1-{MAX_REASON_LENGTH} characters, got {len(reason)}")
-        audit = {_ACTION: "delete_user", _PSEUDONYM: self.pseudonym(user_id), _REASON: reason}
+        audit = {
+            ACTION_COLUMN: "delete_user",
+            PSEUDONYM_COLUMN: self.pseudonym(user_id),
+            REASON_COLUMN: reason,
+        }
         with self._guard("deleting a user"), self._engine.begin() as conn:
             deleted = conn.execute(sa.delete(EVENTS).where(EVENTS.c[Col.USER] == user_id)).rowcount
             served = conn.execute(sa.delete(SERVED).where(SERVED.c[Served.USER] == user_id)).rowcount
-            conn.execute(sa.insert(AUDIT).values(**audit, **{Col.COUNT: deleted, Col.TIMESTAMP: _utc_now()}))
+            conn.execute(sa.insert(AUDIT).values(**audit, **{Col.COUNT: deleted, Col.TIMESTAMP: utc_now()}))
         _LOG.info(
-            "deleted %d feedback events and %d served lists of user %s", deleted, served, audit[_PSEUDONYM]
+            "deleted %d feedback events and %d served lists of user %s",
+            deleted,
+            served,
+            audit[PSEUDONYM_COLUMN],
         )
         return int(deleted)
 
@@ -498,7 +325,7 @@ class FeedbackStore:
         InvalidFeedbackError
             When a record names an endpoint other than :data:`SERVED_ENDPOINTS` (nothing is stored).
         """
-        rows = [_served_row(record) for record in records]
+        rows = [served_row(record) for record in records]
         if rows:
             with self._guard("logging served recommendations"), self._engine.begin() as conn:
                 conn.execute(sa.insert(SERVED), rows)
@@ -522,7 +349,7 @@ class FeedbackStore:
             :data:`SERVED_COLUMNS`; ``served_at`` is ``datetime64[ns, UTC]`` and ``items`` holds lists of
             item ids in ranked order.
         """
-        query = sa.select(*(SERVED.c[name] for name in SERVED_COLUMNS)).order_by(SERVED.c[_ID].desc())
+        query = sa.select(*(SERVED.c[name] for name in SERVED_COLUMNS)).order_by(SERVED.c[ID_COLUMN].desc())
         if since is not None:
             query = query.where(SERVED.c[Served.SERVED_AT] > since)
         if until is not None:
@@ -552,9 +379,12 @@ class FeedbackStore:
 
     def audit_log(self) -> list[AuditRecord]:
         """Every audit record, oldest first."""
-        columns = [AUDIT.c[name] for name in (_ACTION, _PSEUDONYM, Col.COUNT, Col.TIMESTAMP, _REASON)]
+        columns = [
+            AUDIT.c[name]
+            for name in (ACTION_COLUMN, PSEUDONYM_COLUMN, Col.COUNT, Col.TIMESTAMP, REASON_COLUMN)
+        ]
         with self._guard("reading the audit log"), self._engine.connect() as conn:
-            rows = conn.execute(sa.select(*columns).order_by(AUDIT.c[_ID])).all()
+            rows = conn.execute(sa.select(*columns).order_by(AUDIT.c[ID_COLUMN])).all()
         return [AuditRecord(*row) for row in rows]
 
     def _wait_for_writers(self, conn: Connection) -> None:
@@ -575,53 +405,6 @@ class FeedbackStore:
             ) from err
 
 
-def _parse_url(url: str) -> sa.URL:
-    try:
-        parsed = sa.make_url(url)
-    except sa_exc.ArgumentError as err:
-        raise ConfigError(
-            "feedback store URL is not a database URL; use sqlite:///path/feedback.db "
-            "or postgresql+psycopg://user:password@host:5432/db"
-        ) from err
-    backend = parsed.get_backend_name()
-    if backend not in ("sqlite", "postgresql"):
-        raise ConfigError(f"feedback store supports sqlite and postgresql URLs, not {backend!r}")
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed
-
-
-def _make_engine(url: sa.URL, timeout_s: float) -> Engine:
-    if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, timeout_s)
-    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": max(2, math.ceil(timeout_s))}
-    return sa.create_engine(
-        url,
-        pool_pre_ping=True,
-        pool_size=5,
-        max_overflow=10,
-        pool_timeout=timeout_s,
-        connect_args=connect_args,
-    )
-
-
-def _sqlite_engine(url: sa.URL, timeout_s: float) -> Engine:
-    engine = sa.create_engine(url, pool_pre_ping=True, connect_args={"timeout": timeout_s})
-    busy_ms = int(timeout_s * 1000)
-
-    @sa.event.listens_for(engine, "connect")
-    def _durable_pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit: acknowledged = on disk
-            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
-        finally:
-            cursor.close()
-
-    return engine
-
-
 def _insert_skipping_known(postgres: bool) -> sa.Insert:
     insert = postgresql.insert if postgres else sqlite.insert
     # RETURNING yields a row per inserted event and none per skipped duplicate. Executed with a list of
@@ -638,22 +421,6 @@ def _unique_rows(events: Sequence[FeedbackEvent]) -> list[dict[str, Any]]:
     for event in events:
         first.setdefault(event.event_id, event)  # the first occurrence wins, as against stored rows
     return [event.model_dump() for event in first.values()]
-
-
-def _served_row(record: ServedRecommendation) -> dict[str, Any]:
-    if record.endpoint not in SERVED_ENDPOINTS:
-        raise InvalidFeedbackError(
-            f"served endpoint must be one of {', '.join(SERVED_ENDPOINTS)}; got {record.endpoint!r}"
-        )
-    return {
-        Served.SERVED_AT: record.served_at,
-        Served.USER: record.user_id or None,
-        Served.ENDPOINT: record.endpoint,
-        Served.MODEL_VERSION: record.model_version,
-        Served.COLD_START: record.cold_start,
-        Served.ITEMS: _ITEMS_JSON(list(record.items)),
-        Served.BIAS_STRENGTH: float(record.bias_strength),
-    }
 
 
 def _to_event(row: RowMapping) -> FeedbackEvent:

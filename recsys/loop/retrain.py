@@ -1,4 +1,4 @@
-"""Retraining on listener feedback: merge events into the training matrix, hold out recent feedback, retrain.
+"""Retraining on listener feedback: merge events into the training matrix, then warm-start or refit.
 
 Merge rule (weights from :class:`recsys.config.RetrainParams`)
 -------------------------------------------------------------
@@ -9,10 +9,9 @@ model does not know are dropped and counted (the catalogue changes only through 
 Events of an unknown user add a new row: the shape changes, so the model must be fitted from scratch
 rather than warm-started (:func:`retrain` with ``changed_shape=True``).
 
-Each event counts once: :class:`FeedbackCursor` records how far the feedback store has been exported
-(``data/feedback/cursor.json``), and the retraining flow advances it only after a successful run. It also
-counts the ``delete_user`` audit records already honoured (``erasures_applied``), so each erasure is applied
-to the exported files and the model exactly once (see :mod:`recsys.loop.erasure`).
+Each event counts once: :class:`recsys.loop.exports.FeedbackCursor` records how far the feedback store
+has been exported. What the challenger is measured on (the recent-feedback holdout, the fixed test split)
+is :mod:`recsys.loop.challenger`.
 
 Examples
 --------
@@ -31,11 +30,8 @@ Examples
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -45,15 +41,7 @@ import scipy.sparse as sp
 from recsys.columns import FEEDBACK_EVENTS, Col
 from recsys.config import RetrainParams
 from recsys.errors import DataError
-from recsys.io import write_json
 from recsys.models import LightFMRecommender
-from recsys.offline.split import Split
-from recsys.paths import FEEDBACK_CURSOR
-
-CURSOR_FILE = FEEDBACK_CURSOR
-"""Where the retraining flow keeps its :class:`FeedbackCursor`, relative to the project root."""
-
-ScoreFn = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -197,142 +185,6 @@ def _pair_changes(before: sp.csr_matrix, after: sp.csr_matrix) -> tuple[int, int
     return added, int((differ.data > 1e-6).sum()), removed
 
 
-def without_evaluation_pairs(events: pd.DataFrame, split: Split) -> tuple[pd.DataFrame, int]:
-    """Drop events on a test pair or a cold-start item of ``split``; return the rest and how many went.
-
-    Training on them would leak the fixed test split (and the cold-start protocol) into the challenger,
-    so the gate would compare a model that has seen the answers with one that has not.
-    """
-    user_index = pd.Index(split.user_ids)
-    item_index = pd.Index(split.item_ids)
-    rows = user_index.get_indexer(events[Col.USER])
-    cols = item_index.get_indexer(events[Col.ITEM])
-    known = (rows >= 0) & (cols >= 0)
-    blocked = np.zeros(len(events), dtype=bool)
-    if known.any():
-        in_test = np.asarray(split.test[rows[known], cols[known]]).ravel() != 0
-        blocked[known] = in_test | np.isin(cols[known], split.cold_items)
-    return events[~blocked], int(blocked.sum())
-
-
-def extend_split(split: Split, merged: sp.csr_matrix, new_users: list[str]) -> Split:
-    """The split with ``merged`` as its training part and empty rows for ``new_users``.
-
-    ``valid`` is folded into ``train`` (``merged`` grew from ``train_full``), ``test`` and ``cold`` keep
-    their pairs. The registry packages a model from such a split: its known listens then include the
-    feedback.
-    """
-    if merged.shape != (len(split.user_ids) + len(new_users), len(split.item_ids)):
-        raise ValueError(f"merged matrix {merged.shape} does not fit the split plus {len(new_users)} users")
-    empty = sp.csr_matrix((len(new_users), merged.shape[1]), dtype=np.float32)
-
-    def grown(part: sp.csr_matrix) -> sp.csr_matrix:
-        return sp.csr_matrix(sp.vstack([part, empty]), dtype=np.float32)
-
-    return Split(
-        user_ids=[*split.user_ids, *new_users],
-        item_ids=list(split.item_ids),
-        train=sp.csr_matrix(merged, dtype=np.float32),
-        valid=sp.csr_matrix(merged.shape, dtype=np.float32),
-        test=grown(split.test),
-        cold=grown(split.cold),
-        cold_items=split.cold_items,
-    )
-
-
-def align_split(split: Split, user_ids: list[str]) -> Split:
-    """``split`` with empty rows for the users a retrained champion has beyond it (appended by feedback).
-
-    Raises
-    ------
-    ValueError
-        ``split.user_ids`` is not a prefix of ``user_ids``: the champion was trained on another split.
-    """
-    n_users = len(split.user_ids)
-    if list(user_ids[:n_users]) != split.user_ids:
-        raise ValueError("the split's users are not the first users of the model")
-    extra = list(user_ids[n_users:])
-    padding = sp.csr_matrix((len(extra), len(split.item_ids)), dtype=np.float32)
-    return extend_split(split, sp.csr_matrix(sp.vstack([split.train_full, padding])), extra)
-
-
-def champion_training(known: sp.csr_matrix, split: Split) -> sp.csr_matrix:
-    """The data a packaged champion was trained on: its known listens without test pairs and cold items.
-
-    A champion packaged from ``split`` knows ``train + valid + test + cold``, one packaged by the retraining
-    flow ``merged + test + cold`` (see :func:`extend_split`); either way this gives back its training part.
-    """
-    if known.shape != (len(split.user_ids), len(split.item_ids)):
-        raise ValueError(f"known listens {known.shape} do not match the split's users and items")
-    keep = np.ones(known.shape[1])
-    keep[split.cold_items] = 0.0
-    training = sp.csr_matrix(known - known.multiply(split.test != 0)) @ sp.diags(keep)
-    training = sp.csr_matrix(training, dtype=np.float32)
-    training.eliminate_zeros()
-    return training
-
-
-def split_feedback_holdout(
-    events: pd.DataFrame, fraction: float, seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out each user's latest events: the recent-feedback test set.
-
-    A user with ``n`` events gets ``round(fraction * n)`` (half up) of the latest ones, by timestamp, in
-    the holdout; ties in time are broken by a seeded random key, so the split is reproducible.
-
-    Returns
-    -------
-    tuple
-        ``(train_events, holdout_events)``, each in the input's row order.
-    """
-    if not 0 <= fraction < 1:
-        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
-    keys = np.random.default_rng(seed).random(len(events))
-    order = events.assign(_key=keys).sort_values([Col.USER, Col.TIMESTAMP, "_key"], kind="stable")
-    from_end = order.groupby(Col.USER, sort=False).cumcount(ascending=False)
-    sizes = order.groupby(Col.USER, sort=False)[Col.USER].transform("size")
-    n_held = np.floor(fraction * sizes + 0.5)
-    held = events.index.isin(order.index[from_end.to_numpy() < n_held.to_numpy()])
-    return events[~held], events[held]
-
-
-def liked_hit_rate(
-    score_fn: ScoreFn,
-    exclude: sp.csr_matrix,
-    holdout: pd.DataFrame,
-    user_index: Mapping[str, int],
-    item_index: Mapping[str, int],
-    k: int,
-) -> dict[str, float | int]:
-    """Share of users with a held-out liked artist that the model puts in their top ``k``.
-
-    Only users and artists the model knows count; an artist already in ``exclude`` (a training item of
-    the user) cannot be recommended, so it is not relevant either.
-
-    Returns
-    -------
-    dict
-        ``{"feedback_hit_rate@k": share, "feedback_users": n}``; only ``feedback_users`` when it is 0.
-    """
-    likes = holdout[(holdout[Col.EVENT] == "like") & holdout[Col.USER].isin(list(user_index))]
-    likes = likes[likes[Col.ITEM].isin(list(item_index))]
-    rows = likes[Col.USER].map(dict(user_index)).to_numpy(np.int64)
-    cols = likes[Col.ITEM].map(dict(item_index)).to_numpy(np.int64)
-    relevant = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=exclude.shape)
-    relevant = sp.csr_matrix(relevant > 0) - sp.csr_matrix(relevant > 0).multiply(exclude > 0)
-    relevant.eliminate_zeros()
-    users = np.flatnonzero(np.diff(relevant.indptr))
-    hits = []
-    for user in users:
-        scores = np.asarray(score_fn(np.array([user])), dtype=np.float64)[0]
-        scores[exclude[user].indices] = -np.inf
-        top = np.argsort(-scores, kind="stable")[:k]
-        hits.append(bool(np.isin(relevant[user].indices, top).any()))
-    if not hits:  # no number rather than NaN, which the model metadata could not store as JSON
-        return {"feedback_users": 0}
-    return {f"feedback_hit_rate@{k}": float(np.mean(hits)), "feedback_users": len(hits)}
-
-
 def retrain(
     model: LightFMRecommender,
     merged: sp.csr_matrix,
@@ -367,93 +219,3 @@ def retrain(
         )
     challenger = copy.deepcopy(model)
     return challenger.fit_partial(merged, epochs=params.warm_start_epochs, item_features=item_features)
-
-
-@dataclass(frozen=True)
-class FeedbackCursor:
-    """How far the feedback store has been consumed: the store's export cursor (0 = nothing yet).
-
-    Attributes
-    ----------
-    position : int
-        The ``cursor`` of :meth:`recsys.loop.feedback.FeedbackStore.export_frame` after the last
-        consumed event.
-    updated_at : str
-        UTC ISO time of the last advance (empty before the first).
-    history : list of dict
-        One entry per advance: ``{"from", "to", "events", "file", "at"}``, plus ``"erasures"``,
-        ``"erased_users"`` and ``"purged_rows"`` when the advance honoured erasures.
-    erasures_applied : int
-        How many ``delete_user`` records of the store's audit log (oldest first) have been honoured. A
-        cursor file written before erasures were tracked loads with 0.
-    """
-
-    position: int = 0
-    updated_at: str = ""
-    history: list[dict[str, Any]] = field(default_factory=list)
-    erasures_applied: int = 0
-
-    @classmethod
-    def load(cls, path: str | Path) -> FeedbackCursor:
-        """Read ``path``; a missing file means nothing has been consumed yet."""
-        path = Path(path)
-        if not path.exists():
-            return cls()
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-            return cls(
-                int(payload["position"]),
-                str(payload.get("updated_at", "")),
-                list(payload.get("history", [])),
-                int(payload.get("erasures_applied", 0)),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(
-                f"feedback cursor is unreadable ({exc}); restore it from git/DVC", file=str(path)
-            ) from exc
-
-    def advanced(
-        self,
-        position: int,
-        n_events: int,
-        file: str,
-        *,
-        erasures_applied: int | None = None,
-        erased_users: int = 0,
-        purged_rows: int = 0,
-    ) -> FeedbackCursor:
-        """A new cursor at ``position``, recording the export (and any erasures honoured) in ``history``.
-
-        Parameters
-        ----------
-        position, n_events, file
-            The store cursor after the export, its number of events and the file it was written to.
-        erasures_applied : int, optional
-            The new count of honoured ``delete_user`` audit records; None keeps the current one.
-        erased_users, purged_rows : int
-            What those erasures changed (users reset in the model, rows purged from exported files).
-        """
-        if position < self.position:
-            raise ValueError(f"the feedback cursor cannot move back from {self.position} to {position}")
-        applied = self.erasures_applied if erasures_applied is None else erasures_applied
-        if applied < self.erasures_applied:
-            raise ValueError(f"erasures_applied cannot move back from {self.erasures_applied} to {applied}")
-        now = datetime.now(UTC).isoformat()
-        entry: dict[str, Any] = {
-            "from": self.position,
-            "to": position,
-            "events": n_events,
-            "file": file,
-            "at": now,
-        }
-        if applied != self.erasures_applied:
-            entry |= {
-                "erasures": applied - self.erasures_applied,
-                "erased_users": erased_users,
-                "purged_rows": purged_rows,
-            }
-        return FeedbackCursor(position, now, [*self.history, entry], applied)
-
-    def save(self, path: str | Path) -> None:
-        """Write the cursor atomically (a crash leaves the previous one)."""
-        write_json(path, asdict(self))

@@ -1,14 +1,19 @@
-"""Shaping evaluation results into ``metrics/offline.json`` and the tables behind the DVC plots."""
+"""Shaping evaluation results into ``metrics/offline.json`` and the tables behind the DVC plots, and
+reading them back (:func:`read_report`, :func:`metrics_rows`)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from recsys.config import EvaluateParams, Params
+from recsys.errors import RecsysError
 from recsys.offline.evaluation import EvaluationResult
+from recsys.paths import OFFLINE_METRICS
 
 GROUP_METRICS = ("precision", "recall", "ndcg", "map", "arp", "long_tail_share")
 
@@ -68,3 +73,17 @@ def headline(report: Mapping[str, Any], k: int) -> dict[str, dict[str, float]]:
     for name, values in report.get("cold_start", {}).items():
         table.setdefault(name, {})["cold_start_auc"] = round(float(values["auc"]), 4)
     return table
+
+
+def read_report(project_dir: Path) -> dict[str, Any]:
+    """``metrics/offline.json`` of the project."""
+    path = project_dir / OFFLINE_METRICS
+    if not path.exists():
+        raise RecsysError(f"{path} is missing: the evaluate stage did not write it")
+    report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return report
+
+
+def metrics_rows(report: Mapping[str, Any], k: int) -> list[dict[str, Any]]:
+    """One row per model with its headline metrics (the table ``recsys evaluate`` prints)."""
+    return [{"model": name} | values for name, values in headline(report, k).items()]

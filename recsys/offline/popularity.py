@@ -83,6 +83,17 @@ def user_groups(
     return {name: np.sort(part).astype(np.int64) for name, part in zip(names, parts, strict=True)}
 
 
+def mainstreaminess_groups(
+    interactions: sp.csr_matrix, names: Sequence[str] = ("niche", "medium", "mainstream")
+) -> dict[str, np.ndarray]:
+    """Users of ``interactions`` in equal-size groups by mainstreaminess: the groups every metric uses.
+
+    The evaluate and bias stages, the gate's re-measured champion and the retraining flow all group
+    users through here (:func:`user_groups` of :func:`mainstreaminess`).
+    """
+    return user_groups(mainstreaminess(interactions), names)
+
+
 def mean_list_value(top_k_items: np.ndarray, item_values: np.ndarray) -> np.ndarray:
     """Per user: the mean of ``item_values`` over the user's recommended items (NaN for an empty list).
 

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,8 +23,9 @@ import scipy.sparse as sp
 from recsys.config import LightFMParams, Params, SearchParams
 from recsys.models import EASE, ItemKNN, LightFMRecommender, MostPopular, Recommender
 from recsys.offline.evaluation import rank_top_k, ranking_metrics
+from recsys.offline.split import Split
+from recsys.paths import CF, HYBRID
 
-HYBRID, CF = "lightfm_hybrid", "lightfm_cf"
 log = logging.getLogger(__name__)
 
 
@@ -114,6 +115,51 @@ def run_trial(
     )
 
 
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything one search trial needs: run it here (:meth:`run`) or ship it to a worker first."""
+
+    number: int
+    config: LightFMParams
+    train: sp.csr_matrix
+    valid: sp.csr_matrix
+    item_features: sp.csr_matrix | None
+    metric: str
+    seed: int
+    num_threads: int
+
+    def run(self) -> Trial:
+        """:func:`run_trial` of this configuration."""
+        return run_trial(
+            self.number,
+            self.config,
+            self.train,
+            self.valid,
+            self.item_features,
+            self.metric,
+            self.seed,
+            self.num_threads,
+        )
+
+
+def search_specs(
+    params: Params,
+    train: sp.csr_matrix,
+    valid: sp.csr_matrix,
+    item_features: sp.csr_matrix | None,
+    num_threads: int | None = None,
+) -> list[TrialSpec]:
+    """The configured search as trials (:func:`sample_configurations`): the ``train`` stage runs them in
+    turn, the search flow as tasks on threads or Dask; both then pick with :func:`best_trial`."""
+    configs = sample_configurations(params.train.lightfm, params.train.search, params.seed)
+    threads = num_threads or params.train.num_threads
+    metric = params.train.search.metric
+    return [
+        TrialSpec(number, config, train, valid, item_features, metric, params.seed, threads)
+        for number, config in enumerate(configs)
+    ]
+
+
 def best_trial(trials: list[Trial]) -> Trial:
     """The trial with the highest validation score (ties: the earlier trial)."""
     scored = [trial for trial in trials if np.isfinite(trial.score)]
@@ -138,3 +184,44 @@ def fit_baselines(train_full: sp.csr_matrix, params: Params) -> dict[str, Recomm
         EASE(params.train.ease),
     ]
     return {model.name: model.fit(train_full) for model in models}
+
+
+@dataclass(frozen=True)
+class TrainedModels:
+    """The ``train`` stage's result: every model, the search's trials and the best one."""
+
+    models: dict[str, Recommender]
+    trials: list[Trial]
+    best: Trial
+    cf_best_epoch: int
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def fit_all(
+    params: Params, split: Split, item_features: sp.csr_matrix | None, trials: list[Trial]
+) -> TrainedModels:
+    """The training recipe after the search: the best trial refitted on train + valid, LightFM without
+    features early-stopped on valid then refitted the same way, and the baselines."""
+    threads, seed = params.train.num_threads, params.seed
+    best = best_trial(trials)
+    models: dict[str, Recommender] = {HYBRID: refit(best, split.train_full, item_features, seed, threads)}
+    cf = LightFMRecommender(params.train.lightfm, seed=seed, num_threads=threads, name=CF)
+    cf.fit(
+        split.train, validation_score=validation_scorer(split.train, split.valid, params.train.search.metric)
+    )
+    cf_trial = Trial(
+        0, params.train.lightfm.model_dump(), max(s for _, s in cf.history), cf.best_epoch, 0.0, 0.0
+    )
+    refitted_cf = refit(cf_trial, split.train_full, None, seed, threads)
+    refitted_cf.name = CF
+    models[CF] = refitted_cf
+    models |= fit_baselines(split.train_full, params)
+    summary = {
+        "best_trial": best.row(),
+        "lightfm_cf_best_epoch": cf.best_epoch,
+        "n_trials": len(trials),
+        "search_seconds": round(sum(trial.seconds for trial in trials), 2),
+        "models": sorted(models),
+        "best_params": LightFMParams.model_validate(best.params).model_dump(),
+    }
+    return TrainedModels(models, trials, best, cf.best_epoch, summary)

@@ -33,7 +33,8 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from recsys.loop.feedback import FeedbackUnavailableError, InvalidFeedbackError
+from recsys.loop.events import InvalidFeedbackError
+from recsys.loop.feedback import FeedbackUnavailableError
 from recsys.serving import logic
 from recsys.serving.openapi import docs_page, openapi_spec
 from recsys.serving.runtime import Runtime

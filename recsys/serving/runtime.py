@@ -30,18 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recsys import registry
 from recsys.io import write_text
-from recsys.loop.feedback import (
-    AddResult,
-    FeedbackEvent,
-    FeedbackStore,
-    FeedbackUnavailableError,
-    ServedRecommendation,
-)
+from recsys.loop.events import FeedbackEvent
+from recsys.loop.feedback import AddResult, FeedbackStore, FeedbackUnavailableError, feedback_url
+from recsys.loop.feedback_db import ServedRecommendation
 from recsys.serving.state import ServingState
 
 _LOG = logging.getLogger(__name__)
 
-FEEDBACK_URL_ENV = "RECSYS_FEEDBACK_URL"
 ADMIN_TOKEN_ENV = "RECSYS_ADMIN_TOKEN"
 RUNTIME_DIR_ENV = "RECSYS_RUNTIME_DIR"
 ORIGINS_ENV = "RECSYS_ALLOWED_ORIGINS"
@@ -49,7 +44,6 @@ SERVED_LOG_MAX_PER_S_ENV = "RECSYS_SERVED_LOG_MAX_PER_S"
 """Most served lists a worker logs per second (float > 0, default 50)."""
 SERVED_LOG_SAMPLE_ENV = "RECSYS_SERVED_LOG_SAMPLE"
 """Share of answered recommendation requests logged to the store (float 0-1, default 1; 0 turns it off)."""
-DEFAULT_FEEDBACK_URL = "sqlite:///data/feedback/feedback.db"
 RELOAD_SIGNAL, DISLIKE_SIGNAL, ERASE_SIGNAL = "reload", "dislike", "erase"
 _NOTHING: frozenset[str] = frozenset()
 
@@ -85,7 +79,7 @@ class ServingSettings(BaseModel):
         so the workers of one service share it and two unrelated services do not.
         """
         home = registry.bentoml_home()
-        url = os.environ.get(FEEDBACK_URL_ENV, "").strip() or DEFAULT_FEEDBACK_URL
+        url = feedback_url()
         digest = hashlib.sha256(f"{home}\n{url}".encode()).hexdigest()[:16]
         runtime = os.environ.get(RUNTIME_DIR_ENV, "").strip() or os.path.join(
             tempfile.gettempdir(), f"recsys-serving-{digest}"

@@ -199,7 +199,7 @@ def force_feedback_gate(monkeypatch: pytest.MonkeyPatch, promote: bool) -> None:
 def feedback_state(project: Path) -> dict[str, Any]:
     """What a retraining run may change: the cursor, the champion, the exported files' bytes, the models."""
     from recsys import registry
-    from recsys.loop.retrain import CURSOR_FILE
+    from recsys.loop.exports import CURSOR_FILE
 
     return {
         "cursor": (project / CURSOR_FILE).read_text(encoding="utf-8"),

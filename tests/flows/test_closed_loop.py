@@ -36,8 +36,8 @@ from recsys.columns import Col
 from recsys.config import load_params
 from recsys.io import write_parquet
 from recsys.loop import simulation
+from recsys.loop.exports import CURSOR_FILE, FeedbackCursor
 from recsys.loop.feedback import FeedbackStore
-from recsys.loop.retrain import CURSOR_FILE, FeedbackCursor
 from recsys.models import LightFMRecommender
 from recsys.offline.evaluation import evaluate
 from tests.conftest import PROJECT_ROOT

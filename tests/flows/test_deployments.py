@@ -16,15 +16,15 @@ from flows.deployments import (
     NIGHTLY_CRON,
     TRAINING_DEPLOYMENT,
     build_deployments,
-    monitoring_flow,
 )
+from flows.monitoring import monitoring_flow
 from flows.retraining import retraining_flow
 from flows.training import training_flow
 from tests.conftest import PROJECT_ROOT
 
 EXPECTED = {
     TRAINING_DEPLOYMENT: ("flows/training.py:training_flow", NIGHTLY_CRON, training_flow.name),
-    MONITORING_DEPLOYMENT: ("flows/deployments.py:monitoring_flow", HOURLY_CRON, monitoring_flow.name),
+    MONITORING_DEPLOYMENT: ("flows/monitoring.py:monitoring_flow", HOURLY_CRON, monitoring_flow.name),
     FEEDBACK_DEPLOYMENT: ("flows/retraining.py:retraining_flow", FEEDBACK_CRON, retraining_flow.name),
 }
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.retraining import FEEDBACK_DIR, drop_from_dvc_cache, dvc_versions
-from flows.training import dvc_executable
+from flows.dvc import drop_from_dvc_cache, dvc_executable, dvc_versions
+from recsys.paths import FEEDBACK_DIR
 from tests.flows.conftest import dvc_cached
 
 
@@ -43,7 +43,7 @@ def test_the_version_before_the_purge_leaves_the_cache_and_the_others_stay(proje
     unpurged = [_purge(project, "a"), _purge(project, "b")]
     assert unpurged[0] == unpurged[1] and dvc_cached(project, unpurged[0])
 
-    assert drop_from_dvc_cache.fn(str(project), unpurged) == [unpurged[0]]
+    assert drop_from_dvc_cache(str(project), unpurged) == [unpurged[0]]
 
     assert not dvc_cached(project, unpurged[0])
     assert all(dvc_cached(project, md5) for md5 in dvc_versions(project, files))
@@ -56,10 +56,10 @@ def test_the_version_before_the_purge_leaves_the_cache_and_the_others_stay(proje
 def test_a_version_a_dvc_file_still_pins_is_kept(project: Path) -> None:
     unpurged = _purge(project, "a")  # b.parquet still holds the same content and pins the same object
 
-    assert drop_from_dvc_cache.fn(str(project), [unpurged]) == []
+    assert drop_from_dvc_cache(str(project), [unpurged]) == []
     assert dvc_cached(project, unpurged)
 
 
 def test_outside_a_dvc_project_nothing_is_touched(tmp_path: Path) -> None:
-    assert drop_from_dvc_cache.fn(str(tmp_path), ["b1946ac92492d2347c6235b4d2611184"]) == []
+    assert drop_from_dvc_cache(str(tmp_path), ["b1946ac92492d2347c6235b4d2611184"]) == []
     assert dvc_versions(tmp_path, ["missing.parquet"]) == []

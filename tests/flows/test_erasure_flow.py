@@ -20,13 +20,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from flows.retraining import ERASURES_ONLY, NO_NEW_FEEDBACK, dvc_versions, retraining_flow
-from flows.training import dvc_executable
+from flows.dvc import dvc_executable, dvc_versions
+from flows.retraining import ERASURES_ONLY, NO_NEW_FEEDBACK, retraining_flow
 from recsys import registry
 from recsys.columns import Col
 from recsys.loop.erasure import ERASED_PREFIX
-from recsys.loop.feedback import FeedbackEvent, FeedbackStore
-from recsys.loop.retrain import CURSOR_FILE, FeedbackCursor
+from recsys.loop.events import FeedbackEvent
+from recsys.loop.exports import CURSOR_FILE, FeedbackCursor
+from recsys.loop.feedback import FeedbackStore
 from recsys.offline.split import Split, load_split
 from recsys.registry import RegistryError
 from tests.conftest import PROJECT_ROOT

@@ -17,14 +17,17 @@ from prefect import get_client
 from prefect.states import State
 
 import flows.monitoring as monitoring_flow_module
-from flows.monitoring import BIAS_JSON, DRIFT_HTML, DRIFT_JSON, REPORT_DIR, drift_monitoring_flow
+from flows.monitoring import BIAS_JSON, DRIFT_HTML, DRIFT_JSON, drift_monitoring_flow
 from recsys import registry
 from recsys.columns import Col
 from recsys.config import SplitParams
 from recsys.io import write_parquet
-from recsys.loop.feedback import FeedbackEvent, FeedbackStore, ServedRecommendation
+from recsys.loop.events import FeedbackEvent
+from recsys.loop.feedback import FeedbackStore
+from recsys.loop.feedback_db import ServedRecommendation
 from recsys.models.baselines import MostPopular
 from recsys.offline.split import load_split, make_split, save_split
+from recsys.paths import MONITORING_DIR as REPORT_DIR
 from tests.conftest import PROJECT_ROOT
 from tests.test_monitoring import sample_listening, tiny_items
 

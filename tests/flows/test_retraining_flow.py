@@ -19,19 +19,20 @@ import pandas as pd
 import pytest
 from prefect import flow
 
+from flows.dvc import dvc_executable
 from flows.retraining import (
     NO_NEW_FEEDBACK,
-    events_file,
     gate_and_promote,
     reload_service,
     retrain_and_evaluate,
     retraining_flow,
 )
-from flows.training import dvc_executable
 from recsys import registry
-from recsys.loop.feedback import FeedbackEvent, FeedbackStore
-from recsys.loop.retrain import CURSOR_FILE, FeedbackCursor
+from recsys.loop.events import FeedbackEvent
+from recsys.loop.exports import CURSOR_FILE, FeedbackCursor, events_file
+from recsys.loop.feedback import FeedbackStore
 from recsys.offline.split import load_split
+from recsys.paths import FEEDBACK_DIR
 from tests.conftest import PROJECT_ROOT
 from tests.flows.conftest import feedback_state, force_feedback_gate
 from tests.test_registry import _build_project
@@ -146,9 +147,9 @@ def test_known_listeners_feedback_warm_starts_a_gated_challenger_and_advances_th
     assert summary["n_holdout_events"] > 0
     assert {"ndcg@10", "feedback_hit_rate@10"} <= set(summary["challenger"]) & set(summary["champion"])
     assert summary["champion"]["feedback_users"] > 0  # each user's latest event, a like, is held out
-    exported = pd.read_parquet(events_file(project, summary["cursor"]))
+    exported = pd.read_parquet(events_file(project / FEEDBACK_DIR, summary["cursor"]))
     assert sorted(exported["event_id"]) == sorted(f"first-{i}" for i in range(len(rows)))
-    relative = events_file(project, summary["cursor"]).relative_to(project)
+    relative = events_file(project / FEEDBACK_DIR, summary["cursor"]).relative_to(project)
     assert summary["dvc_files"] == [f"{relative}.dvc"] and (project / f"{relative}.dvc").exists()
     status = subprocess.run(
         [dvc_executable(), "status", "--json", f"{relative}.dvc"], cwd=project, capture_output=True, text=True

@@ -12,11 +12,13 @@ import pytest
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
-from flows.search import BEST_FILE, TRIALS_FILE, make_task_runner, run_search
-from flows.training import apply_overrides
+from flows.dvc import apply_overrides
+from flows.search import make_task_runner, run_search
 from recsys import stages
 from recsys.config import load_params
 from recsys.errors import ConfigError
+from recsys.stages import BEST_TRIAL_FILE as BEST_FILE
+from recsys.stages import TRIALS_FILE
 from tests.conftest import PROJECT_ROOT
 from tests.flows.conftest import TINY_OVERRIDES, write_synthetic_raw
 

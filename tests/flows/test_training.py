@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from flows.training import (
+from flows.dvc import (
     LOCK_NAME,
     LockBusyError,
     StageFailedError,
     apply_overrides,
-    closing_summary,
     failure_detail,
     pipeline_stages,
     run_lock,
@@ -21,6 +20,7 @@ from flows.training import (
 )
 from recsys.config import load_params
 from recsys.errors import ConfigError
+from recsys.reporting.run_summary import closing_summary
 from tests.conftest import PROJECT_ROOT
 
 PARAMS = """\
@@ -167,10 +167,10 @@ def test_the_gate_measures_the_champion_on_this_runs_test_split(
 
     import pandas as pd
 
-    from flows.training import comparable_champion
     from recsys import registry
     from recsys.config import Params
     from recsys.offline.split import load_split, make_split, save_split
+    from recsys.registry.comparison import comparable_champion
     from tests.test_registry import _build_project
 
     home = tmp_path / "home"

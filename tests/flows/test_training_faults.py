@@ -19,7 +19,8 @@ import psutil
 import pytest
 from filelock import FileLock
 
-from flows.training import LOCK_NAME, training_flow
+from flows.dvc import LOCK_NAME
+from flows.training import training_flow
 from recsys import registry
 from tests.conftest import PROJECT_ROOT
 from tests.flows.conftest import TINY_OVERRIDES, TinyProject

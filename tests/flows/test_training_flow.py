@@ -23,8 +23,9 @@ from prefect.client.schemas.filters import (
 )
 from prefect.states import State
 
-from flows.deployments import monitoring_flow
-from flows.training import LOCK_NAME, LockBusyError, StageFailedError, dvc_stage, training_flow
+from flows.dvc import LOCK_NAME, LockBusyError, StageFailedError
+from flows.monitoring import monitoring_flow
+from flows.training import dvc_stage, training_flow
 from recsys import registry
 from tests.flows.conftest import TINY_OVERRIDES, TinyProject, init_repo
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from recsys.loop.feedback import EVENTS, FeedbackEvent, FeedbackStore, FeedbackUnavailableError
+from recsys.loop.events import FeedbackEvent
+from recsys.loop.feedback import FeedbackStore, FeedbackUnavailableError
+from recsys.loop.feedback_db import EVENTS
 from recsys.serving.runtime import Feedback, ServingSettings, Signals
 
 SYNC_S, FULL_SYNC_S, RETRY_S = 5.0, 600.0, 5.0

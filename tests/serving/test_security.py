@@ -14,7 +14,8 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from recsys.loop.feedback import DEFAULT_PSEUDONYM_SALT, FeedbackStore, pseudonymise
+from recsys.loop.feedback import FeedbackStore
+from recsys.loop.pseudonyms import DEFAULT_PSEUDONYM_SALT, pseudonymise
 from recsys.serving import app as app_module
 from recsys.serving.app import MAX_BODY_BYTES, HTTPError, read_limited
 from tests.serving.conftest import ADMIN_TOKEN, PROJECT_ROOT, Server

@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from recsys.loop.feedback import FeedbackStore, FeedbackUnavailableError, Served, ServedRecommendation
+from recsys.loop.feedback import FeedbackStore, FeedbackUnavailableError
+from recsys.loop.feedback_db import Served, ServedRecommendation
 from recsys.serving.runtime import (
     QUEUE_FULL,
     SERVED_LOG_MAX_PER_S_ENV,

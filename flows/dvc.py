@@ -1,0 +1,297 @@
+"""The one adapter between the flows and DVC (and the project's run lock): nothing else runs ``dvc``.
+
+- the run lock (``<project>/.recsys-train.lock``) that serialises training, retraining and monitoring;
+- ``params.yaml`` overrides written the ``dvc exp run -S`` way (:func:`apply_overrides`);
+- ``dvc repro <stage>`` with its output streamed to the run's log and read for each stage's outcome
+  (:func:`repro`), and failures reported with the stage's own error lines (:class:`StageFailedError`);
+- data versions of feedback exports: ``dvc add`` (:func:`track_with_dvc`), the hashes a ``.dvc`` file pins
+  (:func:`dvc_versions`) and deleting chosen objects from the DVC cache (:func:`drop_from_dvc_cache`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import get_run_logger
+
+from recsys.config import DATA_DIR_ENV, Params
+from recsys.errors import ConfigError, RecsysError
+from recsys.paths import FEEDBACK_DIR
+
+LOCK_NAME = ".recsys-train.lock"
+USER_ERROR_EXIT = 2
+"""Exit code of the ``recsys`` CLI for bad data or settings: rerunning the stage cannot help."""
+
+_TAIL_LINES = 30
+_STAGE_LINE = re.compile(r"(Running stage|Stage) '(?P<stage>[^']+)'(?P<rest>.*)")
+_CMD_EXIT = re.compile(r"exited with (?P<code>-?\d+)")
+
+
+class StageFailedError(RecsysError):
+    """A DVC stage failed; the message carries the stage's own error lines."""
+
+    def __init__(self, stage: str, returncode: int, command_exit: int | None, detail: str) -> None:
+        self.stage, self.returncode, self.command_exit = stage, returncode, command_exit
+        super().__init__(f"DVC stage {stage!r} failed (dvc exit code {returncode}): {detail}")
+
+    @property
+    def transient(self) -> bool:
+        """False when the stage's command reported bad data or settings (retrying cannot help)."""
+        return self.command_exit != USER_ERROR_EXIT
+
+
+class LockBusyError(RecsysError):
+    """Another run holds the project's run lock."""
+
+
+@contextlib.contextmanager
+def run_lock(project_dir: Path, timeout_s: float) -> Iterator[Path]:
+    """Hold ``<project_dir>/.recsys-train.lock`` for the block; wait at most ``timeout_s`` for it.
+
+    Raises
+    ------
+    LockBusyError
+        Another run kept the lock for longer than ``timeout_s``.
+    """
+    from filelock import FileLock, Timeout
+
+    path = project_dir / LOCK_NAME
+    lock = FileLock(str(path), timeout=timeout_s)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockBusyError(
+            f"another run holds the lock {path} (waited {timeout_s:g} s): wait for it to finish and retry. "
+            "The lock is released when that process ends, even if it crashed."
+        ) from None
+    try:
+        yield path
+    finally:
+        lock.release()
+
+
+def apply_overrides(params_path: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Write dotted-key overrides (``{"train.search.n_trials": 4}``) into ``params.yaml``.
+
+    Like ``dvc exp run -S``: the file keeps its comments and layout, and the result is validated
+    before anything is written.
+
+    Returns
+    -------
+    dict
+        The overrides that changed a value (key -> new value).
+
+    Raises
+    ------
+    ConfigError
+        A key does not lead to a setting, or the result is not valid.
+    """
+    from ruamel.yaml import YAML
+
+    from recsys.io import atomic_open
+
+    yaml = YAML()
+    document = yaml.load(params_path.read_text(encoding="utf-8"))
+    changed = {key: value for key, value in overrides.items() if _set_dotted(document, key, value)}
+    try:
+        Params.model_validate(json.loads(json.dumps(document)))
+    except ValueError as exc:
+        raise ConfigError(f"{params_path}: the overrides {dict(overrides)} are invalid: {exc}") from exc
+    if changed:
+        with atomic_open(params_path, "w", encoding="utf-8") as handle:
+            yaml.dump(document, handle)
+    return changed
+
+
+def _set_dotted(document: Any, key: str, value: Any) -> bool:
+    """Set ``a.b.c`` in nested mappings; True when the value changed."""
+    *parents, leaf = key.split(".")
+    node = document
+    for part in parents:
+        if not isinstance(node.get(part), Mapping):
+            raise ConfigError(f"params.yaml: {key!r} does not name a setting ({part!r} is not a section)")
+        node = node[part]
+    if node.get(leaf) == value:
+        return False
+    node[leaf] = value
+    return True
+
+
+def pipeline_stages(project_dir: Path) -> list[str]:
+    """The stage names of ``dvc.yaml``, in the file's order (upstream first)."""
+    import yaml
+
+    stages = yaml.safe_load((project_dir / "dvc.yaml").read_text(encoding="utf-8")).get("stages", {})
+    return list(stages)
+
+
+def stage_environment(data_dir: str | None) -> dict[str, str]:
+    """The environment for stage commands: this interpreter's bin dir first on PATH, and the data dir."""
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    if data_dir is not None:
+        env[DATA_DIR_ENV] = str(Path(data_dir).expanduser().resolve())
+    return env
+
+
+def stream_command(
+    command: list[str], cwd: Path, env: Mapping[str, str], prefix: str
+) -> tuple[int, list[str]]:
+    """Run ``command``, logging each output line (stdout and stderr) as it comes.
+
+    Returns
+    -------
+    tuple
+        The exit code and all output lines.
+    """
+    logger = get_run_logger()
+    lines: list[str] = []
+    with subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    ) as process:
+        assert process.stdout is not None
+        for raw in process.stdout:
+            line = raw.rstrip()
+            if line:
+                lines.append(line)
+                logger.info("[%s] %s", prefix, line)
+    return process.returncode, lines
+
+
+def stage_outcomes(lines: list[str]) -> dict[str, str]:
+    """``stage -> "ran" | "skipped" | "restored"`` from ``dvc repro`` output."""
+    outcomes: dict[str, str] = {}
+    for line in lines:
+        match = _STAGE_LINE.search(line)
+        if match is None:
+            continue
+        rest = match["rest"]
+        if match.group(1) == "Running stage":
+            outcomes[match["stage"]] = "ran"
+        elif "didn't change" in rest:
+            outcomes[match["stage"]] = "skipped"
+        elif "cached" in rest:
+            outcomes[match["stage"]] = "restored"
+    return outcomes
+
+
+def failure_detail(lines: list[str]) -> tuple[str, int | None]:
+    """The error lines of a failed ``dvc repro`` (else its last lines) and the stage command's exit code."""
+    tail = list(deque(lines, maxlen=_TAIL_LINES))
+    errors = [line for line in tail if line.lower().startswith(("error", "traceback")) or "Error:" in line]
+    exits = [int(match["code"]) for line in tail if (match := _CMD_EXIT.search(line))]
+    detail = " | ".join(errors or tail[-5:]) or "no output"
+    return detail, (exits[-1] if exits else None)
+
+
+def dvc_executable() -> str:
+    """The ``dvc`` beside this Python (the project's virtualenv), else the one on ``PATH``."""
+    beside = Path(sys.executable).parent / "dvc"
+    return str(beside) if beside.exists() else "dvc"
+
+
+def repro(stage: str, project_dir: str, data_dir: str | None = None) -> dict[str, Any]:
+    """``dvc repro <stage>`` (upstream stages included; DVC skips whatever is up to date).
+
+    Returns
+    -------
+    dict
+        ``{"stage", "outcome": "ran" | "skipped" | "restored" | "unknown", "seconds"}``.
+
+    Raises
+    ------
+    StageFailedError
+        DVC exited non-zero; the message holds the stage's error lines.
+    """
+    start = time.perf_counter()
+    command = [dvc_executable(), "repro", stage]
+    code, lines = stream_command(command, Path(project_dir), stage_environment(data_dir), stage)
+    if code != 0:
+        detail, command_exit = failure_detail(lines)
+        raise StageFailedError(stage, code, command_exit, detail)
+    outcome = stage_outcomes(lines).get(stage, "unknown")
+    return {"stage": stage, "outcome": outcome, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _pinned(pointer: Path) -> list[str]:
+    """The md5 of each output a ``.dvc`` file pins."""
+    outs = yaml.safe_load(pointer.read_text(encoding="utf-8")).get("outs") or []
+    return [str(out["md5"]) for out in outs if out.get("md5")]
+
+
+def dvc_versions(root: Path, files: list[str]) -> list[str]:
+    """The md5 each of ``files``' ``.dvc`` files pins now (files without one are left out)."""
+    pointers = [root / f"{file}.dvc" for file in files]
+    return [md5 for pointer in pointers if pointer.exists() for md5 in _pinned(pointer)]
+
+
+def track_with_dvc(root: str, files: list[str]) -> list[str]:
+    """``dvc add`` the feedback ``files`` (relative to ``root``) when ``root`` is a DVC project.
+
+    Each export then is a data version of its own: its ``.dvc`` file (visible to git through
+    ``.gitignore``'s ``!/data/feedback/*.dvc``) pins the content, and a purge for an erasure re-adds the
+    file, so the ``.dvc`` moves to the purged content. Returns the ``.dvc`` files written (none outside a
+    DVC project).
+    """
+    project = Path(root)
+    if not files or not (project / ".dvc").is_dir():
+        return []
+    done = subprocess.run(
+        [dvc_executable(), "add", "-q", *files], cwd=project, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        raise RecsysError(f"dvc add {' '.join(files)} failed in {project}: {' / '.join(detail)}")
+    return [f"{file}.dvc" for file in files]
+
+
+def drop_from_dvc_cache(root: str, hashes: list[str]) -> list[str]:
+    """Delete the DVC cache's copies of the contents ``hashes`` (the exports before an erasure's purge).
+
+    Re-adding a purged file moves its ``.dvc`` to the purged content, but the cache keeps the older
+    version, the erased listener's rows included, for ``dvc checkout`` of an older commit. Only those
+    objects go (``dvc gc`` would delete every version the workspace does not use), and none that a
+    current ``data/feedback/*.dvc`` still pins. Copies already pushed to a DVC remote are not reached.
+    Returns the hashes whose cache object was deleted.
+    """
+    project = Path(root)
+    if not hashes or not (project / ".dvc").is_dir():
+        return []
+    done = subprocess.run(
+        [dvc_executable(), "cache", "dir"], cwd=project, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RecsysError(f"dvc cache dir failed in {project}: {(done.stderr or done.stdout).strip()}")
+    cache = Path(done.stdout.strip())
+    still_used = {md5 for pointer in (project / FEEDBACK_DIR).glob("*.dvc") for md5 in _pinned(pointer)}
+    dropped = []
+    for md5 in dict.fromkeys(hashes):
+        # DVC 3 keeps objects under files/md5/; a cache from DVC 2 has them at the top.
+        objects = [cache / "files" / "md5" / md5[:2] / md5[2:], cache / md5[:2] / md5[2:]]
+        found = [path for path in objects if path.exists()]
+        if md5 in still_used or not found:
+            continue
+        for path in found:
+            path.unlink()
+        dropped.append(md5)
+    return dropped

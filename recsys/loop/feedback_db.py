@@ -1,0 +1,214 @@
+"""The feedback database: its tables (events, erasure audit, settings, served lists) and engines.
+
+One schema for SQLite and PostgreSQL (SQLAlchemy Core); :class:`recsys.loop.feedback.FeedbackStore` is the
+only code that reads or writes these tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect, Engine
+
+from recsys.columns import FEEDBACK_EVENTS, Col
+from recsys.errors import ConfigError
+from recsys.loop.events import MAX_ID_LENGTH, MAX_REASON_LENGTH, InvalidFeedbackError
+
+SALT_SETTING = "pseudonym_salt"
+"""Name of the store's secret salt in its ``store_settings`` table."""
+ID_COLUMN = "id"  # surrogate key: the export cursor
+ACTION_COLUMN = "action"
+PSEUDONYM_COLUMN = "user_pseudonym"
+REASON_COLUMN = "reason"
+
+
+class Served:
+    """Columns of the ``served_recommendations`` table and of :meth:`FeedbackStore.served_frame`."""
+
+    SERVED_AT = "served_at"
+    USER = Col.USER  # raw, as in the events table; None for anonymous new-listener requests
+    ENDPOINT = "endpoint"
+    MODEL_VERSION = "model_version"
+    COLD_START = "cold_start"
+    ITEMS = "items"  # the ranked item ids (a JSON array in the table, a list in the frame)
+    BIAS_STRENGTH = "bias_strength"
+
+
+SERVED_COLUMNS: tuple[str, ...] = (
+    Served.SERVED_AT,
+    Served.USER,
+    Served.ENDPOINT,
+    Served.MODEL_VERSION,
+    Served.COLD_START,
+    Served.ITEMS,
+    Served.BIAS_STRENGTH,
+)
+SERVED_ENDPOINTS: tuple[str, ...] = ("recommend", "new-listener")
+MAX_VERSION_LENGTH = 200
+# One encoder for every row: json.dumps with non-default separators builds a new one per call.
+_ITEMS_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class _UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on every backend (SQLite keeps no offset, so store UTC wall time)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# On SQLite only INTEGER PRIMARY KEY becomes the auto-incrementing rowid.
+_SURROGATE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+METADATA = sa.MetaData()
+EVENTS = sa.Table(
+    "feedback_events",
+    METADATA,
+    sa.Column(ID_COLUMN, _SURROGATE, primary_key=True, autoincrement=True),
+    sa.Column(Col.EVENT_ID, sa.String(MAX_ID_LENGTH), nullable=False),
+    sa.Column(Col.USER, sa.String(MAX_ID_LENGTH), nullable=False),
+    sa.Column(Col.ITEM, sa.String(MAX_ID_LENGTH), nullable=False),
+    sa.Column(Col.EVENT, sa.String(16), nullable=False),
+    sa.Column(Col.TIMESTAMP, _UTCDateTime(), nullable=False),
+    sa.UniqueConstraint(Col.EVENT_ID, name="uq_feedback_events_event_id"),
+    sa.CheckConstraint(sa.column(Col.EVENT).in_(FEEDBACK_EVENTS), name="ck_feedback_events_event"),
+    sa.Index("ix_feedback_events_user_event", Col.USER, Col.EVENT),
+    # AUTOINCREMENT stops SQLite reusing the ids of deleted newest rows, which would hide new events
+    # from an export cursor that has already passed them.
+    sqlite_autoincrement=True,
+)
+AUDIT = sa.Table(
+    "feedback_audit",
+    METADATA,
+    sa.Column(ID_COLUMN, _SURROGATE, primary_key=True, autoincrement=True),
+    sa.Column(ACTION_COLUMN, sa.String(32), nullable=False),
+    sa.Column(PSEUDONYM_COLUMN, sa.String(64), nullable=False),
+    sa.Column(Col.COUNT, sa.Integer(), nullable=False),
+    sa.Column(Col.TIMESTAMP, _UTCDateTime(), nullable=False),
+    sa.Column(REASON_COLUMN, sa.String(MAX_REASON_LENGTH), nullable=False),
+    sqlite_autoincrement=True,
+)
+SETTINGS = sa.Table(
+    "store_settings",
+    METADATA,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+)
+SERVED = sa.Table(
+    "served_recommendations",
+    METADATA,
+    sa.Column(ID_COLUMN, _SURROGATE, primary_key=True, autoincrement=True),
+    sa.Column(Served.SERVED_AT, _UTCDateTime(), nullable=False),
+    sa.Column(Served.USER, sa.String(MAX_ID_LENGTH), nullable=True),
+    sa.Column(Served.ENDPOINT, sa.String(16), nullable=False),
+    sa.Column(Served.MODEL_VERSION, sa.String(MAX_VERSION_LENGTH), nullable=False),
+    sa.Column(Served.COLD_START, sa.Boolean(), nullable=False),
+    sa.Column(Served.ITEMS, sa.Text(), nullable=False),
+    sa.Column(Served.BIAS_STRENGTH, sa.Float(), nullable=False),
+    sa.CheckConstraint(sa.column(Served.ENDPOINT).in_(SERVED_ENDPOINTS), name="ck_served_endpoint"),
+    sa.Index("ix_served_recommendations_served_at", Served.SERVED_AT),
+    sa.Index("ix_served_recommendations_user", Served.USER),
+    sqlite_autoincrement=True,
+)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One row of the ``feedback_audit`` table. It never holds a raw user id."""
+
+    action: str
+    user_pseudonym: str
+    count: int
+    timestamp: datetime
+    reason: str
+
+
+class ServedRecommendation(NamedTuple):
+    """One answered recommendation request, as the service logs it (see :meth:`FeedbackStore.add_served`).
+
+    A named tuple rather than a validated model: the service builds one per request on its hot path.
+    ``user_id`` is the raw id (the store is the access-controlled place for it), None when anonymous.
+    """
+
+    served_at: datetime
+    user_id: str | None
+    endpoint: str
+    model_version: str
+    cold_start: bool
+    items: tuple[str, ...]
+    bias_strength: float
+
+
+def served_row(record: ServedRecommendation) -> dict[str, Any]:
+    if record.endpoint not in SERVED_ENDPOINTS:
+        raise InvalidFeedbackError(
+            f"served endpoint must be one of {', '.join(SERVED_ENDPOINTS)}; got {record.endpoint!r}"
+        )
+    return {
+        Served.SERVED_AT: record.served_at,
+        Served.USER: record.user_id or None,
+        Served.ENDPOINT: record.endpoint,
+        Served.MODEL_VERSION: record.model_version,
+        Served.COLD_START: record.cold_start,
+        Served.ITEMS: _ITEMS_JSON(list(record.items)),
+        Served.BIAS_STRENGTH: float(record.bias_strength),
+    }
+
+
+def parse_url(url: str) -> sa.URL:
+    try:
+        parsed = sa.make_url(url)
+    except sa_exc.ArgumentError as err:
+        raise ConfigError(
+            "feedback store URL is not a database URL; use sqlite:///path/feedback.db "
+            "or postgresql+psycopg://user:password@host:5432/db"
+        ) from err
+    backend = parsed.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"feedback store supports sqlite and postgresql URLs, not {backend!r}")
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(url: sa.URL, timeout_s: float) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        return sqlite_engine(url, timeout_s)
+    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": max(2, math.ceil(timeout_s))}
+    return sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=10,
+        pool_timeout=timeout_s,
+        connect_args=connect_args,
+    )
+
+
+def sqlite_engine(url: sa.URL, timeout_s: float) -> Engine:
+    engine = sa.create_engine(url, pool_pre_ping=True, connect_args={"timeout": timeout_s})
+    busy_ms = int(timeout_s * 1000)
+
+    @sa.event.listens_for(engine, "connect")
+    def _durable_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit: acknowledged = on disk
+            cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        finally:
+            cursor.close()
+
+    return engine

@@ -1,0 +1,32 @@
+"""Pseudonyms of listeners: a keyed hash that stands for a user id in logs, reports and audit rows."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+PSEUDONYM_SALT_ENV = "RECSYS_PSEUDONYM_SALT"
+"""Environment variable holding the secret salt of :func:`pseudonymise`."""
+DEFAULT_PSEUDONYM_SALT = "recsys-public-default-salt"
+"""Last resort of :func:`pseudonymise` without a salt. It is public: a store uses its own secret salt
+(:meth:`FeedbackStore.pseudonym_salt`), and ``RECSYS_PSEUDONYM_SALT`` overrides both."""
+
+
+def pseudonymise(user_id: str, salt: str | None = None) -> str:
+    """Return a stable pseudonym of ``user_id``: HMAC-SHA256 keyed by a salt, as 64 hex characters.
+
+    Parameters
+    ----------
+    user_id : str
+        The raw external user id.
+    salt : str, optional
+        The secret salt. Defaults to env ``RECSYS_PSEUDONYM_SALT``, else :data:`DEFAULT_PSEUDONYM_SALT`.
+
+    Examples
+    --------
+    >>> pseudonymise("u1", salt="s") == pseudonymise("u1", salt="s") != pseudonymise("u1", salt="t")
+    True
+    """
+    key = salt if salt is not None else os.environ.get(PSEUDONYM_SALT_ENV) or DEFAULT_PSEUDONYM_SALT
+    return hmac.new(key.encode(), user_id.encode(), hashlib.sha256).hexdigest()
