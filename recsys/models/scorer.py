@@ -71,12 +71,13 @@ def top_k_from_scores(
     else:
         candidates = np.broadcast_to(np.arange(n_items), scores.shape)
     candidate_scores = np.take_along_axis(scores, candidates, axis=1)
-    # Stable sort of the negated scores: equal scores keep the lower index first within the k.
-    order = np.argsort(-candidate_scores, axis=1, kind="stable")
+    # Best score first; equal scores keep the lower item index first (argpartition's order is arbitrary).
+    order = np.lexsort((candidates, -candidate_scores), axis=1)
     indices = np.take_along_axis(candidates, order, axis=1).astype(np.int64)
-    top_scores = np.take_along_axis(candidate_scores, order, axis=1).astype(np.float32)
-    indices[np.isneginf(top_scores)] = MISSING
-    return indices, top_scores
+    ordered = np.take_along_axis(candidate_scores, order, axis=1)
+    # Before the cast: a float64 caller's lowest real score would become -inf in float32.
+    indices[np.isneginf(ordered)] = MISSING
+    return indices, ordered.astype(np.float32)
 
 
 class TopKScorer:

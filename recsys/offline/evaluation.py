@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.config import EvaluateParams
+from recsys.models.scorer import top_k_from_scores
 from recsys.offline.popularity import PAD_ITEM, item_popularity, mean_list_value
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -384,18 +385,10 @@ def _checked_scores(score_fn: ScoreFn, batch: np.ndarray, n_items: int) -> np.nd
 
 
 def _top_k(scores: np.ndarray, k_max: int) -> np.ndarray:
-    n_items = scores.shape[1]
-    k = min(k_max, n_items)
-    if k < n_items:
-        part = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k :]
-    else:
-        part = np.broadcast_to(np.arange(n_items), scores.shape)
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
-    top = np.take_along_axis(part, order, axis=1)
-    top = np.where(np.isneginf(np.take_along_axis(part_scores, order, axis=1)), PAD_ITEM, top)
-    padding = np.full((len(scores), k_max - k), PAD_ITEM, dtype=np.int64)
-    return np.hstack([top.astype(np.int64), padding])
+    """:func:`recsys.models.scorer.top_k_from_scores` (the one top-k), padded to ``k_max`` columns."""
+    top, _ = top_k_from_scores(scores, k_max)
+    padding = np.full((len(scores), k_max - top.shape[1]), PAD_ITEM, dtype=np.int64)
+    return np.hstack([top, padding])
 
 
 def _auc(scores: np.ndarray, test_rows: sp.csr_matrix) -> np.ndarray:

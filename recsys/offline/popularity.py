@@ -7,8 +7,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-PAD_ITEM = -1
-"""Filler in a top-k array when a user has fewer than k candidate items; never a real item."""
+from recsys.models.scorer import MISSING
+
+PAD_ITEM = MISSING
+"""Filler in a top-k array when a user has fewer than k candidate items; never a real item (the scorer's
+:data:`recsys.models.scorer.MISSING`)."""
 
 
 def item_popularity(interactions: sp.csr_matrix) -> np.ndarray:
