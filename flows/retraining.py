@@ -1,7 +1,7 @@
 """The retraining flow: new listener feedback -> merged training data -> challenger -> gate -> champion.
 
 Run it with ``python -m flows.retraining`` from the project root, or on a schedule (nightly) through a
-deployment. Under the training run lock (:func:`flows.training.run_lock`, so it never overlaps a training
+deployment. Under the training run lock (:func:`flows.dvc.run_lock`, so it never overlaps a training
 run) it:
 
 1. exports the feedback events stored after ``data/feedback/cursor.json`` and reads the ``delete_user``
@@ -28,10 +28,14 @@ run) it:
    (``feedback_hit_rate@k``), gates with :func:`recsys.offline.gate.decide_feedback` (not worse beyond
    tolerance), and on a pass packages and promotes the challenger, then asks the service to reload
    (``POST {service_url}/admin/reload``). A challenger that honours an erasure is promoted whatever the
-   gate says (:func:`recsys.loop.erasure.honour_erasure`), and every older model version is then deleted from
-   the store (they may hold the erased feedback; a rollback would bring it back);
+   gate says (:func:`recsys.loop.erasure.honour_erasure`), and every older model version is then deleted
+   from the store (they may hold the erased feedback; a rollback would bring it back);
 8. advances the cursor (and its count of honoured erasures), only once all of that succeeded: a failed run
    is simply retried on the same events and erasures.
+
+Wiring only: steps 4-7 are :func:`recsys.loop.challenger.retrain_on_feedback` and
+:func:`recsys.registry.package_project`; the export files and cursor :mod:`recsys.loop.exports`; DVC
+:mod:`flows.dvc`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
-"""Stage entry points: the only place where pipeline stages read and write files.
+"""Stage entry points: one function per ``dvc.yaml`` stage, run through the ``recsys`` CLI.
 
-Each function is what one ``dvc.yaml`` stage runs (through the ``recsys`` CLI). It reads its inputs,
-calls the pure library code, and writes its outputs atomically.
+Each reads its stage's inputs, calls the library, and writes its outputs atomically, using the file
+formats that live with the data they describe (``write_prepared``, ``save_item_features``, ``save_split``,
+``Recommender.save``, ``write_eda``). Folder names come from :mod:`recsys.paths`. The training flow runs
+them through ``dvc repro`` (:mod:`flows.dvc`); the search flow reuses :func:`training_inputs` and
+:func:`write_trials`.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ BEST_TRIAL_FILE = "best_trial.json"
 
 def ingest(params: Params, out_dir: Path = RAW_DIR, local_dir: Path | None = None) -> dict[str, Any]:
     """Copy or download every configured source into ``out_dir``, verified."""
-    from recsys.data.sources import ingest_all, summarize
+    from recsys.data.ingest import ingest_all, summarize
 
     reports = ingest_all(
         params.ingest.sources,

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data folder (RECSYS_DATA_DIR) and the project root."""
+"""Shared fixtures: the real data folder (RECSYS_DATA_DIR) and its prepared tables."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +28,10 @@ def prepared_real(real_data_dir: Path, tmp_path_factory: pytest.TempPathFactory)
     out = tmp_path_factory.mktemp("prepared")
     write_prepared(prepare(real_data_dir, Params().prepare), out)
     return out
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The seed of the random test order (pytest-randomly), also under ``-q``: rerun with it to replay."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int):
+        terminalreporter.write_line(f"test order: random, seed {seed} (replay: --randomly-seed={seed})")

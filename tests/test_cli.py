@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from recsys.cli import app
 from recsys.data.schemas import ARTISTS, USER_ARTISTS
-from tests.conftest import PROJECT_ROOT
 from tests.data.raw_fixture import run_prepare, write_raw
+from tests.helpers import PROJECT_ROOT
 
 runner = CliRunner()
 

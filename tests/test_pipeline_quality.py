@@ -10,7 +10,7 @@ import pytest
 
 from recsys import stages
 from recsys.config import Params, load_params
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 MODELS = {"lightfm_hybrid", "lightfm_cf", "ease", "itemknn", "most_popular"}
 

@@ -3,7 +3,13 @@
 Modules
 -------
 sources
-    Registry of the data sets (folder, URL, sha256, row counts); ingest from a local copy or a download.
+    Registry of the data sets (folder, URL, sha256, row counts).
+ingest
+    The ingest stage: a local copy or a download, verified, landing whole or not at all.
+files
+    A raw file's checks (sha256, rows) and staged landing.
+download
+    Downloads with retries and backoff; zip archives.
 schemas
     ``TableSchema`` of every raw table; ``read_table`` validates (errors name file, row, column).
 clean
@@ -16,4 +22,4 @@ prepare
     The ``prepare`` stage: validated raw tables -> prepared tables + ``quality.json``.
 """
 
-__all__ = ["clean", "joins", "normalize", "prepare", "schemas", "sources"]
+__all__ = ["clean", "download", "files", "ingest", "joins", "normalize", "prepare", "schemas", "sources"]

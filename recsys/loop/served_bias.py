@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from recsys.columns import Col
 from recsys.loop.feedback_db import Served
-from recsys.offline.evaluation import (
+from recsys.offline.metrics import (
     average_recommendation_popularity,
     catalogue_coverage,
     long_tail_share,

@@ -75,9 +75,12 @@ def top_k_from_scores(
     order = np.lexsort((candidates, -candidate_scores), axis=1)
     indices = np.take_along_axis(candidates, order, axis=1).astype(np.int64)
     ordered = np.take_along_axis(candidate_scores, order, axis=1)
-    # Before the cast: a float64 caller's lowest real score would become -inf in float32.
-    indices[np.isneginf(ordered)] = MISSING
-    return indices, ordered.astype(np.float32)
+    missing = np.isneginf(ordered)
+    indices[missing] = MISSING
+    # A float64 caller's extreme real scores stay finite in float32 (only missing slots are -inf).
+    finite = np.finfo(np.float32)
+    clipped = np.clip(ordered, finite.min, finite.max) if ordered.dtype != np.float32 else ordered
+    return indices, np.where(missing, -np.inf, clipped).astype(np.float32)
 
 
 class TopKScorer:

@@ -9,7 +9,9 @@ split
 train
     The hybrid's trial loop (search, refit) and the baselines (``train`` stage).
 evaluation
-    Ranking, accuracy and beyond-accuracy metrics, per user group and cold start (``evaluate`` stage).
+    Every user ranked, then the metrics overall, per user group and cold start (``evaluate`` stage).
+metrics
+    Ranking, accuracy and beyond-accuracy metrics of top-k arrays.
 metrics_files
     Evaluation results -> ``metrics/offline.json``, ``summary.json`` and the DVC plot tables.
 popularity
@@ -29,6 +31,7 @@ __all__ = [
     "evaluation",
     "features",
     "gate",
+    "metrics",
     "metrics_files",
     "new_listener",
     "popularity",

@@ -1,4 +1,5 @@
-"""Offline evaluation: top-k ranking, accuracy and beyond-accuracy metrics, overall and per user group.
+"""Offline evaluation: rank every evaluated user, then the metrics of :mod:`recsys.offline.metrics`, overall,
+per user group and for cold start.
 
 Protocol (``DESIGN.md``): the items in a user's training row are excluded from that user's ranking and
 every other item is a candidate; the cold-start protocol restricts candidates to the held-out items.
@@ -15,7 +16,7 @@ Conventions
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +25,26 @@ import scipy.sparse as sp
 
 from recsys.config import EvaluateParams
 from recsys.models.scorer import top_k_from_scores
-from recsys.offline.popularity import PAD_ITEM, item_popularity, mean_list_value
+from recsys.offline.metrics import (
+    auc_rows,
+    average_recommendation_popularity,
+    catalogue_coverage,
+    intra_list_diversity,
+    long_tail_share,
+    nanmean,
+    novelty,
+    positive_counts,
+    ranking_metrics,
+    stored_entries,
+)
+from recsys.offline.popularity import PAD_ITEM, item_popularity
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 """Maps user indices to a dense ``(len(users), n_items)`` score matrix, higher is better."""
 
 BATCH_SIZE = 512
+
+
 Metrics = dict[str, float | int]
 
 
@@ -110,38 +125,6 @@ def rank_top_k(
     return top
 
 
-def ranking_metrics(
-    top_k_items: np.ndarray, test: sp.csr_matrix, users: np.ndarray, ks: Sequence[int]
-) -> dict[str, np.ndarray]:
-    """Per-user precision, recall, F1, MAP, nDCG and hit rate at every k in ``ks`` (binary relevance).
-
-    AP@k is normalised by ``min(k, n_relevant)``, and the ideal DCG places ``min(k, n_relevant)`` hits at
-    the top. Recall, F1, MAP and nDCG are NaN for a user with no relevant test item; precision and hit
-    rate are 0 for them.
-
-    Returns
-    -------
-    dict[str, np.ndarray]
-        ``"precision@k"``, ``"recall@k"``, ``"f1@k"``, ``"map@k"``, ``"ndcg@k"``, ``"hit_rate@k"`` ->
-        float64 array with one value per user.
-
-    Examples
-    --------
-    >>> test = sp.csr_matrix([[0, 1, 0, 1]])
-    >>> metrics = ranking_metrics(np.array([[1, 2]]), test, np.array([0]), [2])
-    >>> float(metrics["precision@2"][0]), float(metrics["recall@2"][0]), float(metrics["map@2"][0])
-    (0.5, 0.5, 0.5)
-    """
-    if any(k < 1 or k > top_k_items.shape[1] for k in ks):
-        raise ValueError(f"every k must lie in [1, {top_k_items.shape[1]}], got {list(ks)}")
-    hits = _hits(top_k_items, test, users).astype(np.float64)
-    n_relevant = _positive_counts(sp.csr_matrix(test)[users])
-    metrics: dict[str, np.ndarray] = {}
-    for k in ks:
-        metrics.update(_metrics_at_k(hits[:, :k], n_relevant, k))
-    return metrics
-
-
 def auc_per_user(
     score_fn: ScoreFn,
     users: np.ndarray,
@@ -167,76 +150,8 @@ def auc_per_user(
     test_rows = sp.csr_matrix(test)[users]
     auc = np.full(len(users), np.nan)
     for rows, scores in _masked_batches(score_fn, users, train, mask, batch_size):
-        auc[rows] = _auc(scores, test_rows[rows])
+        auc[rows] = auc_rows(scores, test_rows[rows])
     return auc
-
-
-def catalogue_coverage(top_k_items: np.ndarray, n_items: int) -> float:
-    """Share of the ``n_items`` catalogue (or candidate set) recommended to at least one user."""
-    recommended = np.unique(top_k_items[top_k_items != PAD_ITEM])
-    return float(len(recommended) / n_items) if n_items else float("nan")
-
-
-def average_recommendation_popularity(top_k_items: np.ndarray, popularity: np.ndarray) -> float:
-    """ARP: the mean over users of the mean training popularity (number of users) of their items."""
-    return _nanmean(mean_list_value(top_k_items, popularity))
-
-
-def head_items(popularity: np.ndarray, head_share: float) -> np.ndarray:
-    """Boolean mask of the head: the fewest most-popular items holding ``head_share`` of interactions.
-
-    Items are taken by decreasing popularity (ties by index) until their popularity adds up to at least
-    ``head_share`` of all training interactions (the sum of popularity); every other item is the long
-    tail.
-
-    Examples
-    --------
-    >>> head_items(np.array([1.0, 5.0, 3.0, 1.0]), 0.5).tolist()
-    [False, True, False, False]
-    """
-    order = np.argsort(-popularity, kind="stable")
-    cumulative = np.cumsum(popularity[order])
-    n_head = int(np.searchsorted(cumulative, head_share * cumulative[-1], side="left")) + 1
-    head = np.zeros(len(popularity), dtype=bool)
-    head[order[:n_head]] = True
-    return head
-
-
-def long_tail_share(top_k_items: np.ndarray, popularity: np.ndarray, head_share: float) -> float:
-    """The mean over users of the share of their recommended items outside the head (see head_items)."""
-    tail = (~head_items(popularity, head_share)).astype(np.float64)
-    return _nanmean(mean_list_value(top_k_items, tail))
-
-
-def novelty(top_k_items: np.ndarray, popularity: np.ndarray, n_users: int) -> float:
-    """Mean self-information ``-log2(popularity / n_users)`` of recommended items, averaged per user.
-
-    Items without training users (cold items) count as if one user had them, so novelty stays finite.
-    """
-    information = -np.log2(np.maximum(popularity, 1.0) / n_users)
-    return _nanmean(mean_list_value(top_k_items, information))
-
-
-def intra_list_diversity(top_k_items: np.ndarray, item_vectors: np.ndarray | sp.spmatrix) -> float:
-    """Mean over users of the mean pairwise cosine distance between their recommended items.
-
-    Uses ``sum_{i != j} cos(i, j) = |sum_i v_i|^2 - sum_i |v_i|^2`` on unit vectors, so it needs no
-    per-pair loop; an all-zero vector has similarity 0 to everything. Lists shorter than 2 are skipped.
-    """
-    unit = _unit_rows(item_vectors)
-    valid = top_k_items != PAD_ITEM
-    rows = np.repeat(np.arange(len(top_k_items)), valid.sum(axis=1))
-    lists = sp.csr_matrix(
-        (np.ones(len(rows)), (rows, top_k_items[valid])), shape=(len(top_k_items), unit.shape[0])
-    )
-    summed = lists @ unit
-    squared = summed.multiply(summed).sum(axis=1) if sp.issparse(summed) else (summed**2).sum(axis=1)
-    non_zero = lists @ (_row_norms(unit) > 0).astype(np.float64)
-    length = valid.sum(axis=1)
-    pairs = length * (length - 1.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        similarity = (np.asarray(squared).ravel() - non_zero) / pairs
-    return _nanmean(np.where(pairs > 0, 1.0 - similarity, np.nan))
 
 
 def evaluate(
@@ -276,7 +191,7 @@ def evaluate(
         raise ValueError(f"train {train.shape} and test {test.shape} must have the same shape")
     mask = candidate_mask(candidates, train.shape[1])
     relevant = _relevant(train, test, mask)
-    users = np.flatnonzero(_positive_counts(relevant))
+    users = np.flatnonzero(positive_counts(relevant))
     top_k, auc = _rank_and_auc(score_fn, users, train, relevant, mask, max(params.ks), batch_size)
     per_user = ranking_metrics(top_k, relevant, users, params.ks)
     per_user["auc"] = auc
@@ -321,7 +236,7 @@ def _summarise(
 ) -> Metrics:
     if not rows.any():
         return {"n_users": 0}
-    summary: Metrics = {name: _nanmean(values[rows]) for name, values in per_user.items()}
+    summary: Metrics = {name: nanmean(values[rows]) for name, values in per_user.items()}
     for k in context.params.ks:
         lists = top_k[:, :k]
         summary[f"coverage@{k}"] = catalogue_coverage(lists, context.n_candidates)
@@ -351,7 +266,7 @@ def _rank_and_auc(
     relevant_rows = relevant[users]
     for rows, scores in _masked_batches(score_fn, users, train, mask, batch_size):
         top[rows] = _top_k(scores, k_max)
-        auc[rows] = _auc(scores, relevant_rows[rows])
+        auc[rows] = auc_rows(scores, relevant_rows[rows])
     return top, auc
 
 
@@ -366,7 +281,7 @@ def _masked_batches(
         scores = _checked_scores(score_fn, batch, n_items)
         if not mask.all():
             scores[:, ~mask] = -np.inf
-        rows, cols = _stored_entries(exclude[batch])
+        rows, cols = stored_entries(exclude[batch])
         scores[rows, cols] = -np.inf
         yield slice(start, start + len(batch)), scores
 
@@ -391,67 +306,6 @@ def _top_k(scores: np.ndarray, k_max: int) -> np.ndarray:
     return np.hstack([top, padding])
 
 
-def _auc(scores: np.ndarray, test_rows: sp.csr_matrix) -> np.ndarray:
-    """Mann-Whitney AUC per row: masked (``-inf``) items are neither positives nor negatives."""
-    rows, cols = _positive_entries(test_rows)
-    keep = ~np.isneginf(scores[rows, cols])
-    rows, cols = rows[keep], cols[keep]
-    n_valid = (~np.isneginf(scores)).sum(axis=1)
-    n_masked = scores.shape[1] - n_valid
-    n_pos = np.bincount(rows, minlength=len(scores))
-    n_neg = n_valid - n_pos
-    sorted_scores = np.sort(scores, axis=1)
-    bounds = np.concatenate([[0], np.cumsum(n_pos)])
-    below = np.zeros(len(scores))
-    # One binary search per user over its positives only; sorting was vectorised above.
-    for row in np.flatnonzero(n_pos):
-        positive = scores[row, cols[bounds[row] : bounds[row + 1]]]
-        first = np.searchsorted(sorted_scores[row], positive, side="left")
-        after = np.searchsorted(sorted_scores[row], positive, side="right")
-        # Masked items sort first; each positive ties with itself once.
-        below[row] = (first - n_masked[row] + 0.5 * (after - first - 1)).sum()
-    # Positive-vs-positive pairs contribute exactly n_pos * (n_pos - 1) / 2 to ``below``.
-    wins = below - n_pos * (n_pos - 1) / 2.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan)
-
-
-def _metrics_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    ranks = np.arange(1, k + 1, dtype=np.float64)
-    discounts = 1.0 / np.log2(ranks + 1.0)
-    ideal = np.concatenate([[0.0], np.cumsum(discounts)])
-    n_hits = hits.sum(axis=1)
-    has_relevant = n_relevant > 0
-    relevant_at_k = np.minimum(k, n_relevant)
-    precision = n_hits / k
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(has_relevant, n_hits / n_relevant, np.nan)
-        f1 = np.where(n_hits > 0, 2.0 * precision * recall / (precision + recall), 0.0)
-        average_precision = (hits * np.cumsum(hits, axis=1) / ranks).sum(axis=1) / relevant_at_k
-        ndcg = (hits @ discounts) / ideal[relevant_at_k]
-    return {
-        f"precision@{k}": precision,
-        f"recall@{k}": recall,
-        f"f1@{k}": np.where(has_relevant, f1, np.nan),
-        f"map@{k}": np.where(has_relevant, average_precision, np.nan),
-        f"ndcg@{k}": np.where(has_relevant, ndcg, np.nan),
-        f"hit_rate@{k}": (n_hits > 0).astype(np.float64),
-    }
-
-
-def _hits(top_k_items: np.ndarray, test: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
-    """Boolean ``(n_users, k)``: is each recommended item a positive test item of its user?"""
-    rows, cols = _positive_entries(sp.csr_matrix(test)[users])
-    n_items = test.shape[1]
-    # Row-major keys of a canonical CSR matrix are sorted, so one binary search finds every hit.
-    keys = rows.astype(np.int64) * n_items + cols
-    queries = np.arange(len(top_k_items), dtype=np.int64)[:, None] * n_items + top_k_items
-    if keys.size == 0:
-        return np.zeros(top_k_items.shape, dtype=bool)
-    found = keys[np.minimum(np.searchsorted(keys, queries), keys.size - 1)] == queries
-    return found & (top_k_items != PAD_ITEM)
-
-
 def _relevant(train: sp.csr_matrix, test: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:
     """Binary positive test entries that are candidates and not training items of the same user."""
     positive = (sp.csr_matrix(test) > 0).astype(np.float64)
@@ -459,43 +313,3 @@ def _relevant(train: sp.csr_matrix, test: sp.csr_matrix, mask: np.ndarray) -> sp
     relevant = sp.csr_matrix((positive - in_train).multiply(mask[None, :].astype(np.float64)))
     relevant.eliminate_zeros()
     return relevant
-
-
-def _stored_entries(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    matrix = sp.csr_matrix(matrix)
-    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-    keep = matrix.data != 0
-    return rows[keep], matrix.indices[keep]
-
-
-def _positive_entries(matrix: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column of each positive entry, in row-major order (duplicates summed first)."""
-    matrix = sp.csr_matrix(matrix, copy=True)
-    matrix.sum_duplicates()
-    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-    keep = matrix.data > 0
-    return rows[keep], matrix.indices[keep]
-
-
-def _positive_counts(matrix: sp.csr_matrix) -> np.ndarray:
-    rows, _ = _positive_entries(matrix)
-    return np.bincount(rows, minlength=matrix.shape[0])
-
-
-def _row_norms(matrix: np.ndarray | sp.spmatrix) -> np.ndarray:
-    if sp.issparse(matrix):
-        return np.sqrt(np.asarray(sp.csr_matrix(matrix).multiply(matrix).sum(axis=1)).ravel())
-    return np.linalg.norm(np.asarray(matrix, dtype=np.float64), axis=1)
-
-
-def _unit_rows(matrix: np.ndarray | sp.spmatrix) -> np.ndarray | sp.csr_matrix:
-    norms = _row_norms(matrix)
-    inverse = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    if sp.issparse(matrix):
-        return sp.csr_matrix(sp.diags(inverse) @ matrix)
-    return np.asarray(matrix, dtype=np.float64) * inverse[:, None]
-
-
-def _nanmean(values: np.ndarray) -> float:
-    finite = values[~np.isnan(values)]
-    return float(finite.mean()) if finite.size else float("nan")

@@ -22,7 +22,8 @@ import scipy.sparse as sp
 
 from recsys.config import LightFMParams, Params, SearchParams
 from recsys.models import EASE, ItemKNN, LightFMRecommender, MostPopular, Recommender
-from recsys.offline.evaluation import rank_top_k, ranking_metrics
+from recsys.offline.evaluation import rank_top_k
+from recsys.offline.metrics import ranking_metrics
 from recsys.offline.split import Split
 from recsys.paths import CF, HYBRID
 

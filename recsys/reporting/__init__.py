@@ -3,11 +3,30 @@
 Modules
 -------
 eda
-    Exploratory analysis of the prepared tables (``eda`` stage): plots, HTML, bias signals.
+    The ``eda`` stage: plots, CSV curves, HTML and bias signals of the prepared tables.
+eda_stats
+    The analysis's numbers (long tail, Gini, mainstreaminess, tags, audio, joins).
+eda_plots
+    Pure plotting functions.
 model_card
     ``docs/model_card.md`` from ``metrics/`` and ``params.yaml`` (``recsys model-card``).
+card_sections
+    The card's result, fairness and mitigation sections.
+formatting
+    Names, number formats, tables and metrics-file readers shared by the card and the report.
 stakeholder
     The self-contained stakeholder HTML page (``recsys report``).
+run_summary
+    A training run's report paths and closing paragraph.
 """
 
-__all__ = ["eda", "model_card", "stakeholder"]
+__all__ = [
+    "card_sections",
+    "eda",
+    "eda_plots",
+    "eda_stats",
+    "formatting",
+    "model_card",
+    "run_summary",
+    "stakeholder",
+]

@@ -1,50 +1,33 @@
 """The model card (``docs/model_card.md``), rendered from the latest run's metrics and ``params.yaml``.
 
 Every number in the card comes from a JSON file of the run, so the card cannot drift from the metrics:
-``tests/test_model_card.py`` re-renders it and compares. Required input: ``metrics/offline.json``.
+``tests/reporting/test_model_card.py`` re-renders it and compares. Required input: ``metrics/offline.json``.
 Optional inputs, each adding or filling a section when present: ``data/prepared/quality.json`` (join
 match rates), ``reports/eda/bias_signals.json`` (popularity skew of the data), ``metrics/bias.json``
 (popularity-bias mitigation) and ``models/train_summary.json`` (the selected hyperparameters).
 
 The card never contains lyrics: its inputs are metrics and settings only.
 
-Examples
---------
->>> fmt(0.123456), fmt(1234.5), fmt(17632)
-('0.1235', '1,234.5', '17,632')
+Shared formats and readers are :mod:`recsys.reporting.formatting`; the result sections
+:mod:`recsys.reporting.card_sections`.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from recsys.config import Params, load_params
-from recsys.errors import DataError
 from recsys.io import write_text
-
-CHALLENGER = "lightfm_hybrid"
-POPULAR = "most_popular"
-MODEL_LABELS: dict[str, str] = {
-    "lightfm_hybrid": "LightFM hybrid (served)",
-    "lightfm_cf": "LightFM without features",
-    "ease": "EASE",
-    "itemknn": "item-kNN",
-    "most_popular": "most popular",
-}
-TABLE_METRICS = (
-    "precision",
-    "recall",
-    "ndcg",
-    "map",
-    "hit_rate",
-    "coverage",
-    "arp",
-    "long_tail_share",
-    "novelty",
+from recsys.reporting.card_sections import fairness_section, mitigation_section, results_section
+from recsys.reporting.formatting import (
+    fmt,
+    load_offline,
+    markdown_table,
+    pct,
+    read_json,
 )
 
 
@@ -58,53 +41,6 @@ class CardInputs:
     bias_signals: Mapping[str, Any] | None = None
     bias: Mapping[str, Any] | None = None
     train_summary: Mapping[str, Any] | None = None
-
-
-def fmt(value: Any) -> str:
-    """A number as the card prints it: integers with separators, floats >= 10 to 1 place, else 4 places."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.4f}"
-
-
-def pct(value: float) -> str:
-    """A share as a percentage with one decimal: ``0.3165`` -> ``31.7 %``."""
-    return f"{100 * value:.1f} %"
-
-
-def label(model: str) -> str:
-    """Display name of a model key of ``offline.json``."""
-    return MODEL_LABELS.get(model, model)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """An optional JSON object: ``None`` when the file is absent, :class:`DataError` when it is bad."""
-    return require_json(path) if path.exists() else None
-
-
-def require_json(path: Path) -> dict[str, Any]:
-    """A required JSON object; :class:`DataError` names the file when it is absent or bad."""
-    if not path.exists():
-        raise DataError("not found: run the pipeline first (`recsys run` or `dvc repro`)", file=str(path))
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON: {exc}", file=str(path)) from exc
-    if not isinstance(payload, dict):
-        raise DataError("expected a JSON object", file=str(path))
-    return payload
-
-
-def load_offline(metrics_dir: Path) -> dict[str, Any]:
-    """``metrics/offline.json``, required and checked for its top-level sections."""
-    path = metrics_dir / "offline.json"
-    offline = require_json(path)
-    for key in ("models", "groups", "protocol"):
-        if key not in offline:
-            raise DataError(f"missing key {key!r}", file=str(path))
-    return offline
 
 
 def load_card_inputs(
@@ -123,181 +59,6 @@ def load_card_inputs(
         bias=read_json(metrics_dir / "bias.json"),
         train_summary=read_json(models_dir / "train_summary.json"),
     )
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def ordered_models(models: Mapping[str, Any]) -> list[str]:
-    """Model keys in display order: the served model first, most-popular last, unknown names after."""
-    known = [name for name in MODEL_LABELS if name in models]
-    return known + sorted(name for name in models if name not in MODEL_LABELS)
-
-
-def results_section(offline: Mapping[str, Any], k: int) -> str:
-    """Test metrics of every model at ``k``, cold-start metrics, and the gain over most-popular."""
-    models = offline["models"]
-    header = ["model", *(f"{m}@{k}" for m in TABLE_METRICS), "AUC"]
-    rows = [
-        [
-            label(name),
-            *(fmt(models[name].get(f"{m}@{k}", "-")) for m in TABLE_METRICS),
-            fmt(models[name]["auc"]),
-        ]
-        for name in ordered_models(models)
-    ]
-    parts = [f"## Results on the test split (k = {k})", "", _table(header, rows), ""]
-    if CHALLENGER in models and POPULAR in models:
-        ours, popular = models[CHALLENGER][f"ndcg@{k}"], models[POPULAR][f"ndcg@{k}"]
-        best_other = max(
-            (name for name in models if name != CHALLENGER), key=lambda name: models[name][f"ndcg@{k}"]
-        )
-        parts += [
-            f"nDCG@{k} of the hybrid is {fmt(ours)} against {fmt(popular)} for most-popular "
-            f"({ours / popular:.1f} times) and {fmt(models[best_other][f'ndcg@{k}'])} for the best other "
-            f"model ({label(best_other)}).",
-            "",
-        ]
-    cold = offline.get("cold_start") or {}
-    if cold:
-        cold_rows = [
-            [
-                label(name),
-                fmt(cold[name]["auc"]),
-                fmt(cold[name][f"ndcg@{k}"]),
-                fmt(cold[name][f"recall@{k}"]),
-            ]
-            for name in ordered_models(cold)
-        ]
-        parts += [
-            "### Cold start (artists never seen in training)",
-            "",
-            _table(["model", "AUC", f"ndcg@{k}", f"recall@{k}"], cold_rows),
-            "",
-            "Only item features can rank an artist never seen in training, so models without features are "
-            "expected near chance (AUC 0.5).",
-            "",
-        ]
-    return "\n".join(parts)
-
-
-def fairness_section(offline: Mapping[str, Any], k: int, groups: Sequence[str]) -> str:
-    """nDCG, ARP and long-tail share at ``k`` per user group and model, and the niche/mainstream gap."""
-    by_model = offline["groups"]
-    present = [g for g in groups if any(g in by_model[name] for name in by_model)]
-    header = ["model", *(f"{m}@{k} {g}" for m in ("ndcg", "arp") for g in present)]
-    rows = [
-        [
-            label(name),
-            *(fmt(by_model[name].get(g, {}).get(f"{m}@{k}", "-")) for m in ("ndcg", "arp") for g in present),
-        ]
-        for name in ordered_models(by_model)
-    ]
-    sizes = ", ".join(
-        f"{g}: {fmt(by_model[CHALLENGER][g]['n_users'])} users"
-        for g in present
-        if g in by_model.get(CHALLENGER, {})
-    )
-    parts = [
-        "## Fairness across listener groups",
-        "",
-        f"User groups: {offline['protocol'].get('user_groups', 'by mainstreaminess')} ({sizes}). "
-        "ARP is the average popularity (training listeners) of the recommended artists.",
-        "",
-        _table(header, rows),
-        "",
-    ]
-    hybrid = by_model.get(CHALLENGER, {})
-    if "niche" in hybrid and "mainstream" in hybrid:
-        niche, main = hybrid["niche"][f"ndcg@{k}"], hybrid["mainstream"][f"ndcg@{k}"]
-        parts += [
-            f"The hybrid serves niche listeners less well: nDCG@{k} {fmt(niche)} against {fmt(main)} for "
-            f"mainstream listeners ({niche / main:.0%} of it). {_gap_note(by_model, k)}",
-            "",
-        ]
-    return "\n".join(parts)
-
-
-def _group_effect(bias: Mapping[str, Any], k: int) -> list[str]:
-    """Per-group nDCG and popularity lift without and with the chosen strength, when bias.json has them."""
-    by_strength = {point["strength"]: point for point in bias.get("strengths", [])}
-    before, after = by_strength.get(0.0), by_strength.get(bias["chosen"]["strength"])
-    if not before or not after or before is after:
-        return []
-    ndcg, lift = f"ndcg@{k}/{{}}", "popularity_lift/{}"
-    changes = [
-        f"{group}: nDCG@{k} {fmt(before[ndcg.format(group)])} -> {fmt(after[ndcg.format(group)])}, "
-        f"popularity lift {fmt(before[lift.format(group)])} -> {fmt(after[lift.format(group)])}"
-        for group in ("niche", "medium", "mainstream")
-        if ndcg.format(group) in before and lift.format(group) in after
-    ]
-    if not changes:
-        return []
-    intro = "Effect per listener group (popularity lift: recommended popularity over the listener's own):"
-    return [intro, "", *(f"- {change}" for change in changes), ""]
-
-
-def _gap_note(by_model: Mapping[str, Any], k: int) -> str:
-    """Whether the niche/mainstream gap is shared by every model or specific to some."""
-    narrower = [
-        label(name)
-        for name, groups in by_model.items()
-        if "niche" in groups
-        and "mainstream" in groups
-        and groups["niche"][f"ndcg@{k}"] >= groups["mainstream"][f"ndcg@{k}"]
-    ]
-    if narrower:
-        return f"Models without this gap: {', '.join(narrower)}."
-    return (
-        "Every model shows this gap: niche listeners' held-out artists are rarer, so they are harder to "
-        "rank from sparse signals."
-    )
-
-
-def mitigation_section(bias: Mapping[str, Any] | None) -> str:
-    """The popularity re-ranking trade-off from ``metrics/bias.json``, or a note that it is not measured."""
-    parts = ["## Mitigation of popularity bias", ""]
-    if not bias:
-        return "\n".join(
-            [*parts, "Not measured yet: `metrics/bias.json` is absent (run the `bias` stage).", ""]
-        )
-    k = bias.get("k", 10)
-    chosen = bias["chosen"]
-    rows = [
-        [
-            f"{point['strength']:g}",
-            fmt(point[f"ndcg@{k}"]),
-            pct(point.get("ndcg_cost", 0.0)),
-            fmt(point[f"long_tail_share@{k}"]),
-            fmt(point[f"arp@{k}"]),
-            fmt(point.get("popularity_lift", "-")),
-        ]
-        for point in bias.get("strengths", [])
-    ]
-    parts += [
-        "Popularity re-ranking lowers each artist's score in proportion to its popularity; every strength "
-        f"is evaluated with the offline protocol. Rule: {bias.get('rule', '-')}.",
-        "",
-        _table(
-            ["strength", f"ndcg@{k}", "nDCG cost", f"long_tail_share@{k}", f"arp@{k}", "popularity lift"],
-            rows,
-        ),
-        "",
-        f"Chosen strength: {chosen['strength']:g} (nDCG@{k} {fmt(chosen[f'ndcg@{k}'])}, long-tail share "
-        f"{fmt(chosen[f'long_tail_share@{k}'])}, cost {pct(chosen.get('ndcg_cost', 0.0))}).",
-        "",
-    ]
-    parts += _group_effect(bias, k)
-    if chosen["strength"] == 0:
-        parts += [
-            "No strength stays within the allowed nDCG cost, so recommendations are served without "
-            "re-ranking; the curve is kept to show what fairer ranking would cost.",
-            "",
-        ]
-    return "\n".join(parts)
 
 
 def _model_details(inputs: CardInputs) -> str:
@@ -405,7 +166,7 @@ def _data_section(inputs: CardInputs) -> str:
             ["Last.fm artists with lyrics", fmt(joins.get("lastfm_artists_with_lyrics", "-"))],
             ["listens of artists with an audio profile", fmt(joins.get("listens_with_spotify", "-"))],
         ]
-        lines += [_table(["measure", "value"], rows), ""]
+        lines += [markdown_table(["measure", "value"], rows), ""]
     else:
         lines += [
             "Join match rates: not available (`data/prepared/quality.json` absent; run `recsys prepare`).",
@@ -451,7 +212,7 @@ def _protocol_section(offline: Mapping[str, Any]) -> str:
         "",
         holdout + cold + ranking,
         "",
-        _table(["part", "users", "interactions"], rows),
+        markdown_table(["part", "users", "interactions"], rows),
         "",
     ]
     return "\n".join(lines)
@@ -469,7 +230,6 @@ _USES = """## Intended use
 - Recommending songs or tracks (the model ranks artists), or any decision about people.
 - Populations unlike 2011 Last.fm users, without re-evaluation; displaying or distributing lyrics.
 """
-
 _LIMITATIONS = """## Limitations
 
 - Small, old data: about 1,900 Last.fm users from 2011, no listen timestamps, so the holdout is random,
@@ -479,7 +239,6 @@ _LIMITATIONS = """## Limitations
 - Joins by normalised names can merge different artists of the same name or miss spellings.
 - Offline metrics count only held-out artists as relevant; good but unheard recommendations score zero.
 """
-
 _ETHICS = """## Ethical considerations
 
 - Privacy and deletion: listeners are pseudonymous ids and no profile data is used. `DELETE

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 
 from recsys.config import load_params
 from recsys.io import write_text
-from recsys.reporting.model_card import (
+from recsys.reporting.formatting import (
     CHALLENGER,
     POPULAR,
     fmt,

@@ -9,7 +9,7 @@ time; bodies over :data:`MAX_BODY_BYTES` are refused with 413 before they are re
 from another origin than the page's own (or ``RECSYS_ALLOWED_ORIGINS``) are refused with 403; and
 nothing logged here names a raw user id (see :meth:`recsys.loop.feedback.FeedbackStore.pseudonym`).
 
-Every answered recommendation is handed to :class:`recsys.serving.runtime.ServedLog` after the response
+Every answered recommendation is handed to :class:`recsys.serving.served_log.ServedLog` after the response
 is built: an in-memory append, written to the feedback store by a background thread started and
 flushed by the app's lifespan.
 """

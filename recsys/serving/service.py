@@ -3,7 +3,7 @@
 The endpoints live in the lean Starlette app of :mod:`recsys.serving.app`, mounted at ``/``; BentoML
 runs the worker processes and gives liveness (``/livez``), readiness (``/readyz``: ready once a model
 is loaded) and Prometheus metrics (``/metrics``). Settings come from the environment when a worker
-starts (see :class:`recsys.serving.runtime.ServingSettings`); ``workers`` and ``traffic`` can be
+starts (see :class:`recsys.serving.settings.ServingSettings`); ``workers`` and ``traffic`` can be
 overridden with BentoML's configuration (``BENTOML_CONFIG_OPTIONS='services.Recommender.workers=4'``).
 """
 
@@ -16,7 +16,8 @@ import bentoml
 
 from recsys.serving.app import create_app
 from recsys.serving.route_metrics import use_route_metrics
-from recsys.serving.runtime import Runtime, ServingSettings
+from recsys.serving.runtime import Runtime
+from recsys.serving.settings import ServingSettings
 from recsys.serving.timeout import use_request_timeout
 
 _LOG = logging.getLogger(__name__)

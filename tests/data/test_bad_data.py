@@ -22,7 +22,7 @@ from recsys.cli import app
 from recsys.columns import Col
 from recsys.config import RetrainParams
 from recsys.data.schemas import ARTISTS, LYRICS_SONGS, SPOTIFY_SONGS, TAGS, USER_ARTISTS
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 from tests.data.raw_fixture import run_prepare, write_raw
 
 runner = CliRunner()

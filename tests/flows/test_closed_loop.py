@@ -40,8 +40,7 @@ from recsys.loop.exports import CURSOR_FILE, FeedbackCursor
 from recsys.loop.feedback import FeedbackStore
 from recsys.models import LightFMRecommender
 from recsys.offline.evaluation import evaluate
-from tests.conftest import PROJECT_ROOT
-from tests.serving.conftest import ADMIN_TOKEN, Server, start_server, stop_server
+from tests.helpers import ADMIN_TOKEN, PROJECT_ROOT, Server, start_server, stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.usefixtures("prefect_harness")]
 

@@ -20,7 +20,7 @@ from flows.deployments import (
 from flows.monitoring import monitoring_flow
 from flows.retraining import retraining_flow
 from flows.training import training_flow
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 EXPECTED = {
     TRAINING_DEPLOYMENT: ("flows/training.py:training_flow", NIGHTLY_CRON, training_flow.name),

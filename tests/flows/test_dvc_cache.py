@@ -9,7 +9,7 @@ import pytest
 
 from flows.dvc import drop_from_dvc_cache, dvc_executable, dvc_versions
 from recsys.paths import FEEDBACK_DIR
-from tests.flows.conftest import dvc_cached
+from tests.helpers import dvc_cached
 
 
 def _dvc(project: Path, *args: str) -> None:

@@ -1,8 +1,9 @@
 """Erasure through the retraining flow: a deleted listener's feedback leaves the exported files and the model.
 
-A tiny project with a champion and a SQLite feedback store. Tests run in file order and share them: feedback
-is merged into a promoted champion, two of its listeners are deleted, the next run (with no new feedback)
-retrains without them, and a run after that changes nothing.
+Each test gets its own tiny project, champion and SQLite feedback store, and first replays the steps before
+it: feedback is merged into a promoted champion (:func:`_merge_feedback`), two of its listeners are deleted
+and the next run (with no new feedback) retrains without them (:func:`_erase_two`), and a run after that
+changes nothing.
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ from recsys.loop.exports import CURSOR_FILE, FeedbackCursor
 from recsys.loop.feedback import FeedbackStore
 from recsys.offline.split import Split, load_split
 from recsys.registry import RegistryError
-from tests.conftest import PROJECT_ROOT
-from tests.flows.conftest import dvc_cached, feedback_state, force_feedback_gate
-from tests.test_registry import _build_project
+from tests.helpers import PROJECT_ROOT, build_project, dvc_cached, feedback_state, force_feedback_gate
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 NEW_LISTENER = "listener-x"  # known only through feedback
@@ -40,33 +39,34 @@ OTHER_NEW_LISTENER = "listener-o"
 FEEDBACK_DIR = "data/feedback"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def no_salt_override() -> Iterator[None]:
+@pytest.fixture(autouse=True)
+def no_salt_override(monkeypatch: pytest.MonkeyPatch) -> None:
     """No ``RECSYS_PSEUDONYM_SALT``: the service and the flow share the store's own random salt."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("RECSYS_PSEUDONYM_SALT", raising=False)
-        yield
+    monkeypatch.delenv("RECSYS_PSEUDONYM_SALT", raising=False)
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, registry_home: Path) -> Path:
-    """data/{split,features,prepared} of a 20 x 15 synthetic project and a promoted champion fitted on it."""
-    root = tmp_path_factory.mktemp("erasure")
-    built = _build_project(root / "data")
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """data/{split,features,prepared} of a 20 x 15 synthetic project and a promoted champion fitted on it,
+    in a model store of this test's own."""
+    home = tmp_path / "bentoml"
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    root = tmp_path / "erasure"
+    built = build_project(root / "data")
     shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
     (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
     subprocess.run([dvc_executable(), "init", "--no-scm", "-q"], cwd=root, check=True)
-    registry.promote(built.save(0.1, registry_home), home=registry_home)
+    registry.promote(built.save(0.1, home), home=home)
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def store(project: Path) -> Iterator[FeedbackStore]:
     with FeedbackStore(f"sqlite:///{project / FEEDBACK_DIR / 'feedback.db'}") as feedback:
         yield feedback
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def split(project: Path) -> Split:
     return load_split(project / "data/split")
 
@@ -96,9 +96,10 @@ def _row(known: sp.csr_matrix, user_ids: list[str], user: str) -> np.ndarray:
     return np.asarray(known[user_ids.index(user)].todense()).ravel()
 
 
-def test_feedback_is_exported_and_merged_into_the_champion(
-    prefect_harness: None, project: Path, store: FeedbackStore, split: Split, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _merge_feedback(
+    project: Path, store: FeedbackStore, split: Split, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """Step 1: feedback of two new listeners and two split listeners, merged into a promoted champion."""
     erased, kept = _listeners(split)
     rows = [(NEW_LISTENER, item, "like") for item in split.item_ids[:6]]
     rows += [(OTHER_NEW_LISTENER, item, "like") for item in split.item_ids[4:10]]
@@ -113,8 +114,24 @@ def test_feedback_is_exported_and_merged_into_the_champion(
         ]
     )
     force_feedback_gate(monkeypatch, promote=True)  # the tiny model's metrics must not decide this setup step
+    return _run(project, store)
 
-    summary = _run(project, store)
+
+def _erase_two(project: Path, store: FeedbackStore, split: Split, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Step 2 (after step 1): the feedback-only listener and a split listener erased, the next run done."""
+    erased, _ = _listeners(split)
+    store.delete_user(NEW_LISTENER, "erasure request")
+    store.delete_user(erased, "erasure request")
+    force_feedback_gate(monkeypatch, promote=False)
+    _run(project, store)
+
+
+def test_feedback_is_exported_and_merged_into_the_champion(
+    prefect_harness: None, project: Path, store: FeedbackStore, split: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    erased, kept = _listeners(split)
+
+    summary = _merge_feedback(project, store, split, monkeypatch)
 
     assert summary["promote"] and summary["erased_users"] == 0 and summary["purged_rows"] == 0
     champion = registry.load_artifact("champion")
@@ -128,6 +145,7 @@ def test_feedback_is_exported_and_merged_into_the_champion(
 def test_an_erasure_alone_retrains_and_removes_the_users_feedback_everywhere(
     prefect_harness: None, project: Path, store: FeedbackStore, split: Split, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    _merge_feedback(project, store, split, monkeypatch)
     erased, _ = _listeners(split)
     before = registry.load_artifact("champion")
     exported = _exported(project)
@@ -197,7 +215,11 @@ def test_an_erasure_alone_retrains_and_removes_the_users_feedback_everywhere(
     assert NEW_LISTENER not in (project / CURSOR_FILE).read_text(encoding="utf-8")
 
 
-def test_a_third_run_changes_nothing(prefect_harness: None, project: Path, store: FeedbackStore) -> None:
+def test_a_third_run_changes_nothing(
+    prefect_harness: None, project: Path, store: FeedbackStore, split: Split, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _merge_feedback(project, store, split, monkeypatch)
+    _erase_two(project, store, split, monkeypatch)
     before = feedback_state(project)
 
     summary = _run(project, store)
@@ -210,8 +232,10 @@ def test_a_third_run_changes_nothing(prefect_harness: None, project: Path, store
 
 
 def test_erasing_a_listener_the_model_never_saw_is_recorded_without_a_retrain(
-    prefect_harness: None, project: Path, store: FeedbackStore
+    prefect_harness: None, project: Path, store: FeedbackStore, split: Split, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    _merge_feedback(project, store, split, monkeypatch)
+    _erase_two(project, store, split, monkeypatch)
     champion = registry.champion()
     models = len(registry.list_models())
     store.delete_user("never-exported", "erasure request")

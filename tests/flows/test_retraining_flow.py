@@ -33,9 +33,7 @@ from recsys.loop.exports import CURSOR_FILE, FeedbackCursor, events_file
 from recsys.loop.feedback import FeedbackStore
 from recsys.offline.split import load_split
 from recsys.paths import FEEDBACK_DIR
-from tests.conftest import PROJECT_ROOT
-from tests.flows.conftest import feedback_state, force_feedback_gate
-from tests.test_registry import _build_project
+from tests.helpers import PROJECT_ROOT, build_project, feedback_state, force_feedback_gate
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 ADMIN_TOKEN = "s3cret"
@@ -66,21 +64,19 @@ def service() -> Iterator[str]:
     thread.join()
 
 
-@pytest.fixture(scope="module")
-def own_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A BentoML home of this module only: the session's ``registry_home`` must not see these champions
-    (the training flow tests expect to promote the first model there)."""
-    home = tmp_path_factory.mktemp("retrain-bentoml")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("BENTOML_HOME", str(home))
-        yield home
+@pytest.fixture
+def own_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A BentoML home of this test only: every test starts from its own champion, in any order."""
+    home = tmp_path / "bentoml"
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    return home
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, own_registry: Path) -> Path:
+@pytest.fixture
+def project(tmp_path: Path, own_registry: Path) -> Path:
     """data/{split,features,prepared} of a 20 x 15 synthetic project and a promoted champion fitted on it."""
-    root = tmp_path_factory.mktemp("retrain")
-    built = _build_project(root / "data")
+    root = tmp_path / "retrain"
+    built = build_project(root / "data")
     shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
     (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
     # A DVC project (without git), so each export is added to DVC as its own data version.
@@ -90,7 +86,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, own_registry: Path) -> Pat
     return root
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def store(project: Path) -> Iterator[FeedbackStore]:
     with FeedbackStore(f"sqlite:///{project / 'data/feedback/feedback.db'}") as feedback:
         yield feedback
@@ -170,6 +166,8 @@ def test_known_listeners_feedback_warm_starts_a_gated_challenger_and_advances_th
 def test_a_second_run_without_new_feedback_changes_nothing(
     prefect_harness: None, project: Path, store: FeedbackStore
 ) -> None:
+    _add(store, [(f"u{u:02d}", f"a{u:02d}", "like") for u in range(5)], "first-")
+    _run(project, store)
     before = feedback_state(project)
 
     summary = _run(project, store)
@@ -185,9 +183,8 @@ def test_a_new_listener_forces_a_full_fit_that_grows_the_user_rows(
     prefect_harness: None, project: Path, store: FeedbackStore
 ) -> None:
     before = FeedbackCursor.load(project / CURSOR_FILE).position
-    _add(store, [("brand-new", f"a{i:02d}", "like") for i in range(6)] + [("u03", "a05", "play")], "second-")
 
-    summary = _run(project, store)
+    summary = _add_new_listener(project, store)
 
     assert summary["warm_start"] is False
     assert summary["merge"]["new_users"] == ["brand-new"]
@@ -205,21 +202,35 @@ def test_reload_sends_the_admin_token_and_fails_loudly_when_refused(service: str
         reload_service.fn(service, "wrong")
 
 
-def test_a_winning_challenger_is_packaged_with_its_feedback_and_promoted(
-    prefect_harness: None, project: Path, store: FeedbackStore
-) -> None:
-    before = registry.champion()
+def _add_new_listener(project: Path, store: FeedbackStore) -> dict[str, Any]:
+    """A listener unknown to the champion likes six artists; the flow exports them (the cursor moves)."""
+    _add(store, [("brand-new", f"a{i:02d}", "like") for i in range(6)] + [("u03", "a05", "play")], "second-")
+    return _run(project, store)
+
+
+def _force_a_win(project: Path, store: FeedbackStore) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Retrain on every stored event and promote the challenger, whatever the tiny model scored."""
 
     @flow
     def forced_win(root: str, events: pd.DataFrame) -> tuple[dict[str, Any], dict[str, Any]]:
         outcome = retrain_and_evaluate(root, events)
-        # A clear win on every rule, whatever the tiny model scored: the champion's numbers, ndcg@10 + 1.
+        # A clear win on every rule: the champion's numbers, ndcg@10 + 1.
         winner = {"metrics": dict(outcome["champion"]["metrics"]), "groups": outcome["champion"]["groups"]}
         winner["metrics"]["ndcg@10"] += 1.0
         outcome["challenger"] = winner
         return outcome, gate_and_promote(root, outcome)
 
-    outcome, decision = forced_win(str(project), store.export_frame(None))
+    result: tuple[dict[str, Any], dict[str, Any]] = forced_win(str(project), store.export_frame(None))
+    return result
+
+
+def test_a_winning_challenger_is_packaged_with_its_feedback_and_promoted(
+    prefect_harness: None, project: Path, store: FeedbackStore
+) -> None:
+    _add_new_listener(project, store)
+    before = registry.champion()
+
+    outcome, decision = _force_a_win(project, store)
 
     champion = registry.load_artifact("champion")
     assert decision["promote"] and champion.tag == decision["model_tag"] != (before.tag if before else None)
@@ -232,8 +243,9 @@ def test_a_winning_challenger_is_packaged_with_its_feedback_and_promoted(
 def test_the_next_run_starts_from_the_retrained_champion(
     prefect_harness: None, project: Path, store: FeedbackStore
 ) -> None:
-    champion = registry.load_artifact("champion")
-    assert "brand-new" in champion.user_ids  # promoted by the previous test
+    _add_new_listener(project, store)
+    _force_a_win(project, store)
+    assert "brand-new" in registry.load_artifact("champion").user_ids
     _add(store, [("brand-new", "a07", "play"), ("u04", "a01", "like"), ("u05", "a02", "play")], "third-")
 
     summary = _run(project, store)

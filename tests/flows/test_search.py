@@ -19,8 +19,7 @@ from recsys.config import load_params
 from recsys.errors import ConfigError
 from recsys.stages import BEST_TRIAL_FILE as BEST_FILE
 from recsys.stages import TRIALS_FILE
-from tests.conftest import PROJECT_ROOT
-from tests.flows.conftest import TINY_OVERRIDES, write_synthetic_raw
+from tests.helpers import PROJECT_ROOT, TINY_OVERRIDES, write_synthetic_raw
 
 SEARCH_OVERRIDES: dict[str, Any] = TINY_OVERRIDES | {
     "train.search.n_trials": 3,

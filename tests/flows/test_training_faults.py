@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,8 +21,7 @@ from filelock import FileLock
 from flows.dvc import LOCK_NAME
 from flows.training import training_flow
 from recsys import registry
-from tests.conftest import PROJECT_ROOT
-from tests.flows.conftest import TINY_OVERRIDES, TinyProject
+from tests.helpers import PROJECT_ROOT, TINY_OVERRIDES, TinyProject, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "registry_home")]
 TRAIN_STARTED = "Running stage 'train'"
@@ -66,14 +64,16 @@ def start_child_run(project: TinyProject, log: Path) -> tuple[subprocess.Popen[b
 
 
 def wait_for_line(process: subprocess.Popen[bytes], log: Path, text: str, timeout_s: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    """Wait until the run's log holds ``text``; fail at once if the run ends before it."""
+
+    def written() -> bool:
         output = log.read_text(encoding="utf-8", errors="replace")
-        if text in output:
-            return
-        assert process.poll() is None, f"the run ended before {text!r}:\n{output[-4000:]}"
-        time.sleep(0.1)
-    raise AssertionError(f"no {text!r} in {timeout_s:g} s:\n{log.read_text(errors='replace')[-4000:]}")
+        assert process.poll() is None or text in output, f"the run ended before {text!r}:\n{output[-4000:]}"
+        return text in output
+
+    assert wait_for(written, timeout_s, 0.1), (
+        f"no {text!r} in {timeout_s:g} s:\n{log.read_text(errors='replace')[-4000:]}"
+    )
 
 
 def kill_run(process: subprocess.Popen[bytes]) -> None:

@@ -1,14 +1,17 @@
 """The training flow end to end: real ``dvc repro`` of every stage in a tiny temporary project.
 
-The tests of this module share one project and run in file order: first run (trains, promotes),
-no-change rerun (skips, keeps), concurrent runs (the lock), failing stage then resumed rerun.
+The first run (trains, promotes) happens once per module (:func:`first_run`); every other test works on
+its own copy of the project and model store after it (:func:`trained`): no-change rerun (skips, keeps),
+concurrent runs (the lock), failing stage then resumed rerun, a worse configuration refused. The tests
+pass alone and in any order.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import threading
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -27,9 +30,9 @@ from flows.dvc import LOCK_NAME, LockBusyError, StageFailedError
 from flows.monitoring import monitoring_flow
 from flows.training import dvc_stage, training_flow
 from recsys import registry
-from tests.flows.conftest import TINY_OVERRIDES, TinyProject, init_repo
+from tests.helpers import TINY_OVERRIDES, TinyProject, init_repo, make_tiny_project, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "registry_home")]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 ALL_MODELS = {"lightfm_hybrid", "lightfm_cf", "ease", "itemknn", "most_popular"}
 
@@ -88,8 +91,42 @@ def champion_tag() -> str | None:
     return found.tag if found else None
 
 
-def test_first_run_trains_evaluates_and_promotes(tiny_project: TinyProject) -> None:
-    state = run(tiny_project, params_overrides=TINY_OVERRIDES)
+@dataclass(frozen=True)
+class FirstRun:
+    """The module's first training run: its project, its model store and its final state."""
+
+    project: TinyProject
+    home: Path
+    state: State[Any]
+
+
+@pytest.fixture(scope="module")
+def first_run(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> FirstRun:
+    """A tiny project trained, evaluated, gated and packaged once, into a model store of its own."""
+    base = tmp_path_factory.mktemp("first-run")
+    project, home = make_tiny_project(base / "project"), base / "bentoml"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENTOML_HOME", str(home))
+        state = run(project, params_overrides=TINY_OVERRIDES)
+    return FirstRun(project, home, state)
+
+
+@pytest.fixture
+def trained(first_run: FirstRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> TinyProject:
+    """A copy of the project and the model store after the first run: each test changes only its own."""
+    assert first_run.state.is_completed(), first_run.state.message
+    root, home = tmp_path / "project", tmp_path / "bentoml"
+    shutil.copytree(first_run.project.root, root, symlinks=True)
+    shutil.copytree(first_run.home, home, symlinks=True)
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    return TinyProject(root, root / first_run.project.raw.relative_to(first_run.project.root))
+
+
+def test_first_run_trains_evaluates_and_promotes(
+    first_run: FirstRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BENTOML_HOME", str(first_run.home))
+    tiny_project, state = first_run.project, first_run.state
 
     assert state.is_completed(), state.message
     summary = state.result()
@@ -124,7 +161,8 @@ def test_first_run_trains_evaluates_and_promotes(tiny_project: TinyProject) -> N
     assert any("skipping bentoml build" in message for message in messages)
 
 
-def test_no_change_rerun_skips_every_stage_and_keeps_the_champion(tiny_project: TinyProject) -> None:
+def test_no_change_rerun_skips_every_stage_and_keeps_the_champion(trained: TinyProject) -> None:
+    tiny_project = trained
     models_before, champion_before = mtimes(tiny_project.root / "models"), champion_tag()
 
     state = run(tiny_project)
@@ -139,7 +177,8 @@ def test_no_change_rerun_skips_every_stage_and_keeps_the_champion(tiny_project: 
     assert len(registry.list_models()) == 1  # a kept challenger is not saved
 
 
-def test_monitoring_refreshes_and_publishes_the_metrics(tiny_project: TinyProject) -> None:
+def test_monitoring_refreshes_and_publishes_the_metrics(trained: TinyProject) -> None:
+    tiny_project = trained
     state: State[Any] = monitoring_flow(project_dir=str(tiny_project.root), return_state=True)
 
     assert state.is_completed(), state.message
@@ -152,14 +191,15 @@ def test_monitoring_refreshes_and_publishes_the_metrics(tiny_project: TinyProjec
     assert drift["n_events"] == 0 and not drift["decision"]["triggered"]
 
 
-def test_a_concurrent_run_fails_naming_the_lock(tiny_project: TinyProject) -> None:
+def test_a_concurrent_run_fails_naming_the_lock(trained: TinyProject) -> None:
+    tiny_project = trained
     from filelock import FileLock, Timeout
 
     first: dict[str, State[Any]] = {}
     runner = threading.Thread(target=lambda: first.setdefault("state", run(tiny_project)))
     runner.start()
     try:
-        wait_until(lambda: _held(FileLock(str(tiny_project.root / LOCK_NAME), timeout=0), Timeout))
+        wait_until(lambda: _held(FileLock(str(tiny_project.root / LOCK_NAME), timeout=0), Timeout), 60.0)
         second = run(tiny_project, lock_timeout_s=0.5)
     finally:
         runner.join(timeout=600)
@@ -170,7 +210,8 @@ def test_a_concurrent_run_fails_naming_the_lock(tiny_project: TinyProject) -> No
     assert first["state"].is_completed(), first["state"].message
 
 
-def test_failing_stage_fails_the_flow_and_a_fixed_rerun_resumes(tiny_project: TinyProject) -> None:
+def test_failing_stage_fails_the_flow_and_a_fixed_rerun_resumes(trained: TinyProject) -> None:
+    tiny_project = trained
     champion_before, models_before = champion_tag(), mtimes(tiny_project.root / "models")
     good = tiny_project.users_file.read_bytes()
     tiny_project.users_file.write_text("userID\tartistID\tweight\n1\tnot-a-number\t5\n", encoding="utf-8")
@@ -208,17 +249,6 @@ def _held(lock: Any, timeout_error: type[Exception]) -> bool:
     return False
 
 
-def wait_until(condition: Callable[[], bool], attempts: int = 3000) -> None:
-    """Poll ``condition`` every 0.02 s; fail after ``attempts`` polls."""
-    import time
-
-    for _ in range(attempts):
-        if condition():
-            return
-        time.sleep(0.02)
-    pytest.fail("condition not met in time")
-
-
 def _counting_stage(counter: Path, exit_codes: str) -> str:
     """A stage command that counts its runs in ``counter`` and exits with ``exit_codes[run]``."""
     return (
@@ -253,8 +283,8 @@ def test_transient_failures_are_retried_but_bad_data_is_not(tmp_path: Path) -> N
         bad.result()
 
 
-def test_a_deliberately_worse_configuration_is_refused_by_the_gate(tiny_project: TinyProject) -> None:
-    # Last in the module: it leaves the worse settings in the tiny project's params.yaml.
+def test_a_deliberately_worse_configuration_is_refused_by_the_gate(trained: TinyProject) -> None:
+    tiny_project = trained
     champion_before = champion_tag()
     worse = {"train.search.n_trials": 1, "train.lightfm.epochs": 1, "train.lightfm.learning_rate": 1.0e-5}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serving.conftest import Server
+from tests.helpers import Server
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"

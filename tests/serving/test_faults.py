@@ -11,7 +11,6 @@ import contextlib
 import os
 import signal
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import psutil
 import pytest
 
 from recsys.loop.feedback import FeedbackStore
-from tests.serving.conftest import Server, start_server, stop_server
+from tests.helpers import Server, start_server, stop_server, wait_for
 
 pytestmark = pytest.mark.slow
 N_CLIENTS, BATCH = 4, 5
@@ -80,10 +79,7 @@ def _kill_service_mid_stream(server: Server, ledger: Ledger) -> list[psutil.Proc
     group: ``killpg`` alone would leave them orphaned and still serving. A hard crash of the service
     (OOM killer, container kill) takes all of them, so each worker is killed by its pid too.
     """
-    deadline = time.monotonic() + 120
-    while len(ledger.acked) < ACKED_BEFORE_KILL and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(ledger.acked) >= ACKED_BEFORE_KILL, server.output()
+    assert wait_for(lambda: len(ledger.acked) >= ACKED_BEFORE_KILL, 120.0), server.output()
     root = psutil.Process(server.process.pid)
     processes = [root, *root.children(recursive=True)]
     os.killpg(server.process.pid, signal.SIGKILL)

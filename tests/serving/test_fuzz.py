@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.serving.conftest import ADMIN_TOKEN, Server
+from tests.helpers import ADMIN_TOKEN, Server
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from recsys.serving.app import create_app
 from recsys.serving.route_metrics import BENTOML_PATHS, UNMATCHED, EndpointLabels, route_metrics
-from tests.serving.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 LABELS = EndpointLabels(create_app().routes)
 

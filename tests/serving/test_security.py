@@ -18,7 +18,7 @@ from recsys.loop.feedback import FeedbackStore
 from recsys.loop.pseudonyms import DEFAULT_PSEUDONYM_SALT, pseudonymise
 from recsys.serving import app as app_module
 from recsys.serving.app import MAX_BODY_BYTES, HTTPError, read_limited
-from tests.serving.conftest import ADMIN_TOKEN, PROJECT_ROOT, Server
+from tests.helpers import ADMIN_TOKEN, PROJECT_ROOT, Server
 
 ADMIN = {"X-Admin-Token": ADMIN_TOKEN}
 RAW_USER = "listener-Zq7vRawId-4411"

@@ -12,16 +12,14 @@ import pytest
 
 from recsys.loop.feedback import FeedbackStore, FeedbackUnavailableError
 from recsys.loop.feedback_db import Served, ServedRecommendation
-from recsys.serving.runtime import (
-    QUEUE_FULL,
+from recsys.serving.served_log import QUEUE_FULL, STORE_UNAVAILABLE, ServedLog
+from recsys.serving.settings import (
     SERVED_LOG_MAX_PER_S_ENV,
     SERVED_LOG_SAMPLE_ENV,
-    STORE_UNAVAILABLE,
-    ServedLog,
     served_log_max_per_s_from_env,
     served_log_sample_from_env,
 )
-from tests.serving.conftest import ADMIN_TOKEN, Server, free_port, start_server, stop_server
+from tests.helpers import ADMIN_TOKEN, Server, free_port, start_server, stop_server, wait_for
 
 ANSWER = {"items": [{"item_id": "a03"}, {"item_id": "a01"}], "cold_start": False, "model_version": "m:1"}
 
@@ -55,15 +53,6 @@ class Clock:
 def served_log(store: FakeStore, clock: Callable[[], float] = time.monotonic, **options: Any) -> ServedLog:
     settings: dict[str, Any] = {"sample": 1.0, "capacity": 100, "flush_s": 0.05, "retry_s": 5.0} | options
     return ServedLog(store.write, clock=clock, **settings)
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
 
 
 def test_records_carry_the_answer_and_cold_lists_are_logged_unmitigated() -> None:

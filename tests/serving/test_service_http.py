@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from recsys.serving.schemas import MAX_K, RecommendResponse, SearchResponse, SimilarResponse
-from tests.serving.conftest import ADMIN_TOKEN, ITEM_IDS, Server
+from tests.helpers import ADMIN_TOKEN, Server
+from tests.serving.conftest import ITEM_IDS
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,8 @@ import pytest
 
 from recsys import registry
 from recsys.registry import artifact
-from tests.serving.conftest import ADMIN_TOKEN, Server, free_port, save_champion, start_server, stop_server
+from tests.helpers import ADMIN_TOKEN, Server, free_port, start_server, stop_server, wait_for
+from tests.serving.conftest import save_champion
 
 pytestmark = pytest.mark.slow
 ADMIN = {"X-Admin-Token": ADMIN_TOKEN}
@@ -21,15 +22,6 @@ def _versions(server: Server, tries: int = 8) -> set[str]:
         server.client.post("/recommend", json={"user_id": "u00"}).json()["model_version"]
         for _ in range(tries)
     }
-
-
-def _wait(condition: object, timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.3)
-    return False
 
 
 def test_feedback_outage_is_503_while_recommendations_work(
@@ -61,7 +53,7 @@ def test_not_ready_until_a_champion_exists(project: dict[str, Path], tmp_path: P
         assert server.client.get("/readyz").status_code >= 500
         assert server.client.post("/recommend", json={"user_id": "u00"}).status_code == 503
         tag = save_champion(project, home)
-        assert _wait(lambda: server.client.get("/readyz").status_code == 200)
+        assert wait_for(lambda: server.client.get("/readyz").status_code == 200, 20.0, 0.3)
         assert _versions(server) == {tag}
     finally:
         stop_server(server)
@@ -86,7 +78,8 @@ def test_reload_swaps_models_without_dropping_requests_and_survives_a_corrupt_or
         second = save_champion(project, home)
         answer = server.client.post("/admin/reload", headers=ADMIN).json()
         assert answer == {"reloaded": True, "model_version": second, "previous_version": first, "error": None}
-        assert _wait(lambda: _versions(server) == {second})  # the other worker follows the announcement
+        # The other worker follows the announcement.
+        assert wait_for(lambda: _versions(server) == {second}, 20.0, 0.3)
 
         third = save_champion(project, home)
         model_file = registry.get_model(third, home=home).path / artifact.MODEL_FILE

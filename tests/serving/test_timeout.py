@@ -17,7 +17,7 @@ from bentoml._internal.server.http.traffic import TimeoutMiddleware as BentoTime
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from recsys.serving.timeout import RequestTimeout
-from tests.serving.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 GENEROUS_S = 10.0  # bounds a wait that must not hang; never a timing assertion
 

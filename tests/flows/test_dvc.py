@@ -1,4 +1,4 @@
-"""Unit tests of the training flow's helpers: overrides, DVC output parsing, the run lock."""
+"""The DVC adapter (flows/dvc.py): params overrides, DVC output parsing, the run lock."""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ from flows.dvc import (
 )
 from recsys.config import load_params
 from recsys.errors import ConfigError
-from recsys.reporting.run_summary import closing_summary
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 PARAMS = """\
 # top comment
@@ -145,63 +144,3 @@ def test_lock_waits_for_the_other_run(tmp_path: Path) -> None:
         assert holder.wait(timeout=30) == 0
     finally:
         holder.kill()
-
-
-def test_closing_summary_names_the_verdict_and_what_ran() -> None:
-    summary = {
-        "seconds": 1.5,
-        "stages": {"train": "ran", "evaluate": "skipped"},
-        "metrics": [{"model": "lightfm_hybrid", "ndcg@10": 0.3}],
-        "decision": {"promote": False, "reasons": ["ndcg@10 does not improve"]},
-        "model_tag": "music_recommender:abc",
-    }
-    text = closing_summary(summary)
-    assert "stages run: train" in text and "ndcg@10=0.3" in text
-    assert "kept the champion" in text and "music_recommender:abc" in text
-
-
-def test_the_gate_measures_the_champion_on_this_runs_test_split(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import dataclasses
-
-    import pandas as pd
-
-    from recsys import registry
-    from recsys.config import Params
-    from recsys.offline.split import load_split, make_split, save_split
-    from recsys.registry.comparison import comparable_champion
-    from tests.test_registry import _build_project
-
-    home = tmp_path / "home"
-    monkeypatch.setenv("BENTOML_HOME", str(home))
-    built = _build_project(tmp_path / "data")
-    tag = built.save(0.1, home)
-    registry.promote(tag, home=home)
-    params = Params()
-    champion = registry.champion()
-    assert champion is not None
-
-    same, how = comparable_champion(tmp_path, params, champion)
-    assert same == champion.candidate and how.startswith("recorded when")
-
-    # Another split of the same listens: the recorded 0.1 is from another test set, so it is re-measured.
-    split = load_split(built.split)
-    rows, cols = split.train_full.nonzero()
-    listens = pd.DataFrame(
-        {
-            "user_id": [split.user_ids[r] for r in rows],
-            "item_id": [split.item_ids[c] for c in cols],
-            "weight": split.train_full[rows, cols].A1,
-        }
-    )
-    save_split(make_split(listens, params.split, 99, split.item_ids), built.split)
-    again, how = comparable_champion(tmp_path, params, champion)
-    assert how == "re-measured on this test split"
-    assert again["metrics"]["ndcg@10"] != 0.1 and set(again["groups"]) <= {"niche", "medium", "mainstream"}
-
-    # A catalogue the champion does not know cannot be measured: the recorded metrics, with a note.
-    other = load_split(built.split)
-    save_split(dataclasses.replace(other, item_ids=[f"x{i}" for i in other.item_ids]), built.split)
-    kept, how = comparable_champion(tmp_path, params, champion)
-    assert kept == champion.candidate and "another test split" in how

@@ -7,10 +7,8 @@ synthetic data with the project's own functions.
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from filelock import FileLock
-from typer.testing import CliRunner
 
 from recsys import registry
 from recsys.columns import Col
-from recsys.config import FeaturesParams, LightFMParams, SplitParams
-from recsys.io import write_parquet
-from recsys.models import LightFMRecommender, load_recommender
-from recsys.offline.features import build_item_features, save_item_features, without_identity
-from recsys.offline.split import PARTS, load_split, make_split, save_split
+from recsys.models import load_recommender
+from recsys.offline.split import PARTS, load_split
 from recsys.registry import (
     CANDIDATE,
     CHAMPION,
@@ -39,108 +33,9 @@ from recsys.registry import (
     artifact,
     store,
 )
-from recsys.registry.cli import model_app
+from tests.helpers import LYRICS_MARKER, Project, RandomCatalogue
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-N_USERS, N_ITEMS = 20, 15
-LYRICS_MARKER = "never-serve-these-lyrics"
-TAG_VOCABULARY = ("rock", "pop", "indie", "jazz", "metal", "folk", "80s", "female vocalists")
-
-
-@dataclass(frozen=True)
-class Project:
-    """Folders and files of a tiny pipeline run."""
-
-    root: Path
-    models: Path
-    features: Path
-    split: Path
-    prepared: Path
-    dvc_lock: Path
-
-    def save(self, ndcg: float, home: Path, **overrides: Any) -> str:
-        """Save a candidate whose recorded ndcg@10 is ``ndcg``."""
-        metrics = {
-            "metrics": {"ndcg@10": ndcg, "coverage@10": 0.5, "arp@10": 7.0, "n_users": 20},
-            "groups": {"niche": {"ndcg@10": ndcg / 2, "n_users": 7}},
-        }
-        arguments: dict[str, Any] = {
-            "params_dict": {"seed": 0, "split": {"test_fraction": 0.2}, "evaluate": {"ks": (5, 10)}},
-            "dvc_lock_hash": registry.dvc_lock_hash(self.dvc_lock),
-            "git_commit": "0123456789abcdef0123456789abcdef01234567",
-            "prepared_dir": self.prepared,
-            "top_tags": 2,
-            "home": home,
-        } | overrides
-        return registry.save_champion_candidate(self.models, self.features, self.split, metrics, **arguments)
-
-
-def _listens(rng: np.random.Generator) -> np.ndarray:
-    """A 20 x 15 random listening matrix where every user has >= 5 artists and every artist a listener."""
-    dense = rng.random((N_USERS, N_ITEMS)) < 0.35
-    for user in range(N_USERS):
-        dense[user, rng.choice(N_ITEMS, size=5, replace=False)] = True
-    return dense
-
-
-def _build_project(root: Path, seed: int = 0) -> Project:
-    rng = np.random.default_rng(seed)
-    users, items = np.nonzero(_listens(rng))
-    item_ids = [f"a{item:02d}" for item in range(N_ITEMS)]
-    interactions = pd.DataFrame(
-        {
-            Col.USER: [f"u{user:02d}" for user in users],
-            Col.ITEM: [item_ids[item] for item in items],
-            Col.WEIGHT: 1 + np.log1p(rng.integers(1, 500, size=len(users))).astype(np.float32),
-        }
-    )
-    catalogue = pd.DataFrame(
-        {
-            Col.ITEM: item_ids,
-            Col.NAME: [f"Artist {item}" for item in range(N_ITEMS)],
-            Col.GENRES: ["pop|rock" if item % 2 else "jazz" for item in range(N_ITEMS)],
-            Col.LYRICS: [f"{LYRICS_MARKER} {item}" for item in range(N_ITEMS)],
-        }
-    )
-    tag_rows = [
-        (item_id, tag, int(rng.integers(1, 9)))
-        for item_id in item_ids
-        for tag in rng.choice(TAG_VOCABULARY, size=4, replace=False)
-    ]
-    item_tags = pd.DataFrame(tag_rows, columns=[Col.ITEM, Col.TAG, Col.COUNT])
-    project = Project(
-        root, root / "models", root / "features", root / "split", root / "prepared", root / "dvc.lock"
-    )
-    write_parquet(project.prepared / "items.parquet", catalogue)
-    write_parquet(project.prepared / "item_tags.parquet", item_tags)
-    feature_params = FeaturesParams.model_validate(
-        {"tags": {"min_artists": 1}, "audio": {"enabled": False}, "lyrics": {"enabled": False}}
-    )
-    features = build_item_features(catalogue, item_tags, feature_params, seed=seed)
-    save_item_features(features, project.features)
-    split = make_split(interactions, SplitParams(), seed, item_ids)
-    save_split(split, project.split)
-    model = LightFMRecommender(LightFMParams(no_components=4, epochs=3), seed=seed)
-    model.fit(split.train_full, without_identity(features, split.cold_items).matrix)
-    model.save(project.models / "lightfm_hybrid.npz")
-    cf = LightFMRecommender(LightFMParams(no_components=4, epochs=1), seed=seed).fit(split.train_full)
-    cf.save(project.models / "lightfm_cf.npz")
-    project.dvc_lock.write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
-    return project
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    return _build_project(tmp_path_factory.mktemp("project"))
-
-
-@pytest.fixture()
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fresh BentoML home, also set as BENTOML_HOME so calls without ``home`` use it."""
-    path = tmp_path / "bentoml"
-    monkeypatch.setenv("BENTOML_HOME", str(path))
-    monkeypatch.setenv("BENTOML_DO_NOT_TRACK", "true")
-    return path
+N_USERS, N_ITEMS = RandomCatalogue.n_users, RandomCatalogue.n_items
 
 
 def test_saved_candidate_has_labels_and_metadata(project: Project, home: Path) -> None:
@@ -320,42 +215,3 @@ def test_concurrent_promotions_end_with_exactly_one_champion(project: Project, h
     assert stages == [CHAMPION, RETIRED]
     champion = registry.champion()
     assert champion is not None and champion.tag in tags
-
-
-def test_dvc_lock_hash_and_git_commit(tmp_path: Path) -> None:
-    lock = tmp_path / "dvc.lock"
-    lock.write_bytes(b"schema: '2.0'\n")
-    assert registry.dvc_lock_hash(lock) == hashlib.sha256(b"schema: '2.0'\n").hexdigest()
-    assert registry.dvc_lock_hash(tmp_path / "absent.lock") == "unknown"
-    assert registry.git_commit(tmp_path) == "unknown"
-    if (PROJECT_ROOT / ".git").exists():
-        assert re.fullmatch(r"[0-9a-f]{40}", registry.git_commit(PROJECT_ROOT))
-
-
-def test_cli_lists_shows_promotes_and_rolls_back(project: Project, home: Path) -> None:
-    runner = CliRunner()
-    assert "no music_recommender models" in runner.invoke(model_app, ["list"]).output
-    first, second = project.save(0.2, home), project.save(0.3, home)
-
-    promoted = runner.invoke(model_app, ["promote", first])
-    assert promoted.exit_code == 0, promoted.output
-    assert promoted.output.strip() == f"promoted {first} to champion (first champion)"
-    promoted = runner.invoke(model_app, ["promote", second, "--home", str(home)])
-    assert promoted.output.strip() == f"promoted {second} to champion; {first} retired"
-
-    listing = runner.invoke(model_app, ["list"]).output.splitlines()
-    assert listing[0].split()[:2] == ["tag", "stage"]
-    assert [line.split()[:2] for line in listing[1:]] == [[first, RETIRED], [second, CHAMPION]]
-    assert "0.3000" in listing[2]
-
-    shown = json.loads(runner.invoke(model_app, ["show"]).output)
-    assert shown["tag"] == second and shown["metadata"]["git_commit"].startswith("0123")
-    assert shown["size_bytes"] > 0
-
-    rolled = runner.invoke(model_app, ["rollback"])
-    assert rolled.output.strip() == f"rolled back: {second} is rolled_back; {first} is the champion again"
-    failed = runner.invoke(model_app, ["rollback"])
-    assert failed.exit_code == 2
-    assert "error: nothing to roll back to" in failed.output
-    missing = runner.invoke(model_app, ["show", "nosuchversion"])
-    assert missing.exit_code == 2 and "no model music_recommender:nosuchversion" in missing.output

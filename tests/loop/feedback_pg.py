@@ -12,7 +12,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "postgres.sh"
+from tests.helpers import PROJECT_ROOT
+
+SCRIPT = PROJECT_ROOT / "scripts" / "postgres.sh"
 INSTALL_HINT = (
     "install the server with `scripts/postgres.sh install` (or `apt-get install -y postgresql`), "
     "or point RECSYS_TEST_POSTGRES_URL at a server, or set RECSYS_SKIP_POSTGRES=1 to skip these tests"

@@ -13,17 +13,14 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.config import EvaluateParams
-from recsys.offline.evaluation import (
-    auc_per_user,
+from recsys.offline.evaluation import auc_per_user, cold_start_evaluate, evaluate, rank_top_k
+from recsys.offline.metrics import (
     average_recommendation_popularity,
     catalogue_coverage,
-    cold_start_evaluate,
-    evaluate,
     head_items,
     intra_list_diversity,
     long_tail_share,
     novelty,
-    rank_top_k,
     ranking_metrics,
 )
 from recsys.offline.popularity import PAD_ITEM, item_popularity, mainstreaminess, user_groups

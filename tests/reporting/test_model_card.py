@@ -10,19 +10,12 @@ import pytest
 
 from recsys.config import Params
 from recsys.errors import DataError
-from recsys.reporting.model_card import (
-    CardInputs,
-    fairness_section,
-    fmt,
-    load_card_inputs,
-    mitigation_section,
-    pct,
-    render_model_card,
-    results_section,
-    write_model_card,
-)
+from recsys.reporting.card_sections import fairness_section, mitigation_section, results_section
+from recsys.reporting.formatting import fmt, pct
+from recsys.reporting.model_card import CardInputs, load_card_inputs, render_model_card, write_model_card
+from tests.helpers import PROJECT_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_ROOT
 GROUPS = ("niche", "medium", "mainstream")
 
 

@@ -13,7 +13,9 @@ import sqlalchemy as sa
 from recsys.loop.events import FeedbackEvent
 from recsys.loop.feedback import FeedbackStore, FeedbackUnavailableError
 from recsys.loop.feedback_db import EVENTS
-from recsys.serving.runtime import Feedback, ServingSettings, Signals
+from recsys.serving.dislikes import Feedback
+from recsys.serving.settings import ServingSettings
+from recsys.serving.signals import Signals
 
 SYNC_S, FULL_SYNC_S, RETRY_S = 5.0, 600.0, 5.0
 

@@ -18,7 +18,7 @@ from matplotlib.patches import Rectangle
 from recsys.columns import AUDIO_FEATURES, ITEMS_COLUMNS, Col
 from recsys.config import DATA_DIR_ENV, data_dir_from_env
 from recsys.errors import DataError
-from recsys.reporting import eda
+from recsys.reporting import eda, eda_plots, eda_stats
 
 SENTINEL = "Quixotrombulance"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -111,7 +111,7 @@ def items() -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------- numbers
 def test_bias_signals_match_hand_computation(interactions: pd.DataFrame) -> None:
-    signals = eda.bias_signals(interactions)
+    signals = eda_stats.bias_signals(interactions)
 
     # 8 artists: the top 1 % rounds up to one artist.
     assert signals["top1pct_n_items"] == 1
@@ -131,7 +131,7 @@ def test_bias_signals_match_hand_computation(interactions: pd.DataFrame) -> None
 
 
 def test_bias_signals_quantiles_are_ordered(interactions: pd.DataFrame) -> None:
-    signals = eda.bias_signals(interactions)
+    signals = eda_stats.bias_signals(interactions)
     quantiles = [signals[f"mainstreaminess_p{q}"] for q in ("10", "25", "50", "75", "90")]
     assert quantiles == sorted(quantiles)
     assert quantiles[0] >= 0.0 and quantiles[-1] <= 1.0
@@ -139,50 +139,50 @@ def test_bias_signals_quantiles_are_ordered(interactions: pd.DataFrame) -> None:
 
 def test_top_share_rounds_the_head_up_to_whole_items() -> None:
     values = np.array([1.0] * 198 + [50.0, 50.0])
-    assert eda.top_share(values, 0.01) == pytest.approx(100 / 298)
-    assert eda.top_share(np.array([5.0, 1.0]), 0.01) == pytest.approx(5 / 6)
-    assert eda.top_share(np.zeros(3)) == 0.0
+    assert eda_stats.top_share(values, 0.01) == pytest.approx(100 / 298)
+    assert eda_stats.top_share(np.array([5.0, 1.0]), 0.01) == pytest.approx(5 / 6)
+    assert eda_stats.top_share(np.zeros(3)) == 0.0
 
 
 def test_gini_bounds() -> None:
-    assert eda.gini(np.full(5, 3.0)) == pytest.approx(0.0)
-    assert eda.gini(np.array([0, 0, 0, 0, 10])) == pytest.approx(4 / 5)
-    assert eda.gini(np.array([])) == 0.0
+    assert eda_stats.gini(np.full(5, 3.0)) == pytest.approx(0.0)
+    assert eda_stats.gini(np.array([0, 0, 0, 0, 10])) == pytest.approx(4 / 5)
+    assert eda_stats.gini(np.array([])) == 0.0
 
 
 def test_lorenz_curve_runs_from_origin_to_one_below_the_diagonal() -> None:
-    x, y = eda.lorenz_curve(np.array([6.0, 1.0, 3.0]))
+    x, y = eda_stats.lorenz_curve(np.array([6.0, 1.0, 3.0]))
     np.testing.assert_allclose(x, [0, 1 / 3, 2 / 3, 1])
     np.testing.assert_allclose(y, [0, 0.1, 0.4, 1.0])
     assert np.all(y <= x + 1e-12)
 
 
 def test_rank_frequency_counts_per_item_and_user(interactions: pd.DataFrame) -> None:
-    per_item = eda.rank_frequency(interactions, Col.ITEM)
+    per_item = eda_stats.rank_frequency(interactions, Col.ITEM)
     assert per_item["rank"].tolist() == list(range(1, 9))
     assert per_item["count"].tolist() == [6, 3, 2, 1, 1, 1, 1, 1]
-    per_user = eda.rank_frequency(interactions, Col.USER)
+    per_user = eda_stats.rank_frequency(interactions, Col.USER)
     assert per_user["count"].tolist() == [3, 3, 3, 3, 2, 2]
 
 
 def test_top_tags_rank_by_distinct_artists() -> None:
-    top = eda.top_tags(_item_tags(), n=2)
+    top = eda_stats.top_tags(_item_tags(), n=2)
     assert top[Col.TAG].tolist() == ["rock", "pop"]
     assert top["n_artists"].tolist() == [3, 1]
     assert top["n_users"].tolist() == [8, 9]
 
 
 def test_join_coverage_pairs_counts_with_totals() -> None:
-    table = eda.join_coverage(JOINS).set_index("join")
+    table = eda_stats.join_coverage(JOINS).set_index("join")
     assert table.loc["lyrics rows matched", "share"] == pytest.approx(0.295)
     assert table.loc["lastfm artists with spotify", "share"] == pytest.approx(5 / 8)
     assert np.isnan(table.loc["spotify tracks matched", "total"])
     assert len(table) == 3
-    assert eda.join_coverage({}).empty
+    assert eda_stats.join_coverage({}).empty
 
 
 def test_user_item_matrix_is_binary_and_sorted(interactions: pd.DataFrame) -> None:
-    matrix = eda.user_item_matrix(interactions)
+    matrix = eda_stats.user_item_matrix(interactions)
     assert matrix.shape == (6, 8)
     assert matrix.sum() == 16
     assert matrix[5].toarray().ravel().tolist() == [1, 0, 0, 0, 0, 0, 1, 1]  # u6: a, g, h
@@ -204,7 +204,7 @@ def _axes_labels(fig: Figure) -> list[tuple[str, str, str]]:
 
 
 def test_plot_long_tail_is_log_log(interactions: pd.DataFrame) -> None:
-    fig = eda.plot_long_tail(interactions)
+    fig = eda_plots.plot_long_tail(interactions)
     ax = fig.axes[0]
     assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("rank", "interactions")
@@ -212,7 +212,7 @@ def test_plot_long_tail_is_log_log(interactions: pd.DataFrame) -> None:
 
 
 def test_plot_listen_counts_uses_log_axes(interactions: pd.DataFrame) -> None:
-    fig = eda.plot_listen_counts(interactions)
+    fig = eda_plots.plot_listen_counts(interactions)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log"
     assert ax.get_ylabel() == "pairs"
@@ -220,14 +220,14 @@ def test_plot_listen_counts_uses_log_axes(interactions: pd.DataFrame) -> None:
 
 
 def test_plot_top_tags_draws_one_bar_per_tag() -> None:
-    ax = eda.plot_top_tags(_item_tags(), n=20).axes[0]
+    ax = eda_plots.plot_top_tags(_item_tags(), n=20).axes[0]
     assert ax.get_xlabel() == "artists"
     assert len(ax.patches) == 3
     assert [t.get_text() for t in ax.get_yticklabels()][-1] == "rock"  # the most used tag on top
 
 
 def test_plot_audio_distributions_has_one_panel_per_feature(items: pd.DataFrame) -> None:
-    fig = eda.plot_audio_distributions(items)
+    fig = eda_plots.plot_audio_distributions(items)
     titles = [title for _, _, title in _axes_labels(fig)]
     assert titles == list(AUDIO_FEATURES)
     assert "5 of 8 artists" in fig.get_suptitle()
@@ -235,20 +235,22 @@ def test_plot_audio_distributions_has_one_panel_per_feature(items: pd.DataFrame)
 
 def test_plot_audio_distributions_copes_without_audio(items: pd.DataFrame) -> None:
     items[list(AUDIO_FEATURES)] = np.nan
-    fig = eda.plot_audio_distributions(items)
+    fig = eda_plots.plot_audio_distributions(items)
     assert all(not ax.patches for ax in fig.axes if ax.get_visible())
-    assert eda.plot_audio_correlations(items).axes[0].get_title().startswith("Audio-feature correlations")
+    assert (
+        eda_plots.plot_audio_correlations(items).axes[0].get_title().startswith("Audio-feature correlations")
+    )
 
 
 def test_plot_audio_correlations_labels_every_feature(items: pd.DataFrame) -> None:
-    fig = eda.plot_audio_correlations(items)
+    fig = eda_plots.plot_audio_correlations(items)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == list(AUDIO_FEATURES)
     assert len(fig.axes) == 2  # heatmap + colorbar
 
 
 def test_plot_join_coverage_bars_in_percent() -> None:
-    fig = eda.plot_join_coverage(JOINS)
+    fig = eda_plots.plot_join_coverage(JOINS)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "matched (%)"
     heights = sorted(round(bar.get_width(), 6) for bar in _bars(fig))
@@ -256,7 +258,7 @@ def test_plot_join_coverage_bars_in_percent() -> None:
 
 
 def test_plot_lorenz_reports_gini(interactions: pd.DataFrame) -> None:
-    ax = eda.plot_lorenz(interactions).axes[0]
+    ax = eda_plots.plot_lorenz(interactions).axes[0]
     legend = ax.get_legend()
     assert legend is not None
     texts = [t.get_text() for t in legend.get_texts()]
@@ -265,7 +267,7 @@ def test_plot_lorenz_reports_gini(interactions: pd.DataFrame) -> None:
 
 
 def test_plot_mainstreaminess_counts_every_user(interactions: pd.DataFrame) -> None:
-    fig = eda.plot_mainstreaminess(interactions)
+    fig = eda_plots.plot_mainstreaminess(interactions)
     ax = fig.axes[0]
     assert ax.get_ylabel() == "users"
     assert sum(bar.get_height() for bar in _bars(fig)) == 6

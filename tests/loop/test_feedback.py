@@ -32,9 +32,8 @@ from recsys.loop.events import (
 from recsys.loop.feedback import EXPORT_CURSOR_ATTR, FeedbackStore, FeedbackUnavailableError
 from recsys.loop.feedback_db import AUDIT, EVENTS, SERVED, SERVED_COLUMNS, Served, ServedRecommendation
 from recsys.loop.pseudonyms import DEFAULT_PSEUDONYM_SALT, PSEUDONYM_SALT_ENV, pseudonymise
-from tests.feedback_pg import INSTALL_HINT, postgres_bindir, start_postgres
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import PROJECT_ROOT
+from tests.loop.feedback_pg import INSTALL_HINT, postgres_bindir, start_postgres
 
 
 def _event(

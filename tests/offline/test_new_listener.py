@@ -9,9 +9,10 @@ import pytest
 import scipy.sparse as sp
 
 from recsys import stages
-from recsys.config import LightFMParams, Params
+from recsys.config import LightFMParams, Params, SplitParams
 from recsys.offline.new_listener import eligible_users, new_listener_report, pick_favourites, train_hybrid
 from recsys.offline.split import load_split
+from tests.helpers import ClusteredCatalogue, Project, build_project
 
 
 def test_favourites_are_seeded_distinct_training_items() -> None:
@@ -24,10 +25,19 @@ def test_favourites_are_seeded_distinct_training_items() -> None:
     assert len(set(first[0].tolist())) == 3 and set(first[0].tolist()) <= {0, 1, 2, 4}
 
 
-def test_report_on_the_tiny_project(project: dict[str, Path]) -> None:
-    split = load_split(project["split"])
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """The two-cluster tiny catalogue of the serving tests (no cold items)."""
+    split = SplitParams(cold_item_fraction=0.0)
+    return build_project(
+        tmp_path_factory.mktemp("new-listener"), catalogue=ClusteredCatalogue(), split_params=split
+    )
+
+
+def test_report_on_the_tiny_project(project: Project) -> None:
+    split = load_split(project.split)
     model = train_hybrid(
-        split, project["features"], LightFMParams(no_components=8, epochs=10), seed=0, num_threads=1
+        split, project.features, LightFMParams(no_components=8, epochs=10), seed=0, num_threads=1
     )
     report = new_listener_report(model, split, n_favourites=3, k=5, seed=0)
     assert report["n_users"] > 0

@@ -12,9 +12,9 @@ from matplotlib.figure import Figure
 from typer.testing import CliRunner
 
 from recsys.errors import DataError
-from recsys.reporting.model_card import fmt, pct
+from recsys.reporting.formatting import fmt, pct
 from recsys.reporting.stakeholder import figure_png, load_report_inputs, render_report, write_report
-from tests.test_model_card import tiny_bias, tiny_offline
+from tests.reporting.test_model_card import tiny_bias, tiny_offline
 
 IMG = 'src="data:image/png;base64,'
 

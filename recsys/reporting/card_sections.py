@@ -1,0 +1,183 @@
+"""The model card's result sections: metrics against the baselines, fairness per user group, mitigation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from recsys.reporting.formatting import CHALLENGER, POPULAR, fmt, label, markdown_table, ordered_models, pct
+
+TABLE_METRICS = (
+    "precision",
+    "recall",
+    "ndcg",
+    "map",
+    "hit_rate",
+    "coverage",
+    "arp",
+    "long_tail_share",
+    "novelty",
+)
+
+
+def results_section(offline: Mapping[str, Any], k: int) -> str:
+    """Test metrics of every model at ``k``, cold-start metrics, and the gain over most-popular."""
+    models = offline["models"]
+    header = ["model", *(f"{m}@{k}" for m in TABLE_METRICS), "AUC"]
+    rows = [
+        [
+            label(name),
+            *(fmt(models[name].get(f"{m}@{k}", "-")) for m in TABLE_METRICS),
+            fmt(models[name]["auc"]),
+        ]
+        for name in ordered_models(models)
+    ]
+    parts = [f"## Results on the test split (k = {k})", "", markdown_table(header, rows), ""]
+    if CHALLENGER in models and POPULAR in models:
+        ours, popular = models[CHALLENGER][f"ndcg@{k}"], models[POPULAR][f"ndcg@{k}"]
+        best_other = max(
+            (name for name in models if name != CHALLENGER), key=lambda name: models[name][f"ndcg@{k}"]
+        )
+        parts += [
+            f"nDCG@{k} of the hybrid is {fmt(ours)} against {fmt(popular)} for most-popular "
+            f"({ours / popular:.1f} times) and {fmt(models[best_other][f'ndcg@{k}'])} for the best other "
+            f"model ({label(best_other)}).",
+            "",
+        ]
+    cold = offline.get("cold_start") or {}
+    if cold:
+        cold_rows = [
+            [
+                label(name),
+                fmt(cold[name]["auc"]),
+                fmt(cold[name][f"ndcg@{k}"]),
+                fmt(cold[name][f"recall@{k}"]),
+            ]
+            for name in ordered_models(cold)
+        ]
+        parts += [
+            "### Cold start (artists never seen in training)",
+            "",
+            markdown_table(["model", "AUC", f"ndcg@{k}", f"recall@{k}"], cold_rows),
+            "",
+            "Only item features can rank an artist never seen in training, so models without features are "
+            "expected near chance (AUC 0.5).",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def fairness_section(offline: Mapping[str, Any], k: int, groups: Sequence[str]) -> str:
+    """nDCG, ARP and long-tail share at ``k`` per user group and model, and the niche/mainstream gap."""
+    by_model = offline["groups"]
+    present = [g for g in groups if any(g in by_model[name] for name in by_model)]
+    header = ["model", *(f"{m}@{k} {g}" for m in ("ndcg", "arp") for g in present)]
+    rows = [
+        [
+            label(name),
+            *(fmt(by_model[name].get(g, {}).get(f"{m}@{k}", "-")) for m in ("ndcg", "arp") for g in present),
+        ]
+        for name in ordered_models(by_model)
+    ]
+    sizes = ", ".join(
+        f"{g}: {fmt(by_model[CHALLENGER][g]['n_users'])} users"
+        for g in present
+        if g in by_model.get(CHALLENGER, {})
+    )
+    parts = [
+        "## Fairness across listener groups",
+        "",
+        f"User groups: {offline['protocol'].get('user_groups', 'by mainstreaminess')} ({sizes}). "
+        "ARP is the average popularity (training listeners) of the recommended artists.",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
+    hybrid = by_model.get(CHALLENGER, {})
+    if "niche" in hybrid and "mainstream" in hybrid:
+        niche, main = hybrid["niche"][f"ndcg@{k}"], hybrid["mainstream"][f"ndcg@{k}"]
+        parts += [
+            f"The hybrid serves niche listeners less well: nDCG@{k} {fmt(niche)} against {fmt(main)} for "
+            f"mainstream listeners ({niche / main:.0%} of it). {_gap_note(by_model, k)}",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def _group_effect(bias: Mapping[str, Any], k: int) -> list[str]:
+    """Per-group nDCG and popularity lift without and with the chosen strength, when bias.json has them."""
+    by_strength = {point["strength"]: point for point in bias.get("strengths", [])}
+    before, after = by_strength.get(0.0), by_strength.get(bias["chosen"]["strength"])
+    if not before or not after or before is after:
+        return []
+    ndcg, lift = f"ndcg@{k}/{{}}", "popularity_lift/{}"
+    changes = [
+        f"{group}: nDCG@{k} {fmt(before[ndcg.format(group)])} -> {fmt(after[ndcg.format(group)])}, "
+        f"popularity lift {fmt(before[lift.format(group)])} -> {fmt(after[lift.format(group)])}"
+        for group in ("niche", "medium", "mainstream")
+        if ndcg.format(group) in before and lift.format(group) in after
+    ]
+    if not changes:
+        return []
+    intro = "Effect per listener group (popularity lift: recommended popularity over the listener's own):"
+    return [intro, "", *(f"- {change}" for change in changes), ""]
+
+
+def _gap_note(by_model: Mapping[str, Any], k: int) -> str:
+    """Whether the niche/mainstream gap is shared by every model or specific to some."""
+    narrower = [
+        label(name)
+        for name, groups in by_model.items()
+        if "niche" in groups
+        and "mainstream" in groups
+        and groups["niche"][f"ndcg@{k}"] >= groups["mainstream"][f"ndcg@{k}"]
+    ]
+    if narrower:
+        return f"Models without this gap: {', '.join(narrower)}."
+    return (
+        "Every model shows this gap: niche listeners' held-out artists are rarer, so they are harder to "
+        "rank from sparse signals."
+    )
+
+
+def mitigation_section(bias: Mapping[str, Any] | None) -> str:
+    """The popularity re-ranking trade-off from ``metrics/bias.json``, or a note that it is not measured."""
+    parts = ["## Mitigation of popularity bias", ""]
+    if not bias:
+        return "\n".join(
+            [*parts, "Not measured yet: `metrics/bias.json` is absent (run the `bias` stage).", ""]
+        )
+    k = bias.get("k", 10)
+    chosen = bias["chosen"]
+    rows = [
+        [
+            f"{point['strength']:g}",
+            fmt(point[f"ndcg@{k}"]),
+            pct(point.get("ndcg_cost", 0.0)),
+            fmt(point[f"long_tail_share@{k}"]),
+            fmt(point[f"arp@{k}"]),
+            fmt(point.get("popularity_lift", "-")),
+        ]
+        for point in bias.get("strengths", [])
+    ]
+    parts += [
+        "Popularity re-ranking lowers each artist's score in proportion to its popularity; every strength "
+        f"is evaluated with the offline protocol. Rule: {bias.get('rule', '-')}.",
+        "",
+        markdown_table(
+            ["strength", f"ndcg@{k}", "nDCG cost", f"long_tail_share@{k}", f"arp@{k}", "popularity lift"],
+            rows,
+        ),
+        "",
+        f"Chosen strength: {chosen['strength']:g} (nDCG@{k} {fmt(chosen[f'ndcg@{k}'])}, long-tail share "
+        f"{fmt(chosen[f'long_tail_share@{k}'])}, cost {pct(chosen.get('ndcg_cost', 0.0))}).",
+        "",
+    ]
+    parts += _group_effect(bias, k)
+    if chosen["strength"] == 0:
+        parts += [
+            "No strength stays within the allowed nDCG cost, so recommendations are served without "
+            "re-ranking; the curve is kept to show what fairer ranking would cost.",
+            "",
+        ]
+    return "\n".join(parts)

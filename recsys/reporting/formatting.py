@@ -1,0 +1,87 @@
+"""What the model card and the stakeholder report share: model names, number formats, markdown tables and
+reading the run's metrics files (a missing or bad file is a :class:`recsys.errors.DataError` naming it).
+
+Examples
+--------
+>>> fmt(0.123456), fmt(1234.5), fmt(17632)
+('0.1235', '1,234.5', '17,632')
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from recsys.errors import DataError
+from recsys.paths import HYBRID
+
+CHALLENGER = HYBRID
+POPULAR = "most_popular"
+MODEL_LABELS: dict[str, str] = {
+    "lightfm_hybrid": "LightFM hybrid (served)",
+    "lightfm_cf": "LightFM without features",
+    "ease": "EASE",
+    "itemknn": "item-kNN",
+    "most_popular": "most popular",
+}
+
+
+def fmt(value: Any) -> str:
+    """A number as the card prints it: integers with separators, floats >= 10 to 1 place, else 4 places."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.4f}"
+
+
+def pct(value: float) -> str:
+    """A share as a percentage with one decimal: ``0.3165`` -> ``31.7 %``."""
+    return f"{100 * value:.1f} %"
+
+
+def label(model: str) -> str:
+    """Display name of a model key of ``offline.json``."""
+    return MODEL_LABELS.get(model, model)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """An optional JSON object: ``None`` when the file is absent, :class:`DataError` when it is bad."""
+    return require_json(path) if path.exists() else None
+
+
+def require_json(path: Path) -> dict[str, Any]:
+    """A required JSON object; :class:`DataError` names the file when it is absent or bad."""
+    if not path.exists():
+        raise DataError("not found: run the pipeline first (`recsys run` or `dvc repro`)", file=str(path))
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"not valid JSON: {exc}", file=str(path)) from exc
+    if not isinstance(payload, dict):
+        raise DataError("expected a JSON object", file=str(path))
+    return payload
+
+
+def load_offline(metrics_dir: Path) -> dict[str, Any]:
+    """``metrics/offline.json``, required and checked for its top-level sections."""
+    path = metrics_dir / "offline.json"
+    offline = require_json(path)
+    for key in ("models", "groups", "protocol"):
+        if key not in offline:
+            raise DataError(f"missing key {key!r}", file=str(path))
+    return offline
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def ordered_models(models: Mapping[str, Any]) -> list[str]:
+    """Model keys in display order: the served model first, most-popular last, unknown names after."""
+    known = [name for name in MODEL_LABELS if name in models]
+    return known + sorted(name for name in models if name not in MODEL_LABELS)

@@ -1,0 +1,104 @@
+"""The service's settings, read once from the environment (``ServingSettings.from_env``)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys import registry
+from recsys.loop.feedback import feedback_url
+
+ADMIN_TOKEN_ENV = "RECSYS_ADMIN_TOKEN"
+RUNTIME_DIR_ENV = "RECSYS_RUNTIME_DIR"
+ORIGINS_ENV = "RECSYS_ALLOWED_ORIGINS"
+SERVED_LOG_MAX_PER_S_ENV = "RECSYS_SERVED_LOG_MAX_PER_S"
+"""Most served lists a worker logs per second (float > 0, default 50)."""
+SERVED_LOG_SAMPLE_ENV = "RECSYS_SERVED_LOG_SAMPLE"
+"""Share of answered recommendation requests logged to the store (float 0-1, default 1; 0 turns it off)."""
+
+
+class ServingSettings(BaseModel):
+    """Settings of one service process, read from the environment when the service starts."""
+
+    model_config = ConfigDict(frozen=True)
+
+    home: Path
+    feedback_url: str
+    admin_token: str | None
+    runtime_dir: Path
+    allowed_origins: tuple[str, ...] = ()
+    dislike_sync_s: float = Field(5.0, gt=0.0)
+    dislike_full_sync_s: float = Field(600.0, gt=0.0)
+    feedback_retry_s: float = 5.0
+    served_log_sample: float = Field(1.0, ge=0.0, le=1.0)
+    served_log_flush_s: float = Field(1.0, gt=0.0)
+    served_log_capacity: int = Field(20_000, ge=1)
+    served_log_max_per_s: float = Field(50.0, gt=0.0)
+
+    @classmethod
+    def from_env(cls) -> ServingSettings:
+        """``BENTOML_HOME``, ``RECSYS_FEEDBACK_URL``, ``RECSYS_ADMIN_TOKEN``, ``RECSYS_RUNTIME_DIR``, ...
+
+        The runtime folder defaults to one per (model store, feedback store) pair under the temp folder,
+        so the workers of one service share it and two unrelated services do not.
+        """
+        home = registry.bentoml_home()
+        url = feedback_url()
+        digest = hashlib.sha256(f"{home}\n{url}".encode()).hexdigest()[:16]
+        runtime = os.environ.get(RUNTIME_DIR_ENV, "").strip() or os.path.join(
+            tempfile.gettempdir(), f"recsys-serving-{digest}"
+        )
+        origins = tuple(
+            o.strip().rstrip("/") for o in os.environ.get(ORIGINS_ENV, "").split(",") if o.strip()
+        )
+        token = os.environ.get(ADMIN_TOKEN_ENV) or None
+        return cls(
+            home=home,
+            feedback_url=url,
+            admin_token=token,
+            runtime_dir=Path(runtime),
+            allowed_origins=origins,
+            served_log_sample=served_log_sample_from_env(),
+            served_log_max_per_s=served_log_max_per_s_from_env(),
+        )
+
+
+def served_log_sample_from_env() -> float:
+    """The sampling rate in ``RECSYS_SERVED_LOG_SAMPLE`` (1 when unset or blank).
+
+    Raises
+    ------
+    ValueError
+        When the value is not a number between 0 and 1.
+    """
+    raw = os.environ.get(SERVED_LOG_SAMPLE_ENV, "").strip()
+    try:
+        rate = float(raw) if raw else 1.0
+    except ValueError:
+        rate = math.nan
+    if not 0.0 <= rate <= 1.0:  # also refuses nan
+        raise ValueError(f"{SERVED_LOG_SAMPLE_ENV} must be a number between 0 and 1, got {raw!r}")
+    return rate
+
+
+def served_log_max_per_s_from_env() -> float:
+    """The cap in ``RECSYS_SERVED_LOG_MAX_PER_S`` (lists per second and worker; 50 when unset or blank).
+
+    Raises
+    ------
+    ValueError
+        When the value is not a positive number.
+    """
+    raw = os.environ.get(SERVED_LOG_MAX_PER_S_ENV, "").strip()
+    try:
+        cap = float(raw) if raw else 50.0
+    except ValueError:
+        cap = math.nan
+    if not cap > 0:  # also refuses nan
+        raise ValueError(f"{SERVED_LOG_MAX_PER_S_ENV} must be a positive number, got {raw!r}")
+    return cap

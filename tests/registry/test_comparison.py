@@ -1,0 +1,53 @@
+"""The champion's metrics for the gate: recorded on the same split, re-measured on another, kept (with a
+note) when the catalogue changed."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recsys import registry
+from recsys.config import Params
+from recsys.offline.split import load_split, make_split, save_split
+from recsys.registry.comparison import comparable_champion
+from tests.helpers import build_project
+
+
+def test_the_gate_measures_the_champion_on_this_runs_test_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    built = build_project(tmp_path / "data")
+    tag = built.save(0.1, home)
+    registry.promote(tag, home=home)
+    params = Params()
+    champion = registry.champion()
+    assert champion is not None
+
+    same, how = comparable_champion(tmp_path, params, champion)
+    assert same == champion.candidate and how.startswith("recorded when")
+
+    # Another split of the same listens: the recorded 0.1 is from another test set, so it is re-measured.
+    split = load_split(built.split)
+    rows, cols = split.train_full.nonzero()
+    listens = pd.DataFrame(
+        {
+            "user_id": [split.user_ids[r] for r in rows],
+            "item_id": [split.item_ids[c] for c in cols],
+            "weight": split.train_full[rows, cols].A1,
+        }
+    )
+    save_split(make_split(listens, params.split, 99, split.item_ids), built.split)
+    again, how = comparable_champion(tmp_path, params, champion)
+    assert how == "re-measured on this test split"
+    assert again["metrics"]["ndcg@10"] != 0.1 and set(again["groups"]) <= {"niche", "medium", "mainstream"}
+
+    # A catalogue the champion does not know cannot be measured: the recorded metrics, with a note.
+    other = load_split(built.split)
+    save_split(dataclasses.replace(other, item_ids=[f"x{i}" for i in other.item_ids]), built.split)
+    kept, how = comparable_champion(tmp_path, params, champion)
+    assert kept == champion.candidate and "another test split" in how

@@ -1,0 +1,118 @@
+"""The stage entry points of recsys/stages.py on a tiny synthetic raw folder.
+
+Each reads what the stage before it wrote and writes the files dvc.yaml declares; the run on the real
+data is tests/test_pipeline_quality.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from recsys import stages
+from recsys.config import Params
+from recsys.errors import RecsysError
+from recsys.offline.features import load_item_features, save_item_features
+from recsys.paths import MODEL_NAMES
+from tests.helpers import TINY_OVERRIDES, write_synthetic_raw
+
+
+def tiny_params() -> Params:
+    """The default params with :data:`TINY_OVERRIDES` (dotted keys) applied."""
+    settings: dict[str, Any] = Params().model_dump()
+    for key, value in TINY_OVERRIDES.items():
+        *parents, leaf = key.split(".")
+        node = settings
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return Params.model_validate(settings)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Every stage after ingest, in dvc.yaml's order, into one folder; their return values by stage."""
+    root = tmp_path_factory.mktemp("stages")
+    raw = write_synthetic_raw(root / "raw")
+    params = tiny_params()
+    out: dict[str, Any] = {"root": root, "params": params}
+    out["prepare"] = stages.prepare(params, raw, root / "prepared")
+    out["eda"] = stages.eda(root / "prepared", root / "eda")
+    out["features"] = stages.features(params, root / "prepared", root / "features")
+    out["split"] = stages.split(params, root / "prepared", root / "split")
+    out["train"] = stages.train(params, root / "features", root / "split", root / "models")
+    out["evaluate"] = stages.evaluate(
+        params, root / "features", root / "split", root / "models", root / "metrics", root / "plots"
+    )
+    out["bias"] = stages.bias(
+        params,
+        root / "features",
+        root / "split",
+        root / "models" / "lightfm_hybrid.npz",
+        root / "metrics",
+        root / "plots",
+    )
+    return out
+
+
+def test_prepare_and_features_write_the_contract_tables(run: dict[str, Any]) -> None:
+    root = run["root"]
+    assert {p.name for p in (root / "prepared").iterdir()} >= {
+        "interactions.parquet",
+        "items.parquet",
+        "item_tags.parquet",
+        "quality.json",
+    }
+    assert run["prepare"]["tables"]  # quality.json's content is returned
+    assert json.loads((root / "features" / "summary.json").read_text(encoding="utf-8")) == run["features"]
+    assert (root / "eda" / "eda.html").exists() and run["eda"]
+
+
+def test_train_saves_every_model_and_the_trials_of_the_search(run: dict[str, Any]) -> None:
+    models = run["root"] / "models"
+    assert {f"{name}.npz" for name in MODEL_NAMES} <= {p.name for p in models.iterdir()}
+    trials = pd.read_csv(models / "trials.csv")
+    assert len(trials) == run["train"]["n_trials"] == TINY_OVERRIDES["train.search.n_trials"]
+    assert run["train"]["best_trial"]["number"] in set(trials["number"])
+    assert json.loads((models / "train_summary.json").read_text(encoding="utf-8")) == run["train"]
+
+
+def test_evaluate_and_bias_write_metrics_and_plot_tables(run: dict[str, Any]) -> None:
+    root = run["root"]
+    report = json.loads((root / "metrics" / "offline.json").read_text(encoding="utf-8"))
+    assert set(report["models"]) == set(MODEL_NAMES) == set(report["cold_start"])
+    summary = json.loads((root / "metrics" / "summary.json").read_text(encoding="utf-8"))
+    assert set(summary) == set(MODEL_NAMES)
+    assert (root / "plots" / "ndcg_by_k.csv").exists() and (root / "plots" / "bias_tradeoff.csv").exists()
+    bias = json.loads((root / "metrics" / "bias.json").read_text(encoding="utf-8"))
+    assert bias == run["bias"] and bias["chosen"]["strength"] in {
+        row["strength"] for row in bias["strengths"]
+    }
+
+
+def test_write_trials_adds_the_best_trial_only_when_given(run: dict[str, Any], tmp_path: Path) -> None:
+    from recsys.offline.train import Trial
+
+    trials = [
+        Trial(0, {"no_components": 4}, 0.1, 3, 1.0, 0.3),
+        Trial(1, {"no_components": 8}, 0.2, 2, 1.0, 0.5),
+    ]
+    assert set(stages.write_trials(tmp_path / "a", trials)) == {"trials_file"}
+    paths = stages.write_trials(tmp_path / "b", trials, trials[1])
+    assert json.loads(Path(paths["best_file"]).read_text(encoding="utf-8"))["number"] == 1
+    assert pd.read_csv(paths["trials_file"])["score"].tolist() == [0.1, 0.2]
+
+
+def test_training_inputs_refuse_features_and_split_of_different_catalogues(
+    run: dict[str, Any], tmp_path: Path
+) -> None:
+    features = load_item_features(run["root"] / "features")
+    shuffled = dataclasses.replace(features, item_ids=list(reversed(features.item_ids)))
+    save_item_features(shuffled, tmp_path / "features")
+    with pytest.raises(RecsysError, match="disagree on the item order"):
+        stages.training_inputs(tmp_path / "features", run["root"] / "split")
