@@ -5,6 +5,7 @@ Each downloaded file is verified (:func:`recsys.data.files.verify_file`) into th
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -16,7 +17,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from recsys.data.files import CHUNK, FileReport, Verify, staged_file, verify_file
+from recsys.data.files import CHUNK, FileReport, Verify, land_file
 from recsys.data.sources import Source, SourceFile
 from recsys.errors import DataError
 
@@ -125,13 +126,10 @@ def download_plain(job: Download, base_url: str | None) -> tuple[list[FileReport
         if not spec.remote:
             skipped[spec.name] = "not published at the source"
             continue
-        url, start = file_url(job.source, spec, base_url), time.perf_counter()
+        url = file_url(job.source, spec, base_url)
         try:
-            with staged_file(job.staging, spec.name) as tmp:
-                job.fetch(url, tmp)
-                report = verify_file(
-                    spec, tmp, job.verify, origin="download", where=job.where(spec), start=start
-                )
+            fetch = functools.partial(job.fetch, url)
+            report = land_file(spec, job.staging, fetch, job.verify, origin="download", where=job.where(spec))
         except (FetchFailed, DataError) as exc:
             if spec.required:
                 raise
@@ -176,14 +174,11 @@ def _extract(job: Download, bundle: zipfile.ZipFile, url: str) -> tuple[list[Fil
         if spec.name not in members:
             skipped[spec.name] = "not in the archive"
             continue
-        start = time.perf_counter()
+        extract = functools.partial(_copy_member, bundle, members[spec.name])
         try:
-            with staged_file(job.staging, spec.name) as tmp:
-                with bundle.open(members[spec.name]) as src, open(tmp, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
-                report = verify_file(
-                    spec, tmp, job.verify, origin="download", where=job.where(spec), start=start
-                )
+            report = land_file(
+                spec, job.staging, extract, job.verify, origin="download", where=job.where(spec)
+            )
         except DataError as exc:
             if spec.required:
                 raise
@@ -191,3 +186,8 @@ def _extract(job: Download, bundle: zipfile.ZipFile, url: str) -> tuple[list[Fil
             continue
         reports.append(report)
     return reports, skipped
+
+
+def _copy_member(bundle: zipfile.ZipFile, member: str, target: Path) -> None:
+    with bundle.open(member) as src, open(target, "wb") as out:
+        shutil.copyfileobj(src, out, CHUNK)

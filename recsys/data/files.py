@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -156,3 +156,22 @@ def staged_file(staging: Path, name: str) -> Iterator[Path]:
     with atomic_path(staging / name) as tmp:
         yield tmp
         tmp.chmod(0o644)
+
+
+def land_file(
+    spec: SourceFile,
+    staging: Path,
+    write: Callable[[Path], object],
+    verify: Verify,
+    *,
+    origin: Origin,
+    where: str,
+) -> FileReport:
+    """Write ``spec``'s file into ``staging`` with ``write(path)``, then verify it (:func:`verify_file`).
+
+    A file that fails verification is not left in the staging folder; the :class:`DataError` says where.
+    """
+    start = time.perf_counter()
+    with staged_file(staging, spec.name) as tmp:
+        write(tmp)
+        return verify_file(spec, tmp, verify, origin=origin, where=where, start=start)

@@ -13,6 +13,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -25,7 +26,7 @@ import httpx
 
 from recsys.config import DATA_DIR_ENV
 from recsys.data.download import USER_AGENT, Download, FetchFailed, download_plain, download_zip, resolve_url
-from recsys.data.files import FileReport, Origin, Verify, staged_file, staged_folder, verify_file
+from recsys.data.files import FileReport, Origin, Verify, land_file, staged_folder
 from recsys.data.sources import SOURCES, Source
 from recsys.errors import ConfigError, DataError, SourceUnavailableError
 
@@ -93,13 +94,10 @@ def _copy_local(
         if not (src / spec.name).is_file():
             skipped[spec.name] = "not in the local folder"
             continue
-        start = time.perf_counter()
+        path = src / spec.name
         try:
-            with staged_file(staging, spec.name) as tmp:
-                shutil.copyfile(src / spec.name, tmp)
-                report = verify_file(
-                    spec, tmp, verify, origin="local", where=str(src / spec.name), start=start
-                )
+            copy = functools.partial(shutil.copyfile, path)
+            report = land_file(spec, staging, copy, verify, origin="local", where=str(path))
         except DataError as exc:
             if spec.required:
                 raise
