@@ -31,6 +31,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from recsys.config import load_params
 from recsys.errors import ConfigError
 from recsys.offline.train import Trial, TrialSpec
+from recsys.paths import FEATURES_DIR, MODELS_DIR, PARAMS_FILE, SPLIT_DIR
 
 RunnerKind = Literal["threads", "dask"]
 RUNNERS: tuple[RunnerKind, ...] = ("threads", "dask")
@@ -74,10 +75,10 @@ def trial_task(spec: TrialSpec) -> Trial:
 
 @flow(name="hyperparameter-search")
 def search_flow(
-    features_dir: str = "data/features",
-    split_dir: str = "data/split",
-    params_path: str = "params.yaml",
-    out_dir: str = "models/search",
+    features_dir: str = str(FEATURES_DIR),
+    split_dir: str = str(SPLIT_DIR),
+    params_path: str = str(PARAMS_FILE),
+    out_dir: str = str(MODELS_DIR / "search"),
     num_threads: int | None = None,
 ) -> dict[str, Any]:
     """Every trial of the configured search as one task; writes the trials table and the best trial.
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--address", help="a running Dask scheduler (default: a temporary local cluster)")
     parser.add_argument("--n-workers", type=int, default=2)
     parser.add_argument("--num-threads", type=int)
-    parser.add_argument("--out-dir", default="models/search")
+    parser.add_argument("--out-dir", default=str(MODELS_DIR / "search"))
     args = parser.parse_args(argv)
     result = run_search(
         args.runner, args.address, args.n_workers, num_threads=args.num_threads, out_dir=args.out_dir

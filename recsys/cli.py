@@ -51,7 +51,7 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 
 @app.command()
 def ingest(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = paths.PARAMS_FILE,
     out: Path = paths.RAW_DIR,
     data_dir: Annotated[
         Path | None, typer.Option(help="Local copy of the data sets (default: $RECSYS_DATA_DIR).")
@@ -65,7 +65,7 @@ def ingest(
 
 @app.command()
 def prepare(
-    params: ParamsOpt = Path("params.yaml"), raw: Path = paths.RAW_DIR, out: Path = paths.PREPARED_DIR
+    params: ParamsOpt = paths.PARAMS_FILE, raw: Path = paths.RAW_DIR, out: Path = paths.PREPARED_DIR
 ) -> None:
     """Validate, clean and join the raw tables; write Parquet tables and the data-quality report."""
     settings = _params(params)
@@ -82,7 +82,7 @@ def eda(prepared: Path = paths.PREPARED_DIR, out: Path = paths.EDA_DIR) -> None:
 
 @app.command()
 def features(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = paths.PARAMS_FILE,
     prepared: Path = paths.PREPARED_DIR,
     out: Path = paths.FEATURES_DIR,
 ) -> None:
@@ -93,7 +93,7 @@ def features(
 
 @app.command()
 def split(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = paths.PARAMS_FILE,
     prepared: Path = paths.PREPARED_DIR,
     out: Path = paths.SPLIT_DIR,
 ) -> None:
@@ -104,7 +104,7 @@ def split(
 
 @app.command()
 def train(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = paths.PARAMS_FILE,
     features: Path = paths.FEATURES_DIR,
     split: Path = paths.SPLIT_DIR,
     out: Path = paths.MODELS_DIR,
@@ -116,7 +116,7 @@ def train(
 
 @app.command()
 def evaluate(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = paths.PARAMS_FILE,
     features: Path = paths.FEATURES_DIR,
     split: Path = paths.SPLIT_DIR,
     models: Path = paths.MODELS_DIR,
@@ -131,7 +131,7 @@ def evaluate(
 
 @app.command()
 def bias(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = paths.PARAMS_FILE,
     features: Path = paths.FEATURES_DIR,
     split: Path = paths.SPLIT_DIR,
     model: Path = paths.model_file(paths.HYBRID),
@@ -233,12 +233,12 @@ def flows_search(
 
 @app.command("model-card")
 def model_card(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = paths.PARAMS_FILE,
     metrics: Path = paths.METRICS_DIR,
     prepared: Path = paths.PREPARED_DIR,
     eda: Path = paths.EDA_DIR,
     models: Path = paths.MODELS_DIR,
-    out: Path = Path("docs/model_card.md"),
+    out: Path = paths.MODEL_CARD,
 ) -> None:
     """Render the model card (docs/model_card.md) from the run's metrics and params.yaml."""
     from recsys.reporting.model_card import load_card_inputs, write_model_card
@@ -249,7 +249,7 @@ def model_card(
 
 @app.command()
 def report(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = paths.PARAMS_FILE,
     metrics: Path = paths.METRICS_DIR,
     eda: Path = paths.EDA_DIR,
     monitoring: Path = paths.REPORTS_DIR / "monitoring",

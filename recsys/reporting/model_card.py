@@ -21,6 +21,7 @@ from typing import Any
 
 from recsys.config import Params, load_params
 from recsys.io import write_text
+from recsys.paths import EDA_DIR, METRICS_DIR, MODELS_DIR, PARAMS_FILE, PREPARED_DIR
 from recsys.reporting.card_sections import fairness_section, mitigation_section, results_section
 from recsys.reporting.formatting import (
     fmt,
@@ -44,11 +45,11 @@ class CardInputs:
 
 
 def load_card_inputs(
-    params_path: Path = Path("params.yaml"),
-    metrics_dir: Path = Path("metrics"),
-    prepared_dir: Path = Path("data/prepared"),
-    eda_dir: Path = Path("reports/eda"),
-    models_dir: Path = Path("models"),
+    params_path: Path = PARAMS_FILE,
+    metrics_dir: Path = METRICS_DIR,
+    prepared_dir: Path = PREPARED_DIR,
+    eda_dir: Path = EDA_DIR,
+    models_dir: Path = MODELS_DIR,
 ) -> CardInputs:
     """Read the card's inputs from a workspace; only ``metrics/offline.json`` is required."""
     return CardInputs(

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from recsys.config import load_params
 from recsys.io import write_text
+from recsys.paths import EDA_DIR, METRICS_DIR, MONITORING_DIR, PARAMS_FILE
 from recsys.reporting.formatting import (
     CHALLENGER,
     POPULAR,
@@ -76,10 +77,10 @@ def figure_png(fig: Figure) -> bytes:
 
 
 def load_report_inputs(
-    params_path: Path = Path("params.yaml"),
-    metrics_dir: Path = Path("metrics"),
-    eda_dir: Path = Path("reports/eda"),
-    monitoring_dir: Path = Path("reports/monitoring"),
+    params_path: Path = PARAMS_FILE,
+    metrics_dir: Path = METRICS_DIR,
+    eda_dir: Path = EDA_DIR,
+    monitoring_dir: Path = MONITORING_DIR,
 ) -> ReportInputs:
     """Read the report's inputs from a workspace; only ``metrics/offline.json`` is required."""
     offline = load_offline(metrics_dir)

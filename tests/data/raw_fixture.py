@@ -8,7 +8,6 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from recsys.cli import app
-
 from recsys.data.schemas import ARTISTS, LYRICS_SONGS, SPOTIFY_SONGS, TAGS, USER_ARTISTS, USER_TAGGED_ARTISTS
 
 AUDIO = "0.5,0.6,5,-5.0,1,0.05,0.1,0.0,0.1,0.5,120.0,200000"
@@ -69,5 +68,6 @@ def write_raw(root: Path) -> Path:
 
 def run_prepare(raw: Path, out: Path, params: Path) -> tuple[int, str]:
     """``recsys prepare`` through the CLI, in-process: its exit code and everything it printed."""
-    result = CliRunner().invoke(app, ["prepare", "--params", str(params), "--raw", str(raw), "--out", str(out)])
+    arguments = ["prepare", "--params", str(params), "--raw", str(raw), "--out", str(out)]
+    result = CliRunner().invoke(app, arguments)
     return result.exit_code, result.output

@@ -18,12 +18,11 @@ import pytest
 import scipy.sparse as sp
 from typer.testing import CliRunner
 
-from recsys.cli import app
 from recsys.columns import Col
 from recsys.config import RetrainParams
 from recsys.data.schemas import ARTISTS, LYRICS_SONGS, SPOTIFY_SONGS, TAGS, USER_ARTISTS
-from tests.helpers import PROJECT_ROOT
 from tests.data.raw_fixture import run_prepare, write_raw
+from tests.helpers import PROJECT_ROOT
 
 runner = CliRunner()
 Damage = Callable[[Path], object]

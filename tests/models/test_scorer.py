@@ -23,7 +23,6 @@ def test_top_k_equals_a_full_sort(k: int) -> None:
     assert top.dtype == np.float32
 
 
-
 def test_equal_scores_keep_the_lower_item_first_within_the_k() -> None:
     # Three score levels over 40 items: many ties, and argpartition returns the chosen ones in no order.
     scores = np.random.default_rng(0).integers(0, 3, size=(50, 40)).astype(np.float32)
@@ -38,6 +37,7 @@ def test_a_float64_callers_lowest_real_score_is_not_taken_for_missing() -> None:
     scores = np.array([[np.finfo(np.float64).min, 1.0, 2.0]])
     indices, _ = top_k_from_scores(scores, 3)
     assert indices.tolist() == [[2, 1, 0]]
+
 
 def test_excluded_items_are_never_returned_and_missing_slots_are_marked() -> None:
     scores = random_scores(2, 5)
