@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from recsys import registry
-from recsys.columns import Col
+from recsys.columns import AUDIO_FEATURES, Col
 from recsys.config import FeaturesParams, LightFMParams, SplitParams
 from recsys.data.schemas import (
     ARTISTS,
@@ -71,6 +71,48 @@ def wait_until(
     """:func:`wait_for`, failing the test when ``condition`` is still false after ``timeout_s``."""
     if not wait_for(condition, timeout_s, interval_s):
         pytest.fail(f"{what} not met in {timeout_s:g} s")
+
+
+# --- tiny hand-built data ------------------------------------------------------------------------------
+
+
+def events_frame(*rows: tuple[str, str, str]) -> pd.DataFrame:
+    """Feedback events ``(user, item, event)`` a minute apart from 2026-01-01 UTC."""
+    frame = pd.DataFrame(rows, columns=[Col.USER, Col.ITEM, Col.EVENT])
+    frame[Col.TIMESTAMP] = pd.date_range("2026-01-01", periods=len(rows), freq="min", tz="UTC")
+    return frame
+
+
+GENRES = ("rock", "pop", "rap", "jazz")
+
+
+def tiny_items(n_items: int = 40, seed: int = 0) -> pd.DataFrame:
+    """Items whose audio profile depends on the genre, as real genres' profiles do."""
+    rng = np.random.default_rng(seed)
+    genre_of = np.array([GENRES[i % len(GENRES)] for i in range(n_items)])
+    centre = pd.Series(np.arange(len(GENRES), dtype=float), index=GENRES)[genre_of].to_numpy()
+    items = pd.DataFrame(
+        {
+            Col.ITEM: [f"a{i}" for i in range(n_items)],
+            Col.N_LISTENERS: rng.integers(1, 200, n_items),
+            Col.GENRE: genre_of,
+        }
+    )
+    for column in AUDIO_FEATURES:
+        items[column] = centre + rng.normal(0, 0.3, n_items)
+    return items
+
+
+def sample_listening(items: pd.DataFrame, n: int, seed: int, rock_share: float | None = None) -> pd.DataFrame:
+    """``n`` listening events on uniformly drawn items, or with ``rock_share`` of them on rock artists."""
+    rng = np.random.default_rng(seed)
+    ids = items[Col.ITEM].to_numpy()
+    chosen = rng.choice(ids, n)
+    if rock_share is not None:
+        rock = items.loc[items[Col.GENRE] == "rock", Col.ITEM].to_numpy()
+        n_rock = round(rock_share * n)
+        chosen = np.concatenate([rng.choice(rock, n_rock), rng.choice(ids, n - n_rock)])
+    return pd.DataFrame({Col.USER: [f"u{i % 30}" for i in range(n)], Col.ITEM: chosen})
 
 
 # --- tiny projects -----------------------------------------------------------------------------------

@@ -28,8 +28,7 @@ from recsys.loop.feedback_db import ServedRecommendation
 from recsys.models.baselines import MostPopular
 from recsys.offline.split import load_split, make_split, save_split
 from recsys.paths import MONITORING_DIR as REPORT_DIR
-from tests.helpers import PROJECT_ROOT
-from tests.loop.test_monitoring import sample_listening, tiny_items
+from tests.helpers import PROJECT_ROOT, sample_listening, tiny_items
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
