@@ -1,7 +1,7 @@
 """The LightFM hyperparameter search fanned out as Prefect tasks, one per trial.
 
-The trials are the ones the ``train`` stage runs (:func:`recsys.offline.train.search_specs`, seeded); this
-flow only spreads them over a task runner:
+The trials are the tuning experiment's (:func:`recsys.offline.tune.search_specs`, seeded; ``recsys tune``
+runs them in turn); this flow spreads them over a task runner and writes the same files:
 
 - ``"threads"`` (default): a :class:`prefect.task_runners.ThreadPoolTaskRunner` in this process;
 - ``"dask"``: a :class:`prefect_dask.DaskTaskRunner`, on a temporary ``LocalCluster`` of worker
@@ -30,8 +30,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from recsys.config import load_params
 from recsys.errors import ConfigError
-from recsys.offline.train import Trial, TrialSpec
-from recsys.paths import FEATURES_DIR, MODELS_DIR, PARAMS_FILE, SPLIT_DIR
+from recsys.offline.tune import Trial, TrialSpec
+from recsys.paths import FEATURES_DIR, PARAMS_FILE, SEARCH_DIR, SPLIT_DIR
 
 RunnerKind = Literal["threads", "dask"]
 RUNNERS: tuple[RunnerKind, ...] = ("threads", "dask")
@@ -78,7 +78,7 @@ def search_flow(
     features_dir: str = str(FEATURES_DIR),
     split_dir: str = str(SPLIT_DIR),
     params_path: str = str(PARAMS_FILE),
-    out_dir: str = str(MODELS_DIR / "search"),
+    out_dir: str = str(SEARCH_DIR),
     num_threads: int | None = None,
 ) -> dict[str, Any]:
     """Every trial of the configured search as one task; writes the trials table and the best trial.
@@ -97,10 +97,11 @@ def search_flow(
     Returns
     -------
     dict
-        ``{"best_trial": row, "trials": [row, ...], "trials_file", "best_file"}``.
+        ``{"best_trial": row, "trials": [row, ...], "tuned": {dotted key: value}, "trials_file",
+        "best_file", "tuned_file"}`` (:func:`recsys.stages.write_tuning`).
     """
-    from recsys.offline.train import best_trial, search_specs
-    from recsys.stages import training_inputs, write_trials
+    from recsys.offline.tune import best_trial, search_specs
+    from recsys.stages import training_inputs, write_tuning
 
     logger = get_run_logger()
     params = load_params(params_path)
@@ -109,11 +110,11 @@ def search_flow(
     logger.info("searching %d configurations (%d LightFM thread(s) each)", len(specs), specs[0].num_threads)
     futures = [trial_task.submit(spec) for spec in specs]
     trials = [future.result() for future in futures]
+    written = write_tuning(Path(out_dir), trials)
     best = best_trial(trials)
-    paths = write_trials(Path(out_dir), trials, best)
     publish(trials, best, params.train.search.metric)
     logger.info("best trial %d: %s = %.4f", best.number, params.train.search.metric, best.score)
-    return {"best_trial": best.row(), "trials": [trial.row() for trial in trials]} | paths
+    return written | {"trials": [trial.row() for trial in trials]}
 
 
 def publish(trials: list[Trial], best: Trial, metric: str) -> None:
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--address", help="a running Dask scheduler (default: a temporary local cluster)")
     parser.add_argument("--n-workers", type=int, default=2)
     parser.add_argument("--num-threads", type=int)
-    parser.add_argument("--out-dir", default=str(MODELS_DIR / "search"))
+    parser.add_argument("--out-dir", default=str(SEARCH_DIR))
     args = parser.parse_args(argv)
     result = run_search(
         args.runner, args.address, args.n_workers, num_threads=args.num_threads, out_dir=args.out_dir

@@ -176,7 +176,8 @@ def training_flow(
     Returns
     -------
     dict
-        ``{"stages", "metrics", "decision", "model_tag", "reports", "overrides", "seconds"}``.
+        ``{"stages", "stage_seconds", "metrics", "decision", "model_tag", "reports", "overrides",
+        "seconds"}``.
     """
     logger = get_run_logger()
     start = time.perf_counter()
@@ -193,6 +194,7 @@ def training_flow(
         tag = package(str(root), decision)
     summary = {
         "stages": {name: result["outcome"] for name, result in stages.items()},
+        "stage_seconds": {name: result["seconds"] for name, result in stages.items()},
         "metrics": metrics_rows(report, k),
         "decision": {
             key: decision[key]

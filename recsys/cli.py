@@ -109,9 +109,31 @@ def train(
     split: Path = paths.SPLIT_DIR,
     out: Path = paths.MODELS_DIR,
 ) -> None:
-    """Hyperparameter search for the hybrid, refit of the best, and the baselines."""
+    """Fit every model once with the tuned settings of params.yaml (the search is `recsys tune`)."""
     settings = _params(params)
     _echo(guarded(lambda: stages.train(settings, features, split, out)))
+
+
+@app.command()
+def tune(
+    params: ParamsOpt = paths.PARAMS_FILE,
+    features: Path = paths.FEATURES_DIR,
+    split: Path = paths.SPLIT_DIR,
+    out: Path = paths.SEARCH_DIR,
+    apply: Annotated[
+        bool, typer.Option(help="Write the winners into params.yaml (as dvc exp run -S).")
+    ] = False,
+) -> None:
+    """The tuning experiment on the validation part (after `dvc repro split features`): writes the trials
+    and the winning settings to reports/tuning/tuned_params.yaml for review; --apply also sets them."""
+    settings = _params(params)
+    result = guarded(lambda: stages.tune(settings, features, split, out))
+    if apply:
+        from flows.dvc import apply_overrides
+
+        changed = guarded(lambda: apply_overrides(params, result["tuned"]))
+        typer.echo(f"params.yaml: {len(changed)} setting(s) changed: {sorted(changed)}")
+    _echo({key: result[key] for key in ("best_trial", "tuned", "tuned_file")})
 
 
 @app.command()
@@ -185,12 +207,17 @@ def run(
         typer.Option("--set", "-S", help="Override a parameter, e.g. -S train.search.n_trials=2."),
     ] = None,
 ) -> None:
-    """The main job: the Prefect training flow (every DVC stage, gate, package) in ephemeral mode."""
+    """The main job: the Prefect training flow (every DVC stage, gate, package) in ephemeral mode; ends
+    with a table of the metrics, the gate's verdict, the champion and the reports (the full summary:
+    reports/run.json)."""
     from flows.training import training_flow
+    from recsys.io import write_json
+    from recsys.reporting.run_summary import summary_table
 
     overrides = guarded(lambda: parse_overrides(set_param or []))
     summary = training_flow(data_dir=str(data_dir) if data_dir else None, params_overrides=overrides)
-    typer.echo(json.dumps({key: summary[key] for key in ("model_tag", "decision", "reports")}, indent=2))
+    write_json(paths.RUN_SUMMARY, summary)
+    typer.echo(summary_table(summary | {"reports": summary["reports"] | {"summary": str(paths.RUN_SUMMARY)}}))
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -225,7 +252,7 @@ def flows_search(
     runner: Annotated[str, typer.Option(help="threads or dask")] = "threads",
     address: Annotated[str | None, typer.Option(help="Address of an existing Dask scheduler.")] = None,
 ) -> None:
-    """Run the hyperparameter search as Prefect tasks (threads, a local Dask cluster, or a remote one)."""
+    """The tuning experiment as Prefect tasks (threads, a local Dask cluster, or a remote one)."""
     from flows.search import run_search
 
     _echo(guarded(lambda: run_search(runner=runner, address=address)))
@@ -237,13 +264,12 @@ def model_card(
     metrics: Path = paths.METRICS_DIR,
     prepared: Path = paths.PREPARED_DIR,
     eda: Path = paths.EDA_DIR,
-    models: Path = paths.MODELS_DIR,
     out: Path = paths.MODEL_CARD,
 ) -> None:
     """Render the model card (docs/model_card.md) from the run's metrics and params.yaml."""
     from recsys.reporting.model_card import load_card_inputs, write_model_card
 
-    inputs = guarded(lambda: load_card_inputs(params, metrics, prepared, eda, models))
+    inputs = guarded(lambda: load_card_inputs(params, metrics, prepared, eda))
     typer.echo(f"wrote {write_model_card(inputs, out)}")
 
 

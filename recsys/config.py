@@ -95,8 +95,11 @@ class LightFMParams(_Section):
 
 
 class SearchParams(_Section):
+    """The tuning experiment (``recsys tune``): trials early-stop on validation, up to ``max_epochs``."""
+
     n_trials: int = Field(8, ge=1)
     metric: str = "ndcg@10"
+    max_epochs: int = Field(80, ge=1)
     space: dict[str, list[float | int | str]] = Field(default_factory=dict)
 
     @field_validator("space")
@@ -122,8 +125,16 @@ class ItemKNNParams(_Section):
 
 
 class TrainParams(_Section):
+    """The ``train`` stage fits every model once with these settings (the tuned ones: ``recsys tune``).
+
+    ``final_threads`` is the LightFM threads of those fits: with 1 the same seed gives bit-identical
+    models and metrics. ``num_threads`` is the threads of each search trial.
+    """
+
     num_threads: int = Field(2, ge=1)
+    final_threads: int = Field(1, ge=1)
     lightfm: LightFMParams = LightFMParams()
+    lightfm_cf: LightFMParams = LightFMParams()
     search: SearchParams = SearchParams()
     ease: EaseParams = EaseParams()
     itemknn: ItemKNNParams = ItemKNNParams()

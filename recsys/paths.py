@@ -23,6 +23,8 @@ REPORTS_DIR = Path("reports")
 
 EDA_DIR = REPORTS_DIR / "eda"
 MONITORING_DIR = REPORTS_DIR / "monitoring"
+SEARCH_DIR = REPORTS_DIR / "tuning"
+RUN_SUMMARY = REPORTS_DIR / "run.json"
 OFFLINE_METRICS = METRICS_DIR / "offline.json"
 EDA_REPORT = EDA_DIR / "eda.html"
 MODEL_CARD = Path("docs/model_card.md")

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+import yaml
 
 from recsys.columns import Col
 from recsys.config import Params, data_dir_from_env
 from recsys.errors import RecsysError
-from recsys.io import atomic_path, write_json
+from recsys.io import atomic_path, write_json, write_text
 from recsys.paths import (
     FEATURES_DIR,
     HYBRID,
@@ -30,16 +31,18 @@ from recsys.paths import (
     PREPARED_DIR,
     RAW_DIR,
     REPORTS_DIR,
+    SEARCH_DIR,
     SPLIT_DIR,
     model_file,
 )
 
 if TYPE_CHECKING:
-    from recsys.offline.train import Trial
+    from recsys.offline.tune import Trial
 
 log = logging.getLogger(__name__)
 TRIALS_FILE = "trials.csv"
 BEST_TRIAL_FILE = "best_trial.json"
+TUNED_FILE = "tuned_params.yaml"
 
 
 def ingest(params: Params, out_dir: Path = RAW_DIR, local_dir: Path | None = None) -> dict[str, Any]:
@@ -119,18 +122,44 @@ def train(
     split_dir: Path = SPLIT_DIR,
     out_dir: Path = MODELS_DIR,
 ) -> dict[str, Any]:
-    """Search the hybrid's hyperparameters, refit the best, fit the baselines; save every model."""
-    from recsys.offline import train as training
+    """Fit every model once with the tuned settings of ``params.yaml``; save each and a summary."""
+    from recsys.offline.train import fit_all
 
     loaded, item_features = training_inputs(features_dir, split_dir)
-    specs = training.search_specs(params, loaded.train, loaded.valid, item_features.matrix)
-    trained = training.fit_all(params, loaded, item_features.matrix, [spec.run() for spec in specs])
+    trained = fit_all(params, loaded, item_features.matrix)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, model in trained.models.items():
         model.save(model_file(name, out_dir))
-    write_trials(out_dir, trained.trials)
     write_json(out_dir / "train_summary.json", trained.summary)
     return trained.summary
+
+
+def tune(
+    params: Params,
+    features_dir: Path = FEATURES_DIR,
+    split_dir: Path = SPLIT_DIR,
+    out_dir: Path = SEARCH_DIR,
+) -> dict[str, Any]:
+    """The tuning experiment (not a DVC stage): every trial in turn on the validation part; writes the
+    trials, the best hybrid trial and the winning settings for review (:func:`write_tuning`)."""
+    from recsys.offline.tune import search_specs
+
+    loaded, item_features = training_inputs(features_dir, split_dir)
+    specs = search_specs(params, loaded.train, loaded.valid, item_features.matrix)
+    return write_tuning(out_dir, [spec.run() for spec in specs])
+
+
+def write_tuning(out_dir: Path, trials: Sequence[Trial]) -> dict[str, Any]:
+    """``trials.csv``, ``best_trial.json`` (the hybrid's) and ``tuned_params.yaml`` (the winners as
+    ``params.yaml`` settings: review them, then ``recsys tune --apply`` or copy them over)."""
+    from recsys.offline.tune import best_trial, tuned_params
+
+    best = best_trial(trials)
+    paths = write_trials(out_dir, trials, best)
+    settings = tuned_params(trials)
+    header = "# Winners of the tuning experiment (validation); apply with `recsys tune --apply`.\n"
+    write_text(out_dir / TUNED_FILE, header + yaml.safe_dump(settings, sort_keys=False))
+    return paths | {"tuned_file": str(out_dir / TUNED_FILE), "tuned": settings, "best_trial": best.row()}
 
 
 def write_trials(out_dir: Path, trials: Sequence[Trial], best: Trial | None = None) -> dict[str, str]:

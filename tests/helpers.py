@@ -305,6 +305,8 @@ TINY_OVERRIDES: dict[str, Any] = {
     "train.lightfm.epochs": 3,
     "train.lightfm.eval_every": 1,
     "train.lightfm.patience": 1,
+    "train.lightfm_cf.no_components": 4,
+    "train.lightfm_cf.epochs": 3,
     "train.search.n_trials": 2,
     "train.search.space": {"no_components": [4, 8], "learning_rate": [0.05]},
     "train.ease.min_item_users": 1,

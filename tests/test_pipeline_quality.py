@@ -18,9 +18,8 @@ MODELS = {"lightfm_hybrid", "lightfm_cf", "ease", "itemknn", "most_popular"}
 @pytest.fixture(scope="module")
 def offline(prepared_real: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("pipeline")
-    # The project's params.yaml, with a one-trial search and fewer epochs to keep CI time down.
+    # The project's params.yaml, with fewer epochs to keep CI time down.
     settings = load_params(PROJECT_ROOT / "params.yaml").model_dump()
-    settings["train"]["search"]["n_trials"] = 1
     settings["train"]["lightfm"]["epochs"] = 40
     params = Params.model_validate(settings)
     stages.features(params, prepared_real, root / "features")
@@ -31,6 +30,7 @@ def offline(prepared_real: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     )
     report: dict[str, Any] = json.loads((root / "metrics" / "offline.json").read_text())
     report["_root"] = str(root)
+    report["_params"] = params
     return report
 
 
@@ -72,3 +72,22 @@ def test_cold_start_artists_are_ranked_by_features(offline: dict[str, Any]) -> N
     cold = offline["cold_start"]
     assert cold["lightfm_hybrid"]["auc"] > 0.85
     assert cold["lightfm_cf"]["auc"] < 0.6  # without features a never-seen artist is a coin flip
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_a_rerun_of_train_and_evaluate_writes_the_same_metrics_file_byte_for_byte(
+    offline: dict[str, Any], tmp_path: Path
+) -> None:
+    root, params = Path(offline["_root"]), offline["_params"]
+    stages.train(params, root / "features", root / "split", tmp_path / "models")
+    stages.evaluate(
+        params,
+        root / "features",
+        root / "split",
+        tmp_path / "models",
+        tmp_path / "metrics",
+        tmp_path / "plots",
+    )
+    for name in ("offline.json", "summary.json"):  # what `dvc metrics diff` compares
+        assert (tmp_path / "metrics" / name).read_bytes() == (root / "metrics" / name).read_bytes(), name

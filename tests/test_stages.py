@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 
 from recsys import stages
 from recsys.config import Params
@@ -73,13 +74,24 @@ def test_prepare_and_features_write_the_contract_tables(run: dict[str, Any]) -> 
     assert (root / "eda" / "eda.html").exists() and run["eda"]
 
 
-def test_train_saves_every_model_and_the_trials_of_the_search(run: dict[str, Any]) -> None:
+def test_train_saves_every_model_fitted_with_the_settings_of_params(run: dict[str, Any]) -> None:
     models = run["root"] / "models"
     assert {f"{name}.npz" for name in MODEL_NAMES} <= {p.name for p in models.iterdir()}
-    trials = pd.read_csv(models / "trials.csv")
-    assert len(trials) == run["train"]["n_trials"] == TINY_OVERRIDES["train.search.n_trials"]
-    assert run["train"]["best_trial"]["number"] in set(trials["number"])
+    assert not (models / "trials.csv").exists()  # the search is its own command (recsys tune)
+    assert run["train"]["lightfm"] == run["params"].train.lightfm.model_dump()
     assert json.loads((models / "train_summary.json").read_text(encoding="utf-8")) == run["train"]
+
+
+def test_tune_writes_the_trials_and_the_winners_as_settings(run: dict[str, Any]) -> None:
+    root, params = run["root"], run["params"]
+    result = stages.tune(params, root / "features", root / "split", root / "search")
+    trials = pd.read_csv(result["trials_file"])
+    assert len(trials) == params.train.search.n_trials + 1  # the hybrid's configurations, then the CF
+    assert list(trials["model"]) == ["lightfm_hybrid"] * params.train.search.n_trials + ["lightfm_cf"]
+    tuned = yaml.safe_load(Path(result["tuned_file"]).read_text(encoding="utf-8"))
+    assert tuned == result["tuned"]
+    assert tuned["train.lightfm.epochs"] == result["best_trial"]["best_epoch"]
+    assert {"train.lightfm.no_components", "train.lightfm_cf.epochs"} <= set(tuned)
 
 
 def test_evaluate_and_bias_write_metrics_and_plot_tables(run: dict[str, Any]) -> None:
@@ -96,7 +108,7 @@ def test_evaluate_and_bias_write_metrics_and_plot_tables(run: dict[str, Any]) ->
 
 
 def test_write_trials_adds_the_best_trial_only_when_given(run: dict[str, Any], tmp_path: Path) -> None:
-    from recsys.offline.train import Trial
+    from recsys.offline.tune import Trial
 
     trials = [
         Trial(0, {"no_components": 4}, 0.1, 3, 1.0, 0.3),

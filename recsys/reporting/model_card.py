@@ -4,7 +4,7 @@ Every number in the card comes from a JSON file of the run, so the card cannot d
 ``tests/reporting/test_model_card.py`` re-renders it and compares. Required input: ``metrics/offline.json``.
 Optional inputs, each adding or filling a section when present: ``data/prepared/quality.json`` (join
 match rates), ``reports/eda/bias_signals.json`` (popularity skew of the data), ``metrics/bias.json``
-(popularity-bias mitigation) and ``models/train_summary.json`` (the selected hyperparameters).
+(popularity-bias mitigation).
 
 The card never contains lyrics: its inputs are metrics and settings only.
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from recsys.config import Params, load_params
 from recsys.io import write_text
-from recsys.paths import EDA_DIR, METRICS_DIR, MODELS_DIR, PARAMS_FILE, PREPARED_DIR
+from recsys.paths import EDA_DIR, METRICS_DIR, PARAMS_FILE, PREPARED_DIR
 from recsys.reporting.card_sections import fairness_section, mitigation_section, results_section
 from recsys.reporting.formatting import (
     fmt,
@@ -41,7 +41,6 @@ class CardInputs:
     quality: Mapping[str, Any] | None = None
     bias_signals: Mapping[str, Any] | None = None
     bias: Mapping[str, Any] | None = None
-    train_summary: Mapping[str, Any] | None = None
 
 
 def load_card_inputs(
@@ -49,7 +48,6 @@ def load_card_inputs(
     metrics_dir: Path = METRICS_DIR,
     prepared_dir: Path = PREPARED_DIR,
     eda_dir: Path = EDA_DIR,
-    models_dir: Path = MODELS_DIR,
 ) -> CardInputs:
     """Read the card's inputs from a workspace; only ``metrics/offline.json`` is required."""
     return CardInputs(
@@ -58,16 +56,12 @@ def load_card_inputs(
         quality=read_json(prepared_dir / "quality.json"),
         bias_signals=read_json(eda_dir / "bias_signals.json"),
         bias=read_json(metrics_dir / "bias.json"),
-        train_summary=read_json(models_dir / "train_summary.json"),
     )
 
 
 def _model_details(inputs: CardInputs) -> str:
     params = inputs.params
-    lfm = params.train.lightfm
-    chosen = dict((inputs.train_summary or {}).get("best_params") or {})
-    best_epoch = (inputs.train_summary or {}).get("best_trial", {}).get("best_epoch")
-    hyper = {**lfm.model_dump(), **chosen}
+    hyper = params.train.lightfm.model_dump()
     feats = params.features
     groups = [
         f"tags (top {feats.tags.top_n} per artist, tags used by >= {feats.tags.min_artists} artists), "
@@ -87,7 +81,6 @@ def _model_details(inputs: CardInputs) -> str:
         if feats.identity.enabled
         else "",
     ]
-    source = "`models/train_summary.json` (search winner)" if chosen else "`params.yaml` (base configuration)"
     lines = [
         "## Model",
         "",
@@ -99,7 +92,9 @@ def _model_details(inputs: CardInputs) -> str:
         "",
         *(f"- {g}" for g in groups if g),
         "",
-        f"Hyperparameters from {source}: "
+        "Hyperparameters from `params.yaml`, tuned on the validation part by `recsys tune` "
+        f"({params.train.search.n_trials} seeded trials on {params.train.search.metric}, each early-stopped; "
+        "the best epoch is kept as `epochs`): "
         + ", ".join(
             f"{key} = {hyper[key]}"
             for key in (
@@ -113,9 +108,8 @@ def _model_details(inputs: CardInputs) -> str:
             )
             if key in hyper
         )
-        + (f"; early stopping chose epoch {best_epoch}" if best_epoch else "")
-        + f". Search: {params.train.search.n_trials} seeded trials on validation "
-        f"{params.train.search.metric}.",
+        + f". Trained once, single-threaded ({params.train.final_threads} thread), so a rerun gives the "
+        "same model and metrics.",
         "",
     ]
     return "\n".join(lines)

@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from recsys.offline.train import HYBRID
-from recsys.paths import EDA_REPORT, OFFLINE_METRICS, PLOTS_DIR
+from recsys.paths import EDA_REPORT, HYBRID, OFFLINE_METRICS, PLOTS_DIR
 
 
 def report_paths(project_dir: Path) -> dict[str, Any]:
@@ -45,3 +44,47 @@ def closing_summary(summary: Mapping[str, Any]) -> str:
         f"{HYBRID}: {numbers}; gate {verdict} ({'; '.join(summary['decision']['reasons'])}); "
         f"champion: {summary['model_tag']}"
     )
+
+
+TABLE_KEYS = ("ndcg@10", "precision@10", "recall@10", "coverage@10", "arp@10", "auc", "cold_start_auc")
+
+
+def summary_table(summary: Mapping[str, Any]) -> str:
+    """The end of ``make run`` for a person: each model's metrics, the gate's verdict and reasons, the
+    champion's tag, each stage's outcome and time, and where the reports are."""
+    rows = list(summary["metrics"])
+    keys = [key for key in TABLE_KEYS if any(key in row for row in rows)]
+    table = [["model", *keys]] + [[str(row["model"]), *(_cell(row.get(key)) for key in keys)] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    lines = [
+        "  ".join(
+            cell.rjust(w) if i else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in table
+    ]
+    decision = summary["decision"]
+    verdict = "promoted the challenger" if decision["promote"] else "kept the champion"
+    stages = summary.get("stage_seconds", {})
+    ran = ", ".join(
+        f"{name} {outcome}" + (f" {stages[name]:.0f} s" if name in stages else "")
+        for name, outcome in summary["stages"].items()
+    )
+    out = [
+        "",
+        *lines,
+        "",
+        f"gate: {verdict} ({HYBRID} vs {decision.get('champion_tag') or 'no champion'})",
+        *(f"  - {reason}" for reason in decision["reasons"]),
+        f"champion: {summary['model_tag']}",
+        f"stages: {ran}",
+        f"time: {summary['seconds']:.0f} s",
+    ]
+    out += [f"{name}: {path}" for name, path in summary.get("reports", {}).items() if name != "plots"]
+    return "\n".join(out)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return "-" if value is None else str(value)

@@ -78,10 +78,13 @@ def test_threads_and_dask_find_the_same_best_trial(search_inputs: dict[str, str]
     }
 
     threads, dask = results["threads"], results["dask"]
-    assert len(threads["trials"]) == 3
+    assert len(threads["trials"]) == 3 + 1  # the hybrid's three configurations, then LightFM-CF
     assert _outcome(threads) == _outcome(dask)
     assert threads["best_trial"]["number"] == dask["best_trial"]["number"]
-    assert threads["best_trial"]["score"] == max(score for _, score, _ in _outcome(threads))
+    hybrid = [row["score"] for row in threads["trials"] if row["model"] == "lightfm_hybrid"]
+    assert threads["best_trial"]["score"] == max(hybrid)
+    assert threads["tuned"] == dask["tuned"]
+    assert threads["tuned"]["train.lightfm.epochs"] == threads["best_trial"]["best_epoch"]
     for runner, result in results.items():
         table = pd.read_csv(result["trials_file"])
         assert Path(result["trials_file"]) == tmp_path / runner / TRIALS_FILE

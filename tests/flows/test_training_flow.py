@@ -138,7 +138,7 @@ def test_first_run_trains_evaluates_and_promotes(
     assert set(report["models"]) == ALL_MODELS
     # The overrides went through params.yaml, so dvc.lock records what the train stage ran with.
     lock = yaml.safe_load((tiny_project.root / "dvc.lock").read_text(encoding="utf-8"))
-    assert lock["stages"]["train"]["params"]["params.yaml"]["train"]["search"]["n_trials"] == 2
+    assert lock["stages"]["train"]["params"]["params.yaml"]["train.lightfm"]["epochs"] == 3
     assert summary["overrides"] == TINY_OVERRIDES
     assert summary["decision"]["promote"] and summary["decision"]["champion_tag"] is None
     assert summary["model_tag"] == champion_tag() is not None

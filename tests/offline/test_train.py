@@ -1,20 +1,14 @@
+"""The train stage's recipe: every model fitted once with its settings, bit-identical for a seed."""
+
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import scipy.sparse as sp
 
-from recsys.config import LightFMParams, Params, SearchParams
-from recsys.offline.train import (
-    Trial,
-    best_trial,
-    fit_baselines,
-    parse_metric,
-    refit,
-    run_trial,
-    sample_configurations,
-    validation_scorer,
-)
+from recsys.config import Params
+from recsys.offline.split import Split
+from recsys.offline.train import fit_all, fit_baselines
+from recsys.paths import MODEL_NAMES
 
 
 def block_matrix(seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_matrix]:
@@ -28,48 +22,29 @@ def block_matrix(seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_matrix]:
     return sp.csr_matrix(train), sp.csr_matrix(valid)
 
 
-def test_parse_metric() -> None:
-    assert parse_metric("ndcg@10") == ("ndcg", 10)
-    with pytest.raises(ValueError, match="ndcg@10"):
-        parse_metric("ndcg")
-
-
-def test_sample_configurations_starts_with_base_and_is_seeded() -> None:
-    base = LightFMParams()
-    search = SearchParams(n_trials=4, space={"no_components": [8, 16, 32], "learning_rate": [0.01, 0.1]})
-    first = sample_configurations(base, search, seed=1)
-    assert first[0] == base
-    assert len(first) == 4 and len(set(map(str, first))) == 4
-    assert first == sample_configurations(base, search, seed=1)
-    assert first != sample_configurations(base, search, seed=2)
-
-
-def test_sample_configurations_stops_when_grid_is_exhausted() -> None:
-    search = SearchParams(n_trials=10, space={"no_components": [8, 16]})
-    configs = sample_configurations(LightFMParams(no_components=8), search, seed=0)
-    assert [c.no_components for c in configs] == [8, 16]
-
-
-def test_best_trial_prefers_higher_score_then_earlier() -> None:
-    trials = [Trial(i, {}, score, 1, 0.0, 0.0) for i, score in enumerate([0.1, 0.3, 0.3, float("nan")])]
-    assert best_trial(trials).number == 1
-    with pytest.raises(ValueError, match="finite"):
-        best_trial([Trial(0, {}, float("nan"), 1, 0.0, 0.0)])
-
-
-def test_validation_scorer_rewards_the_structure() -> None:
-    train, valid = block_matrix()
-    params = LightFMParams(no_components=8, epochs=30, learning_rate=0.1)
-    trial = run_trial(0, params, train, valid, None, "ndcg@5", seed=3, num_threads=1)
-    assert trial.score > 0.3  # random ranking of 14 candidates with 2 relevant gives about 0.2
-    model = refit(trial, train + valid, None, seed=3, num_threads=1)
-    assert model.epochs_trained == trial.best_epoch
-    scorer = validation_scorer(train, valid, "precision@5")
-    assert 0.0 <= scorer(model) <= 1.0
-
-
 def test_fit_baselines_names() -> None:
     train, _ = block_matrix()
     models = fit_baselines(train, Params())
     assert sorted(models) == ["ease", "itemknn", "most_popular"]
     assert all(model.score(np.array([0, 25])).shape == (2, 20) for model in models.values())
+
+
+def tiny_split() -> Split:
+    train, valid = block_matrix()
+    empty = sp.csr_matrix(train.shape, dtype=np.float32)
+    users, items = [f"u{u}" for u in range(train.shape[0])], [f"a{i}" for i in range(train.shape[1])]
+    return Split(users, items, train, valid, empty, empty, np.array([], dtype=np.int64))
+
+
+def test_fit_all_fits_every_model_once_and_twice_gives_the_same_scores() -> None:
+    settings = Params().model_dump()
+    for section in ("lightfm", "lightfm_cf"):
+        settings["train"][section] |= {"no_components": 8, "epochs": 5}
+    params = Params.model_validate(settings)
+    features = sp.identity(20, format="csr", dtype=np.float32)
+    first, second = fit_all(params, tiny_split(), features), fit_all(params, tiny_split(), features)
+    assert sorted(first.models) == sorted(MODEL_NAMES) == first.summary["models"]
+    assert first.summary["final_threads"] == 1 and first.summary["lightfm"]["epochs"] == 5
+    users = np.arange(40)
+    for name in MODEL_NAMES:  # single-threaded LightFM: bit-identical, not merely close
+        np.testing.assert_array_equal(first.models[name].score(users), second.models[name].score(users))

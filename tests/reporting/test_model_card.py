@@ -119,17 +119,10 @@ def test_inputs_from_a_folder_with_only_the_required_files(tmp_path: Path) -> No
     (tmp_path / "metrics" / "offline.json").write_text(json.dumps(tiny_offline()))
     (tmp_path / "params.yaml").write_text("seed: 3\n")
 
-    inputs = load_card_inputs(
-        tmp_path / "params.yaml", tmp_path / "metrics", tmp_path / "p", tmp_path / "e", tmp_path / "m"
-    )
+    inputs = load_card_inputs(tmp_path / "params.yaml", tmp_path / "metrics", tmp_path / "p", tmp_path / "e")
     out = write_model_card(inputs, tmp_path / "docs" / "model_card.md")
 
-    assert (inputs.quality, inputs.bias_signals, inputs.bias, inputs.train_summary) == (
-        None,
-        None,
-        None,
-        None,
-    )
+    assert (inputs.quality, inputs.bias_signals, inputs.bias) == (None, None, None)
     assert out.read_text(encoding="utf-8") == render_model_card(inputs)
     assert [p.name for p in out.parent.iterdir()] == ["model_card.md"]  # no temporary file left behind
 
@@ -152,7 +145,6 @@ def test_committed_card_is_up_to_date_with_the_metrics(tmp_path: Path) -> None:
         ROOT / "metrics",
         ROOT / "data" / "prepared",
         ROOT / "reports" / "eda",
-        ROOT / "models",
     )
     stale = "docs/model_card.md is stale: run `recsys model-card` and commit it"
     k, groups = inputs.params.evaluate.primary_k, inputs.params.evaluate.groups
@@ -164,5 +156,5 @@ def test_committed_card_is_up_to_date_with_the_metrics(tmp_path: Path) -> None:
     ):
         assert section in committed, stale
     # The whole card only when the run's untracked outputs are present too (not on a fresh clone).
-    if None not in (inputs.quality, inputs.bias_signals, inputs.train_summary):
+    if None not in (inputs.quality, inputs.bias_signals):
         assert write_model_card(inputs, tmp_path / "card.md").read_text(encoding="utf-8") == committed, stale

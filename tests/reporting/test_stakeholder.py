@@ -105,7 +105,7 @@ def test_cli_writes_the_report_and_the_card(tmp_path: Path) -> None:
     none = str(root / "none")
     common = ["--params", str(root / "params.yaml"), "--metrics", str(root / "metrics"), "--eda", none]
     report = CliRunner().invoke(app, ["report", *common, "--monitoring", none, "--out", str(root / "r.html")])
-    card_args = ["--prepared", none, "--models", none, "--out", str(root / "card.md")]
+    card_args = ["--prepared", none, "--out", str(root / "card.md")]
     card = CliRunner().invoke(app, ["model-card", *common, *card_args])
 
     assert report.exit_code == 0 and card.exit_code == 0, report.output + card.output

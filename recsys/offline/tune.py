@@ -1,0 +1,189 @@
+"""Tuning: the seeded hyperparameter search of LightFM on the validation part, for review.
+
+Protocol: every trial trains on ``split.train`` with early stopping on ``split.valid`` (the search metric,
+e.g. nDCG@10, training items excluded), for at most ``train.search.max_epochs`` epochs. The winner's
+parameters, its best epoch as ``epochs``, are what ``params.yaml`` keeps for the ``train`` stage
+(:func:`tuned_params`); LightFM without features is tuned the same way, its epochs by early stopping.
+``recsys tune`` runs the trials in turn, the search flow as tasks on threads or Dask.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.config import LightFMParams, Params, SearchParams
+from recsys.models import LightFMRecommender
+from recsys.offline.evaluation import rank_top_k
+from recsys.offline.metrics import ranking_metrics
+from recsys.paths import CF, HYBRID
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One search trial: its parameters, validation score, best epoch and training time."""
+
+    number: int
+    params: dict[str, Any]
+    score: float
+    best_epoch: int
+    seconds: float
+    seconds_per_epoch: float
+    model: str = HYBRID
+
+    def row(self) -> dict[str, Any]:
+        """A flat table row (parameters as columns)."""
+        flat = {key: value for key, value in asdict(self).items() if key != "params"}
+        return flat | self.params
+
+
+def parse_metric(metric: str) -> tuple[str, int]:
+    """``"ndcg@10"`` -> ``("ndcg", 10)``."""
+    name, _, k = metric.partition("@")
+    if not k.isdigit():
+        raise ValueError(f"search metric must look like 'ndcg@10', got {metric!r}")
+    return name, int(k)
+
+
+def validation_scorer(
+    train: sp.csr_matrix, valid: sp.csr_matrix, metric: str
+) -> Callable[[LightFMRecommender], float]:
+    """``f(model)``: the mean ``metric`` (e.g. ndcg@10) on ``valid``, training items excluded."""
+    name, k = parse_metric(metric)
+    users = np.flatnonzero(np.diff(valid.indptr) > 0)
+
+    def score(model: LightFMRecommender) -> float:
+        top = rank_top_k(model.score, users, k, train)
+        values = ranking_metrics(top, valid, users, (k,))[f"{name}@{k}"]
+        return float(np.nanmean(values))
+
+    return score
+
+
+def sample_configurations(base: LightFMParams, search: SearchParams, seed: int) -> list[LightFMParams]:
+    """The base configuration first, then distinct random grid points (seeded), ``n_trials`` in all."""
+    keys = sorted(search.space)
+    grid = [
+        dict(zip(keys, values, strict=True)) for values in itertools.product(*(search.space[k] for k in keys))
+    ]
+    random.Random(seed).shuffle(grid)
+    configs = [base]
+    for point in grid:
+        if len(configs) >= search.n_trials:
+            break
+        candidate = base.model_copy(update=point)
+        if candidate not in configs:
+            configs.append(LightFMParams.model_validate(candidate.model_dump()))
+    return configs
+
+
+def run_trial(
+    number: int,
+    config: LightFMParams,
+    train: sp.csr_matrix,
+    valid: sp.csr_matrix,
+    item_features: sp.csr_matrix | None,
+    metric: str,
+    seed: int,
+    num_threads: int,
+    model_name: str = HYBRID,
+) -> Trial:
+    """Train one configuration with early stopping on ``valid``; returns its record."""
+    start = time.perf_counter()
+    model = LightFMRecommender(config, seed=seed, num_threads=num_threads)
+    model.fit(train, item_features, validation_score=validation_scorer(train, valid, metric))
+    best = max((score for _, score in model.history), default=float("nan"))
+    log.info(
+        "trial %d (%s): %s=%.4f at epoch %d (%.1f s) %s",
+        number, model_name, metric, best, model.best_epoch, time.perf_counter() - start, config.model_dump(),
+    )  # fmt: skip
+    return Trial(
+        number=number,
+        params=config.model_dump(),
+        score=best,
+        best_epoch=model.best_epoch,
+        seconds=round(time.perf_counter() - start, 3),
+        seconds_per_epoch=round(model.seconds_per_epoch, 4),
+        model=model_name,
+    )
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything one search trial needs: run it here (:meth:`run`) or ship it to a worker first."""
+
+    number: int
+    config: LightFMParams
+    train: sp.csr_matrix
+    valid: sp.csr_matrix
+    item_features: sp.csr_matrix | None
+    metric: str
+    seed: int
+    num_threads: int
+    model: str = HYBRID
+
+    def run(self) -> Trial:
+        """:func:`run_trial` of this configuration."""
+        return run_trial(
+            self.number,
+            self.config,
+            self.train,
+            self.valid,
+            self.item_features,
+            self.metric,
+            self.seed,
+            self.num_threads,
+            self.model,
+        )
+
+
+def search_specs(
+    params: Params,
+    train: sp.csr_matrix,
+    valid: sp.csr_matrix,
+    item_features: sp.csr_matrix | None,
+    num_threads: int | None = None,
+) -> list[TrialSpec]:
+    """The tuning experiment as trials: the hybrid's configurations (:func:`sample_configurations`, the
+    current ``train.lightfm`` first), then LightFM without features (``train.lightfm_cf``); each may run up
+    to ``search.max_epochs`` epochs. ``recsys tune`` runs them in turn, the search flow as tasks."""
+    search = params.train.search
+    configs = sample_configurations(params.train.lightfm, search, params.seed)
+    capped = [config.model_copy(update={"epochs": search.max_epochs}) for config in configs]
+    threads = num_threads or params.train.num_threads
+    specs = [
+        TrialSpec(number, config, train, valid, item_features, search.metric, params.seed, threads)
+        for number, config in enumerate(capped)
+    ]
+    cf = params.train.lightfm_cf.model_copy(update={"epochs": search.max_epochs})
+    specs.append(TrialSpec(len(specs), cf, train, valid, None, search.metric, params.seed, threads, CF))
+    return specs
+
+
+def best_trial(trials: Sequence[Trial], model: str = HYBRID) -> Trial:
+    """``model``'s trial with the highest validation score (ties: the earlier trial)."""
+    scored = [trial for trial in trials if trial.model == model and np.isfinite(trial.score)]
+    if not scored:
+        raise ValueError(f"no {model} trial produced a finite validation score")
+    return max(scored, key=lambda trial: (trial.score, -trial.number))
+
+
+def tuned_params(trials: Sequence[Trial]) -> dict[str, Any]:
+    """The winners as ``params.yaml`` settings (dotted keys): each model's best configuration with its best
+    epoch as ``epochs``, for ``train.lightfm`` and ``train.lightfm_cf``."""
+    settings: dict[str, Any] = {}
+    for model, section in ((HYBRID, "lightfm"), (CF, "lightfm_cf")):
+        best = best_trial(trials, model)
+        values = best.params | {"epochs": max(best.best_epoch, 1)}
+        settings |= {f"train.{section}.{key}": value for key, value in values.items()}
+    return settings
