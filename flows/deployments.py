@@ -16,18 +16,21 @@ from prefect.deployments.runner import RunnerDeployment
 
 from flows.monitoring import monitoring_flow
 from flows.retraining import retraining_flow
+from flows.search import search_flow
 from flows.training import training_flow
 
 NIGHTLY_CRON = "0 2 * * *"
 HOURLY_CRON = "0 * * * *"
 FEEDBACK_CRON = "30 1 * * *"
+SEARCH_CRON = "0 4 * * *"
 TRAINING_DEPLOYMENT = "nightly-retraining"
 MONITORING_DEPLOYMENT = "hourly-monitoring"
 FEEDBACK_DEPLOYMENT = "nightly-feedback-retraining"
+SEARCH_DEPLOYMENT = "nightly-tuning"
 
 
 def build_deployments(project_dir: str = ".", data_dir: str | None = None) -> list[RunnerDeployment]:
-    """The nightly training, nightly feedback retraining and hourly monitoring deployments.
+    """The nightly training, nightly feedback retraining, hourly monitoring and nightly tuning deployments.
 
     Not yet registered or served: :func:`serve_all` serves them; ``prefect.yaml`` declares the same.
 
@@ -69,6 +72,16 @@ def build_deployments(project_dir: str = ".", data_dir: str | None = None) -> li
                 concurrency_limit=1,
                 tags=["recsys", "retraining"],
                 description="Fold the day's feedback into the champion (warm start), gate, promote, reload.",
+            )
+        ),
+        _made(
+            search_flow.to_deployment(
+                name=SEARCH_DEPLOYMENT,
+                cron=SEARCH_CRON,
+                parameters={"project_dir": project_dir},
+                concurrency_limit=1,
+                tags=["recsys", "tuning"],
+                description="Tune every model on validation; the winners go to reports/tuning/ for review.",
             )
         ),
     ]

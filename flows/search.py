@@ -30,7 +30,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from recsys.config import load_params
 from recsys.errors import ConfigError
-from recsys.offline.tune import Trial, TrialSpec
+from recsys.offline.tune import CompetitorSpec, Trial, TrialSpec
 from recsys.paths import FEATURES_DIR, PARAMS_FILE, SEARCH_DIR, SPLIT_DIR
 
 RunnerKind = Literal["threads", "dask"]
@@ -68,13 +68,14 @@ def make_task_runner(
 
 
 @task(name="search-trial", task_run_name="trial {spec.number}", cache_policy=NO_CACHE)
-def trial_task(spec: TrialSpec) -> Trial:
-    """One trial: :meth:`recsys.offline.train.TrialSpec.run` (early stopping on the validation part)."""
+def trial_task(spec: TrialSpec | CompetitorSpec) -> Trial:
+    """One trial: a LightFM configuration early-stopped on validation, or a competitor's grid point."""
     return spec.run()
 
 
 @flow(name="hyperparameter-search")
 def search_flow(
+    project_dir: str = ".",
     features_dir: str = str(FEATURES_DIR),
     split_dir: str = str(SPLIT_DIR),
     params_path: str = str(PARAMS_FILE),
@@ -85,6 +86,8 @@ def search_flow(
 
     Parameters
     ----------
+    project_dir : str
+        The project root; the relative paths below are under it.
     features_dir, split_dir : str
         Outputs of the ``features`` and ``split`` stages.
     params_path : str
@@ -100,17 +103,19 @@ def search_flow(
         ``{"best_trial": row, "trials": [row, ...], "tuned": {dotted key: value}, "trials_file",
         "best_file", "tuned_file"}`` (:func:`recsys.stages.write_tuning`).
     """
-    from recsys.offline.tune import best_trial, search_specs
+    from recsys.offline.tune import best_trial, tuning_specs
     from recsys.stages import training_inputs, write_tuning
 
     logger = get_run_logger()
-    params = load_params(params_path)
-    loaded, item_features = training_inputs(Path(features_dir), Path(split_dir))
-    specs = search_specs(params, loaded.train, loaded.valid, item_features.matrix, num_threads)
-    logger.info("searching %d configurations (%d LightFM thread(s) each)", len(specs), specs[0].num_threads)
+    root = Path(project_dir)
+    params = load_params(root / params_path)
+    loaded, item_features = training_inputs(root / features_dir, root / split_dir)
+    specs = tuning_specs(params, loaded.train, loaded.valid, item_features.matrix, num_threads)
+    threads = num_threads or params.train.num_threads
+    logger.info("tuning: %d trials (%d LightFM thread(s) each)", len(specs), threads)
     futures = [trial_task.submit(spec) for spec in specs]
     trials = [future.result() for future in futures]
-    written = write_tuning(Path(out_dir), trials)
+    written = write_tuning(root / out_dir, trials)
     best = best_trial(trials)
     publish(trials, best, params.train.search.metric)
     logger.info("best trial %d: %s = %.4f", best.number, params.train.search.metric, best.score)

@@ -94,6 +94,38 @@ class LightFMParams(_Section):
     patience: int = Field(2, ge=0)
 
 
+class EaseParams(_Section):
+    l2: float = Field(300.0, gt=0)
+    min_item_users: int = Field(3, ge=1)
+
+
+class ItemKNNParams(_Section):
+    neighbours: int = Field(100, ge=1)
+    shrink: float = Field(10.0, ge=0)
+
+
+class RP3betaParams(_Section):
+    alpha: float = Field(1.0, gt=0)
+    beta: float = Field(0.5, ge=0)
+    neighbours: int = Field(200, ge=1)
+
+
+class ALSParams(_Section):
+    factors: int = Field(64, ge=1)
+    regularization: float = Field(0.01, ge=0)
+    alpha: float = Field(1.0, gt=0)
+    iterations: int = Field(15, ge=1)
+
+
+COMPETITOR_PARAMS: dict[str, type[_Section]] = {
+    "ease": EaseParams,
+    "itemknn": ItemKNNParams,
+    "rp3beta": RP3betaParams,
+    "als": ALSParams,
+}
+"""The competitors the tuning experiment searches, by their ``train`` section."""
+
+
 class SearchParams(_Section):
     """The tuning experiment (``recsys tune``): trials early-stop on validation, up to ``max_epochs``."""
 
@@ -101,6 +133,8 @@ class SearchParams(_Section):
     metric: str = "ndcg@10"
     max_epochs: int = Field(80, ge=1)
     space: dict[str, list[float | int | str]] = Field(default_factory=dict)
+    competitors: dict[str, dict[str, list[float | int]]] = Field(default_factory=dict)
+    """Full grids per competitor (``ease``, ``itemknn``, ``rp3beta``, ``als``), each point one trial."""
 
     @field_validator("space")
     @classmethod
@@ -113,15 +147,20 @@ class SearchParams(_Section):
             raise ValueError(f"search space lists must not be empty: {empty}")
         return space
 
-
-class EaseParams(_Section):
-    l2: float = Field(300.0, gt=0)
-    min_item_users: int = Field(3, ge=1)
-
-
-class ItemKNNParams(_Section):
-    neighbours: int = Field(100, ge=1)
-    shrink: float = Field(10.0, ge=0)
+    @field_validator("competitors")
+    @classmethod
+    def _known_competitors(
+        cls, competitors: dict[str, dict[str, list[float | int]]]
+    ) -> dict[str, dict[str, list[float | int]]]:
+        for model, grid in competitors.items():
+            if model not in COMPETITOR_PARAMS:
+                raise ValueError(f"unknown competitor {model!r}: use one of {sorted(COMPETITOR_PARAMS)}")
+            unknown = set(grid) - set(COMPETITOR_PARAMS[model].model_fields)
+            if unknown:
+                raise ValueError(f"unknown {model} parameter(s) in its grid: {sorted(unknown)}")
+            if any(not values for values in grid.values()):
+                raise ValueError(f"the {model} grid's lists must not be empty")
+        return competitors
 
 
 class TrainParams(_Section):
@@ -138,6 +177,8 @@ class TrainParams(_Section):
     search: SearchParams = SearchParams()
     ease: EaseParams = EaseParams()
     itemknn: ItemKNNParams = ItemKNNParams()
+    rp3beta: RP3betaParams = RP3betaParams()
+    als: ALSParams = ALSParams()
 
 
 class EvaluateParams(_Section):

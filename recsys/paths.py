@@ -32,7 +32,7 @@ FEEDBACK_CURSOR = FEEDBACK_DIR / "cursor.json"
 
 HYBRID, CF = "lightfm_hybrid", "lightfm_cf"
 """The hybrid (the challenger the gate and the registry take) and LightFM without item features."""
-MODEL_NAMES: tuple[str, ...] = (HYBRID, CF, "ease", "itemknn", "most_popular")
+MODEL_NAMES: tuple[str, ...] = (HYBRID, CF, "ease", "rp3beta", "itemknn", "als", "most_popular")
 """Every model the ``train`` stage writes as ``models/<name>.npz`` and ``evaluate`` measures."""
 
 

@@ -142,10 +142,10 @@ def tune(
 ) -> dict[str, Any]:
     """The tuning experiment (not a DVC stage): every trial in turn on the validation part; writes the
     trials, the best hybrid trial and the winning settings for review (:func:`write_tuning`)."""
-    from recsys.offline.tune import search_specs
+    from recsys.offline.tune import tuning_specs
 
     loaded, item_features = training_inputs(features_dir, split_dir)
-    specs = search_specs(params, loaded.train, loaded.valid, item_features.matrix)
+    specs = tuning_specs(params, loaded.train, loaded.valid, item_features.matrix)
     return write_tuning(out_dir, [spec.run() for spec in specs])
 
 

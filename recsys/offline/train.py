@@ -11,18 +11,25 @@ from typing import Any
 import scipy.sparse as sp
 
 from recsys.config import Params
-from recsys.models import EASE, ItemKNN, LightFMRecommender, MostPopular, Recommender
+from recsys.models import ALS, EASE, ItemKNN, LightFMRecommender, MostPopular, Recommender, RP3beta
 from recsys.offline.split import Split
 from recsys.paths import CF
 
 
 def baselines(params: Params) -> list[Recommender]:
-    """Most-popular, item-kNN and EASE with their settings, not fitted yet."""
-    return [MostPopular(), ItemKNN(params.train.itemknn), EASE(params.train.ease)]
+    """The competitors with their (tuned) settings, not fitted yet: most-popular, item-kNN, EASE,
+    RP3beta and implicit ALS (single-threaded when ``train.final_threads`` is 1)."""
+    return [
+        MostPopular(),
+        ItemKNN(params.train.itemknn),
+        EASE(params.train.ease),
+        RP3beta(params.train.rp3beta),
+        ALS(params.train.als, params.seed, params.train.final_threads),
+    ]
 
 
 def fit_baselines(train_full: sp.csr_matrix, params: Params) -> dict[str, Recommender]:
-    """Most-popular, item-kNN and EASE fitted on ``train_full``."""
+    """Every competitor of :func:`baselines` fitted on ``train_full``."""
     return {model.name: model.fit(train_full) for model in baselines(params)}
 
 

@@ -3,7 +3,9 @@
 Protocol: every trial trains on ``split.train`` with early stopping on ``split.valid`` (the search metric,
 e.g. nDCG@10, training items excluded), for at most ``train.search.max_epochs`` epochs. The winner's
 parameters, its best epoch as ``epochs``, are what ``params.yaml`` keeps for the ``train`` stage
-(:func:`tuned_params`); LightFM without features is tuned the same way, its epochs by early stopping.
+(:func:`tuned_params`); LightFM without features is tuned the same way, its epochs by early stopping, and
+every competitor over its full grid (``train.search.competitors``: EASE's L2 on a log scale, item-kNN,
+RP3beta, implicit ALS), fitted on the training part and scored on the validation part.
 ``recsys tune`` runs the trials in turn, the search flow as tasks on threads or Dask.
 """
 
@@ -20,8 +22,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.config import LightFMParams, Params, SearchParams
-from recsys.models import LightFMRecommender
+from recsys.config import COMPETITOR_PARAMS, LightFMParams, Params, SearchParams
+from recsys.models import ALS, EASE, ItemKNN, LightFMRecommender, Recommender, RP3beta
 from recsys.offline.evaluation import rank_top_k
 from recsys.offline.metrics import ranking_metrics
 from recsys.paths import CF, HYBRID
@@ -57,12 +59,12 @@ def parse_metric(metric: str) -> tuple[str, int]:
 
 def validation_scorer(
     train: sp.csr_matrix, valid: sp.csr_matrix, metric: str
-) -> Callable[[LightFMRecommender], float]:
+) -> Callable[[Recommender], float]:
     """``f(model)``: the mean ``metric`` (e.g. ndcg@10) on ``valid``, training items excluded."""
     name, k = parse_metric(metric)
     users = np.flatnonzero(np.diff(valid.indptr) > 0)
 
-    def score(model: LightFMRecommender) -> float:
+    def score(model: Recommender) -> float:
         top = rank_top_k(model.score, users, k, train)
         values = ranking_metrics(top, valid, users, (k,))[f"{name}@{k}"]
         return float(np.nanmean(values))
@@ -170,6 +172,72 @@ def search_specs(
     return specs
 
 
+def tuning_specs(
+    params: Params,
+    train: sp.csr_matrix,
+    valid: sp.csr_matrix,
+    item_features: sp.csr_matrix | None,
+    num_threads: int | None = None,
+) -> list[TrialSpec | CompetitorSpec]:
+    """The whole tuning experiment: LightFM's trials (:func:`search_specs`), then the competitors' grids
+    (:func:`competitor_specs`), so every model of the comparison is tuned on the same validation part."""
+    lightfm = search_specs(params, train, valid, item_features, num_threads)
+    return [*lightfm, *competitor_specs(params, train, valid, len(lightfm))]
+
+
+@dataclass(frozen=True)
+class CompetitorSpec:
+    """One point of a competitor's grid: fit it on ``train``, score it on ``valid`` (:meth:`run`)."""
+
+    number: int
+    model: str
+    config: dict[str, Any]
+    train: sp.csr_matrix
+    valid: sp.csr_matrix
+    metric: str
+    seed: int
+
+    def run(self) -> Trial:
+        """Fit on the training part, the search metric on the validation part."""
+        start = time.perf_counter()
+        settings = COMPETITOR_PARAMS[self.model].model_validate(self.config)
+        model = make_competitor(self.model, settings, self.seed)
+        score = validation_scorer(self.train, self.valid, self.metric)(model.fit(self.train))
+        log.info("trial %d (%s): %s=%.4f %s", self.number, self.model, self.metric, score, self.config)
+        seconds = round(time.perf_counter() - start, 3)
+        return Trial(self.number, settings.model_dump(), score, 0, seconds, 0.0, self.model)
+
+
+def make_competitor(model: str, settings: Any, seed: int) -> Recommender:
+    """The competitor ``model`` (a ``train`` section name) with ``settings``, single-threaded."""
+    factories: dict[str, Callable[[], Recommender]] = {
+        "ease": lambda: EASE(settings),
+        "itemknn": lambda: ItemKNN(settings),
+        "rp3beta": lambda: RP3beta(settings),
+        "als": lambda: ALS(settings, seed),
+    }
+    return factories[model]()
+
+
+def competitor_specs(
+    params: Params, train: sp.csr_matrix, valid: sp.csr_matrix, first_number: int = 0
+) -> list[CompetitorSpec]:
+    """Every point of every competitor's grid (``search.competitors``) as a trial, numbered on."""
+    search = params.train.search
+    specs: list[CompetitorSpec] = []
+    for model, grid in search.competitors.items():
+        base = getattr(params.train, model).model_dump()
+        keys = sorted(grid)
+        for values in itertools.product(*(grid[key] for key in keys)):
+            config = base | dict(zip(keys, values, strict=True))
+            specs.append(
+                CompetitorSpec(
+                    first_number + len(specs), model, config, train, valid, search.metric, params.seed
+                )
+            )
+    return specs
+
+
 def best_trial(trials: Sequence[Trial], model: str = HYBRID) -> Trial:
     """``model``'s trial with the highest validation score (ties: the earlier trial)."""
     scored = [trial for trial in trials if trial.model == model and np.isfinite(trial.score)]
@@ -186,4 +254,6 @@ def tuned_params(trials: Sequence[Trial]) -> dict[str, Any]:
         best = best_trial(trials, model)
         values = best.params | {"epochs": max(best.best_epoch, 1)}
         settings |= {f"train.{section}.{key}": value for key, value in values.items()}
+    for model in dict.fromkeys(trial.model for trial in trials if trial.model in COMPETITOR_PARAMS):
+        settings |= {f"train.{model}.{key}": value for key, value in best_trial(trials, model).params.items()}
     return settings

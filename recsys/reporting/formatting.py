@@ -23,7 +23,9 @@ MODEL_LABELS: dict[str, str] = {
     "lightfm_hybrid": "LightFM hybrid (served)",
     "lightfm_cf": "LightFM without features",
     "ease": "EASE",
+    "rp3beta": "RP3beta",
     "itemknn": "item-kNN",
+    "als": "implicit ALS",
     "most_popular": "most popular",
 }
 

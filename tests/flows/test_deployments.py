@@ -14,11 +14,14 @@ from flows.deployments import (
     HOURLY_CRON,
     MONITORING_DEPLOYMENT,
     NIGHTLY_CRON,
+    SEARCH_CRON,
+    SEARCH_DEPLOYMENT,
     TRAINING_DEPLOYMENT,
     build_deployments,
 )
 from flows.monitoring import monitoring_flow
 from flows.retraining import retraining_flow
+from flows.search import search_flow
 from flows.training import training_flow
 from tests.helpers import PROJECT_ROOT
 
@@ -26,6 +29,7 @@ EXPECTED = {
     TRAINING_DEPLOYMENT: ("flows/training.py:training_flow", NIGHTLY_CRON, training_flow.name),
     MONITORING_DEPLOYMENT: ("flows/monitoring.py:monitoring_flow", HOURLY_CRON, monitoring_flow.name),
     FEEDBACK_DEPLOYMENT: ("flows/retraining.py:retraining_flow", FEEDBACK_CRON, retraining_flow.name),
+    SEARCH_DEPLOYMENT: ("flows/search.py:search_flow", SEARCH_CRON, search_flow.name),
 }
 
 
@@ -45,7 +49,7 @@ def test_served_deployments_have_their_schedules_and_entrypoints(monkeypatch: py
         assert deployment.flow_name == flow_name
         assert [s.schedule.cron for s in deployment.schedules or []] == [cron]  # type: ignore[union-attr]
         expected = {"project_dir": "/srv/recsys"} | (
-            {} if name == FEEDBACK_DEPLOYMENT else {"data_dir": "/data"}
+            {} if name in (FEEDBACK_DEPLOYMENT, SEARCH_DEPLOYMENT) else {"data_dir": "/data"}
         )
         assert deployment.parameters == expected
         assert deployment.concurrency_limit == 1

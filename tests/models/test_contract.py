@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.config import EaseParams, ItemKNNParams
+from recsys.config import ALSParams, EaseParams, ItemKNNParams, RP3betaParams
 from recsys.models import (
+    ALS,
     EASE,
     ItemKNN,
     LightFMRecommender,
     MostPopular,
     NotFittedError,
     Recommender,
+    RP3beta,
     load_recommender,
 )
 
@@ -57,6 +59,8 @@ CASES = [
     Case("ease", lambda: EASE(EaseParams(l2=1.0, min_item_users=1))),
     # Items 5-8 have fewer than 4 users: exercises the unmodelled-item path.
     Case("ease_restricted", lambda: EASE(EaseParams(l2=1.0, min_item_users=4)), personalised=False),
+    Case("rp3beta", lambda: RP3beta(RP3betaParams(alpha=1.0, beta=0.3, neighbours=5))),
+    Case("als", lambda: ALS(ALSParams(factors=4, regularization=0.1, alpha=1.0, iterations=10), seed=7)),
     Case("lightfm_cf", lambda: LightFMRecommender(TINY_LIGHTFM, seed=7)),
     Case("lightfm_hybrid", lambda: LightFMRecommender(TINY_LIGHTFM, seed=7), uses_features=True),
 ]

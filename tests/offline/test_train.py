@@ -25,7 +25,7 @@ def block_matrix(seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_matrix]:
 def test_fit_baselines_names() -> None:
     train, _ = block_matrix()
     models = fit_baselines(train, Params())
-    assert sorted(models) == ["ease", "itemknn", "most_popular"]
+    assert sorted(models) == ["als", "ease", "itemknn", "most_popular", "rp3beta"]
     assert all(model.score(np.array([0, 25])).shape == (2, 20) for model in models.values())
 
 

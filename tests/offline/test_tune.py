@@ -10,6 +10,7 @@ from recsys.models import LightFMRecommender
 from recsys.offline.tune import (
     Trial,
     best_trial,
+    competitor_specs,
     parse_metric,
     run_trial,
     sample_configurations,
@@ -86,3 +87,37 @@ def test_tuned_params_take_each_models_winner_with_its_best_epoch() -> None:
     assert settings["train.lightfm.no_components"] == 16 and settings["train.lightfm.epochs"] == 45
     assert settings["train.lightfm_cf.no_components"] == 32 and settings["train.lightfm_cf.epochs"] == 5
     assert np.isfinite(best_trial(trials, CF).score)
+
+
+def test_every_competitor_grid_point_is_a_trial_and_its_winner_becomes_its_settings() -> None:
+    train, valid = block_matrix()
+    settings = Params().model_dump()
+    settings["train"]["search"]["competitors"] = {
+        "ease": {"l2": [1.0, 1000.0]},
+        "rp3beta": {"alpha": [1.0], "beta": [0.0, 0.5], "neighbours": [5]},
+        "als": {"factors": [4], "regularization": [0.1], "iterations": [5]},
+    }
+    params = Params.model_validate(settings)
+    specs = competitor_specs(params, train, valid, first_number=7)
+    assert [spec.model for spec in specs] == ["ease", "ease", "rp3beta", "rp3beta", "als"]
+    assert [spec.number for spec in specs] == [7, 8, 9, 10, 11]
+    trials = [spec.run() for spec in specs]
+    assert all(0.0 <= trial.score <= 1.0 for trial in trials)
+    lightfm = [
+        Trial(0, {"epochs": 80}, 0.1, 9, 0.0, 0.0),
+        Trial(1, {"epochs": 80}, 0.1, 4, 0.0, 0.0, model=CF),
+    ]
+    tuned = tuned_params(lightfm + trials)
+    best_l2 = max(trials[:2], key=lambda trial: trial.score).params["l2"]
+    assert tuned["train.ease.l2"] == best_l2 and tuned["train.rp3beta.neighbours"] == 5
+    assert tuned["train.als.factors"] == 4 and tuned["train.lightfm.epochs"] == 9
+
+
+def test_an_unknown_competitor_or_parameter_is_refused() -> None:
+    settings = Params().model_dump()
+    settings["train"]["search"]["competitors"] = {"svd": {"k": [1]}}
+    with pytest.raises(ValueError, match="unknown competitor 'svd'"):
+        Params.model_validate(settings)
+    settings["train"]["search"]["competitors"] = {"ease": {"lambda": [1.0]}}
+    with pytest.raises(ValueError, match="unknown ease parameter"):
+        Params.model_validate(settings)
