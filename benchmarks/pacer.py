@@ -35,6 +35,7 @@ DRAIN_S = 30.0
 """How long the pacer waits for the last answers after the last request was due."""
 TICK_S = 0.001
 _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
 
 
 def percentile_ms(seconds: list[float] | np.ndarray, q: float) -> float:
@@ -51,6 +52,7 @@ class _Client(asyncio.Protocol):
         self.buffer = bytearray()
         self.need = -1  # body bytes still expected; -1 while the head is not complete
         self.status = ""
+        self.reusable = True
         self.job = -1  # index of the request in flight, -1 when idle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -73,12 +75,18 @@ class _Client(asyncio.Protocol):
                 del self.buffer[: end + 4]
                 length = _LENGTH.search(head)
                 self.status, self.need = head[9:12].decode(), int(length.group(1)) if length else 0
+                # HTTP/1.0 or "Connection: close": the server closes after this answer, so the
+                # connection must not carry the next request (it would be lost in the race).
+                self.reusable = head.startswith(b"HTTP/1.1") and not _CLOSE.search(head)
             if len(self.buffer) < self.need:
                 return
             del self.buffer[: self.need]
             self.need, job = -1, self.job
             self.job = -1
-            self.pacer.answered(self, job, self.status)
+            self.pacer.answered(self, job, self.status, self.reusable)
+            if not self.reusable and self.transport is not None:
+                self.transport.close()  # connection_lost then opens a new one
+                return
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.pacer.lost(self, self.job)
@@ -122,10 +130,11 @@ class _Pacer:
         if self.finished == self.total:
             self.done.set()
 
-    def answered(self, client: _Client, job: int, status: str) -> None:
+    def answered(self, client: _Client, job: int, status: str, reusable: bool = True) -> None:
         self._finish(job, status)
-        self.idle.append(client)
-        self._dispatch()
+        if reusable:
+            self.idle.append(client)
+            self._dispatch()
 
     def lost(self, client: _Client, job: int) -> None:
         if client in self.idle:

@@ -70,3 +70,42 @@ def test_the_pacer_answers_every_request_and_reconnects_when_closed(
     assert figures["requests"] == 100
     assert figures["outcomes"] == {"200": 100}
     assert figures["errors"] == 0
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.closed, self.sent = False, []
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize(
+    ("head", "reusable"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", True),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n", False),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", False),
+    ],
+)
+def test_a_connection_the_server_will_close_never_carries_the_next_request(
+    head: bytes, reusable: bool
+) -> None:
+    """No race with the server's close: a closing answer retires the connection (deterministic, no timing)."""
+    connects: list[int] = []
+    pace = pacer._Pacer([b"req"], rate=1000.0, total=2, connect=lambda: connects.append(1))
+    client = pacer._Client(pace)
+    transport = _Transport()
+    client.connection_made(transport)  # type: ignore[arg-type]
+    pace.release(2)  # both due: the first goes out at once, the second waits for an idle connection
+    assert transport.sent == [b"req"]
+    client.data_received(head + b"{}")
+    assert pace.outcomes == Counter({"200": 1})
+    assert transport.closed is not reusable
+    assert len(transport.sent) == (2 if reusable else 1)  # the second request only on a kept connection
+    if not reusable:
+        client.connection_lost(None)  # the close completes: no request lost, a new connection asked for
+        assert pace.outcomes == Counter({"200": 1}) and connects == [1]
