@@ -128,3 +128,21 @@ def test_training_inputs_refuse_features_and_split_of_different_catalogues(
     save_item_features(shuffled, tmp_path / "features")
     with pytest.raises(RecsysError, match="disagree on the item order"):
         stages.training_inputs(tmp_path / "features", run["root"] / "split")
+
+
+def test_recsys_tune_apply_writes_the_winners_into_params_yaml(run: dict[str, Any], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+    from recsys.config import load_params
+
+    root, params_file = run["root"], tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(run["params"].model_dump(mode="json")), encoding="utf-8")
+    arguments = ["tune", "--params", str(params_file), "--features", str(root / "features")]
+    arguments += ["--split", str(root / "split"), "--out", str(tmp_path / "tuning"), "--apply"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    tuned = yaml.safe_load((tmp_path / "tuning" / "tuned_params.yaml").read_text(encoding="utf-8"))
+    after = load_params(params_file)
+    assert after.train.lightfm.epochs == tuned["train.lightfm.epochs"]
+    assert after.train.lightfm_cf.epochs == tuned["train.lightfm_cf.epochs"]
