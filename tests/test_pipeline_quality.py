@@ -10,9 +10,10 @@ import pytest
 
 from recsys import stages
 from recsys.config import Params, load_params
+from recsys.paths import MODEL_NAMES
 from tests.helpers import PROJECT_ROOT
 
-MODELS = {"lightfm_hybrid", "lightfm_cf", "ease", "itemknn", "most_popular"}
+MODELS = set(MODEL_NAMES)
 
 
 @pytest.fixture(scope="module")

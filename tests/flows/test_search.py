@@ -24,6 +24,7 @@ from tests.helpers import PROJECT_ROOT, TINY_OVERRIDES, write_synthetic_raw
 SEARCH_OVERRIDES: dict[str, Any] = TINY_OVERRIDES | {
     "train.search.n_trials": 3,
     "train.search.space": {"no_components": [4, 8], "learning_rate": [0.05, 0.1]},
+    "train.search.competitors": {"ease": {"l2": [10.0, 100.0]}},
 }
 
 
@@ -78,13 +79,19 @@ def test_threads_and_dask_find_the_same_best_trial(search_inputs: dict[str, str]
     }
 
     threads, dask = results["threads"], results["dask"]
-    assert len(threads["trials"]) == 3 + 1  # the hybrid's three configurations, then LightFM-CF
+    # The hybrid's three configurations, LightFM-CF, then EASE's two grid points.
+    assert [row["model"] for row in threads["trials"]] == ["lightfm_hybrid"] * 3 + [
+        "lightfm_cf",
+        "ease",
+        "ease",
+    ]
     assert _outcome(threads) == _outcome(dask)
     assert threads["best_trial"]["number"] == dask["best_trial"]["number"]
     hybrid = [row["score"] for row in threads["trials"] if row["model"] == "lightfm_hybrid"]
     assert threads["best_trial"]["score"] == max(hybrid)
     assert threads["tuned"] == dask["tuned"]
     assert threads["tuned"]["train.lightfm.epochs"] == threads["best_trial"]["best_epoch"]
+    assert threads["tuned"]["train.ease.l2"] in (10.0, 100.0)
     for runner, result in results.items():
         table = pd.read_csv(result["trials_file"])
         assert Path(result["trials_file"]) == tmp_path / runner / TRIALS_FILE

@@ -25,8 +25,8 @@ from tests.helpers import PROJECT_ROOT, TINY_OVERRIDES, TinyProject, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness", "registry_home")]
 TRAIN_STARTED = "Running stage 'train'"
-# Another search space: the train stage (and what follows) must run again, not be skipped.
-RETRAIN = TINY_OVERRIDES | {"train.search.space": {"no_components": [4, 6], "learning_rate": [0.05]}}
+# Another hybrid setting: the train stage (and what follows) must run again, not be skipped.
+RETRAIN = TINY_OVERRIDES | {"train.lightfm.no_components": 6}
 _CHILD = """
 import sys
 from flows.training import training_flow

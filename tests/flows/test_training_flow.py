@@ -30,11 +30,12 @@ from flows.dvc import LOCK_NAME, LockBusyError, StageFailedError
 from flows.monitoring import monitoring_flow
 from flows.training import dvc_stage, training_flow
 from recsys import registry
+from recsys.paths import MODEL_NAMES
 from tests.helpers import TINY_OVERRIDES, TinyProject, init_repo, make_tiny_project, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
-ALL_MODELS = {"lightfm_hybrid", "lightfm_cf", "ease", "itemknn", "most_popular"}
+ALL_MODELS = set(MODEL_NAMES)
 
 
 def run(project: TinyProject, **kwargs: Any) -> State[Any]:
