@@ -98,7 +98,30 @@ class MostPopular(Recommender):
         return model
 
 
-class ItemKNN(Recommender):
+class ItemItemRecommender(Recommender):
+    """A model that scores a user as their history row times an item-item matrix (item-kNN, RP3beta)."""
+
+    _history: sp.csr_matrix | None = None
+    _matrix: sp.csr_matrix | None = None
+
+    @property
+    def n_items(self) -> int:
+        """Number of items."""
+        return int(self._fitted()[0].shape[1])
+
+    def _fitted(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        if self._history is None or self._matrix is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load()")
+        return self._history, self._matrix
+
+    def score(self, user_indices: np.ndarray) -> np.ndarray:
+        """Each item's weights summed over the user's history items: ``x_u @ M``."""
+        history, matrix = self._fitted()
+        users = check_users(user_indices, history.shape[0])
+        return np.asarray((history[users] @ matrix).toarray(), dtype=np.float32)
+
+
+class ItemKNN(ItemItemRecommender):
     """Item-item cosine neighbours: ``score = user row @ S``.
 
     ``S[i, j] = x_i . x_j / (|x_i| |x_j| + shrink)`` over the item columns ``x`` of the binarised matrix
@@ -121,36 +144,20 @@ class ItemKNN(Recommender):
         self.use_weights = use_weights
         self.name = name
         self._history: sp.csr_matrix | None = None
-        self._similarity: sp.csr_matrix | None = None
+        self._matrix: sp.csr_matrix | None = None
 
     def fit(self, interactions: sp.csr_matrix, item_features: sp.csr_matrix | None = None) -> Self:
         """Compute the pruned item-item similarity; ``item_features`` is ignored."""
         matrix = check_interactions(interactions)
         history = matrix if self.use_weights else binarize(matrix)
-        self._similarity = cosine_neighbours(history, self.params.neighbours, self.params.shrink)
+        self._matrix = cosine_neighbours(history, self.params.neighbours, self.params.shrink)
         self._history = history
         return self
-
-    @property
-    def n_items(self) -> int:
-        """Number of items."""
-        return int(self._fitted()[0].shape[1])
 
     @property
     def similarity(self) -> sp.csr_matrix:
         """The pruned ``(n_items, n_items)`` similarity matrix (row = history item)."""
         return self._fitted()[1]
-
-    def _fitted(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        if self._history is None or self._similarity is None:
-            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load()")
-        return self._history, self._similarity
-
-    def score(self, user_indices: np.ndarray) -> np.ndarray:
-        """Sum of the similarities of each item to the user's training items."""
-        history, similarity = self._fitted()
-        users = check_users(user_indices, history.shape[0])
-        return np.asarray((history[users] @ similarity).toarray(), dtype=np.float32)
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         history, similarity = self._fitted()
@@ -163,7 +170,7 @@ class ItemKNN(Recommender):
             ItemKNNParams.model_validate(meta["params"]), use_weights=meta["use_weights"], name=meta["name"]
         )
         model._history = sparse_from_arrays("history", arrays)
-        model._similarity = sparse_from_arrays("similarity", arrays)
+        model._matrix = sparse_from_arrays("similarity", arrays)
         return model
 
 

@@ -22,17 +22,14 @@ import scipy.sparse as sp
 
 from recsys.config import RP3betaParams
 from recsys.models.base import (
-    NotFittedError,
-    Recommender,
     check_interactions,
-    check_users,
     sparse_from_arrays,
     sparse_to_arrays,
 )
-from recsys.models.baselines import binarize, item_user_counts, keep_top_per_row
+from recsys.models.baselines import ItemItemRecommender, binarize, item_user_counts, keep_top_per_row
 
 
-class RP3beta(Recommender):
+class RP3beta(ItemItemRecommender):
     """The random-walk item-item model RP3beta on the binarised matrix (see the module docstring).
 
     Parameters
@@ -47,30 +44,14 @@ class RP3beta(Recommender):
         self.params = params
         self.name = name
         self._history: sp.csr_matrix | None = None
-        self._weights: sp.csr_matrix | None = None
+        self._matrix: sp.csr_matrix | None = None
 
     def fit(self, interactions: sp.csr_matrix, item_features: sp.csr_matrix | None = None) -> Self:
         """Build the pruned walk matrix; ``item_features`` is ignored."""
         history = binarize(check_interactions(interactions))
-        self._weights = rp3beta_weights(history, self.params.alpha, self.params.beta, self.params.neighbours)
+        self._matrix = rp3beta_weights(history, self.params.alpha, self.params.beta, self.params.neighbours)
         self._history = history
         return self
-
-    @property
-    def n_items(self) -> int:
-        """Number of items."""
-        return int(self._fitted()[0].shape[1])
-
-    def _fitted(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-        if self._history is None or self._weights is None:
-            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load()")
-        return self._history, self._weights
-
-    def score(self, user_indices: np.ndarray) -> np.ndarray:
-        """``x_u @ W`` for each user."""
-        history, weights = self._fitted()
-        users = check_users(user_indices, history.shape[0])
-        return np.asarray((history[users] @ weights).toarray(), dtype=np.float32)
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         history, weights = self._fitted()
@@ -81,7 +62,7 @@ class RP3beta(Recommender):
     def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
         model = cls(RP3betaParams.model_validate(meta["params"]), name=meta["name"])
         model._history = sparse_from_arrays("history", arrays)
-        model._weights = sparse_from_arrays("weights", arrays)
+        model._matrix = sparse_from_arrays("weights", arrays)
         return model
 
 
