@@ -300,7 +300,6 @@ def build_project(
 
 # Small enough to train in seconds, big enough for the split (>= 5 artists per user) and EASE.
 TINY_OVERRIDES: dict[str, Any] = {
-    "train.num_threads": 1,
     "train.lightfm.no_components": 4,
     "train.lightfm.epochs": 3,
     "train.lightfm.eval_every": 1,
