@@ -4,7 +4,7 @@ Each reads its stage's inputs, calls the library, and writes its outputs atomica
 formats that live with the data they describe (``write_prepared``, ``save_item_features``, ``save_split``,
 ``Recommender.save``, ``write_eda``). Folder names come from :mod:`recsys.paths`. The training flow runs
 them through ``dvc repro`` (:mod:`flows.dvc`); the search flow reuses :func:`training_inputs` and
-:func:`write_trials`.
+:func:`write_tuning`.
 """
 
 from __future__ import annotations

@@ -28,11 +28,6 @@ def baselines(params: Params) -> list[Recommender]:
     ]
 
 
-def fit_baselines(train_full: sp.csr_matrix, params: Params) -> dict[str, Recommender]:
-    """Every competitor of :func:`baselines` fitted on ``train_full``."""
-    return {model.name: model.fit(train_full) for model in baselines(params)}
-
-
 @dataclass(frozen=True)
 class TrainedModels:
     """The ``train`` stage's result: every model and what it was fitted with."""

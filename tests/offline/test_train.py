@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from recsys.config import Params
 from recsys.offline.split import Split
-from recsys.offline.train import fit_all, fit_baselines
+from recsys.offline.train import baselines, fit_all
 from recsys.paths import MODEL_NAMES
 
 
@@ -24,7 +24,7 @@ def block_matrix(seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_matrix]:
 
 def test_fit_baselines_names() -> None:
     train, _ = block_matrix()
-    models = fit_baselines(train, Params())
+    models = {model.name: model.fit(train) for model in baselines(Params())}
     assert sorted(models) == ["als", "ease", "itemknn", "most_popular", "rp3beta"]
     assert all(model.score(np.array([0, 25])).shape == (2, 20) for model in models.values())
 
