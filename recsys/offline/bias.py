@@ -1,8 +1,9 @@
 """Popularity-bias mitigation: the accuracy / long-tail trade-off of re-ranking, and the default strength.
 
 Every strength re-ranks the model's scores with :func:`recsys.offline.popularity.rerank_popularity` and is
-evaluated with the offline protocol (:func:`recsys.offline.evaluation.evaluate`), so the curve's strength-0
-row equals the unmitigated model's metrics. The default strength is the one with the largest long-tail share
+evaluated with the offline protocol (:func:`recsys.offline.evaluation.evaluate_variants`: the model scores
+each batch of users once, for every strength), so the curve's strength-0 row equals the unmitigated
+model's metrics. The default strength is the one with the largest long-tail share
 whose nDCG costs at most ``max_ndcg_cost`` (relative) against strength 0.
 """
 
@@ -16,8 +17,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.config import EvaluateParams
-from recsys.offline.evaluation import ScoreFn, evaluate, rank_top_k
-from recsys.offline.popularity import popularity_lift, rerank_popularity
+from recsys.offline.evaluation import ScoreFn, evaluate_variants
+from recsys.offline.popularity import popularity_lift, popularity_reranked
 
 STRENGTH = "strength"
 NDCG_COST = "ndcg_cost"
@@ -26,15 +27,6 @@ RULE = (
     "largest long_tail_share@{k} among strengths whose ndcg@{k} is at most {cost:.1%} below the "
     "unmitigated model's (strength 0); ties go to the smaller strength"
 )
-
-
-def reranked(score_fn: ScoreFn, popularity: np.ndarray, strength: float) -> ScoreFn:
-    """``score_fn`` followed by :func:`~recsys.offline.popularity.rerank_popularity` at ``strength``."""
-
-    def score(users: np.ndarray) -> np.ndarray:
-        return rerank_popularity(np.asarray(score_fn(users)), popularity, strength)
-
-    return score
 
 
 def group_popularity_lift(
@@ -107,13 +99,15 @@ def tradeoff_curve(
         ``popularity_lift/<group>``.
     """
     k = params.primary_k
-    users = np.flatnonzero(np.asarray((sp.csr_matrix(test) > 0).sum(axis=1)).ravel())
+    ordered = sorted(set(map(float, strengths)))
+    evaluated = evaluate_variants(
+        score_fn, lambda raw: popularity_reranked(raw, popularity, ordered), train, test, params, groups
+    )
     rows = []
-    for strength in sorted(set(map(float, strengths))):
-        adjusted = reranked(score_fn, popularity, strength)
-        result = evaluate(adjusted, train, test, params, groups)
-        lift = group_popularity_lift(rank_top_k(adjusted, users, k, train), train, users, groups)
-        rows.append(_curve_row(strength, result.metrics, result.groups, lift, k))
+    for strength in ordered:
+        ranked = evaluated[strength]
+        lift = group_popularity_lift(ranked.top_k[:, :k], train, ranked.users, groups)
+        rows.append(_curve_row(strength, ranked.result.metrics, ranked.result.groups, lift, k))
     curve = pd.DataFrame(rows)
     curve[NDCG_COST] = ndcg_cost(curve, k)
     return curve

@@ -16,7 +16,7 @@ Conventions
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,14 +193,76 @@ def evaluate(
     relevant = _relevant(train, test, mask)
     users = np.flatnonzero(positive_counts(relevant))
     top_k, auc = _rank_and_auc(score_fn, users, train, relevant, mask, max(params.ks), batch_size)
-    per_user = ranking_metrics(top_k, relevant, users, params.ks)
-    per_user["auc"] = auc
     context = _ListContext(item_popularity(train), train.shape[0], int(mask.sum()), params, item_vectors)
-    selected = {"overall": np.ones(len(users), dtype=bool)}
-    selected |= {name: np.isin(users, members) for name, members in (user_groups or {}).items()}
-    summaries = {name: _summarise(per_user, top_k[rows], rows, context) for name, rows in selected.items()}
-    overall = summaries.pop("overall")
-    return EvaluationResult(metrics=overall, groups=summaries)
+    return _result(top_k, auc, relevant, users, context, user_groups)
+
+
+@dataclass(frozen=True)
+class RankedEvaluation:
+    """One variant's :class:`EvaluationResult` with the lists it was computed from.
+
+    ``top_k`` is ``(len(users), max(ks))`` item indices, best first, padded with ``PAD_ITEM``.
+    """
+
+    result: EvaluationResult
+    users: np.ndarray
+    top_k: np.ndarray
+
+
+Variants = Callable[[np.ndarray], Iterator[tuple[Hashable, np.ndarray]]]
+"""Maps a batch's raw scores to ``(key, scores)`` pairs, one variant at a time (e.g. re-ranking strengths)."""
+
+
+def evaluate_variants(
+    score_fn: ScoreFn,
+    variants: Variants,
+    train: sp.csr_matrix,
+    test: sp.csr_matrix,
+    params: EvaluateParams,
+    user_groups: Mapping[str, np.ndarray] | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> dict[Hashable, RankedEvaluation]:
+    """:func:`evaluate` of several transforms of one model's scores from a single scoring pass.
+
+    Each batch of users is scored once and ``variants`` turns those raw scores into every variant in
+    turn; each variant is then masked, ranked and measured exactly as :func:`evaluate` would measure a
+    model scoring like it (every item a candidate). Memory is one batch's raw scores plus one variant's.
+
+    Examples
+    --------
+    >>> scores = np.array([[0.9, 0.1, 0.5], [0.2, 0.8, 0.4]])
+    >>> train, test = sp.csr_matrix([[0, 0, 0], [1, 0, 0]]), sp.csr_matrix([[0, 1, 0], [0, 0, 1]])
+    >>> flip = lambda raw: iter([("as is", raw), ("negated", -raw)])
+    >>> out = evaluate_variants(lambda u: scores[u], flip, train, test, EvaluateParams(ks=[1]))
+    >>> {key: ranked.top_k.ravel().tolist() for key, ranked in out.items()}
+    {'as is': [0, 1], 'negated': [1, 2]}
+    """
+    if train.shape != test.shape:
+        raise ValueError(f"train {train.shape} and test {test.shape} must have the same shape")
+    n_items, k_max = train.shape[1], max(params.ks)
+    mask = candidate_mask(None, n_items)
+    relevant = _relevant(train, test, mask)
+    users = np.flatnonzero(positive_counts(relevant))
+    relevant_rows, exclude = relevant[users], sp.csr_matrix(train)
+    tops: dict[Hashable, np.ndarray] = {}
+    aucs: dict[Hashable, np.ndarray] = {}
+    for start in range(0, len(users), batch_size):
+        batch = users[start : start + batch_size]
+        rows = slice(start, start + len(batch))
+        raw = _shape_checked(score_fn(batch), batch, n_items)
+        excluded = stored_entries(exclude[batch])
+        for key, variant in variants(raw):
+            scores = _checked(_shape_checked(variant, batch, n_items), batch)
+            scores[excluded] = -np.inf
+            tops.setdefault(key, np.full((len(users), k_max), PAD_ITEM, dtype=np.int64))[rows] = _top_k(
+                scores, k_max
+            )
+            aucs.setdefault(key, np.full(len(users), np.nan))[rows] = auc_rows(scores, relevant_rows[rows])
+    context = _ListContext(item_popularity(train), train.shape[0], n_items, params, None)
+    return {
+        key: RankedEvaluation(_result(top, aucs[key], relevant, users, context, user_groups), users, top)
+        for key, top in tops.items()
+    }
 
 
 def cold_start_evaluate(
@@ -251,6 +313,23 @@ def _summarise(
     return summary
 
 
+def _result(
+    top_k: np.ndarray,
+    auc: np.ndarray,
+    relevant: sp.csr_matrix,
+    users: np.ndarray,
+    context: _ListContext,
+    user_groups: Mapping[str, np.ndarray] | None,
+) -> EvaluationResult:
+    per_user = ranking_metrics(top_k, relevant, users, context.params.ks)
+    per_user["auc"] = auc
+    selected = {"overall": np.ones(len(users), dtype=bool)}
+    selected |= {name: np.isin(users, members) for name, members in (user_groups or {}).items()}
+    summaries = {name: _summarise(per_user, top_k[rows], rows, context) for name, rows in selected.items()}
+    overall = summaries.pop("overall")
+    return EvaluationResult(metrics=overall, groups=summaries)
+
+
 def _rank_and_auc(
     score_fn: ScoreFn,
     users: np.ndarray,
@@ -288,9 +367,17 @@ def _masked_batches(
 
 def _checked_scores(score_fn: ScoreFn, batch: np.ndarray, n_items: int) -> np.ndarray:
     """A private float copy of the model's scores in which ``-inf`` only ever marks a masked item."""
-    raw = np.asarray(score_fn(batch))
+    return _checked(_shape_checked(score_fn(batch), batch, n_items), batch)
+
+
+def _shape_checked(scores: np.ndarray, batch: np.ndarray, n_items: int) -> np.ndarray:
+    raw = np.asarray(scores)
     if raw.shape != (len(batch), n_items):
         raise ValueError(f"score_fn returned shape {raw.shape}, expected ({len(batch)}, {n_items})")
+    return raw
+
+
+def _checked(raw: np.ndarray, batch: np.ndarray) -> np.ndarray:
     scores = np.array(raw, dtype=np.result_type(raw.dtype, np.float32))
     if np.isnan(scores).any():
         raise ValueError(f"score_fn returned NaN scores for users {batch[np.isnan(scores).any(axis=1)][:5]}")

@@ -16,7 +16,7 @@ Examples
 >>> features.names
 ['tag:indie', 'genre:pop', 'genre:rock', 'id:a', 'id:b']
 >>> features.matrix.toarray().astype(float).round(2).tolist()
-[[0.4, 0.1, 0.1, 0.4, 0.0], [0.5, 0.0, 0.0, 0.0, 0.5]]
+[[0.5, 0.12, 0.12, 0.25, 0.0], [0.67, 0.0, 0.0, 0.0, 0.33]]
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -209,14 +209,35 @@ def rerank_popularity(scores: np.ndarray, popularity: np.ndarray, strength: floa
     >>> adjusted.argsort()[::-1].tolist()
     [1, 2, 0]
     """
-    if not np.isfinite(strength) or strength < 0:
-        raise ValueError(f"strength must be a finite number >= 0, got {strength}")
     values = np.asarray(scores, dtype=np.float64)
-    rows = np.atleast_2d(values)
+    ((_, adjusted),) = popularity_reranked(values, popularity, [strength])
+    return adjusted.reshape(values.shape)
+
+
+def popularity_reranked(
+    scores: np.ndarray, popularity: np.ndarray, strengths: Sequence[float]
+) -> Iterator[tuple[float, np.ndarray]]:
+    """:func:`rerank_popularity` at each of ``strengths`` in turn, standardising ``scores`` only once.
+
+    Yields ``(strength, adjusted)`` with ``adjusted`` 2-D float64 and identical to
+    ``rerank_popularity(scores, popularity, strength)``; one array at a time, so a trade-off curve over
+    many strengths holds two score matrices, not one per strength.
+
+    Examples
+    --------
+    >>> [(s, a.argmax()) for s, a in popularity_reranked(np.array([3.0, 2.0]), np.array([9.0, 1.0]), [0, 9])]
+    [(0.0, np.int64(0)), (9.0, np.int64(1))]
+    """
+    for strength in strengths:
+        if not np.isfinite(strength) or strength < 0:
+            raise ValueError(f"strength must be a finite number >= 0, got {strength}")
+    rows = np.atleast_2d(np.asarray(scores, dtype=np.float64))
     if rows.shape[1] != len(popularity):
         raise ValueError(f"scores have {rows.shape[1]} items but popularity has {len(popularity)}")
-    adjusted = _standardise_rows(rows) - strength * _standardise(np.log1p(popularity))
-    return adjusted.reshape(values.shape)
+    standardised = _standardise_rows(rows)
+    penalty = _standardise(np.log1p(popularity))
+    for strength in strengths:
+        yield float(strength), standardised - strength * penalty
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:
@@ -226,6 +247,13 @@ def _standardise(values: np.ndarray) -> np.ndarray:
 
 def _standardise_rows(rows: np.ndarray) -> np.ndarray:
     finite = np.isfinite(rows)
+    if finite.all():
+        # The common case (raw model scores): the same arithmetic as below without the masking passes,
+        # so the result is bit-identical, in a third of the time and memory.
+        centred = rows - rows.sum(axis=1, keepdims=True) / rows.shape[1]
+        std = np.sqrt((centred**2).sum(axis=1, keepdims=True) / rows.shape[1])
+        centred /= np.where(std > 0, std, 1.0)
+        return centred
     counts = np.maximum(finite.sum(axis=1, keepdims=True), 1)
     filled = np.where(finite, rows, 0.0)
     mean = filled.sum(axis=1, keepdims=True) / counts
