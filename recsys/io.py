@@ -46,6 +46,25 @@ def write_json(path: str | Path, payload: Any) -> None:
         handle.write("\n")
 
 
+def without_keys(value: Any, keys: frozenset[str]) -> Any:
+    """``value`` with every mapping entry named in ``keys`` removed, at any depth (lists are walked).
+
+    A DVC output keeps only what its inputs decide, so timings are left out of the files a stage writes
+    and a rerun of the same commit writes the same bytes (and ``dvc.lock`` does not change).
+
+    Examples
+    --------
+    >>> report = {"rows": 3, "seconds": 0.1, "files": [{"seconds": 0.2, "name": "a"}]}
+    >>> without_keys(report, frozenset({"seconds"}))
+    {'rows': 3, 'files': [{'name': 'a'}]}
+    """
+    if isinstance(value, dict):
+        return {key: without_keys(item, keys) for key, item in value.items() if key not in keys}
+    if isinstance(value, list | tuple):
+        return [without_keys(item, keys) for item in value]
+    return value
+
+
 def write_parquet(path: str | Path, frame: pd.DataFrame) -> None:
     """Write ``frame`` as Parquet (no index), atomically."""
     with atomic_path(path) as tmp:

@@ -79,7 +79,10 @@ def test_train_saves_every_model_fitted_with_the_settings_of_params(run: dict[st
     assert {f"{name}.npz" for name in MODEL_NAMES} <= {p.name for p in models.iterdir()}
     assert not (models / "trials.csv").exists()  # the search is its own command (recsys tune)
     assert run["train"]["lightfm"] == run["params"].train.lightfm.model_dump()
-    assert json.loads((models / "train_summary.json").read_text(encoding="utf-8")) == run["train"]
+    saved = json.loads((models / "train_summary.json").read_text(encoding="utf-8"))
+    # The fit times are printed, not saved: the DVC output holds only what the inputs decide.
+    assert set(run["train"]["fit_seconds"]) == set(MODEL_NAMES)
+    assert saved == {key: value for key, value in run["train"].items() if key != "fit_seconds"}
 
 
 def test_tune_writes_the_trials_and_the_winners_as_settings(run: dict[str, Any]) -> None:
