@@ -120,8 +120,8 @@ def rank_top_k(
     """
     mask = candidate_mask(candidates, exclude.shape[1])
     top = np.full((len(users), k_max), PAD_ITEM, dtype=np.int64)
-    for rows, scores in _masked_batches(score_fn, np.asarray(users), exclude, mask, batch_size):
-        top[rows] = _top_k(scores, k_max)
+    for rows, scores, columns in _masked_batches(score_fn, np.asarray(users), exclude, mask, batch_size):
+        top[rows] = _item_indices(_top_k(scores, k_max), columns)
     return top
 
 
@@ -149,8 +149,8 @@ def auc_per_user(
     mask = candidate_mask(candidates, train.shape[1])
     test_rows = sp.csr_matrix(test)[users]
     auc = np.full(len(users), np.nan)
-    for rows, scores in _masked_batches(score_fn, users, train, mask, batch_size):
-        auc[rows] = auc_rows(scores, test_rows[rows])
+    for rows, scores, columns in _masked_batches(score_fn, users, train, mask, batch_size):
+        auc[rows] = auc_rows(scores, _columns_of(test_rows[rows], columns))
     return auc
 
 
@@ -343,26 +343,44 @@ def _rank_and_auc(
     top = np.full((len(users), k_max), PAD_ITEM, dtype=np.int64)
     auc = np.full(len(users), np.nan)
     relevant_rows = relevant[users]
-    for rows, scores in _masked_batches(score_fn, users, train, mask, batch_size):
-        top[rows] = _top_k(scores, k_max)
-        auc[rows] = auc_rows(scores, relevant_rows[rows])
+    for rows, scores, columns in _masked_batches(score_fn, users, train, mask, batch_size):
+        top[rows] = _item_indices(_top_k(scores, k_max), columns)
+        auc[rows] = auc_rows(scores, _columns_of(relevant_rows[rows], columns))
     return top, auc
 
 
 def _masked_batches(
     score_fn: ScoreFn, users: np.ndarray, exclude: sp.csr_matrix, mask: np.ndarray, batch_size: int
-) -> Iterator[tuple[slice, np.ndarray]]:
-    """Yield ``(rows, scores)`` per batch with excluded and non-candidate items set to ``-inf``."""
+) -> Iterator[tuple[slice, np.ndarray, np.ndarray | None]]:
+    """Yield ``(rows, scores, columns)`` per batch: the scores of the candidate items only, excluded items
+    set to ``-inf``; ``columns`` are the candidates' item indices (None when every item is one).
+
+    Ranking the candidates' columns alone keeps the cold-start protocol (about one item in ten) from
+    sorting and partitioning rows that are nine tenths ``-inf``.
+    """
     exclude = sp.csr_matrix(exclude)
     n_items = exclude.shape[1]
+    columns = None if mask.all() else np.flatnonzero(mask)
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
         scores = _checked_scores(score_fn, batch, n_items)
-        if not mask.all():
-            scores[:, ~mask] = -np.inf
-        rows, cols = stored_entries(exclude[batch])
+        excluded = exclude[batch]
+        if columns is not None:
+            scores, excluded = scores[:, columns], excluded[:, columns]
+        rows, cols = stored_entries(excluded)
         scores[rows, cols] = -np.inf
-        yield slice(start, start + len(batch)), scores
+        yield slice(start, start + len(batch)), scores, columns
+
+
+def _columns_of(matrix: sp.csr_matrix, columns: np.ndarray | None) -> sp.csr_matrix:
+    return matrix if columns is None else matrix[:, columns]
+
+
+def _item_indices(top: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
+    """Top-k positions among ``columns`` -> item indices (padding kept)."""
+    if columns is None:
+        return top
+    return np.where(top == PAD_ITEM, PAD_ITEM, columns[np.maximum(top, 0)])
 
 
 def _checked_scores(score_fn: ScoreFn, batch: np.ndarray, n_items: int) -> np.ndarray:

@@ -358,3 +358,28 @@ def test_most_popular_beats_random_on_lastfm(real_data_dir: Path) -> None:
     assert abs(random.metrics["auc"] - 0.5) < 0.02
     assert sum(int(g["n_users"]) for g in popular.groups.values()) == popular.metrics["n_users"]
     assert popular.metrics["coverage@10"] < random.metrics["coverage@10"]
+
+
+def test_ranking_among_candidates_equals_ranking_with_the_others_at_minus_inf() -> None:
+    # The candidates' columns are ranked alone (faster for cold start); the lists, AUC and metrics must
+    # be those of the full rows with every other item masked.
+    rng = np.random.default_rng(7)
+    scores = rng.standard_normal((40, 300))
+    train = sp.random(40, 300, density=0.05, random_state=1, format="csr")
+    test = sp.random(40, 300, density=0.05, random_state=2, format="csr")
+    candidates = rng.random(300) < 0.15
+    masked = np.where(candidates, scores, -np.inf)
+    params = EvaluateParams(ks=[5, 10])
+    users = np.arange(40)
+
+    restricted = rank_top_k(lambda u: scores[u], users, 10, train, candidates=candidates)
+    assert np.array_equal(restricted, rank_top_k(lambda u: masked[u], users, 10, train))
+    assert set(restricted[restricted != PAD_ITEM].tolist()) <= set(np.flatnonzero(candidates).tolist())
+    assert np.allclose(
+        auc_per_user(lambda u: scores[u], users, train, test, candidates=candidates),
+        auc_per_user(lambda u: masked[u], users, train, test, candidates=candidates),
+        equal_nan=True,
+    )
+    cold = cold_start_evaluate(lambda u: scores[u], train, test, np.flatnonzero(candidates), params)
+    assert cold.metrics["n_users"] > 0 and cold.metrics["ndcg@10"] > 0
+    assert cold.metrics == evaluate(lambda u: masked[u], train, test, params, candidates=candidates).metrics
