@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -86,6 +88,34 @@ def item_summary_frame(items: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+_ID = re.compile(
+    r"(?<![0-9a-f-])(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})(?![0-9a-f-])"
+)
+
+
+def stable_ids(html: str) -> str:
+    """``html`` with every UUID-like id renumbered in order of first appearance.
+
+    Evidently names its widgets with random UUIDs; renumbering them (one to one, so references inside
+    the page still match) makes the same report the same bytes, as a DVC output should be.
+
+    Examples
+    --------
+    >>> stable_ids('<p id="9f3c7e2a5b8d4e1f9a6c3b0d7e4f1a2b"><a href="#9f3c7e2a5b8d4e1f9a6c3b0d7e4f1a2b">')
+    '<p id="00000000000000000000000000000000"><a href="#00000000000000000000000000000000">'
+    """
+    renamed: dict[str, str] = {}
+
+    def rename(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token not in renamed:
+            number = len(renamed)
+            renamed[token] = str(uuid.UUID(int=number)) if "-" in token else f"{number:032x}"
+        return renamed[token]
+
+    return _ID.sub(rename, html)
+
+
 def write_items_summary(items: pd.DataFrame, html_path: Path, json_path: Path) -> None:
     """Evidently data summary of :func:`item_summary_frame` saved as HTML and JSON (atomic)."""
     from evidently import DataDefinition, Dataset, Report
@@ -104,6 +134,7 @@ def write_items_summary(items: pd.DataFrame, html_path: Path, json_path: Path) -
     # Snapshot.save_* silently ignore anything but a str path.
     with atomic_path(html_path) as tmp:
         snapshot.save_html(str(tmp))
+        tmp.write_text(stable_ids(tmp.read_text(encoding="utf-8")), encoding="utf-8")
     with atomic_path(json_path) as tmp:
         snapshot.save_json(str(tmp))
 

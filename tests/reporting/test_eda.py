@@ -423,3 +423,13 @@ def test_write_eda_on_real_lastfm(tmp_path: Path) -> None:
     for name in (*PLOTS,):
         assert (tmp_path / "eda" / f"{name}.png").read_bytes()[:8] == PNG_MAGIC
     assert (tmp_path / "eda" / "items_summary.html").stat().st_size > 0
+
+
+def test_the_evidently_item_summary_is_the_same_bytes_on_a_rerun(items: pd.DataFrame, tmp_path: Path) -> None:
+    # A DVC output: Evidently's random widget ids are renumbered, so a rerun does not change dvc.lock.
+    pages = []
+    for run in ("a", "b"):
+        eda.write_items_summary(items, tmp_path / f"{run}.html", tmp_path / f"{run}.json")
+        pages.append((tmp_path / f"{run}.html").read_bytes())
+    assert pages[0] == pages[1] and b"metric_00000000000000000000000000000000" in pages[0]
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
