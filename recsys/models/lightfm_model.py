@@ -79,7 +79,8 @@ class LightFMRecommender(Recommender):
         Epochs behind the current state, including :meth:`fit_partial` calls.
     train_seconds : float
         Wall-clock seconds spent in LightFM training since the last :meth:`fit` (evaluations excluded),
-        over ``epochs_run`` epochs (discarded ones after the best epoch included).
+        over ``epochs_run`` epochs (discarded ones after the best epoch included); not saved (0 after
+        :meth:`load`), so the same fit saves the same bytes.
 
     Examples
     --------
@@ -379,7 +380,7 @@ class LightFMRecommender(Recommender):
             "history": self.history,
             "best_epoch": self.best_epoch,
             "epochs_trained": self.epochs_trained,
-            "train_seconds": self.train_seconds,
+            # Not the training time: the same fit must save the same bytes (a DVC output).
             "epochs_run": self.epochs_run,
             "random_state": [int(position), int(has_gauss), float(cached_gaussian)],
         }
@@ -405,7 +406,7 @@ class LightFMRecommender(Recommender):
         model._item_features = sparse_from_arrays("item_features", arrays)
         model.history = [(int(epoch), float(score)) for epoch, score in meta["history"]]
         model.best_epoch, model.epochs_trained = int(meta["best_epoch"]), int(meta["epochs_trained"])
-        model.train_seconds, model.epochs_run = float(meta["train_seconds"]), int(meta["epochs_run"])
+        model.epochs_run = int(meta["epochs_run"])
         return model
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from recsys.config import Params
+from recsys.offline import train as train_module
 from recsys.offline.split import Split
 from recsys.offline.train import baselines, fit_all
 from recsys.paths import MODEL_NAMES
@@ -36,15 +38,34 @@ def tiny_split() -> Split:
     return Split(users, items, train, valid, empty, empty, np.array([], dtype=np.int64))
 
 
-def test_fit_all_fits_every_model_once_and_twice_gives_the_same_scores() -> None:
+def test_fit_all_fits_every_model_once_and_twice_gives_the_same_scores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     settings = Params().model_dump()
     for section in ("lightfm", "lightfm_cf"):
         settings["train"][section] |= {"no_components": 8, "epochs": 5}
     params = Params.model_validate(settings)
     features = sp.identity(20, format="csr", dtype=np.float32)
-    first, second = fit_all(params, tiny_split(), features), fit_all(params, tiny_split(), features)
+    # The first fit trains the hybrid in a child process (two cores), the second here (one core).
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda _pid: {0, 1})
+    first = fit_all(params, tiny_split(), features)
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda _pid: {0})
+    second = fit_all(params, tiny_split(), features)
     assert sorted(first.models) == sorted(MODEL_NAMES) == first.summary["models"]
     assert first.summary["final_threads"] == 1 and first.summary["lightfm"]["epochs"] == 5
     users = np.arange(40)
     for name in MODEL_NAMES:  # single-threaded LightFM: bit-identical, not merely close
         np.testing.assert_array_equal(first.models[name].score(users), second.models[name].score(users))
+
+
+def test_the_hybrid_trains_in_a_child_process_only_single_threaded_with_a_second_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda _pid: {0, 1})
+    with train_module._hybrid_process(1) as pool:
+        assert pool is not None
+    with train_module._hybrid_process(2) as pool:  # multi-threaded LightFM wants both cores itself
+        assert pool is None
+    monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda _pid: {0})
+    with train_module._hybrid_process(1) as pool:
+        assert pool is None
