@@ -143,12 +143,13 @@ def measure_bias(
     k: int,
     head_share: float,
     min_lists: int,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
     """Popularity bias of the served lists and of the champion's top-``k`` (:func:`champion_bias`)."""
     from recsys import registry
 
     try:
-        artifact = registry.load_artifact()
+        artifact = registry.load_artifact(dataset=dataset)
     except registry.RegistryError as err:
         return {"status": f"no champion: {err}", "n_served": len(served)}
     return champion_bias(artifact, served, events, test_users, k, head_share, min_lists)
@@ -188,7 +189,13 @@ def drift_monitoring_flow(
     drifted = measure_drift(reference, current, str(out_dir), settings.drift_share_threshold)
     evaluate = params.evaluate
     bias = measure_bias(
-        served, events, test_users, evaluate.primary_k, evaluate.head_share, settings.min_events
+        served,
+        events,
+        test_users,
+        evaluate.primary_k,
+        evaluate.head_share,
+        settings.min_events,
+        params.dataset.name,
     )
     n_lists = len(served) if bias.get("source") == "served" else None
     decision = monitoring.decide(

@@ -118,13 +118,13 @@ def purge_exported_feedback(root: str, pseudonyms: frozenset[str], salt: str | N
 
 
 @task(name="erased-in-champion", cache_policy=NO_CACHE)
-def erased_in_champion(pseudonyms: frozenset[str], salt: str | None) -> int:
-    """How many of the champion's users are erased (0 without a champion)."""
+def erased_in_champion(pseudonyms: frozenset[str], salt: str | None, dataset: str | None = None) -> int:
+    """How many of the data set's champion's users are erased (0 without a champion)."""
     from recsys import registry
 
-    if not pseudonyms or registry.champion() is None:
+    if not pseudonyms or registry.champion(dataset=dataset) is None:
         return 0
-    return len(erased_users(registry.load_artifact("champion").user_ids, pseudonyms, salt))
+    return len(erased_users(registry.load_artifact("champion", dataset=dataset).user_ids, pseudonyms, salt))
 
 
 @task(name="retrain-and-evaluate", cache_policy=NO_CACHE)
@@ -140,7 +140,7 @@ def retrain_and_evaluate(
 
     project = Path(root)
     params = load_params(project / PARAMS_FILE)
-    artifact = registry.load_artifact("champion")
+    artifact = registry.load_artifact("champion", dataset=params.dataset.name)
     split = load_split(project / SPLIT_DIR)
     return retrain_on_feedback(artifact, split, events, params, erased, salt, history)
 
@@ -304,7 +304,9 @@ def _honour_erasures(root: Path, pending: PendingErasures, events: pd.DataFrame)
     return {
         "events": kept,
         "erasures": pending.n_records,
-        "erased_users": erased_in_champion(pending.pseudonyms, pending.salt),
+        "erased_users": erased_in_champion(
+            pending.pseudonyms, pending.salt, load_params(root / PARAMS_FILE).dataset.name
+        ),
         "purged_rows": sum(purged.values()),
         "purged_files": {name: n for name, n in purged.items() if n},
         "erased_events": n_dropped,

@@ -99,7 +99,7 @@ def gate(project_dir: str, report: dict[str, Any]) -> dict[str, Any]:
     project = Path(project_dir)
     params = load_params(project / PARAMS_FILE)
     challenger = gating.candidate_from_report(report, HYBRID)
-    champion = registry.champion()
+    champion = registry.champion(dataset=params.dataset.name)
     measured, how = comparable_champion(project, params, champion) if champion else (None, "no champion")
     decision = gating.decide(challenger, measured, params.gate)
     markdown = gating.render_markdown(decision) + f"\nChampion metrics: {how}.\n"

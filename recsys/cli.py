@@ -111,7 +111,7 @@ def train(
 ) -> None:
     """Fit every model once with the tuned settings of params.yaml (the search is `recsys tune`)."""
     settings = _params(params)
-    _echo(guarded(lambda: stages.train(settings, features, split, out)))
+    _echo(guarded(lambda: stages.train(settings, features, split, out, background=True)))
 
 
 @app.command()

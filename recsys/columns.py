@@ -7,12 +7,12 @@ class Col:
     """Columns of the prepared tables (``data/prepared/*.parquet``) and of feedback events."""
 
     USER = "user_id"  # external user id, a string
-    ITEM = "item_id"  # external item (artist) id, a string
+    ITEM = "item_id"  # external item id (an artist or a track), a string
     WEIGHT = "weight"  # implicit-feedback confidence derived from PLAYS
     PLAYS = "plays"  # raw Last.fm listen count
     TIMESTAMP = "timestamp"
     SOURCE = "source"
-    NAME = "name"  # artist display name
+    NAME = "name"  # display name: the artist's, or a track's "Title - Artist"
     NAME_NORM = "name_norm"  # normalised artist name used for joins
     TAG = "tag"
     COUNT = "count"
@@ -23,6 +23,8 @@ class Col:
     GENRES = "genres"  # every Spotify playlist genre of the artist, "|"-joined, sorted
     LYRICS = "lyrics"  # concatenated lyrics of the artist's matched songs (nullable; never served)
     N_LYRICS = "n_lyrics_songs"
+    KIND = "kind"  # "artist" or "track"
+    RELEASE_DATE = "release_date"  # ISO date of a track's album release (nullable; year-only dates -> Jan 1)
     # Feedback events
     EVENT = "event"
     EVENT_ID = "event_id"
@@ -64,5 +66,12 @@ ITEMS_COLUMNS: tuple[str, ...] = (
     *AUDIO_FEATURES,
     Col.N_LYRICS,
     Col.LYRICS,
+    Col.KIND,
+    Col.ARTIST,
+    Col.RELEASE_DATE,
 )
+"""The canonical items table every stage after ``prepare`` reads, whatever the data set (see
+docs/architecture.md)."""
+
+ITEM_KINDS: tuple[str, ...] = ("artist", "track")
 ITEM_TAGS_COLUMNS: tuple[str, ...] = (Col.ITEM, Col.TAG, Col.COUNT)

@@ -30,6 +30,38 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+DatasetName = Literal["lastfm-artists", "spotify-songs", "files"]
+
+
+class SongsParams(_Section):
+    """The ``spotify-songs`` adapter: tracks as items, playlists as listeners."""
+
+    # A playlist needs this many tracks to be a listener (fewer cannot be held out from).
+    min_playlist_tracks: int = Field(5, ge=1)
+
+
+class FilesParams(_Section):
+    """The ``files`` adapter: a team's own interactions and items files (CSV or Parquet).
+
+    ``columns`` maps a canonical column to the file's column name: ``user``, ``item``, ``plays`` (or
+    ``weight``) and optional ``timestamp`` of the interactions; ``item``, ``name`` and optional ``artist``,
+    ``genre``, ``release_date``, ``tags`` ("|"-joined) and ``text`` of the items.
+    """
+
+    interactions: str = ""
+    items: str = ""
+    kind: Literal["artist", "track"] = "track"
+    columns: dict[str, str] = Field(default_factory=dict)
+
+
+class DatasetParams(_Section):
+    """Which data set the stages after ``prepare`` see, through the canonical tables (one contract)."""
+
+    name: DatasetName = "lastfm-artists"
+    songs: SongsParams = SongsParams()
+    files: FilesParams = FilesParams()
+
+
 class IngestParams(_Section):
     sources: tuple[Literal["lastfm", "spotify", "lyrics"], ...] = ("lastfm", "spotify", "lyrics")
     download_retries: int = Field(3, ge=1, le=20)
@@ -78,6 +110,8 @@ class SplitParams(_Section):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     valid_fraction: float = Field(0.2, gt=0, lt=1)
     cold_item_fraction: float = Field(0.1, ge=0, lt=1)
+    # random: a random share of items; newest: the share with the latest release dates (new music).
+    cold_items: Literal["random", "newest"] = "random"
     min_user_interactions: int = Field(5, ge=2)
 
 
@@ -243,6 +277,7 @@ class Params(_Section):
     """All settings of the pipeline; one attribute per ``params.yaml`` section."""
 
     seed: int = 42
+    dataset: DatasetParams = DatasetParams()
     ingest: IngestParams = IngestParams()
     prepare: PrepareParams = PrepareParams()
     features: FeaturesParams = FeaturesParams()

@@ -46,28 +46,37 @@ TUNED_FILE = "tuned_params.yaml"
 
 
 def ingest(params: Params, out_dir: Path = RAW_DIR, local_dir: Path | None = None) -> dict[str, Any]:
-    """Copy or download every configured source into ``out_dir``, verified."""
+    """Copy or download the raw sources of the chosen data set into ``out_dir``, verified."""
+    from recsys.data.datasets import dataset_of
     from recsys.data.ingest import ingest_all, summarize
+    from recsys.data.own_files import ingest_files
 
-    reports = ingest_all(
-        params.ingest.sources,
-        out_dir,
-        local_dir if local_dir is not None else data_dir_from_env(),
-        retries=params.ingest.download_retries,
-        timeout_s=params.ingest.download_timeout_s,
-    )
-    summary = summarize(reports)
+    dataset = dataset_of(params)
+    if dataset.name == "files":
+        summary = ingest_files(params.dataset.files, out_dir)
+    else:
+        # The configured sources, at least those the data set needs, in the order of ingest.sources.
+        names = [*params.ingest.sources, *(s for s in dataset.sources if s not in params.ingest.sources)]
+        reports = ingest_all(
+            names,
+            out_dir,
+            local_dir if local_dir is not None else data_dir_from_env(),
+            retries=params.ingest.download_retries,
+            timeout_s=params.ingest.download_timeout_s,
+        )
+        summary = summarize(reports)
+    summary = {"dataset": dataset.name} | summary
     # The file is a DVC output: the same data gives the same bytes, so the timings are only printed.
     write_json(out_dir / "ingest.json", without_keys(summary, frozenset({"seconds"})))
     return summary
 
 
 def prepare(params: Params, raw_dir: Path = RAW_DIR, out_dir: Path = PREPARED_DIR) -> dict[str, Any]:
-    """Validate, clean and join the raw tables; write the prepared tables and the quality report."""
-    from recsys.data.prepare import prepare as run_prepare
+    """Validate, clean and join the chosen data set's raw tables into the canonical prepared tables."""
+    from recsys.data.datasets import dataset_of
     from recsys.data.prepare import write_prepared
 
-    prepared = run_prepare(raw_dir, params.prepare)
+    prepared = dataset_of(params).prepare(raw_dir, params)
     write_prepared(prepared, out_dir)
     return prepared.quality
 
@@ -99,8 +108,11 @@ def split(params: Params, prepared_dir: Path = PREPARED_DIR, out_dir: Path = SPL
     from recsys.offline.split import make_split, save_split, split_summary
 
     interactions = pd.read_parquet(prepared_dir / "interactions.parquet")
-    items = pd.read_parquet(prepared_dir / "items.parquet", columns=[Col.ITEM])
-    made = make_split(interactions, params.split, params.seed, items[Col.ITEM].tolist())
+    newest = params.split.cold_items == "newest"
+    columns = [Col.ITEM, Col.RELEASE_DATE] if newest else [Col.ITEM]
+    items = pd.read_parquet(prepared_dir / "items.parquet", columns=columns)
+    dates = items[Col.RELEASE_DATE] if newest else None
+    made = make_split(interactions, params.split, params.seed, items[Col.ITEM].tolist(), dates)
     save_split(made, out_dir)
     return split_summary(made)
 
@@ -122,12 +134,18 @@ def train(
     features_dir: Path = FEATURES_DIR,
     split_dir: Path = SPLIT_DIR,
     out_dir: Path = MODELS_DIR,
+    background: bool = False,
 ) -> dict[str, Any]:
-    """Fit every model once with the tuned settings of ``params.yaml``; save each and a summary."""
+    """Fit every model once with the tuned settings of ``params.yaml``; save each and a summary.
+
+    ``background`` trains the hybrid in a spawned child process (see :func:`recsys.offline.train.fit_all`);
+    the ``recsys train`` command sets it: spawning re-imports the caller's main module, which only a
+    guarded entry point (not a bare script) survives.
+    """
     from recsys.offline.train import fit_all
 
     loaded, item_features = training_inputs(features_dir, split_dir)
-    trained = fit_all(params, loaded, item_features.matrix)
+    trained = fit_all(params, loaded, item_features.matrix, background=background)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, model in trained.models.items():
         model.save(model_file(name, out_dir))

@@ -89,6 +89,19 @@ def match_lyrics(tracks: pd.DataFrame, lyrics: pd.DataFrame) -> tuple[pd.DataFra
     }
 
 
+def track_lyrics(tracks: pd.DataFrame, lyrics: pd.DataFrame) -> pd.Series:
+    """Per Spotify track id: the Genius lyrics matched by normalised artist + title (first match kept)."""
+    keys = _lyric_keys(lyrics)
+    keys = keys[(keys[Col.ARTIST_NORM] != "") & (keys[Col.TITLE_NORM] != "")]
+    pairs = tracks[[Col.TRACK_ID, Col.ARTIST_NORM, Col.TITLE_NORM]].merge(
+        keys, on=[Col.ARTIST_NORM, Col.TITLE_NORM]
+    )
+    pairs = pairs.sort_values([Col.TRACK_ID, "row"]).drop_duplicates(Col.TRACK_ID)
+    text = lyrics["lyrics"].reindex(pairs["row"].to_numpy()).to_numpy()
+    found = pd.Series(text, index=pairs[Col.TRACK_ID].to_numpy(), name=Col.LYRICS, dtype=object)
+    return found[found.notna()]
+
+
 def artist_profiles(tracks: pd.DataFrame) -> pd.DataFrame:
     """Per normalised Spotify artist: track count, mean audio features, main genre and all genres."""
     grouped = tracks[tracks[Col.ARTIST_NORM] != ""].groupby(Col.ARTIST_NORM)

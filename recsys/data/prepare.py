@@ -50,13 +50,15 @@ def _record(
     quality["tables"][table] = {"rows_in": rows_in, "rows_out": rows_out, "repairs": repairs}
 
 
-def _read(raw_dir: Path, schema: TableSchema, quality: dict[str, Any]) -> pd.DataFrame:
+def read_checked(raw_dir: Path, schema: TableSchema, quality: dict[str, Any]) -> pd.DataFrame:
+    """Read and validate one raw table, recording its rows and parse repairs in ``quality``."""
     frame, parse_repairs = read_table(raw_dir, schema)
     quality["tables"][schema.name] = {"rows_in": len(frame), "repairs": dict(parse_repairs)}
     return frame
 
 
-def _finish(quality: dict[str, Any], table: str, frame: pd.DataFrame, repairs: dict[str, int]) -> None:
+def finish(quality: dict[str, Any], table: str, frame: pd.DataFrame, repairs: dict[str, int]) -> None:
+    """Record a cleaned table's repairs and output rows in ``quality``."""
     entry = quality["tables"][table]
     entry["repairs"].update(repairs)
     entry["rows_out"] = len(frame)
@@ -111,6 +113,9 @@ def build_items(
     items, join_stats = joins.attach_to_artists(
         base, joins.artist_profiles(tracks), joins.artist_lyrics(lyrics)
     )
+    items[Col.KIND] = "artist"
+    items[Col.ARTIST] = items[Col.NAME]
+    items[Col.RELEASE_DATE] = None
     items = items.sort_values(Col.ITEM, kind="stable").reset_index(drop=True)
     return items[list(ITEMS_COLUMNS)], join_stats
 
@@ -128,30 +133,30 @@ def listens_with_spotify(interactions: pd.DataFrame, items: pd.DataFrame) -> dic
 def prepare(raw_dir: Path, params: PrepareParams) -> Prepared:
     """Validate, clean and join every raw table (pure apart from reading ``raw_dir``)."""
     quality: dict[str, Any] = {"tables": {}, "joins": {}, "params": params.model_dump()}
-    artists = _read(raw_dir, ARTISTS, quality)
+    artists = read_checked(raw_dir, ARTISTS, quality)
     artists, repairs = clean.clean_artists(artists, str(raw_dir / ARTISTS.path))
-    _finish(quality, ARTISTS.name, artists, repairs)
+    finish(quality, ARTISTS.name, artists, repairs)
 
-    user_artists = _read(raw_dir, USER_ARTISTS, quality)
+    user_artists = read_checked(raw_dir, USER_ARTISTS, quality)
     user_artists, repairs = clean.clean_user_artists(
         user_artists, artists["id"], params, str(raw_dir / USER_ARTISTS.path)
     )
     interactions, dropped = build_interactions(user_artists, params)
-    _finish(quality, USER_ARTISTS.name, interactions, repairs | dropped)
+    finish(quality, USER_ARTISTS.name, interactions, repairs | dropped)
 
-    tags = _read(raw_dir, TAGS, quality)
+    tags = read_checked(raw_dir, TAGS, quality)
     tags, repairs = clean.clean_tags(tags)
-    _finish(quality, TAGS.name, tags, repairs)
-    tagged = _read(raw_dir, USER_TAGGED_ARTISTS, quality)
+    finish(quality, TAGS.name, tags, repairs)
+    tagged = read_checked(raw_dir, USER_TAGGED_ARTISTS, quality)
     tagged, repairs = clean.clean_tagged_artists(tagged, artists["id"], tags["tagID"])
-    _finish(quality, USER_TAGGED_ARTISTS.name, tagged, repairs)
+    finish(quality, USER_TAGGED_ARTISTS.name, tagged, repairs)
 
-    spotify = _read(raw_dir, SPOTIFY_SONGS, quality)
+    spotify = read_checked(raw_dir, SPOTIFY_SONGS, quality)
     spotify, repairs = clean.clean_spotify(spotify)
-    _finish(quality, SPOTIFY_SONGS.name, spotify, repairs)
-    lyrics = _read(raw_dir, LYRICS_SONGS, quality)
+    finish(quality, SPOTIFY_SONGS.name, spotify, repairs)
+    lyrics = read_checked(raw_dir, LYRICS_SONGS, quality)
     lyrics, repairs = clean.clean_lyrics(lyrics)
-    _finish(quality, LYRICS_SONGS.name, lyrics, repairs)
+    finish(quality, LYRICS_SONGS.name, lyrics, repairs)
 
     tracks, lyric_stats = joins.match_lyrics(joins.spotify_tracks(spotify), lyrics)
     items, artist_stats = build_items(artists, interactions, tracks, lyrics)

@@ -97,6 +97,8 @@ SPOTIFY_SONGS = TableSchema(
         Column("track_name", nullable=True),
         Column("track_artist", nullable=True),
         Column("track_popularity", "float", nullable=True, on_invalid="null"),
+        Column("track_album_id", nullable=True),
+        Column("track_album_name", nullable=True),
         Column("track_album_release_date", nullable=True),
         Column("playlist_id"),
         Column("playlist_genre", nullable=True),

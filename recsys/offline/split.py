@@ -87,7 +87,13 @@ class Split:
         return matrix
 
 
-def make_split(interactions: pd.DataFrame, params: SplitParams, seed: int, item_ids: list[str]) -> Split:
+def make_split(
+    interactions: pd.DataFrame,
+    params: SplitParams,
+    seed: int,
+    item_ids: list[str],
+    release_dates: pd.Series | None = None,
+) -> Split:
     """Split interactions into cold-start items and per-user train/valid/test holdouts.
 
     Parameters
@@ -100,6 +106,10 @@ def make_split(interactions: pd.DataFrame, params: SplitParams, seed: int, item_
         Seed of both random draws (cold items, per-user holdouts).
     item_ids : list of str
         Column order of the matrices (the items table order, matching the feature matrix rows).
+    release_dates : pandas.Series, optional
+        ISO release date of each of ``item_ids`` (missing allowed); needed when ``params.cold_items`` is
+        ``"newest"``: the cold items are then the share with the latest dates (new music, ranked by its
+        features alone), ties and missing dates ordered by the seeded draw.
 
     Returns
     -------
@@ -111,7 +121,12 @@ def make_split(interactions: pd.DataFrame, params: SplitParams, seed: int, item_
     users = pd.Index(user_ids).get_indexer(frame[Col.USER]).astype(np.int64)
     items = pd.Index(item_ids).get_indexer(frame[Col.ITEM]).astype(np.int64)
     cold_stream, holdout_stream = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    cold_items = _draw_cold_items(items, params.cold_item_fraction, cold_stream)
+    if params.cold_items == "newest":
+        if release_dates is None:
+            raise ValueError("split.cold_items 'newest' needs the items' release dates")
+        cold_items = _newest_items(items, params.cold_item_fraction, release_dates, cold_stream)
+    else:
+        cold_items = _draw_cold_items(items, params.cold_item_fraction, cold_stream)
     # Keys for every row, drawn before removing cold rows, so that changing the cold fraction does not
     # reshuffle the holdout of the interactions that stay warm.
     keys = holdout_stream.random(len(frame))
@@ -262,6 +277,17 @@ def _draw_cold_items(items: np.ndarray, fraction: float, rng: np.random.Generato
     active = np.unique(items)
     n_cold = int(_round_half_up(fraction * len(active)))
     return np.sort(rng.choice(active, size=n_cold, replace=False)).astype(np.int64)
+
+
+def _newest_items(
+    items: np.ndarray, fraction: float, release_dates: pd.Series, rng: np.random.Generator
+) -> np.ndarray:
+    active = np.unique(items)
+    n_cold = int(_round_half_up(fraction * len(active)))
+    dates = pd.Series(release_dates).reset_index(drop=True).fillna("").astype(str).to_numpy()[active]
+    # Latest first; the seeded key orders equal (and missing) dates.
+    order = np.lexsort((rng.random(len(active)), dates.astype("U10")))[::-1]
+    return np.sort(active[order[:n_cold]]).astype(np.int64)
 
 
 def _holdout_parts(users: np.ndarray, keys: np.ndarray, n_users: int, params: SplitParams) -> np.ndarray:

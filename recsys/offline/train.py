@@ -41,14 +41,16 @@ class TrainedModels:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def fit_all(params: Params, split: Split, item_features: sp.csr_matrix | None) -> TrainedModels:
+def fit_all(
+    params: Params, split: Split, item_features: sp.csr_matrix | None, background: bool = False
+) -> TrainedModels:
     """The training recipe: every model fitted once on train + valid with the settings of ``params``.
 
     The hybrid and LightFM without features train for their ``epochs`` (the tuned number: the search
     early-stops on the validation part, :mod:`recsys.offline.tune`); ``train.final_threads`` = 1 makes the
-    fits, and so the metrics, bit-identical for a seed. Single-threaded on a machine with a second core,
-    the hybrid (most of the stage's time) trains in a child process while the others fit here: the same
-    models, sooner.
+    fits, and so the metrics, bit-identical for a seed. With ``background``, single-threaded and a second
+    core free, the hybrid (most of the stage's time) trains in a spawned child process while the others
+    fit here: the same models, sooner (the caller's main module must be import-safe, as spawning needs).
     """
     threads, seed = params.train.final_threads, params.seed
     hybrid = LightFMRecommender(params.train.lightfm, seed, threads)
@@ -56,7 +58,7 @@ def fit_all(params: Params, split: Split, item_features: sp.csr_matrix | None) -
     plan: list[tuple[Recommender, sp.csr_matrix | None]] = [(hybrid, item_features), (cf, None)]
     plan += [(model, None) for model in baselines(params)]
     fitted: dict[int, tuple[Recommender, float]] = {}
-    with _hybrid_process(threads) as pool:
+    with _hybrid_process(threads if background else 0) as pool:
         pending = pool.submit(_fit_timed, hybrid, split.train_full, item_features) if pool else None
         for number, (model, features) in enumerate(plan):
             if not (pending is not None and model is hybrid):

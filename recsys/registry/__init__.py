@@ -24,6 +24,7 @@ from recsys.registry.provenance import data_version, dvc_lock_hash, git_commit
 from recsys.registry.store import (
     CANDIDATE,
     CHAMPION,
+    DATASET_ENV,
     HOME_ENV,
     MODEL_NAME,
     RETIRED,
@@ -37,6 +38,7 @@ from recsys.registry.store import (
     get_model,
     list_models,
     load_artifact,
+    model_name,
     promote,
     rollback,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "ARTIFACT_FORMAT",
     "CANDIDATE",
     "CHAMPION",
+    "DATASET_ENV",
     "HOME_ENV",
     "MODEL_NAME",
     "RETIRED",
@@ -66,6 +69,7 @@ __all__ = [
     "item_catalogue",
     "list_models",
     "load_artifact",
+    "model_name",
     "package_project",
     "promote",
     "rollback",

@@ -32,7 +32,7 @@ def list_command(home: HomeOpt = None) -> None:
 
     models = guarded(lambda: registry.list_models(home))
     if not models:
-        typer.echo(f"no {registry.MODEL_NAME} models in {registry.bentoml_home(home)}")
+        typer.echo(f"no {registry.model_name()} models in {registry.bentoml_home(home)}")
         return
     header = ["tag", "stage", "created (UTC)", *SHOWN_METRICS, "data", "commit"]
     rows = [

@@ -43,7 +43,26 @@ from recsys.io import atomic_open
 from recsys.registry.artifact import MODEL_YAML, ServingArtifact, read_artifact
 
 MODEL_NAME = "music_recommender"
-"""Name of every model of this project in the BentoML store."""
+"""Name of the models of the first data set (``lastfm-artists``) in the BentoML store."""
+
+DATASET_ENV = "RECSYS_DATASET"
+"""The data set whose models a call means when none is passed (a service, the registry CLI)."""
+DEFAULT_DATASET = "lastfm-artists"
+
+
+def model_name(dataset: str | None = None) -> str:
+    """The store name of one data set's models: each data set has its own versions and champion.
+
+    ``dataset`` defaults to ``$RECSYS_DATASET``, else ``lastfm-artists``, whose models keep the first name.
+
+    Examples
+    --------
+    >>> model_name("lastfm-artists"), model_name("spotify-songs")
+    ('music_recommender', 'music_recommender_spotify_songs')
+    """
+    chosen = dataset or os.environ.get(DATASET_ENV, "").strip() or DEFAULT_DATASET
+    return MODEL_NAME if chosen == DEFAULT_DATASET else f"{MODEL_NAME}_{chosen.replace('-', '_')}"
+
 
 HOME_ENV = "BENTOML_HOME"
 STAGE_LABEL = "stage"
@@ -119,44 +138,47 @@ def bentoml_home(home: str | Path | None = None) -> Path:
     return Path(os.path.expandvars(value)).expanduser().resolve()
 
 
-def add_model(staging: Path, metadata: Mapping[str, Any], home: str | Path | None = None) -> str:
-    """Store the files of ``staging`` as a new model labelled ``stage=candidate``; returns its tag."""
+def add_model(
+    staging: Path, metadata: Mapping[str, Any], home: str | Path | None = None, dataset: str | None = None
+) -> str:
+    """Store the files of ``staging`` as a new model of ``dataset`` labelled ``stage=candidate``; returns its
+    tag. The data set defaults to the one in ``metadata["params"]``, then to :func:`model_name`'s."""
+    dataset = dataset or metadata.get("params", {}).get("dataset", {}).get("name")
     _opt_out_of_usage_tracking()
     root = bentoml_home(home)
     with _locked(root):
         store = _store(root)
-        since = _next_since(_models(store))
+        name = model_name(dataset)
+        since = _next_since(_models(store, name))
         labels = {STAGE_LABEL: CANDIDATE, SINCE_LABEL: since.isoformat()}
-        with bentoml.models.create(
-            MODEL_NAME, labels=labels, metadata=dict(metadata), _model_store=store
-        ) as model:
+        with bentoml.models.create(name, labels=labels, metadata=dict(metadata), _model_store=store) as model:
             shutil.copytree(staging, model.path, dirs_exist_ok=True)
     return str(model.tag)
 
 
-def list_models(home: str | Path | None = None) -> list[ModelInfo]:
-    """Every stored version of :data:`MODEL_NAME`, oldest first."""
+def list_models(home: str | Path | None = None, dataset: str | None = None) -> list[ModelInfo]:
+    """Every stored version of the data set's model (:func:`model_name`), oldest first."""
     root = bentoml_home(home)
     with _locked(root):
-        return [_info(model) for model in _models(_store(root))]
+        return [_info(model) for model in _models(_store(root), model_name(dataset))]
 
 
-def get_model(tag: str, home: str | Path | None = None) -> ModelInfo:
+def get_model(tag: str, home: str | Path | None = None, dataset: str | None = None) -> ModelInfo:
     """One stored model by tag (``music_recommender:<version>``, a version or its prefix, or ``champion``)."""
     root = bentoml_home(home)
     with _locked(root):
-        return _info(_resolve(_store(root), tag))
+        return _info(_resolve(_store(root), tag, model_name(dataset)))
 
 
-def champion(home: str | Path | None = None) -> ModelInfo | None:
-    """The model labelled ``stage=champion`` (the most recently promoted if several), or None."""
+def champion(home: str | Path | None = None, dataset: str | None = None) -> ModelInfo | None:
+    """The data set's model labelled ``stage=champion`` (the most recently promoted if several), or None."""
     root = bentoml_home(home)
     with _locked(root):
-        found = _champion_model(_store(root))
+        found = _champion_model(_store(root), model_name(dataset))
     return None if found is None else _info(found)
 
 
-def promote(tag: str, home: str | Path | None = None) -> ModelInfo:
+def promote(tag: str, home: str | Path | None = None, dataset: str | None = None) -> ModelInfo:
     """Make ``tag`` the champion; the previous champion becomes ``retired``. Returns the new champion.
 
     Promoting the current champion changes nothing. Any model may be promoted by hand, including a retired
@@ -165,8 +187,8 @@ def promote(tag: str, home: str | Path | None = None) -> ModelInfo:
     root = bentoml_home(home)
     with _locked(root):
         store = _store(root)
-        target = _resolve(store, tag)
-        models = _models(store)
+        target = _resolve(store, tag, model_name(dataset))
+        models = _models(store, target.tag.name)
         if _stage(target) == CHAMPION and len([m for m in models if _stage(m) == CHAMPION]) == 1:
             return _info(target)
         # Crown first: a crash between the two writes leaves two champions, of which champion() picks the
@@ -176,10 +198,10 @@ def promote(tag: str, home: str | Path | None = None) -> ModelInfo:
         for model in models:
             if _stage(model) == CHAMPION and model.tag != target.tag:
                 _relabel(model, RETIRED, since)
-        return _info(_resolve(store, str(target.tag)))
+        return _info(_resolve(store, str(target.tag), target.tag.name))
 
 
-def rollback(home: str | Path | None = None) -> ModelInfo:
+def rollback(home: str | Path | None = None, dataset: str | None = None) -> ModelInfo:
     """Restore the most recently retired model as champion; the current champion becomes ``rolled_back``.
 
     Raises
@@ -189,14 +211,14 @@ def rollback(home: str | Path | None = None) -> ModelInfo:
     """
     root = bentoml_home(home)
     with _locked(root):
-        store = _store(root)
-        models = _models(store)
+        store, name = _store(root), model_name(dataset)
+        models = _models(store, name)
         retired = [model for model in models if _stage(model) == RETIRED]
         if not retired:
-            current = _champion_model(store)
+            current = _champion_model(store, name)
             held = f"the champion is {current.tag}" if current is not None else "there is no champion"
             raise NothingToRollBackError(
-                f"nothing to roll back to: no retired {MODEL_NAME} model in {root} ({held}); "
+                f"nothing to roll back to: no retired {name} model in {root} ({held}); "
                 "promote a specific tag with `recsys model promote TAG` instead"
             )
         restored = max(retired, key=_order)
@@ -205,10 +227,12 @@ def rollback(home: str | Path | None = None) -> ModelInfo:
         for model in models:
             if _stage(model) == CHAMPION:
                 _relabel(model, ROLLED_BACK, since)
-        return _info(_resolve(store, str(restored.tag)))
+        return _info(_resolve(store, str(restored.tag), name))
 
 
-def delete_versions_except(keep: str, home: str | Path | None = None) -> list[str]:
+def delete_versions_except(
+    keep: str, home: str | Path | None = None, dataset: str | None = None
+) -> list[str]:
     """Delete every version of the model from the store but ``keep``; returns the deleted tags.
 
     For an erasure: versions trained before it may hold the erased listeners' feedback, and a rollback
@@ -218,20 +242,22 @@ def delete_versions_except(keep: str, home: str | Path | None = None) -> list[st
     root = bentoml_home(home)
     with _locked(root):
         store = _store(root)
-        kept = _resolve(store, keep)
+        kept = _resolve(store, keep, model_name(dataset))
         deleted = []
-        for model in _models(store):
+        for model in _models(store, kept.tag.name):
             if model.tag != kept.tag:
                 store.delete(model.tag)
                 deleted.append(str(model.tag))
         return deleted
 
 
-def load_artifact(tag: str = "champion", home: str | Path | None = None) -> ServingArtifact:
-    """Load a stored model (the champion by default) for serving; every file's sha256 is checked."""
+def load_artifact(
+    tag: str = "champion", home: str | Path | None = None, dataset: str | None = None
+) -> ServingArtifact:
+    """Load a stored model (the data set's champion by default) for serving; each file's sha256 is checked."""
     root = bentoml_home(home)
     with _locked(root):
-        model = _resolve(_store(root), tag)
+        model = _resolve(_store(root), tag, model_name(dataset))
     return artifact_from_model(model)
 
 
@@ -269,34 +295,35 @@ def _store(root: Path) -> ModelStore:
     return ModelStore(root / "models")
 
 
-def _models(store: ModelStore) -> list[bentoml.Model]:
+def _models(store: ModelStore, name: str) -> list[bentoml.Model]:
     try:
-        models = store.list(MODEL_NAME)
+        models = store.list(name)
     except NotFound:
         return []
     return sorted(models, key=lambda model: model.info.creation_time)
 
 
-def _resolve(store: ModelStore, tag: str) -> bentoml.Model:
+def _resolve(store: ModelStore, tag: str, name: str) -> bentoml.Model:
+    """``tag`` as ``name:version``, a bare version (or prefix) of ``name``, or ``champion`` of ``name``."""
     if tag == CHAMPION:
-        found = _champion_model(store)
+        found = _champion_model(store, name)
         if found is None:
-            raise NoChampionError(f"no {MODEL_NAME} model is the champion yet: promote one first")
+            raise NoChampionError(f"no {name} model is the champion yet: promote one first")
         return found
-    full = tag if ":" in tag else f"{MODEL_NAME}:{tag}"
+    full = tag if ":" in tag else f"{name}:{tag}"
     try:
         model = store.get(full)
     except NotFound as exc:
         raise RegistryError(f"no model {full} in the store; `recsys model list` shows the tags") from exc
     except BentoMLException as exc:
         raise RegistryError(f"{full}: {exc}") from exc
-    if model.tag.name != MODEL_NAME:
+    if not (model.tag.name == MODEL_NAME or model.tag.name.startswith(f"{MODEL_NAME}_")):
         raise RegistryError(f"{model.tag} is not a {MODEL_NAME} model")
     return model
 
 
-def _champion_model(store: ModelStore) -> bentoml.Model | None:
-    champions = [model for model in _models(store) if _stage(model) == CHAMPION]
+def _champion_model(store: ModelStore, name: str) -> bentoml.Model | None:
+    champions = [model for model in _models(store, name) if _stage(model) == CHAMPION]
     return max(champions, key=_order) if champions else None
 
 

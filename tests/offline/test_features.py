@@ -56,6 +56,7 @@ def make_items(n: int, **columns: list[Any]) -> pd.DataFrame:
         frame[feature] = np.nan
     frame[Col.N_LYRICS] = 0
     frame[Col.LYRICS] = None
+    frame[Col.KIND], frame[Col.ARTIST], frame[Col.RELEASE_DATE] = "artist", frame[Col.NAME], None
     for column, values in columns.items():
         frame[column] = values
     return frame[list(ITEMS_COLUMNS)]

@@ -48,9 +48,9 @@ def test_fit_all_fits_every_model_once_and_twice_gives_the_same_scores(
     features = sp.identity(20, format="csr", dtype=np.float32)
     # The first fit trains the hybrid in a child process (two cores), the second here (one core).
     monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda _pid: {0, 1})
-    first = fit_all(params, tiny_split(), features)
+    first = fit_all(params, tiny_split(), features, background=True)
     monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda _pid: {0})
-    second = fit_all(params, tiny_split(), features)
+    second = fit_all(params, tiny_split(), features, background=True)
     assert sorted(first.models) == sorted(MODEL_NAMES) == first.summary["models"]
     assert first.summary["final_threads"] == 1 and first.summary["lightfm"]["epochs"] == 5
     users = np.arange(40)

@@ -70,6 +70,7 @@ def _items(rng: np.random.Generator) -> pd.DataFrame:
         frame[name] = np.where(has, rng.random(len(ids)), np.nan)
     frame[Col.N_LYRICS] = [2, 0, 1, 0, 0, 0, 0, 0]
     frame[Col.LYRICS] = [f"la la {SENTINEL} la", None, f"{SENTINEL} oh", None, None, None, None, None]
+    frame[Col.KIND], frame[Col.ARTIST], frame[Col.RELEASE_DATE] = "artist", frame[Col.NAME], None
     return frame[list(ITEMS_COLUMNS)]
 
 
