@@ -66,9 +66,10 @@ def prepare_files(raw_dir: Path, params: Params) -> Prepared:
     items_path = folder / raw_name("items", spec.items)
     raw_items = _read(items_path)
     raw_interactions = _read(interactions_path)
-    items = _items(raw_items, spec, str(items_path))
+    # Errors name the team's own files (the copies under data/raw hold the same rows).
+    items = _items(raw_items, spec, spec.items)
     interactions, repairs = _interactions(
-        raw_interactions, spec, set(items[Col.ITEM]), str(interactions_path), params
+        raw_interactions, spec, set(items[Col.ITEM]), spec.interactions, params
     )
     listeners = interactions.groupby(Col.ITEM)[Col.USER].nunique()
     plays = interactions.groupby(Col.ITEM)[Col.PLAYS].sum()

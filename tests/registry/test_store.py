@@ -215,3 +215,26 @@ def test_concurrent_promotions_end_with_exactly_one_champion(project: Project, h
     assert stages == [CHAMPION, RETIRED]
     champion = registry.champion()
     assert champion is not None and champion.tag in tags
+
+
+def test_each_data_set_has_its_own_versions_and_champion(
+    project: Project, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    songs_params = {"seed": 0, "evaluate": {"ks": (5, 10)}, "dataset": {"name": "spotify-songs"}}
+    artists = project.save(0.30, home)
+    songs = project.save(0.05, home, params_dict=songs_params)
+    assert artists.startswith(f"{MODEL_NAME}:") and songs.startswith("music_recommender_spotify_songs:")
+    registry.promote(artists)
+    registry.promote(songs)
+    # Promoting the song model retired nothing of the artists: an artist champion is never compared with
+    # (or replaced by) a song challenger.
+    artist_champion = registry.champion(dataset="lastfm-artists")
+    song_champion = registry.champion(dataset="spotify-songs")
+    assert artist_champion is not None and artist_champion.tag == artists
+    assert song_champion is not None and song_champion.tag == songs
+    assert [info.tag for info in registry.list_models(dataset="spotify-songs")] == [songs]
+    assert registry.load_artifact(dataset="spotify-songs").tag == songs
+    # A service or the CLI picks its data set from RECSYS_DATASET.
+    monkeypatch.setenv(registry.DATASET_ENV, "spotify-songs")
+    assert registry.load_artifact().tag == songs
+    assert registry.champion(dataset="files") is None
