@@ -123,7 +123,7 @@ def test_bad_own_files_name_the_file_row_and_column(tmp_path: Path, change, mess
 
 
 def test_files_adapter_needs_its_files_named(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="dataset.files.interactions is empty"):
+    with pytest.raises(ConfigError, match=r"dataset\.files\.interactions is empty"):
         stages.ingest(Params.model_validate({"dataset": {"name": "files"}}), tmp_path / "raw")
     params = files_params(tmp_path / "absent")
     with pytest.raises(ConfigError, match="does not exist"):

@@ -1,4 +1,4 @@
-"""The spotify-songs adapter on the real TidyTuesday and Genius files: playlists x tracks, canonical tables."""
+"""The spotify-songs adapter on the real TidyTuesday and Genius files: playlists x tracks."""
 
 from __future__ import annotations
 
