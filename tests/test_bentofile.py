@@ -1,0 +1,32 @@
+"""`bentoml build` of the project, twice, with the store inside the project (the Makefile's BENTOML_HOME)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import PROJECT_ROOT
+
+
+@pytest.mark.slow
+def test_a_rebuild_never_packs_the_earlier_bentos(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("bentofile.yaml", "pyproject.toml", "constraints.txt", "params.yaml"):
+        shutil.copy(PROJECT_ROOT / name, project / name)
+    shutil.copytree(PROJECT_ROOT / "recsys", project / "recsys", ignore=shutil.ignore_patterns("__pycache__"))
+    env = os.environ | {"BENTOML_HOME": str(project / ".bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    for _ in range(2):
+        subprocess.run([bentoml, "build", "-q"], cwd=project, env=env, check=True, capture_output=True)
+    bentos = sorted((project / ".bentoml" / "bentos" / "music-recommender").glob("*/src"))
+    assert len(bentos) == 2
+    for source in bentos:
+        # Each bento holds the package once; before the exclude, the second held the first bento too.
+        assert not [path for path in source.rglob("*") if ".bentoml" in path.relative_to(source).parts]
+        assert len(list(source.rglob("service.py"))) == 1
