@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -60,6 +60,21 @@ class DatasetParams(_Section):
     name: DatasetName = "lastfm-artists"
     songs: SongsParams = SongsParams()
     files: FilesParams = FilesParams()
+
+
+def item_kind(params: dict[str, Any]) -> str:
+    """``artist`` or ``track``: what the items of the data set in a (possibly partial) params dict are.
+
+    Examples
+    --------
+    >>> item_kind({"dataset": {"name": "spotify-songs"}}), item_kind({"seed": 0})
+    ('track', 'artist')
+    """
+    dataset = params.get("dataset") or {}
+    name = dataset.get("name", "lastfm-artists")
+    if name == "files":
+        return str((dataset.get("files") or {}).get("kind", "track"))
+    return "artist" if name == "lastfm-artists" else "track"
 
 
 class IngestParams(_Section):

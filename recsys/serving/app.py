@@ -33,6 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from recsys.config import item_kind
 from recsys.loop.events import InvalidFeedbackError
 from recsys.loop.feedback import FeedbackUnavailableError
 from recsys.serving import logic
@@ -272,7 +273,10 @@ async def delete_user_feedback(request: Request) -> Response:
 async def model_info(request: Request) -> Response:
     state = state_of(runtime_of(request))
     metrics = state.metadata.get("metrics", {})
-    return json_response({"model_version": state.version, "n_items": state.n_items, "metrics": metrics})
+    kind = item_kind(state.metadata.get("params") or {})
+    return json_response(
+        {"model_version": state.version, "n_items": state.n_items, "item_kind": kind, "metrics": metrics}
+    )
 
 
 async def index(request: Request) -> Response:

@@ -6,7 +6,7 @@ built as plain dicts for speed and documented (and tested) against the response 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
@@ -184,6 +184,7 @@ class ModelInfoResponse(BaseModel):
 
     model_version: str
     n_items: int
+    item_kind: Literal["artist", "track"] = Field(description="What the catalogue holds: artists or songs.")
     metrics: dict[str, Any]
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Server
+from recsys import registry
+from tests.helpers import Project, Server, start_server, stop_server
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -42,8 +43,8 @@ def page(server: Server) -> Iterator[object]:
         browser.close()
 
 
-def _pick(page: object, query: str, expected: str, arrow_downs: int = 0) -> None:
-    search = page.get_by_label("Search artists")  # type: ignore[attr-defined]
+def _pick(page: object, query: str, expected: str, arrow_downs: int = 0, many: str = "artists") -> None:
+    search = page.get_by_label(f"Search {many}")  # type: ignore[attr-defined]
     search.fill(query)
     page.get_by_role("option").first.wait_for()  # type: ignore[attr-defined]
     for _ in range(arrow_downs):
@@ -51,7 +52,7 @@ def _pick(page: object, query: str, expected: str, arrow_downs: int = 0) -> None
     selected = page.locator("#search-results [aria-selected=true]")  # type: ignore[attr-defined]
     assert selected.inner_text() == expected
     search.press("Enter")
-    page.get_by_role("list", name="Your favourite artists").get_by_text(expected).wait_for()  # type: ignore[attr-defined]
+    page.get_by_role("list", name=f"Your favourite {many}").get_by_text(expected).wait_for()  # type: ignore[attr-defined]
 
 
 def test_pick_artists_get_recommendations_like_and_skip(page: object, server: Server) -> None:
@@ -97,3 +98,39 @@ def test_pick_artists_get_recommendations_like_and_skip(page: object, server: Se
     assert not set(shown) & {*liked, skipped}
     assert [rows.nth(i).get_attribute("data-item-id") for i in range(rows.count())] != first_ten
     page.screenshot(path=str(ARTIFACTS / "3-after-feedback.png"))  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def songs_server(project: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The service on a champion of the song data set (its own model name), chosen by RECSYS_DATASET."""
+    home = tmp_path_factory.mktemp("songs-home")
+    tag = registry.save_champion_candidate(
+        project.models,
+        project.features,
+        project.split,
+        {"ndcg@10": 0.5},
+        params_dict={"seed": 0, "dataset": {"name": "spotify-songs"}},
+        dvc_lock_hash="unknown",
+        git_commit="unknown",
+        prepared_dir=project.prepared,
+        top_tags=3,
+        home=home,
+    )
+    registry.promote(tag, home=home)
+    workdir = tmp_path_factory.mktemp("songs-service")
+    running = start_server(home, workdir, {"RECSYS_DATASET": "spotify-songs"})
+    yield running
+    stop_server(running)
+
+
+def test_the_page_speaks_of_songs_for_a_song_catalogue(page: object, songs_server: Server) -> None:
+    assert songs_server.client.get("/model").json()["item_kind"] == "track"
+    page.goto(songs_server.url + "/")  # type: ignore[attr-defined]
+    page.get_by_role("heading", name="Find new songs").wait_for()  # type: ignore[attr-defined]
+    _pick(page, "radio", "Radiohead", many="songs")
+    _pick(page, "Rammst", "Rammstein", many="songs")
+    page.get_by_role("button", name="Get recommendations").click()  # type: ignore[attr-defined]
+    rows = page.get_by_role("list", name="Recommended songs").get_by_role("listitem")  # type: ignore[attr-defined]
+    rows.nth(9).wait_for()
+    assert rows.count() == 10
+    page.screenshot(path=str(ARTIFACTS / "songs-recommendations.png"))  # type: ignore[attr-defined]

@@ -167,3 +167,9 @@ def test_reload_needs_the_token(server: Server) -> None:
     assert server.client.post("/admin/reload", headers={"X-Admin-Token": "wrong"}).status_code == 403
     answer = server.client.post("/admin/reload", headers={"X-Admin-Token": ADMIN_TOKEN})
     assert answer.status_code == 200 and answer.json()["reloaded"] is True
+
+
+def test_model_info_says_the_catalogue_holds_artists(server: Server, champion_home: tuple[Path, str]) -> None:
+    body = server.client.get("/model").json()
+    assert body["model_version"] == champion_home[1]
+    assert body["item_kind"] == "artist"  # the champion's params name no data set: the first one, artists

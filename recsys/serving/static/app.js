@@ -1,4 +1,4 @@
-// The listener's page: pick favourite artists, get ten recommendations with reasons, like or skip them.
+// The listener's page: pick favourite artists or songs, get ten recommendations with reasons, like or skip them.
 "use strict";
 
 const state = { favourites: new Map(), skipped: new Set(), options: [], active: -1, timer: null };
@@ -156,3 +156,23 @@ $("artist-search").addEventListener("input", (event) => {
 $("artist-search").addEventListener("keydown", onKey);
 $("artist-search").addEventListener("blur", () => setTimeout(closeOptions, 150));
 $("recommend-button").addEventListener("click", recommend);
+
+// The same page serves either catalogue: the champion says whether its items are artists or songs.
+const WORDS = {
+  artist: { one: "artist", many: "artists", hint: "Type an artist name, then Arrow keys and Enter" },
+  track: { one: "song", many: "songs", hint: "Type a song title or an artist, then Arrow keys and Enter" },
+};
+
+function useCatalogue(kind) {
+  const words = WORDS[kind] || WORDS.artist;
+  document.body.dataset.itemKind = kind in WORDS ? kind : "artist";
+  document.querySelector("h1").textContent = `Find new ${words.many}`;
+  $("pick-heading").textContent = `1. Pick your favourite ${words.many}`;
+  document.querySelector("label[for=artist-search]").textContent = `Search ${words.many}`;
+  $("artist-search").placeholder = words.hint;
+  $("search-results").setAttribute("aria-label", `Matching ${words.many}`);
+  $("favourites").setAttribute("aria-label", `Your favourite ${words.many}`);
+  $("recommendations").setAttribute("aria-label", `Recommended ${words.many}`);
+}
+
+call("GET", "/model").then((info) => useCatalogue(info.item_kind)).catch(() => useCatalogue("artist"));
