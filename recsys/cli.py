@@ -264,13 +264,15 @@ def model_card(
     metrics: Path = paths.METRICS_DIR,
     prepared: Path = paths.PREPARED_DIR,
     eda: Path = paths.EDA_DIR,
-    out: Path = paths.MODEL_CARD,
+    out: Annotated[
+        Path | None, typer.Option(help="Default: docs/model_card.md, or docs/model_card_<dataset>.md.")
+    ] = None,
 ) -> None:
-    """Render the model card (docs/model_card.md) from the run's metrics and params.yaml."""
-    from recsys.reporting.model_card import load_card_inputs, write_model_card
+    """Render the data set's model card from the run's metrics and params.yaml."""
+    from recsys.reporting.model_card import card_path, load_card_inputs, write_model_card
 
     inputs = guarded(lambda: load_card_inputs(params, metrics, prepared, eda))
-    typer.echo(f"wrote {write_model_card(inputs, out)}")
+    typer.echo(f"wrote {write_model_card(inputs, out or card_path(inputs.params))}")
 
 
 @app.command()

@@ -158,3 +158,17 @@ def test_committed_card_is_up_to_date_with_the_metrics(tmp_path: Path) -> None:
     # The whole card only when the run's untracked outputs are present too (not on a fresh clone).
     if None not in (inputs.quality, inputs.bias_signals):
         assert write_model_card(inputs, tmp_path / "card.md").read_text(encoding="utf-8") == committed, stale
+
+
+def test_a_song_catalogue_gets_its_own_card_and_file() -> None:
+    from recsys.reporting.model_card import card_path
+
+    songs = Params.model_validate({"dataset": {"name": "spotify-songs"}, "split": {"cold_items": "newest"}})
+    card = render_model_card(CardInputs(offline=tiny_offline(), params=songs))
+    assert card.startswith("# Model card: LightFM hybrid song recommender (spotify-songs)")
+    assert "playlist continuation" in card and "new music" in card
+    assert "Last.fm HetRec" not in card and " artists" not in card.split("## Ethical")[0].split("## Model")[1]
+    # The numbers are the same shared sections as the artist card's.
+    assert results_section(tiny_offline(), 10).replace("artist", "track") in card
+    assert card_path(songs) == Path("docs/model_card_spotify-songs.md")
+    assert card_path(Params()) == Path("docs/model_card.md")
