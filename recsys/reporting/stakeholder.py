@@ -25,7 +25,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from recsys.config import load_params
+from recsys.config import item_kind, load_params
 from recsys.io import write_text
 from recsys.paths import EDA_DIR, METRICS_DIR, MONITORING_DIR, PARAMS_FILE
 from recsys.reporting.formatting import (
@@ -62,6 +62,8 @@ class ReportInputs:
     eda_images: Mapping[str, bytes] = field(default_factory=dict)
     bias: Mapping[str, Any] | None = None
     drift: Mapping[str, Any] | None = None
+    # What the catalogue holds, in plain words: "artists" or "songs".
+    items: str = "artists"
 
 
 def data_uri(png: bytes) -> str:
@@ -93,6 +95,7 @@ def load_report_inputs(
         eda_images=images,
         bias=read_json(metrics_dir / "bias.json"),
         drift=read_json(monitoring_dir / "drift.json"),
+        items="songs" if params is not None and item_kind(params.model_dump()) == "track" else "artists",
     )
 
 
@@ -160,16 +163,16 @@ def tradeoff_figure(bias: Mapping[str, Any]) -> Figure:
 
 def plain_summary(inputs: ReportInputs) -> list[str]:
     """Short paragraphs for non-technical readers: what, how good, who is served less well, what we do."""
-    k, models = inputs.k, inputs.offline["models"]
+    k, models, items = inputs.k, inputs.offline["models"], inputs.items
     ours, popular = models[CHALLENGER], models.get(POPULAR)
     paragraphs = [
-        "<b>What it does.</b> The system suggests music artists to each listener, from what they and "
-        "similar listeners play and from descriptions of the artists (tags, sound, genre). It can also "
-        "suggest artists nobody has played yet, from those descriptions alone.",
+        f"<b>What it does.</b> The system suggests music {items} to each listener, from what they and "
+        f"similar listeners play and from descriptions of the {items} (tags, sound, genre). It can also "
+        f"suggest {items} nobody has played yet, from those descriptions alone.",
     ]
     good = (
-        f"<b>How good it is.</b> When we hide some of each listener's artists and ask for {k} suggestions, "
-        f"on average {ours[f'precision@{k}'] * k:.1f} of the {k} are artists the listener really plays, and "
+        f"<b>How good it is.</b> When we hide some of each listener's {items} and ask for {k} suggestions, "
+        f"on average {ours[f'precision@{k}'] * k:.1f} of the {k} are {items} the listener really plays, and "
         f"{pct(ours[f'hit_rate@{k}'])} of listeners get at least one."
     )
     if popular:
@@ -184,36 +187,37 @@ def plain_summary(inputs: ReportInputs) -> list[str]:
         niche, main = hybrid_groups["niche"][f"ndcg@{k}"], hybrid_groups["mainstream"][f"ndcg@{k}"]
         paragraphs.append(
             "<b>Who it serves less well.</b> Listeners with niche taste: their ranking quality is "
-            f"{niche / main:.0%} of that of listeners with mainstream taste." + _niche_lift(inputs.bias)
+            f"{niche / main:.0%} of that of listeners with mainstream taste."
+            + _niche_lift(inputs.bias, items)
         )
-    paragraphs.append("<b>What we do about it.</b> " + _mitigation_sentence(inputs.bias))
+    paragraphs.append("<b>What we do about it.</b> " + _mitigation_sentence(inputs.bias, items))
     return paragraphs
 
 
-def _niche_lift(bias: Mapping[str, Any] | None) -> str:
+def _niche_lift(bias: Mapping[str, Any] | None, items: str = "artists") -> str:
     unmitigated = [p for p in (bias or {}).get("strengths", []) if p.get("strength") == 0]
     lift = unmitigated[0].get("popularity_lift/niche") if unmitigated else None
     if lift is None:
         return ""
-    return f" Their suggestions are {lift:.1f} times as popular as the artists they usually play."
+    return f" Their suggestions are {lift:.1f} times as popular as the {items} they usually play."
 
 
-def _mitigation_sentence(bias: Mapping[str, Any] | None) -> str:
+def _mitigation_sentence(bias: Mapping[str, Any] | None, items: str = "artists") -> str:
     base = (
         "A new model replaces the current one only if no listener group loses quality beyond a small "
         "tolerance and suggestions do not get more popular; monitoring watches how popular the served "
         "suggestions are."
     )
     if not bias:
-        return base + " The effect of re-ranking towards less popular artists is not measured yet."
+        return base + f" The effect of re-ranking towards less popular {items} is not measured yet."
     chosen = bias["chosen"]
     if chosen["strength"] == 0:
         return base + (
-            " We measured re-ranking towards less popular artists (chart below): every strength cost more "
+            f" We measured re-ranking towards less popular {items} (chart below): every strength cost more "
             f"accuracy than the {pct(bias.get('max_ndcg_cost', 0.0))} we allow, so it is not switched on yet."
         )
     return base + (
-        f" Suggestions are re-ranked towards less popular artists (strength {chosen['strength']:g}), "
+        f" Suggestions are re-ranked towards less popular {items} (strength {chosen['strength']:g}), "
         f"costing {pct(chosen.get('ndcg_cost', 0.0))} of accuracy."
     )
 

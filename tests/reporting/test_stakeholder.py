@@ -123,3 +123,12 @@ def test_render_is_plain_html_with_no_lyrics_section() -> None:
     page = render_report(ReportInputs(offline=tiny_offline()))
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert "lyric" not in page.lower()
+
+
+def test_the_report_speaks_of_songs_for_a_song_catalogue() -> None:
+    from recsys.reporting.stakeholder import ReportInputs, plain_summary
+
+    songs = " ".join(plain_summary(ReportInputs(offline=tiny_offline(), bias=tiny_bias(), items="songs")))
+    artists = " ".join(plain_summary(ReportInputs(offline=tiny_offline(), bias=tiny_bias())))
+    assert "music songs to each listener" in songs and "artists" not in songs
+    assert "music artists to each listener" in artists
