@@ -10,6 +10,7 @@ row (1-based, as a spreadsheet counts data rows) and column, before anything is 
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,10 @@ def raw_name(kind: str, path: str) -> str:
 
 def ingest_files(params: FilesParams, out_dir: Path) -> dict[str, Any]:
     """Copy the two configured files into ``out_dir/files`` (each atomically); returns what was copied."""
+    start = time.perf_counter()
     folder = out_dir / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    copied = []
+    copied: list[dict[str, Any]] = []
     for kind in ("interactions", "items"):
         source = Path(getattr(params, kind))
         if not getattr(params, kind):
@@ -54,8 +56,14 @@ def ingest_files(params: FilesParams, out_dir: Path) -> dict[str, Any]:
         tmp = target.with_name(f".{target.name}.tmp")
         shutil.copyfile(source, tmp)
         tmp.replace(target)
-        copied.append({"name": target.name, "origin": str(source), "size": target.stat().st_size})
-    return {"sources": [{"source": SOURCE, "path": str(folder), "files": copied}], "files": len(copied)}
+        copied.append({"name": target.name, "location": str(source), "size": target.stat().st_size})
+    sizes = sum(entry["size"] for entry in copied)
+    return {
+        "sources": [{"source": SOURCE, "path": str(folder), "files": copied}],
+        "files": len(copied),
+        "bytes": sizes,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
 
 
 def prepare_files(raw_dir: Path, params: Params) -> Prepared:

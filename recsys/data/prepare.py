@@ -197,6 +197,7 @@ def write_prepared(prepared: Prepared, out_dir: Path) -> None:
     write_parquet(out_dir / "interactions.parquet", prepared.interactions)
     write_parquet(out_dir / "items.parquet", prepared.items)
     write_parquet(out_dir / "item_tags.parquet", prepared.item_tags)
-    write_parquet(out_dir / "tracks.parquet", prepared.tracks)
+    if len(prepared.tracks.columns):  # the Spotify track table; a team's own files have none
+        write_parquet(out_dir / "tracks.parquet", prepared.tracks)
     write_json(out_dir / "quality.json", prepared.quality)
     write_text(out_dir / "quality.txt", quality_text(prepared.quality))

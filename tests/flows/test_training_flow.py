@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from prefect import flow
@@ -31,7 +33,7 @@ from flows.monitoring import monitoring_flow
 from flows.training import dvc_stage, training_flow
 from recsys import registry
 from recsys.paths import MODEL_NAMES
-from tests.helpers import TINY_OVERRIDES, TinyProject, init_repo, make_tiny_project, wait_until
+from tests.helpers import PROJECT_ROOT, TINY_OVERRIDES, TinyProject, init_repo, make_tiny_project, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -301,3 +303,59 @@ def test_a_deliberately_worse_configuration_is_refused_by_the_gate(trained: Tiny
     assert challenger["challenger"] < challenger["champion"]
     assert champion_tag() == champion_before == summary["model_tag"]
     assert "keep the champion" in str((artifact_of(state, "gate-decision") or {})["data"])
+
+
+def test_a_teams_own_files_run_through_the_whole_flow_to_their_own_champion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The README's worked example, at a size that trains: the real ingest stage copies the two files.
+    rng = np.random.default_rng(3)
+    songs = [f"s{n:02d}" for n in range(40)]
+    listens = pd.DataFrame(
+        [
+            (f"fan{u:02d}", song, int(rng.integers(1, 9)))
+            for u in range(30)
+            for song in rng.choice(songs, 8, False)
+        ],
+        columns=["who", "song", "n"],
+    )
+    items = pd.DataFrame(
+        {
+            "song": songs,
+            "title": [f"Song {n}" for n in range(40)],
+            "singer": [f"Singer {n % 7}" for n in range(40)],
+            "style": [["pop", "rock", "jazz"][n % 3] for n in range(40)],
+            "labels": [f"mood{n % 5}|era{n % 4}" for n in range(40)],
+            "energy": rng.random(40),
+        }
+    )
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    listens.to_csv(mine / "listens.csv", index=False)
+    items.to_parquet(mine / "songs.parquet", index=False)
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
+    shutil.copytree(PROJECT_ROOT / "recsys", root / "recsys", ignore=shutil.ignore_patterns("__pycache__"))
+    init_repo(root, yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text(encoding="utf-8")))
+    files = {
+        "dataset.name": "files",
+        "dataset.files.interactions": str(mine / "listens.csv"),
+        "dataset.files.items": str(mine / "songs.parquet"),
+        "dataset.files.columns": {
+            "user": "who", "item": "song", "plays": "n", "name": "title", "artist": "singer",
+            "genre": "style", "tags": "labels",
+        },
+    }  # fmt: skip
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    state = run(TinyProject(root, mine), params_overrides=TINY_OVERRIDES | files)
+
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert {row["model"] for row in summary["metrics"]} == ALL_MODELS
+    quality = json.loads((root / "data/prepared/quality.json").read_text(encoding="utf-8"))
+    assert quality["dataset"] == "files" and quality["summary"]["users"] == 30
+    champion = registry.champion(dataset="files")
+    assert champion is not None and champion.tag.startswith("music_recommender_files:")
+    assert summary["model_tag"] == champion.tag
+    assert registry.champion() is None  # the artists' champion is a different model
