@@ -2,6 +2,12 @@
 
 Modules
 -------
+datasets
+    The data-set adapters (``dataset.name``): each builds the canonical tables its own way.
+songs
+    The ``spotify-songs`` adapter: playlists x tracks.
+own_files
+    The ``files`` adapter: a team's own interactions and items files, checked row by row.
 sources
     Registry of the data sets (folder, URL, sha256, row counts).
 ingest
@@ -19,7 +25,21 @@ normalize
 joins
     Spotify x Genius by artist + title, then artist profiles onto Last.fm artists.
 prepare
-    The ``prepare`` stage: validated raw tables -> prepared tables + ``quality.json``.
+    The ``lastfm-artists`` adapter and the prepared tables' writer: validated raw tables -> prepared
+    tables + ``quality.json``.
 """
 
-__all__ = ["clean", "download", "files", "ingest", "joins", "normalize", "prepare", "schemas", "sources"]
+__all__ = [
+    "clean",
+    "datasets",
+    "download",
+    "files",
+    "ingest",
+    "joins",
+    "normalize",
+    "own_files",
+    "prepare",
+    "schemas",
+    "songs",
+    "sources",
+]
