@@ -322,6 +322,9 @@ def read_lastfm_items(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             **{feature: np.nan for feature in AUDIO_FEATURES},
             Col.N_LYRICS: 0,
             Col.LYRICS: None,
+            Col.KIND: "artist",
+            Col.ARTIST: names,
+            Col.RELEASE_DATE: None,
         }
     )[list(ITEMS_COLUMNS)]
     items = items.sort_values(Col.ITEM, ignore_index=True)

@@ -387,6 +387,7 @@ def _lastfm_prepared(lastfm: Path, folder: Path) -> None:
         items[name] = np.nan
     items[Col.N_LYRICS] = 0
     items[Col.LYRICS] = None
+    items[Col.KIND], items[Col.ARTIST], items[Col.RELEASE_DATE] = "artist", items[Col.NAME], None
 
     tagged = tagged.merge(tag_names, on="tagID")
     item_tags = (
