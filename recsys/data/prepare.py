@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.columns import INTERACTIONS_COLUMNS, ITEM_TAGS_COLUMNS, ITEMS_COLUMNS, Col
+from recsys.columns import INTERACTIONS_COLUMNS, ITEM_KINDS, ITEM_TAGS_COLUMNS, ITEMS_COLUMNS, Col
 from recsys.config import PrepareParams
 from recsys.data import clean, joins
 from recsys.data.normalize import normalize_names
@@ -28,6 +28,7 @@ from recsys.data.schemas import (
     TableSchema,
     read_table,
 )
+from recsys.errors import DataError
 from recsys.io import write_json, write_parquet, write_text
 
 LASTFM_SOURCE = "lastfm"
@@ -191,8 +192,51 @@ def quality_text(quality: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_contract(prepared: Prepared) -> None:
+    """Raise :class:`DataError` unless the tables keep the data-set contract (``docs/architecture.md``).
+
+    Whatever adapter made them: the canonical columns in order, string ids, unique items with a name and a
+    ``kind`` of ``artist`` or ``track``, unique (user, item) pairs of known items with a positive weight and
+    non-negative plays, and tags of known items with positive counts. Every stage after ``prepare`` relies
+    on exactly this and on nothing else about the data set.
+    """
+    tables = (
+        ("interactions", prepared.interactions, INTERACTIONS_COLUMNS),
+        ("items", prepared.items, ITEMS_COLUMNS),
+        ("item_tags", prepared.item_tags, ITEM_TAGS_COLUMNS),
+    )
+    for name, frame, columns in tables:
+        if list(frame.columns) != list(columns):
+            raise DataError(
+                f"columns {list(frame.columns)} are not the contract's {list(columns)}", file=name
+            )
+    items, interactions, tags = prepared.items, prepared.interactions, prepared.item_tags
+
+    def fail(table: str, rows: pd.Series, column: str, problem: str) -> None:
+        if rows.any():
+            first = int(np.flatnonzero(rows.to_numpy())[0]) + 1  # 1-based, like the files adapter
+            raise DataError(f"{problem} ({int(rows.sum())} rows)", file=table, row=first, column=column)
+
+    fail("items", items[Col.ITEM].duplicated(), Col.ITEM, "duplicate item id")
+    fail(
+        "items", items[Col.NAME].isna() | (items[Col.NAME].astype(str) == ""), Col.NAME, "item without a name"
+    )
+    fail("items", ~items[Col.KIND].isin(ITEM_KINDS), Col.KIND, f"kind not one of {list(ITEM_KINDS)}")
+    known = items[Col.ITEM]
+    fail(
+        "interactions", interactions.duplicated([Col.USER, Col.ITEM]), Col.ITEM, "repeated (user, item) pair"
+    )
+    fail("interactions", ~interactions[Col.ITEM].isin(known), Col.ITEM, "item not in the items table")
+    fail("interactions", ~(interactions[Col.WEIGHT] > 0), Col.WEIGHT, "weight not positive")
+    fail("interactions", ~(interactions[Col.PLAYS] >= 0), Col.PLAYS, "negative plays")
+    fail("item_tags", ~tags[Col.ITEM].isin(known), Col.ITEM, "tag of an item not in the items table")
+    fail("item_tags", ~(tags[Col.COUNT] > 0), Col.COUNT, "tag count not positive")
+
+
 def write_prepared(prepared: Prepared, out_dir: Path) -> None:
-    """Write every table and the report (each file atomically; all computed before the first write)."""
+    """Check the contract, then write every table and the report (each file atomically; all computed and
+    checked before the first write)."""
+    check_contract(prepared)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parquet(out_dir / "interactions.parquet", prepared.interactions)
     write_parquet(out_dir / "items.parquet", prepared.items)

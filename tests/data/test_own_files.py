@@ -128,3 +128,34 @@ def test_files_adapter_needs_its_files_named(tmp_path: Path) -> None:
     params = files_params(tmp_path / "absent")
     with pytest.raises(ConfigError, match="does not exist"):
         stages.ingest(params, tmp_path / "raw")
+
+
+@pytest.mark.parametrize(
+    ("table", "change", "message"),
+    [
+        ("items", lambda t: t.assign(kind="album"), r"items, row 1, column 'kind': kind not one of"),
+        ("items", lambda t: t.drop(columns=["release_date"]), r"items: columns .* are not the contract's"),
+        ("interactions", lambda t: t.assign(weight=0.0), r"interactions, row 1, column 'weight': weight not"),
+        (
+            "item_tags",
+            lambda t: t.assign(item_id="nope"),
+            r"item_tags, row 1, column 'item_id': tag of an item",
+        ),
+    ],
+)
+def test_every_adapter_output_is_checked_against_the_contract(
+    tmp_path: Path, table: str, change, message: str
+) -> None:
+    import dataclasses
+
+    from recsys.data.own_files import prepare_files
+    from recsys.data.prepare import check_contract
+
+    write_files(tmp_path / "mine")
+    params = files_params(tmp_path / "mine")
+    stages.ingest(params, tmp_path / "raw")
+    prepared = prepare_files(tmp_path / "raw", params)
+    check_contract(prepared)
+    broken = dataclasses.replace(prepared, **{table: change(getattr(prepared, table))})
+    with pytest.raises(DataError, match=message):
+        check_contract(broken)
