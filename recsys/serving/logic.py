@@ -34,7 +34,7 @@ def recommend(state: ServingState, request: RecommendRequest, disliked: Set[str]
         indices, scores = state.rank_known(user, request.k, exclude, allowed)
     else:
         indices, scores = state.rank(state.user_vectors[user], request.k, exclude, allowed)
-    items = state.items(indices, scores, state.user_profile(user))
+    items = state.items(indices, scores, state.user_profile(user), state.known_items(user))
     return _answer(state, request.user_id, items, cold_start=False)
 
 
@@ -55,7 +55,7 @@ def new_listener(state: ServingState, request: NewListenerRequest, disliked: Set
     vector = state.fold_in(favourites)
     exclude = np.concatenate([favourites, state.indices_of(request.exclude), state.indices_of(disliked)])
     indices, scores = state.rank(vector, request.k, exclude, allowed)
-    items = state.items(indices, scores, state.tag_profile(favourites))
+    items = state.items(indices, scores, state.tag_profile(favourites), favourites)
     answer = _answer(state, request.user_id, items, cold_start=False)
     answer["unresolved"] = unresolved
     return answer

@@ -21,6 +21,9 @@ from recsys.serving.search import NameIndex, normalise
 SHARED_TAGS = 3
 """Tags named in a "shares tags" reason."""
 FALLBACK_REASON = "popular with similar listeners"
+ANCHOR_MIN_SIMILARITY = 0.5
+"""Cosine similarity of item embeddings above which a recommendation is explained by the listener's nearest
+item ("because you like X"); below it, a nearest item would be a guess."""
 COLD_REASON = "popular with many listeners"
 MAX_PROFILES = 100_000
 CACHED_TOP = 200
@@ -244,21 +247,38 @@ class ServingState:
         """How many of ``items`` carry each top tag: the listener's taste, for reasons."""
         return Counter(tag for item in items for tag in self.tags[int(item)])
 
-    def reason(self, item: int, profile: Counter[str]) -> str:
-        """``"shares tags: a, b"`` with the item's tags most common in ``profile``, else a fallback."""
+    def reason(self, item: int, profile: Counter[str], anchor: int | None = None) -> str:
+        """Why ``item``: ``"because you like X"`` for the listener's item ``anchor`` nearest to it, then
+        ``"shares tags: a, b"`` with its tags most common in ``profile``; a fallback when neither applies."""
         shared = sorted((tag for tag in self.tags[item] if tag in profile), key=lambda t: -profile[t])
-        return f"shares tags: {', '.join(shared[:SHARED_TAGS])}" if shared else FALLBACK_REASON
+        parts = [f"because you like {self.names[anchor]}"] if anchor is not None else []
+        if shared:
+            parts.append(f"shares tags: {', '.join(shared[:SHARED_TAGS])}")
+        return "; ".join(parts) if parts else FALLBACK_REASON
 
-    def items(self, indices: np.ndarray, scores: np.ndarray, profile: Counter[str]) -> list[Item]:
-        """Response entries for ranked items with reasons from ``profile``."""
+    def anchors(self, indices: np.ndarray, liked: np.ndarray) -> list[int | None]:
+        """For each of ``indices``, the most similar of ``liked`` (cosine of item embeddings), or None
+        when none reaches :data:`ANCHOR_MIN_SIMILARITY`."""
+        if len(indices) == 0 or len(liked) == 0:
+            return [None] * len(indices)
+        similarity = self.unit_embeddings[indices] @ self.unit_embeddings[liked].T
+        best = similarity.argmax(axis=1)
+        close = similarity[np.arange(len(indices)), best] >= ANCHOR_MIN_SIMILARITY
+        return [int(liked[b]) if ok else None for b, ok in zip(best.tolist(), close.tolist(), strict=True)]
+
+    def items(
+        self, indices: np.ndarray, scores: np.ndarray, profile: Counter[str], liked: np.ndarray | None = None
+    ) -> list[Item]:
+        """Response entries for ranked items with reasons from ``profile`` and the listener's ``liked``."""
+        anchors = self.anchors(indices, liked) if liked is not None else [None] * len(indices)
         return [
             {
                 "item_id": self.item_ids[i],
                 "name": self.names[i],
                 "score": round(float(s), 6),
-                "reason": self.reason(i, profile),
+                "reason": self.reason(i, profile, anchor),
             }
-            for i, s in zip(indices.tolist(), scores.tolist(), strict=True)
+            for i, s, anchor in zip(indices.tolist(), scores.tolist(), anchors, strict=True)
         ]
 
     def popular_items(self, indices: np.ndarray) -> list[Item]:

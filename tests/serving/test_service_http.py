@@ -31,7 +31,9 @@ def test_known_user_gets_k_unlistened_items_with_reasons(
     body = RecommendResponse.model_validate(answer.json())
     assert body.model_version == champion_home[1]
     assert body.cold_start is False and len(body.items) == 5
-    assert all(item.reason.startswith("shares tags: ") for item in body.items)
+    assert all("shares tags: " in item.reason for item in body.items)
+    # Each names the listener's own artist it is nearest to.
+    assert all(item.reason.startswith("because you like ") for item in body.items)
     scores = [item.score for item in body.items]
     assert scores == sorted(scores, reverse=True)
     with_listened = _recommend(server, user_id="u00", k=len(ITEM_IDS), exclude_listened=False).json()
@@ -96,7 +98,10 @@ def test_new_listener_folds_in_favourites_and_excludes_them(server: Server) -> N
     ids = {item.item_id for item in body.items}
     assert not ids & {"a12", "a01", "a02"}
     assert body.unresolved == ["no such artist"]
-    assert sum(item.reason.startswith("shares tags: rock") for item in body.items) >= 3
+    assert sum("shares tags: rock" in item.reason for item in body.items) >= 3
+    favourite_names = {"Radiohead", "Rock Band A", "Rock Band C"}
+    named = [item.reason.split(";")[0].removeprefix("because you like ") for item in body.items]
+    assert set(named) <= favourite_names and len(set(named)) >= 1
     none_known = server.client.post("/recommend/new-listener", json={"favourites": ["zzz"]})
     assert none_known.status_code == 422 and none_known.json()["fields"][0]["field"] == "favourites"
     too_many = server.client.post("/recommend/new-listener", json={"favourites": ["a01"] * 51})

@@ -65,6 +65,24 @@ def test_reasons_name_shared_tags_or_fall_back(state: ServingState) -> None:
     rock = state.item_index["a01"]
     assert state.reason(rock, state.tag_profile([state.item_index["a02"]])).startswith("shares tags: rock")
     assert state.reason(rock, state.tag_profile([state.item_index["a20"]])) == FALLBACK_REASON
+    anchored = state.reason(rock, state.tag_profile([state.item_index["a02"]]), state.item_index["a02"])
+    assert anchored.startswith(f"because you like {state.names[state.item_index['a02']]}; shares tags: rock")
+
+
+def test_a_reason_names_the_nearest_liked_item_only_when_it_is_near(state: ServingState) -> None:
+    rock, pop = state.item_index["a01"], state.item_index["a20"]
+    liked = np.array([state.item_index["a02"], pop])
+    nearest = state.anchors(np.array([rock]), liked)[0]
+    similarity = state.unit_embeddings[liked] @ state.unit_embeddings[rock]
+    assert nearest == int(liked[similarity.argmax()])
+    # An item far from everything liked gets no "because you like": its best cosine is below the floor.
+    rock_fan = np.array([state.item_index["a02"]])
+    far = np.array([i for i in range(state.n_items) if i not in rock_fan])
+    cosines = (state.unit_embeddings[far] @ state.unit_embeddings[rock_fan].T).max(axis=1)
+    anchors = state.anchors(far, rock_fan)
+    assert [a is None for a in anchors] == (cosines < 0.5).tolist()
+    assert 0 < sum(a is None for a in anchors) < len(far)  # both cases occur in the clustered catalogue
+    assert state.anchors(np.array([rock]), np.array([], dtype=np.int64)) == [None]
 
 
 def test_new_listener_and_similar(state: ServingState) -> None:
