@@ -206,6 +206,10 @@ def run(
         list[str] | None,
         typer.Option("--set", "-S", help="Override a parameter, e.g. -S train.search.n_trials=2."),
     ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="A data set's settings from recsys/presets/<name>.yaml, e.g. spotify-songs."),
+    ] = None,
 ) -> None:
     """The main job: the Prefect training flow (every DVC stage, gate, package) in ephemeral mode; ends
     with a table of the metrics, the gate's verdict, the champion and the reports (the full summary:
@@ -214,10 +218,25 @@ def run(
     from recsys.io import write_json
     from recsys.reporting.run_summary import summary_table
 
-    overrides = guarded(lambda: parse_overrides(set_param or []))
+    overrides = guarded(lambda: (load_preset(preset) if preset else {}) | parse_overrides(set_param or []))
     summary = training_flow(data_dir=str(data_dir) if data_dir else None, params_overrides=overrides)
     write_json(paths.RUN_SUMMARY, summary)
     typer.echo(summary_table(summary | {"reports": summary["reports"] | {"summary": str(paths.RUN_SUMMARY)}}))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The dotted-key settings of ``recsys/presets/<name>.yaml`` (applied like ``-S``, which wins)."""
+    import yaml
+
+    folder = Path(__file__).parent / "presets"
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.yaml"))
+        raise RecsysError(f"no preset {name!r}; known presets: {known}")
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(loaded, dict):
+        raise RecsysError(f"{path}: a preset is a mapping of dotted keys to values")
+    return {str(key): value for key, value in loaded.items()}
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

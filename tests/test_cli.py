@@ -110,3 +110,23 @@ def test_parse_overrides_reads_yaml_scalars() -> None:
 def test_flows_search_rejects_an_unknown_runner() -> None:
     result = runner.invoke(app, ["flows", "search", "--runner", "ray"])
     assert result.exit_code == 2 and "unknown task runner" in result.output
+
+
+def test_the_songs_preset_is_a_valid_set_of_overrides_and_unknown_presets_are_named() -> None:
+    from recsys.cli import load_preset
+    from recsys.config import Params
+    from recsys.errors import RecsysError
+
+    preset = load_preset("spotify-songs")
+    assert preset["dataset.name"] == "spotify-songs" and preset["split.cold_items"] == "newest"
+    settings = Params().model_dump()
+    for key, value in preset.items():
+        *parents, leaf = key.split(".")
+        node = settings
+        for part in parents:
+            node = node[part]
+        assert leaf in node, key  # every key names an existing setting
+        node[leaf] = value
+    assert Params.model_validate(settings).train.lightfm.epochs == preset["train.lightfm.epochs"]
+    with pytest.raises(RecsysError, match=r"no preset 'nope'; known presets: \['spotify-songs'\]"):
+        load_preset("nope")
