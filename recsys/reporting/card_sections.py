@@ -96,11 +96,17 @@ def fairness_section(offline: Mapping[str, Any], k: int, groups: Sequence[str]) 
     hybrid = by_model.get(CHALLENGER, {})
     if "niche" in hybrid and "mainstream" in hybrid:
         niche, main = hybrid["niche"][f"ndcg@{k}"], hybrid["mainstream"][f"ndcg@{k}"]
-        parts += [
-            f"The hybrid serves niche listeners less well: nDCG@{k} {fmt(niche)} against {fmt(main)} for "
-            f"mainstream listeners ({niche / main:.0%} of it). {_gap_note(by_model, k)}",
-            "",
-        ]
+        if niche < main:
+            summary = (
+                f"The hybrid serves niche listeners less well: nDCG@{k} {fmt(niche)} against {fmt(main)} for "
+                f"mainstream listeners ({niche / main:.0%} of it). {_gap_note(by_model, k)}"
+            )
+        else:
+            summary = (
+                f"The hybrid serves niche listeners at least as well: nDCG@{k} {fmt(niche)} against "
+                f"{fmt(main)} for mainstream listeners ({niche / main:.0%} of it)."
+            )
+        parts += [summary, ""]
     return "\n".join(parts)
 
 

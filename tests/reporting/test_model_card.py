@@ -172,3 +172,14 @@ def test_a_song_catalogue_gets_its_own_card_and_file() -> None:
     assert results_section(tiny_offline(), 10).replace("artist", "track") in card
     assert card_path(songs) == Path("docs/model_card_spotify-songs.md")
     assert card_path(Params()) == Path("docs/model_card.md")
+
+
+def test_the_fairness_summary_says_which_way_the_gap_goes() -> None:
+    offline = tiny_offline()
+    hybrid = offline["groups"]["lightfm_hybrid"]
+    hybrid["niche"]["ndcg@10"], hybrid["mainstream"]["ndcg@10"] = 0.2, 0.1
+    assert "serves niche listeners at least as well: nDCG@10 0.2000 against 0.1000" in fairness_section(
+        offline, 10, ("niche", "mainstream")
+    )
+    hybrid["niche"]["ndcg@10"] = 0.05
+    assert "serves niche listeners less well" in fairness_section(offline, 10, ("niche", "mainstream"))
