@@ -219,3 +219,25 @@ def test_without_a_feedback_store_nothing_triggers(tmp_path: Path) -> None:
 
     assert result["n_events"] == 0 and result["drift"] is None and result["action"] == "none"
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_monitoring_a_song_data_set_measures_that_data_sets_champion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_project(tmp_path / "project")
+    settings = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
+    settings["dataset"]["name"] = "spotify-songs"
+    (root / "params.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
+    champion = fake_champion(root, monkeypatch)
+    asked: list[dict[str, Any]] = []
+
+    def load_artifact(*args: Any, **kwargs: Any) -> SimpleNamespace:
+        asked.append(kwargs)
+        return champion
+
+    monkeypatch.setattr(registry, "load_artifact", load_artifact)
+
+    result = run(root, feedback_store(tmp_path / "fb.db", rock_share=None, seed=2)).result()
+
+    assert asked and all(kwargs.get("dataset") == "spotify-songs" for kwargs in asked)
+    assert result["bias"]["status"] == "ok" and result["bias"]["test_set"]["n_users"] == 30

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 import pytest
+import yaml
 from prefect import flow
 
 from flows.dvc import dvc_executable
@@ -283,3 +284,37 @@ def test_events_of_a_refused_run_and_its_holdout_are_trained_on_next_time(
     after = registry.load_artifact("champion")
     for user, item in [*refused, *later]:  # nothing was lost: not the refused run, not its holdout
         assert after.known[after.user_index[user], after.item_index[item]] > 0, (user, item)
+
+
+@pytest.fixture
+def songs_project(tmp_path: Path, own_registry: Path) -> Path:
+    """The synthetic project as a song data set (params.yaml: spotify-songs), with its own champion."""
+    root = tmp_path / "retrain-songs"
+    built = build_project(root / "data")
+    settings = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    settings["dataset"]["name"] = "spotify-songs"
+    (root / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
+    subprocess.run([dvc_executable(), "init", "--no-scm", "-q"], cwd=root, check=True)
+    tag = built.save(0.1, own_registry, params_dict={"seed": 0, "dataset": {"name": "spotify-songs"}})
+    registry.promote(tag, home=own_registry)
+    return root
+
+
+def test_retraining_on_a_song_data_set_promotes_within_that_data_set(
+    prefect_harness: None, songs_project: Path
+) -> None:
+    before = registry.champion(dataset="spotify-songs")
+    assert before is not None and before.tag.startswith("music_recommender_spotify_songs:")
+    with FeedbackStore(f"sqlite:///{songs_project / 'data/feedback/feedback.db'}") as store:
+        _add(store, [("brand-new", f"a{i:02d}", "like") for i in range(6)] + [("u03", "a05", "play")], "s-")
+        _, decision = _force_a_win(songs_project, store)
+
+    after = registry.champion(dataset="spotify-songs")
+    assert decision["promote"] and after is not None and after.tag == decision["model_tag"] != before.tag
+    assert after.tag.startswith("music_recommender_spotify_songs:")
+    assert after.metadata["params"]["dataset"]["name"] == "spotify-songs"
+    assert "brand-new" in registry.load_artifact(dataset="spotify-songs").user_ids
+    # The artists' model name was never touched: no artist champion, no artist version.
+    assert registry.champion() is None and registry.list_models() == []
+    assert [info.stage for info in registry.list_models(dataset="spotify-songs")] == ["retired", "champion"]
