@@ -9,7 +9,6 @@ changes nothing.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import yaml
 
 from flows.dvc import dvc_executable, dvc_versions
 from flows.retraining import ERASURES_ONLY, NO_NEW_FEEDBACK, retraining_flow
@@ -45,18 +45,24 @@ def no_salt_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RECSYS_PSEUDONYM_SALT", raising=False)
 
 
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+@pytest.fixture(params=["lastfm-artists", "spotify-songs"])
+def project(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """data/{split,features,prepared} of a 20 x 15 synthetic project and a promoted champion fitted on it,
-    in a model store of this test's own."""
+    in a model store of this test's own; once as the artist data set and once as a song data set (its own
+    model name, which registry calls without a data set then mean through RECSYS_DATASET)."""
     home = tmp_path / "bentoml"
     monkeypatch.setenv("BENTOML_HOME", str(home))
+    monkeypatch.setenv(registry.DATASET_ENV, request.param)
     root = tmp_path / "erasure"
     built = build_project(root / "data")
-    shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
+    settings = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    settings["dataset"]["name"] = request.param
+    (root / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
     subprocess.run([dvc_executable(), "init", "--no-scm", "-q"], cwd=root, check=True)
-    registry.promote(built.save(0.1, home), home=home)
+    tag = built.save(0.1, home, params_dict={"seed": 0, "dataset": {"name": request.param}})
+    assert tag.startswith(registry.model_name(request.param) + ":")
+    registry.promote(tag, home=home)
     return root
 
 
