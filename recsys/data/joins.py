@@ -72,13 +72,18 @@ def _lyric_keys(lyrics: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(keys, ignore_index=True).drop_duplicates()
 
 
-def match_lyrics(tracks: pd.DataFrame, lyrics: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Flag the Spotify tracks that have Genius lyrics; returns the track table and match counts."""
+def _lyric_pairs(tracks: pd.DataFrame, lyrics: pd.DataFrame) -> pd.DataFrame:
+    """(track_id, lyric ``row``) for every Spotify track and lyric row with the same artist + title."""
     keys = _lyric_keys(lyrics)
     keys = keys[(keys[Col.ARTIST_NORM] != "") & (keys[Col.TITLE_NORM] != "")]
-    pairs = tracks[[Col.TRACK_ID, Col.ARTIST_NORM, Col.TITLE_NORM]].merge(
+    return tracks[[Col.TRACK_ID, Col.ARTIST_NORM, Col.TITLE_NORM]].merge(
         keys, on=[Col.ARTIST_NORM, Col.TITLE_NORM]
     )
+
+
+def match_lyrics(tracks: pd.DataFrame, lyrics: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Flag the Spotify tracks that have Genius lyrics; returns the track table and match counts."""
+    pairs = _lyric_pairs(tracks, lyrics)
     matched_tracks = set(pairs[Col.TRACK_ID])
     out = tracks.assign(has_lyrics=tracks[Col.TRACK_ID].isin(matched_tracks))
     return out, {
@@ -91,12 +96,7 @@ def match_lyrics(tracks: pd.DataFrame, lyrics: pd.DataFrame) -> tuple[pd.DataFra
 
 def track_lyrics(tracks: pd.DataFrame, lyrics: pd.DataFrame) -> pd.Series:
     """Per Spotify track id: the Genius lyrics matched by normalised artist + title (first match kept)."""
-    keys = _lyric_keys(lyrics)
-    keys = keys[(keys[Col.ARTIST_NORM] != "") & (keys[Col.TITLE_NORM] != "")]
-    pairs = tracks[[Col.TRACK_ID, Col.ARTIST_NORM, Col.TITLE_NORM]].merge(
-        keys, on=[Col.ARTIST_NORM, Col.TITLE_NORM]
-    )
-    pairs = pairs.sort_values([Col.TRACK_ID, "row"]).drop_duplicates(Col.TRACK_ID)
+    pairs = _lyric_pairs(tracks, lyrics).sort_values([Col.TRACK_ID, "row"]).drop_duplicates(Col.TRACK_ID)
     text = lyrics["lyrics"].reindex(pairs["row"].to_numpy()).to_numpy()
     found = pd.Series(text, index=pairs[Col.TRACK_ID].to_numpy(), name=Col.LYRICS, dtype=object)
     return found[found.notna()]

@@ -21,7 +21,7 @@ from recsys.columns import AUDIO_FEATURES, INTERACTIONS_COLUMNS, ITEM_TAGS_COLUM
 from recsys.config import FilesParams, Params
 from recsys.data import clean
 from recsys.data.normalize import normalize_names
-from recsys.data.prepare import Prepared
+from recsys.data.prepare import Prepared, data_summary
 from recsys.data.songs import iso_dates
 from recsys.errors import ConfigError, DataError
 
@@ -96,12 +96,7 @@ def prepare_files(raw_dir: Path, params: Params) -> Prepared:
         },
         "joins": {},
         "params": params.prepare.model_dump(),
-        "summary": {
-            "users": int(interactions[Col.USER].nunique()),
-            "items": len(items),
-            "items_with_listens": int((items[Col.N_LISTENERS] > 0).sum()),
-            "interactions": len(interactions),
-        },
+        "summary": data_summary(interactions, items),
     }
     return Prepared(interactions, items[list(ITEMS_COLUMNS)], tags, pd.DataFrame(), quality)
 
@@ -231,12 +226,12 @@ def _interactions(
 
 
 def _tags(raw: pd.DataFrame, spec: FilesParams, items: pd.DataFrame) -> pd.DataFrame:
-    tags = _column(raw, spec, "tags", "items", required=False)
+    tags = _column(raw, spec, "tags", spec.items, required=False)
     if tags is None:
         return pd.DataFrame({column: pd.Series(dtype=object) for column in ITEM_TAGS_COLUMNS}).astype(
             {Col.COUNT: np.int64}
         )
-    item_col = _column(raw, spec, "item", "items", required=True)
+    item_col = _column(raw, spec, "item", spec.items, required=True)
     assert item_col is not None
     exploded = pd.DataFrame(
         {Col.ITEM: item_col.astype(str).str.strip(), Col.TAG: tags.fillna("").astype(str)}

@@ -65,6 +65,27 @@ def finish(quality: dict[str, Any], table: str, frame: pd.DataFrame, repairs: di
     entry["rows_out"] = len(frame)
 
 
+def read_songs(raw_dir: Path, quality: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The Spotify songs and Genius lyrics tables, validated and cleaned (counts recorded in ``quality``)."""
+    spotify = read_checked(raw_dir, SPOTIFY_SONGS, quality)
+    spotify, repairs = clean.clean_spotify(spotify)
+    finish(quality, SPOTIFY_SONGS.name, spotify, repairs)
+    lyrics = read_checked(raw_dir, LYRICS_SONGS, quality)
+    lyrics, repairs = clean.clean_lyrics(lyrics)
+    finish(quality, LYRICS_SONGS.name, lyrics, repairs)
+    return spotify, lyrics
+
+
+def data_summary(interactions: pd.DataFrame, items: pd.DataFrame) -> dict[str, int]:
+    """``quality.json``'s summary: listeners, items, items with a listen, interactions."""
+    return {
+        "users": int(interactions[Col.USER].nunique()),
+        "items": len(items),
+        "items_with_listens": int((items[Col.N_LISTENERS] > 0).sum()),
+        "interactions": len(interactions),
+    }
+
+
 def build_interactions(
     user_artists: pd.DataFrame, params: PrepareParams
 ) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -152,22 +173,12 @@ def prepare(raw_dir: Path, params: PrepareParams) -> Prepared:
     tagged, repairs = clean.clean_tagged_artists(tagged, artists["id"], tags["tagID"])
     finish(quality, USER_TAGGED_ARTISTS.name, tagged, repairs)
 
-    spotify = read_checked(raw_dir, SPOTIFY_SONGS, quality)
-    spotify, repairs = clean.clean_spotify(spotify)
-    finish(quality, SPOTIFY_SONGS.name, spotify, repairs)
-    lyrics = read_checked(raw_dir, LYRICS_SONGS, quality)
-    lyrics, repairs = clean.clean_lyrics(lyrics)
-    finish(quality, LYRICS_SONGS.name, lyrics, repairs)
+    spotify, lyrics = read_songs(raw_dir, quality)
 
     tracks, lyric_stats = joins.match_lyrics(joins.spotify_tracks(spotify), lyrics)
     items, artist_stats = build_items(artists, interactions, tracks, lyrics)
     quality["joins"] = lyric_stats | artist_stats | listens_with_spotify(interactions, items)
-    quality["summary"] = {
-        "users": int(interactions[Col.USER].nunique()),
-        "items": len(items),
-        "items_with_listens": int((items[Col.N_LISTENERS] > 0).sum()),
-        "interactions": len(interactions),
-    }
+    quality["summary"] = data_summary(interactions, items)
     item_tags = build_item_tags(tagged, tags, params.min_tag_users)
     item_tags = item_tags[item_tags[Col.ITEM].isin(items[Col.ITEM])].reset_index(drop=True)
     return Prepared(interactions, items, item_tags, tracks, quality)

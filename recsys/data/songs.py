@@ -24,8 +24,8 @@ from recsys.columns import AUDIO_FEATURES, INTERACTIONS_COLUMNS, ITEM_TAGS_COLUM
 from recsys.config import Params
 from recsys.data import clean, joins
 from recsys.data.normalize import normalize_names
-from recsys.data.prepare import Prepared, finish, read_checked
-from recsys.data.schemas import LYRICS_SONGS, SPOTIFY_SONGS
+from recsys.data.prepare import Prepared, data_summary, read_songs
+from recsys.data.schemas import SPOTIFY_SONGS
 
 SOURCE = "spotify"
 
@@ -38,24 +38,14 @@ def prepare_songs(raw_dir: Path, params: Params) -> Prepared:
         "params": params.prepare.model_dump(),
         "dataset": "spotify-songs",
     }
-    spotify = read_checked(raw_dir, SPOTIFY_SONGS, quality)
-    spotify, repairs = clean.clean_spotify(spotify)
-    finish(quality, SPOTIFY_SONGS.name, spotify, repairs)
-    lyrics = read_checked(raw_dir, LYRICS_SONGS, quality)
-    lyrics, repairs = clean.clean_lyrics(lyrics)
-    finish(quality, LYRICS_SONGS.name, lyrics, repairs)
+    spotify, lyrics = read_songs(raw_dir, quality)
 
     tracks, lyric_stats = joins.match_lyrics(joins.spotify_tracks(spotify), lyrics)
     interactions, dropped = playlist_interactions(spotify, params)
     quality["tables"][SPOTIFY_SONGS.name]["repairs"].update(dropped)
     items = track_items(spotify, tracks, joins.track_lyrics(tracks, lyrics), interactions)
     quality["joins"] = lyric_stats | {"tracks_with_lyrics": int((items[Col.N_LYRICS] > 0).sum())}
-    quality["summary"] = {
-        "users": int(interactions[Col.USER].nunique()),
-        "items": len(items),
-        "items_with_listens": int((items[Col.N_LISTENERS] > 0).sum()),
-        "interactions": len(interactions),
-    }
+    quality["summary"] = data_summary(interactions, items)
     return Prepared(interactions, items, track_tags(spotify, items), tracks, quality)
 
 

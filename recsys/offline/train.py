@@ -58,7 +58,7 @@ def fit_all(
     plan: list[tuple[Recommender, sp.csr_matrix | None]] = [(hybrid, item_features), (cf, None)]
     plan += [(model, None) for model in baselines(params)]
     fitted: dict[int, tuple[Recommender, float]] = {}
-    with _hybrid_process(threads if background else 0) as pool:
+    with _hybrid_process(background, threads) as pool:
         pending = pool.submit(_fit_timed, hybrid, split.train_full, item_features) if pool else None
         for number, (model, features) in enumerate(plan):
             if not (pending is not None and model is hybrid):
@@ -87,9 +87,10 @@ def _fit_timed(
 
 
 @contextmanager
-def _hybrid_process(threads: int) -> Iterator[ProcessPoolExecutor | None]:
-    """A one-worker process pool for the hybrid when it trains on one thread and a second core is free."""
-    if threads != 1 or len(os.sched_getaffinity(0)) < 2:
+def _hybrid_process(background: bool, threads: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A one-worker process pool for the hybrid when asked (``background``), its fit is single-threaded and
+    a second core is free; else None (fit here)."""
+    if not background or threads != 1 or len(os.sched_getaffinity(0)) < 2:
         yield None
         return
     # Spawned, not forked: the parent's BLAS and implicit thread pools are not fork-safe.

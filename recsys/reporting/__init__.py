@@ -12,6 +12,8 @@ model_card
     ``docs/model_card.md`` from ``metrics/`` and ``params.yaml`` (``recsys model-card``).
 card_sections
     The card's result, fairness and mitigation sections.
+song_card
+    The song catalogue's own card sections (intended use, data, limitations) and wording.
 formatting
     Names, number formats, tables and metrics-file readers shared by the card and the report.
 stakeholder
@@ -28,5 +30,6 @@ __all__ = [
     "formatting",
     "model_card",
     "run_summary",
+    "song_card",
     "stakeholder",
 ]

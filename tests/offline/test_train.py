@@ -62,10 +62,12 @@ def test_the_hybrid_trains_in_a_child_process_only_single_threaded_with_a_second
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda _pid: {0, 1})
-    with train_module._hybrid_process(1) as pool:
+    with train_module._hybrid_process(True, 1) as pool:
         assert pool is not None
-    with train_module._hybrid_process(2) as pool:  # multi-threaded LightFM wants both cores itself
+    with train_module._hybrid_process(True, 2) as pool:  # multi-threaded LightFM wants both cores itself
+        assert pool is None
+    with train_module._hybrid_process(False, 1) as pool:  # not asked (a bare script's main is not spawn-safe)
         assert pool is None
     monkeypatch.setattr(train_module.os, "sched_getaffinity", lambda _pid: {0})
-    with train_module._hybrid_process(1) as pool:
+    with train_module._hybrid_process(True, 1) as pool:
         assert pool is None

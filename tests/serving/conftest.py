@@ -41,14 +41,14 @@ def build_project(root: Path, seed: int = 0) -> Project:
     )
 
 
-def save_champion(project: Project, home: Path) -> str:
-    """Package the project's hybrid into ``home`` and promote it; returns its tag."""
+def save_champion(project: Project, home: Path, dataset: str | None = None) -> str:
+    """Package the project's hybrid into ``home`` as a ``dataset`` model and promote it; returns its tag."""
     tag = registry.save_champion_candidate(
         project.models,
         project.features,
         project.split,
         {"ndcg@10": 0.5},
-        params_dict={"seed": 0},
+        params_dict={"seed": 0} | ({"dataset": {"name": dataset}} if dataset else {}),
         dvc_lock_hash="unknown",
         git_commit="unknown",
         prepared_dir=project.prepared,

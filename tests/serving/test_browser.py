@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from recsys import registry
 from tests.helpers import Project, Server, start_server, stop_server
+from tests.serving.conftest import save_champion
 
 pytestmark = pytest.mark.slow
 CHROMIUM = "/usr/bin/chromium"
@@ -105,19 +105,7 @@ def test_pick_artists_get_recommendations_like_and_skip(page: object, server: Se
 def songs_server(project: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The service on a champion of the song data set (its own model name), chosen by RECSYS_DATASET."""
     home = tmp_path_factory.mktemp("songs-home")
-    tag = registry.save_champion_candidate(
-        project.models,
-        project.features,
-        project.split,
-        {"ndcg@10": 0.5},
-        params_dict={"seed": 0, "dataset": {"name": "spotify-songs"}},
-        dvc_lock_hash="unknown",
-        git_commit="unknown",
-        prepared_dir=project.prepared,
-        top_tags=3,
-        home=home,
-    )
-    registry.promote(tag, home=home)
+    save_champion(project, home, dataset="spotify-songs")
     workdir = tmp_path_factory.mktemp("songs-service")
     running = start_server(home, workdir, {"RECSYS_DATASET": "spotify-songs"})
     yield running
