@@ -226,7 +226,8 @@ def evaluate_variants(
 
     Each batch of users is scored once and ``variants`` turns those raw scores into every variant in
     turn; each variant is then masked, ranked and measured exactly as :func:`evaluate` would measure a
-    model scoring like it (every item a candidate). Memory is one batch's raw scores plus one variant's.
+    model scoring like it (every item a candidate). Memory stays a few batch-sized matrices (the raw
+    scores, whatever ``variants`` keeps, the current variant and its masked copy), never one per variant.
 
     Examples
     --------
