@@ -141,6 +141,9 @@ class LightFMParams(_Section):
     epochs: int = Field(40, ge=1)
     eval_every: int = Field(5, ge=1)
     patience: int = Field(2, ge=0)
+    # A seed ensemble: members trained from seeds seed, seed + 1, ... side by side (one thread each, so
+    # still bit-identical), scored by the members' mean score.
+    members: int = Field(1, ge=1, le=8)
 
 
 class EaseParams(_Section):

@@ -11,12 +11,18 @@ Without item features the model is pure collaborative filtering (named ``lightfm
 
 Determinism: with ``num_threads=1`` the same seed gives bit-identical models; with more threads
 LightFM's lock-free (Hogwild) updates make runs differ slightly.
+
+A seed ensemble (``params.members`` > 1) trains that many LightFM models from seeds ``seed``, ``seed + 1``,
+... in parallel threads (LightFM releases the GIL; each member keeps ``num_threads``, so one thread each
+stays bit-identical) and scores with their mean: concatenated embeddings, the user side divided by the
+number of members, mean biases, so scoring stays one dot product.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
 import numpy as np
@@ -102,7 +108,7 @@ class LightFMRecommender(Recommender):
         self.seed = seed
         self.num_threads = num_threads
         self._name = name
-        self._model: Any = None
+        self._models: list[Any] = []
         self._item_features: sp.csr_matrix | None = None
         self._shape: tuple[int, int] = (0, 0)
         self._scorer: TopKScorer | None = None
@@ -145,12 +151,16 @@ class LightFMRecommender(Recommender):
         """Mean wall-clock training seconds per epoch since the last :meth:`fit` (evaluations excluded)."""
         return self.train_seconds / self.epochs_run if self.epochs_run else 0.0
 
-    def _fitted(self) -> Any:
-        if self._model is None:
+    def _fitted(self) -> list[Any]:
+        """The members' LightFM models (one unless ``params.members`` > 1)."""
+        if not self._models:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() or load()")
-        return self._model
+        return self._models
 
-    def _new_lightfm(self) -> Any:
+    def _new_members(self) -> list[Any]:
+        return [self._new_lightfm(self.seed + member) for member in range(self.params.members)]
+
+    def _new_lightfm(self, seed: int) -> Any:
         p = self.params
         return LightFM(
             no_components=p.no_components,
@@ -160,7 +170,7 @@ class LightFMRecommender(Recommender):
             item_alpha=p.item_alpha,
             user_alpha=p.user_alpha,
             max_sampled=p.max_sampled,
-            random_state=np.random.RandomState(self.seed),
+            random_state=np.random.RandomState(seed),
         )
 
     def fit(
@@ -203,7 +213,7 @@ class LightFMRecommender(Recommender):
 
     def _reset(self, shape: tuple[int, int], item_features: sp.csr_matrix | None) -> None:
         # A new LightFM with a new RandomState: LightFM.fit alone would keep the old random stream.
-        self._model = self._new_lightfm()
+        self._models = self._new_members()
         self._shape, self._item_features, self._scorer = shape, item_features, None
         self.history, self.best_epoch, self.epochs_trained = [], 0, 0
         self.train_seconds, self.epochs_run = 0.0, 0
@@ -239,7 +249,7 @@ class LightFMRecommender(Recommender):
         ``best_epoch`` keep describing the last :meth:`fit`; ``epochs_trained`` grows.
         """
         matrix = check_interactions(interactions)
-        if self._model is None:
+        if not self._models:
             self._reset(matrix.shape, check_item_features(item_features, matrix.shape[1]))
         elif matrix.shape != self._shape:
             raise ValueError(
@@ -254,36 +264,46 @@ class LightFMRecommender(Recommender):
 
     def _run_epochs(self, matrix: sp.csr_matrix, epochs: int) -> None:
         interactions, weights = _lightfm_inputs(matrix)
+        sample_weight = None if self.params.loss == "warp-kos" else weights
+
+        def train(model: Any) -> None:
+            model.fit_partial(
+                interactions,
+                item_features=self._item_features,
+                sample_weight=sample_weight,
+                epochs=epochs,
+                num_threads=self.num_threads,
+            )
+
         start = time.perf_counter()
-        self._model.fit_partial(
-            interactions,
-            item_features=self._item_features,
-            sample_weight=None if self.params.loss == "warp-kos" else weights,
-            epochs=epochs,
-            num_threads=self.num_threads,
-        )
+        if len(self._models) == 1:
+            train(self._models[0])
+        else:
+            with ThreadPoolExecutor(len(self._models), thread_name_prefix="lightfm-member") as pool:
+                list(pool.map(train, self._models))
         self.train_seconds += time.perf_counter() - start
         self.epochs_trained += epochs
         self.epochs_run += epochs
         self._scorer = None
 
     def _snapshot(self) -> dict[str, Any]:
-        model = self._fitted()
-        state: dict[str, Any] = {key: getattr(model, key).copy() for key in _MODEL_ARRAYS}
-        state["random_state"] = model.random_state.get_state()
-        state["epochs_trained"] = self.epochs_trained
-        return state
+        members = [
+            {key: getattr(model, key).copy() for key in _MODEL_ARRAYS}
+            | {"random_state": model.random_state.get_state()}
+            for model in self._fitted()
+        ]
+        return {"members": members, "epochs_trained": self.epochs_trained}
 
     def _restore(self, state: dict[str, Any]) -> None:
-        model = self._fitted()
-        for key in _MODEL_ARRAYS:
-            setattr(model, key, state[key])
-        model.random_state.set_state(state["random_state"])
+        for model, member in zip(self._fitted(), state["members"], strict=True):
+            for key in _MODEL_ARRAYS:
+                setattr(model, key, member[key])
+            model.random_state.set_state(member["random_state"])
         self.epochs_trained = state["epochs_trained"]
         self._scorer = None
 
     def _check_feature_columns(self, features: sp.csr_matrix | None) -> sp.csr_matrix | None:
-        n_columns = self._fitted().item_embeddings.shape[0]
+        n_columns = self._fitted()[0].item_embeddings.shape[0]
         if features is not None and features.shape[1] != n_columns:
             raise ValueError(
                 f"item_features have {features.shape[1]} columns, the model was trained with {n_columns}"
@@ -293,25 +313,32 @@ class LightFMRecommender(Recommender):
     def item_representations(
         self, item_features: sp.csr_matrix | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(biases, embeddings)`` of items: float32 ``(n,)`` and ``(n, no_components)``.
+        """``(biases, embeddings)`` of items: float32 ``(n,)`` and ``(n, members * no_components)``.
 
         ``item_features`` (any number of rows, the training columns) describes the items to represent,
-        e.g. cold-start items never seen in training; by default the training items.
+        e.g. cold-start items never seen in training; by default the training items. An ensemble's
+        biases are the members' mean, its embeddings the members' side by side.
         """
-        model = self._fitted()
+        models = self._fitted()
         features = self._item_features if item_features is None else item_features
         if features is None:
-            return model.item_biases.copy(), model.item_embeddings.copy()
-        features = self._check_feature_columns(sp.csr_matrix(features, dtype=np.float32))
-        return (
-            np.asarray(features @ model.item_biases, dtype=np.float32),
-            np.asarray(features @ model.item_embeddings, dtype=np.float32),
-        )
+            biases = [model.item_biases for model in models]
+            embeddings = [model.item_embeddings for model in models]
+        else:
+            features = self._check_feature_columns(sp.csr_matrix(features, dtype=np.float32))
+            biases = [features @ model.item_biases for model in models]
+            embeddings = [features @ model.item_embeddings for model in models]
+        return _mean_biases(biases), np.hstack(embeddings).astype(np.float32, copy=False)
 
     def user_representations(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(biases, embeddings)`` of the training users (identity user features)."""
-        model = self._fitted()
-        return model.user_biases.copy(), model.user_embeddings.copy()
+        """``(biases, embeddings)`` of the training users (identity user features); an ensemble's
+        embeddings are the members' side by side divided by their number, so a dot product with
+        :meth:`item_representations` is the members' mean."""
+        models = self._fitted()
+        embeddings = np.hstack([model.user_embeddings for model in models])
+        if len(models) > 1:
+            embeddings /= np.float32(len(models))
+        return _mean_biases([model.user_biases for model in models]), embeddings
 
     def scorer(self, item_features: sp.csr_matrix | None = None) -> TopKScorer:
         """A :class:`TopKScorer` of the training users over the training items (or ``item_features``' rows).
@@ -359,19 +386,17 @@ class LightFMRecommender(Recommender):
             raise IndexError(f"favourite item indices must lie in [0, {n_rows}), got {favourites}")
         features = self._item_features if item_features is None else item_features
         if features is None:
-            embeddings = self._fitted().item_embeddings[favourites]
+            embeddings = np.hstack([model.item_embeddings[favourites] for model in self._fitted()])
         else:
             embeddings = self.item_representations(sp.csr_matrix(features)[favourites])[1]
         direction = embeddings.mean(axis=0)
         norm = float(np.linalg.norm(direction))
-        target = float(np.median(np.linalg.norm(self._fitted().user_embeddings, axis=1)))
+        target = float(np.median(np.linalg.norm(self.user_representations()[1], axis=1)))
         vector = direction * (target / norm) if norm > 0 else direction
         return np.concatenate([vector, [0.0, 1.0]]).astype(np.float32)
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        model = self._fitted()
-        _, keys, position, has_gauss, cached_gaussian = model.random_state.get_state()
-        meta = {
+        meta: dict[str, Any] = {
             "name": self._name,
             "params": self.params.model_dump(),
             "seed": self.seed,
@@ -382,10 +407,16 @@ class LightFMRecommender(Recommender):
             "epochs_trained": self.epochs_trained,
             # Not the training time: the same fit must save the same bytes (a DVC output).
             "epochs_run": self.epochs_run,
-            "random_state": [int(position), int(has_gauss), float(cached_gaussian)],
         }
-        arrays = {key: getattr(model, key) for key in _MODEL_ARRAYS}
-        arrays["random_state.keys"] = keys
+        arrays: dict[str, np.ndarray] = {}
+        # Member 0 under the plain names (a one-member model saves what it always saved), the others
+        # under "member<m>.".
+        for member, model in enumerate(self._fitted()):
+            prefix = f"member{member}." if member else ""
+            _, keys, position, has_gauss, cached_gaussian = model.random_state.get_state()
+            meta[f"{prefix}random_state"] = [int(position), int(has_gauss), float(cached_gaussian)]
+            arrays |= {f"{prefix}{key}": getattr(model, key) for key in _MODEL_ARRAYS}
+            arrays[f"{prefix}random_state.keys"] = keys
         if self._item_features is not None:
             arrays.update(sparse_to_arrays("item_features", self._item_features))
         return meta, arrays
@@ -395,19 +426,28 @@ class LightFMRecommender(Recommender):
         model = cls(
             LightFMParams.model_validate(meta["params"]), meta["seed"], meta["num_threads"], meta["name"]
         )
-        model._model = model._new_lightfm()
-        for key in _MODEL_ARRAYS:
-            setattr(model._model, key, arrays[key])
-        position, has_gauss, cached_gaussian = meta["random_state"]
-        model._model.random_state.set_state(
-            ("MT19937", arrays["random_state.keys"], position, has_gauss, cached_gaussian)
-        )
+        model._models = model._new_members()
+        for member, lightfm in enumerate(model._models):
+            prefix = f"member{member}." if member else ""
+            for key in _MODEL_ARRAYS:
+                setattr(lightfm, key, arrays[f"{prefix}{key}"])
+            position, has_gauss, cached_gaussian = meta[f"{prefix}random_state"]
+            lightfm.random_state.set_state(
+                ("MT19937", arrays[f"{prefix}random_state.keys"], position, has_gauss, cached_gaussian)
+            )
         model._shape = (int(meta["shape"][0]), int(meta["shape"][1]))
         model._item_features = sparse_from_arrays("item_features", arrays)
         model.history = [(int(epoch), float(score)) for epoch, score in meta["history"]]
         model.best_epoch, model.epochs_trained = int(meta["best_epoch"]), int(meta["epochs_trained"])
         model.epochs_run = int(meta["epochs_run"])
         return model
+
+
+def _mean_biases(biases: list[np.ndarray]) -> np.ndarray:
+    """The members' mean bias per row as float32 (a copy; one member's biases unchanged)."""
+    if len(biases) == 1:
+        return np.array(biases[0], dtype=np.float32)
+    return np.asarray(np.mean(biases, axis=0, dtype=np.float64), dtype=np.float32)
 
 
 def _lightfm_inputs(matrix: sp.csr_matrix) -> tuple[sp.coo_matrix, sp.coo_matrix]:

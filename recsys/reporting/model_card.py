@@ -109,11 +109,23 @@ def _model_details(inputs: CardInputs) -> str:
             )
             if key in hyper
         )
-        + f". Trained once, single-threaded ({params.train.final_threads} thread), so a rerun gives the "
-        "same model and metrics.",
+        + _members_sentence(params.train.lightfm.members, params.seed)
+        + f" Trained once, single-threaded ({params.train.final_threads} thread per member), so a rerun "
+        "gives the same model and metrics.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _members_sentence(members: int, seed: int) -> str:
+    """How many seeds the served hybrid averages (nothing to say for one)."""
+    if members == 1:
+        return "."
+    seeds = ", ".join(str(seed + member) for member in range(members))
+    return (
+        f". A seed ensemble of {members} such models (seeds {seeds}), trained side by side and scored by "
+        "their mean score (one dot product of their embeddings side by side)."
+    )
 
 
 def _data_section(inputs: CardInputs) -> str:

@@ -28,7 +28,7 @@ def test_scorer_ranks_exactly_like_lightfm_predict(interactions: sp.csr_matrix, 
     user_biases, _ = model.user_representations()
     assert np.abs(user_biases).max() > 0  # the comparison covers the user bias
     users, items = np.repeat(ALL_USERS, N_ITEMS), np.tile(np.arange(N_ITEMS), N_USERS)
-    expected = model._model.predict(users, items, item_features=features).reshape(N_USERS, N_ITEMS)
+    expected = model._fitted()[0].predict(users, items, item_features=features).reshape(N_USERS, N_ITEMS)
     scorer = model.scorer()
     np.testing.assert_allclose(scorer.score(ALL_USERS), expected, rtol=1e-5, atol=1e-6)
     indices, _ = scorer.top_k(ALL_USERS, 5)
@@ -158,3 +158,45 @@ def test_warp_kos_trains_without_sample_weights(interactions: sp.csr_matrix) -> 
     params = LightFMParams.model_validate({"loss": "warp-kos", "no_components": 4, "epochs": 2})
     model = LightFMRecommender(params, seed=1).fit(interactions)
     assert np.all(np.isfinite(model.score(ALL_USERS)))
+
+
+def test_a_seed_ensemble_scores_the_mean_of_its_members(
+    interactions: sp.csr_matrix, item_features: sp.csr_matrix
+) -> None:
+    ensemble = fit(interactions, item_features, members=2)
+    first = LightFMRecommender(TINY_LIGHTFM, seed=7).fit(interactions, item_features)
+    second = LightFMRecommender(TINY_LIGHTFM, seed=8).fit(interactions, item_features)
+    mean = (first.score(ALL_USERS) + second.score(ALL_USERS)) / 2
+    np.testing.assert_allclose(ensemble.score(ALL_USERS), mean, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(first.score(ALL_USERS), second.score(ALL_USERS))  # two different members
+    biases, embeddings = ensemble.item_representations()
+    assert embeddings.shape == (N_ITEMS, 2 * TINY_LIGHTFM.no_components)
+    np.testing.assert_allclose(
+        biases, (first.item_representations()[0] + second.item_representations()[0]) / 2
+    )
+    vector = ensemble.fold_in_user(np.array([0, 1]))
+    assert vector.shape == (2 * TINY_LIGHTFM.no_components + 2,)
+    # Trained side by side in threads, each member is still bit-identical to a run of its own.
+    again = fit(interactions, item_features, members=2)
+    np.testing.assert_array_equal(again.score(ALL_USERS), ensemble.score(ALL_USERS))
+
+
+def test_a_saved_ensemble_resumes_training_identically(
+    interactions: sp.csr_matrix, item_features: sp.csr_matrix, tmp_path: Path
+) -> None:
+    script = scripted([0.1, 0.3, 0.2, 0.1])
+    params = TINY_LIGHTFM.model_copy(update={"members": 3, "epochs": 40, "eval_every": 5, "patience": 2})
+    model = LightFMRecommender(params, seed=7).fit(
+        interactions, item_features, validation_score=lambda _: next(script)
+    )
+    assert model.best_epoch == model.epochs_trained == 10
+    at_best = LightFMRecommender(params.model_copy(update={"epochs": 10}), seed=7).fit(
+        interactions, item_features
+    )
+    np.testing.assert_array_equal(model.score(ALL_USERS), at_best.score(ALL_USERS))  # every member restored
+    model.save(tmp_path / "ensemble.npz")
+    loaded = LightFMRecommender.load(tmp_path / "ensemble.npz")
+    np.testing.assert_array_equal(loaded.score(ALL_USERS), model.score(ALL_USERS))
+    model.fit_partial(interactions, epochs=2)
+    loaded.fit_partial(interactions, epochs=2)
+    np.testing.assert_array_equal(loaded.score(ALL_USERS), model.score(ALL_USERS))
