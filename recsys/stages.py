@@ -54,6 +54,10 @@ def ingest(params: Params, out_dir: Path = RAW_DIR, local_dir: Path | None = Non
     dataset = dataset_of(params)
     if dataset.name == "files":
         summary = ingest_files(params.dataset.files, out_dir)
+    elif dataset.name == "synthetic":
+        from recsys.data.synthetic import write
+
+        summary = write(params.dataset.synthetic, out_dir)
     else:
         # The configured sources, at least those the data set needs, in the order of ingest.sources.
         names = [*params.ingest.sources, *(s for s in dataset.sources if s not in params.ingest.sources)]

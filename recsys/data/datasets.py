@@ -10,6 +10,8 @@ came from.
     Spotify tracks as items, the playlists holding them as listeners (:mod:`recsys.data.songs`).
 ``files``
     A team's own interactions and items files (:mod:`recsys.data.own_files`).
+``synthetic``
+    Generated listeners x artists of any size, shaped like Last.fm 2K (:mod:`recsys.data.synthetic`).
 """
 
 from __future__ import annotations
@@ -50,10 +52,18 @@ def _files(raw_dir: Path, params: Params) -> Prepared:
     return prepare_files(raw_dir, params)
 
 
+def _synthetic(raw_dir: Path, params: Params) -> Prepared:
+    from recsys.data.own_files import prepare_own_files
+    from recsys.data.synthetic import FOLDER, files_spec
+
+    return prepare_own_files(raw_dir / FOLDER, files_spec(), params, "synthetic")
+
+
 DATASETS: dict[str, Dataset] = {
     "lastfm-artists": Dataset("lastfm-artists", "artist", ("lastfm", "spotify", "lyrics"), _lastfm),
     "spotify-songs": Dataset("spotify-songs", "track", ("spotify", "lyrics"), _songs),
     "files": Dataset("files", "track", (), _files),
+    "synthetic": Dataset("synthetic", "artist", (), _synthetic),
 }
 """Every adapter by its ``dataset.name``."""
 

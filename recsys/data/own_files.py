@@ -68,8 +68,12 @@ def ingest_files(params: FilesParams, out_dir: Path) -> dict[str, Any]:
 
 def prepare_files(raw_dir: Path, params: Params) -> Prepared:
     """The canonical tables from the copied files, every row checked."""
-    spec = params.dataset.files
-    folder = raw_dir / FOLDER
+    return prepare_own_files(raw_dir / FOLDER, params.dataset.files, params, "files")
+
+
+def prepare_own_files(folder: Path, spec: FilesParams, params: Params, dataset: str) -> Prepared:
+    """The canonical tables from an interactions and an items file in ``folder``, read as ``spec`` maps
+    them (also how the ``synthetic`` data set's generated files are read)."""
     interactions_path = folder / raw_name("interactions", spec.interactions)
     items_path = folder / raw_name("items", spec.items)
     raw_items = _read(items_path)
@@ -77,7 +81,7 @@ def prepare_files(raw_dir: Path, params: Params) -> Prepared:
     # Errors name the team's own files (the copies under data/raw hold the same rows).
     items = _items(raw_items, spec, spec.items)
     interactions, repairs = _interactions(
-        raw_interactions, spec, set(items[Col.ITEM]), spec.interactions, params
+        raw_interactions, spec, set(items[Col.ITEM]), spec.interactions, params, dataset
     )
     listeners = interactions.groupby(Col.ITEM)[Col.USER].nunique()
     plays = interactions.groupby(Col.ITEM)[Col.PLAYS].sum()
@@ -85,7 +89,7 @@ def prepare_files(raw_dir: Path, params: Params) -> Prepared:
     items[Col.TOTAL_PLAYS] = plays.reindex(items[Col.ITEM]).fillna(0).astype(np.int64).to_numpy()
     tags = _tags(raw_items, spec, items)
     quality: dict[str, Any] = {
-        "dataset": "files",
+        "dataset": dataset,
         "tables": {
             "interactions": {
                 "rows_in": len(raw_interactions),
@@ -190,7 +194,7 @@ def _numbers(values: pd.Series, file: str, allow_negative: bool = False) -> pd.S
 
 
 def _interactions(
-    raw: pd.DataFrame, spec: FilesParams, known: set[str], file: str, params: Params
+    raw: pd.DataFrame, spec: FilesParams, known: set[str], file: str, params: Params, source: str
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     user_col = _column(raw, spec, "user", file, required=True)
     item_col = _column(raw, spec, "item", file, required=True)
@@ -220,7 +224,7 @@ def _interactions(
         frame, Col.USER, Col.ITEM, params.prepare.min_user_interactions, params.prepare.min_item_users
     )
     frame[Col.WEIGHT] = clean.confidence(frame[Col.PLAYS], params.prepare)
-    frame[Col.SOURCE] = SOURCE
+    frame[Col.SOURCE] = source
     frame = frame.sort_values([Col.USER, Col.ITEM], kind="stable").reset_index(drop=True)
     return frame[list(INTERACTIONS_COLUMNS)], {"repeated_pair_summed": merged, **dropped}
 
