@@ -30,7 +30,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-DatasetName = Literal["lastfm-artists", "spotify-songs", "files"]
+DatasetName = Literal["lastfm-artists", "spotify-songs", "files", "synthetic"]
 
 
 class SongsParams(_Section):
@@ -54,12 +54,33 @@ class FilesParams(_Section):
     columns: dict[str, str] = Field(default_factory=dict)
 
 
+class SyntheticParams(_Section):
+    """The ``synthetic`` generator (:mod:`recsys.data.synthetic`): listeners x artists shaped like Last.fm 2K.
+
+    ``size`` (S1, S10, S50, S200) sets users, items and pairs together; empty uses the three counts.
+    """
+
+    size: Literal["", "S1", "S10", "S50", "S200"] = ""
+    users: int = Field(2_000, ge=1)
+    items: int = Field(17_632, ge=10)
+    pairs: int = Field(93_000, ge=1)
+    popularity_exponent: float = Field(0.8, ge=0)
+    activity_sigma: float = Field(1.0, ge=0)
+    genres: int = Field(20, ge=1)
+    taste: float = Field(0.8, ge=0, le=1)
+    tags: int = Field(2_000, ge=1)
+    tags_per_item: int = Field(20, ge=1)
+    audio: bool = True
+    seed: int = 0
+
+
 class DatasetParams(_Section):
     """Which data set the stages after ``prepare`` see, through the canonical tables (one contract)."""
 
     name: DatasetName = "lastfm-artists"
     songs: SongsParams = SongsParams()
     files: FilesParams = FilesParams()
+    synthetic: SyntheticParams = SyntheticParams()
 
 
 def item_kind(params: dict[str, Any]) -> str:
@@ -74,7 +95,7 @@ def item_kind(params: dict[str, Any]) -> str:
     name = dataset.get("name", "lastfm-artists")
     if name == "files":
         return str((dataset.get("files") or {}).get("kind", "track"))
-    return "artist" if name == "lastfm-artists" else "track"
+    return "artist" if name in ("lastfm-artists", "synthetic") else "track"
 
 
 class IngestParams(_Section):
@@ -149,6 +170,8 @@ class LightFMParams(_Section):
 class EaseParams(_Section):
     l2: float = Field(300.0, gt=0)
     min_item_users: int = Field(3, ge=1)
+    # The bounded variant: at most this many (most listened) items are modelled; 20k items need ~9.6 GB.
+    max_items: int = Field(20_000, ge=1)
 
 
 class ItemKNNParams(_Section):

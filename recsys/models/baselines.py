@@ -13,12 +13,14 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
 
 from recsys.config import EaseParams, ItemKNNParams
+from recsys.memory import require
 from recsys.models.base import (
     NotFittedError,
     Recommender,
@@ -174,23 +176,69 @@ class ItemKNN(ItemItemRecommender):
         return model
 
 
-def cosine_neighbours(matrix: sp.csr_matrix, neighbours: int, shrink: float) -> sp.csr_matrix:
-    """Shrunk cosine similarity of the columns of ``matrix``, diagonal removed, top ``neighbours`` per row."""
-    co = (matrix.T @ matrix).tocoo()
+ITEM_BLOCK_ENTRIES = 20_000_000
+"""Upper bound of the stored entries of one block of item-item rows before pruning (~250 MB with their
+indices). Item-kNN and RP3beta build their matrices a block of rows at a time, so their memory follows the
+kept neighbours, not the full co-occurrence matrix (6.9 GB for item-kNN at 100k users x 150k items when it
+was built whole)."""
+
+
+def blockwise_top(
+    left: sp.csr_matrix,
+    right: sp.csr_matrix,
+    neighbours: int,
+    finish: Callable[[sp.csr_matrix, np.ndarray], sp.csr_matrix],
+    max_entries: int = ITEM_BLOCK_ENTRIES,
+) -> sp.csr_matrix:
+    """``keep_top_per_row(finish(left @ right), neighbours)`` built a block of rows at a time.
+
+    ``finish(block, rows)`` turns the product's rows ``rows`` into the values to prune (e.g. cosine from
+    co-occurrence, diagonal removed). Blocks are cut so that each product holds at most ``max_entries``
+    entries by an upper bound (a row's entries times the lengths of the right-hand rows it meets, capped by
+    the number of columns), one row at least; each row is computed as in the whole product.
+    """
+    pattern = left.copy()
+    pattern.data = np.ones_like(pattern.data, dtype=np.float64)
+    bound = np.minimum(pattern @ np.diff(right.indptr).astype(np.float64), right.shape[1])
+    parts, start = [], 0
+    ends = np.cumsum(bound)
+    while start < left.shape[0]:
+        offset = ends[start - 1] if start else 0.0
+        stop = max(int(np.searchsorted(ends, offset + max_entries, side="right")), start + 1)
+        block = sp.csr_matrix(left[start:stop] @ right)
+        parts.append(keep_top_per_row(finish(block, np.arange(start, stop)), neighbours))
+        start = stop
+    if not parts:
+        return sp.csr_matrix((left.shape[0], right.shape[1]), dtype=np.float32)
+    return sp.csr_matrix(sp.vstack(parts, format="csr"))
+
+
+def cosine_neighbours(
+    matrix: sp.csr_matrix, neighbours: int, shrink: float, max_entries: int = ITEM_BLOCK_ENTRIES
+) -> sp.csr_matrix:
+    """Shrunk cosine similarity of the columns of ``matrix``, diagonal removed, top ``neighbours`` per row
+    (built :func:`blockwise_top`, ``max_entries`` at a time)."""
     norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=0), dtype=np.float64).ravel())
-    off_diagonal = co.row != co.col
-    rows, cols = co.row[off_diagonal], co.col[off_diagonal]
-    values = co.data[off_diagonal] / (norms[rows] * norms[cols] + shrink)
-    similarity = sp.csr_matrix((values.astype(np.float32), (rows, cols)), shape=co.shape)
-    return keep_top_per_row(similarity, neighbours)
+
+    def cosine(block: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+        co = block.tocoo()
+        items = rows[co.row]
+        off_diagonal = items != co.col
+        row, col = co.row[off_diagonal], co.col[off_diagonal]
+        values = co.data[off_diagonal] / (norms[items[off_diagonal]] * norms[col] + shrink)
+        return sp.csr_matrix((values.astype(np.float32), (row, col)), shape=co.shape)
+
+    return blockwise_top(sp.csr_matrix(matrix.T), sp.csr_matrix(matrix), neighbours, cosine, max_entries)
 
 
 class EASE(Recommender):
     """Embarrassingly shallow autoencoder (Steck, 2019) on the binarised matrix.
 
     ``B = I - P / diag(P)`` (column-wise) with ``P = (X^T X + l2 I)^-1``, so ``diag(B) = 0`` and
-    ``score = x_u @ B``. The dense inverse is cubic in the number of items, so only items with at least
-    ``min_item_users`` training users are modelled (about 4.6k of 17.6k artists at 3 on Last.fm 2K).
+    ``score = x_u @ B``. The dense inverse is cubic in the number of items (and its memory quadratic:
+    :func:`ease_bytes`), so only items with at least ``min_item_users`` training users are modelled (about
+    4.6k of 17.6k artists at 3 on Last.fm 2K), at most the ``max_items`` most listened of them (the
+    bounded variant at scale); a catalogue that still does not fit is refused before allocating.
     Every other item scores strictly below every modelled item of the same user, ordered among
     themselves by popularity, so rankings stay total and finite.
 
@@ -219,6 +267,13 @@ class EASE(Recommender):
             raise ValueError(
                 f"no item has >= {self.params.min_item_users} training users: lower ease.min_item_users"
             )
+        if kept.size > self.params.max_items:  # the bounded variant: the most listened items only
+            kept = np.sort(kept[np.argsort(-popularity[kept], kind="stable")[: self.params.max_items]])
+        require(
+            ease_bytes(kept.size),
+            f"EASE on {kept.size:,} items",
+            "lower train.ease.max_items (EASE then models the most listened items only)",
+        )
         self._weights = ease_weights(history[:, kept], self.params.l2)
         self._history, self._kept, self._popularity = history[:, kept].tocsr(), kept, popularity
         return self
@@ -267,11 +322,18 @@ class EASE(Recommender):
         return model
 
 
+def ease_bytes(n_items: int) -> int:
+    """Peak memory of :func:`ease_weights` on ``n_items`` items: the float64 Gram matrix beside the
+    inverse's working copy and result (3 x 8 bytes per cell)."""
+    return 24 * n_items * n_items
+
+
 def ease_weights(binary: sp.csr_matrix, l2: float) -> np.ndarray:
     """The EASE item-item matrix ``B`` (float32, zero diagonal) of a binary user-item matrix."""
     gram = np.asarray((binary.T @ binary).toarray(), dtype=np.float64)
     gram[np.diag_indices_from(gram)] += l2
     precision = np.linalg.inv(gram)
-    weights = -precision / np.diag(precision)[np.newaxis, :]
-    weights[np.diag_indices_from(weights)] = 0.0
-    return weights.astype(np.float32)
+    del gram
+    precision /= -np.diag(precision)[np.newaxis, :]  # in place: the peak stays at the inverse's
+    precision[np.diag_indices_from(precision)] = 0.0
+    return precision.astype(np.float32)

@@ -26,7 +26,13 @@ from recsys.models.base import (
     sparse_from_arrays,
     sparse_to_arrays,
 )
-from recsys.models.baselines import ItemItemRecommender, binarize, item_user_counts, keep_top_per_row
+from recsys.models.baselines import (
+    ITEM_BLOCK_ENTRIES,
+    ItemItemRecommender,
+    binarize,
+    blockwise_top,
+    item_user_counts,
+)
 
 
 class RP3beta(ItemItemRecommender):
@@ -66,19 +72,27 @@ class RP3beta(ItemItemRecommender):
         return model
 
 
-def rp3beta_weights(binary: sp.csr_matrix, alpha: float, beta: float, neighbours: int) -> sp.csr_matrix:
-    """The pruned RP3beta item-item matrix (float32, zero diagonal) of a binary user-item matrix."""
+def rp3beta_weights(
+    binary: sp.csr_matrix, alpha: float, beta: float, neighbours: int, max_entries: int = ITEM_BLOCK_ENTRIES
+) -> sp.csr_matrix:
+    """The pruned RP3beta item-item matrix (float32, zero diagonal) of a binary user-item matrix, built
+    :func:`~recsys.models.baselines.blockwise_top` (``max_entries`` at a time)."""
     user_item = _row_normalised_power(binary, alpha)
     item_user = _row_normalised_power(sp.csr_matrix(binary.T), alpha)
-    walk = sp.csr_matrix(item_user @ user_item, dtype=np.float64)
     degree = item_user_counts(binary).astype(np.float64)
     damping = np.zeros_like(degree)
     seen = degree > 0
     damping[seen] = degree[seen] ** -beta
-    walk = sp.csr_matrix(walk @ sp.diags(damping))
-    walk.setdiag(0.0)
-    walk.eliminate_zeros()
-    return sp.csr_matrix(keep_top_per_row(walk, neighbours), dtype=np.float32)
+
+    def damped(block: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+        walk = sp.csr_matrix(block, dtype=np.float64)
+        walk.data *= damping[walk.indices]
+        walk.data[walk.indices == np.repeat(rows, np.diff(walk.indptr))] = 0.0
+        walk.eliminate_zeros()
+        return walk
+
+    weights = blockwise_top(item_user, user_item, neighbours, damped, max_entries)
+    return sp.csr_matrix(weights, dtype=np.float32)
 
 
 def _row_normalised_power(matrix: sp.csr_matrix, alpha: float) -> sp.csr_matrix:
