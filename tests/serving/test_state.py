@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from recsys import registry
 from recsys.serving import logic
+from recsys.serving import state as state_module
 from recsys.serving.schemas import FeedbackRequest, NewListenerRequest, RecommendRequest, SimilarRequest
 from recsys.serving.search import NameIndex
 from recsys.serving.state import FALLBACK_REASON, ServingState
@@ -49,6 +51,27 @@ def assert_cached_ranking_equals_full(state: ServingState, k: int) -> None:
 @pytest.mark.parametrize("k", [1, 5, 20])
 def test_cached_ranking_equals_a_full_ranking(state: ServingState, k: int) -> None:
     assert_cached_ranking_equals_full(state, k)
+
+
+def test_lists_are_ranked_on_first_use_and_the_cache_is_bounded(
+    champion_home: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_module, "CACHED_USERS", 3)
+    fresh = ServingState(registry.load_artifact("champion", home=champion_home[0]))
+    assert fresh.cached_users == 0  # nothing ranked at load, whatever the number of users
+    first = fresh.ranked_top(0)
+    assert fresh.ranked_top(0) is first  # the second request reuses the list
+    for user in (1, 2, 3):
+        fresh.ranked_top(user)
+    assert fresh.cached_users == 3  # user 0, least recently used, was dropped
+    assert fresh.ranked_top(0) is not first
+    np.testing.assert_array_equal(fresh.ranked_top(0)[0], first[0])
+    # Requests on threads ranking at once (the service's worker threads) leave a consistent cache.
+    with ThreadPoolExecutor(8) as pool:
+        lists = list(pool.map(lambda user: fresh.ranked_top(user % 6)[0], range(60)))
+    for user, ranked in enumerate(lists):
+        np.testing.assert_array_equal(ranked, fresh.ranked_top(user % 6)[0])
+    assert fresh.cached_users == 3
 
 
 def test_cold_start_is_popularity_ordered_and_filtered(state: ServingState) -> None:
