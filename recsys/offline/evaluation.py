@@ -42,6 +42,10 @@ from recsys.offline.popularity import PAD_ITEM, item_popularity
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 """Maps user indices to a dense ``(len(users), n_items)`` score matrix, higher is better."""
 
+Ranker = Callable[[np.ndarray, sp.csr_matrix, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+"""``(users, relevant, mask, k_max) -> (top_k, auc)``: what :func:`rank_and_auc` computes for
+:func:`evaluate`, elsewhere (e.g. shards of users on Dask workers: :mod:`recsys.offline.sharding`)."""
+
 BATCH_SIZE = 512
 
 
@@ -163,6 +167,7 @@ def evaluate(
     candidates: np.ndarray | None = None,
     item_vectors: np.ndarray | sp.spmatrix | None = None,
     batch_size: int = BATCH_SIZE,
+    ranker: Ranker | None = None,
 ) -> EvaluationResult:
     """Every metric at every k in ``params.ks``, overall and per user group.
 
@@ -186,13 +191,19 @@ def evaluate(
         ``(n_items, d)`` item features; when given, intra-list diversity (``ild@k``) is reported.
     batch_size
         Users scored at once.
+    ranker
+        Computes the users' top-k lists and AUC instead of :func:`rank_and_auc` with ``score_fn`` here
+        (then ``score_fn`` is unused): the same numbers, computed elsewhere.
     """
     if train.shape != test.shape:
         raise ValueError(f"train {train.shape} and test {test.shape} must have the same shape")
     mask = candidate_mask(candidates, train.shape[1])
-    relevant = _relevant(train, test, mask)
+    relevant = relevant_entries(train, test, mask)
     users = np.flatnonzero(positive_counts(relevant))
-    top_k, auc = _rank_and_auc(score_fn, users, train, relevant, mask, max(params.ks), batch_size)
+    if ranker is None:
+        top_k, auc = rank_and_auc(score_fn, users, train, relevant, mask, max(params.ks), batch_size)
+    else:
+        top_k, auc = ranker(users, relevant, mask, max(params.ks))
     context = _ListContext(item_popularity(train), train.shape[0], int(mask.sum()), params, item_vectors)
     return _result(top_k, auc, relevant, users, context, user_groups)
 
@@ -242,7 +253,7 @@ def evaluate_variants(
         raise ValueError(f"train {train.shape} and test {test.shape} must have the same shape")
     n_items, k_max = train.shape[1], max(params.ks)
     mask = candidate_mask(None, n_items)
-    relevant = _relevant(train, test, mask)
+    relevant = relevant_entries(train, test, mask)
     users = np.flatnonzero(positive_counts(relevant))
     relevant_rows, exclude = relevant[users], sp.csr_matrix(train)
     tops: dict[Hashable, np.ndarray] = {}
@@ -331,16 +342,18 @@ def _result(
     return EvaluationResult(metrics=overall, groups=summaries)
 
 
-def _rank_and_auc(
+def rank_and_auc(
     score_fn: ScoreFn,
     users: np.ndarray,
     train: sp.csr_matrix,
     relevant: sp.csr_matrix,
     mask: np.ndarray,
     k_max: int,
-    batch_size: int,
+    batch_size: int = BATCH_SIZE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k lists and AUC from one scoring pass over the users."""
+    """Top-k lists and AUC of ``users`` from one scoring pass, ``batch_size`` users at a time: each
+    user's numbers depend only on the batches, so shards cut at multiples of ``batch_size`` give the same
+    bytes. ``relevant`` and ``mask`` as :func:`evaluate` builds them (:func:`relevant_entries`)."""
     top = np.full((len(users), k_max), PAD_ITEM, dtype=np.int64)
     auc = np.full(len(users), np.nan)
     relevant_rows = relevant[users]
@@ -412,7 +425,7 @@ def _top_k(scores: np.ndarray, k_max: int) -> np.ndarray:
     return np.hstack([top, padding])
 
 
-def _relevant(train: sp.csr_matrix, test: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:
+def relevant_entries(train: sp.csr_matrix, test: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:
     """Binary positive test entries that are candidates and not training items of the same user."""
     positive = (sp.csr_matrix(test) > 0).astype(np.float64)
     in_train = positive.multiply(sp.csr_matrix(train) != 0)
