@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install run test lint typecheck pytest audit bench bench-models bench-serve bench-soak serve clean
+.PHONY: install run test lint typecheck pytest audit bench bench-models bench-serve bench-soak bench-scale serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench-serve: install
 bench-soak: install
 	command -v wrk >/dev/null || apt-get install -y -qq wrk
 	$(BIN)/python -m benchmarks.soak
+
+# The loop on generated data at S1, S10 and S50 (synthetic source): per-step time, peak RSS, growth.
+# About an hour on 2 cores; BENCH_SCALE_ARGS='--sizes S1,S10' for a quick look.
+bench-scale: install
+	$(BIN)/python -m benchmarks.scale $(BENCH_SCALE_ARGS)
 
 serve: install
 	$(BIN)/recsys serve

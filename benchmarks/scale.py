@@ -1,0 +1,430 @@
+"""``make bench-scale``: every step of the loop on generated data at S1, S10 and S50, time and peak memory.
+
+Each size is a data set of the ``synthetic`` source (:mod:`recsys.data.synthetic`, seeded) run through the
+project's own stages in a scratch folder; every step runs in a fresh spawned process, so its peak RSS is
+its own. Steps: generate (the ingest stage), prepare, features, split; the fit of every model of the train
+stage (the hybrid and LightFM without features for ``--epochs`` epochs, their full fit extrapolated per
+epoch); the evaluation of every model on the test part (all users, or ``--eval-users`` of them with the
+full time extrapolated per user); the evaluation sharded over 1 and 2 Dask workers (Prefect); and the
+service's start: loading the model and building its serving state, then the first and repeated
+``/recommend`` rankings of random known listeners (in process: the HTTP layer is ``make bench-serve``'s),
+beside a raw numpy product over the same item vectors (the floor). Results go to
+``bench/results/scale.json`` and the "Scale" section of ``docs/benchmarks.md``, with each step's growth
+exponent over the number of listens.
+
+Examples
+--------
+``python -m benchmarks.scale --sizes S1,S10 --epochs 2``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import platform
+import resource
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.io import write_json, write_text
+
+RESULTS = Path("bench/results/scale.json")
+DOC = Path("docs/benchmarks.md")
+COMMAND = "make bench-scale"
+SECTION = "## Scale: generated data at S1, S10 and S50"
+REQUESTS = 300
+
+Step = Callable[[Path, dict[str, Any]], dict[str, Any]]
+
+
+def _params(root: Path) -> Any:
+    from recsys.config import load_params
+
+    return load_params(root / "params.yaml")
+
+
+def step_generate(root: Path, options: dict[str, Any]) -> dict[str, Any]:
+    from recsys import stages
+
+    summary = stages.ingest(_params(root), root / "raw")
+    return {"shape": summary["shape"], "bytes": summary["bytes"]}
+
+
+def step_prepare(root: Path, options: dict[str, Any]) -> dict[str, Any]:
+    from recsys import stages
+
+    quality = stages.prepare(_params(root), root / "raw", root / "prepared")
+    return {"interactions": quality["summary"]["interactions"]}
+
+
+def step_features(root: Path, options: dict[str, Any]) -> dict[str, Any]:
+    from recsys import stages
+
+    summary = stages.features(_params(root), root / "prepared", root / "features")
+    return {"features": summary.get("n_features"), "nonzeros_per_item": summary["nnz"] / summary["n_items"]}
+
+
+def step_split(root: Path, options: dict[str, Any]) -> dict[str, Any]:
+    from recsys import stages
+
+    summary = stages.split(_params(root), root / "prepared", root / "split")
+    return {"train_interactions": summary["parts"]["train_full"]["interactions"]}
+
+
+def _fit(root: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Fit one model (``options["model"]``) on train + valid and save it; LightFM for ``epochs`` epochs."""
+    from recsys import stages
+    from recsys.models import LightFMRecommender
+    from recsys.offline.train import baselines
+    from recsys.paths import CF, HYBRID, model_file
+
+    params = _params(root)
+    loaded, features = stages.training_inputs(root / "features", root / "split")
+    name = options["model"]
+    threads = params.train.final_threads
+    extra: dict[str, Any] = {}
+    if name in (HYBRID, CF):
+        section = params.train.lightfm if name == HYBRID else params.train.lightfm_cf
+        epochs = min(options["epochs"], section.epochs)
+        model: Any = LightFMRecommender(section.model_copy(update={"epochs": epochs}), params.seed, threads, name)
+        start = time.perf_counter()
+        model.fit(loaded.train_full, features.matrix if name == HYBRID else None)
+        seconds = time.perf_counter() - start
+        extra = {
+            "epochs_run": epochs,
+            "epochs_configured": section.epochs,
+            "seconds_per_epoch": seconds / epochs,
+            "full_fit_seconds": seconds / epochs * section.epochs,
+            "members": section.members,
+            "extrapolated": epochs < section.epochs,
+        }
+    else:
+        model = next(candidate for candidate in baselines(params) if candidate.name == name)
+        start = time.perf_counter()
+        model.fit(loaded.train_full)
+        seconds = time.perf_counter() - start
+        extra = {"full_fit_seconds": seconds}
+    model.save(model_file(name, root / "models"))
+    pairs = loaded.train_full.nnz * (extra.get("epochs_run", 1))
+    return extra | {"interactions_per_second": pairs / seconds if seconds else None}
+
+
+def _evaluate(root: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """One model on the test part: all users, or a seeded sample of ``eval_users`` (time extrapolated)."""
+    from recsys.models import load_recommender
+    from recsys.offline.evaluation import evaluate, positive_counts, relevant_entries
+    from recsys.offline.split import load_split
+    from recsys.paths import model_file
+
+    params = _params(root)
+    loaded = load_split(root / "split")
+    model = load_recommender(model_file(options["model"], root / "models"))
+    mask = np.ones(loaded.test.shape[1], dtype=bool)
+    users = np.flatnonzero(positive_counts(relevant_entries(loaded.train_full, loaded.test, mask)))
+    chosen = _sample(users, options.get("eval_users"))
+    test = loaded.test[chosen]
+    start = time.perf_counter()
+    result = evaluate(
+        lambda batch: model.score(chosen[batch]), loaded.train_full[chosen], test, params.evaluate
+    )
+    seconds = time.perf_counter() - start
+    return {
+        "users": len(chosen),
+        "all_users": len(users),
+        "full_seconds": seconds * len(users) / max(len(chosen), 1),
+        "extrapolated": len(chosen) < len(users),
+        "ndcg@10": result.metrics.get("ndcg@10"),
+        "auc": result.metrics.get("auc"),
+    }
+
+
+def _sample(users: np.ndarray, limit: int | None) -> np.ndarray:
+    if not limit or len(users) <= limit:
+        return users
+    return np.sort(np.random.default_rng(0).choice(users, size=limit, replace=False))
+
+
+def step_sharded(root: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """The hybrid's evaluation sharded over ``workers`` Dask workers (a Prefect flow on its ephemeral
+    server; the time includes starting the LocalCluster), users capped as in the evaluate step."""
+    from flows.evaluation import run_sharded_evaluation
+
+    split = root / "split"
+    if options.get("eval_users"):
+        split = _sampled_split(root, options["eval_users"])
+    start = time.perf_counter()
+    result = run_sharded_evaluation(
+        "dask",
+        n_workers=options["workers"],
+        shards=options["workers"],
+        project_dir=str(root),
+        split_dir=str(split.relative_to(root)),
+        models_dir="models",
+        params_path="params.yaml",
+    )
+    seconds = time.perf_counter() - start
+    return {"workers": options["workers"], "users": result["n_users"], "ndcg@10": result["ndcg@10"]} | {
+        "flow_seconds": seconds
+    }
+
+
+def _sampled_split(root: Path, limit: int) -> Path:
+    """A copy of the split whose test part keeps only ``limit`` users' entries (the others: none)."""
+    import scipy.sparse as sp
+
+    from recsys.offline.split import load_split
+
+    target = root / f"split_{limit}"
+    if target.exists():
+        return target
+    shutil.copytree(root / "split", target)
+    loaded = load_split(target)
+    users = np.flatnonzero(np.diff(loaded.test.indptr))
+    keep = np.zeros(loaded.test.shape[0], dtype=bool)
+    keep[_sample(users, limit)] = True
+    sp.save_npz(target / "test.npz", sp.csr_matrix(sp.diags(keep.astype(np.float32)) @ loaded.test))
+    return target
+
+
+def step_serve(root: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Service start: load the hybrid and build its serving state; then ranking latencies."""
+    import pandas as pd
+
+    from recsys.columns import Col
+    from recsys.models import LightFMRecommender
+    from recsys.offline.features import load_item_features
+    from recsys.offline.split import load_split
+    from recsys.paths import HYBRID, model_file
+    from recsys.registry.artifact import ServingArtifact
+    from recsys.serving.state import CACHED_TOP, ServingState
+
+    start = time.perf_counter()
+    model = LightFMRecommender.load(model_file(HYBRID, root / "models"))
+    loaded = load_split(root / "split")
+    features = load_item_features(root / "features")
+    items = pd.read_parquet(root / "prepared" / "items.parquet", columns=[Col.ITEM, Col.NAME])
+    names = items.set_index(Col.ITEM)[Col.NAME].reindex(loaded.item_ids).astype(str).tolist()
+    artifact = ServingArtifact(
+        "bench", model, features, loaded.user_ids, loaded.item_ids, names,
+        [[] for _ in loaded.item_ids], loaded.train_full, {},
+    )  # fmt: skip
+    state = ServingState(artifact, bias_strength=0.0)
+    start_seconds = time.perf_counter() - start
+    rng = np.random.default_rng(0)
+    users = rng.choice(len(loaded.user_ids), size=REQUESTS, replace=False)
+    first = _latencies(lambda user: state.rank_known(int(user), 10), users)
+    again = _latencies(lambda user: state.rank_known(int(user), 10), users)
+    vectors = np.ascontiguousarray(state.item_vectors)
+    floor = _latencies(lambda user: np.argpartition(vectors @ state.user_vectors[user], -10)[-10:], users)
+    return {
+        "start_seconds": start_seconds,
+        "first_request_ms": _percentiles(first),
+        "cached_request_ms": _percentiles(again),
+        "numpy_floor_ms": _percentiles(floor),
+        "eager_ranking_seconds": float(np.mean(first)) / 1000 * len(loaded.user_ids),
+        "cached_top": CACHED_TOP,
+        "items": len(loaded.item_ids),
+    }
+
+
+def _latencies(action: Callable[[Any], object], users: np.ndarray) -> list[float]:
+    out = []
+    for user in users:
+        start = time.perf_counter()
+        action(user)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    return {"p50": float(np.percentile(values, 50)), "p99": float(np.percentile(values, 99))}
+
+
+STEPS: dict[str, Step] = {
+    "generate": step_generate,
+    "prepare": step_prepare,
+    "features": step_features,
+    "split": step_split,
+    "fit": _fit,
+    "evaluate": _evaluate,
+    "sharded": step_sharded,
+    "serve": step_serve,
+}
+
+
+def _child(name: str, root: str, options: dict[str, Any], queue: Any) -> None:
+    try:
+        start = time.perf_counter()
+        result = STEPS[name](Path(root), options)
+        result["seconds"] = time.perf_counter() - start
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        queue.put(result)
+    except Exception as exc:  # a step that refuses (e.g. memory) is a result, not a crash of the bench
+        queue.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def run_step(name: str, root: Path, **options: Any) -> dict[str, Any]:
+    """One step in a fresh spawned process: its result, wall seconds and peak RSS (MB)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(name, str(root), options, queue))
+    process.start()
+    result: dict[str, Any] = queue.get()
+    process.join()
+    label = options.get("model") or options.get("workers") or ""
+    print(f"  {name} {label}: {_brief(result)}", flush=True)
+    return result
+
+
+def _brief(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return result["error"]
+    return f"{result['seconds']:.1f} s, {result['peak_rss_mb']:.0f} MB"
+
+
+def run_size(size: str, work: Path, epochs: int, eval_users: int | None) -> dict[str, Any]:
+    """Every step at one size; returns the steps' results."""
+    from flows.dvc import apply_overrides
+    from recsys.paths import MODEL_NAMES
+
+    root = work / size
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "models").mkdir(parents=True)
+    shutil.copy("params.yaml", root / "params.yaml")
+    apply_overrides(root / "params.yaml", {"dataset.name": "synthetic", "dataset.synthetic.size": size})
+    print(f"{size}:", flush=True)
+    steps: dict[str, Any] = {name: run_step(name, root) for name in ("generate", "prepare", "features", "split")}
+    steps["fit"] = {model: run_step("fit", root, model=model, epochs=epochs) for model in MODEL_NAMES}
+    steps["evaluate"] = {
+        model: run_step("evaluate", root, model=model, eval_users=eval_users)
+        for model in MODEL_NAMES
+        if "error" not in steps["fit"][model]
+    }
+    steps["sharded"] = {
+        str(workers): run_step("sharded", root, workers=workers, eval_users=eval_users) for workers in (1, 2)
+    }
+    steps["serve"] = run_step("serve", root)
+    return steps
+
+
+def growth(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each step's exponent ``b`` in ``time ~ listens^b`` between consecutive sizes."""
+    sizes = list(results)
+    out: dict[str, dict[str, float]] = {}
+    for small, large in zip(sizes, sizes[1:], strict=False):
+        ratio = results[large]["listens"] / results[small]["listens"]
+        for step, (a, b) in _paired_times(results[small], results[large]).items():
+            if a > 0 and b > 0 and ratio > 1:
+                out.setdefault(step, {})[f"{small}->{large}"] = round(math.log(b / a) / math.log(ratio), 2)
+    return out
+
+
+def _paired_times(small: dict[str, Any], large: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    return {
+        key: (small["times"][key], large["times"][key])
+        for key in small["times"]
+        if key in large["times"]
+    }
+
+
+def times_of(steps: dict[str, Any]) -> dict[str, float]:
+    """The comparable wall time of each step (full fits and evaluations, extrapolated where sampled)."""
+    times = {name: steps[name].get("seconds", 0.0) for name in ("generate", "prepare", "features", "split")}
+    for model, fit in steps["fit"].items():
+        if "error" not in fit:
+            times[f"fit {model}"] = fit["full_fit_seconds"]
+    for model, result in steps["evaluate"].items():
+        if "error" not in result:
+            times[f"evaluate {model}"] = result["full_seconds"]
+    if "error" not in steps["serve"]:
+        times["service start"] = steps["serve"]["start_seconds"]
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.scale [--sizes S1,S10,S50] [--epochs 2] [--eval-users 5000]``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="S1,S10,S50")
+    parser.add_argument("--epochs", type=int, default=2, help="LightFM epochs actually run (then per epoch)")
+    parser.add_argument("--eval-users", type=int, default=5000, help="users evaluated per model (0: all)")
+    parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "recsys-scale"))
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {}
+    for size in args.sizes.split(","):
+        steps = run_size(size, Path(args.work), args.epochs, args.eval_users or None)
+        listens = steps["prepare"].get("interactions", 0)
+        results[size] = {"listens": listens, "steps": steps, "times": times_of(steps)}
+        _write(results, args)
+    print(json.dumps({size: result["times"] for size, result in results.items()}, indent=1))
+
+
+def _write(results: dict[str, Any], args: argparse.Namespace) -> None:
+    payload = {
+        "command": COMMAND,
+        "machine": {"python": platform.python_version(), "cpus": multiprocessing.cpu_count()},
+        "epochs_run": args.epochs,
+        "eval_users": args.eval_users,
+        "sizes": results,
+        "growth": growth(results),
+    }
+    write_json(RESULTS, payload)
+    doc = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
+    write_text(DOC, replace_section(doc, SECTION, table(payload)))
+
+
+def table(payload: dict[str, Any]) -> str:
+    """The markdown section: wall time and peak RSS per step and size, and the growth exponents."""
+    sizes = list(payload["sizes"])
+    lines = [
+        SECTION,
+        "",
+        f"Command: `{COMMAND}` (`python -m benchmarks.scale`), {payload['machine']['cpus']} cores. LightFM ran "
+        f"{payload['epochs_run']} epochs per model (full fit = seconds per epoch x configured epochs); "
+        f"evaluation on up to {payload['eval_users']} users per model (full time extrapolated per user).",
+        "",
+        "| step | " + " | ".join(f"{s} s (peak MB)" for s in sizes) + " | growth exponent |",
+        "| --- | " + " | ".join("---" for _ in sizes) + " | --- |",
+    ]
+    keys = list(dict.fromkeys(key for size in sizes for key in payload["sizes"][size]["times"]))
+    for key in keys:
+        cells = []
+        for size in sizes:
+            seconds = payload["sizes"][size]["times"].get(key)
+            cells.append("-" if seconds is None else f"{seconds:,.1f} ({_rss(payload['sizes'][size], key)})")
+        exponents = ", ".join(f"{pair}: {value}" for pair, value in payload["growth"].get(key, {}).items())
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {exponents or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _rss(size: dict[str, Any], key: str) -> str:
+    steps = size["steps"]
+    step = key.split(" ", 1)
+    if key in steps:
+        return f"{steps[key]['peak_rss_mb']:,.0f}"
+    if key == "service start":
+        return f"{steps['serve']['peak_rss_mb']:,.0f}"
+    group = {"fit": "fit", "evaluate": "evaluate"}.get(step[0])
+    if group and len(step) == 2 and step[1] in steps[group]:
+        return f"{steps[group][step[1]]['peak_rss_mb']:,.0f}"
+    return "?"
+
+
+def replace_section(doc: str, heading: str, section: str) -> str:
+    """``doc`` with the section under ``heading`` (up to the next ``## ``) replaced, or appended."""
+    start = doc.find(heading)
+    if start < 0:
+        return doc.rstrip("\n") + "\n\n" + section
+    end = doc.find("\n## ", start + len(heading))
+    return doc[:start] + section + (doc[end + 1 :] if end >= 0 else "")
+
+
+if __name__ == "__main__":
+    main()
