@@ -20,12 +20,15 @@ Examples
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import multiprocessing
+import os
 import platform
 import resource
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -94,7 +97,8 @@ def _fit(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     if name in (HYBRID, CF):
         section = params.train.lightfm if name == HYBRID else params.train.lightfm_cf
         epochs = min(options["epochs"], section.epochs)
-        model: Any = LightFMRecommender(section.model_copy(update={"epochs": epochs}), params.seed, threads, name)
+        config = section.model_copy(update={"epochs": epochs})
+        model: Any = LightFMRecommender(config, params.seed, threads, name)
         start = time.perf_counter()
         model.fit(loaded.train_full, features.matrix if name == HYBRID else None)
         seconds = time.perf_counter() - start
@@ -154,25 +158,31 @@ def _sample(users: np.ndarray, limit: int | None) -> np.ndarray:
 
 def step_sharded(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     """The hybrid's evaluation sharded over ``workers`` Dask workers (a Prefect flow on its ephemeral
-    server; the time includes starting the LocalCluster), users capped as in the evaluate step."""
+    server), users capped as in the evaluate step; the second of two runs is timed (it still includes
+    starting the flow's LocalCluster, a few seconds)."""
     from flows.evaluation import run_sharded_evaluation
 
     split = root / "split"
     if options.get("eval_users"):
         split = _sampled_split(root, options["eval_users"])
+
+    def run() -> dict[str, Any]:
+        return run_sharded_evaluation(
+            "dask",
+            n_workers=options["workers"],
+            shards=options["workers"],
+            project_dir=str(root),
+            split_dir=str(split.relative_to(root)),
+            models_dir="models",
+            params_path="params.yaml",
+        )
+
+    run()  # starts Prefect's ephemeral server and warms the page cache: the second run is measured
     start = time.perf_counter()
-    result = run_sharded_evaluation(
-        "dask",
-        n_workers=options["workers"],
-        shards=options["workers"],
-        project_dir=str(root),
-        split_dir=str(split.relative_to(root)),
-        models_dir="models",
-        params_path="params.yaml",
-    )
+    result = run()
     seconds = time.perf_counter() - start
     return {"workers": options["workers"], "users": result["n_users"], "ndcg@10": result["ndcg@10"]} | {
-        "flow_seconds": seconds
+        "warm_flow_seconds": seconds
     }
 
 
@@ -235,6 +245,96 @@ def step_serve(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def step_service(root: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """The real service (``bentoml serve``, 2 workers) on the size's hybrid: start time, worker RSS,
+    ``/recommend`` latency, and a champion reload under load with every answer's status counted."""
+    import threading
+
+    import httpx
+
+    from benchmarks.rss import worker_rss
+    from benchmarks.serve import free_port, start, stop
+    from benchmarks.soak import service_env
+    from recsys import registry
+    from recsys.offline.split import load_split
+
+    home, work = root / "bentoml", root / "service"
+    work.mkdir(parents=True, exist_ok=True)
+    token = "scale-bench"
+
+    def package() -> str:
+        tag = registry.save_champion_candidate(
+            root / "models", root / "features", root / "split", {},
+            params_dict={"bench": "scale"}, dvc_lock_hash="bench", git_commit="bench",
+            prepared_dir=root / "prepared", home=home,
+        )  # fmt: skip
+        registry.promote(tag, home=home)
+        return tag
+
+    first = package()
+    users = load_split(root / "split").user_ids
+    env = service_env(dict(os.environ), home, work, None) | {"RECSYS_ADMIN_TOKEN": token}
+    port = free_port()
+    command = [sys.executable, "-m", "bentoml", "serve", "recsys.serving.service:Recommender"]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    began = time.perf_counter()
+    process = start(command, env, port, work / "service.log")
+    start_seconds = time.perf_counter() - began
+    statuses: list[int] = []
+    latencies: list[float] = []
+    versions: set[str] = set()
+    halt = threading.Event()
+    rng = np.random.default_rng(0)
+
+    def hammer() -> None:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            while not halt.is_set():
+                user = users[int(rng.integers(len(users)))]
+                sent = time.perf_counter()
+                try:
+                    answer = client.post("/recommend", json={"user_id": user, "k": 10})
+                    statuses.append(answer.status_code)
+                    if answer.status_code == 200:
+                        versions.add(answer.json()["model_version"])
+                except httpx.TransportError:
+                    statuses.append(0)
+                latencies.append((time.perf_counter() - sent) * 1000)
+
+    try:
+        rss = worker_rss(process.pid)
+        clients = [threading.Thread(target=hammer) for _ in range(4)]
+        for client in clients:
+            client.start()
+        time.sleep(20)
+        steady = list(latencies)
+        second = package()
+        began = time.perf_counter()
+        reload = httpx.post(
+            f"http://127.0.0.1:{port}/admin/reload", headers={"X-Admin-Token": token}, timeout=300
+        )
+        reload_seconds = time.perf_counter() - began
+        time.sleep(15)
+        rss_after = worker_rss(process.pid)
+    finally:
+        halt.set()
+        stop(process)
+    return {
+        "start_seconds": start_seconds,
+        "reload_seconds": reload_seconds,
+        "reload_status": reload.status_code,
+        "versions_seen": sorted(versions),
+        "swapped": second in versions and first in versions,
+        "requests": len(statuses),
+        "failed": sum(status != 200 for status in statuses),
+        "steady_ms": _percentiles(steady) if steady else {},
+        "worker_rss_mb": {"start": _mb(rss), "after_reload": _mb(rss_after)},
+    }
+
+
+def _mb(rss: dict[int, int]) -> list[float]:
+    return sorted(round(value / 2**20, 1) for value in rss.values())
+
+
 def _latencies(action: Callable[[Any], object], users: np.ndarray) -> list[float]:
     out = []
     for user in users:
@@ -257,6 +357,7 @@ STEPS: dict[str, Step] = {
     "evaluate": _evaluate,
     "sharded": step_sharded,
     "serve": step_serve,
+    "service": step_service,
 }
 
 
@@ -301,7 +402,8 @@ def run_size(size: str, work: Path, epochs: int, eval_users: int | None) -> dict
     shutil.copy("params.yaml", root / "params.yaml")
     apply_overrides(root / "params.yaml", {"dataset.name": "synthetic", "dataset.synthetic.size": size})
     print(f"{size}:", flush=True)
-    steps: dict[str, Any] = {name: run_step(name, root) for name in ("generate", "prepare", "features", "split")}
+    upstream = ("generate", "prepare", "features", "split")
+    steps: dict[str, Any] = {name: run_step(name, root) for name in upstream}
     steps["fit"] = {model: run_step("fit", root, model=model, epochs=epochs) for model in MODEL_NAMES}
     steps["evaluate"] = {
         model: run_step("evaluate", root, model=model, eval_users=eval_users)
@@ -312,6 +414,7 @@ def run_size(size: str, work: Path, epochs: int, eval_users: int | None) -> dict
         str(workers): run_step("sharded", root, workers=workers, eval_users=eval_users) for workers in (1, 2)
     }
     steps["serve"] = run_step("serve", root)
+    steps["service"] = run_step("service", root)
     return steps
 
 
@@ -319,7 +422,7 @@ def growth(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Each step's exponent ``b`` in ``time ~ listens^b`` between consecutive sizes."""
     sizes = list(results)
     out: dict[str, dict[str, float]] = {}
-    for small, large in zip(sizes, sizes[1:], strict=False):
+    for small, large in itertools.pairwise(sizes):
         ratio = results[large]["listens"] / results[small]["listens"]
         for step, (a, b) in _paired_times(results[small], results[large]).items():
             if a > 0 and b > 0 and ratio > 1:
@@ -329,9 +432,7 @@ def growth(results: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def _paired_times(small: dict[str, Any], large: dict[str, Any]) -> dict[str, tuple[float, float]]:
     return {
-        key: (small["times"][key], large["times"][key])
-        for key in small["times"]
-        if key in large["times"]
+        key: (small["times"][key], large["times"][key]) for key in small["times"] if key in large["times"]
     }
 
 
@@ -344,8 +445,16 @@ def times_of(steps: dict[str, Any]) -> dict[str, float]:
     for model, result in steps["evaluate"].items():
         if "error" not in result:
             times[f"evaluate {model}"] = result["full_seconds"]
+    for workers, result in steps.get("sharded", {}).items():
+        if "error" not in result:
+            times[f"sharded evaluation (sample), {workers} worker(s)"] = result.get(
+                "warm_flow_seconds", result.get("flow_seconds", 0.0)
+            )
     if "error" not in steps["serve"]:
-        times["service start"] = steps["serve"]["start_seconds"]
+        times["serving state build"] = steps["serve"]["start_seconds"]
+    if "error" not in steps.get("service", {"error": "not run"}):
+        times["service start (HTTP)"] = steps["service"]["start_seconds"]
+        times["champion reload"] = steps["service"]["reload_seconds"]
     return times
 
 
@@ -356,7 +465,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=2, help="LightFM epochs actually run (then per epoch)")
     parser.add_argument("--eval-users", type=int, default=5000, help="users evaluated per model (0: all)")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "recsys-scale"))
+    parser.add_argument("--only", choices=["serve", "service"], help="rerun one step on existing folders")
+    parser.add_argument("--render", action="store_true", help="only rewrite the doc table from the results")
     args = parser.parse_args(argv)
+    if args.render:
+        payload = json.loads(RESULTS.read_text(encoding="utf-8"))
+        for result in payload["sizes"].values():
+            result["times"] = times_of(result["steps"])
+        payload["growth"] = growth(payload["sizes"])
+        write_json(RESULTS, payload)
+        write_text(DOC, replace_section(DOC.read_text(encoding="utf-8"), SECTION, table(payload)))
+        return
+    if args.only:  # rerun one step on the sizes' existing folders, merged into the saved results
+        payload = json.loads(RESULTS.read_text(encoding="utf-8"))
+        for size in args.sizes.split(","):
+            steps = payload["sizes"][size]["steps"]
+            steps[args.only] = run_step(args.only, Path(args.work) / size)
+            payload["sizes"][size]["times"] = times_of(steps)
+        payload["growth"] = growth(payload["sizes"])
+        write_json(RESULTS, payload)
+        write_text(DOC, replace_section(DOC.read_text(encoding="utf-8"), SECTION, table(payload)))
+        return
     results: dict[str, Any] = {}
     for size in args.sizes.split(","):
         steps = run_size(size, Path(args.work), args.epochs, args.eval_users or None)
@@ -386,7 +515,8 @@ def table(payload: dict[str, Any]) -> str:
     lines = [
         SECTION,
         "",
-        f"Command: `{COMMAND}` (`python -m benchmarks.scale`), {payload['machine']['cpus']} cores. LightFM ran "
+        f"Command: `{COMMAND}` (`python -m benchmarks.scale`), {payload['machine']['cpus']} cores. "
+        "LightFM ran "
         f"{payload['epochs_run']} epochs per model (full fit = seconds per epoch x configured epochs); "
         f"evaluation on up to {payload['eval_users']} users per model (full time extrapolated per user).",
         "",
@@ -401,7 +531,40 @@ def table(payload: dict[str, Any]) -> str:
             cells.append("-" if seconds is None else f"{seconds:,.1f} ({_rss(payload['sizes'][size], key)})")
         exponents = ", ".join(f"{pair}: {value}" for pair, value in payload["growth"].get(key, {}).items())
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {exponents or '-'} |")
+    lines += [
+        "",
+        "Serving at each size (in process: ranking only; HTTP: `bentoml serve`, 2 workers, 4 clients):",
+        "",
+    ]
+    lines += [
+        "| size | items | first request p50 / p99 ms | cached p50 / p99 ms | numpy floor p50 / p99 ms | "
+        "HTTP p50 / p99 ms | requests during reload (failed) | worker RSS MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for size in sizes:
+        lines.append(_serving_row(size, payload["sizes"][size]["steps"]))
     return "\n".join(lines) + "\n"
+
+
+def _serving_row(size: str, steps: dict[str, Any]) -> str:
+    serve, service = steps.get("serve", {}), steps.get("service", {"error": "not run"})
+
+    def pair(values: dict[str, float] | None) -> str:
+        return f"{values['p50']:.2f} / {values['p99']:.2f}" if values else "-"
+
+    if "error" in serve:
+        return f"| {size} | {serve['error']} |"
+    http = "-" if "error" in service else pair(service.get("steady_ms"))
+    reload = "-" if "error" in service else f"{service['requests']:,} ({service['failed']})"
+    rss = (
+        "-"
+        if "error" in service
+        else "/".join(f"{mb:,.0f}" for mb in service["worker_rss_mb"]["after_reload"])
+    )
+    return (
+        f"| {size} | {serve['items']:,} | {pair(serve['first_request_ms'])} | "
+        f"{pair(serve['cached_request_ms'])} | {pair(serve['numpy_floor_ms'])} | {http} | {reload} | {rss} |"
+    )
 
 
 def _rss(size: dict[str, Any], key: str) -> str:
@@ -409,8 +572,13 @@ def _rss(size: dict[str, Any], key: str) -> str:
     step = key.split(" ", 1)
     if key in steps:
         return f"{steps[key]['peak_rss_mb']:,.0f}"
-    if key == "service start":
+    if key == "serving state build":
         return f"{steps['serve']['peak_rss_mb']:,.0f}"
+    if key in ("service start (HTTP)", "champion reload") and "worker_rss_mb" in steps.get("service", {}):
+        return "workers " + "/".join(f"{mb:,.0f}" for mb in steps["service"]["worker_rss_mb"]["after_reload"])
+    if key.startswith("sharded evaluation"):
+        workers = key.rsplit(", ", 1)[1].split(" ")[0]
+        return f"{steps['sharded'][workers]['peak_rss_mb']:,.0f} + workers"
     group = {"fit": "fit", "evaluate": "evaluate"}.get(step[0])
     if group and len(step) == 2 and step[1] in steps[group]:
         return f"{steps[group][step[1]]['peak_rss_mb']:,.0f}"

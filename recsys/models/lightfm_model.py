@@ -30,6 +30,7 @@ import scipy.sparse as sp
 from lightfm import LightFM
 
 from recsys.config import LightFMParams
+from recsys.memory import require
 from recsys.models.base import (
     NotFittedError,
     Recommender,
@@ -212,6 +213,13 @@ class LightFMRecommender(Recommender):
         return self
 
     def _reset(self, shape: tuple[int, int], item_features: sp.csr_matrix | None) -> None:
+        rows = shape[0] + (shape[1] if item_features is None else item_features.shape[1])
+        require(
+            lightfm_bytes(rows, self.params.no_components, self.params.members),
+            f"LightFM ({self.params.members} x {self.params.no_components} components) on {shape[0]:,} users "
+            f"and {rows - shape[0]:,} item or feature columns",
+            "lower no_components or members, or cap the feature vocabulary",
+        )
         # A new LightFM with a new RandomState: LightFM.fit alone would keep the old random stream.
         self._models = self._new_members()
         self._shape, self._item_features, self._scorer = shape, item_features, None
@@ -441,6 +449,12 @@ class LightFMRecommender(Recommender):
         model.best_epoch, model.epochs_trained = int(meta["best_epoch"]), int(meta["epochs_trained"])
         model.epochs_run = int(meta["epochs_run"])
         return model
+
+
+def lightfm_bytes(rows: int, components: int, members: int) -> int:
+    """Memory of the trained state: for every user and feature row, the embedding and bias with their
+    adagrad gradients and momenta (float32, 3 arrays each), per member."""
+    return members * rows * (components + 1) * 4 * 3
 
 
 def _mean_biases(biases: list[np.ndarray]) -> np.ndarray:

@@ -93,3 +93,19 @@ def test_a_bad_memory_limit_is_named(raw: str, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv(MEMORY_LIMIT_ENV, raw)
     with pytest.raises(MemoryBoundError, match=MEMORY_LIMIT_ENV):
         available_bytes()
+
+
+def test_lightfm_refuses_a_state_that_does_not_fit(
+    listens: sp.csr_matrix, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys.config import LightFMParams
+    from recsys.models import LightFMRecommender
+    from recsys.models.lightfm_model import lightfm_bytes
+
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "0.01")  # 10 MB
+    big = LightFMParams(no_components=512, members=2, epochs=1)
+    assert lightfm_bytes(2_600, 512, 2) > 0.8 * 0.01 * 2**30
+    with pytest.raises(MemoryBoundError, match=r"LightFM \(2 x 512 components\) on 600 users"):
+        LightFMRecommender(big, seed=0).fit(listens)
+    small = LightFMRecommender(LightFMParams(no_components=8, epochs=1), seed=0).fit(listens)
+    assert small.score(np.arange(3)).shape == (3, listens.shape[1])
