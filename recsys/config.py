@@ -170,7 +170,7 @@ class LightFMParams(_Section):
 class EaseParams(_Section):
     l2: float = Field(300.0, gt=0)
     min_item_users: int = Field(3, ge=1)
-    # The bounded variant: at most this many (most listened) items are modelled; 20k items need ~9.6 GB.
+    # The bounded variant: at most this many (most listened) items are modelled; 20k items need ~12.5 GB.
     max_items: int = Field(20_000, ge=1)
 
 
