@@ -47,6 +47,11 @@ REQUESTS = 300
 
 Step = Callable[[Path, dict[str, Any]], dict[str, Any]]
 
+LIGHT = "lightfm_hybrid (1 member, 64 components, max_sampled 30)"
+LIGHT_HYBRID: dict[str, Any] = {"members": 1, "no_components": 64, "max_sampled": 30}
+"""A lighter hybrid timed beside the configured one (``--only fit-light``): WARP's negative sampling
+(``max_sampled``), the components and the members set an epoch's cost."""
+
 
 def _params(root: Path) -> Any:
     from recsys.config import load_params
@@ -97,7 +102,8 @@ def _fit(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     if name in (HYBRID, CF):
         section = params.train.lightfm if name == HYBRID else params.train.lightfm_cf
         epochs = min(options["epochs"], section.epochs)
-        config = section.model_copy(update={"epochs": epochs})
+        config = section.model_copy(update={"epochs": epochs, **options.get("overrides", {})})
+        section = section.model_copy(update=options.get("overrides", {}))
         model: Any = LightFMRecommender(config, params.seed, threads, name)
         start = time.perf_counter()
         model.fit(loaded.train_full, features.matrix if name == HYBRID else None)
@@ -116,7 +122,8 @@ def _fit(root: Path, options: dict[str, Any]) -> dict[str, Any]:
         model.fit(loaded.train_full)
         seconds = time.perf_counter() - start
         extra = {"full_fit_seconds": seconds}
-    model.save(model_file(name, root / "models"))
+    if not options.get("overrides"):  # a variant is timed, not kept
+        model.save(model_file(name, root / "models"))
     pairs = loaded.train_full.nnz * (extra.get("epochs_run", 1))
     return extra | {"interactions_per_second": pairs / seconds if seconds else None}
 
@@ -188,19 +195,23 @@ def step_sharded(root: Path, options: dict[str, Any]) -> dict[str, Any]:
 
 def _sampled_split(root: Path, limit: int) -> Path:
     """A copy of the split whose test part keeps only ``limit`` users' entries (the others: none)."""
+    import dataclasses
+
     import scipy.sparse as sp
 
-    from recsys.offline.split import load_split
+    from recsys.offline.split import load_split, save_split
 
     target = root / f"split_{limit}"
     if target.exists():
         return target
-    shutil.copytree(root / "split", target)
-    loaded = load_split(target)
+    loaded = load_split(root / "split")
     users = np.flatnonzero(np.diff(loaded.test.indptr))
-    keep = np.zeros(loaded.test.shape[0], dtype=bool)
-    keep[_sample(users, limit)] = True
-    sp.save_npz(target / "test.npz", sp.csr_matrix(sp.diags(keep.astype(np.float32)) @ loaded.test))
+    keep = np.zeros(loaded.test.shape[0], dtype=np.float32)
+    keep[_sample(users, limit)] = 1.0
+    test = sp.csr_matrix(sp.diags(keep) @ loaded.test)
+    test.eliminate_zeros()
+    target.mkdir()
+    save_split(dataclasses.replace(loaded, test=test), target)
     return target
 
 
@@ -447,7 +458,7 @@ def times_of(steps: dict[str, Any]) -> dict[str, float]:
             times[f"evaluate {model}"] = result["full_seconds"]
     for workers, result in steps.get("sharded", {}).items():
         if "error" not in result:
-            times[f"sharded evaluation (sample), {workers} worker(s)"] = result.get(
+            times[f"sharded evaluation, {workers} worker(s)"] = result.get(
                 "warm_flow_seconds", result.get("flow_seconds", 0.0)
             )
     if "error" not in steps["serve"]:
@@ -465,7 +476,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=2, help="LightFM epochs actually run (then per epoch)")
     parser.add_argument("--eval-users", type=int, default=5000, help="users evaluated per model (0: all)")
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "recsys-scale"))
-    parser.add_argument("--only", choices=["serve", "service"], help="rerun one step on existing folders")
+    parser.add_argument(
+        "--only",
+        choices=["serve", "service", "fit-light", "sharded"],
+        help="rerun one step on existing folders",
+    )
     parser.add_argument("--render", action="store_true", help="only rewrite the doc table from the results")
     args = parser.parse_args(argv)
     if args.render:
@@ -480,7 +495,23 @@ def main(argv: list[str] | None = None) -> None:
         payload = json.loads(RESULTS.read_text(encoding="utf-8"))
         for size in args.sizes.split(","):
             steps = payload["sizes"][size]["steps"]
-            steps[args.only] = run_step(args.only, Path(args.work) / size)
+            if args.only == "fit-light":
+                steps["fit"][LIGHT] = run_step(
+                    "fit",
+                    Path(args.work) / size,
+                    model="lightfm_hybrid",
+                    epochs=args.epochs,
+                    overrides=LIGHT_HYBRID,
+                )
+            elif args.only == "sharded":
+                steps["sharded"] = {
+                    str(workers): run_step(
+                        "sharded", Path(args.work) / size, workers=workers, eval_users=args.eval_users or None
+                    )
+                    for workers in (1, 2)
+                }
+            else:
+                steps[args.only] = run_step(args.only, Path(args.work) / size)
             payload["sizes"][size]["times"] = times_of(steps)
         payload["growth"] = growth(payload["sizes"])
         write_json(RESULTS, payload)
