@@ -30,3 +30,7 @@ def test_a_rebuild_never_packs_the_earlier_bentos(tmp_path: Path) -> None:
         # Each bento holds the package once; before the exclude, the second held the first bento too.
         assert not [path for path in source.rglob("*") if ".bentoml" in path.relative_to(source).parts]
         assert len(list(source.rglob("service.py"))) == 1
+        # The image installs the pinned versions, not whatever the index has on the day it is built.
+        requirements = (source.parent / "env" / "python" / "requirements.txt").read_text(encoding="utf-8")
+        pins = {line for line in (PROJECT_ROOT / "constraints.txt").read_text().splitlines() if "==" in line}
+        assert pins and pins <= set(requirements.splitlines())
