@@ -98,8 +98,8 @@ def write(params: SyntheticParams, out_dir: Path) -> dict[str, Any]:
     folder = out_dir / FOLDER
     spec = files_spec()
     written = []
+    folder.mkdir(parents=True, exist_ok=True)
     for kind, name in (("interactions", spec.interactions), ("items", spec.items)):
-        folder.mkdir(parents=True, exist_ok=True)
         write_parquet(folder / name, tables[kind])
         written.append({"name": name, "rows": len(tables[kind]), "size": (folder / name).stat().st_size})
     users, items, pairs = shape(params)

@@ -39,20 +39,22 @@ def shard_slices(n_users: int, n_shards: int, batch_size: int = BATCH_SIZE) -> l
 
 
 @functools.lru_cache(maxsize=2)
-def _worker_inputs(model_path: str, split_dir: str) -> tuple[Recommender, sp.csr_matrix, sp.csr_matrix]:
-    """The model, the training matrix and the relevant test entries, loaded once per worker process."""
+def _worker_inputs(
+    model_path: str, split_dir: str
+) -> tuple[Recommender, sp.csr_matrix, sp.csr_matrix, np.ndarray]:
+    """The model, the training matrix, the relevant test entries and the candidate mask (every item),
+    loaded once per worker process."""
     from recsys.offline.split import load_split
 
     loaded = load_split(Path(split_dir))
     mask = np.ones(loaded.train_full.shape[1], dtype=bool)
     relevant = relevant_entries(loaded.train_full, loaded.test, mask)
-    return load_recommender(Path(model_path)), loaded.train_full, relevant
+    return load_recommender(Path(model_path)), loaded.train_full, relevant, mask
 
 
 def evaluate_shard(
     model_path: str, split_dir: str, users: np.ndarray, k_max: int, batch_size: int = BATCH_SIZE
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k_max`` lists and AUC of ``users`` on the split's test part (every item a candidate)."""
-    model, train, relevant = _worker_inputs(str(model_path), str(split_dir))
-    mask = np.ones(train.shape[1], dtype=bool)
+    model, train, relevant, mask = _worker_inputs(str(model_path), str(split_dir))
     return rank_and_auc(model.score, np.asarray(users), train, relevant, mask, k_max, batch_size)
