@@ -112,13 +112,17 @@ def gate(project_dir: str, report: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(name="package", cache_policy=NO_CACHE)
-def package(project_dir: str, decision: dict[str, Any]) -> str | None:
+def package(project_dir: str, decision: dict[str, Any]) -> tuple[str | None, str | None]:
     """Save and promote the challenger when the gate says so, then ``bentoml build`` if there is a bentofile.
+
+    With ``gate.online: required`` (and a champion to compare with) the challenger is saved as a candidate
+    but not promoted: an online experiment decides (:mod:`flows.experiment`).
 
     Returns
     -------
-    str or None
-        The champion's tag after this run (None when there is none).
+    tuple
+        The champion's tag after this run (None when there is none), and the candidate's tag awaiting an
+        experiment (None unless ``gate.online`` held one back).
     """
     from recsys import registry
 
@@ -126,13 +130,17 @@ def package(project_dir: str, decision: dict[str, Any]) -> str | None:
     root = Path(project_dir)
     if not decision["promote"]:
         logger.info("gate kept the champion %s: nothing to package", decision["champion_tag"])
-        return str(decision["champion_tag"]) if decision["champion_tag"] else None
+        return (str(decision["champion_tag"]) if decision["champion_tag"] else None), None
     params = load_params(root / PARAMS_FILE)
     tag = registry.package_project(root, decision["challenger"], params.model_dump(mode="json"))
+    if params.gate.online == "required" and decision["champion_tag"]:
+        # Passed offline; listeners decide: `recsys experiment start --challenger <tag>`, then `decide`.
+        logger.info("candidate %s awaits an online experiment (gate.online: required)", tag)
+        return str(decision["champion_tag"]), tag
     registry.promote(tag)
     logger.info("promoted %s to champion", tag)
     build_bento(root)
-    return tag
+    return tag, None
 
 
 def build_bento(project_dir: Path) -> bool:
@@ -191,7 +199,7 @@ def training_flow(
         k = load_params(root / PARAMS_FILE).evaluate.primary_k
         reports = publish_reports(str(root), report, k)
         decision = gate(str(root), report)
-        tag = package(str(root), decision)
+        tag, candidate = package(str(root), decision)
     summary = {
         "stages": {name: result["outcome"] for name, result in stages.items()},
         "stage_seconds": {name: result["seconds"] for name, result in stages.items()},
@@ -201,6 +209,7 @@ def training_flow(
             for key in ("promote", "reasons", "comparison", "champion_tag", "champion_metrics")
         },
         "model_tag": tag,
+        "candidate": candidate,
         "reports": reports,
         "overrides": overrides,
         "seconds": round(time.perf_counter() - start, 1),

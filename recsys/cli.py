@@ -18,6 +18,7 @@ from recsys import paths, stages
 from recsys.cli_support import guarded
 from recsys.config import Params, load_params
 from recsys.errors import RecsysError
+from recsys.loop.experiment_cli import experiment_app
 from recsys.offline.metrics_files import headline
 from recsys.registry.cli import model_app
 
@@ -25,6 +26,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(
     model_app, name="model", help="The model registry (BentoML store): list, show, promote, rollback."
 )
+app.add_typer(experiment_app, name="experiment", help="Online experiments: start, stop, report, decide.")
 T = TypeVar("T")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="The parameters file.")]

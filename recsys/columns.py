@@ -28,6 +28,7 @@ class Col:
     # Feedback events
     EVENT = "event"
     EVENT_ID = "event_id"
+    ARM = "arm"  # the experiment arm whose list held the item (champion or challenger); empty outside one
     # Spotify x Genius track table
     TRACK_ID = "track_id"
     TRACK_NAME = "track_name"

@@ -277,6 +277,15 @@ class GateParams(_Section):
     feedback_max_primary_drop: float = Field(0.005, ge=0)
     feedback_metric: str = "feedback_hit_rate@10"
     feedback_max_drop: float = Field(0.1, ge=0)
+    # "required": a challenger that passes the offline rules is packaged as a candidate, not promoted, until
+    # an online experiment says it wins (`recsys experiment decide`).
+    online: Literal["off", "required"] = "off"
+
+    @field_validator("online", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 (PyYAML) reads an unquoted `off` as false.
+        return "off" if value is False else value
 
 
 class MonitoringParams(_Section):
@@ -314,6 +323,17 @@ class RetrainParams(_Section):
     feedback_holdout_fraction: float = Field(0.2, ge=0, lt=1)
 
 
+class ExperimentParams(_Section):
+    """Online experiments (``recsys experiment ...``; :mod:`recsys.loop.experiment_report`)."""
+
+    share: float = Field(0.0, ge=0, le=1)
+    salt: str = Field("experiment-1", min_length=1, max_length=64)
+    horizon_hours: float = Field(24.0, gt=0)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    min_units: int = Field(200, ge=1)
+    metric: Literal["hit_rate", "like_rate"] = "hit_rate"
+
+
 class Params(_Section):
     """All settings of the pipeline; one attribute per ``params.yaml`` section."""
 
@@ -329,6 +349,7 @@ class Params(_Section):
     monitoring: MonitoringParams = MonitoringParams()
     bias: BiasParams = BiasParams()
     retrain: RetrainParams = RetrainParams()
+    experiment: ExperimentParams = ExperimentParams()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

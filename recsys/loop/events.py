@@ -16,10 +16,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from recsys.columns import FEEDBACK_EVENTS, Col
 from recsys.errors import RecsysError
+from recsys.loop.experiments import ARMS
 
 MAX_ID_LENGTH = 128
 MAX_REASON_LENGTH = 500
-FEEDBACK_COLUMNS: tuple[str, ...] = (Col.USER, Col.ITEM, Col.EVENT, Col.TIMESTAMP, Col.EVENT_ID)
+FEEDBACK_COLUMNS: tuple[str, ...] = (Col.USER, Col.ITEM, Col.EVENT, Col.TIMESTAMP, Col.EVENT_ID, Col.ARM)
 
 
 class InvalidFeedbackError(RecsysError):
@@ -35,7 +36,9 @@ class FeedbackEvent(BaseModel):
     """One feedback event. ``event_id`` is chosen by the client so that retries are idempotent.
 
     Field names equal the ``Col`` constants (``Col.USER``, ``Col.ITEM``, ``Col.EVENT``, ``Col.TIMESTAMP``,
-    ``Col.EVENT_ID``). The timestamp must carry a timezone; it defaults to now and is kept in UTC.
+    ``Col.EVENT_ID``, ``Col.ARM``). The timestamp must carry a timezone; it defaults to now, kept in UTC.
+    ``arm`` names the model whose list held the item during an experiment (the ``model`` of the answer's
+    item; the service fills it in for A/B listeners when the client leaves it out).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -45,6 +48,7 @@ class FeedbackEvent(BaseModel):
     event: str = Field(json_schema_extra={"enum": list(FEEDBACK_EVENTS)})
     timestamp: AwareDatetime = Field(default_factory=utc_now)
     event_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    arm: str | None = Field(None, json_schema_extra={"enum": list(ARMS)})
 
     @field_validator(Col.USER, Col.ITEM, Col.EVENT_ID)
     @classmethod
@@ -58,6 +62,15 @@ class FeedbackEvent(BaseModel):
     def _known_event(cls, value: str) -> str:
         if value not in FEEDBACK_EVENTS:
             raise ValueError(f"must be one of {', '.join(FEEDBACK_EVENTS)}; got {value!r}")
+        return value
+
+    @field_validator(Col.ARM)
+    @classmethod
+    def _known_arm(cls, value: str | None) -> str | None:
+        if value is not None and value not in ARMS:
+            raise ValueError(
+                f"must be one of {', '.join(ARMS)} (the model whose list held the item); got {value!r}"
+            )
         return value
 
     @field_validator(Col.TIMESTAMP)

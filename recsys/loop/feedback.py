@@ -169,6 +169,7 @@ class FeedbackStore:
                     conn.execute(CreateTable(table, if_not_exists=True))
                     for index in table.indexes:
                         conn.execute(CreateIndex(index, if_not_exists=True))
+                _add_missing_columns(conn)
                 # The first creator's random salt wins; later (or concurrent) creators keep it.
                 insert = postgresql.insert if self._postgres else sqlite.insert
                 conn.execute(
@@ -362,6 +363,9 @@ class FeedbackStore:
         frame = pd.DataFrame(rows[::-1], columns=list(SERVED_COLUMNS))
         frame[Served.SERVED_AT] = pd.to_datetime(frame[Served.SERVED_AT], utc=True)
         frame[Served.ITEMS] = [json.loads(items) for items in frame[Served.ITEMS]]
+        frame[Served.CREDITS] = [
+            json.loads(credits) if credits else None for credits in frame[Served.CREDITS]
+        ]
         frame[Served.COLD_START] = frame[Served.COLD_START].astype(bool)
         frame[Served.BIAS_STRENGTH] = frame[Served.BIAS_STRENGTH].astype(np.float64)
         return frame
@@ -414,6 +418,28 @@ def _insert_skipping_known(postgres: bool) -> sa.Insert:
         .on_conflict_do_nothing(index_elements=[EVENTS.c[Col.EVENT_ID]])
         .returning(EVENTS.c[Col.EVENT_ID])
     )
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Add the nullable columns a store created by an older version lacks (e.g. the experiment ``arm``).
+
+    A concurrent creator may add the column first: SQLite then reports a duplicate column, which is fine.
+    (On PostgreSQL the schema lock of :meth:`FeedbackStore.create_schema` serialises creators.)
+    """
+    inspector = sa.inspect(conn)
+    for table in METADATA.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=conn.dialect)
+            try:
+                with conn.begin_nested():
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            except sa_exc.OperationalError as err:
+                if "duplicate column" not in str(err):
+                    raise
+            _LOG.info("feedback store: added column %s.%s", table.name, column.name)
 
 
 def _unique_rows(events: Sequence[FeedbackEvent]) -> list[dict[str, Any]]:

@@ -38,6 +38,12 @@ class Served:
     COLD_START = "cold_start"
     ITEMS = "items"  # the ranked item ids (a JSON array in the table, a list in the frame)
     BIAS_STRENGTH = "bias_strength"
+    # Experiments: the arm that answered (champion, challenger, shadow or interleave), an interleaved list's
+    # model per slot (a JSON array in the table, a list in the frame) and the challenger's model version
+    # (the experiment's identity); all None outside an experiment.
+    ARM = "arm"
+    CREDITS = "credits"
+    CHALLENGER = "challenger"
 
 
 SERVED_COLUMNS: tuple[str, ...] = (
@@ -48,6 +54,9 @@ SERVED_COLUMNS: tuple[str, ...] = (
     Served.COLD_START,
     Served.ITEMS,
     Served.BIAS_STRENGTH,
+    Served.ARM,
+    Served.CREDITS,
+    Served.CHALLENGER,
 )
 SERVED_ENDPOINTS: tuple[str, ...] = ("recommend", "new-listener")
 MAX_VERSION_LENGTH = 200
@@ -82,6 +91,7 @@ EVENTS = sa.Table(
     sa.Column(Col.ITEM, sa.String(MAX_ID_LENGTH), nullable=False),
     sa.Column(Col.EVENT, sa.String(16), nullable=False),
     sa.Column(Col.TIMESTAMP, _UTCDateTime(), nullable=False),
+    sa.Column(Col.ARM, sa.String(16), nullable=True),
     sa.UniqueConstraint(Col.EVENT_ID, name="uq_feedback_events_event_id"),
     sa.CheckConstraint(sa.column(Col.EVENT).in_(FEEDBACK_EVENTS), name="ck_feedback_events_event"),
     sa.Index("ix_feedback_events_user_event", Col.USER, Col.EVENT),
@@ -117,6 +127,9 @@ SERVED = sa.Table(
     sa.Column(Served.COLD_START, sa.Boolean(), nullable=False),
     sa.Column(Served.ITEMS, sa.Text(), nullable=False),
     sa.Column(Served.BIAS_STRENGTH, sa.Float(), nullable=False),
+    sa.Column(Served.ARM, sa.String(16), nullable=True),
+    sa.Column(Served.CREDITS, sa.Text(), nullable=True),
+    sa.Column(Served.CHALLENGER, sa.String(MAX_VERSION_LENGTH), nullable=True),
     sa.CheckConstraint(sa.column(Served.ENDPOINT).in_(SERVED_ENDPOINTS), name="ck_served_endpoint"),
     sa.Index("ix_served_recommendations_served_at", Served.SERVED_AT),
     sa.Index("ix_served_recommendations_user", Served.USER),
@@ -149,6 +162,9 @@ class ServedRecommendation(NamedTuple):
     cold_start: bool
     items: tuple[str, ...]
     bias_strength: float
+    arm: str | None = None
+    credits: tuple[str, ...] | None = None
+    challenger: str | None = None
 
 
 def served_row(record: ServedRecommendation) -> dict[str, Any]:
@@ -164,6 +180,9 @@ def served_row(record: ServedRecommendation) -> dict[str, Any]:
         Served.COLD_START: record.cold_start,
         Served.ITEMS: _ITEMS_JSON(list(record.items)),
         Served.BIAS_STRENGTH: float(record.bias_strength),
+        Served.ARM: record.arm,
+        Served.CREDITS: _ITEMS_JSON(list(record.credits)) if record.credits else None,
+        Served.CHALLENGER: record.challenger,
     }
 
 

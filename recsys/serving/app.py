@@ -28,6 +28,7 @@ import anyio.to_thread
 import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
@@ -35,8 +36,9 @@ from starlette.staticfiles import StaticFiles
 
 from recsys.config import item_kind
 from recsys.loop.events import InvalidFeedbackError
+from recsys.loop.experiments import Experiment
 from recsys.loop.feedback import FeedbackUnavailableError
-from recsys.serving import logic
+from recsys.serving import experiment, logic
 from recsys.serving.openapi import docs_page, openapi_spec
 from recsys.serving.runtime import Runtime
 from recsys.serving.schemas import (
@@ -188,11 +190,23 @@ async def recommend(request: Request) -> Response:
     runtime = runtime_of(request)
     body = await parse_body(request, RecommendRequest, runtime)
     state = state_of(runtime)
-    answer = logic.recommend(state, body, await dislikes(runtime, body.user_id))
+    disliked = await dislikes(runtime, body.user_id)
+    running = await experiment_of(runtime, state)
+    seed = runtime.experiments.next_seed(body.user_id) if running.active else 0
+    answer, shadow = experiment.recommend(running, state, body, disliked, seed)
     runtime.count("recommend", answer["cold_start"])
     response = json_response(answer)
-    runtime.served.record("recommend", body.user_id, answer, state.bias_strength)
+    challenger = running.design.challenger if running.active else None
+    strength = experiment.strength(running, state, answer)
+    runtime.served.record("recommend", body.user_id, answer, strength, challenger)
+    if shadow is not None:  # made and logged after the response is sent: no time taken from the listener
+        response.background = BackgroundTask(_log_shadow, runtime, body.user_id, shadow, challenger)
     return response
+
+
+def _log_shadow(runtime: Runtime, user_id: str, shadow: experiment.Shadow, challenger: str | None) -> None:
+    answer, strength = shadow()
+    runtime.served.record("recommend", user_id, answer, strength, challenger)
 
 
 async def new_listener(request: Request) -> Response:
@@ -224,8 +238,10 @@ async def search(request: Request) -> Response:
 async def feedback(request: Request) -> Response:
     runtime = runtime_of(request)
     body = await parse_body(request, FeedbackRequest, runtime)
+    await synced_experiment(runtime)
+    events = experiment.with_arms(runtime.experiments.running.design, list(body.events))
     try:
-        result = await anyio.to_thread.run_sync(runtime.feedback.add, list(body.events))
+        result = await anyio.to_thread.run_sync(runtime.feedback.add, events)
     except FeedbackUnavailableError as err:
         _LOG.warning("feedback refused: %s", err)
         raise HTTPError(
@@ -246,6 +262,47 @@ async def reload(request: Request) -> Response:
         "error": error,
     }
     return json_response(answer, status=200 if error is None else 409)
+
+
+async def experiment_of(runtime: Runtime, state: ServingState) -> experiment.Running:
+    """The experiment for a request, synced first when another worker announced a change: every request
+    after ``POST /admin/experiment`` returns sees the new design, on any worker (a worker that has not loaded
+    the new challenger yet loads it first, usually done by its once-a-second poll before a request comes)."""
+    await synced_experiment(runtime)
+    return runtime.experiments.for_request(state)
+
+
+async def synced_experiment(runtime: Runtime) -> None:
+    """Load the experiment another worker announced, if any (a ``stat`` when none was)."""
+    if runtime.experiments.needs_sync():
+        await anyio.to_thread.run_sync(runtime.experiments.sync)
+
+
+async def experiment_info(request: Request) -> Response:
+    runtime = runtime_of(request)
+    require_admin(request, runtime)
+    await synced_experiment(runtime)
+    return json_response(_experiment_answer(runtime))
+
+
+async def start_experiment(request: Request) -> Response:
+    """Load the challenger and run the experiment in every worker (409 if the challenger cannot load)."""
+    runtime = runtime_of(request)
+    require_admin(request, runtime)
+    design = await parse_body(request, Experiment, runtime)
+    try:
+        await anyio.to_thread.run_sync(runtime.experiments.start, design)
+    except Exception as err:  # the running experiment is untouched
+        message = f"challenger {design.challenger!r} could not be loaded: {type(err).__name__}: {err}"
+        raise HTTPError(409, message, [{"field": "challenger", "message": message}]) from err
+    return json_response(_experiment_answer(runtime))
+
+
+def _experiment_answer(runtime: Runtime) -> dict[str, Any]:
+    state = runtime.models.state
+    design = runtime.experiments.running.design
+    champion = state.version if state is not None else None
+    return design.model_dump() | {"champion": champion, "error": runtime.experiments.error}
 
 
 async def delete_user_feedback(request: Request) -> Response:
@@ -324,6 +381,8 @@ async def follow_changes(runtime: Runtime) -> None:
         now = asyncio.get_running_loop().time()
         if runtime.models.state is None and now - last_try < RETRY_LOAD_S:
             continue
+        if runtime.experiments.needs_sync():
+            await anyio.to_thread.run_sync(runtime.experiments.sync)
         if runtime.models.needs_reload():
             last_try = now
             await anyio.to_thread.run_sync(runtime.models.reload)
@@ -353,6 +412,8 @@ def create_app() -> Starlette:
         Route("/search", guarded(search), methods=["GET"]),
         Route("/feedback", guarded(feedback), methods=["POST"]),
         Route("/admin/reload", guarded(reload), methods=["POST"]),
+        Route("/admin/experiment", guarded(experiment_info), methods=["GET"]),
+        Route("/admin/experiment", guarded(start_experiment), methods=["POST"]),
         Route("/users/{user_id}/feedback", guarded(delete_user_feedback), methods=["DELETE"]),
         Route("/model", guarded(model_info), methods=["GET"]),
         Route("/openapi.json", guarded(openapi), methods=["GET"]),

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from recsys.loop.experiments import Experiment
 from recsys.serving import schemas as s
 
 _REF = "#/components/schemas/{model}"
@@ -85,6 +86,23 @@ _OPERATIONS: tuple[_Op, ...] = (
         partial=(409,),
     ),
     _Op(
+        "get",
+        "/admin/experiment",
+        "The running experiment (X-Admin-Token)",
+        s.ExperimentResponse,
+        (401, 403, 503),
+        admin=True,
+    ),
+    _Op(
+        "post",
+        "/admin/experiment",
+        "Run a shadow, A/B or interleaving experiment with a challenger; mode off stops it (X-Admin-Token)",
+        s.ExperimentResponse,
+        (401, 403, 409, 422, 503),
+        request=Experiment,
+        admin=True,
+    ),
+    _Op(
         "delete",
         "/users/{user_id}/feedback",
         "Erase every feedback event of a listener, audited under a pseudonym (X-Admin-Token)",
@@ -99,7 +117,7 @@ _STATUS_TEXT = {
     401: "Missing admin token",
     403: "Forbidden (wrong token, admin disabled, or another origin)",
     404: "Unknown artist",
-    409: "The champion could not be loaded; the previous model is still served",
+    409: "The champion (or the experiment's challenger) could not be loaded; nothing changed",
     413: "Body larger than 64 KiB",
     415: "Body is not JSON",
     422: "Invalid request: `fields` names each offending field",

@@ -19,6 +19,7 @@ from pathlib import Path
 from recsys import registry
 from recsys.io import write_text
 from recsys.serving.dislikes import Feedback
+from recsys.serving.experiment import ExperimentHolder
 from recsys.serving.served_log import ServedLog, prometheus_served_counters
 from recsys.serving.settings import ServingSettings
 from recsys.serving.signals import RELOAD_SIGNAL, RELOADED_TAG, Signals
@@ -87,6 +88,7 @@ class Runtime:
         self._counter = counter
         self.signals = Signals(settings.runtime_dir)
         self.models = ModelHolder(settings.home, self.signals)
+        self.experiments = ExperimentHolder(settings.home, self.signals)
         self.feedback = Feedback(settings, self.signals)
         self.served = ServedLog(
             self.feedback.add_served,

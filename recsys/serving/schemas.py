@@ -120,6 +120,11 @@ class RecommendedItem(BaseModel):
     name: str
     score: float
     reason: str
+    model: Literal["champion", "challenger"] | None = Field(
+        None,
+        description="In an interleaving experiment, the model that drafted this item (send it as the "
+        "feedback's arm).",
+    )
 
 
 class RecommendResponse(BaseModel):
@@ -130,6 +135,22 @@ class RecommendResponse(BaseModel):
     cold_start: bool
     model_version: str
     unresolved: list[str] = Field(default_factory=list, description="Favourites that matched no artist.")
+    arm: Literal["champion", "challenger", "interleave"] | None = Field(
+        None,
+        description="The experiment arm that answered (A/B), or interleave; absent outside an experiment.",
+    )
+    challenger_version: str | None = Field(None, description="The challenger's model version (interleaving).")
+
+
+class ExperimentResponse(BaseModel):
+    """Answer of ``GET`` and ``POST /admin/experiment``."""
+
+    mode: str
+    challenger: str | None
+    share: float
+    salt: str
+    champion: str | None = Field(description="The champion's model version.")
+    error: str | None = Field(None, description="Why the last announced experiment could not be loaded.")
 
 
 class SimilarResponse(BaseModel):

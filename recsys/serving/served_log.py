@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from recsys.loop.experiments import INTERLEAVE
 from recsys.loop.feedback import FeedbackUnavailableError
 from recsys.loop.feedback_db import ServedRecommendation
 
@@ -109,9 +110,17 @@ class ServedLog:
         return {QUEUE_FULL: self._full, **self._failed}
 
     def record(
-        self, endpoint: str, user_id: str | None, answer: dict[str, Any], bias_strength: float
+        self,
+        endpoint: str,
+        user_id: str | None,
+        answer: dict[str, Any],
+        bias_strength: float,
+        challenger: str | None = None,
     ) -> None:
         """Queue one answer of ``/recommend`` (``endpoint="recommend"``) or ``/recommend/new-listener``.
+
+        An experiment's answer carries its ``arm`` (and, interleaved, each item's ``model``): both are logged,
+        with the experiment's ``challenger`` model version.
 
         ``bias_strength`` is the state's re-ranking strength; cold-start popularity lists are never
         re-ranked, so they are logged with 0.
@@ -127,6 +136,8 @@ class ServedLog:
         try:
             cold = bool(answer["cold_start"])
             items = tuple([item["item_id"] for item in answer["items"]])
+            arm = answer.get("arm")
+            credits = tuple([item["model"] for item in answer["items"]]) if arm == INTERLEAVE else None
             self._queue.append(
                 ServedRecommendation(
                     datetime.now(UTC),
@@ -136,6 +147,9 @@ class ServedLog:
                     cold,
                     items,
                     0.0 if cold else bias_strength,
+                    arm,
+                    credits,
+                    challenger,
                 )
             )
         except Exception as err:  # a malformed answer must still reach the client

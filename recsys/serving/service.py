@@ -64,6 +64,7 @@ class Recommender:
         _, error = self.runtime.models.reload()
         if error is not None:
             _LOG.error("no model served until a champion loads: %s", error)
+        self.runtime.experiments.sync()  # an experiment the workers ran before a restart
         self.runtime.feedback.sync()  # every dislike in memory before the first answer (if the store is up)
 
     async def __is_ready__(self) -> bool:

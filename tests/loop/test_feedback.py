@@ -140,7 +140,7 @@ def test_a_store_older_than_stored_salts_falls_back_to_the_default(
 
 def test_event_fields_are_the_column_contract() -> None:
     assert set(FeedbackEvent.model_fields) == set(FEEDBACK_COLUMNS)
-    assert set(FEEDBACK_COLUMNS) == {Col.USER, Col.ITEM, Col.EVENT, Col.TIMESTAMP, Col.EVENT_ID}
+    assert set(FEEDBACK_COLUMNS) == {Col.USER, Col.ITEM, Col.EVENT, Col.TIMESTAMP, Col.EVENT_ID, Col.ARM}
 
 
 @pytest.mark.parametrize(
@@ -341,6 +341,45 @@ def test_served_lists_round_trip(store: FeedbackStore) -> None:
     assert frame[Served.COLD_START].tolist() == [False, False, True]
     assert frame[Served.BIAS_STRENGTH].tolist() == [0.2, 0.0, 0.0]
     assert set(frame[Served.MODEL_VERSION]) == {"recsys:v1"}
+
+
+def test_served_lists_keep_their_experiment_arm_and_slot_credits(store: FeedbackStore) -> None:
+    when = datetime(2026, 3, 1, tzinfo=UTC)
+    store.add_served(
+        [
+            _served(when, user="u1", arm="challenger"),
+            _served(when, user="u2", arm="interleave", credits=("champion", "challenger"), challenger="m:2"),
+            _served(when, user="u3"),
+        ]
+    )
+    frame = store.served_frame()
+    assert frame[Served.ARM].tolist() == ["challenger", "interleave", None]
+    assert frame[Served.CREDITS].tolist() == [None, ["champion", "challenger"], None]
+    assert frame[Served.CHALLENGER].tolist() == [None, "m:2", None]
+
+
+def test_events_keep_their_arm_and_an_unknown_arm_is_refused(store: FeedbackStore) -> None:
+    store.add_events([_event("e1", arm="challenger"), _event("e2")])
+    assert [e.arm for e in _all_events(store)] == ["challenger", None]
+    assert store.export_frame()[Col.ARM].tolist() == ["challenger", None]
+    with pytest.raises(InvalidFeedbackError, match="arm"):
+        parse_events([{"user_id": "u", "item_id": "i", "event": "like", "event_id": "e3", "arm": "b"}])
+
+
+def test_a_store_made_before_experiments_gets_the_arm_columns_when_opened(
+    store: FeedbackStore, store_url: str
+) -> None:
+    """Rows stored before keep working (no arm); new rows record theirs."""
+    store.add_events([_event("old")])
+    with store.engine.begin() as conn:
+        for table, columns in ((EVENTS.name, ["arm"]), (SERVED.name, ["arm", "credits", "challenger"])):
+            for column in columns:
+                conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+    with FeedbackStore(store_url) as reopened:
+        reopened.add_events([_event("new", arm="champion")])
+        reopened.add_served([_served(datetime(2026, 3, 1, tzinfo=UTC), arm="champion")])
+        assert [e.arm for e in _all_events(reopened)] == [None, "champion"]
+        assert reopened.served_frame()[Served.ARM].tolist() == ["champion"]
 
 
 def test_served_frame_selects_a_window_and_the_latest_lists(store: FeedbackStore) -> None:

@@ -40,6 +40,9 @@ def served_frame(rows: list[tuple[str | None, list[str]]], start: datetime = T0)
             Served.COLD_START: False,
             Served.ITEMS: [items for _, items in rows],
             Served.BIAS_STRENGTH: 0.0,
+            Served.ARM: None,
+            Served.CREDITS: None,
+            Served.CHALLENGER: None,
         }
     )
     frame[Served.SERVED_AT] = pd.to_datetime(frame[Served.SERVED_AT], utc=True)

@@ -1,0 +1,124 @@
+"""Online experiments: which model a listener meets, and how two models share one list.
+
+Three designs compare a challenger with the champion on live traffic:
+
+- ``shadow``: the champion answers; the challenger ranks the same request and its list is logged, never
+  shown (a dry run: latency, errors and how different its lists are, at no risk to listeners);
+- ``ab``: a sticky share of listeners (``share``) meets the challenger: the arm is a salted hash of the
+  user id (:func:`arm_of`), so a listener stays in one arm across requests, workers and restarts, and a new
+  ``salt`` reshuffles everyone for the next experiment;
+- ``interleave``: every listener gets one list drafted from both rankings (team-draft interleaving,
+  :func:`team_draft`), each slot credited to the model that drafted it; a like or play of that item is a
+  vote for its model.
+
+Everything here is pure: the service holds an :class:`Experiment` and the two models, the report
+(:mod:`recsys.loop.experiment_report`) reads the served lists and feedback events that record arm and credit.
+
+Examples
+--------
+>>> design = Experiment(mode="ab", challenger="music_recommender:abc", share=0.5, salt="exp-1")
+>>> arm_of("listener-42", design.salt, design.share) in (CHAMPION, CHALLENGER)
+True
+>>> arm_of("listener-42", "exp-1", 0.0), arm_of("listener-42", "exp-1", 1.0)
+('champion', 'challenger')
+>>> team_draft([1, 2, 3, 4], [3, 5, 1, 6], k=4, seed=0)
+[(1, 'champion'), (3, 'challenger'), (2, 'champion'), (5, 'challenger')]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Hashable, Sequence
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+ARMS: tuple[str, ...] = (CHAMPION, CHALLENGER)
+SHADOW = "shadow"
+"""The arm recorded on a challenger's shadow list (logged, never shown)."""
+MODES: tuple[str, ...] = ("off", "shadow", "ab", "interleave")
+Mode = Literal["off", "shadow", "ab", "interleave"]
+_BUCKETS = 16**15
+INTERLEAVE = "interleave"
+"""The arm recorded on an interleaved list (its slots' models are in the list's credits)."""
+T = TypeVar("T", bound=Hashable)
+
+
+class Experiment(BaseModel):
+    """The experiment the service runs: its design, the challenger's model tag, the A/B share and salt.
+
+    ``mode`` ``off`` (the default) serves the champion alone; every other mode needs a ``challenger`` tag.
+    ``share`` is the listeners' share in the challenger's arm under ``ab`` (0 by default: nobody).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Mode = "off"
+    challenger: str | None = Field(None, min_length=1, max_length=200)
+    share: float = Field(0.0, ge=0.0, le=1.0)
+    salt: str = Field("experiment", min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _needs_challenger(self) -> Experiment:
+        if self.mode != "off" and not self.challenger:
+            raise ValueError(f"mode {self.mode!r} needs a challenger model tag")
+        return self
+
+    @property
+    def active(self) -> bool:
+        """Whether a challenger takes part (any mode but ``off``)."""
+        return self.mode != "off"
+
+
+def bucket(user_id: str, salt: str) -> float:
+    """The listener's uniform position in ``[0, 1)`` for ``salt`` (SHA-256 of ``salt:user_id``)."""
+    digest = hashlib.sha256(f"{salt}:{user_id}".encode()).hexdigest()
+    return int(digest[:15], 16) / _BUCKETS
+
+
+def arm_of(user_id: str, salt: str, share: float) -> str:
+    """``challenger`` for the listeners whose bucket falls below ``share``, else ``champion`` (sticky)."""
+    return CHALLENGER if bucket(user_id, salt) < share else CHAMPION
+
+
+def team_draft(champion: Sequence[T], challenger: Sequence[T], k: int, seed: int) -> list[tuple[T, str]]:
+    """Team-draft interleaving of two rankings into ``k`` slots, each credited to the model that picked it.
+
+    Like captains picking teams: the model with fewer picks so far picks next (a coin flip, seeded by
+    ``seed``, breaks ties), taking its best-ranked item not picked yet. An item both models rank is credited
+    to whichever picked it, so neither model's preference is favoured by where the other placed it
+    (Radlinski, Kurup and Joachims 2008). Stops early when both rankings run out.
+    """
+    rng = random.Random(seed)
+    lists = {CHAMPION: list(champion), CHALLENGER: list(challenger)}
+    cursor = {CHAMPION: 0, CHALLENGER: 0}
+    picks = {CHAMPION: 0, CHALLENGER: 0}
+    chosen: set[T] = set()
+    out: list[tuple[T, str]] = []
+    while len(out) < k:
+        order = [CHAMPION, CHALLENGER]
+        if picks[CHAMPION] > picks[CHALLENGER] or (
+            picks[CHAMPION] == picks[CHALLENGER] and rng.random() < 0.5
+        ):
+            order.reverse()
+        for team in order:
+            ranking = lists[team]
+            while cursor[team] < len(ranking) and ranking[cursor[team]] in chosen:
+                cursor[team] += 1
+            if cursor[team] < len(ranking):
+                item = ranking[cursor[team]]
+                chosen.add(item)
+                picks[team] += 1
+                out.append((item, team))
+                break
+        else:  # both rankings exhausted
+            break
+    return out
+
+
+def request_seed(user_id: str | None, salt: str, counter: int) -> int:
+    """A per-request seed for :func:`team_draft`: reproducible from the listener, salt and request count."""
+    digest = hashlib.sha256(f"{salt}:{user_id}:{counter}".encode()).hexdigest()
+    return int(digest[:12], 16)

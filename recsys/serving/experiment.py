@@ -1,0 +1,200 @@
+"""The experiment a service runs (:mod:`recsys.loop.experiments`): the challenger beside the champion, and
+how ``/recommend`` answers under each design.
+
+The admin sets the experiment (``POST /admin/experiment``); the worker that takes the call loads the
+challenger first (a bad tag is refused and nothing changes), then writes the design to ``experiment.json``
+in the workers' shared runtime folder and bumps a signal; the other workers load the same challenger when
+they notice (within a second, as for reloads). A restarted service picks the file up again. When the
+challenger becomes the champion (a reload), the experiment is over: every design then serves the champion.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recsys import registry
+from recsys.io import write_text
+from recsys.loop.events import FeedbackEvent
+from recsys.loop.experiments import (
+    CHALLENGER,
+    INTERLEAVE,
+    SHADOW,
+    Experiment,
+    arm_of,
+    request_seed,
+    team_draft,
+)
+from recsys.serving import logic
+from recsys.serving.schemas import RecommendRequest
+from recsys.serving.signals import Signals
+from recsys.serving.state import ServingState
+
+_LOG = logging.getLogger(__name__)
+EXPERIMENT_SIGNAL = "experiment"
+EXPERIMENT_FILE = "experiment.json"
+
+
+@dataclass(frozen=True)
+class Running:
+    """What one request sees: the design and the challenger's state (None while the design is ``off``)."""
+
+    design: Experiment
+    challenger: ServingState | None
+
+    @property
+    def active(self) -> bool:
+        """Whether a challenger takes part in this request."""
+        return self.design.active and self.challenger is not None
+
+
+OFF = Running(Experiment(), None)
+
+
+class ExperimentHolder:
+    """The worker's current :class:`Running` experiment; changes are built fully, then swapped in."""
+
+    def __init__(self, home: Path, signals: Signals) -> None:
+        self.home, self.signals = home, signals
+        self.running = OFF
+        self.error: str | None = None
+        self.seen = signals.version(EXPERIMENT_SIGNAL)
+        self._lock = threading.Lock()
+        self._requests = 0
+
+    @property
+    def file(self) -> Path:
+        """``experiment.json`` in the workers' shared runtime folder."""
+        return self.signals.folder / EXPERIMENT_FILE
+
+    def start(self, design: Experiment) -> Running:
+        """Load the challenger of ``design``, swap it in, and announce it to the other workers.
+
+        Raises
+        ------
+        registry.RegistryError or OSError
+            When the challenger's tag cannot be loaded: the running experiment is left as it was.
+        """
+        with self._lock:
+            running = self._build(design)
+            write_text(self.file, design.model_dump_json())
+            self.signals.bump(EXPERIMENT_SIGNAL)
+            self.seen = self.signals.version(EXPERIMENT_SIGNAL)
+            self.running, self.error = running, None
+        _LOG.info("experiment %s with challenger %s", design.mode, design.challenger)
+        return running
+
+    def sync(self) -> None:
+        """Load the experiment announced in the runtime folder (none: ``off``); on failure keep the old."""
+        with self._lock:
+            self.seen = self.signals.version(EXPERIMENT_SIGNAL)
+            try:
+                text = self.file.read_text(encoding="utf-8") if self.file.exists() else "{}"
+                design = Experiment.model_validate_json(text)
+                if design == self.running.design and (
+                    self.running.challenger is not None or not design.active
+                ):
+                    return
+                self.running, self.error = self._build(design), None
+            except Exception as err:  # a bad file or tag must leave the served experiment untouched
+                self.error = f"{type(err).__name__}: {err}"
+                _LOG.error("experiment not loaded, keeping %s: %s", self.running.design.mode, self.error)
+
+    def needs_sync(self) -> bool:
+        """True when another worker announced a change."""
+        return self.signals.version(EXPERIMENT_SIGNAL) != self.seen
+
+    def for_request(self, champion: ServingState) -> Running:
+        """The experiment for a request served by ``champion``: off once the challenger is the champion."""
+        running = self.running
+        if (
+            running.active
+            and running.challenger is not None
+            and running.challenger.version == champion.version
+        ):
+            return OFF
+        return running
+
+    def next_seed(self, user_id: str | None) -> int:
+        """A per-request seed for interleaving (reproducible from the listener and the request count)."""
+        self._requests += 1
+        return request_seed(user_id, self.running.design.salt, self._requests)
+
+    def _build(self, design: Experiment) -> Running:
+        if not design.active:
+            return Running(design, None)
+        assert design.challenger is not None  # Experiment guarantees it
+        return Running(design, ServingState(registry.load_artifact(design.challenger, home=self.home)))
+
+
+Shadow = Callable[[], tuple[dict[str, Any], float]]
+"""Makes the challenger's shadow answer and its re-ranking strength (for the log)."""
+
+
+def recommend(
+    running: Running, champion: ServingState, request: RecommendRequest, disliked: Any, seed: int
+) -> tuple[dict[str, Any], Shadow | None]:
+    """The answer under the running experiment, and (``shadow``) a call that makes the challenger's answer,
+    to log after the response is sent, so shadowing costs listeners no time.
+
+    ``ab``: the listener's arm (a salted hash of the user id) picks the model; the answer says which
+    (``arm``). ``interleave``: both models rank; the list is team-drafted from both and each item says which
+    model drafted it (``model``); cold-start lists (either model does not know the listener) are the
+    champion's alone. ``shadow``: the champion answers and the challenger's answer is returned beside it, for
+    the log only (made after the response). Outside an experiment: the champion's answer, unchanged.
+    """
+    if not running.active or running.challenger is None:
+        return logic.recommend(champion, request, disliked), None
+    challenger, design = running.challenger, running.design
+    if design.mode == "ab":
+        arm = arm_of(request.user_id, design.salt, design.share)
+        state = challenger if arm == CHALLENGER else champion
+        return logic.recommend(state, request, disliked) | {"arm": arm}, None
+    ours = logic.recommend(champion, request, disliked)
+    if design.mode == "shadow":
+        return ours, lambda: (
+            logic.recommend(challenger, request, disliked) | {"arm": SHADOW},
+            challenger.bias_strength,
+        )
+    theirs = logic.recommend(challenger, request, disliked)
+    if ours["cold_start"] or theirs["cold_start"]:
+        return ours, None
+    return interleaved(ours, theirs, request.k, seed), None
+
+
+def strength(running: Running, champion: ServingState, answer: dict[str, Any]) -> float:
+    """The re-ranking strength of the model that answered (the challenger's for its A/B arm)."""
+    if answer.get("arm") == CHALLENGER and running.challenger is not None:
+        return running.challenger.bias_strength
+    return champion.bias_strength
+
+
+def interleaved(champion: dict[str, Any], challenger: dict[str, Any], k: int, seed: int) -> dict[str, Any]:
+    """One list team-drafted from two answers (:func:`recsys.loop.experiments.team_draft`), each item with
+    the ``model`` that drafted it; ``model_version`` is the champion's (``challenger_version``: the other)."""
+    answers = {"champion": champion, "challenger": challenger}
+    by_id = {team: {item["item_id"]: item for item in answer["items"]} for team, answer in answers.items()}
+    drafted = team_draft(
+        [item["item_id"] for item in champion["items"]],
+        [item["item_id"] for item in challenger["items"]],
+        k,
+        seed,
+    )
+    items = [by_id[team][item_id] | {"model": team} for item_id, team in drafted]
+    return champion | {"items": items, "arm": INTERLEAVE, "challenger_version": challenger["model_version"]}
+
+
+def with_arms(design: Experiment, events: list[FeedbackEvent]) -> list[FeedbackEvent]:
+    """Under ``ab``, events that name no arm get their listener's (the client may not know it)."""
+    if design.mode != "ab":
+        return events
+    return [
+        event
+        if event.arm is not None
+        else event.model_copy(update={"arm": arm_of(event.user_id, design.salt, design.share)})
+        for event in events
+    ]

@@ -1,0 +1,113 @@
+"""The experiment flow and ``recsys experiment``: a real SQLite store measured, a real registry acted on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from flows.dvc import apply_overrides
+from flows.experiment import experiment_flow
+from recsys import registry
+from recsys.cli import app
+from recsys.loop.events import FeedbackEvent
+from recsys.loop.experiment_report import LOSES, WINS
+from recsys.loop.experiments import CHALLENGER, CHAMPION, arm_of
+from recsys.loop.feedback import FeedbackStore
+from recsys.loop.feedback_db import ServedRecommendation
+from tests.helpers import PROJECT_ROOT, build_project
+
+pytestmark = pytest.mark.slow
+T0 = datetime(2026, 12, 1, tzinfo=UTC)
+SALT = "test-salt"
+
+
+def _log_ab(store: FeedbackStore, champion: str, challenger: str, like: dict[str, float], seed: int) -> None:
+    """400 listeners in an A/B test (half each way); a listener likes the first item with ``like[arm]``."""
+    rng = np.random.default_rng(seed)
+    served, events = [], []
+    for n in range(400):
+        user = f"{challenger}-listener-{n}"
+        arm = arm_of(user, SALT, 0.5)
+        version = challenger if arm == CHALLENGER else champion
+        when = T0 + timedelta(minutes=n)
+        served.append(
+            ServedRecommendation(
+                when, user, "recommend", version, False, ("a", "b", "c"), 0.0, arm, None, challenger
+            )
+        )
+        if rng.random() < like[arm]:
+            events.append(
+                FeedbackEvent(
+                    user_id=user,
+                    item_id="a",
+                    event="like",
+                    timestamp=when + timedelta(minutes=5),
+                    event_id=f"{challenger}-{n}",
+                    arm=arm,
+                )
+            )
+    store.add_served(served)
+    store.add_events(events)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, str, list[str]]:
+    """A project folder with params, a promoted champion and two candidates in a private model store."""
+    home = tmp_path / "bentoml"
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    built = build_project(tmp_path / "data")
+    champion = built.save(0.2, home)
+    registry.promote(champion, home=home)
+    candidates = [built.save(0.3, home), built.save(0.25, home)]
+    shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
+    apply_overrides(tmp_path / "params.yaml", {"experiment.min_units": 50, "experiment.salt": SALT})
+    return tmp_path, champion, candidates
+
+
+def test_a_winning_challenger_is_promoted_and_a_losing_one_is_stopped(
+    prefect_harness: None, project: tuple[Path, str, list[str]]
+) -> None:
+    root, champion, (better, worse) = project
+    url = f"sqlite:///{root / 'feedback.db'}"
+    with FeedbackStore(url) as store:
+        _log_ab(store, champion, worse, {CHAMPION: 0.4, CHALLENGER: 0.15}, seed=1)
+    lost = experiment_flow(project_dir=str(root), feedback_url=url)
+    assert lost["challenger"] == worse and lost["decision"] == LOSES and lost["action"] == "stopped"
+    assert registry.champion().tag == champion
+    with FeedbackStore(url) as store:
+        _log_ab(store, champion, better, {CHAMPION: 0.2, CHALLENGER: 0.5}, seed=2)
+    won = experiment_flow(project_dir=str(root), feedback_url=url)  # the latest experiment: the better one
+    assert won["challenger"] == better and won["decision"] == WINS and won["action"] == "promoted"
+    difference = won["ab"]["difference"]["hit_rate"]
+    assert difference["low"] > 0 and difference["value"] == pytest.approx(0.3, abs=0.1)
+    assert registry.champion().tag == better
+    assert json.loads((root / "reports/experiment.json").read_text())["challenger"] == better
+
+
+def test_the_command_line_reports_an_experiment_and_refuses_an_empty_ab_arm(
+    project: tuple[Path, str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, champion, (better, _) = project
+    url = f"sqlite:///{root / 'feedback.db'}"
+    with FeedbackStore(url) as store:
+        _log_ab(store, champion, better, {CHAMPION: 0.3, CHALLENGER: 0.3}, seed=3)
+    monkeypatch.chdir(root)
+    runner = CliRunner()
+    out = root / "report.json"
+    answer = runner.invoke(app, ["experiment", "report", "--feedback-url", url, "--out", str(out)])
+    assert answer.exit_code == 0, answer.output
+    report = json.loads(out.read_text())
+    assert report["challenger"] == better and report["lists"] == {
+        CHAMPION: report["lists"][CHAMPION],
+        CHALLENGER: report["lists"][CHALLENGER],
+    }
+    assert sum(report["lists"].values()) == 400 and report["decision"] == "needs more traffic"
+    assert 0.2 < report["ab"][CHALLENGER]["hit_rate"]["value"] < 0.4
+    refused = runner.invoke(app, ["experiment", "start", "--mode", "ab", "--challenger", better])
+    assert refused.exit_code == 2 and "share" in refused.output
