@@ -111,3 +111,33 @@ def test_the_command_line_reports_an_experiment_and_refuses_an_empty_ab_arm(
     assert 0.2 < report["ab"][CHALLENGER]["hit_rate"]["value"] < 0.4
     refused = runner.invoke(app, ["experiment", "start", "--mode", "ab", "--challenger", better])
     assert refused.exit_code == 2 and "share" in refused.output
+
+
+def test_gate_online_required_packages_an_offline_winner_as_a_candidate_only(
+    prefect_harness: None, project: tuple[Path, str, list[str]]
+) -> None:
+    """The training flow's package step: the champion stays until an experiment decides."""
+    from prefect import flow
+
+    from flows.training import package
+
+    root, champion, _ = project
+    shutil.copytree(root / "data" / "models", root / "models")
+    decision = {
+        "promote": True,
+        "champion_tag": champion,
+        "challenger": {"metrics": {"ndcg@10": 0.4}, "groups": {}},
+    }
+
+    @flow
+    def package_only() -> tuple[str | None, str | None]:
+        return package(str(root), decision)
+
+    apply_overrides(root / "params.yaml", {"gate.online": "required"})
+    kept, candidate = package_only()
+    assert kept == champion == registry.champion().tag
+    assert candidate is not None and candidate != champion
+    assert registry.load_artifact(candidate).metadata["metrics"]["ndcg@10"] == 0.4
+    apply_overrides(root / "params.yaml", {"gate.online": "off"})
+    promoted, none = package_only()
+    assert none is None and promoted == registry.champion().tag != champion
