@@ -1,4 +1,5 @@
-"""Scheduled runs: nightly retraining and hourly monitoring.
+"""Scheduled and event-driven runs: nightly retraining and tuning, hourly monitoring, and feedback retraining
+started by the monitoring flow's events (drift, popularity lift, enough new feedback) as well as nightly.
 
 On one machine, ``python -m flows.deployments`` serves both deployments with :func:`prefect.serve`
 (the process runs the flows itself and must stay up; stop it with Ctrl-C). With a Prefect server and
@@ -13,6 +14,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
 
 from flows.monitoring import monitoring_flow
 from flows.retraining import retraining_flow
@@ -27,6 +29,25 @@ TRAINING_DEPLOYMENT = "nightly-retraining"
 MONITORING_DEPLOYMENT = "hourly-monitoring"
 FEEDBACK_DEPLOYMENT = "nightly-feedback-retraining"
 SEARCH_DEPLOYMENT = "nightly-tuning"
+RETRAIN_DEBOUNCE_S = 3600
+"""A burst of monitoring events (several runs, several thresholds) starts one retraining per hour at most: the
+trigger fires on the first event and ignores the rest of this window (Prefect's eager debouncing)."""
+
+
+def retraining_trigger() -> DeploymentEventTrigger:
+    """The feedback retraining's trigger: any monitoring event of any data set's project, debounced."""
+    from datetime import timedelta
+
+    from recsys.loop.monitoring import MONITORING_EVENTS
+
+    return DeploymentEventTrigger(
+        name="retrain-on-monitoring-events",
+        match={"prefect.resource.id": "recsys.project.*"},
+        expect=set(MONITORING_EVENTS),
+        posture="Reactive",
+        threshold=1,
+        within=timedelta(seconds=RETRAIN_DEBOUNCE_S),
+    )
 
 
 def build_deployments(project_dir: str = ".", data_dir: str | None = None) -> list[RunnerDeployment]:
@@ -70,6 +91,7 @@ def build_deployments(project_dir: str = ".", data_dir: str | None = None) -> li
                 # Add service_url and admin_token run parameters to reload a service after a promotion.
                 parameters={"project_dir": project_dir},
                 concurrency_limit=1,
+                triggers=[retraining_trigger()],
                 tags=["recsys", "retraining"],
                 description="Fold the day's feedback into the champion (warm start), gate, promote, reload.",
             )

@@ -110,6 +110,35 @@ def load_served(url: str, now: datetime, window_days: int) -> pd.DataFrame:
         return empty
 
 
+@task(name="count-new-feedback", cache_policy=NO_CACHE)
+def count_new_feedback(url: str, project_dir: str) -> int:
+    """Feedback events stored after the retraining cursor (0 when the store is missing or unreachable)."""
+    from recsys.loop.exports import CURSOR_FILE, FeedbackCursor
+
+    cursor = FeedbackCursor.load(Path(project_dir) / CURSOR_FILE)
+    try:
+        with _existing_store(url, "new feedback") as store:
+            return 0 if store is None else store.count(cursor.position)
+    except FeedbackUnavailableError as err:
+        get_run_logger().warning("new feedback not counted, the store is unavailable: %s", err)
+        return 0
+
+
+@task(name="emit-monitoring-events", cache_policy=NO_CACHE)
+def emit_monitoring_events(names: list[str], dataset: str, payload: dict[str, Any]) -> list[str]:
+    """Emit each event on the data set's resource (``recsys.project.<data set>``); returns the names sent.
+
+    Deployment triggers (``prefect.yaml``) match these names: the feedback retraining deployment answers
+    the first event of a burst and ignores the rest of its ``within`` window.
+    """
+    from prefect.events import emit_event
+
+    resource = {"prefect.resource.id": f"recsys.project.{dataset}", "prefect.resource.name": dataset}
+    for name in names:
+        emit_event(event=name, resource=resource, payload=payload)
+    return names
+
+
 @task(name="prune-served", cache_policy=NO_CACHE)
 def prune_served(url: str, now: datetime, retention_days: int) -> int:
     """Delete the served lists older than ``retention_days`` (they hold raw user ids); return how many."""
@@ -173,7 +202,8 @@ def drift_monitoring_flow(
     Returns
     -------
     dict
-        The ``drift.json`` payload plus ``bias`` and ``action`` (``none``, ``flag`` or ``retrain``).
+        The ``drift.json`` payload plus ``bias``, ``action`` (``none``, ``flag`` or ``retrain``) and
+        ``events_emitted`` (:data:`recsys.loop.monitoring.MONITORING_EVENTS` sent this run).
     """
     logger = get_run_logger()
     start = time.perf_counter()
@@ -210,6 +240,15 @@ def drift_monitoring_flow(
     write_json(out_dir / BIAS_JSON, bias)
     _publish(out_dir, report, bias)
     action = _act(decision, settings.on_trigger, str(root))
+    new_feedback = count_new_feedback(url, str(root))
+    names = monitoring.monitoring_events(decision, new_feedback, settings.min_new_feedback)
+    payload = {
+        "drift_share": report["drift"] and report["drift"]["share"],
+        "popularity_lift": bias.get("popularity_lift"),
+        "new_feedback": new_feedback,
+        "reasons": list(decision.reasons),
+    }
+    report["events_emitted"] = emit_monitoring_events(names, params.dataset.name, payload) if names else []
     logger.info(
         "monitoring: drift share %s, popularity lift %s, action %s (%.1f s)",
         report["drift"] and report["drift"]["share"],

@@ -296,7 +296,11 @@ class MonitoringParams(_Section):
     # Served recommendations are flagged when their mean popularity exceeds the listeners' own by this ratio.
     popularity_lift_threshold: float = Field(2.0, gt=0)
     # What crossing a threshold does: "flag" only reports it, "retrain" also starts the retraining flow.
+    # Either way the run emits Prefect events (drift, popularity lift, new feedback), which the feedback
+    # retraining deployment's trigger answers once deployed (prefect.yaml): keep "flag" then.
     on_trigger: Literal["flag", "retrain"] = "flag"
+    # Feedback events stored since the last retraining that make a monitoring run emit "feedback accumulated".
+    min_new_feedback: int = Field(1000, ge=1)
     # The current window: feedback and served recommendations of the last this many days.
     window_days: int = Field(7, ge=1)
     min_events: int = Field(50, ge=1)

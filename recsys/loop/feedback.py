@@ -231,10 +231,11 @@ class FeedbackStore:
                 inserted = len(conn.execute(self._insert_new, rows).all())
         return AddResult(inserted=inserted, duplicates=len(events) - inserted)
 
-    def count(self) -> int:
-        """Number of stored events."""
+    def count(self, after_cursor: int = 0) -> int:
+        """Number of stored events (with ``after_cursor``: of those stored after that export cursor)."""
+        query = sa.select(sa.func.count()).select_from(EVENTS).where(EVENTS.c[ID_COLUMN] > after_cursor)
         with self._guard("counting events"), self._engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(EVENTS)).scalar_one())
+            return int(conn.execute(query).scalar_one())
 
     def disliked_items(self, user_id: str) -> set[str]:
         """Items ``user_id`` has ever disliked (a later like does not undo a dislike)."""

@@ -141,3 +141,27 @@ def _bias_table(bias: dict[str, Any]) -> list[str]:
 
 def _cell(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else "-"
+
+
+DRIFT_EVENT = "recsys.monitoring.drift-detected"
+BIAS_EVENT = "recsys.monitoring.popularity-lift-exceeded"
+FEEDBACK_EVENT = "recsys.feedback.accumulated"
+MONITORING_EVENTS: tuple[str, ...] = (DRIFT_EVENT, BIAS_EVENT, FEEDBACK_EVENT)
+"""The events the monitoring flow emits; the feedback retraining deployment's trigger expects them."""
+
+
+def monitoring_events(decision: TriggerDecision, new_feedback: int, min_new_feedback: int) -> list[str]:
+    """The events a monitoring run emits: drift or popularity lift past their thresholds on enough data, and
+    at least ``min_new_feedback`` feedback events stored since the last retraining's cursor.
+
+    >>> quiet = TriggerDecision(drift=False, bias=False, enough_events=True, reasons=())
+    >>> monitoring_events(quiet, 10, 1000), monitoring_events(quiet, 1000, 1000)
+    ([], ['recsys.feedback.accumulated'])
+    """
+    enough_bias = (
+        decision.enough_events if decision.enough_bias_events is None else decision.enough_bias_events
+    )
+    events = [DRIFT_EVENT] if decision.drift and decision.enough_events else []
+    events += [BIAS_EVENT] if decision.bias and enough_bias else []
+    events += [FEEDBACK_EVENT] if new_feedback >= min_new_feedback else []
+    return events

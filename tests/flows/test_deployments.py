@@ -78,3 +78,20 @@ def test_prefect_yaml_declares_the_same_deployments() -> None:
 def test_entrypoints_load_the_flows(entrypoint: str, flow_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(PROJECT_ROOT)
     assert load_flow_from_entrypoint(entrypoint).name == flow_name
+
+
+def test_the_feedback_retraining_answers_monitoring_events_in_prefect_yaml_as_when_served() -> None:
+    from prefect.events import DeploymentEventTrigger
+
+    from flows.deployments import RETRAIN_DEBOUNCE_S, retraining_trigger
+    from recsys.loop.monitoring import MONITORING_EVENTS
+
+    declared = {entry["name"]: entry for entry in _prefect_yaml()["deployments"]}
+    assert all("triggers" not in declared[name] for name in EXPECTED if name != FEEDBACK_DEPLOYMENT)
+    (yaml_trigger,) = declared[FEEDBACK_DEPLOYMENT]["triggers"]
+    from_yaml = DeploymentEventTrigger.model_validate({k: v for k, v in yaml_trigger.items() if k != "type"})
+    built = retraining_trigger()
+    assert from_yaml.expect == built.expect == set(MONITORING_EVENTS)
+    assert from_yaml.match == built.match and from_yaml.posture == built.posture == "Reactive"
+    assert from_yaml.within.total_seconds() == built.within.total_seconds() == RETRAIN_DEBOUNCE_S > 0
+    assert from_yaml.threshold == built.threshold == 1 and from_yaml.name == built.name
