@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install run test lint typecheck pytest audit bench bench-models bench-serve bench-soak bench-scale serve clean
+.PHONY: install run test lint typecheck pytest audit bench bench-models bench-serve bench-soak bench-scale bench-profile bench-experiments serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,10 +53,11 @@ bench: bench-models bench-serve bench-soak
 bench-models: install
 	$(BIN)/python -m benchmarks.models
 
-# Load test of /recommend beside a bare Starlette app (wrk from Debian drives both, on loopback).
+# Load test of /recommend beside a bare Starlette app (wrk from Debian drives both, on loopback);
+# BENCH_SERVE_ARGS=--experiment interleave also measures the service running an experiment.
 bench-serve: install
 	command -v wrk >/dev/null || apt-get install -y -qq wrk
-	$(BIN)/python -m benchmarks.serve
+	$(BIN)/python -m benchmarks.serve $(BENCH_SERVE_ARGS)
 
 # Soak: ~80 % of the measured capacity held for 60 s; errors, p99 vs unloaded, worker RSS growth.
 bench-soak: install
@@ -67,6 +68,15 @@ bench-soak: install
 # About an hour on 2 cores; BENCH_SCALE_ARGS='--sizes S1,S10' for a quick look.
 bench-scale: install
 	$(BIN)/python -m benchmarks.scale $(BENCH_SCALE_ARGS)
+
+# The hybrid's validation quality per training minute on generated data (after bench-scale made the data):
+# which settings a large catalogue should train with (recsys/presets/large-catalogue.yaml).
+bench-profile: install
+	$(BIN)/python -m benchmarks.profile $(BENCH_PROFILE_ARGS)
+
+# Sessions an A/B test and an interleaving test need to pick the better model (after make run).
+bench-experiments: install
+	$(BIN)/python -m benchmarks.experiments
 
 serve: install
 	$(BIN)/recsys serve

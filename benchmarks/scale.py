@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.scale_retrain import step_retrain
 from recsys.io import write_json, write_text
 
 RESULTS = Path("bench/results/scale.json")
@@ -51,6 +52,22 @@ LIGHT = "lightfm_hybrid (1 member, 64 components, max_sampled 30)"
 LIGHT_HYBRID: dict[str, Any] = {"members": 1, "no_components": 64, "max_sampled": 30}
 """A lighter hybrid timed beside the configured one (``--only fit-light``): WARP's negative sampling
 (``max_sampled``), the components and the members set an epoch's cost."""
+
+PRESET = "large-catalogue"
+PROFILED = f"lightfm_hybrid (preset {PRESET})"
+"""The hybrid of ``recsys run --preset large-catalogue`` (``--only fit-profile``), chosen by quality per
+minute (``make bench-profile``); its model, kept in ``models_profile``, is the champion ``--only retrain``
+retrains."""
+
+
+def preset_settings() -> tuple[dict[str, Any], dict[str, Any], int | None]:
+    """The preset's dotted settings, its ``train.lightfm`` overrides and its top tags an item (or None)."""
+    from recsys.cli import load_preset
+
+    settings = load_preset(PRESET)
+    prefix = "train.lightfm."
+    lightfm = {key.removeprefix(prefix): value for key, value in settings.items() if key.startswith(prefix)}
+    return settings, lightfm, settings.get("features.tags.top_n")
 
 
 def _params(root: Path) -> Any:
@@ -95,7 +112,7 @@ def _fit(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     from recsys.paths import CF, HYBRID, model_file
 
     params = _params(root)
-    loaded, features = stages.training_inputs(root / "features", root / "split")
+    loaded, features = stages.training_inputs(root / options.get("features", "features"), root / "split")
     name = options["model"]
     threads = params.train.final_threads
     extra: dict[str, Any] = {}
@@ -122,8 +139,8 @@ def _fit(root: Path, options: dict[str, Any]) -> dict[str, Any]:
         model.fit(loaded.train_full)
         seconds = time.perf_counter() - start
         extra = {"full_fit_seconds": seconds}
-    if not options.get("overrides"):  # a variant is timed, not kept
-        model.save(model_file(name, root / "models"))
+    if not options.get("overrides") or options.get("models"):  # a variant is kept only where asked
+        model.save(model_file(name, root / options.get("models", "models")))
     pairs = loaded.train_full.nnz * (extra.get("epochs_run", 1))
     return extra | {"interactions_per_second": pairs / seconds if seconds else None}
 
@@ -326,6 +343,10 @@ def step_service(root: Path, options: dict[str, Any]) -> dict[str, Any]:
         reload_seconds = time.perf_counter() - began
         time.sleep(15)
         rss_after = worker_rss(process.pid)
+        halt.set()
+        for client in clients:
+            client.join()
+        paced = _paced(port, process.pid, users, work)
     finally:
         halt.set()
         stop(process)
@@ -338,8 +359,29 @@ def step_service(root: Path, options: dict[str, Any]) -> dict[str, Any]:
         "requests": len(statuses),
         "failed": sum(status != 200 for status in statuses),
         "steady_ms": _percentiles(steady) if steady else {},
+        "paced": paced,
         "worker_rss_mb": {"start": _mb(rss), "after_reload": _mb(rss_after)},
     }
+
+
+PACED_RPS, PACED_SECONDS = 100.0, 30.0
+
+
+def _paced(port: int, pid: int, users: list[str], work: Path) -> dict[str, Any]:
+    """``/recommend`` at a fixed :data:`PACED_RPS` (open loop, no coordinated omission) for listeners not
+    asked before (first requests: each ranks the whole catalogue): the latency a listener meets below
+    saturation (at S1 there are fewer listeners than requests: repeats there are cached)."""
+    from benchmarks.pacer import run_pacer
+
+    n = int(PACED_RPS * PACED_SECONDS)
+    chosen = np.random.default_rng(1).choice(len(users), size=n, replace=len(users) < n)
+    bodies = work / "paced.txt"
+    bodies.write_text(
+        "".join(json.dumps({"user_id": users[i], "k": 10}) + "\n" for i in chosen), encoding="utf-8"
+    )
+    summary = run_pacer(f"http://127.0.0.1:{port}", bodies, PACED_RPS, PACED_SECONDS, 8, pid)
+    keep = ("target_rps", "achieved_rps", "requests", "errors", "p50_ms", "p99_ms", "p999_ms")
+    return {key: summary[key] for key in keep}
 
 
 def _mb(rss: dict[int, int]) -> list[float]:
@@ -369,6 +411,7 @@ STEPS: dict[str, Step] = {
     "sharded": step_sharded,
     "serve": step_serve,
     "service": step_service,
+    "retrain": step_retrain,
 }
 
 
@@ -478,9 +521,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "recsys-scale"))
     parser.add_argument(
         "--only",
-        choices=["serve", "service", "fit-light", "sharded"],
+        choices=["serve", "service", "fit-light", "fit-profile", "retrain", "sharded"],
         help="rerun one step on existing folders",
     )
+    parser.add_argument("--events", type=int, default=100_000, help="feedback events of --only retrain")
     parser.add_argument("--render", action="store_true", help="only rewrite the doc table from the results")
     args = parser.parse_args(argv)
     if args.render:
@@ -503,6 +547,8 @@ def main(argv: list[str] | None = None) -> None:
                     epochs=args.epochs,
                     overrides=LIGHT_HYBRID,
                 )
+            elif args.only in ("fit-profile", "retrain"):
+                _profiled(args.only, Path(args.work) / size, args, steps)
             elif args.only == "sharded":
                 steps["sharded"] = {
                     str(workers): run_step(
@@ -524,6 +570,29 @@ def main(argv: list[str] | None = None) -> None:
         results[size] = {"listens": listens, "steps": steps, "times": times_of(steps)}
         _write(results, args)
     print(json.dumps({size: result["times"] for size, result in results.items()}, indent=1))
+
+
+def _profiled(only: str, root: Path, args: argparse.Namespace, steps: dict[str, Any]) -> None:
+    """``fit-profile``: the preset's hybrid for ``--epochs`` epochs, kept in ``models_profile``; ``retrain``:
+    the nightly feedback retraining of that model with ``--events`` events under the preset's settings."""
+    from benchmarks.profile import features_folder
+
+    settings, lightfm, tags = preset_settings()
+    features = features_folder(root, tags).name
+    if only == "retrain":
+        steps["retrain"] = run_step(
+            "retrain",
+            root,
+            events=args.events,
+            overrides=settings,
+            models="models_profile",
+            features=features,
+        )
+        return
+    steps["fit"][PROFILED] = run_step(
+        "fit", root, model="lightfm_hybrid", epochs=args.epochs, overrides=lightfm, models="models_profile",
+        features=features,
+    )  # fmt: skip
 
 
 def _write(results: dict[str, Any], args: argparse.Namespace) -> None:
@@ -564,13 +633,14 @@ def table(payload: dict[str, Any]) -> str:
         lines.append(f"| {key} | " + " | ".join(cells) + f" | {exponents or '-'} |")
     lines += [
         "",
-        "Serving at each size (in process: ranking only; HTTP: `bentoml serve`, 2 workers, 4 clients):",
+        "Serving at each size (in process: ranking only; HTTP: `bentoml serve`, 2 workers, 4 clients back to "
+        f"back, i.e. saturated; paced: {PACED_RPS:.0f} req/s open loop, listeners' first requests):",
         "",
     ]
     lines += [
         "| size | items | first request p50 / p99 ms | cached p50 / p99 ms | numpy floor p50 / p99 ms | "
-        "HTTP p50 / p99 ms | requests during reload (failed) | worker RSS MB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "HTTP p50 / p99 ms | paced HTTP p50 / p99 ms | requests during reload (failed) | worker RSS MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for size in sizes:
         lines.append(_serving_row(size, payload["sizes"][size]["steps"]))
@@ -586,6 +656,8 @@ def _serving_row(size: str, steps: dict[str, Any]) -> str:
     if "error" in serve:
         return f"| {size} | {serve['error']} |"
     http = "-" if "error" in service else pair(service.get("steady_ms"))
+    paced = service.get("paced")
+    paced_cell = f"{paced['p50_ms']:.1f} / {paced['p99_ms']:.1f}" if paced else "-"
     reload = "-" if "error" in service else f"{service['requests']:,} ({service['failed']})"
     rss = (
         "-"
@@ -594,7 +666,8 @@ def _serving_row(size: str, steps: dict[str, Any]) -> str:
     )
     return (
         f"| {size} | {serve['items']:,} | {pair(serve['first_request_ms'])} | "
-        f"{pair(serve['cached_request_ms'])} | {pair(serve['numpy_floor_ms'])} | {http} | {reload} | {rss} |"
+        f"{pair(serve['cached_request_ms'])} | {pair(serve['numpy_floor_ms'])} | {http} | {paced_cell} | "
+        f"{reload} | {rss} |"
     )
 
 

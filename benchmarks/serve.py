@@ -205,8 +205,24 @@ def parse_wrk(text: str) -> dict[str, float]:
     }
 
 
-def measure(home: Path, seconds: int, connections: int, work: Path) -> dict[str, Any]:
-    """Benchmark the service and the bare app one after the other on the same users."""
+def experiment_challenger(home: Path, data_root: Path) -> str:
+    """A challenger for ``--experiment``: the newest stored model that is not the champion, else the
+    pipeline's hybrid (``models/``) packaged again as a candidate (the same weights under a new tag)."""
+    champion = registry.champion(home)
+    others = [info.tag for info in registry.list_models(home) if champion is None or info.tag != champion.tag]
+    if others:
+        return others[-1]
+    return registry.save_champion_candidate(
+        "models", data_root / "features", data_root / "split", {}, params_dict={"bench": True},
+        dvc_lock_hash="bench", git_commit="bench", prepared_dir=data_root / "prepared", home=home,
+    )  # fmt: skip
+
+
+def measure(
+    home: Path, seconds: int, connections: int, work: Path, experiment: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Benchmark the service and the bare app one after the other on the same users; with ``experiment``
+    (a ``POST /admin/experiment`` body) the service also runs a second time with that experiment on."""
     artifact = registry.load_artifact("champion", home=home)
     users = artifact.user_ids[: min(len(artifact.user_ids), 1000)]
     bodies = work / "bodies.txt"
@@ -219,6 +235,7 @@ def measure(home: Path, seconds: int, connections: int, work: Path) -> dict[str,
         "BENTOML_DO_NOT_TRACK": "true",
         "RECSYS_RUNTIME_DIR": str(work / "rt"),
         "RECSYS_FEEDBACK_URL": f"sqlite:///{work / 'feedback.db'}",
+        "RECSYS_ADMIN_TOKEN": "serve-bench",
     }
     py = sys.executable
     sides = {
@@ -246,16 +263,29 @@ def measure(home: Path, seconds: int, connections: int, work: Path) -> dict[str,
             "127.0.0.1",
         ],
     }
+    if experiment is not None:
+        sides = {"service": sides["service"], "service_experiment": sides["service"], "bare": sides["bare"]}
     results: dict[str, Any] = {}
     for side, command in sides.items():
         port = free_port()
         process = start([*command, "--port", str(port)], env, port, work / f"{side}.log")
         try:
+            if side == "service_experiment":
+                answer = httpx.post(
+                    f"http://127.0.0.1:{port}/admin/experiment", json=experiment,
+                    headers={"X-Admin-Token": "serve-bench"}, timeout=120,
+                )  # fmt: skip
+                answer.raise_for_status()
             run_wrk(port, script, 2, connections)  # warm-up: caches, allocator, connections
             results[side] = run_wrk(port, script, seconds, connections)
         finally:
             stop(process)
     results["ratio_rps"] = round(results["service"]["rps"] / results["bare"]["rps"], 3)
+    if experiment is not None:
+        results["experiment"] = experiment
+        results["ratio_rps_experiment"] = round(
+            results["service_experiment"]["rps"] / results["bare"]["rps"], 3
+        )
     results["model_us_per_request"] = model_work_us(home, users)
     return results
 
@@ -267,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path, default=Path("data"))
     parser.add_argument("--epochs", type=int, default=10, help="epochs of the quick model when no champion")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--experiment", choices=["shadow", "ab", "interleave"], help="also measure the service running it"
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("serve_bench: wrk is missing; install it with `apt-get install -y wrk`", file=sys.stderr)
@@ -281,7 +314,11 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             quick_champion(args.data_root, home, args.epochs)
-        results = measure(home, args.seconds, args.connections, work)
+        experiment = None
+        if args.experiment:
+            challenger = experiment_challenger(home, args.data_root)
+            experiment = {"mode": args.experiment, "challenger": challenger, "share": 0.5, "salt": "bench"}
+        results = measure(home, args.seconds, args.connections, work, experiment)
     results["connections"], results["seconds"], results["cpus"] = (
         args.connections,
         args.seconds,

@@ -112,13 +112,15 @@ def test_flows_search_rejects_an_unknown_runner() -> None:
     assert result.exit_code == 2 and "unknown task runner" in result.output
 
 
-def test_the_songs_preset_is_a_valid_set_of_overrides_and_unknown_presets_are_named() -> None:
+@pytest.mark.parametrize("name", ["spotify-songs", "large-catalogue"])
+def test_each_preset_is_a_valid_set_of_overrides_and_unknown_presets_are_named(name: str) -> None:
     from recsys.cli import load_preset
     from recsys.config import Params
     from recsys.errors import RecsysError
 
-    preset = load_preset("spotify-songs")
-    assert preset["dataset.name"] == "spotify-songs" and preset["split.cold_items"] == "newest"
+    preset = load_preset(name)
+    if name == "spotify-songs":
+        assert preset["dataset.name"] == "spotify-songs" and preset["split.cold_items"] == "newest"
     settings = Params().model_dump()
     for key, value in preset.items():
         *parents, leaf = key.split(".")
@@ -128,5 +130,6 @@ def test_the_songs_preset_is_a_valid_set_of_overrides_and_unknown_presets_are_na
         assert leaf in node, key  # every key names an existing setting
         node[leaf] = value
     assert Params.model_validate(settings).train.lightfm.epochs == preset["train.lightfm.epochs"]
-    with pytest.raises(RecsysError, match=r"no preset 'nope'; known presets: \['spotify-songs'\]"):
+    known = r"\['large-catalogue', 'spotify-songs'\]"
+    with pytest.raises(RecsysError, match=rf"no preset 'nope'; known presets: {known}"):
         load_preset("nope")

@@ -102,3 +102,29 @@ def test_a_step_runs_in_its_own_process_and_a_refusal_is_a_result(tmp_path: Path
     assert (tmp_path / "raw" / "synthetic" / "interactions.parquet").is_file()
     failed = run_step("split", tmp_path)  # nothing prepared yet
     assert "error" in failed and "prepared" in failed["error"]
+
+
+@pytest.mark.slow
+def test_the_retrain_step_runs_the_real_retraining_flow_on_a_generated_project(tmp_path: Path) -> None:
+    """Generate, prepare, featurise, split, fit the preset's hybrid, then retrain it on generated feedback."""
+    from benchmarks.scale import preset_settings
+    from flows.dvc import apply_overrides
+    from tests.helpers import PROJECT_ROOT
+
+    (tmp_path / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    apply_overrides(
+        tmp_path / "params.yaml",
+        {"dataset.name": "synthetic", "dataset.synthetic": {"users": 120, "items": 90, "pairs": 2400}},
+    )
+    for name in ("generate", "prepare", "features", "split"):
+        assert "error" not in run_step(name, tmp_path)
+    settings, lightfm, _ = preset_settings()
+    fitted = run_step("fit", tmp_path, model="lightfm_hybrid", epochs=2, overrides=lightfm, models="kept")
+    assert fitted["epochs_run"] == 2 and (tmp_path / "kept" / "lightfm_hybrid.npz").is_file()
+    result = run_step("retrain", tmp_path, events=600, overrides=settings, models="kept")
+    assert "error" not in result, result
+    assert result["exported"] == 600 and result["warm_start"] is True
+    assert result["status"] in ("promoted", "kept the champion")
+    assert result["merge"]["n_events"] > 0 and result["flow_seconds"] > 0
+    kept = (tmp_path / "retrain" / "params.yaml").read_text(encoding="utf-8")
+    assert f"no_components: {lightfm['no_components']}" in kept  # the preset reached the project

@@ -155,3 +155,31 @@ def test_interleaving_counts_a_win_for_the_model_whose_slots_drew_more_plays() -
     assert decide(outcome) == WINS
     flipped = interleaving_outcome(served, _events([(f"u{n}", "a", "like", 1) for n in range(3)]), HOUR)
     assert flipped["losses"] == 3 and decide(flipped) == MORE_TRAFFIC  # 3 lists decide nothing
+
+
+def test_simulated_experiments_find_a_clearly_better_model_and_rarely_a_difference_between_equals() -> None:
+    from recsys.loop.experiment_simulation import (
+        ab_experiment,
+        examined,
+        interleaving_experiment,
+        power_curve,
+        sessions_needed,
+        true_effect,
+    )
+
+    looked = examined(4, np.random.default_rng(0), 20_000).mean(axis=0)
+    assert looked == pytest.approx(1 / np.log2(np.arange(2, 6)), abs=0.02)
+    future = [{n % 7, 7 + n % 5} for n in range(60)]  # each listener's two held-out items
+    good = [[n % 7, 20, 21, 22] for n in range(60)]  # the first item is always in the future
+    bad = [[30, 31, 32, 33] for _ in range(60)]
+    effect = true_effect(bad, good, future)
+    assert effect[CHAMPION] == 0 and effect[CHALLENGER] == pytest.approx(1.0)
+    rng = np.random.default_rng(1)
+    assert ab_experiment(bad, good, future, 200, rng) == WINS
+    assert interleaving_experiment(bad, good, future, 200, rng) == WINS
+    assert interleaving_experiment(good, bad, future, 200, rng) == LOSES
+    same = [interleaving_experiment(good, good, future, 200, rng) for _ in range(20)]
+    assert same.count(MORE_TRAFFIC) >= 17  # identical lists: no votes differ, at most chance decisions
+    curve = power_curve(bad, good, future, (20, 200), repeats=10, seed=0)
+    assert curve["ab"][200][WINS] == 1.0 and sessions_needed(curve["interleaving"], WINS, 0.9) in (20, 200)
+    assert sessions_needed({10: {WINS: 0.5}}, WINS, 0.9) is None
