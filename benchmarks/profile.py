@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.scale import replace_section
+from benchmarks.scale import features_folder, replace_section
 from recsys.io import write_json, write_text
 
 RESULTS = Path("bench/results/profile.json")
@@ -49,27 +49,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 """Each configuration: overrides of ``train.lightfm`` (``cf``: the ``train.lightfm_cf`` section and no item
 features instead), and ``tags``: the item's top tags kept (``features.tags.top_n``)."""
-
-
-def features_folder(root: Path, tags: int | None) -> Path:
-    """The features folder for ``tags`` top tags an item (built once beside the size's own)."""
-    from recsys import stages
-    from recsys.config import load_params
-
-    if tags is None:
-        return root / "features"
-    folder = root / f"features_tags{tags}"
-    if not (folder / "item_features.npz").exists():
-        params = load_params(root / "params.yaml")
-        params = params.model_copy(
-            update={
-                "features": params.features.model_copy(
-                    update={"tags": params.features.tags.model_copy(update={"top_n": tags})}
-                )
-            }
-        )
-        stages.features(params, root / "prepared", folder)
-    return folder
 
 
 def sampled_rows(matrix: Any, users: int, seed: int = 0) -> Any:

@@ -76,6 +76,27 @@ def _params(root: Path) -> Any:
     return load_params(root / "params.yaml")
 
 
+def features_folder(root: Path, tags: int | None) -> Path:
+    """The features folder for ``tags`` top tags an item (built once beside the size's own)."""
+    from recsys import stages
+    from recsys.config import load_params
+
+    if tags is None:
+        return root / "features"
+    folder = root / f"features_tags{tags}"
+    if not (folder / "item_features.npz").exists():
+        params = load_params(root / "params.yaml")
+        params = params.model_copy(
+            update={
+                "features": params.features.model_copy(
+                    update={"tags": params.features.tags.model_copy(update={"top_n": tags})}
+                )
+            }
+        )
+        stages.features(params, root / "prepared", folder)
+    return folder
+
+
 def step_generate(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     from recsys import stages
 
@@ -575,8 +596,6 @@ def main(argv: list[str] | None = None) -> None:
 def _profiled(only: str, root: Path, args: argparse.Namespace, steps: dict[str, Any]) -> None:
     """``fit-profile``: the preset's hybrid for ``--epochs`` epochs, kept in ``models_profile``; ``retrain``:
     the nightly feedback retraining of that model with ``--events`` events under the preset's settings."""
-    from benchmarks.profile import features_folder
-
     settings, lightfm, tags = preset_settings()
     features = features_folder(root, tags).name
     if only == "retrain":
