@@ -139,9 +139,9 @@ def _fit(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if name in (HYBRID, CF):
         section = params.train.lightfm if name == HYBRID else params.train.lightfm_cf
-        epochs = min(options["epochs"], section.epochs)
-        config = section.model_copy(update={"epochs": epochs, **options.get("overrides", {})})
         section = section.model_copy(update=options.get("overrides", {}))
+        epochs = min(options["epochs"], section.epochs)
+        config = section.model_copy(update={"epochs": epochs})
         model: Any = LightFMRecommender(config, params.seed, threads, name)
         start = time.perf_counter()
         model.fit(loaded.train_full, features.matrix if name == HYBRID else None)
