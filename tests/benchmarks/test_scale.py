@@ -106,7 +106,8 @@ def test_a_step_runs_in_its_own_process_and_a_refusal_is_a_result(tmp_path: Path
 
 @pytest.mark.slow
 def test_the_retrain_step_runs_the_real_retraining_flow_on_a_generated_project(tmp_path: Path) -> None:
-    """Generate, prepare, featurise, split, fit the preset's hybrid, then retrain it on generated feedback."""
+    """Generate, prepare, featurise, split, fit the preset's hybrid, retrain it on generated feedback, and run
+    the whole train stage with the preset."""
     from benchmarks.scale import preset_settings
     from flows.dvc import apply_overrides
     from tests.helpers import PROJECT_ROOT
@@ -128,3 +129,7 @@ def test_the_retrain_step_runs_the_real_retraining_flow_on_a_generated_project(t
     assert result["merge"]["n_events"] > 0 and result["flow_seconds"] > 0
     kept = (tmp_path / "retrain" / "params.yaml").read_text(encoding="utf-8")
     assert f"no_components: {lightfm['no_components']}" in kept  # the preset reached the project
+    stage = run_step("train", tmp_path, overrides=settings)
+    assert "error" not in stage, stage
+    assert len(stage["fit_seconds"]) == 7 and stage["lightfm"]["no_components"] == lightfm["no_components"]
+    assert (tmp_path / "models_stage" / "lightfm_hybrid.npz").is_file()
