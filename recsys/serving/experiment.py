@@ -22,6 +22,7 @@ from recsys.io import write_text
 from recsys.loop.events import FeedbackEvent
 from recsys.loop.experiments import (
     CHALLENGER,
+    CHAMPION,
     INTERLEAVE,
     SHADOW,
     Experiment,
@@ -154,16 +155,13 @@ def recommend(
         arm = arm_of(request.user_id, design.salt, design.share)
         state = challenger if arm == CHALLENGER else champion
         return logic.recommend(state, request, disliked) | {"arm": arm}, None
-    ours = logic.recommend(champion, request, disliked)
     if design.mode == "shadow":
+        ours = logic.recommend(champion, request, disliked)
         return ours, lambda: (
             logic.recommend(challenger, request, disliked) | {"arm": SHADOW},
             challenger.bias_strength,
         )
-    theirs = logic.recommend(challenger, request, disliked)
-    if ours["cold_start"] or theirs["cold_start"]:
-        return ours, None
-    return interleaved(ours, theirs, request.k, seed), None
+    return interleaved(champion, challenger, request, disliked, seed), None
 
 
 def strength(running: Running, champion: ServingState, answer: dict[str, Any]) -> float:
@@ -173,19 +171,36 @@ def strength(running: Running, champion: ServingState, answer: dict[str, Any]) -
     return champion.bias_strength
 
 
-def interleaved(champion: dict[str, Any], challenger: dict[str, Any], k: int, seed: int) -> dict[str, Any]:
-    """One list team-drafted from two answers (:func:`recsys.loop.experiments.team_draft`), each item with
-    the ``model`` that drafted it; ``model_version`` is the champion's (``challenger_version``: the other)."""
-    answers = {"champion": champion, "challenger": challenger}
-    by_id = {team: {item["item_id"]: item for item in answer["items"]} for team, answer in answers.items()}
-    drafted = team_draft(
-        [item["item_id"] for item in champion["items"]],
-        [item["item_id"] for item in challenger["items"]],
-        k,
-        seed,
-    )
-    items = [by_id[team][item_id] | {"model": team} for item_id, team in drafted]
-    return champion | {"items": items, "arm": INTERLEAVE, "challenger_version": challenger["model_version"]}
+def interleaved(
+    champion: ServingState, challenger: ServingState, request: RecommendRequest, disliked: Any, seed: int
+) -> dict[str, Any]:
+    """One list team-drafted from both models' rankings (:func:`recsys.loop.experiments.team_draft`), each
+    item with the ``model`` that drafted it; only the drafted items get reasons (each from its own model).
+    ``model_version`` is the champion's, ``challenger_version`` the other's. A listener either model does not
+    know gets the champion's list alone."""
+    ours, theirs = logic.ranked(champion, request, disliked), logic.ranked(challenger, request, disliked)
+    if ours[0] is None or theirs[0] is None:
+        return logic.answer_for(champion, request.user_id, *ours)
+    states = {CHAMPION: champion, CHALLENGER: challenger}
+    rankings = {CHAMPION: ours, CHALLENGER: theirs}
+    ids = {team: [states[team].item_ids[i] for i in rankings[team][1].tolist()] for team in states}
+    drafted = team_draft(ids[CHAMPION], ids[CHALLENGER], request.k, seed)
+    built = {}
+    for team, state in states.items():
+        user, indices, scores = rankings[team]
+        positions = [ids[team].index(item) for item, owner in drafted if owner == team]
+        built[team] = iter(
+            logic.answer_for(state, request.user_id, user, indices[positions], scores[positions])["items"]
+        )
+    items = [next(built[team]) | {"model": team} for _, team in drafted]
+    return {
+        "user_id": request.user_id,
+        "items": items,
+        "cold_start": False,
+        "model_version": champion.version,
+        "arm": INTERLEAVE,
+        "challenger_version": challenger.version,
+    }
 
 
 def with_arms(design: Experiment, events: list[FeedbackEvent]) -> list[FeedbackEvent]:

@@ -24,18 +24,34 @@ def recommend(state: ServingState, request: RecommendRequest, disliked: Set[str]
 
     Disliked items are never returned; listened items are skipped unless ``exclude_listened`` is false.
     """
+    user, indices, scores = ranked(state, request, disliked)
+    return answer_for(state, request.user_id, user, indices, scores)
+
+
+def ranked(
+    state: ServingState, request: RecommendRequest, disliked: Set[str]
+) -> tuple[int | None, np.ndarray, np.ndarray]:
+    """The listener's row (None: unknown, so a popularity list) and the ranked item indices and scores."""
     allowed = _allowed(state, request.genre, request.tag)
     exclude = state.indices_of(disliked) if disliked else None
     user = state.user_index.get(request.user_id)
     if user is None:
-        items = state.popular_items(state.popular(request.k, exclude, allowed))
-        return _answer(state, request.user_id, items, cold_start=True)
+        return None, state.popular(request.k, exclude, allowed), np.empty(0)
     if request.exclude_listened:
         indices, scores = state.rank_known(user, request.k, exclude, allowed)
     else:
         indices, scores = state.rank(state.user_vectors[user], request.k, exclude, allowed)
+    return user, indices, scores
+
+
+def answer_for(
+    state: ServingState, user_id: str | None, user: int | None, indices: np.ndarray, scores: np.ndarray
+) -> dict[str, Any]:
+    """The answer for ranked items: with reasons for a known listener, popularity entries for an unknown."""
+    if user is None:
+        return _answer(state, user_id, state.popular_items(indices), cold_start=True)
     items = state.items(indices, scores, state.user_profile(user), state.known_items(user))
-    return _answer(state, request.user_id, items, cold_start=False)
+    return _answer(state, user_id, items, cold_start=False)
 
 
 def new_listener(state: ServingState, request: NewListenerRequest, disliked: Set[str]) -> dict[str, Any]:
