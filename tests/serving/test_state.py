@@ -145,3 +145,31 @@ def test_request_bounds(model: type[BaseModel], body: dict[str, object], field: 
         model.model_validate(body)
     if field is not None:
         assert caught.value.errors()[0]["loc"][0] == field
+
+
+def test_an_interleaved_answer_is_the_team_draft_of_both_models_with_each_models_own_entries(
+    state: ServingState, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Drafted from both rankings; each item's entry (score, reason) is the one its own model gives."""
+    from recsys.loop.experiments import team_draft
+    from recsys.serving import experiment
+    from tests.helpers import Project
+    from tests.serving.conftest import build_project, save_champion
+
+    other: Project = build_project(tmp_path_factory.mktemp("other-model"), seed=5)
+    home = tmp_path_factory.mktemp("other-home")
+    challenger = ServingState(registry.load_artifact(save_champion(other, home), home=home))
+    request = RecommendRequest(user_id="u03", k=6)
+    ours, theirs = logic.recommend(state, request, set()), logic.recommend(challenger, request, set())
+    answer = experiment.interleaved(state, challenger, request, set(), seed=11)
+    drafted = team_draft(
+        [i["item_id"] for i in ours["items"]], [i["item_id"] for i in theirs["items"]], 6, 11
+    )
+    assert [(item["item_id"], item["model"]) for item in answer["items"]] == drafted
+    entries = {"champion": ours["items"], "challenger": theirs["items"]}
+    for item in answer["items"]:
+        own = next(e for e in entries[item["model"]] if e["item_id"] == item["item_id"])
+        assert {k: v for k, v in item.items() if k != "model"} == own
+    assert answer["arm"] == "interleave" and answer["challenger_version"] == challenger.version
+    cold = experiment.interleaved(state, challenger, RecommendRequest(user_id="nobody", k=3), set(), seed=1)
+    assert cold["cold_start"] and "arm" not in cold
