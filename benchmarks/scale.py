@@ -744,7 +744,9 @@ def replace_section(doc: str, heading: str, section: str) -> str:
     if start < 0:
         return doc.rstrip("\n") + "\n\n" + section
     end = doc.find("\n## ", start + len(heading))
-    return doc[:start] + section + (doc[end + 1 :] if end >= 0 else "")
+    if end < 0:
+        return doc[:start] + section
+    return doc[:start] + section.rstrip("\n") + "\n\n" + doc[end + 1 :]
 
 
 if __name__ == "__main__":
