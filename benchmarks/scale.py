@@ -729,6 +729,10 @@ def _rss(size: dict[str, Any], key: str) -> str:
         return f"{steps['serve']['peak_rss_mb']:,.0f}"
     if key in ("service start (HTTP)", "champion reload") and "worker_rss_mb" in steps.get("service", {}):
         return "workers " + "/".join(f"{mb:,.0f}" for mb in steps["service"]["worker_rss_mb"]["after_reload"])
+    if key.startswith("train stage"):
+        return f"{steps['train_stage']['peak_rss_mb']:,.0f} + hybrid's process"
+    if key.startswith("feedback retraining flow"):
+        return f"{steps['retrain']['peak_rss_mb']:,.0f}"
     if key.startswith("sharded evaluation"):
         workers = key.rsplit(", ", 1)[1].split(" ")[0]
         return f"{steps['sharded'][workers]['peak_rss_mb']:,.0f} + workers"
