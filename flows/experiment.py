@@ -9,7 +9,7 @@ lists and feedback events from the feedback store, measures the latest experimen
 - challenger loses: stops the experiment; the champion stays;
 - needs more traffic: changes nothing.
 
-Wiring only: the measurement is the library's; the service calls are two admin requests.
+Wiring only: the measurement is the library's; the reload is the retraining flow's task.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.retraining import reload_service
 from recsys.config import load_params
 from recsys.io import write_json
 from recsys.loop.experiment_report import LOSES, WINS, experiment_report
@@ -59,11 +60,12 @@ def promote(tag: str) -> str:
     return tag
 
 
-@task(name="admin-call", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def admin_call(service_url: str, admin_token: str | None, path: str, body: dict[str, Any] | None) -> int:
-    """``POST {service_url}{path}`` with the admin token; fails on a 4xx/5xx answer."""
+@task(name="stop-experiment", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def stop_experiment(service_url: str, admin_token: str | None) -> int:
+    """``POST {service_url}/admin/experiment`` with mode off; fails on a 4xx/5xx answer."""
     headers = {"X-Admin-Token": admin_token} if admin_token else {}
-    answer = httpx.post(f"{service_url.rstrip('/')}{path}", json=body, headers=headers, timeout=TIMEOUT_S)
+    url = f"{service_url.rstrip('/')}/admin/experiment"
+    answer = httpx.post(url, json={"mode": "off"}, headers=headers, timeout=TIMEOUT_S)
     answer.raise_for_status()
     return answer.status_code
 
@@ -90,9 +92,9 @@ def experiment_flow(
     elif report["decision"] == LOSES:
         action = "stopped"
     if action != "none" and service_url:
-        admin_call(service_url, admin_token, "/admin/experiment", {"mode": "off"})
+        stop_experiment(service_url, admin_token)
         if action == "promoted":
-            admin_call(service_url, admin_token, "/admin/reload", None)
+            reload_service(service_url, admin_token)
     logger.info("experiment of %s: %s -> %s", report["challenger"], report["decision"], action)
     return report | {"action": action}
 
