@@ -63,7 +63,7 @@ class ExperimentHolder:
         self.home, self.signals = home, signals
         self.running = OFF
         self.error: str | None = None
-        self.seen = signals.version(EXPERIMENT_SIGNAL)
+        self.seen: tuple[int, int, int] | None = None  # the first sync reads what the workers ran
         self._lock = threading.Lock()
         self._requests = 0
 
@@ -90,20 +90,26 @@ class ExperimentHolder:
         return running
 
     def sync(self) -> None:
-        """Load the experiment announced in the runtime folder (none: ``off``); on failure keep the old."""
+        """Load the experiment announced in the runtime folder (none: ``off``); on failure keep the old.
+
+        The announcement counts as seen only once its experiment is swapped in: a request that arrives while
+        the once-a-second poll is still loading the challenger waits for it here instead of being answered
+        under the old design.
+        """
         with self._lock:
-            self.seen = self.signals.version(EXPERIMENT_SIGNAL)
+            announced = self.signals.version(EXPERIMENT_SIGNAL)
+            if announced == self.seen:
+                return  # another thread loaded it while this one waited for the lock
             try:
                 text = self.file.read_text(encoding="utf-8") if self.file.exists() else "{}"
                 design = Experiment.model_validate_json(text)
-                if design == self.running.design and (
-                    self.running.challenger is not None or not design.active
-                ):
-                    return
-                self.running, self.error = self._build(design), None
+                if design != self.running.design or (design.active and self.running.challenger is None):
+                    self.running, self.error = self._build(design), None
             except Exception as err:  # a bad file or tag must leave the served experiment untouched
                 self.error = f"{type(err).__name__}: {err}"
                 _LOG.error("experiment not loaded, keeping %s: %s", self.running.design.mode, self.error)
+            finally:
+                self.seen = announced
 
     def needs_sync(self) -> bool:
         """True when another worker announced a change."""
