@@ -33,7 +33,7 @@ from prefect.cache_policies import NO_CACHE
 from flows import dvc
 from recsys.config import load_params
 from recsys.errors import RecsysError
-from recsys.offline.metrics_files import metrics_rows, read_report
+from recsys.offline.metrics_files import metrics_rows, read_bias, read_report
 from recsys.paths import HYBRID, PARAMS_FILE
 from recsys.reporting.run_summary import closing_summary, report_paths, reports_markdown
 
@@ -84,8 +84,10 @@ def publish_reports(project_dir: str, report: dict[str, Any], k: int) -> dict[st
 def gate(project_dir: str, report: dict[str, Any]) -> dict[str, Any]:
     """The challenger (``lightfm_hybrid`` of this run) against the champion on this run's test split.
 
-    The champion's metrics come from :func:`recsys.registry.comparison.comparable_champion`: recorded
-    while the data version is the same, re-measured otherwise.
+    Both are measured as served: the challenger at the popularity re-ranking strength it will be packaged
+    with (``bias.serve``: the one ``metrics/bias.json`` chose, or 0), its metrics the trade-off curve's row
+    at that strength; the champion's come from :func:`recsys.registry.comparison.comparable_champion`:
+    recorded while the data version is the same, re-measured (at its own packaged strength) otherwise.
 
     Returns
     -------
@@ -94,11 +96,15 @@ def gate(project_dir: str, report: dict[str, Any]) -> dict[str, Any]:
     """
     from recsys import registry
     from recsys.offline import gate as gating
+    from recsys.offline.bias import served_candidate, served_strength
     from recsys.registry.comparison import comparable_champion
 
     project = Path(project_dir)
     params = load_params(project / PARAMS_FILE)
-    challenger = gating.candidate_from_report(report, HYBRID)
+    # Measured as listeners will get it: re-ranked at the strength it is packaged with (bias.serve).
+    bias = read_bias(project)
+    strength = served_strength(bias, params.bias.serve)
+    challenger = served_candidate(gating.candidate_from_report(report, HYBRID), bias, strength)
     champion = registry.champion(dataset=params.dataset.name)
     measured, how = comparable_champion(project, params, champion) if champion else (None, "no champion")
     decision = gating.decide(challenger, measured, params.gate)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from recsys.errors import ConfigError
 
@@ -28,6 +28,11 @@ DATA_DIR_ENV = "RECSYS_DATA_DIR"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _yaml_off(value: Any) -> Any:
+    """``off`` for the ``False`` YAML 1.1 (PyYAML) reads an unquoted ``off`` as."""
+    return "off" if value is False else value
 
 
 DatasetName = Literal["lastfm-artists", "spotify-songs", "files", "synthetic"]
@@ -279,13 +284,7 @@ class GateParams(_Section):
     feedback_max_drop: float = Field(0.1, ge=0)
     # "required": a challenger that passes the offline rules is packaged as a candidate, not promoted, until
     # an online experiment says it wins (`recsys experiment decide`).
-    online: Literal["off", "required"] = "off"
-
-    @field_validator("online", mode="before")
-    @classmethod
-    def _yaml_off(cls, value: Any) -> Any:
-        # YAML 1.1 (PyYAML) reads an unquoted `off` as false.
-        return "off" if value is False else value
+    online: Annotated[Literal["off", "required"], BeforeValidator(_yaml_off)] = "off"
 
 
 class MonitoringParams(_Section):
@@ -315,6 +314,10 @@ class BiasParams(_Section):
     # Rule for the default strength: the largest long-tail share whose nDCG@10 is at most this much
     # (relative) below the unmitigated model's.
     max_ndcg_cost: float = Field(0.03, ge=0, lt=1)
+    # What the packaged model is served with (its metadata's ``bias_strength``): ``chosen`` (the strength
+    # the rule picked, measured at it by the gate) or ``off`` (0: where the offline curve is not to be
+    # trusted, e.g. the songs' protocol, until an online experiment says otherwise).
+    serve: Annotated[Literal["chosen", "off"], BeforeValidator(_yaml_off)] = "chosen"
 
 
 class RetrainParams(_Section):

@@ -26,6 +26,7 @@ MONITORING_DIR = REPORTS_DIR / "monitoring"
 SEARCH_DIR = REPORTS_DIR / "tuning"
 RUN_SUMMARY = REPORTS_DIR / "run.json"
 OFFLINE_METRICS = METRICS_DIR / "offline.json"
+BIAS_METRICS = METRICS_DIR / "bias.json"
 EDA_REPORT = EDA_DIR / "eda.html"
 MODEL_CARD = Path("docs/model_card.md")
 FEEDBACK_CURSOR = FEEDBACK_DIR / "cursor.json"

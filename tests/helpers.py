@@ -234,12 +234,15 @@ class Project:
     dvc_lock: Path
     params: dict[str, Any] = field(default_factory=dict)
 
-    def save(self, ndcg: float, home: Path, **overrides: Any) -> str:
-        """Save the hybrid as a candidate whose recorded ndcg@10 is ``ndcg``; returns its tag."""
-        metrics = {
+    def save(self, ndcg: float, home: Path, bias_strength: float | None = None, **overrides: Any) -> str:
+        """Save the hybrid as a candidate whose recorded ndcg@10 is ``ndcg`` (measured at ``bias_strength``,
+        which it is then packaged with); returns its tag."""
+        metrics: dict[str, Any] = {
             "metrics": {"ndcg@10": ndcg, "coverage@10": 0.5, "arp@10": 7.0, "n_users": 20},
             "groups": {"niche": {"ndcg@10": ndcg / 2, "n_users": 7}},
         }
+        if bias_strength is not None:
+            metrics["bias_strength"] = bias_strength
         arguments: dict[str, Any] = {
             "params_dict": {"seed": 0, "split": {"test_fraction": 0.2}, "evaluate": {"ks": (5, 10)}},
             "dvc_lock_hash": registry.dvc_lock_hash(self.dvc_lock),

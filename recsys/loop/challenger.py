@@ -25,7 +25,7 @@ from recsys.loop.erasure import anonymise_ids, erased_users, without_users
 from recsys.loop.retrain import merge_feedback, retrain
 from recsys.models import LightFMRecommender
 from recsys.offline.evaluation import evaluate
-from recsys.offline.popularity import mainstreaminess_groups
+from recsys.offline.popularity import item_popularity, mainstreaminess_groups, reranked_scores
 from recsys.offline.split import Split
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -193,17 +193,24 @@ def candidate_metrics(
     holdout: pd.DataFrame,
     indexes: tuple[dict[str, int], dict[str, int]],
     params: Params,
+    bias_strength: float = 0.0,
 ) -> dict[str, Any]:
-    """Gate input of one model: test-split metrics (overall and per group) plus the feedback hit rate."""
+    """Gate input of one model as served at ``bias_strength``: test-split metrics (overall and per group)
+    plus the feedback hit rate."""
     # The champion's users only (new listeners have no test items): both models are measured on the same
     # rows, groups and item popularity.
     n_users = len(indexes[0])
     test = split.test[:n_users]
     train = exclude[:n_users]
     groups = mainstreaminess_groups(train, params.evaluate.groups)
-    result = evaluate(model.score, train, test, params.evaluate, user_groups=groups)
-    hit_rate = liked_hit_rate(model.score, train, holdout, *indexes, k=params.evaluate.primary_k)
-    return {"metrics": dict(result.metrics) | hit_rate, "groups": result.groups}
+    score = reranked_scores(model.score, item_popularity(train), bias_strength)
+    result = evaluate(score, train, test, params.evaluate, user_groups=groups)
+    hit_rate = liked_hit_rate(score, train, holdout, *indexes, k=params.evaluate.primary_k)
+    return {
+        "metrics": dict(result.metrics) | hit_rate,
+        "groups": result.groups,
+        "bias_strength": bias_strength,
+    }
 
 
 def retrain_on_feedback(
@@ -250,6 +257,7 @@ def retrain_on_feedback(
     before = sp.vstack([trained, sp.csr_matrix((len(report.new_users), merged.shape[1]))])
     exclude = sp.csr_matrix(((merged > 0) + (sp.csr_matrix(before) > 0)) > 0, dtype=np.float32)
     indexes = (user_index, artifact.item_index)
+    strength = artifact.bias_strength if params.bias.serve == "chosen" else 0.0
     return {
         "champion_tag": artifact.tag,
         "challenger_model": challenger,
@@ -258,6 +266,7 @@ def retrain_on_feedback(
         "n_holdout_events": len(holdout),
         "warm_start": not full_fit,
         "erased_users": len(erased_ids),
-        "challenger": candidate_metrics(challenger, exclude, extended, holdout, indexes, params),
-        "champion": candidate_metrics(artifact.model, exclude, extended, holdout, indexes, params),
+        # Both as served: at the champion's packaged re-ranking strength, which the challenger inherits.
+        "challenger": candidate_metrics(challenger, exclude, extended, holdout, indexes, params, strength),
+        "champion": candidate_metrics(artifact.model, exclude, extended, holdout, indexes, params, strength),
     }

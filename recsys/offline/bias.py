@@ -174,6 +174,57 @@ def bias_report(curve: pd.DataFrame, max_ndcg_cost: float, k: int) -> dict[str, 
     }
 
 
+def served_strength(bias: Mapping[str, Any], serve: str) -> float:
+    """The strength a model is packaged and served with: the report's chosen one, or 0 with ``off``."""
+    return float(bias["chosen"][STRENGTH]) if serve == "chosen" else 0.0
+
+
+def served_candidate(
+    candidate: Mapping[str, Any], bias: Mapping[str, Any], strength: float
+) -> dict[str, Any]:
+    """The gate input of a model as listeners get it: re-ranked at ``strength``.
+
+    Parameters
+    ----------
+    candidate
+        The unmitigated model's gate input (:func:`recsys.offline.gate.candidate_from_report`).
+    bias
+        Its trade-off report (``metrics/bias.json``, :func:`bias_report`), measured on the same split.
+    strength
+        The served strength; 0 returns ``candidate`` unchanged.
+
+    Returns
+    -------
+    dict
+        ``{"metrics", "groups", "bias_strength"}``: the curve row's metrics at ``strength`` and, per user
+        group, the row's group columns (``ndcg@k``, ``popularity_lift``).
+
+    Raises
+    ------
+    ValueError
+        When the report has no row at ``strength``.
+    """
+    if strength == 0:
+        return {"metrics": dict(candidate["metrics"]), "groups": dict(candidate.get("groups", {}))} | {
+            "bias_strength": 0.0
+        }
+    rows = [row for row in bias.get("strengths", []) if row.get(STRENGTH) == strength]
+    if not rows:
+        measured = sorted(row.get(STRENGTH) for row in bias.get("strengths", []))
+        raise ValueError(f"metrics/bias.json has no row at strength {strength:g} (it has {measured})")
+    metrics: dict[str, float] = {}
+    groups: dict[str, dict[str, float]] = {}
+    for key, value in rows[0].items():
+        if key in (STRENGTH, NDCG_COST) or value is None:
+            continue
+        if "/" in key:
+            metric, group = key.split("/", 1)
+            groups.setdefault(group, {})[metric] = float(value)
+        else:
+            metrics[key] = float(value)
+    return {"metrics": metrics, "groups": groups, "bias_strength": float(strength)}
+
+
 def _curve_row(
     strength: float,
     metrics: Mapping[str, float | int],
@@ -181,8 +232,9 @@ def _curve_row(
     lift: Mapping[str, float],
     k: int,
 ) -> dict[str, float]:
-    keys = (f"ndcg@{k}", f"arp@{k}", f"long_tail_share@{k}", f"coverage@{k}", "auc")
-    row = {STRENGTH: strength} | {key: float(metrics[key]) for key in keys}
+    # Every metric the evaluation gives (not only the curve's axes): the row is also the gate's input for a
+    # model served at this strength (:func:`served_candidate`).
+    row = {STRENGTH: strength} | {key: float(value) for key, value in metrics.items()}
     row[LIFT] = lift["overall"]
     for name, values in groups.items():
         row[f"ndcg@{k}/{name}"] = float(values.get(f"ndcg@{k}", np.nan))

@@ -13,7 +13,7 @@ import pandas as pd
 from recsys.config import EvaluateParams, Params
 from recsys.errors import RecsysError
 from recsys.offline.evaluation import EvaluationResult
-from recsys.paths import OFFLINE_METRICS
+from recsys.paths import BIAS_METRICS, OFFLINE_METRICS
 
 GROUP_METRICS = ("precision", "recall", "ndcg", "map", "arp", "long_tail_share")
 
@@ -77,9 +77,17 @@ def headline(report: Mapping[str, Any], k: int) -> dict[str, dict[str, float]]:
 
 def read_report(project_dir: Path) -> dict[str, Any]:
     """``metrics/offline.json`` of the project."""
-    path = project_dir / OFFLINE_METRICS
+    return _read_stage_json(project_dir / OFFLINE_METRICS, "evaluate")
+
+
+def read_bias(project_dir: Path) -> dict[str, Any]:
+    """``metrics/bias.json`` of the project (the re-ranking trade-off and the chosen strength)."""
+    return _read_stage_json(project_dir / BIAS_METRICS, "bias")
+
+
+def _read_stage_json(path: Path, stage: str) -> dict[str, Any]:
     if not path.exists():
-        raise RecsysError(f"{path} is missing: the evaluate stage did not write it")
+        raise RecsysError(f"{path} is missing: the {stage} stage did not write it")
     report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return report
 

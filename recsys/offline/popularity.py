@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -212,6 +212,18 @@ def rerank_popularity(scores: np.ndarray, popularity: np.ndarray, strength: floa
     values = np.asarray(scores, dtype=np.float64)
     ((_, adjusted),) = popularity_reranked(values, popularity, [strength])
     return adjusted.reshape(values.shape)
+
+
+def reranked_scores(
+    score_fn: Callable[[np.ndarray], np.ndarray], popularity: np.ndarray, strength: float
+) -> Callable[[np.ndarray], np.ndarray]:
+    """``score_fn`` as served at ``strength``: its scores through :func:`rerank_popularity` (unchanged at 0).
+
+    The gate measures a model packaged with a strength through this, as the service ranks it.
+    """
+    if strength == 0:
+        return score_fn
+    return lambda users: rerank_popularity(score_fn(users), popularity, strength)
 
 
 def popularity_reranked(

@@ -63,6 +63,11 @@ class ServingArtifact:
     known: sp.csr_matrix
     metadata: dict[str, Any]
 
+    @property
+    def bias_strength(self) -> float:
+        """The popularity re-ranking strength the model was packaged (and measured) with; 0 for older ones."""
+        return served_bias_strength(self.metadata)
+
     @cached_property
     def user_index(self) -> dict[str, int]:
         """External user id -> model row."""
@@ -187,6 +192,21 @@ def metric_metadata(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "metrics": _numbers(overall),
         "group_metrics": {str(group): _numbers(values) for group, values in groups.items()},
     }
+
+
+def served_bias_strength(metrics: Mapping[str, Any]) -> float:
+    """The popularity re-ranking strength ``metrics`` were measured at (0 when they do not say).
+
+    Raises
+    ------
+    RegistryError
+        When the strength is not a finite number ``>= 0``.
+    """
+    raw = metrics.get("bias_strength", 0.0)
+    strength = float(raw) if isinstance(raw, int | float | np.number) and not isinstance(raw, bool) else -1.0
+    if not np.isfinite(strength) or strength < 0:
+        raise RegistryError(f"bias_strength must be a finite number >= 0, got {raw!r}")
+    return strength
 
 
 def _numbers(values: Mapping[str, Any]) -> dict[str, float | int]:

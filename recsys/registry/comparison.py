@@ -11,7 +11,7 @@ from typing import Any
 
 from recsys.config import Params
 from recsys.offline.evaluation import evaluate
-from recsys.offline.popularity import mainstreaminess_groups
+from recsys.offline.popularity import item_popularity, mainstreaminess_groups, reranked_scores
 from recsys.offline.split import load_split
 from recsys.paths import FEATURES_DIR, SPLIT_DIR
 from recsys.registry.provenance import data_version
@@ -39,5 +39,9 @@ def comparable_champion(project: Path, params: Params, champion: ModelInfo) -> t
             "recorded on another test split (its users or artists differ from this one)",
         )
     groups = mainstreaminess_groups(split.train_full, params.evaluate.groups)
-    result = evaluate(artifact.model.score, split.train_full, split.test, params.evaluate, groups)
-    return {"metrics": dict(result.metrics), "groups": result.groups}, "re-measured on this test split"
+    # As served: re-ranked at the strength it was packaged with.
+    strength = artifact.bias_strength
+    score = reranked_scores(artifact.model.score, item_popularity(split.train_full), strength)
+    result = evaluate(score, split.train_full, split.test, params.evaluate, groups)
+    measured = {"metrics": dict(result.metrics), "groups": result.groups, "bias_strength": strength}
+    return measured, f"re-measured on this test split (re-ranking strength {strength:g})"

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from recsys.paths import FEATURES_DIR, MODELS_DIR, PREPARED_DIR, SPLIT_DIR
-from recsys.registry.artifact import ARTIFACT_FORMAT, ServingInputs, file_hashes, metric_metadata, plain
+from recsys.registry.artifact import (
+    ARTIFACT_FORMAT,
+    ServingInputs,
+    file_hashes,
+    metric_metadata,
+    plain,
+    served_bias_strength,
+)
 from recsys.registry.provenance import data_version, dvc_lock_hash, git_commit
 from recsys.registry.store import add_model
 
@@ -41,7 +48,9 @@ def save_champion_candidate(
         Outputs of the train, features, split and prepare stages.
     metrics : Mapping
         The model's test metrics: a :func:`recsys.offline.gate.candidate_from_report` result
-        (``{"metrics": ..., "groups": ...}``) or a flat metrics mapping.
+        (``{"metrics": ..., "groups": ...}``) or a flat metrics mapping. With a ``bias_strength`` entry
+        (:func:`recsys.offline.bias.served_candidate`) the metrics were measured at that popularity
+        re-ranking strength, and the model is packaged with it: the service re-ranks at it by default.
     params_dict : Mapping
         The run's parameters (``Params.model_dump()``).
     dvc_lock_hash, git_commit : str
@@ -66,6 +75,7 @@ def save_champion_candidate(
         "source_model": source_model,
         "params": plain(params_dict),
         **metric_metadata(metrics),
+        "bias_strength": served_bias_strength(metrics),
         "dvc_lock_hash": dvc_lock_hash,
         "git_commit": git_commit,
         "data_version": data_version(Path(split_dir), Path(features_dir)),

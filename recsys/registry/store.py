@@ -40,7 +40,7 @@ from filelock import FileLock, Timeout
 
 from recsys.errors import NoChampionError, NothingToRollBackError, RegistryError
 from recsys.io import atomic_open
-from recsys.registry.artifact import MODEL_YAML, ServingArtifact, read_artifact
+from recsys.registry.artifact import MODEL_YAML, ServingArtifact, read_artifact, served_bias_strength
 
 MODEL_NAME = "music_recommender"
 """Name of the models of the first data set (``lastfm-artists``) in the BentoML store."""
@@ -108,8 +108,13 @@ class ModelInfo:
 
     @property
     def candidate(self) -> dict[str, Any]:
-        """The recorded metrics as a :func:`recsys.offline.gate.decide` input."""
-        return {"metrics": self.metrics, "groups": dict(self.metadata.get("group_metrics", {}))}
+        """The recorded metrics as a :func:`recsys.offline.gate.decide` input, with the re-ranking strength
+        they were measured (and the model is served) at."""
+        return {
+            "metrics": self.metrics,
+            "groups": dict(self.metadata.get("group_metrics", {})),
+            "bias_strength": served_bias_strength(self.metadata),
+        }
 
     @property
     def size_bytes(self) -> int:

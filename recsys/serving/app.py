@@ -332,7 +332,15 @@ async def model_info(request: Request) -> Response:
     metrics = state.metadata.get("metrics", {})
     kind = item_kind(state.metadata.get("params") or {})
     return json_response(
-        {"model_version": state.version, "n_items": state.n_items, "item_kind": kind, "metrics": metrics}
+        {
+            "model_version": state.version,
+            "n_items": state.n_items,
+            "item_kind": kind,
+            "metrics": metrics,
+            # What listeners get: the packaged strength (the metrics were measured at it) unless overridden.
+            "bias_strength": state.bias_strength,
+            "bias_strength_source": state.bias_source,
+        }
     )
 
 

@@ -206,7 +206,11 @@ class ModelInfoResponse(BaseModel):
     model_version: str
     n_items: int
     item_kind: Literal["artist", "track"] = Field(description="What the catalogue holds: artists or songs.")
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] = Field(description="Offline test metrics, measured at ``bias_strength``.")
+    bias_strength: float = Field(ge=0, description="Popularity re-ranking strength of the served lists.")
+    bias_strength_source: Literal["model", "RECSYS_BIAS_STRENGTH", "argument"] = Field(
+        description="``model``: packaged with the model (chosen offline); else the environment's override."
+    )
 
 
 class ErrorResponse(BaseModel):

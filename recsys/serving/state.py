@@ -35,17 +35,18 @@ CACHED_USERS = 50_000
 at most ~120 MB, whatever the number of users the model knows."""
 
 BIAS_STRENGTH_ENV = "RECSYS_BIAS_STRENGTH"
-"""Popularity re-ranking strength for known and new listeners (float >= 0; unset or 0 = off).
+"""Overrides the popularity re-ranking strength of every model the service loads (float >= 0; 0 = off).
 
-Offline, ``recsys bias`` measures the trade-off and records a suggested strength in ``metrics/bias.json``;
-the service does not read that file, so the operator sets this variable to deploy it.
+Unset, each model is served with the strength it was packaged with (its metadata's ``bias_strength``: the one
+``recsys bias`` chose and the gate measured it at, see ``bias.serve``), so what the gate measured is what
+listeners get; the variable is for an operator who must change it without retraining.
 """
 
 Item = dict[str, Any]
 
 
-def bias_strength_from_env() -> float:
-    """The re-ranking strength in ``RECSYS_BIAS_STRENGTH`` (0 when unset or blank).
+def bias_strength_from_env() -> float | None:
+    """The re-ranking strength in ``RECSYS_BIAS_STRENGTH``; None when unset or blank.
 
     Raises
     ------
@@ -53,8 +54,10 @@ def bias_strength_from_env() -> float:
         When the value is not a finite number ``>= 0``.
     """
     raw = os.environ.get(BIAS_STRENGTH_ENV, "").strip()
+    if not raw:
+        return None
     try:
-        strength = float(raw) if raw else 0.0
+        strength = float(raw)
     except ValueError:
         strength = float("nan")
     if not np.isfinite(strength) or strength < 0:
@@ -80,12 +83,18 @@ class ServingState:
     bias_strength : float, optional
         Popularity re-ranking strength (:func:`recsys.offline.popularity.rerank_popularity`) applied to every
         model ranking (known and new listeners; not cold-start popularity lists or similar items).
-        None reads ``RECSYS_BIAS_STRENGTH``; 0 turns it off. With a positive strength, response scores
-        are the re-ranked (standardised) scores.
+        None: ``RECSYS_BIAS_STRENGTH`` when set, else the model's own (packaged) strength; 0 turns it off.
+        With a positive strength, response scores are the re-ranked (standardised) scores.
     """
 
     def __init__(self, artifact: ServingArtifact, bias_strength: float | None = None) -> None:
-        self.bias_strength = bias_strength_from_env() if bias_strength is None else float(bias_strength)
+        from_env = bias_strength_from_env() if bias_strength is None else None
+        if bias_strength is not None:
+            self.bias_strength, self.bias_source = float(bias_strength), "argument"
+        elif from_env is not None:
+            self.bias_strength, self.bias_source = from_env, BIAS_STRENGTH_ENV
+        else:
+            self.bias_strength, self.bias_source = artifact.bias_strength, "model"
         if not np.isfinite(self.bias_strength) or self.bias_strength < 0:
             raise ValueError(f"bias_strength must be a finite number >= 0, got {bias_strength}")
         self.version = artifact.tag

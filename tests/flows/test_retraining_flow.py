@@ -54,6 +54,9 @@ class _ReloadHandler(BaseHTTPRequestHandler):
         return
 
 
+CHAMPION_STRENGTH = 0.5
+
+
 @pytest.fixture(scope="module")
 def service() -> Iterator[str]:
     """A loopback stand-in for the service's ``/admin/reload``."""
@@ -82,7 +85,8 @@ def project(tmp_path: Path, own_registry: Path) -> Path:
     (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
     # A DVC project (without git), so each export is added to DVC as its own data version.
     subprocess.run([dvc_executable(), "init", "--no-scm", "-q"], cwd=root, check=True)
-    tag = built.save(0.1, own_registry)
+    # Packaged with a popularity re-ranking strength, which a retrained challenger inherits.
+    tag = built.save(0.1, own_registry, bias_strength=CHAMPION_STRENGTH)
     registry.promote(tag, home=own_registry)
     return root
 
@@ -216,7 +220,11 @@ def _force_a_win(project: Path, store: FeedbackStore) -> tuple[dict[str, Any], d
     def forced_win(root: str, events: pd.DataFrame) -> tuple[dict[str, Any], dict[str, Any]]:
         outcome = retrain_and_evaluate(root, events)
         # A clear win on every rule: the champion's numbers, ndcg@10 + 1.
-        winner = {"metrics": dict(outcome["champion"]["metrics"]), "groups": outcome["champion"]["groups"]}
+        winner = {
+            "metrics": dict(outcome["champion"]["metrics"]),
+            "groups": outcome["champion"]["groups"],
+            "bias_strength": outcome["challenger"]["bias_strength"],
+        }
         winner["metrics"]["ndcg@10"] += 1.0
         outcome["challenger"] = winner
         return outcome, gate_and_promote(root, outcome)
@@ -235,6 +243,8 @@ def test_a_winning_challenger_is_packaged_with_its_feedback_and_promoted(
 
     champion = registry.load_artifact("champion")
     assert decision["promote"] and champion.tag == decision["model_tag"] != (before.tag if before else None)
+    # Both were measured as served, at the champion's strength, and the new champion is served at it too.
+    assert outcome["champion"]["bias_strength"] == champion.bias_strength == CHAMPION_STRENGTH
     assert champion.user_ids == outcome["split"].user_ids and "brand-new" in champion.user_ids
     row = champion.user_ids.index("brand-new")
     assert champion.known[row].nnz > 0  # the packaged known listens include the merged feedback

@@ -18,10 +18,12 @@ from recsys.offline.bias import (
     bias_report,
     choose_strength,
     group_popularity_lift,
+    served_candidate,
+    served_strength,
     tradeoff_curve,
 )
 from recsys.offline.evaluation import evaluate
-from recsys.offline.popularity import item_popularity, mainstreaminess, user_groups
+from recsys.offline.popularity import item_popularity, mainstreaminess, reranked_scores, user_groups
 
 N_USERS, N_ITEMS, K = 60, 40, 10
 PARAMS = EvaluateParams(ks=(5, K), primary_k=K)
@@ -113,6 +115,31 @@ def test_bias_report_is_plain_json_with_the_chosen_row() -> None:
     assert decoded["chosen"][STRENGTH] == 0.1 and decoded["chosen"][f"arp@{K}"] is None
     assert [row[STRENGTH] for row in decoded["strengths"]] == [0.0, 0.1]
     assert "3.0%" in decoded["rule"]
+
+
+def test_the_gate_input_at_the_served_strength_is_what_the_service_would_rank() -> None:
+    curve = tradeoff_curve(_popularity_loving_scores, TRAIN, TEST, POPULARITY, [0.0, 0.5], PARAMS, GROUPS)
+    report = json.loads(json.dumps(bias_report(curve, 0.03, K)))  # as read back from metrics/bias.json
+    plain = evaluate(_popularity_loving_scores, TRAIN, TEST, PARAMS, GROUPS)
+    unmitigated = {"metrics": dict(plain.metrics), "groups": plain.groups}
+
+    served = served_candidate(unmitigated, report, 0.5)
+    # The same numbers as evaluating the served ranking itself (the offline formula the service applies).
+    reranked = evaluate(
+        reranked_scores(_popularity_loving_scores, POPULARITY, 0.5), TRAIN, TEST, PARAMS, GROUPS
+    )
+    assert served["bias_strength"] == 0.5
+    for key in (f"ndcg@{K}", f"recall@{K}", f"arp@{K}", f"coverage@{K}", "map@5"):
+        assert served["metrics"][key] == pytest.approx(reranked.metrics[key]), key
+    assert served["metrics"][f"arp@{K}"] < unmitigated["metrics"][f"arp@{K}"]
+    for name, values in reranked.groups.items():
+        assert served["groups"][name][f"ndcg@{K}"] == pytest.approx(values[f"ndcg@{K}"]), name
+
+    assert served_candidate(unmitigated, report, 0.0) == unmitigated | {"bias_strength": 0.0}
+    with pytest.raises(ValueError, match=r"no row at strength 0\.3"):
+        served_candidate(unmitigated, report, 0.3)
+    assert served_strength(report, "chosen") == report["chosen"][STRENGTH]
+    assert served_strength(report | {"chosen": {STRENGTH: 0.5}}, "off") == 0.0
 
 
 @pytest.mark.slow

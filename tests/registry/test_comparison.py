@@ -11,6 +11,8 @@ import pytest
 
 from recsys import registry
 from recsys.config import Params
+from recsys.offline.evaluation import evaluate
+from recsys.offline.popularity import item_popularity, mainstreaminess_groups, reranked_scores
 from recsys.offline.split import load_split, make_split, save_split
 from recsys.registry.comparison import comparable_champion
 from tests.helpers import build_project
@@ -43,7 +45,7 @@ def test_the_gate_measures_the_champion_on_this_runs_test_split(
     )
     save_split(make_split(listens, params.split, 99, split.item_ids), built.split)
     again, how = comparable_champion(tmp_path, params, champion)
-    assert how == "re-measured on this test split"
+    assert how == "re-measured on this test split (re-ranking strength 0)"
     assert again["metrics"]["ndcg@10"] != 0.1 and set(again["groups"]) <= {"niche", "medium", "mainstream"}
 
     # A catalogue the champion does not know cannot be measured: the recorded metrics, with a note.
@@ -51,3 +53,28 @@ def test_the_gate_measures_the_champion_on_this_runs_test_split(
     save_split(dataclasses.replace(other, item_ids=[f"x{i}" for i in other.item_ids]), built.split)
     kept, how = comparable_champion(tmp_path, params, champion)
     assert kept == champion.candidate and "another test split" in how
+
+
+def test_a_champion_packaged_with_a_reranking_strength_is_re_measured_at_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    built = build_project(tmp_path / "data")
+    plain_tag, served_tag = built.save(0.1, home), built.save(0.1, home, bias_strength=2.0)
+    params = Params()
+    # Recorded on another data version: both are re-measured on this split, each as it is served.
+    measured = {}
+    for tag in (plain_tag, served_tag):
+        info = next(model for model in registry.list_models() if model.tag == tag)
+        elsewhere = dataclasses.replace(info, metadata=info.metadata | {"data_version": "another"})
+        measured[tag], how = comparable_champion(tmp_path, params, elsewhere)
+        assert how.startswith("re-measured on this test split")
+    artifact = registry.load_artifact(served_tag)
+    split = load_split(built.split)
+    groups = mainstreaminess_groups(split.train_full, params.evaluate.groups)
+    served = reranked_scores(artifact.model.score, item_popularity(split.train_full), 2.0)
+    expected = evaluate(served, split.train_full, split.test, params.evaluate, groups)
+    assert measured[served_tag]["bias_strength"] == 2.0 and measured[plain_tag]["bias_strength"] == 0.0
+    assert measured[served_tag]["metrics"]["arp@10"] == pytest.approx(expected.metrics["arp@10"])
+    assert measured[served_tag]["metrics"]["arp@10"] < measured[plain_tag]["metrics"]["arp@10"]

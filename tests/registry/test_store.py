@@ -57,7 +57,20 @@ def test_saved_candidate_has_labels_and_metadata(project: Project, home: Path) -
     assert created.tzinfo is not None and created.utcoffset() == pd.Timedelta(0)
     assert (metadata["n_users"], metadata["n_items"]) == (N_USERS, N_ITEMS)
     assert info.candidate["metrics"]["ndcg@10"] == pytest.approx(0.25)
+    assert metadata["bias_strength"] == info.candidate["bias_strength"] == 0.0  # metrics did not say
     assert registry.champion() is None
+
+
+def test_a_candidate_carries_the_reranking_strength_its_metrics_were_measured_at(
+    project: Project, home: Path
+) -> None:
+    tag = project.save(0.25, home, bias_strength=0.1)
+    (info,) = registry.list_models()
+    assert info.metadata["bias_strength"] == info.candidate["bias_strength"] == 0.1
+    assert registry.load_artifact(tag, home=home).bias_strength == 0.1
+    with pytest.raises(registry.RegistryError, match="bias_strength must be a finite number >= 0"):
+        project.save(0.25, home, bias_strength=-0.5)
+    assert len(registry.list_models()) == 1  # nothing half-saved
 
 
 def test_artifact_holds_names_and_top_tags_but_never_lyrics(project: Project, home: Path) -> None:

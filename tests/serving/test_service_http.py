@@ -178,3 +178,5 @@ def test_model_info_says_the_catalogue_holds_artists(server: Server, champion_ho
     body = server.client.get("/model").json()
     assert body["model_version"] == champion_home[1]
     assert body["item_kind"] == "artist"  # the champion's params name no data set: the first one, artists
+    # Packaged without a strength and no override: served unmitigated, and says where that came from.
+    assert (body["bias_strength"], body["bias_strength_source"]) == (0.0, "model")

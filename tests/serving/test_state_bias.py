@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,24 @@ def test_reranking_lowers_the_popularity_of_served_lists(plain: ServingState, de
     assert mean_popularity(debiased) < mean_popularity(plain)
 
 
+def test_the_model_is_served_at_its_packaged_strength_unless_the_environment_overrides(
+    artifact: registry.ServingArtifact, debiased: ServingState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packaged = dataclasses.replace(artifact, metadata=artifact.metadata | {"bias_strength": STRENGTH})
+    monkeypatch.delenv(BIAS_STRENGTH_ENV, raising=False)
+    state = ServingState(packaged)
+    assert (state.bias_strength, state.bias_source) == (STRENGTH, "model")
+    user = state.user_index["u03"]
+    np.testing.assert_array_equal(state.rank_known(user, 10)[0], debiased.rank_known(user, 10)[0])
+    monkeypatch.setenv(BIAS_STRENGTH_ENV, "0")
+    overridden = ServingState(packaged)
+    assert (overridden.bias_strength, overridden.bias_source) == (0.0, BIAS_STRENGTH_ENV)
+    broken = dataclasses.replace(artifact, metadata=artifact.metadata | {"bias_strength": -1})
+    monkeypatch.delenv(BIAS_STRENGTH_ENV)
+    with pytest.raises(registry.RegistryError, match="bias_strength"):
+        ServingState(broken)
+
+
 def test_strength_zero_keeps_the_unmitigated_ranking(
     artifact: registry.ServingArtifact, plain: ServingState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -80,7 +99,7 @@ def test_strength_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(BIAS_STRENGTH_ENV, " 0.25 ")
     assert bias_strength_from_env() == 0.25
     monkeypatch.setenv(BIAS_STRENGTH_ENV, "")
-    assert bias_strength_from_env() == 0.0
+    assert bias_strength_from_env() is None  # blank: the model's own strength
     for bad in ("strong", "-1", "nan", "inf"):
         monkeypatch.setenv(BIAS_STRENGTH_ENV, bad)
         with pytest.raises(ValueError, match=BIAS_STRENGTH_ENV):
