@@ -15,7 +15,9 @@ were logged.
 Writes ``reports/monitoring/drift.html``, ``drift.json`` and ``bias.json`` (``served`` and ``test_set``
 blocks), publishes link and markdown artifacts, and when a threshold is crossed with enough evidence
 either flags it (``on_trigger: flag``: an alert artifact and a warning) or also starts
-:func:`trigger_retraining`.
+:func:`trigger_retraining`. Every run also adds its drift snapshot and a summary snapshot (drift share,
+popularity lift, ARP, long-tail share, like rate per model) to the Evidently workspace
+(``monitoring.workspace``; :mod:`recsys.loop.workspace`), whose dashboard ``recsys monitor ui`` shows.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from flows import dvc
 from flows.training import dvc_stage, training_flow
 from recsys.config import load_params
 from recsys.io import atomic_path, write_json
-from recsys.loop import drift, monitoring
+from recsys.loop import drift, experiment_report, monitoring
+from recsys.loop import workspace as workspace_history
 from recsys.loop.events import FEEDBACK_COLUMNS
 from recsys.loop.feedback import FeedbackStore, FeedbackUnavailableError
 from recsys.loop.feedback import feedback_url as default_feedback_url
@@ -152,16 +155,35 @@ def prune_served(url: str, now: datetime, retention_days: int) -> int:
 
 @task(name="measure-drift", cache_policy=NO_CACHE)
 def measure_drift(
-    reference: pd.DataFrame, current: pd.DataFrame, out_dir: str, drift_share: float
-) -> drift.DriftSummary | None:
-    """Evidently drift report saved as ``drift.html``; returns the summary (None without current rows)."""
+    reference: pd.DataFrame, current: pd.DataFrame, out_dir: str, drift_share: float, end: datetime
+) -> tuple[drift.DriftSummary | None, Any]:
+    """Evidently drift report saved as ``drift.html``; returns the summary and the Evidently snapshot (both
+    None without current rows)."""
     if current.empty:
-        return None
-    snapshot = drift.drift_snapshot(reference, current, drift_share)
+        return None, None
+    snapshot = drift.drift_snapshot(reference, current, drift_share, end)
     # Snapshot.save_* silently ignore anything but a str path.
     with atomic_path(Path(out_dir) / DRIFT_HTML) as tmp:
         snapshot.save_html(str(tmp))
-    return drift.drift_summary(snapshot.dict())
+    return drift.drift_summary(snapshot.dict()), snapshot
+
+
+@task(name="record-in-workspace", cache_policy=NO_CACHE)
+def record_in_workspace(
+    workspace: str, dataset: str, values: dict[str, float], end: datetime, snapshot: Any
+) -> dict[str, Any]:
+    """Add the run to the Evidently workspace (:func:`recsys.loop.workspace.record_run`).
+
+    The history is a view: a failure to write it is logged and reported (``status``), and the run's own
+    decisions, files and events stand.
+    """
+    try:
+        return {"status": "ok"} | workspace_history.record_run(
+            Path(workspace), dataset, values, end, snapshot
+        )
+    except Exception as err:  # the monitoring decision must not be lost to the dashboard
+        get_run_logger().error("monitoring run not added to the Evidently workspace %s: %s", workspace, err)
+        return {"status": f"failed: {type(err).__name__}: {err}", "workspace": workspace}
 
 
 @task(name="measure-bias", cache_policy=NO_CACHE)
@@ -216,7 +238,7 @@ def drift_monitoring_flow(
     events: pd.DataFrame = load_current(url, end, settings.window_days)
     served: pd.DataFrame = load_served(url, end, settings.window_days)
     current = drift.listening_frame(events, items, edges)
-    drifted = measure_drift(reference, current, str(out_dir), settings.drift_share_threshold)
+    drifted, snapshot = measure_drift(reference, current, str(out_dir), settings.drift_share_threshold, end)
     evaluate = params.evaluate
     bias = measure_bias(
         served,
@@ -249,6 +271,11 @@ def drift_monitoring_flow(
         "reasons": list(decision.reasons),
     }
     report["events_emitted"] = emit_monitoring_events(names, params.dataset.name, payload) if names else []
+    horizon = pd.Timedelta(hours=params.experiment.horizon_hours)
+    like_rates = experiment_report.like_rate_by_model(served, events, horizon)
+    values = workspace_history.summary_values(report, bias, like_rates)
+    workspace = root / settings.workspace
+    report["workspace"] = record_in_workspace(str(workspace), params.dataset.name, values, end, snapshot)
     logger.info(
         "monitoring: drift share %s, popularity lift %s, action %s (%.1f s)",
         report["drift"] and report["drift"]["share"],

@@ -254,6 +254,34 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
+monitor_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The monitoring history.")
+app.add_typer(monitor_app, name="monitor")
+
+
+@monitor_app.command("ui")
+def monitor_ui(host: str = "127.0.0.1", port: int = 8000, params_file: ParamsOpt = paths.PARAMS_FILE) -> None:
+    """Start the Evidently UI on the monitoring workspace (its dashboard shows every recorded run)."""
+    workspace = Path(_params(params_file).monitoring.workspace)
+    workspace.mkdir(parents=True, exist_ok=True)  # empty until the first monitoring run: the UI says so
+    os.environ.setdefault("DO_NOT_TRACK", "1")  # Evidently's usage telemetry
+    evidently = str(Path(sys.executable).parent / "evidently")
+    command = [evidently, "ui", "--workspace", str(workspace), "--host", host, "--port", str(port)]
+    os.execv(evidently, command)
+
+
+@monitor_app.command("history")
+def monitor_history(params_file: ParamsOpt = paths.PARAMS_FILE) -> None:
+    """The headline numbers of every monitoring run recorded in the workspace, oldest first (JSON lines)."""
+    from recsys.loop.workspace import read_history
+
+    params = _params(params_file)
+    frame = guarded(lambda: read_history(Path(params.monitoring.workspace), params.dataset.name))
+    for row in frame.to_dict("records"):
+        stamp = row.pop("timestamp")
+        values = {key: value for key, value in row.items() if value == value}  # NaN: not measured that run
+        typer.echo(json.dumps({"timestamp": stamp.isoformat()} | values))
+
+
 flows_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prefect flows and schedules.")
 app.add_typer(flows_app, name="flows")
 

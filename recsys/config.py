@@ -305,6 +305,8 @@ class MonitoringParams(_Section):
     min_events: int = Field(50, ge=1)
     # Served lists hold raw user ids: the monitoring flow deletes those older than this many days.
     served_retention_days: int = Field(30, ge=1)
+    # The Evidently workspace each run adds its snapshots to (relative to the project; `recsys monitor ui`).
+    workspace: str = Field("reports/monitoring/workspace", min_length=1)
 
 
 class BiasParams(_Section):

@@ -133,3 +133,32 @@ def test_each_preset_is_a_valid_set_of_overrides_and_unknown_presets_are_named(n
     known = r"\['large-catalogue', 'spotify-songs'\]"
     with pytest.raises(RecsysError, match=rf"no preset 'nope'; known presets: {known}"):
         load_preset("nope")
+
+
+def test_monitor_history_prints_each_recorded_run_or_says_there_is_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    from datetime import UTC, datetime
+
+    from recsys.loop.workspace import record_run
+
+    shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    missing = runner.invoke(app, ["monitor", "history"])
+    assert missing.exit_code == 2 and "no monitoring run has been recorded" in missing.output
+    for day, share in ((2, 0.5), (1, 0.25)):
+        values = {"drift_share": share} | ({"n_events": 7.0} if day == 2 else {})
+        record_run(
+            Path("reports/monitoring/workspace"),
+            "lastfm-artists",
+            values,
+            datetime(2026, 12, day, tzinfo=UTC),
+        )
+    printed = runner.invoke(app, ["monitor", "history"])
+    assert printed.exit_code == 0, printed.output
+    rows = [json.loads(line) for line in printed.output.splitlines()]
+    assert rows == [
+        {"timestamp": "2026-12-01T00:00:00+00:00", "drift_share": 0.25},  # n_events not measured that run
+        {"timestamp": "2026-12-02T00:00:00+00:00", "drift_share": 0.5, "n_events": 7.0},
+    ]

@@ -128,8 +128,11 @@ def sample_rows(frame: pd.DataFrame, max_rows: int, seed: int) -> pd.DataFrame:
     return frame.sample(n=max_rows, random_state=seed).reset_index(drop=True)
 
 
-def drift_snapshot(reference: pd.DataFrame, current: pd.DataFrame, drift_share: float) -> Any:
-    """Run Evidently's data drift preset on the monitored columns; returns the Evidently ``Snapshot``.
+def drift_snapshot(
+    reference: pd.DataFrame, current: pd.DataFrame, drift_share: float, timestamp: datetime | None = None
+) -> Any:
+    """Run Evidently's data drift preset on the monitored columns; returns the Evidently ``Snapshot``
+    (stamped ``timestamp``, the end of the window, when given).
 
     Columns with no values in either window (e.g. audio features before any Spotify match) are left
     out, because no test can compare them.
@@ -153,6 +156,7 @@ def drift_snapshot(reference: pd.DataFrame, current: pd.DataFrame, drift_share: 
         return Report([preset]).run(
             current_data=Dataset.from_pandas(current[columns], data_definition=definition),
             reference_data=Dataset.from_pandas(reference[columns], data_definition=definition),
+            timestamp=timestamp,
         )
 
 

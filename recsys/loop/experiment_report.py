@@ -81,13 +81,7 @@ def attribute(served: pd.DataFrame, events: pd.DataFrame, horizon: pd.Timedelta)
         {
             "list_id": lists,
             Col.ITEM: [item for items in shown[Served.ITEMS] for item in items],
-            "credit": [
-                credit
-                for items, credits, arm in zip(
-                    shown[Served.ITEMS], shown[Served.CREDITS], shown[Served.ARM], strict=True
-                )
-                for credit in (credits if credits else [arm] * len(items))
-            ],
+            "credit": _slot_credits(shown),
             Col.USER: shown[Served.USER].to_numpy()[lists],
             Served.SERVED_AT: shown[Served.SERVED_AT].to_numpy()[lists],
             Served.ARM: shown[Served.ARM].to_numpy()[lists],
@@ -118,6 +112,33 @@ def ab_outcome(
             "hit_rate": ratio_estimate(per_user["hit_lists"], per_user["lists"], alpha),
         }
     return out
+
+
+def like_rate_by_model(served: pd.DataFrame, events: pd.DataFrame, horizon: pd.Timedelta) -> dict[str, float]:
+    """Likes per shown item, per model that placed the item: the champion (every list outside an
+    experiment), or an experiment's arms and interleaving credits. Shadow lists were never shown.
+
+    Returns ``{model: rate}`` for each model with shown items; ``{}`` without served lists.
+    """
+    shown = served[served[Served.ARM] != SHADOW].reset_index(drop=True)
+    if shown.empty:
+        return {}
+    shown[Served.ARM] = shown[Served.ARM].where(shown[Served.ARM].notna(), CHAMPION)
+    attributed = attribute(shown, events, horizon)
+    placed = pd.Series(_slot_credits(shown)).value_counts()
+    likes = attributed.loc[attributed[Col.EVENT] == "like", "credit"].value_counts()
+    return {str(model): float(likes.get(model, 0) / count) for model, count in placed.items() if count}
+
+
+def _slot_credits(shown: pd.DataFrame) -> list[str]:
+    """The model of every shown slot, list by list: its interleaving credit, else the list's arm."""
+    return [
+        credit
+        for items, credits, arm in zip(
+            shown[Served.ITEMS], shown[Served.CREDITS], shown[Served.ARM], strict=True
+        )
+        for credit in (credits if credits else [arm] * len(items))
+    ]
 
 
 def _per_listener(lists: pd.DataFrame, attributed: pd.DataFrame) -> pd.DataFrame:

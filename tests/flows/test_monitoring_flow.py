@@ -25,6 +25,7 @@ from recsys.io import write_parquet
 from recsys.loop.events import FeedbackEvent
 from recsys.loop.feedback import FeedbackStore
 from recsys.loop.feedback_db import ServedRecommendation
+from recsys.loop.workspace import read_history
 from recsys.models.baselines import MostPopular
 from recsys.offline.split import load_split, make_split, save_split
 from recsys.paths import MONITORING_DIR as REPORT_DIR
@@ -89,9 +90,12 @@ def no_champion(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("no_champion")
 def test_a_rock_heavy_window_is_flagged(tmp_path: Path) -> None:
-    root = make_project(tmp_path / "project")
+    # The Evidently workspace cannot be written (a file where its folder should be): the run still decides.
+    root = make_project(tmp_path / "project", workspace="blocked/workspace")
+    (root / "blocked").write_text("not a folder", encoding="utf-8")
 
     result = run(root, feedback_store(tmp_path / "fb.db", rock_share=0.9, seed=1)).result()
+    assert result["workspace"]["status"].startswith("failed: ")
 
     out = root / REPORT_DIR
     drift = json.loads((out / DRIFT_JSON).read_text(encoding="utf-8"))
@@ -197,6 +201,21 @@ def test_bias_is_measured_on_the_served_lists_of_the_window(
     assert result["served_pruned"] == 1
     with FeedbackStore(url, create=False) as store:
         assert store.count_served() == n_lists
+
+    # The run is in the Evidently workspace, and an hour later the next one beside it.
+    later = drift_monitoring_flow(project_dir=str(root), feedback_url=url, now=NOW + timedelta(hours=1))
+    workspace = root / "reports/monitoring/workspace"
+    assert result["workspace"]["status"] == later["workspace"]["status"] == "ok"
+    recorded = read_history(workspace, "lastfm-artists")
+    assert [stamp.to_pydatetime() for stamp in recorded["timestamp"]] == [NOW, NOW + timedelta(hours=1)]
+    first = recorded.iloc[0]
+    assert first["drift_share"] == pytest.approx(result["drift"]["share"])
+    assert first["popularity_lift"] == pytest.approx(served["popularity_lift"])
+    assert (first["arp"], first["long_tail_share"]) == pytest.approx(
+        (served["arp"], served["long_tail_share"])
+    )
+    assert first["like_rate_champion"] == pytest.approx(3 / (n_lists * len(niche)))  # one like each of 3
+    assert (first["n_events"], first["n_served"]) == (result["n_events"], n_lists)
 
 
 @pytest.mark.usefixtures("no_champion")

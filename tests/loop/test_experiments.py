@@ -19,9 +19,19 @@ from recsys.loop.experiment_report import (
     decide,
     difference,
     interleaving_outcome,
+    like_rate_by_model,
     ratio_estimate,
 )
-from recsys.loop.experiments import CHALLENGER, CHAMPION, Experiment, arm_of, bucket, team_draft
+from recsys.loop.experiments import (
+    CHALLENGER,
+    CHAMPION,
+    INTERLEAVE,
+    SHADOW,
+    Experiment,
+    arm_of,
+    bucket,
+    team_draft,
+)
 from recsys.loop.feedback_db import Served
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -183,3 +193,28 @@ def test_simulated_experiments_find_a_clearly_better_model_and_rarely_a_differen
     curve = power_curve(bad, good, future, (20, 200), repeats=10, seed=0)
     assert curve["ab"][200][WINS] == 1.0 and sessions_needed(curve["interleaving"], WINS, 0.9) in (20, 200)
     assert sessions_needed({10: {WINS: 0.5}}, WINS, 0.9) is None
+
+
+def test_the_like_rate_per_model_credits_each_shown_slot_to_the_model_that_placed_it() -> None:
+    served = _served(
+        [
+            ("u1", ["a", "b"], None, None, 0),  # outside an experiment: the champion's
+            ("u2", ["a", "b", "c", "d"], INTERLEAVE, [CHAMPION, CHALLENGER, CHALLENGER, CHAMPION], 0),
+            ("u3", ["e", "f"], CHALLENGER, None, 0),
+            ("u4", ["x", "y"], SHADOW, None, 0),  # never shown: neither its items nor their likes count
+        ]
+    )
+    events = _events(
+        [
+            ("u1", "a", "like", 5),
+            ("u2", "b", "like", 5),  # the challenger's slot
+            ("u2", "c", "play", 5),  # a play is not a like
+            ("u3", "e", "like", 5),
+            ("u3", "f", "like", 60 * 30),  # beyond the horizon: no list explains it
+            ("u4", "x", "like", 5),
+        ]
+    )
+    rates = like_rate_by_model(served, events, HOUR)
+    # champion: u1's 2 + u2's 2 slots, 1 like; challenger: u2's 2 slots + u3's 2 items, 2 likes.
+    assert rates == {CHAMPION: pytest.approx(1 / 4), CHALLENGER: pytest.approx(2 / 4)}
+    assert like_rate_by_model(served.iloc[:0], events, HOUR) == {}

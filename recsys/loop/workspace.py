@@ -1,0 +1,177 @@
+"""The monitoring history in a local Evidently workspace: one project per data set, its dashboard, and the
+snapshots every monitoring run adds.
+
+Each run adds two snapshots stamped with the end of its window: the Evidently data-drift report (per column,
+as in ``drift.html``) and a summary whose metrics are the run's headline numbers, one ``MeanValue`` per
+number over a one-row table (drift share, popularity lift, ARP, long-tail share, like rate per model,
+volumes).
+The dashboard plots the summary numbers over time; ``recsys monitor ui`` starts the Evidently UI on the
+workspace, and :func:`read_history` reads the numbers back.
+
+>>> summary_values({"drift": {"share": 0.25}, "n_events": 40, "n_served": 0}, {"source": None}, {})
+{'drift_share': 0.25, 'n_events': 40.0, 'n_served': 0.0}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from filelock import FileLock
+
+from recsys.errors import RecsysError
+
+SUMMARY_TAG, DRIFT_TAG = "monitoring-summary", "data-drift"
+TAB = "Monitoring"
+LIKE_RATE = "like_rate_"
+"""Prefix of the like-rate numbers: ``like_rate_champion``, ``like_rate_challenger``."""
+PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("Data drift", "Share of the listening columns that drifted from the training data", ("drift_share",)),
+    (
+        "Popularity lift of served lists",
+        "Mean popularity of the lists over the listeners' own (1 = as popular as what they play)",
+        ("popularity_lift",),
+    ),
+    ("Average recommendation popularity", "ARP@k: mean listeners per recommended item", ("arp",)),
+    ("Long-tail share", "Share of recommended items outside the popular head", ("long_tail_share",)),
+    (
+        "Like rate per model",
+        "Likes per shown item, by the model that placed it (experiments split it by arm)",
+        (f"{LIKE_RATE}champion", f"{LIKE_RATE}challenger"),
+    ),
+    ("Volume", "Feedback events and served lists in the window", ("n_events", "n_served")),
+)
+
+
+def project_name(dataset: str) -> str:
+    """The workspace project of a data set."""
+    return f"recsys {dataset}"
+
+
+def summary_values(
+    report: Mapping[str, Any], bias: Mapping[str, Any], like_rates: Mapping[str, float]
+) -> dict[str, float]:
+    """The headline numbers of one monitoring run (``drift.json`` payload, ``bias.json``, like rates by
+    model); numbers a run could not measure are left out, so the dashboard shows a gap, not a zero."""
+    drift = report.get("drift") or {}
+    source = bias.get("source")
+    block = bias.get(source) or {} if source else {}
+    values: dict[str, Any] = {
+        "drift_share": drift.get("share"),
+        "popularity_lift": bias.get("popularity_lift"),
+        "arp": block.get("arp"),
+        "long_tail_share": block.get("long_tail_share"),
+        "n_events": report.get("n_events"),
+        "n_served": report.get("n_served"),
+    } | {f"{LIKE_RATE}{model}": rate for model, rate in like_rates.items()}
+    return {
+        name: float(value)
+        for name, value in values.items()
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    }
+
+
+def record_run(
+    workspace: Path,
+    dataset: str,
+    values: Mapping[str, float],
+    timestamp: datetime,
+    drift_snapshot: Any | None = None,
+) -> dict[str, Any]:
+    """Add a monitoring run to the data set's project (created, with its dashboard, on first use).
+
+    Returns
+    -------
+    dict
+        ``{"workspace", "project_id", "snapshots"}`` (the ids of the snapshots added).
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import MeanValue
+
+    ws, project = open_project(workspace, dataset)
+    added = []
+    if drift_snapshot is not None:
+        added.append(ws.add_run(project.id, drift_snapshot, include_data=False, name=DRIFT_TAG))
+    if values:
+        frame = pd.DataFrame({name: [value] for name, value in values.items()})
+        data = Dataset.from_pandas(
+            frame, data_definition=DataDefinition(numerical_columns=list(frame.columns))
+        )
+        report = Report([MeanValue(column=name) for name in frame.columns])
+        snapshot = report.run(current_data=data, timestamp=timestamp, tags=[SUMMARY_TAG])
+        added.append(ws.add_run(project.id, snapshot, include_data=False, name=SUMMARY_TAG))
+    return {
+        "workspace": str(workspace),
+        "project_id": str(project.id),
+        "snapshots": [str(i.id) for i in added],
+    }
+
+
+def open_project(workspace: Path, dataset: str) -> tuple[Any, Any]:
+    """The workspace and the data set's project, created with its dashboard when missing (under a lock, so
+    concurrent monitoring runs make one project)."""
+    from evidently.ui.workspace import Workspace
+
+    workspace.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(workspace.with_name(workspace.name + ".lock")), timeout=60):
+        ws = Workspace(str(workspace))
+        found = ws.search_project(project_name(dataset))
+        if found:
+            return ws, found[0]
+        project = ws.create_project(
+            project_name(dataset), description=f"Monitoring runs of the {dataset} recommender (recsys)"
+        )
+        for title, subtitle, columns in PANELS:
+            project.dashboard.add_panel(_line_panel(title, subtitle, columns), tab=TAB)
+        project.save()
+        return ws, project
+
+
+def read_history(workspace: Path, dataset: str) -> pd.DataFrame:
+    """The summary numbers of every recorded run, oldest first: ``timestamp`` and one column per number.
+
+    Raises
+    ------
+    RecsysError
+        When the workspace has no project for ``dataset`` (no monitoring run recorded there yet).
+    """
+    from evidently.ui.workspace import Workspace
+
+    if not workspace.is_dir():
+        raise RecsysError(f"{workspace} does not exist: no monitoring run has been recorded there yet")
+    ws = Workspace(str(workspace))
+    found = ws.search_project(project_name(dataset))
+    if not found:
+        raise RecsysError(
+            f"{workspace} has no project {project_name(dataset)!r}: run the monitoring flow first"
+        )
+    rows = []
+    for snapshot_id in ws.list_runs(found[0].id):
+        snapshot = ws.get_run(found[0].id, snapshot_id)
+        if snapshot is None or SUMMARY_TAG not in snapshot.tags:
+            continue
+        row: dict[str, Any] = {"timestamp": pd.Timestamp(snapshot.timestamp)}
+        for result in snapshot.metric_results.values():
+            column = result.metric_value_location.metric.params.get("column")
+            if column is not None:
+                row[column] = float(result.value)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("timestamp", ignore_index=True) if rows else frame
+
+
+def _line_panel(title: str, subtitle: str, columns: tuple[str, ...]) -> Any:
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import line_plot_panel
+
+    values = [
+        PanelMetric(
+            legend=column.removeprefix(LIKE_RATE), metric="MeanValue", metric_labels={"column": column}
+        )
+        for column in columns
+    ]
+    return line_plot_panel(title=title, values=values, description=subtitle, size="half")
