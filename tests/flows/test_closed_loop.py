@@ -30,12 +30,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from flows.dvc import apply_overrides
+from flows.experiment import experiment_flow
 from flows.retraining import retraining_flow
 from recsys import registry, stages
 from recsys.columns import Col
 from recsys.config import load_params
 from recsys.io import write_parquet
 from recsys.loop import simulation
+from recsys.loop.experiment_report import LOSES
 from recsys.loop.exports import CURSOR_FILE, FeedbackCursor
 from recsys.loop.feedback import FeedbackStore
 from recsys.models import LightFMRecommender
@@ -184,6 +187,52 @@ def test_feedback_from_the_running_service_improves_the_next_session(
     assert again["status"] == "no new feedback"
 
 
+def test_an_interleaving_experiment_on_the_running_service_stops_a_worse_challenger(
+    project: dict[str, Any], loop_home: Path, tmp_path: Path
+) -> None:
+    """The experiment loop over HTTP: the listeners meet an interleaved list of the champion and a
+    challenger fitted for one epoch; their likes (held-out future artists) are credited to the model that
+    placed each one, and the experiment flow measures the store, decides the challenger loses and stops
+    the experiment on the service. Its own service and store: the retraining test's are untouched."""
+    root: Path = project["root"]
+    params = load_params(root / "params.yaml")
+    split, features = stages.training_inputs(root / "data" / "features", root / "data" / "split")
+    weak = LightFMRecommender(params.train.lightfm.model_copy(update={"epochs": 1}), seed=1, num_threads=1)
+    weak.fit(split.train_full, features.matrix).save(tmp_path / "models" / "lightfm_hybrid.npz")
+    challenger = registry.save_champion_candidate(
+        tmp_path / "models", root / "data" / "features", root / "data" / "split", {"ndcg@10": 0.0},
+        params_dict=params.model_dump(mode="json"), dvc_lock_hash="test", git_commit="test",
+        prepared_dir=root / "data" / "prepared", home=loop_home,
+    )  # fmt: skip
+    store = f"sqlite:///{tmp_path / 'experiment.db'}"
+    (tmp_path / "service").mkdir()
+    # Every list logged (the default cap, 50 a second a worker, would sample this fast a session).
+    env = {"RECSYS_FEEDBACK_URL": store, "RECSYS_SERVED_LOG_MAX_PER_S": "1000"}
+    server = start_server(loop_home, tmp_path / "service", env)
+    try:
+        design = {"mode": "interleave", "challenger": challenger}
+        started = server.client.post("/admin/experiment", json=design, headers={"X-Admin-Token": ADMIN_TOKEN})
+        assert started.status_code == 200, started.text
+        session = simulation.run_session(server.client, project["future"], K, feedback=True, session_id="exp")
+        assert session.acknowledged == K * len(project["future"])
+        # 400 listeners: fewer voting lists than the project's default minimum, enough for this gap.
+        apply_overrides(root / "params.yaml", {"experiment.min_units": 100})
+        report = experiment_flow(
+            project_dir=str(root), feedback_url=store, service_url=server.url, admin_token=ADMIN_TOKEN
+        )
+        outcome = report["interleaving"]
+        assert report["challenger"] == challenger and outcome["lists"] == len(project["future"])
+        assert outcome["losses"] > outcome["wins"] and outcome["p_value"] < 0.05, report
+        assert report["decision"] == LOSES and report["action"] == "stopped"
+        described = server.client.get("/admin/experiment", headers={"X-Admin-Token": ADMIN_TOKEN}).json()
+        assert described["mode"] == "off"
+        assert registry.champion() is not None and registry.champion().tag != challenger  # type: ignore[union-attr]
+        _publish({"interleaving_experiment": outcome}, "closed_loop_experiment.json")
+    finally:
+        apply_overrides(root / "params.yaml", {"experiment.min_units": 200})
+        stop_server(server)
+
+
 def _wait_until_every_worker_serves(service: Server, tag: str) -> None:
     """The worker that took the reload answers at once; the others follow within their poll interval."""
     deadline, streak = time.monotonic() + RELOAD_WAIT_S, 0
@@ -204,9 +253,9 @@ def _rates(lists: dict[str, list[str]], targets: dict[str, set[str]]) -> dict[st
     }
 
 
-def _publish(measured: dict[str, Any]) -> None:
+def _publish(measured: dict[str, Any], name: str = "closed_loop.json") -> None:
     print(json.dumps(measured, indent=2, default=str))
     folder = os.environ.get("RECSYS_TEST_ARTIFACTS", "").strip()
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        (Path(folder) / "closed_loop.json").write_text(json.dumps(measured, indent=2, default=str))
+        (Path(folder) / name).write_text(json.dumps(measured, indent=2, default=str))

@@ -159,3 +159,30 @@ def test_shadow_answers_with_the_champion_and_logs_the_challengers_list_unseen(
     assert set(shadows()[Served.MODEL_VERSION]) == {challenger}
     _start(server, mode="off")
     assert all(_recommend(server, user).get("arm") is None for user in USERS[:6])
+
+
+def test_a_restarted_service_resumes_the_running_experiment(
+    champion_home: tuple[Path, str], experiment_server: tuple[Server, str, str, Path], tmp_path: Path
+) -> None:
+    home, champion = champion_home
+    _, _, challenger, _ = experiment_server
+    server = start_server(home, tmp_path, {})
+    try:
+        _start(server, mode="ab", challenger=challenger, share=0.5, salt="restart")
+    finally:
+        stop_server(server)
+    again = start_server(home, tmp_path, {})  # the same runtime folder, as after a crash or a deploy
+    try:
+        described = again.client.get("/admin/experiment", headers=ADMIN).json()
+        assert (described["mode"], described["challenger"], described["salt"]) == (
+            "ab",
+            challenger,
+            "restart",
+        )
+        for user in USERS[:12]:
+            answer = _recommend(again, user)
+            assert answer["arm"] == arm_of(user, "restart", 0.5)
+            assert answer["model_version"] == (challenger if answer["arm"] == "challenger" else champion)
+    finally:
+        again.client.post("/admin/experiment", json={"mode": "off"}, headers=ADMIN)
+        stop_server(again)
