@@ -35,6 +35,9 @@ def start(
     challenger: Annotated[str, typer.Option(help="The challenger's model tag (recsys model list).")],
     share: Annotated[float | None, typer.Option(help="A/B share (default: experiment.share).")] = None,
     salt: Annotated[str | None, typer.Option(help="A/B salt (default: experiment.salt).")] = None,
+    traffic: Annotated[
+        float, typer.Option(help="Share of listeners interleaved or shadowed (the others: the champion).")
+    ] = 1.0,
     service_url: ServiceOpt = "http://127.0.0.1:3000",
     token: TokenOpt = None,
     params_file: ParamsOpt = paths.PARAMS_FILE,
@@ -45,6 +48,7 @@ def start(
     settings = guarded(lambda: load_params(params_file)).experiment
     design = {"mode": mode, "challenger": challenger, "share": settings.share if share is None else share}
     design["salt"] = salt or settings.salt
+    design["traffic"] = traffic
     if mode == "ab" and not design["share"]:
         guarded(lambda: _refuse("an A/B test with share 0 sends nobody to the challenger: pass --share"))
     typer.echo(json.dumps(guarded(lambda: _admin(service_url, token, design)), indent=2))

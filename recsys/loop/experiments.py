@@ -28,7 +28,6 @@ True
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Hashable, Sequence
 from typing import Literal, TypeVar
 
@@ -51,6 +50,8 @@ class Experiment(BaseModel):
 
     ``mode`` ``off`` (the default) serves the champion alone; every other mode needs a ``challenger`` tag.
     ``share`` is the listeners' share in the challenger's arm under ``ab`` (0 by default: nobody).
+    ``traffic`` is the listeners' share taking part under ``interleave`` and ``shadow`` (1 by default: all);
+    the others meet the champion alone, at the champion's cost (a salted hash picks them, as for ``ab``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -58,6 +59,7 @@ class Experiment(BaseModel):
     mode: Mode = "off"
     challenger: str | None = Field(None, min_length=1, max_length=200)
     share: float = Field(0.0, ge=0.0, le=1.0)
+    traffic: float = Field(1.0, gt=0.0, le=1.0)
     salt: str = Field("experiment", min_length=1, max_length=64)
 
     @model_validator(mode="after")
@@ -70,6 +72,11 @@ class Experiment(BaseModel):
     def active(self) -> bool:
         """Whether a challenger takes part (any mode but ``off``)."""
         return self.mode != "off"
+
+    def takes_part(self, user_id: str | None) -> bool:
+        """Whether the listener's requests run the experiment: every listener under ``ab`` (the arm decides
+        which model answers), those whose salted bucket falls below ``traffic`` under the other modes."""
+        return self.mode == "ab" or self.traffic >= 1.0 or bucket(user_id or "", self.salt) < self.traffic
 
 
 def bucket(user_id: str, salt: str) -> float:
@@ -91,31 +98,45 @@ def team_draft(champion: Sequence[T], challenger: Sequence[T], k: int, seed: int
     to whichever picked it, so neither model's preference is favoured by where the other placed it
     (Radlinski, Kurup and Joachims 2008). Stops early when both rankings run out.
     """
-    rng = random.Random(seed)
-    lists = {CHAMPION: list(champion), CHALLENGER: list(challenger)}
-    cursor = {CHAMPION: 0, CHALLENGER: 0}
-    picks = {CHAMPION: 0, CHALLENGER: 0}
+    rankings, teams = (list(champion), list(challenger)), (CHAMPION, CHALLENGER)
+    cursors, picks = [0, 0], [0, 0]
+    coins = _Coins(seed)
     chosen: set[T] = set()
     out: list[tuple[T, str]] = []
     while len(out) < k:
-        order = [CHAMPION, CHALLENGER]
-        if picks[CHAMPION] > picks[CHALLENGER] or (
-            picks[CHAMPION] == picks[CHALLENGER] and rng.random() < 0.5
-        ):
-            order.reverse()
-        for team in order:
-            ranking = lists[team]
-            while cursor[team] < len(ranking) and ranking[cursor[team]] in chosen:
-                cursor[team] += 1
-            if cursor[team] < len(ranking):
-                item = ranking[cursor[team]]
-                chosen.add(item)
+        # The team with fewer picks first; a coin on a tie.
+        first = coins.flip() if picks[0] == picks[1] else int(picks[0] > picks[1])
+        for team in (first, 1 - first):
+            ranking, at = rankings[team], cursors[team]
+            while at < len(ranking) and ranking[at] in chosen:
+                at += 1
+            cursors[team] = at
+            if at < len(ranking):
+                chosen.add(ranking[at])
                 picks[team] += 1
-                out.append((item, team))
+                out.append((ranking[at], teams[team]))
                 break
         else:  # both rankings exhausted
             break
     return out
+
+
+class _Coins:
+    """Fair coin flips from a seed: the bits of a BLAKE2b digest chain (cheaper per request than seeding a
+    Mersenne Twister, and the same on every platform)."""
+
+    def __init__(self, seed: int) -> None:
+        self._digest = hashlib.blake2b(seed.to_bytes(16, "little", signed=True), digest_size=32).digest()
+        self._bits, self._left = int.from_bytes(self._digest, "little"), 256
+
+    def flip(self) -> int:
+        if self._left == 0:
+            self._digest = hashlib.blake2b(self._digest, digest_size=32).digest()
+            self._bits, self._left = int.from_bytes(self._digest, "little"), 256
+        bit = self._bits & 1
+        self._bits >>= 1
+        self._left -= 1
+        return bit
 
 
 def request_seed(user_id: str | None, salt: str, counter: int) -> int:

@@ -152,9 +152,10 @@ def recommend(
     (``arm``). ``interleave``: both models rank; the list is team-drafted from both and each item says which
     model drafted it (``model``); cold-start lists (either model does not know the listener) are the
     champion's alone. ``shadow``: the champion answers and the challenger's answer is returned beside it, for
-    the log only (made after the response). Outside an experiment: the champion's answer, unchanged.
+    the log only (made after the response). Outside an experiment, and for a listener outside its
+    ``traffic`` (interleave, shadow): the champion's answer, unchanged.
     """
-    if not running.active or running.challenger is None:
+    if not running.active or running.challenger is None or not running.design.takes_part(request.user_id):
         return logic.recommend(champion, request, disliked), None
     challenger, design = running.challenger, running.design
     if design.mode == "ab":

@@ -218,3 +218,18 @@ def test_the_like_rate_per_model_credits_each_shown_slot_to_the_model_that_place
     # champion: u1's 2 + u2's 2 slots, 1 like; challenger: u2's 2 slots + u3's 2 items, 2 likes.
     assert rates == {CHAMPION: pytest.approx(1 / 4), CHALLENGER: pytest.approx(2 / 4)}
     assert like_rate_by_model(served.iloc[:0], events, HOUR) == {}
+
+
+def test_traffic_picks_the_listeners_an_interleaving_or_shadow_experiment_runs_for() -> None:
+    users = [f"listener-{n}" for n in range(2000)]
+    part = Experiment(mode="interleave", challenger="m:1", salt="s", traffic=0.25)
+    taking = [user for user in users if part.takes_part(user)]
+    assert 0.2 < len(taking) / len(users) < 0.3
+    assert taking == [user for user in users if bucket(user, "s") < 0.25]  # sticky: the salted bucket
+    assert all(Experiment(mode="shadow", challenger="m:1").takes_part(user) for user in users[:50])
+    # Under A/B every listener takes part: the share picks the arm, not who is in the experiment.
+    assert all(
+        Experiment(mode="ab", challenger="m:1", share=0.5, traffic=0.1).takes_part(u) for u in users[:50]
+    )
+    with pytest.raises(ValueError, match="traffic"):
+        Experiment(mode="interleave", challenger="m:1", traffic=0.0)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from recsys import registry
-from recsys.loop.experiments import arm_of
+from recsys.loop.experiments import arm_of, bucket
 from recsys.loop.feedback import FeedbackStore
 from recsys.loop.feedback_db import Served
 from tests.helpers import ADMIN_TOKEN, Project, Server, start_server, stop_server, wait_for
@@ -140,6 +140,27 @@ def test_interleaving_drafts_one_list_from_both_models_and_logs_each_slots_model
         "champion",
         "challenger",
     }
+
+
+def test_interleaving_a_share_of_the_traffic_leaves_the_other_listeners_with_the_champion(
+    experiment_server: tuple[Server, str, str, Path],
+) -> None:
+    server, champion, challenger, _ = experiment_server
+    design = {"mode": "interleave", "challenger": challenger, "salt": "il-part", "traffic": 0.5}
+    assert server.client.post("/admin/experiment", json=design, headers=ADMIN).status_code == 200
+    inside = set()
+    for user in USERS:
+        answer = _recommend(server, user)
+        if bucket(user, "il-part") < 0.5:
+            assert answer["arm"] == "interleave", user
+            inside.add(user)
+        else:
+            assert answer.get("arm") is None and answer["model_version"] == champion, user
+            assert all("model" not in item for item in answer["items"])
+    assert 0 < len(inside) < len(USERS)
+    refused = {"mode": "interleave", "challenger": challenger, "traffic": 0}
+    assert server.client.post("/admin/experiment", json=refused, headers=ADMIN).status_code == 422
+    _start(server, mode="off")
 
 
 def test_shadow_answers_with_the_champion_and_logs_the_challengers_list_unseen(
