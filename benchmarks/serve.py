@@ -300,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--experiment", choices=["shadow", "ab", "interleave"], help="also measure the service running it"
     )
+    parser.add_argument(
+        "--traffic", type=float, default=1.0, help="share of listeners interleaved or shadowed (--experiment)"
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("serve_bench: wrk is missing; install it with `apt-get install -y wrk`", file=sys.stderr)
@@ -317,7 +320,13 @@ def main(argv: list[str] | None = None) -> int:
         experiment = None
         if args.experiment:
             challenger = experiment_challenger(home, args.data_root)
-            experiment = {"mode": args.experiment, "challenger": challenger, "share": 0.5, "salt": "bench"}
+            experiment = {
+                "mode": args.experiment,
+                "challenger": challenger,
+                "share": 0.5,
+                "salt": "bench",
+                "traffic": args.traffic,
+            }
         results = measure(home, args.seconds, args.connections, work, experiment)
     results["connections"], results["seconds"], results["cpus"] = (
         args.connections,
