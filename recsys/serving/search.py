@@ -1,20 +1,30 @@
-"""Artist lookup by name: exact, prefix (bisect over sorted names), substring, then fuzzy (rapidfuzz)."""
+"""Artist lookup by name: exact, prefix (bisect over sorted names), substring, then fuzzy (rapidfuzz).
+
+Fuzzy matches are ranked by how similar the whole name is to the query (normalised Levenshtein similarity,
+:data:`FUZZY_CUTOFF` at least), not by whether the query contains the name: "metalica" finds Metallica and
+never pads the list with one-letter artists. A leading "the" is optional ("beatels" finds The Beatles), and
+accents need not be typed ("bjork" is Björk).
+"""
 
 from __future__ import annotations
 
 import bisect
+import unicodedata
 from collections.abc import Sequence
 
 import numpy as np
 from rapidfuzz import fuzz, process
 
-FUZZY_CUTOFF = 70.0
-"""Minimum rapidfuzz WRatio (0-100) of a fuzzy hit."""
+FUZZY_CUTOFF = 75.0
+"""Minimum rapidfuzz ``ratio`` (0-100: ``100 * (1 - edit distance / total length)``) of a fuzzy hit: one or
+two typos in a name of eight letters pass, a name that merely shares letters with the query does not."""
+ARTICLE = "the "
 
 
 def normalise(name: str) -> str:
-    """Case- and space-insensitive form of a name, used for every comparison."""
-    return " ".join(name.casefold().split())
+    """Case-, accent- and space-insensitive form of a name, used for every comparison."""
+    decomposed = unicodedata.normalize("NFKD", name.casefold())
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
 
 
 class NameIndex:
@@ -38,6 +48,7 @@ class NameIndex:
 
     def __init__(self, names: Sequence[str], popularity: np.ndarray) -> None:
         self._keys = [normalise(name) for name in names]
+        self._bare_keys = [key.removeprefix(ARTICLE) for key in self._keys]
         self._rank = np.argsort(np.argsort(-np.asarray(popularity), kind="stable"), kind="stable")
         order = sorted(range(len(self._keys)), key=lambda i: (self._keys[i], self._rank[i]))
         self._sorted_keys = [self._keys[i] for i in order]
@@ -81,8 +92,15 @@ class NameIndex:
         return [item for item, name in enumerate(self._keys) if key in name]
 
     def _fuzzy(self, key: str, limit: int) -> list[int]:
-        found = process.extract(key, self._keys, scorer=fuzz.WRatio, limit=limit, score_cutoff=FUZZY_CUTOFF)
-        return [int(item) for _, _, item in found]
+        """The most similar names (with and without a leading "the"), best first; ties go to popularity."""
+        best: dict[int, float] = {}
+        for keys in (self._keys, self._bare_keys):
+            found = process.extract(
+                key, keys, scorer=fuzz.ratio, limit=limit, score_cutoff=FUZZY_CUTOFF, processor=None
+            )
+            for _, score, item in found:
+                best[int(item)] = max(best.get(int(item), 0.0), float(score))
+        return sorted(best, key=lambda item: (-round(best[item], 1), self._rank[item]))[:limit]
 
     def _by_popularity(self, items: list[int]) -> list[int]:
         return sorted(items, key=lambda i: self._rank[i])

@@ -44,15 +44,48 @@ def page(server: Server) -> Iterator[object]:
 
 
 def _pick(page: object, query: str, expected: str, arrow_downs: int = 0, many: str = "artists") -> None:
+    """Type ``query``; with ``arrow_downs`` move to that option (the first Arrow Down activates the first),
+    else check no option is active and Enter takes the best match; ``expected`` is then a favourite."""
     search = page.get_by_label(f"Search {many}")  # type: ignore[attr-defined]
     search.fill(query)
     page.get_by_role("option").first.wait_for()  # type: ignore[attr-defined]
-    for _ in range(arrow_downs):
-        search.press("ArrowDown")
     selected = page.locator("#search-results [aria-selected=true]")  # type: ignore[attr-defined]
-    assert selected.inner_text() == expected
+    if arrow_downs:
+        for _ in range(arrow_downs):
+            search.press("ArrowDown")
+        assert selected.inner_text() == expected
+    else:
+        assert selected.count() == 0  # the combobox pattern: nothing active until Arrow Down
+        assert page.get_by_role("option").first.inner_text() == expected  # type: ignore[attr-defined]
     search.press("Enter")
     page.get_by_role("list", name=f"Your favourite {many}").get_by_text(expected).wait_for()  # type: ignore[attr-defined]
+
+
+def test_the_search_box_behaves_like_a_combobox(page: object, server: Server) -> None:
+    page.goto(server.url + "/")  # type: ignore[attr-defined]
+    search = page.get_by_label("Search artists")  # type: ignore[attr-defined]
+    search.fill("radio")
+    options = page.get_by_role("option")  # type: ignore[attr-defined]
+    options.first.wait_for()
+    assert (
+        search.get_attribute("aria-expanded") == "true"
+        and search.get_attribute("aria-activedescendant") is None
+    )
+    search.press("ArrowDown")  # the first suggestion, not the second
+    assert search.get_attribute("aria-activedescendant") == options.first.get_attribute("id")
+    assert options.first.get_attribute("aria-selected") == "true"
+    search.press("ArrowUp")
+    search.press("ArrowUp")  # wraps to the last
+    assert options.last.get_attribute("aria-selected") == "true"
+    search.press("Escape")  # closes the suggestions and keeps the text (a second Escape clears it)
+    assert page.locator("#search-results").is_hidden() and search.input_value() == "radio"  # type: ignore[attr-defined]
+    assert search.get_attribute("aria-expanded") == "false"
+    # Enter straight after typing, before the suggestions arrive: the best match of the typed text.
+    search.fill("radiohed")
+    search.press("Enter")
+    favourites = page.get_by_role("list", name="Your favourite artists")  # type: ignore[attr-defined]
+    favourites.get_by_text("Radiohead").wait_for()
+    assert search.input_value() == ""
 
 
 def test_pick_artists_get_recommendations_like_and_skip(page: object, server: Server) -> None:
@@ -62,7 +95,7 @@ def test_pick_artists_get_recommendations_like_and_skip(page: object, server: Se
     assert button.is_disabled()
     _pick(page, "radio", "Radiohead")
     _pick(page, "Rammst", "Rammstein")
-    _pick(page, "rock band", "Rock Band L", arrow_downs=1)
+    _pick(page, "rock band", "Rock Band L", arrow_downs=2)
     page.screenshot(path=str(ARTIFACTS / "1-favourites.png"))  # type: ignore[attr-defined]
 
     button.focus()

@@ -1,7 +1,7 @@
 // The listener's page: pick favourite artists or songs, get ten recommendations with reasons, like or skip them.
 "use strict";
 
-const state = { favourites: new Map(), skipped: new Set(), options: [], active: -1, timer: null };
+const state = { favourites: new Map(), skipped: new Set(), options: [], active: -1, timer: null, searched: null };
 const $ = (id) => document.getElementById(id);
 
 function newId() {
@@ -57,15 +57,26 @@ function showOptions(hits) {
   });
   list.hidden = state.options.length === 0;
   $("artist-search").setAttribute("aria-expanded", String(!list.hidden));
-  highlight(state.options.length ? 0 : -1);
+  highlight(-1);  // the combobox pattern: no option is active until Arrow Down
 }
 
 async function search(query) {
   if (!query.trim()) { closeOptions(); return; }
   try {
     const data = await call("GET", "/search?limit=8&q=" + encodeURIComponent(query.trim()));
-    if ($("artist-search").value === query) showOptions(data.items);
+    if ($("artist-search").value === query) { state.searched = query; showOptions(data.items); }
   } catch (err) { setStatus("Search failed: " + err.message); }
+}
+
+// Enter on typed text: the active option, else the best match (searched now if the answer is not in yet).
+async function pickBest() {
+  const query = $("artist-search").value;
+  if (!query.trim()) return;
+  if (!state.options.length || state.searched !== query) {
+    clearTimeout(state.timer);
+    await search(query);
+  }
+  if (state.options.length) pick(0); else setStatus(`No match for "${query.trim()}".`);
 }
 
 function pick(index) {
@@ -143,9 +154,12 @@ async function sendFeedback(item, event) {
 function onKey(event) {
   const count = state.options.length;
   if (event.key === "ArrowDown" && count) { event.preventDefault(); highlight((state.active + 1) % count); }
-  else if (event.key === "ArrowUp" && count) { event.preventDefault(); highlight((state.active - 1 + count) % count); }
+  else if (event.key === "ArrowUp" && count) {
+    event.preventDefault(); highlight(state.active <= 0 ? count - 1 : state.active - 1);
+  }
   else if (event.key === "Enter" && state.active >= 0) { event.preventDefault(); pick(state.active); }
-  else if (event.key === "Escape") closeOptions();
+  else if (event.key === "Enter") { event.preventDefault(); pickBest(); }
+  else if (event.key === "Escape" && !$("search-results").hidden) { event.preventDefault(); closeOptions(); }
 }
 
 $("artist-search").addEventListener("input", (event) => {
