@@ -245,6 +245,23 @@ class FeedbackStore:
         with self._guard("reading dislikes"), self._engine.connect() as conn:
             return set(conn.execute(query.distinct()).scalars())
 
+    def user_events(self, user_id: str, limit: int = 1000) -> list[dict[str, str]]:
+        """The newest ``limit`` events stored for ``user_id``, newest first: what the store holds about them
+        (``event_id``, ``item_id``, ``event``, ``timestamp`` as ISO 8601)."""
+        columns = (EVENTS.c[Col.EVENT_ID], EVENTS.c[Col.ITEM], EVENTS.c[Col.EVENT], EVENTS.c[Col.TIMESTAMP])
+        query = (
+            sa.select(*columns)
+            .where(EVENTS.c[Col.USER] == user_id)
+            .order_by(EVENTS.c[ID_COLUMN].desc())
+            .limit(limit)
+        )
+        with self._guard("reading a listener's events"), self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {"event_id": event_id, "item_id": item, "event": event, "timestamp": stamp.isoformat()}
+            for event_id, item, event, stamp in rows
+        ]
+
     def dislikes_since(self, cursor: int = 0) -> tuple[list[tuple[str, str]], int]:
         """Every ``(user, item)`` dislike stored with an id above ``cursor``, and the highest such id.
 

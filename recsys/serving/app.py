@@ -4,10 +4,9 @@ BentoML's own ``@api`` machinery costs several times the model's work per reques
 are plain Starlette handlers: the body is validated with pydantic straight from JSON bytes, the answer
 is serialised with orjson, and the model's structures are precomputed in a :class:`ServingState`.
 
-Security: admin endpoints compare the ``X-Admin-Token`` header with ``RECSYS_ADMIN_TOKEN`` in constant
-time; bodies over :data:`MAX_BODY_BYTES` are refused with 413 before they are read in full; requests
-from another origin than the page's own (or ``RECSYS_ALLOWED_ORIGINS``) are refused with 403; and
-nothing logged here names a raw user id (see :meth:`recsys.loop.feedback.FeedbackStore.pseudonym`).
+Security (:mod:`recsys.serving.http`): admin endpoints check ``X-Admin-Token`` in constant time, large
+bodies get 413 and foreign origins 403; nothing logged here names a raw user id (see
+:meth:`recsys.loop.feedback.FeedbackStore.pseudonym`).
 
 Every answered recommendation is handed to :class:`recsys.serving.served_log.ServedLog` after the response
 is built: an in-memory append, written to the feedback store by a background thread started and
@@ -18,15 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio.to_thread
-import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -35,146 +32,35 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from recsys.config import item_kind
-from recsys.loop.events import InvalidFeedbackError
 from recsys.loop.experiments import Experiment
 from recsys.loop.feedback import FeedbackUnavailableError
-from recsys.serving import experiment, logic
+from recsys.serving import experiment, logic, user_data
+from recsys.serving.http import (
+    RETRY_AFTER_S,
+    HTTPError,
+    invalid,
+    json_response,
+    parse_body,
+    require_admin,
+    runtime_of,
+    state_of,
+)
 from recsys.serving.openapi import docs_page, openapi_spec
 from recsys.serving.runtime import Runtime
 from recsys.serving.schemas import (
-    DeleteQuery,
     FeedbackRequest,
     NewListenerRequest,
     RecommendRequest,
     SearchQuery,
     SimilarRequest,
-    UserPath,
 )
 from recsys.serving.state import ServingState
 
 _LOG = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
-MAX_BODY_BYTES = 64 * 1024
-"""Largest request body accepted (64 KiB): a full batch of 500 feedback events fits while their ids are
-short (about 130 bytes an event); clients with long ids send smaller batches."""
-RETRY_AFTER_S = "5"
 POLL_S = 1.0
 RETRY_LOAD_S = 5.0
-ADMIN_HEADER = "x-admin-token"
-
-M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class HTTPError(Exception):
-    """An answer other than 200: status, message, offending fields and extra headers."""
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        fields: list[dict[str, str]] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(error)
-        self.status, self.error, self.fields, self.headers = status, error, fields or [], headers or {}
-
-
-def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """An ``application/json`` response serialised by orjson."""
-    return Response(orjson.dumps(content), status_code=status, headers=headers, media_type="application/json")
-
-
-def runtime_of(request: Request) -> Runtime:
-    """The worker's runtime, or 503 while the service is starting."""
-    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-    if runtime is None:
-        raise HTTPError(503, "the service is starting", headers={"Retry-After": RETRY_AFTER_S})
-    return runtime
-
-
-def state_of(runtime: Runtime) -> ServingState:
-    """The model being served, or 503 when none is loaded yet."""
-    state = runtime.models.state
-    if state is None:
-        detail = f": {runtime.models.error}" if runtime.models.error else ""
-        raise HTTPError(503, f"no model is loaded yet{detail}", headers={"Retry-After": RETRY_AFTER_S})
-    return state
-
-
-def field_errors(err: ValidationError) -> list[dict[str, str]]:
-    """``[{"field": "events.2.event", "message": ...}]`` from a pydantic error (``(body)`` for bad JSON)."""
-    return [
-        {"field": ".".join(str(part) for part in e["loc"]) or "(body)", "message": e["msg"]}
-        for e in err.errors()
-    ]
-
-
-def invalid(err: ValidationError) -> HTTPError:
-    """A 422 naming every offending field in its message and its ``fields``."""
-    fields = field_errors(err)
-    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-    return HTTPError(422, f"invalid request: {summary}", fields)
-
-
-def check_origin(request: Request, runtime: Runtime) -> None:
-    """Refuse (403) a browser request sent from another origin than the page's own."""
-    origin = request.headers.get("origin")
-    if origin is None:
-        return
-    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    if origin.rstrip("/") != own and origin.rstrip("/") not in runtime.settings.allowed_origins:
-        raise HTTPError(403, f"cross-origin requests from {origin} are not allowed")
-
-
-async def parse_body(request: Request, model: type[M], runtime: Runtime) -> M:
-    """Validate a JSON body against ``model`` (413 when too large, 415 when not JSON, 422 when invalid)."""
-    check_origin(request, runtime)
-    media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if media != "application/json":
-        raise HTTPError(415, f"content-type must be application/json, got {media!r}")
-    body = await read_limited(request, MAX_BODY_BYTES)
-    try:
-        # Strict: the documented types only (no `true` for an integer, no number for a timestamp).
-        return model.model_validate_json(body, strict=True)
-    except ValidationError as err:
-        raise invalid(err) from err
-
-
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The body, or 413 as soon as its declared or streamed size exceeds ``limit`` bytes.
-
-    A chunked body (no ``Content-Length``) is counted while it streams in, so an oversized one is never
-    held in memory in full.
-    """
-    too_large = HTTPError(413, f"request body must be at most {limit} bytes")
-    size = request.headers.get("content-length")
-    if size is not None and (not size.isdigit() or int(size) > limit):
-        raise too_large
-    chunks, received = [], 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def require_admin(request: Request, runtime: Runtime) -> None:
-    """401 without ``X-Admin-Token``, 403 when it is wrong or admin endpoints are disabled.
-
-    The token is compared with :func:`hmac.compare_digest`, whose time does not depend on where the
-    given token first differs from the expected one.
-    """
-    check_origin(request, runtime)
-    expected = runtime.settings.admin_token
-    if not expected:
-        raise HTTPError(403, "admin endpoints are disabled: set RECSYS_ADMIN_TOKEN to enable them")
-    given = request.headers.get(ADMIN_HEADER)
-    if not given:
-        raise HTTPError(401, f"missing {ADMIN_HEADER} header", headers={"WWW-Authenticate": "Token"})
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise HTTPError(403, f"wrong {ADMIN_HEADER}")
 
 
 async def dislikes(runtime: Runtime, user_id: str | None) -> frozenset[str]:
@@ -305,28 +191,6 @@ def _experiment_answer(runtime: Runtime) -> dict[str, Any]:
     return design.model_dump() | {"champion": champion, "error": runtime.experiments.error}
 
 
-async def delete_user_feedback(request: Request) -> Response:
-    """Erase every feedback event of one listener (admin); the store keeps a pseudonymous audit row."""
-    runtime = runtime_of(request)
-    require_admin(request, runtime)
-    try:
-        user = UserPath.model_validate(request.path_params)
-        query = DeleteQuery.model_validate(dict(request.query_params))
-    except ValidationError as err:
-        raise invalid(err) from err
-    try:
-        deleted = await anyio.to_thread.run_sync(runtime.feedback.delete_user, user.user_id, query.reason)
-    except FeedbackUnavailableError as err:
-        _LOG.warning("feedback deletion refused: %s", err)
-        raise HTTPError(
-            503, "the feedback store is unavailable; retry later", headers={"Retry-After": RETRY_AFTER_S}
-        ) from err
-    except InvalidFeedbackError as err:
-        raise HTTPError(422, f"invalid request: {err}", [{"field": "reason", "message": str(err)}]) from err
-    pseudonym = await anyio.to_thread.run_sync(runtime.feedback.store().pseudonym, user.user_id)
-    return json_response({"deleted": deleted, "user_pseudonym": pseudonym})
-
-
 async def model_info(request: Request) -> Response:
     state = state_of(runtime_of(request))
     metrics = state.metadata.get("metrics", {})
@@ -422,7 +286,8 @@ def create_app() -> Starlette:
         Route("/admin/reload", guarded(reload), methods=["POST"]),
         Route("/admin/experiment", guarded(experiment_info), methods=["GET"]),
         Route("/admin/experiment", guarded(start_experiment), methods=["POST"]),
-        Route("/users/{user_id}/feedback", guarded(delete_user_feedback), methods=["DELETE"]),
+        Route("/users/{user_id}/feedback", guarded(user_data.user_feedback), methods=["GET"]),
+        Route("/users/{user_id}/feedback", guarded(user_data.delete_user_feedback), methods=["DELETE"]),
         Route("/model", guarded(model_info), methods=["GET"]),
         Route("/openapi.json", guarded(openapi), methods=["GET"]),
         Route("/docs", guarded(docs), methods=["GET"]),

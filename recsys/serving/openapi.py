@@ -103,9 +103,19 @@ _OPERATIONS: tuple[_Op, ...] = (
         admin=True,
     ),
     _Op(
+        "get",
+        "/users/{user_id}/feedback",
+        "A listener's stored feedback events (X-Admin-Token; none needed for the page's own web- ids)",
+        s.UserFeedbackResponse,
+        (401, 403, 422, 503),
+        path_params=s.UserPath,
+        admin=True,
+    ),
+    _Op(
         "delete",
         "/users/{user_id}/feedback",
-        "Erase every feedback event of a listener, audited under a pseudonym (X-Admin-Token)",
+        "Erase every feedback event of a listener, audited under a pseudonym (X-Admin-Token; none needed "
+        "for the page's own web- ids)",
         s.DeletionResponse,
         (401, 403, 422, 503),
         query=s.DeleteQuery,

@@ -200,6 +200,24 @@ class DeletionResponse(BaseModel):
     user_pseudonym: str = Field(description="The pseudonym the audit record is kept under.")
 
 
+class StoredEvent(BaseModel):
+    """One stored feedback event of a listener."""
+
+    event_id: str
+    item_id: str
+    name: str | None = Field(description="The item's name in the served catalogue (None if not in it).")
+    event: str
+    timestamp: str = Field(description="When it happened (ISO 8601, UTC).")
+
+
+class UserFeedbackResponse(BaseModel):
+    """Answer of ``GET /users/{user_id}/feedback``: what the store holds about the listener."""
+
+    user_id: str
+    n_events: int
+    events: list[StoredEvent] = Field(description="Newest first, at most 1,000.")
+
+
 class ModelInfoResponse(BaseModel):
     """Answer of ``GET /model``."""
 

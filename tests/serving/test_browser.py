@@ -134,6 +134,39 @@ def test_pick_artists_get_recommendations_like_and_skip(page: object, server: Se
     page.screenshot(path=str(ARTIFACTS / "3-after-feedback.png"))  # type: ignore[attr-defined]
 
 
+def test_a_listener_dislikes_sees_what_is_stored_and_erases_it(page: object, server: Server) -> None:
+    # A browser context of its own: a new anonymous listener, whatever the other tests stored.
+    context = page.context.browser.new_context()  # type: ignore[attr-defined]
+    own = context.new_page()
+    own.set_default_timeout(30_000)
+    own.on("dialog", lambda dialog: dialog.accept())  # "Erase every reaction ...?"
+    own.goto(server.url + "/")
+    _pick(own, "radio", "Radiohead")
+    own.get_by_role("button", name="Get recommendations").click()
+    rows = own.get_by_role("list", name="Recommended artists").get_by_role("listitem")
+    rows.nth(9).wait_for()
+    unwanted = rows.nth(0).locator("strong").inner_text()
+    own.get_by_role("button", name=f"Not for me {unwanted}").click()
+    own.get_by_text(f"{unwanted} will not be recommended to you again.").wait_for()
+    assert unwanted not in [rows.nth(i).locator("strong").inner_text() for i in range(rows.count())]
+
+    own.get_by_role("button", name="Show what is stored about me").click()
+    stored = own.get_by_role("list", name="Stored reactions").get_by_role("listitem")
+    stored.first.wait_for()
+    assert stored.count() == 1 and stored.first.inner_text().startswith(f"dislike {unwanted}")
+    listener = own.evaluate("localStorage.getItem('recsys-listener')")
+    assert server.client.get(f"/users/{listener}/feedback").json()["n_events"] == 1
+    own.screenshot(path=str(ARTIFACTS / "4-your-data.png"))
+
+    own.get_by_role("button", name="Erase my data").click()
+    own.get_by_text("Erased 1 reactions; you now have a new anonymous id.").wait_for()
+    assert server.client.get(f"/users/{listener}/feedback").json()["n_events"] == 0
+    own.get_by_role("button", name="Show what is stored about me").click()
+    own.get_by_text("Nothing is stored about you yet.").wait_for()
+    assert own.evaluate("localStorage.getItem('recsys-listener')") != listener
+    context.close()
+
+
 @pytest.fixture(scope="module")
 def songs_server(project: Project, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The service on a champion of the song data set (its own model name), chosen by RECSYS_DATASET."""

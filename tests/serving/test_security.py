@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import re
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from starlette.requests import Request
 from recsys.loop.feedback import FeedbackStore
 from recsys.loop.pseudonyms import DEFAULT_PSEUDONYM_SALT, pseudonymise
 from recsys.serving import app as app_module
-from recsys.serving.app import MAX_BODY_BYTES, HTTPError, read_limited
+from recsys.serving.http import MAX_BODY_BYTES, HTTPError, read_limited
+from recsys.serving.user_data import OWN_REASON
 from tests.helpers import ADMIN_TOKEN, PROJECT_ROOT, Server
 
 ADMIN = {"X-Admin-Token": ADMIN_TOKEN}
@@ -195,3 +197,33 @@ def test_metrics_hold_route_templates_not_raw_paths(server: Server) -> None:
     assert user not in metrics, "a raw user id reached /metrics"
     assert not any(path in metrics for path in made_up), "every made-up path opened a series of its own"
     assert {"/users/{user_id}/feedback", "/recommend", "<unmatched>"} <= endpoints, endpoints
+
+
+@pytest.mark.slow
+def test_a_page_listener_reads_and_erases_their_own_data_without_the_admin_token(server: Server) -> None:
+    listener = f"web-{uuid.uuid4()}"
+    events = _feedback(listener, 2, "own")["events"]
+    events.append({"user_id": listener, "item_id": "a03", "event": "dislike", "event_id": f"own-{listener}"})
+    assert server.client.post("/feedback", json={"events": events}).json()["inserted"] == 3
+    stored = server.client.get(f"/users/{listener}/feedback")
+    assert stored.status_code == 200, stored.text
+    body = stored.json()
+    assert body["user_id"] == listener and body["n_events"] == 3
+    assert body["events"][0]["item_id"] == "a03" and body["events"][0]["event"] == "dislike"  # newest first
+    assert {e["item_id"] for e in body["events"]} <= {"a00", "a01", "a03"} and all(
+        e["name"] for e in body["events"]
+    )
+    # Another origin cannot read it, even knowing the id.
+    foreign = server.client.get(f"/users/{listener}/feedback", headers={"Origin": "http://evil.test"})
+    assert foreign.status_code == 403
+    erased = server.client.delete(f"/users/{listener}/feedback")
+    assert erased.status_code == 200 and erased.json()["deleted"] == 3
+    assert server.client.get(f"/users/{listener}/feedback").json()["n_events"] == 0
+    with FeedbackStore(f"sqlite:///{server.log.parent / 'feedback.db'}", create=False) as store:
+        pseudonym = store.pseudonym(listener)
+        assert any(r.user_pseudonym == pseudonym and r.reason == OWN_REASON for r in store.audit_log())
+    # Ids that are not the page's anonymous ones (guessable, or not its shape) need the admin.
+    for other in ("u03", "web-u03", f"web-{str(uuid.uuid4()).upper()}"):
+        for method in ("GET", "DELETE"):
+            assert server.client.request(method, f"/users/{other}/feedback").status_code == 401, other
+    assert server.client.get("/users/u03/feedback", headers=ADMIN).status_code == 200

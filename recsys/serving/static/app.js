@@ -4,14 +4,23 @@
 const state = { favourites: new Map(), skipped: new Set(), options: [], active: -1, timer: null, searched: null };
 const $ = (id) => document.getElementById(id);
 
+// A random version-4 UUID: crypto.randomUUID where the page is a secure context, else the same from
+// crypto.getRandomValues (available everywhere), so the listener id is never guessable.
 function newId() {
   if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-  return "id-" + Date.now().toString(36) + "-" + Math.random().toString(36).slice(2);
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
+// The anonymous listener id: "web-" and a random UUID, made once per browser (an older, other-shaped id is
+// replaced, since only this shape lets the listener read and erase their data without an admin).
 function listenerId() {
   let id = localStorage.getItem("recsys-listener");
-  if (!id) { id = "web-" + newId(); localStorage.setItem("recsys-listener", id); }
+  if (!id || !/^web-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) {
+    id = "web-" + newId(); localStorage.setItem("recsys-listener", id);
+  }
   return id;
 }
 
@@ -134,7 +143,10 @@ function renderRecommendations(items) {
     name.textContent = item.name;
     const reason = document.createElement("span");
     reason.className = "reason"; reason.textContent = item.reason;
-    li.append(name, " ", feedbackButton(item, "like", "Like"), " ", feedbackButton(item, "skip", "Skip"), reason);
+    li.append(
+      name, " ", feedbackButton(item, "like", "Like"), " ", feedbackButton(item, "skip", "Skip"), " ",
+      feedbackButton(item, "dislike", "Not for me"), reason,
+    );
     list.appendChild(li);
   }
 }
@@ -149,6 +161,34 @@ async function sendFeedback(item, event) {
   if (event === "like") state.favourites.set(item.item_id, item.name); else state.skipped.add(item.item_id);
   renderFavourites();
   await recommend();
+  if (event === "dislike") setStatus(`${item.name} will not be recommended to you again.`);
+}
+
+// What the page stored about this listener (their anonymous id's events), and erasing it.
+async function showMyData() {
+  const list = $("my-data");
+  try {
+    const data = await call("GET", `/users/${encodeURIComponent(listenerId())}/feedback`);
+    list.replaceChildren(...data.events.map((e) => {
+      const li = document.createElement("li");
+      li.textContent = `${e.event} ${e.name || e.item_id}, ${new Date(e.timestamp).toLocaleString()}`;
+      return li;
+    }));
+    $("my-data-status").textContent = data.n_events
+      ? `${data.n_events} reactions are stored under your anonymous id ${data.user_id}.`
+      : "Nothing is stored about you yet.";
+  } catch (err) { $("my-data-status").textContent = "Could not read your data: " + err.message; }
+}
+
+async function eraseMyData() {
+  if (!window.confirm("Erase every reaction stored about you? This cannot be undone.")) return;
+  try {
+    const data = await call("DELETE", `/users/${encodeURIComponent(listenerId())}/feedback`);
+    localStorage.removeItem("recsys-listener");  // a fresh anonymous id from now on
+    state.skipped.clear();
+    $("my-data").replaceChildren();
+    $("my-data-status").textContent = `Erased ${data.deleted} reactions; you now have a new anonymous id.`;
+  } catch (err) { $("my-data-status").textContent = "Could not erase your data: " + err.message; }
 }
 
 function onKey(event) {
@@ -170,6 +210,8 @@ $("artist-search").addEventListener("input", (event) => {
 $("artist-search").addEventListener("keydown", onKey);
 $("artist-search").addEventListener("blur", () => setTimeout(closeOptions, 150));
 $("recommend-button").addEventListener("click", recommend);
+$("show-data-button").addEventListener("click", showMyData);
+$("erase-data-button").addEventListener("click", eraseMyData);
 
 // The same page serves either catalogue: the champion says whether its items are artists or songs.
 const WORDS = {
