@@ -28,6 +28,11 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# axe-core (accessibility rules) for the browser tests, from the npm registry with the machine's npm.
+AXE := .axe/node_modules/axe-core/axe.min.js
+$(AXE):
+	npm install --no-save --no-audit --no-fund --prefix .axe axe-core@4.14.1 > /dev/null
+
 run: install
 	$(BIN)/recsys run
 
@@ -38,7 +43,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install $(AXE)
 	$(BIN)/pytest -q --timeout=900 $(PYTEST_ARGS)
 
 test: lint typecheck pytest
