@@ -331,12 +331,32 @@ def report(
     eda: Path = paths.EDA_DIR,
     monitoring: Path = paths.REPORTS_DIR / "monitoring",
     out: Path = paths.REPORTS_DIR / "stakeholder.html",
+    feedback_url: Annotated[
+        str | None,
+        typer.Option(envvar="RECSYS_FEEDBACK_URL", help="The feedback store with the listeners' ratings."),
+    ] = None,
 ) -> None:
     """One self-contained HTML report of the latest run for stakeholders (figures embedded)."""
     from recsys.reporting.stakeholder import load_report_inputs, write_report
 
-    inputs = guarded(lambda: load_report_inputs(params, metrics, eda, monitoring))
+    ratings = _ratings(feedback_url)
+    inputs = guarded(lambda: load_report_inputs(params, metrics, eda, monitoring, ratings))
     typer.echo(f"wrote {write_report(inputs, out)}")
+
+
+def _ratings(url: str | None) -> Any:
+    """The store's ratings, or None (with a note) when there is no store or it cannot be read."""
+    from recsys.loop.feedback import FeedbackStore, FeedbackUnavailableError, feedback_url
+
+    url = url or feedback_url()
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None  # no listener has used the page with this store yet
+    try:
+        with FeedbackStore(url, create=False) as store:
+            return store.ratings_frame()
+    except FeedbackUnavailableError as err:
+        typer.secho(f"note: listeners' ratings left out: {err}", err=True, fg=typer.colors.YELLOW)
+        return None
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ from recsys.loop.feedback_db import (
     ID_COLUMN,
     METADATA,
     PSEUDONYM_COLUMN,
+    RATING_COLUMN,
+    RATINGS,
     REASON_COLUMN,
     SALT_SETTING,
     SERVED,
@@ -327,6 +329,7 @@ class FeedbackStore:
         with self._guard("deleting a user"), self._engine.begin() as conn:
             deleted = conn.execute(sa.delete(EVENTS).where(EVENTS.c[Col.USER] == user_id)).rowcount
             served = conn.execute(sa.delete(SERVED).where(SERVED.c[Served.USER] == user_id)).rowcount
+            conn.execute(sa.delete(RATINGS).where(RATINGS.c[Col.USER] == user_id))
             conn.execute(sa.insert(AUDIT).values(**audit, **{Col.COUNT: deleted, Col.TIMESTAMP: utc_now()}))
         _LOG.info(
             "deleted %d feedback events and %d served lists of user %s",
@@ -335,6 +338,43 @@ class FeedbackStore:
             audit[PSEUDONYM_COLUMN],
         )
         return int(deleted)
+
+    def add_rating(
+        self, user_id: str, rating: int, model_version: str | None, at: datetime | None = None
+    ) -> None:
+        """Store a listener's 1-5 rating of the recommendations they were shown (by ``model_version``)."""
+        if not 1 <= rating <= 5:
+            raise InvalidFeedbackError(f"rating must be 1-5, got {rating}")
+        row = {
+            Col.USER: user_id,
+            RATING_COLUMN: rating,
+            Served.MODEL_VERSION: model_version,
+            Col.TIMESTAMP: at or utc_now(),
+        }
+        with self._guard("storing a rating"), self._engine.begin() as conn:
+            conn.execute(sa.insert(RATINGS).values(**row))
+
+    def user_ratings(self, user_id: str) -> list[dict[str, Any]]:
+        """``user_id``'s ratings, newest first: ``rating`` and ``timestamp`` (ISO 8601)."""
+        query = (
+            sa.select(RATINGS.c[RATING_COLUMN], RATINGS.c[Col.TIMESTAMP])
+            .where(RATINGS.c[Col.USER] == user_id)
+            .order_by(RATINGS.c[ID_COLUMN].desc())
+        )
+        with self._guard("reading a listener's ratings"), self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [{"rating": int(rating), "timestamp": stamp.isoformat()} for rating, stamp in rows]
+
+    def ratings_frame(self) -> pd.DataFrame:
+        """Every stored rating: ``timestamp`` (UTC), ``rating`` and ``model_version`` (no user ids)."""
+        columns = (RATINGS.c[Col.TIMESTAMP], RATINGS.c[RATING_COLUMN], RATINGS.c[Served.MODEL_VERSION])
+        with self._guard("reading ratings"), self._engine.connect() as conn:
+            # A store made before ratings, opened without create, has no such table yet.
+            query = sa.select(*columns).order_by(RATINGS.c[ID_COLUMN])
+            rows = conn.execute(query).all() if sa.inspect(conn).has_table(RATINGS.name) else []
+        frame = pd.DataFrame(rows, columns=[Col.TIMESTAMP, RATING_COLUMN, Served.MODEL_VERSION])
+        frame[Col.TIMESTAMP] = pd.to_datetime(frame[Col.TIMESTAMP], utc=True)
+        return frame
 
     def add_served(self, records: Sequence[ServedRecommendation]) -> int:
         """Insert served recommendation lists in one transaction; return how many were stored.

@@ -136,6 +136,21 @@ SERVED = sa.Table(
     sqlite_autoincrement=True,
 )
 
+RATING_COLUMN = "rating"
+RATINGS = sa.Table(
+    "list_ratings",
+    METADATA,
+    sa.Column(ID_COLUMN, _SURROGATE, primary_key=True, autoincrement=True),
+    sa.Column(Col.USER, sa.String(MAX_ID_LENGTH), nullable=False),
+    sa.Column(RATING_COLUMN, sa.SmallInteger(), nullable=False),
+    sa.Column(Served.MODEL_VERSION, sa.String(MAX_VERSION_LENGTH), nullable=True),
+    sa.Column(Col.TIMESTAMP, _UTCDateTime(), nullable=False),
+    sa.CheckConstraint(sa.column(RATING_COLUMN).between(1, 5), name="ck_list_ratings_rating"),
+    sa.Index("ix_list_ratings_user", Col.USER),
+    sqlite_autoincrement=True,
+)
+"""Listeners' answers to "How good are these recommendations?" (1-5), asked by the page, never required."""
+
 
 @dataclass(frozen=True)
 class AuditRecord:

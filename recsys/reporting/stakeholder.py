@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from matplotlib.figure import Figure
 
 from recsys.config import item_kind, load_params
@@ -64,6 +65,8 @@ class ReportInputs:
     drift: Mapping[str, Any] | None = None
     # What the catalogue holds, in plain words: "artists" or "songs".
     items: str = "artists"
+    # Listeners' 1-5 ratings from the page (timestamp, rating, model_version); None: no store to read.
+    ratings: pd.DataFrame | None = None
 
 
 def data_uri(png: bytes) -> str:
@@ -83,8 +86,10 @@ def load_report_inputs(
     metrics_dir: Path = METRICS_DIR,
     eda_dir: Path = EDA_DIR,
     monitoring_dir: Path = MONITORING_DIR,
+    ratings: pd.DataFrame | None = None,
 ) -> ReportInputs:
-    """Read the report's inputs from a workspace; only ``metrics/offline.json`` is required."""
+    """Read the report's inputs from a workspace; only ``metrics/offline.json`` is required. ``ratings``
+    (:meth:`recsys.loop.feedback.FeedbackStore.ratings_frame`) come from the caller, who knows the store."""
     offline = load_offline(metrics_dir)
     params = load_params(params_path) if params_path.exists() else None
     images = {path.stem: path.read_bytes() for path in sorted(eda_dir.glob("*.png"))}
@@ -96,7 +101,32 @@ def load_report_inputs(
         bias=read_json(metrics_dir / "bias.json"),
         drift=read_json(monitoring_dir / "drift.json"),
         items="songs" if params is not None and item_kind(params.model_dump()) == "track" else "artists",
+        ratings=ratings,
     )
+
+
+def weekly_ratings(ratings: pd.DataFrame) -> pd.DataFrame:
+    """Ratings per ISO week (weeks starting Monday, UTC): ``week``, ``ratings``, ``mean``, ``good_share``
+    (the share rated 4 or 5), oldest first."""
+    stamps = pd.to_datetime(ratings["timestamp"], utc=True)
+    week = (stamps.dt.tz_localize(None).dt.to_period("W-SUN").dt.start_time).dt.date
+    grouped = ratings.assign(week=week, good=ratings["rating"] >= 4).groupby("week")
+    table = grouped.agg(ratings=("rating", "size"), mean=("rating", "mean"), good_share=("good", "mean"))
+    return table.reset_index().sort_values("week", ignore_index=True)
+
+
+def ratings_figure(weekly: pd.DataFrame) -> Figure:
+    """The weekly mean rating (1-5), each point labelled with its number of ratings."""
+    fig = Figure(figsize=(8, 3), layout="constrained")
+    ax = fig.subplots()
+    x = [str(week) for week in weekly["week"]]
+    ax.plot(x, weekly["mean"], marker="o", color="#3b6ea5")
+    for xi, mean, n in zip(x, weekly["mean"], weekly["ratings"], strict=True):
+        ax.annotate(f"n={n}", (xi, mean), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    ax.set_ylim(1, 5.4)
+    ax.set_ylabel("mean rating (1-5)")
+    ax.set_title("How good are these recommendations? Listeners' answers by week")
+    return fig
 
 
 def comparison_figure(models: Mapping[str, Mapping[str, float]], k: int) -> Figure:
@@ -301,6 +331,27 @@ def _drift_section(drift: Mapping[str, Any] | None) -> str:
     return title + "".join(parts)
 
 
+def _ratings_section(ratings: pd.DataFrame | None) -> str:
+    title = "<h2>What listeners said</h2>"
+    if ratings is None or ratings.empty:
+        return title + (
+            "<p class='muted'>No ratings yet: the page asks \"How good are these recommendations?\" (1-5) "
+            "under each list, and answering is optional.</p>"
+        )
+    weekly = weekly_ratings(ratings)
+    good = float((ratings["rating"] >= 4).mean())
+    lead = (
+        f"<p>{fmt(len(ratings))} ratings, mean {float(ratings['rating'].mean()):.2f} of 5; "
+        f"{good:.0%} rated the list 4 or 5. Only listeners who chose to answer are counted.</p>"
+    )
+    rows = [
+        [str(r.week), fmt(r.ratings), f"{float(r.mean):.2f}", f"{float(r.good_share):.0%}"]
+        for r in weekly.itertuples()
+    ]
+    table = _table(["week of", "ratings", "mean (1-5)", "rated 4-5"], rows)
+    return title + lead + _img(figure_png(ratings_figure(weekly)), "Mean rating by week") + table
+
+
 def _eda_section(images: Mapping[str, bytes]) -> str:
     title = "<h2>The data</h2>"
     if not images:
@@ -318,6 +369,7 @@ def render_report(inputs: ReportInputs) -> str:
         _groups_section(inputs),
         _bias_section(inputs.bias),
         _drift_section(inputs.drift),
+        _ratings_section(inputs.ratings),
         _eda_section(inputs.eda_images),
     ]
     return (

@@ -50,6 +50,7 @@ from recsys.serving.runtime import Runtime
 from recsys.serving.schemas import (
     FeedbackRequest,
     NewListenerRequest,
+    RatingRequest,
     RecommendRequest,
     SearchQuery,
     SimilarRequest,
@@ -134,6 +135,22 @@ async def feedback(request: Request) -> Response:
             503, "the feedback store is unavailable; retry later", headers={"Retry-After": RETRY_AFTER_S}
         ) from err
     return json_response({"inserted": result.inserted, "duplicates": result.duplicates})
+
+
+async def rating(request: Request) -> Response:
+    """Store a listener's 1-5 rating of the list they were shown."""
+    runtime = runtime_of(request)
+    body = await parse_body(request, RatingRequest, runtime)
+    try:
+        await anyio.to_thread.run_sync(
+            lambda: runtime.feedback.store().add_rating(body.user_id, body.rating, body.model_version)
+        )
+    except FeedbackUnavailableError as err:
+        _LOG.warning("rating refused: %s", err)
+        raise HTTPError(
+            503, "the feedback store is unavailable; retry later", headers={"Retry-After": RETRY_AFTER_S}
+        ) from err
+    return json_response({"stored": True})
 
 
 async def reload(request: Request) -> Response:
@@ -283,6 +300,7 @@ def create_app() -> Starlette:
         Route("/similar", guarded(similar), methods=["POST"]),
         Route("/search", guarded(search), methods=["GET"]),
         Route("/feedback", guarded(feedback), methods=["POST"]),
+        Route("/ratings", guarded(rating), methods=["POST"]),
         Route("/admin/reload", guarded(reload), methods=["POST"]),
         Route("/admin/experiment", guarded(experiment_info), methods=["GET"]),
         Route("/admin/experiment", guarded(start_experiment), methods=["POST"]),

@@ -75,6 +75,14 @@ _OPERATIONS: tuple[_Op, ...] = (
         _BODY_ERRORS,
         request=s.FeedbackRequest,
     ),
+    _Op(
+        "post",
+        "/ratings",
+        "Store a listener's 1-5 rating of the recommendations they were shown (optional for them)",
+        s.RatingResponse,
+        _BODY_ERRORS,
+        request=s.RatingRequest,
+    ),
     _Op("get", "/model", "The model being served and its offline metrics", s.ModelInfoResponse, (503,)),
     _Op(
         "post",

@@ -80,6 +80,20 @@ class FeedbackRequest(_Request):
     events: list[FeedbackEvent] = Field(min_length=1, max_length=MAX_EVENTS)
 
 
+class RatingRequest(_Request):
+    """``POST /ratings``: a listener's answer to "How good are these recommendations?" (never required)."""
+
+    user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH, description="The listener (the page's id).")
+    rating: int = Field(ge=1, le=5, description="1 (poor) to 5 (great).")
+    model_version: str | None = Field(None, max_length=200, description="The model whose list was rated.")
+
+
+class RatingResponse(BaseModel):
+    """Answer of ``POST /ratings``."""
+
+    stored: bool
+
+
 NOT_BLANK = r"\S"
 """JSON-schema pattern (unanchored): at least one character that is not white space."""
 
@@ -216,6 +230,7 @@ class UserFeedbackResponse(BaseModel):
     user_id: str
     n_events: int
     events: list[StoredEvent] = Field(description="Newest first, at most 1,000.")
+    ratings: list[dict[str, Any]] = Field(description="The listener's 1-5 ratings, newest first.")
 
 
 class ModelInfoResponse(BaseModel):

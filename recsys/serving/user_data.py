@@ -1,11 +1,11 @@
 """What the service stores about a listener, shown to them and erased on request.
 
-``GET /users/{user_id}/feedback`` lists a listener's stored events; ``DELETE`` erases them all (audited under
-a pseudonym, forgotten by every worker: :meth:`recsys.serving.dislikes.Feedback.delete_user`). Both are the
-admin's (``X-Admin-Token``) for any listener, and the listener's own, without a token, for the anonymous ids
-the web page makes (:data:`ANONYMOUS_ID`: ``web-`` and a random UUID held only in that browser): knowing one
-is the proof of being its listener, and no one can guess another's. Other ids (a team's own user ids,
-often guessable) need the admin.
+``GET /users/{user_id}/feedback`` lists a listener's stored events and ratings; ``DELETE`` erases them all
+(audited under a pseudonym, forgotten by every worker: :meth:`recsys.serving.dislikes.Feedback.delete_user`).
+Both are the admin's (``X-Admin-Token``) for any listener, and the listener's own, without a token, for the
+anonymous ids the web page makes (:data:`ANONYMOUS_ID`: ``web-`` and a random UUID held only in that
+browser): knowing one is the proof of being its listener, and no one can guess another's. Other ids (a
+team's own user ids, often guessable) need the admin.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ async def user_feedback(request: Request) -> Response:
         events = await anyio.to_thread.run_sync(
             lambda: runtime.feedback.store().user_events(user_id, MAX_LISTED)
         )
+        ratings = await anyio.to_thread.run_sync(lambda: runtime.feedback.store().user_ratings(user_id))
     except FeedbackUnavailableError as err:
         raise _unavailable(err) from err
     state = runtime.models.state
@@ -72,7 +73,8 @@ async def user_feedback(request: Request) -> Response:
         entry: dict[str, str | None] = dict(event)
         entry["name"] = state.names[index] if state is not None and index is not None else None
         listed.append(entry)
-    return json_response({"user_id": user_id, "n_events": len(listed), "events": listed})
+    answer = {"user_id": user_id, "n_events": len(listed), "events": listed, "ratings": ratings}
+    return json_response(answer)
 
 
 async def delete_user_feedback(request: Request) -> Response:

@@ -533,3 +533,21 @@ def test_unusable_sqlite_path_is_reported_as_unavailable(tmp_path: Path) -> None
 def test_unsupported_url_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match="feedback store"):
         FeedbackStore(url)
+
+
+def test_ratings_are_stored_read_back_without_user_ids_and_erased_with_the_listener(
+    store: FeedbackStore,
+) -> None:
+    first, later = datetime(2026, 3, 2, tzinfo=UTC), datetime(2026, 3, 9, 12, tzinfo=UTC)
+    store.add_rating("leaver", 4, "music_recommender:a", at=first)
+    store.add_rating("stays", 2, None, at=later)
+    store.add_rating("leaver", 5, "music_recommender:b", at=later)
+    frame = store.ratings_frame()
+    assert list(frame.columns) == ["timestamp", "rating", "model_version"]  # no user ids in the report's data
+    assert frame["rating"].tolist() == [4, 2, 5] and frame["timestamp"].iloc[0] == pd.Timestamp(first)
+    assert [r["rating"] for r in store.user_ratings("leaver")] == [5, 4]  # newest first
+    for bad in (0, 6):
+        with pytest.raises(InvalidFeedbackError, match="rating must be 1-5"):
+            store.add_rating("leaver", bad, None)
+    store.delete_user("leaver", "erasure request")
+    assert store.user_ratings("leaver") == [] and store.ratings_frame()["rating"].tolist() == [2]

@@ -132,3 +132,45 @@ def test_the_report_speaks_of_songs_for_a_song_catalogue() -> None:
     artists = " ".join(plain_summary(ReportInputs(offline=tiny_offline(), bias=tiny_bias())))
     assert "music songs to each listener" in songs and "artists" not in songs
     assert "music artists to each listener" in artists
+
+
+def test_the_report_shows_the_listeners_ratings_by_week(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from recsys.cli import app
+    from recsys.loop.feedback import FeedbackStore
+
+    root = _workspace(tmp_path, optional=False)
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    with FeedbackStore(url) as store:
+        for day, rating in ((2, 3), (3, 5), (10, 4)):  # Monday 2 and Tuesday 3 March, then the next week
+            store.add_rating(
+                f"web-{day}", rating, "music_recommender:a", at=datetime(2026, 3, day, tzinfo=UTC)
+            )
+    none = str(root / "none")
+    common = ["--params", str(root / "params.yaml"), "--metrics", str(root / "metrics"), "--eda", none]
+    out = root / "r.html"
+    answer = CliRunner().invoke(
+        app, ["report", *common, "--monitoring", none, "--out", str(out), "--feedback-url", url]
+    )
+    assert answer.exit_code == 0, answer.output
+    page = out.read_text(encoding="utf-8")
+    section = page[page.index("What listeners said") :]
+    assert "3 ratings, mean 4.00 of 5" in section and "67% rated the list 4 or 5" in section
+    cells = re.findall(r"<td>([^<]*)</td>", section)
+    assert cells == ["2026-03-02", "2", "4.00", "50%", "2026-03-09", "1", "4.00", "100%"]
+    assert "Mean rating by week" in section
+    empty = CliRunner().invoke(
+        app,
+        [
+            "report",
+            *common,
+            "--monitoring",
+            none,
+            "--out",
+            str(out),
+            "--feedback-url",
+            f"sqlite:///{tmp_path}/no.db",
+        ],
+    )
+    assert empty.exit_code == 0 and "No ratings yet" in out.read_text(encoding="utf-8")

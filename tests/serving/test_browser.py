@@ -150,10 +150,14 @@ def test_a_listener_dislikes_sees_what_is_stored_and_erases_it(page: object, ser
     own.get_by_text(f"{unwanted} will not be recommended to you again.").wait_for()
     assert unwanted not in [rows.nth(i).locator("strong").inner_text() for i in range(rows.count())]
 
+    own.get_by_role("button", name="Rate 4 of 5: very good").click()  # optional, asked under the list
+    own.get_by_text("Thank you: you rated these 4 of 5.").wait_for()
+
     own.get_by_role("button", name="Show what is stored about me").click()
     stored = own.get_by_role("list", name="Stored reactions").get_by_role("listitem")
-    stored.first.wait_for()
-    assert stored.count() == 1 and stored.first.inner_text().startswith(f"dislike {unwanted}")
+    stored.nth(1).wait_for()
+    assert stored.count() == 2 and stored.first.inner_text().startswith(f"dislike {unwanted}")
+    assert stored.nth(1).inner_text().startswith("rated a list 4 of 5")
     listener = own.evaluate("localStorage.getItem('recsys-listener')")
     assert server.client.get(f"/users/{listener}/feedback").json()["n_events"] == 1
     own.screenshot(path=str(ARTIFACTS / "4-your-data.png"))

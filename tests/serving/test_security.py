@@ -205,10 +205,14 @@ def test_a_page_listener_reads_and_erases_their_own_data_without_the_admin_token
     events = _feedback(listener, 2, "own")["events"]
     events.append({"user_id": listener, "item_id": "a03", "event": "dislike", "event_id": f"own-{listener}"})
     assert server.client.post("/feedback", json={"events": events}).json()["inserted"] == 3
+    rated = server.client.post("/ratings", json={"user_id": listener, "rating": 4, "model_version": "m:1"})
+    assert rated.status_code == 200 and rated.json() == {"stored": True}
+    assert server.client.post("/ratings", json={"user_id": listener, "rating": 6}).status_code == 422
     stored = server.client.get(f"/users/{listener}/feedback")
     assert stored.status_code == 200, stored.text
     body = stored.json()
     assert body["user_id"] == listener and body["n_events"] == 3
+    assert [r["rating"] for r in body["ratings"]] == [4]
     assert body["events"][0]["item_id"] == "a03" and body["events"][0]["event"] == "dislike"  # newest first
     assert {e["item_id"] for e in body["events"]} <= {"a00", "a01", "a03"} and all(
         e["name"] for e in body["events"]
@@ -218,7 +222,8 @@ def test_a_page_listener_reads_and_erases_their_own_data_without_the_admin_token
     assert foreign.status_code == 403
     erased = server.client.delete(f"/users/{listener}/feedback")
     assert erased.status_code == 200 and erased.json()["deleted"] == 3
-    assert server.client.get(f"/users/{listener}/feedback").json()["n_events"] == 0
+    after = server.client.get(f"/users/{listener}/feedback").json()
+    assert after["n_events"] == 0 and after["ratings"] == []  # the rating went with the events
     with FeedbackStore(f"sqlite:///{server.log.parent / 'feedback.db'}", create=False) as store:
         pseudonym = store.pseudonym(listener)
         assert any(r.user_pseudonym == pseudonym and r.reason == OWN_REASON for r in store.audit_log())

@@ -121,6 +121,8 @@ async function recommend() {
       favourites: [...state.favourites.keys()], k: 10, user_id: listenerId(), exclude: [...state.skipped],
     });
     renderRecommendations(data.items);
+    state.modelVersion = data.model_version;
+    $("rating").hidden = data.items.length === 0;
     setStatus(data.items.length + " recommendations (model " + data.model_version + ")");
   } catch (err) { setStatus("Could not get recommendations: " + err.message); }
 }
@@ -164,18 +166,42 @@ async function sendFeedback(item, event) {
   if (event === "dislike") setStatus(`${item.name} will not be recommended to you again.`);
 }
 
+// "How good are these recommendations?": five buttons, one answer per list shown, never required.
+const RATING_WORDS = ["poor", "fair", "good", "very good", "great"];
+function renderRatingButtons() {
+  const box = document.querySelector("#rating .rating-buttons");
+  box.replaceChildren(...RATING_WORDS.map((word, i) => {
+    const button = document.createElement("button");
+    button.type = "button"; button.textContent = String(i + 1);
+    button.setAttribute("aria-label", `Rate ${i + 1} of 5: ${word}`);
+    button.addEventListener("click", () => sendRating(i + 1));
+    return button;
+  }));
+}
+
+async function sendRating(rating) {
+  try {
+    await call("POST", "/ratings", { user_id: listenerId(), rating, model_version: state.modelVersion || null });
+    $("rating-status").textContent = `Thank you: you rated these ${rating} of 5.`;
+  } catch (err) { $("rating-status").textContent = "Rating not saved: " + err.message; }
+}
+
 // What the page stored about this listener (their anonymous id's events), and erasing it.
 async function showMyData() {
   const list = $("my-data");
   try {
     const data = await call("GET", `/users/${encodeURIComponent(listenerId())}/feedback`);
-    list.replaceChildren(...data.events.map((e) => {
+    const lines = [
+      ...data.events.map((e) => `${e.event} ${e.name || e.item_id}, ${new Date(e.timestamp).toLocaleString()}`),
+      ...data.ratings.map((r) => `rated a list ${r.rating} of 5, ${new Date(r.timestamp).toLocaleString()}`),
+    ];
+    list.replaceChildren(...lines.map((text) => {
       const li = document.createElement("li");
-      li.textContent = `${e.event} ${e.name || e.item_id}, ${new Date(e.timestamp).toLocaleString()}`;
+      li.textContent = text;
       return li;
     }));
-    $("my-data-status").textContent = data.n_events
-      ? `${data.n_events} reactions are stored under your anonymous id ${data.user_id}.`
+    $("my-data-status").textContent = lines.length
+      ? `${lines.length} reactions are stored under your anonymous id ${data.user_id}.`
       : "Nothing is stored about you yet.";
   } catch (err) { $("my-data-status").textContent = "Could not read your data: " + err.message; }
 }
@@ -211,6 +237,7 @@ $("artist-search").addEventListener("keydown", onKey);
 $("artist-search").addEventListener("blur", () => setTimeout(closeOptions, 150));
 $("recommend-button").addEventListener("click", recommend);
 $("show-data-button").addEventListener("click", showMyData);
+renderRatingButtons();
 $("erase-data-button").addEventListener("click", eraseMyData);
 
 // The same page serves either catalogue: the champion says whether its items are artists or songs.
