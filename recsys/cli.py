@@ -330,18 +330,52 @@ def report(
     metrics: Path = paths.METRICS_DIR,
     eda: Path = paths.EDA_DIR,
     monitoring: Path = paths.REPORTS_DIR / "monitoring",
-    out: Path = paths.REPORTS_DIR / "stakeholder.html",
+    out: Annotated[
+        Path | None, typer.Option(help="Default: reports/stakeholder.html, or reports/slides.html.")
+    ] = None,
     feedback_url: Annotated[
         str | None,
         typer.Option(envvar="RECSYS_FEEDBACK_URL", help="The feedback store with the listeners' ratings."),
     ] = None,
+    slides: Annotated[bool, typer.Option("--slides", help="A slide deck instead of the report.")] = False,
+    catalogue_map: Annotated[
+        bool, typer.Option("--map/--no-map", help="Include the catalogue map (t-SNE: ~15 s).")
+    ] = True,
 ) -> None:
-    """One self-contained HTML report of the latest run for stakeholders (figures embedded)."""
+    """One self-contained HTML report (or, with --slides, a slide deck) of the latest run for stakeholders."""
+    import dataclasses
+
     from recsys.reporting.stakeholder import load_report_inputs, write_report
 
     ratings = _ratings(feedback_url)
     inputs = guarded(lambda: load_report_inputs(params, metrics, eda, monitoring, ratings))
-    typer.echo(f"wrote {write_report(inputs, out)}")
+    if catalogue_map:
+        inputs = dataclasses.replace(inputs, catalogue_map=_catalogue_map_png())
+    if slides:
+        from recsys.reporting.slides import write_slides
+
+        typer.echo(f"wrote {write_slides(inputs, out or paths.REPORTS_DIR / 'slides.html')}")
+    else:
+        typer.echo(f"wrote {write_report(inputs, out or paths.REPORTS_DIR / 'stakeholder.html')}")
+
+
+def _catalogue_map_png() -> bytes | None:
+    """The catalogue map of the project's trained hybrid, or None (with a note) when there is none."""
+    from recsys.reporting.catalogue_map import load_map, map_figure
+    from recsys.reporting.stakeholder import figure_png
+
+    model, features, split, prepared = (
+        paths.model_file(paths.HYBRID),
+        paths.FEATURES_DIR,
+        paths.SPLIT_DIR,
+        paths.PREPARED_DIR,
+    )
+    missing = [str(path) for path in (model, features, split, prepared) if not path.exists()]
+    if missing:
+        typer.secho(f"note: no catalogue map: {', '.join(missing)} missing", err=True, fg=typer.colors.YELLOW)
+        return None
+    found = guarded(lambda: load_map(model, features, split, prepared))
+    return figure_png(map_figure(found))
 
 
 def _ratings(url: str | None) -> Any:

@@ -67,6 +67,8 @@ class ReportInputs:
     items: str = "artists"
     # Listeners' 1-5 ratings from the page (timestamp, rating, model_version); None: no store to read.
     ratings: pd.DataFrame | None = None
+    # The catalogue map (:mod:`recsys.reporting.catalogue_map`) as a PNG; None: no trained hybrid.
+    catalogue_map: bytes | None = None
 
 
 def data_uri(png: bytes) -> str:
@@ -252,18 +254,18 @@ def _mitigation_sentence(bias: Mapping[str, Any] | None, items: str = "artists")
     )
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _img(png: bytes, caption: str) -> str:
+def figure_html(png: bytes, caption: str) -> str:
     alt = html.escape(caption)
     return f'<figure><img src="{data_uri(png)}" alt="{alt}"><figcaption>{alt}</figcaption></figure>'
 
 
-def _models_section(inputs: ReportInputs) -> str:
+def models_section(inputs: ReportInputs) -> str:
     k, models = inputs.k, inputs.offline["models"]
     header = ["model", *(f"{m}@{k}" for m in SUMMARY_METRICS), "AUC"]
     rows = [
@@ -274,11 +276,11 @@ def _models_section(inputs: ReportInputs) -> str:
         ]
         for n in ordered_models(models)
     ]
-    chart = _img(figure_png(comparison_figure(models, k)), "Model comparison on the test split")
-    return "<h2>Models compared</h2>" + _table(header, rows) + chart
+    chart = figure_html(figure_png(comparison_figure(models, k)), "Model comparison on the test split")
+    return "<h2>Models compared</h2>" + html_table(header, rows) + chart
 
 
-def _groups_section(inputs: ReportInputs) -> str:
+def groups_section(inputs: ReportInputs) -> str:
     k, groups = inputs.k, inputs.offline.get("groups", {})
     if not groups:
         return "<h2>Listener groups</h2><p class='muted'>No per-group metrics in this run.</p>"
@@ -290,11 +292,11 @@ def _groups_section(inputs: ReportInputs) -> str:
         + [fmt(groups[n].get(g, {}).get(f"arp@{k}", "-")) for g in present]
         for n in ordered_models(groups)
     ]
-    chart = _img(figure_png(group_figure(groups, k, inputs.groups)), "nDCG per listener group")
-    return "<h2>Listener groups (niche to mainstream taste)</h2>" + _table(header, rows) + chart
+    chart = figure_html(figure_png(group_figure(groups, k, inputs.groups)), "nDCG per listener group")
+    return "<h2>Listener groups (niche to mainstream taste)</h2>" + html_table(header, rows) + chart
 
 
-def _bias_section(bias: Mapping[str, Any] | None) -> str:
+def bias_section(bias: Mapping[str, Any] | None) -> str:
     if not bias:
         return (
             "<h2>Popularity bias trade-off</h2><p class='muted'>Not measured yet (no metrics/bias.json).</p>"
@@ -304,11 +306,13 @@ def _bias_section(bias: Mapping[str, Any] | None) -> str:
         f"<p>Chosen strength {chosen['strength']:g}: nDCG@{k} {fmt(chosen[f'ndcg@{k}'])}, "
         f"cost {pct(chosen.get('ndcg_cost', 0.0))}. Rule: {html.escape(str(bias.get('rule', '-')))}.</p>"
     )
-    chart = _img(figure_png(tradeoff_figure(bias)), "Accuracy vs. long-tail share over re-ranking strengths")
+    chart = figure_html(
+        figure_png(tradeoff_figure(bias)), "Accuracy vs. long-tail share over re-ranking strengths"
+    )
     return "<h2>Popularity bias trade-off</h2>" + text + chart
 
 
-def _drift_section(drift: Mapping[str, Any] | None) -> str:
+def drift_section(drift: Mapping[str, Any] | None) -> str:
     title = "<h2>Monitoring: data drift</h2>"
     if not drift:
         return title + "<p class='muted'>Monitoring has not run yet (no reports/monitoring/drift.json).</p>"
@@ -331,7 +335,7 @@ def _drift_section(drift: Mapping[str, Any] | None) -> str:
     return title + "".join(parts)
 
 
-def _ratings_section(ratings: pd.DataFrame | None) -> str:
+def ratings_section(ratings: pd.DataFrame | None) -> str:
     title = "<h2>What listeners said</h2>"
     if ratings is None or ratings.empty:
         return title + (
@@ -348,15 +352,34 @@ def _ratings_section(ratings: pd.DataFrame | None) -> str:
         [str(r.week), fmt(r.ratings), f"{float(r.mean):.2f}", f"{float(r.good_share):.0%}"]
         for r in weekly.itertuples()
     ]
-    table = _table(["week of", "ratings", "mean (1-5)", "rated 4-5"], rows)
-    return title + lead + _img(figure_png(ratings_figure(weekly)), "Mean rating by week") + table
+    table = html_table(["week of", "ratings", "mean (1-5)", "rated 4-5"], rows)
+    return title + lead + figure_html(figure_png(ratings_figure(weekly)), "Mean rating by week") + table
 
 
-def _eda_section(images: Mapping[str, bytes]) -> str:
+MAP_CAPTION = (
+    "The catalogue in two dimensions: the model's learned embeddings and the audio features, by genre "
+    "and by popularity"
+)
+
+
+def map_section(png: bytes | None) -> str:
+    """The catalogue map, or a note that it needs a trained model."""
+    title = "<h2>A map of the catalogue</h2>"
+    if png is None:
+        return title + "<p class='muted'>No trained hybrid found (models/lightfm_hybrid.npz): no map.</p>"
+    text = (
+        "<p>Each dot is an item. Top: what the model learned (items it ranks alike sit together); bottom: "
+        "how the items sound. Colours show genre where Spotify knows it, or how many listeners an item "
+        "has: the long tail (dark) forms its own neighbourhoods in what the model learned.</p>"
+    )
+    return title + text + figure_html(png, MAP_CAPTION)
+
+
+def eda_section(images: Mapping[str, bytes]) -> str:
     title = "<h2>The data</h2>"
     if not images:
         return title + "<p class='muted'>No EDA figures found (run <code>recsys eda</code>).</p>"
-    return title + "".join(_img(png, name.replace("_", " ")) for name, png in images.items())
+    return title + "".join(figure_html(png, name.replace("_", " ")) for name, png in images.items())
 
 
 def render_report(inputs: ReportInputs) -> str:
@@ -365,12 +388,13 @@ def render_report(inputs: ReportInputs) -> str:
     body = [
         "<h1>Music recommender: results of the latest run</h1>",
         f"<div class='summary'><h2>In plain words</h2>{summary}</div>",
-        _models_section(inputs),
-        _groups_section(inputs),
-        _bias_section(inputs.bias),
-        _drift_section(inputs.drift),
-        _ratings_section(inputs.ratings),
-        _eda_section(inputs.eda_images),
+        models_section(inputs),
+        groups_section(inputs),
+        bias_section(inputs.bias),
+        drift_section(inputs.drift),
+        ratings_section(inputs.ratings),
+        map_section(inputs.catalogue_map),
+        eda_section(inputs.eda_images),
     ]
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

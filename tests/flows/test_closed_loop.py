@@ -43,7 +43,7 @@ from recsys.loop.exports import CURSOR_FILE, FeedbackCursor
 from recsys.loop.feedback import FeedbackStore
 from recsys.models import LightFMRecommender
 from recsys.offline.evaluation import evaluate
-from tests.helpers import ADMIN_TOKEN, PROJECT_ROOT, Server, start_server, stop_server
+from tests.helpers import ADMIN_TOKEN, PROJECT_ROOT, Server, start_server, stop_server, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.usefixtures("prefect_harness")]
 
@@ -215,6 +215,10 @@ def test_an_interleaving_experiment_on_the_running_service_stops_a_worse_challen
         assert started.status_code == 200, started.text
         session = simulation.run_session(server.client, project["future"], K, feedback=True, session_id="exp")
         assert session.acknowledged == K * len(project["future"])
+        # The served log is written by each worker's background thread about once a second: the report
+        # reads the store, so wait until every list shown is in it (seen 274 of 400 right after, in CI).
+        with FeedbackStore(store, create=False) as opened:
+            assert wait_for(lambda: opened.count_served() >= len(project["future"]), 30.0, 0.2)
         # 400 listeners: fewer voting lists than the project's default minimum, enough for this gap.
         apply_overrides(root / "params.yaml", {"experiment.min_units": 100})
         report = experiment_flow(

@@ -17,6 +17,14 @@ pytestmark = pytest.mark.slow
 ADMIN = {"X-Admin-Token": ADMIN_TOKEN}
 
 
+def _answers(server: Server, tries: int = 8) -> set[int]:
+    """Status codes of ``/recommend`` on new connections (both workers)."""
+    return {
+        server.client.post("/recommend", json={"user_id": "u00"}, headers={"Connection": "close"}).status_code
+        for _ in range(tries)
+    }
+
+
 def _versions(server: Server, tries: int = 16) -> set[str]:
     """Model versions answered by the workers: each request on a new connection, so the requests spread over
     both worker processes (one kept-alive connection stays with one worker and hid a lagging one)."""
@@ -58,6 +66,9 @@ def test_not_ready_until_a_champion_exists(project: dict[str, Path], tmp_path: P
         assert server.client.post("/recommend", json={"user_id": "u00"}).status_code == 503
         tag = save_champion(project, home)
         assert wait_for(lambda: server.client.get("/readyz").status_code == 200, 20.0, 0.3)
+        # /readyz answered by one worker; a worker without a model retries its load every 5 s, so the other
+        # may still answer 503 for a few seconds (seen in CI under load): wait until both serve the champion.
+        assert wait_for(lambda: _answers(server) == {200}, 20.0, 0.3)
         assert _versions(server) == {tag}
     finally:
         stop_server(server)

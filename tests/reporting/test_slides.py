@@ -1,0 +1,110 @@
+"""The slide deck and the catalogue map: self-contained, every slide there, numbers equal to the run's."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from recsys.columns import Col
+from recsys.reporting.catalogue_map import UNKNOWN, catalogue_map, load_map, map_figure
+from recsys.reporting.formatting import fmt
+from recsys.reporting.slides import render_slides
+from recsys.reporting.stakeholder import ReportInputs, figure_png
+from tests.helpers import build_project
+from tests.reporting.test_model_card import tiny_bias, tiny_offline
+
+TITLES = [
+    "The goal",
+    "In plain words",
+    "The data",
+    "How it works",
+    "Results against the baselines",
+    "Who is served less well",
+    "Popularity bias: the trade-off",
+    "Monitoring and what listeners said",
+    "A map of the catalogue",
+    "Ethics and privacy",
+    "Next steps",
+]
+
+
+def _items(n: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """``n`` items in two genres (a third unknown), audio for two thirds; embeddings that separate genres."""
+    rng = np.random.default_rng(0)
+    genre = np.array(["rock", "pop", None], dtype=object)[np.arange(n) % 3]
+    items = pd.DataFrame({Col.ITEM: [f"i{i}" for i in range(n)], Col.GENRE: genre})
+    for column in ("danceability", "energy", "valence"):
+        items[column] = np.where(np.arange(n) % 3 == 2, np.nan, rng.random(n))
+    centre = np.where(genre == "rock", 5.0, np.where(genre == "pop", -5.0, 0.0))
+    embeddings = rng.normal(size=(n, 8)) + centre[:, None]
+    return items, embeddings
+
+
+def test_the_map_places_every_item_and_keeps_the_learned_genre_groups_apart() -> None:
+    items, embeddings = _items(300)
+    found = catalogue_map(embeddings, items, np.arange(300, dtype=float), seed=1)
+    points = found.points
+    assert found.n_items == 300 and found.n_audio == 200
+    assert points[["emb_pca_x", "emb_pca_y", "emb_tsne_x", "emb_tsne_y"]].notna().all().all()
+    assert points["audio_pca_x"].notna().sum() == 200 and (points["genre"] == UNKNOWN).sum() == 100
+    # The genres' centres lie far apart on the first axis, as in the embeddings.
+    centres = points.groupby("genre")["emb_pca_x"].mean()
+    assert abs(centres["rock"] - centres["pop"]) > 5
+    assert 0 < found.explained["embeddings"] <= 1 and 0 < found.explained["audio"] <= 1
+    assert figure_png(map_figure(found)).startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="299 embeddings, 300 items"):
+        catalogue_map(embeddings[:-1], items, np.ones(300))
+
+
+def test_the_map_of_a_trained_hybrid(tmp_path: Path) -> None:
+    project = build_project(tmp_path / "run")
+    found = load_map(project.models / "lightfm_hybrid.npz", project.features, project.split, project.prepared)
+    assert found.n_items == len(pd.read_parquet(project.prepared / "items.parquet"))
+    assert found.points["emb_tsne_x"].notna().sum() == found.n_items  # a small catalogue: every item
+
+
+def test_the_deck_has_every_slide_and_the_runs_numbers() -> None:
+    offline, bias = tiny_offline(), tiny_bias()
+    items, embeddings = _items(60)
+    png = figure_png(map_figure(catalogue_map(embeddings, items, np.ones(60))))
+    page = render_slides(ReportInputs(offline=offline, bias=bias, catalogue_map=png))
+    titles = re.findall(r"<section class='slide[^']*'><h2>([^<]+)</h2>", page)
+    assert [t.replace("&#x27;", "'") for t in titles] == TITLES
+    assert page.count("<section class='slide") == len(TITLES) + 1  # and the title slide
+    hybrid, popular = offline["models"]["lightfm_hybrid"], offline["models"]["most_popular"]
+    assert f"nDCG@10 {fmt(hybrid['ndcg@10'])}" in page and fmt(popular["ndcg@10"]) in page
+    assert f"strength {bias['chosen']['strength']:g}" in page
+    assert "http://" not in page and "https://" not in page and "<script src" not in page  # self-contained
+    assert page.count('src="data:image/png;base64,') == 4  # results, groups, trade-off, map
+
+
+def test_recsys_report_slides_writes_the_deck_from_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recsys.cli import app
+
+    project = build_project(tmp_path / "run")
+    root = tmp_path / "project"
+    (root / "data").mkdir(parents=True)
+    (root / "models").symlink_to(project.models)
+    for name in ("features", "split", "prepared"):
+        (root / "data" / name).symlink_to(getattr(project, name))
+    (root / "metrics").mkdir()
+    (root / "metrics" / "offline.json").write_text(json.dumps(tiny_offline()))
+    monkeypatch.chdir(root)
+    answer = CliRunner().invoke(
+        app, ["report", "--slides", "--feedback-url", f"sqlite:///{tmp_path}/none.db"]
+    )
+    assert answer.exit_code == 0, answer.output
+    page = (root / "reports" / "slides.html").read_text(encoding="utf-8")
+    assert "The catalogue in two dimensions" in page and "No trained hybrid found" not in page
+    no_map = CliRunner().invoke(app, ["report", "--no-map", "--out", "r.html"])
+    assert no_map.exit_code == 0 and "No trained hybrid found" in (root / "r.html").read_text(
+        encoding="utf-8"
+    )
