@@ -374,7 +374,7 @@ def _catalogue_map_png() -> bytes | None:
     if missing:
         typer.secho(f"note: no catalogue map: {', '.join(missing)} missing", err=True, fg=typer.colors.YELLOW)
         return None
-    found = guarded(lambda: load_map(model, features, split, prepared))
+    found = guarded(lambda: load_map(model, *stages.training_inputs(features, split), prepared))
     return figure_png(map_figure(found))
 
 

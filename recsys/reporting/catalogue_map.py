@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -131,19 +132,18 @@ def map_figure(found: CatalogueMap, items_word: str = "artists") -> Figure:
 
 
 def load_map(
-    model_path: Path, features_dir: Path, split_dir: Path, prepared_dir: Path, seed: int = 0
+    model_path: Path, split: Any, item_features: Any, prepared_dir: Path, seed: int = 0
 ) -> CatalogueMap:
-    """The map of a trained hybrid (``models/lightfm_hybrid.npz``) and the project's items."""
+    """The map of a trained hybrid (``models/lightfm_hybrid.npz``) and the project's items; ``split`` and
+    ``item_features`` as :func:`recsys.stages.training_inputs` returns them."""
     from recsys.models import load_recommender
     from recsys.offline.popularity import item_popularity
-    from recsys.stages import training_inputs
 
-    loaded, features = training_inputs(features_dir, split_dir)
     model = load_recommender(model_path)
-    _, embeddings = model.item_representations(features.matrix)  # type: ignore[attr-defined]
+    _, embeddings = model.item_representations(item_features.matrix)  # type: ignore[attr-defined]
     items = pd.read_parquet(prepared_dir / "items.parquet").set_index(Col.ITEM)
-    items = items.reindex(loaded.item_ids).reset_index(names=Col.ITEM)
-    return catalogue_map(embeddings, items, item_popularity(loaded.train_full), seed)
+    items = items.reindex(split.item_ids).reset_index(names=Col.ITEM)
+    return catalogue_map(embeddings, items, item_popularity(split.train_full), seed)
 
 
 def _sample(preferred: np.ndarray, rng: np.random.Generator) -> np.ndarray:

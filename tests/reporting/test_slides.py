@@ -16,6 +16,7 @@ from recsys.reporting.catalogue_map import UNKNOWN, catalogue_map, load_map, map
 from recsys.reporting.formatting import fmt
 from recsys.reporting.slides import render_slides
 from recsys.reporting.stakeholder import ReportInputs, figure_png
+from recsys.stages import training_inputs
 from tests.helpers import build_project
 from tests.reporting.test_model_card import tiny_bias, tiny_offline
 
@@ -64,7 +65,8 @@ def test_the_map_places_every_item_and_keeps_the_learned_genre_groups_apart() ->
 
 def test_the_map_of_a_trained_hybrid(tmp_path: Path) -> None:
     project = build_project(tmp_path / "run")
-    found = load_map(project.models / "lightfm_hybrid.npz", project.features, project.split, project.prepared)
+    split, features = training_inputs(project.features, project.split)
+    found = load_map(project.models / "lightfm_hybrid.npz", split, features, project.prepared)
     assert found.n_items == len(pd.read_parquet(project.prepared / "items.parquet"))
     assert found.points["emb_tsne_x"].notna().sum() == found.n_items  # a small catalogue: every item
 
