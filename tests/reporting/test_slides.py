@@ -110,3 +110,21 @@ def test_recsys_report_slides_writes_the_deck_from_the_project(
     assert no_map.exit_code == 0 and "No trained hybrid found" in (root / "r.html").read_text(
         encoding="utf-8"
     )
+
+
+def test_the_deck_of_the_committed_run_quotes_metrics_as_they_are() -> None:
+    """The deck rendered from this repository's own ``metrics/`` (the latest `make run`)."""
+    from recsys.reporting.stakeholder import load_report_inputs
+    from tests.helpers import PROJECT_ROOT
+
+    inputs = load_report_inputs(
+        PROJECT_ROOT / "params.yaml", PROJECT_ROOT / "metrics", PROJECT_ROOT / "none", PROJECT_ROOT / "none"
+    )
+    page = render_slides(inputs)
+    offline = json.loads((PROJECT_ROOT / "metrics" / "offline.json").read_text(encoding="utf-8"))
+    bias = json.loads((PROJECT_ROOT / "metrics" / "bias.json").read_text(encoding="utf-8"))
+    hybrid, popular = offline["models"]["lightfm_hybrid"], offline["models"]["most_popular"]
+    assert f"nDCG@10 {fmt(hybrid['ndcg@10'])}" in page and fmt(popular["ndcg@10"]) in page
+    assert f"strength {bias['chosen']['strength']:g}" in page
+    for name, value in offline["protocol"]["sizes"].items():
+        assert f"{name.replace('_', ' ')}: {fmt(value)}" in page
