@@ -339,7 +339,7 @@ def report(
     ] = None,
     slides: Annotated[bool, typer.Option("--slides", help="A slide deck instead of the report.")] = False,
     catalogue_map: Annotated[
-        bool, typer.Option("--map/--no-map", help="Include the catalogue map (t-SNE: ~15 s).")
+        bool, typer.Option("--map/--no-map", help="Include the catalogue map (~9 s on the artists).")
     ] = True,
 ) -> None:
     """One self-contained HTML report (or, with --slides, a slide deck) of the latest run for stakeholders."""
@@ -362,7 +362,7 @@ def report(
 def _catalogue_map_png() -> bytes | None:
     """The catalogue map of the project's trained hybrid, or None (with a note) when there is none."""
     from recsys.reporting.catalogue_map import load_map, map_figure
-    from recsys.reporting.stakeholder import figure_png
+    from recsys.reporting.html_parts import figure_png
 
     model, features, split, prepared = (
         paths.model_file(paths.HYBRID),

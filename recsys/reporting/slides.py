@@ -15,17 +15,16 @@ from pathlib import Path
 
 from recsys.io import write_text
 from recsys.reporting.formatting import CHALLENGER, POPULAR, fmt, label, pct
+from recsys.reporting.html_parts import figure_html, figure_png
+from recsys.reporting.ratings import ratings_section
 from recsys.reporting.stakeholder import (
     ReportInputs,
     bias_section,
     comparison_figure,
     drift_section,
-    figure_html,
-    figure_png,
     group_figure,
     map_section,
     plain_summary,
-    ratings_section,
 )
 
 _CSS = """
@@ -103,13 +102,12 @@ def render_slides(inputs: ReportInputs, when: datetime | None = None) -> str:
             if inputs.offline.get("groups")
             else "<p class='muted'>No per-group metrics in this run.</p>",
         ),
-        _slide("Popularity bias: the trade-off", bias_section(inputs.bias).split("</h2>", 1)[-1]),
+        _slide("Popularity bias: the trade-off", _body(bias_section(inputs.bias))),
         _slide(
             "Monitoring and what listeners said",
-            drift_section(inputs.drift).split("</h2>", 1)[-1]
-            + ratings_section(inputs.ratings).split("</h2>", 1)[-1],
+            _body(drift_section(inputs.drift)) + _body(ratings_section(inputs.ratings)),
         ),
-        _slide("A map of the catalogue", map_section(inputs.catalogue_map).split("</h2>", 1)[-1]),
+        _slide("A map of the catalogue", _body(map_section(inputs.catalogue_map))),
         _slide(
             "Ethics and privacy",
             "<ul><li>Listeners of the page are anonymous (a random id kept in their browser); they can see "
@@ -148,6 +146,11 @@ def write_slides(inputs: ReportInputs, out: Path) -> Path:
     """Render and write the deck atomically; returns ``out``."""
     write_text(out, render_slides(inputs))
     return out
+
+
+def _body(section: str) -> str:
+    """A report section without its ``<h2>`` heading: the slide has its own title."""
+    return section.split("</h2>", 1)[-1]
 
 
 def _slide(title: str, body: str, css: str = "") -> str:

@@ -6,18 +6,11 @@ Optional, each adding a section or saying it is not available: ``reports/eda/*.p
 ``metrics/bias.json`` (the popularity re-ranking trade-off), ``reports/monitoring/drift.json`` (drift).
 
 The page holds metrics, settings and figures only: no lyrics, no listener ids.
-
-Examples
---------
->>> data_uri(b"png").startswith("data:image/png;base64,")
-True
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +32,9 @@ from recsys.reporting.formatting import (
     pct,
     read_json,
 )
+from recsys.reporting.html_parts import figure_html, figure_png, html_table
+from recsys.reporting.ratings import ratings_section
 
-_DPI = 100
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 960px; margin: 2em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
@@ -71,18 +65,6 @@ class ReportInputs:
     catalogue_map: bytes | None = None
 
 
-def data_uri(png: bytes) -> str:
-    """A PNG as a ``data:`` URI for an ``<img src>``."""
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def figure_png(fig: Figure) -> bytes:
-    """Render a figure to PNG bytes (Agg, through ``savefig``; no pyplot state)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI)
-    return buffer.getvalue()
-
-
 def load_report_inputs(
     params_path: Path = PARAMS_FILE,
     metrics_dir: Path = METRICS_DIR,
@@ -105,30 +87,6 @@ def load_report_inputs(
         items="songs" if params is not None and item_kind(params.model_dump()) == "track" else "artists",
         ratings=ratings,
     )
-
-
-def weekly_ratings(ratings: pd.DataFrame) -> pd.DataFrame:
-    """Ratings per ISO week (weeks starting Monday, UTC): ``week``, ``ratings``, ``mean``, ``good_share``
-    (the share rated 4 or 5), oldest first."""
-    stamps = pd.to_datetime(ratings["timestamp"], utc=True)
-    week = (stamps.dt.tz_localize(None).dt.to_period("W-SUN").dt.start_time).dt.date
-    grouped = ratings.assign(week=week, good=ratings["rating"] >= 4).groupby("week")
-    table = grouped.agg(ratings=("rating", "size"), mean=("rating", "mean"), good_share=("good", "mean"))
-    return table.reset_index().sort_values("week", ignore_index=True)
-
-
-def ratings_figure(weekly: pd.DataFrame) -> Figure:
-    """The weekly mean rating (1-5), each point labelled with its number of ratings."""
-    fig = Figure(figsize=(8, 3), layout="constrained")
-    ax = fig.subplots()
-    x = [str(week) for week in weekly["week"]]
-    ax.plot(x, weekly["mean"], marker="o", color="#3b6ea5")
-    for xi, mean, n in zip(x, weekly["mean"], weekly["ratings"], strict=True):
-        ax.annotate(f"n={n}", (xi, mean), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
-    ax.set_ylim(1, 5.4)
-    ax.set_ylabel("mean rating (1-5)")
-    ax.set_title("How good are these recommendations? Listeners' answers by week")
-    return fig
 
 
 def comparison_figure(models: Mapping[str, Mapping[str, float]], k: int) -> Figure:
@@ -254,17 +212,6 @@ def _mitigation_sentence(bias: Mapping[str, Any] | None, items: str = "artists")
     )
 
 
-def html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def figure_html(png: bytes, caption: str) -> str:
-    alt = html.escape(caption)
-    return f'<figure><img src="{data_uri(png)}" alt="{alt}"><figcaption>{alt}</figcaption></figure>'
-
-
 def models_section(inputs: ReportInputs) -> str:
     k, models = inputs.k, inputs.offline["models"]
     header = ["model", *(f"{m}@{k}" for m in SUMMARY_METRICS), "AUC"]
@@ -333,27 +280,6 @@ def drift_section(drift: Mapping[str, Any] | None) -> str:
     if reasons:
         parts.append("<ul>" + "".join(f"<li>{html.escape(str(r))}</li>" for r in reasons) + "</ul>")
     return title + "".join(parts)
-
-
-def ratings_section(ratings: pd.DataFrame | None) -> str:
-    title = "<h2>What listeners said</h2>"
-    if ratings is None or ratings.empty:
-        return title + (
-            "<p class='muted'>No ratings yet: the page asks \"How good are these recommendations?\" (1-5) "
-            "under each list, and answering is optional.</p>"
-        )
-    weekly = weekly_ratings(ratings)
-    good = float((ratings["rating"] >= 4).mean())
-    lead = (
-        f"<p>{fmt(len(ratings))} ratings, mean {float(ratings['rating'].mean()):.2f} of 5; "
-        f"{good:.0%} rated the list 4 or 5. Only listeners who chose to answer are counted.</p>"
-    )
-    rows = [
-        [str(r.week), fmt(r.ratings), f"{float(r.mean):.2f}", f"{float(r.good_share):.0%}"]
-        for r in weekly.itertuples()
-    ]
-    table = html_table(["week of", "ratings", "mean (1-5)", "rated 4-5"], rows)
-    return title + lead + figure_html(figure_png(ratings_figure(weekly)), "Mean rating by week") + table
 
 
 MAP_CAPTION = (

@@ -36,7 +36,6 @@ from recsys.loop.experiments import Experiment
 from recsys.loop.feedback import FeedbackUnavailableError
 from recsys.serving import experiment, logic, user_data
 from recsys.serving.http import (
-    RETRY_AFTER_S,
     HTTPError,
     invalid,
     json_response,
@@ -44,6 +43,7 @@ from recsys.serving.http import (
     require_admin,
     runtime_of,
     state_of,
+    store_unavailable,
 )
 from recsys.serving.openapi import docs_page, openapi_spec
 from recsys.serving.runtime import Runtime
@@ -130,10 +130,7 @@ async def feedback(request: Request) -> Response:
     try:
         result = await anyio.to_thread.run_sync(runtime.feedback.add, events)
     except FeedbackUnavailableError as err:
-        _LOG.warning("feedback refused: %s", err)
-        raise HTTPError(
-            503, "the feedback store is unavailable; retry later", headers={"Retry-After": RETRY_AFTER_S}
-        ) from err
+        raise store_unavailable(err, "feedback") from err
     return json_response({"inserted": result.inserted, "duplicates": result.duplicates})
 
 
@@ -146,10 +143,7 @@ async def rating(request: Request) -> Response:
             lambda: runtime.feedback.store().add_rating(body.user_id, body.rating, body.model_version)
         )
     except FeedbackUnavailableError as err:
-        _LOG.warning("rating refused: %s", err)
-        raise HTTPError(
-            503, "the feedback store is unavailable; retry later", headers={"Retry-After": RETRY_AFTER_S}
-        ) from err
+        raise store_unavailable(err, "rating") from err
     return json_response({"stored": True})
 
 

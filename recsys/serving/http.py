@@ -8,6 +8,7 @@ another origin than the page's own (or ``RECSYS_ALLOWED_ORIGINS``) are refused w
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Any, TypeVar
 
 import orjson
@@ -21,6 +22,7 @@ from recsys.serving.state import ServingState
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body accepted (64 KiB): a full batch of 500 feedback events fits while their ids are
 short (about 130 bytes an event); clients with long ids send smaller batches."""
+_LOG = logging.getLogger(__name__)
 RETRY_AFTER_S = "5"
 ADMIN_HEADER = "x-admin-token"
 
@@ -136,3 +138,11 @@ def require_admin(request: Request, runtime: Runtime) -> None:
         raise HTTPError(401, f"missing {ADMIN_HEADER} header", headers={"WWW-Authenticate": "Token"})
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise HTTPError(403, f"wrong {ADMIN_HEADER}")
+
+
+def store_unavailable(err: Exception, what: str) -> HTTPError:
+    """The 503 (with Retry-After) for a request the feedback store could not take; logged as ``what``."""
+    _LOG.warning("%s refused: %s", what, err)
+    return HTTPError(
+        503, "the feedback store is unavailable; retry later", headers={"Retry-After": RETRY_AFTER_S}
+    )

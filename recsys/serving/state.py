@@ -88,10 +88,9 @@ class ServingState:
     """
 
     def __init__(self, artifact: ServingArtifact, bias_strength: float | None = None) -> None:
-        from_env = bias_strength_from_env() if bias_strength is None else None
         if bias_strength is not None:
             self.bias_strength, self.bias_source = float(bias_strength), "argument"
-        elif from_env is not None:
+        elif (from_env := bias_strength_from_env()) is not None:
             self.bias_strength, self.bias_source = from_env, BIAS_STRENGTH_ENV
         else:
             self.bias_strength, self.bias_source = artifact.bias_strength, "model"

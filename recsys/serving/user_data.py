@@ -23,13 +23,13 @@ from recsys.loop.events import InvalidFeedbackError
 from recsys.loop.feedback import FeedbackUnavailableError
 from recsys.serving.http import (
     ADMIN_HEADER,
-    RETRY_AFTER_S,
     HTTPError,
     check_origin,
     invalid,
     json_response,
     require_admin,
     runtime_of,
+    store_unavailable,
 )
 from recsys.serving.runtime import Runtime
 from recsys.serving.schemas import DeleteQuery, UserPath
@@ -59,13 +59,15 @@ async def user_feedback(request: Request) -> Response:
     """The listener's stored events, newest first (at most :data:`MAX_LISTED`), with item names."""
     runtime = runtime_of(request)
     user_id = owner_or_admin(request, runtime)
+
+    def read() -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+        store = runtime.feedback.store()
+        return store.user_events(user_id, MAX_LISTED), store.user_ratings(user_id)
+
     try:
-        events = await anyio.to_thread.run_sync(
-            lambda: runtime.feedback.store().user_events(user_id, MAX_LISTED)
-        )
-        ratings = await anyio.to_thread.run_sync(lambda: runtime.feedback.store().user_ratings(user_id))
+        events, ratings = await anyio.to_thread.run_sync(read)
     except FeedbackUnavailableError as err:
-        raise _unavailable(err) from err
+        raise store_unavailable(err, "listener data request") from err
     state = runtime.models.state
     listed: list[dict[str, str | None]] = []
     for event in events:
@@ -91,15 +93,8 @@ async def delete_user_feedback(request: Request) -> Response:
     try:
         deleted = await anyio.to_thread.run_sync(runtime.feedback.delete_user, user_id, query.reason)
     except FeedbackUnavailableError as err:
-        raise _unavailable(err) from err
+        raise store_unavailable(err, "erasure") from err
     except InvalidFeedbackError as err:
         raise HTTPError(422, f"invalid request: {err}", [{"field": "reason", "message": str(err)}]) from err
     pseudonym = await anyio.to_thread.run_sync(runtime.feedback.store().pseudonym, user_id)
     return json_response({"deleted": deleted, "user_pseudonym": pseudonym})
-
-
-def _unavailable(err: FeedbackUnavailableError) -> HTTPError:
-    _LOG.warning("listener data request refused: %s", err)
-    return HTTPError(
-        503, "the feedback store is unavailable; retry later", headers={"Retry-After": RETRY_AFTER_S}
-    )

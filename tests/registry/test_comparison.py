@@ -15,15 +15,21 @@ from recsys.offline.evaluation import evaluate
 from recsys.offline.popularity import item_popularity, mainstreaminess_groups, reranked_scores
 from recsys.offline.split import load_split, make_split, save_split
 from recsys.registry.comparison import comparable_champion
-from tests.helpers import build_project
+from tests.helpers import Project, build_project
+
+
+@pytest.fixture
+def project_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Project, Path]:
+    """A tiny project and a model store of its own (``BENTOML_HOME``)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    return build_project(tmp_path / "data"), home
 
 
 def test_the_gate_measures_the_champion_on_this_runs_test_split(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, project_home: tuple[Project, Path]
 ) -> None:
-    home = tmp_path / "home"
-    monkeypatch.setenv("BENTOML_HOME", str(home))
-    built = build_project(tmp_path / "data")
+    built, home = project_home
     tag = built.save(0.1, home)
     registry.promote(tag, home=home)
     params = Params()
@@ -56,11 +62,9 @@ def test_the_gate_measures_the_champion_on_this_runs_test_split(
 
 
 def test_a_champion_packaged_with_a_reranking_strength_is_re_measured_at_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, project_home: tuple[Project, Path]
 ) -> None:
-    home = tmp_path / "home"
-    monkeypatch.setenv("BENTOML_HOME", str(home))
-    built = build_project(tmp_path / "data")
+    built, home = project_home
     plain_tag, served_tag = built.save(0.1, home), built.save(0.1, home, bias_strength=2.0)
     params = Params()
     # Recorded on another data version: both are re-measured on this split, each as it is served.

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from recsys.columns import Col
 from recsys.reporting.catalogue_map import UNKNOWN, catalogue_map, load_map, map_figure
 from recsys.reporting.formatting import fmt
+from recsys.reporting.html_parts import figure_png
 from recsys.reporting.slides import render_slides
-from recsys.reporting.stakeholder import ReportInputs, figure_png
+from recsys.reporting.stakeholder import ReportInputs
 from recsys.stages import training_inputs
 from tests.helpers import build_project
 from tests.reporting.test_model_card import tiny_bias, tiny_offline

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from recsys.errors import DataError
 from recsys.reporting.formatting import fmt, pct
-from recsys.reporting.stakeholder import figure_png, load_report_inputs, render_report, write_report
+from recsys.reporting.html_parts import figure_png
+from recsys.reporting.stakeholder import load_report_inputs, render_report, write_report
 from tests.reporting.test_model_card import tiny_bias, tiny_offline
 
 IMG = 'src="data:image/png;base64,'
