@@ -32,7 +32,7 @@ def _log_ab(store: FeedbackStore, champion: str, challenger: str, like: dict[str
     rng = np.random.default_rng(seed)
     served, events = [], []
     for n in range(400):
-        user = f"{challenger}-listener-{n}"
+        user = f"listener-{seed}-{n}"  # not the tag: a random tag would reshuffle the arms each run
         arm = arm_of(user, SALT, 0.5)
         version = challenger if arm == CHALLENGER else champion
         when = T0 + timedelta(minutes=n)
