@@ -17,7 +17,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys.config import EvaluateParams
-from recsys.offline.evaluation import ScoreFn, evaluate_variants
+from recsys.offline.batches import ScoreFn
+from recsys.offline.evaluation import evaluate_variants
 from recsys.offline.popularity import popularity_lift, popularity_reranked
 
 STRENGTH = "strength"

@@ -16,6 +16,7 @@ Conventions
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,14 @@ import scipy.sparse as sp
 
 from recsys.config import EvaluateParams
 from recsys.models.scorer import top_k_from_scores
+from recsys.offline.batches import (
+    ScoreFn,
+    each_batch,
+    each_masked_chunk,
+    masked_chunks,
+    offset,
+    shape_checked,
+)
 from recsys.offline.metrics import (
     auc_rows,
     average_recommendation_popularity,
@@ -35,12 +44,8 @@ from recsys.offline.metrics import (
     novelty,
     positive_counts,
     ranking_metrics,
-    stored_entries,
 )
 from recsys.offline.popularity import PAD_ITEM, item_popularity
-
-ScoreFn = Callable[[np.ndarray], np.ndarray]
-"""Maps user indices to a dense ``(len(users), n_items)`` score matrix, higher is better."""
 
 Ranker = Callable[[np.ndarray, sp.csr_matrix, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 """``(users, relevant, mask, k_max) -> (top_k, auc)``: what :func:`rank_and_auc` computes for
@@ -124,8 +129,11 @@ def rank_top_k(
     """
     mask = candidate_mask(candidates, exclude.shape[1])
     top = np.full((len(users), k_max), PAD_ITEM, dtype=np.int64)
-    for rows, scores, columns in _masked_batches(score_fn, np.asarray(users), exclude, mask, batch_size):
+
+    def visit(rows: slice, scores: np.ndarray, columns: np.ndarray | None) -> None:
         top[rows] = _item_indices(_top_k(scores, k_max), columns)
+
+    each_masked_chunk(score_fn, np.asarray(users), exclude, mask, batch_size, visit)
     return top
 
 
@@ -153,8 +161,11 @@ def auc_per_user(
     mask = candidate_mask(candidates, train.shape[1])
     test_rows = sp.csr_matrix(test)[users]
     auc = np.full(len(users), np.nan)
-    for rows, scores, columns in _masked_batches(score_fn, users, train, mask, batch_size):
+
+    def visit(rows: slice, scores: np.ndarray, columns: np.ndarray | None) -> None:
         auc[rows] = auc_rows(scores, _columns_of(test_rows[rows], columns))
+
+    each_masked_chunk(score_fn, users, train, mask, batch_size, visit)
     return auc
 
 
@@ -258,18 +269,29 @@ def evaluate_variants(
     relevant_rows, exclude = relevant[users], sp.csr_matrix(train)
     tops: dict[Hashable, np.ndarray] = {}
     aucs: dict[Hashable, np.ndarray] = {}
-    for start in range(0, len(users), batch_size):
-        batch = users[start : start + batch_size]
-        rows = slice(start, start + len(batch))
-        raw = _shape_checked(score_fn(batch), batch, n_items)
-        excluded = stored_entries(exclude[batch])
+    created = threading.Lock()
+
+    def outputs(key: Hashable) -> tuple[np.ndarray, np.ndarray]:
+        # Every batch meets the variants in the same order, so the dicts keep that order on any thread.
+        with created:
+            if key not in tops:
+                tops[key] = np.full((len(users), k_max), PAD_ITEM, dtype=np.int64)
+                aucs[key] = np.full(len(users), np.nan)
+            return tops[key], aucs[key]
+
+    def one_batch(rows: slice) -> None:
+        batch = users[rows]
+        raw = shape_checked(score_fn(batch), batch, n_items)
+        excluded = exclude[batch]
         for key, variant in variants(raw):
-            scores = _checked(_shape_checked(variant, batch, n_items), batch)
-            scores[excluded] = -np.inf
-            tops.setdefault(key, np.full((len(users), k_max), PAD_ITEM, dtype=np.int64))[rows] = _top_k(
-                scores, k_max
-            )
-            aucs.setdefault(key, np.full(len(users), np.nan))[rows] = auc_rows(scores, relevant_rows[rows])
+            top, auc = outputs(key)
+            checked = shape_checked(variant, batch, n_items)
+            for part, scores in masked_chunks(checked, batch, excluded, None):
+                at = offset(part, rows.start)
+                top[at] = _top_k(scores, k_max)
+                auc[at] = auc_rows(scores, relevant_rows[at])
+
+    each_batch(len(users), batch_size, n_items, one_batch)
     context = _ListContext(item_popularity(train), train.shape[0], n_items, params, None)
     return {
         key: RankedEvaluation(_result(top, aucs[key], relevant, users, context, user_groups), users, top)
@@ -350,40 +372,22 @@ def rank_and_auc(
     mask: np.ndarray,
     k_max: int,
     batch_size: int = BATCH_SIZE,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k lists and AUC of ``users`` from one scoring pass, ``batch_size`` users at a time: each
-    user's numbers depend only on the batches, so shards cut at multiples of ``batch_size`` give the same
-    bytes. ``relevant`` and ``mask`` as :func:`evaluate` builds them (:func:`relevant_entries`)."""
+    """Top-k lists and AUC of ``users`` from one scoring pass, ``batch_size`` users at a time on
+    ``threads`` threads (default :func:`evaluation_threads`): each user's numbers depend only on the
+    user's own row, so shards, batches and threads give the same bytes. ``relevant`` and ``mask`` as
+    :func:`evaluate` builds them (:func:`relevant_entries`)."""
     top = np.full((len(users), k_max), PAD_ITEM, dtype=np.int64)
     auc = np.full(len(users), np.nan)
     relevant_rows = relevant[users]
-    for rows, scores, columns in _masked_batches(score_fn, users, train, mask, batch_size):
+
+    def visit(rows: slice, scores: np.ndarray, columns: np.ndarray | None) -> None:
         top[rows] = _item_indices(_top_k(scores, k_max), columns)
         auc[rows] = auc_rows(scores, _columns_of(relevant_rows[rows], columns))
+
+    each_masked_chunk(score_fn, users, train, mask, batch_size, visit, threads)
     return top, auc
-
-
-def _masked_batches(
-    score_fn: ScoreFn, users: np.ndarray, exclude: sp.csr_matrix, mask: np.ndarray, batch_size: int
-) -> Iterator[tuple[slice, np.ndarray, np.ndarray | None]]:
-    """Yield ``(rows, scores, columns)`` per batch: the scores of the candidate items only, excluded items
-    set to ``-inf``; ``columns`` are the candidates' item indices (None when every item is one).
-
-    Ranking the candidates' columns alone keeps the cold-start protocol (about one item in ten) from
-    sorting and partitioning rows that are nine tenths ``-inf``.
-    """
-    exclude = sp.csr_matrix(exclude)
-    n_items = exclude.shape[1]
-    columns = None if mask.all() else np.flatnonzero(mask)
-    for start in range(0, len(users), batch_size):
-        batch = users[start : start + batch_size]
-        scores = _checked_scores(score_fn, batch, n_items)
-        excluded = exclude[batch]
-        if columns is not None:
-            scores, excluded = scores[:, columns], excluded[:, columns]
-        rows, cols = stored_entries(excluded)
-        scores[rows, cols] = -np.inf
-        yield slice(start, start + len(batch)), scores, columns
 
 
 def _columns_of(matrix: sp.csr_matrix, columns: np.ndarray | None) -> sp.csr_matrix:
@@ -395,27 +399,6 @@ def _item_indices(top: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
     if columns is None:
         return top
     return np.where(top == PAD_ITEM, PAD_ITEM, columns[np.maximum(top, 0)])
-
-
-def _checked_scores(score_fn: ScoreFn, batch: np.ndarray, n_items: int) -> np.ndarray:
-    """A private float copy of the model's scores in which ``-inf`` only ever marks a masked item."""
-    return _checked(_shape_checked(score_fn(batch), batch, n_items), batch)
-
-
-def _shape_checked(scores: np.ndarray, batch: np.ndarray, n_items: int) -> np.ndarray:
-    raw = np.asarray(scores)
-    if raw.shape != (len(batch), n_items):
-        raise ValueError(f"score_fn returned shape {raw.shape}, expected ({len(batch)}, {n_items})")
-    return raw
-
-
-def _checked(raw: np.ndarray, batch: np.ndarray) -> np.ndarray:
-    scores = np.array(raw, dtype=np.result_type(raw.dtype, np.float32))
-    if np.isnan(scores).any():
-        raise ValueError(f"score_fn returned NaN scores for users {batch[np.isnan(scores).any(axis=1)][:5]}")
-    # A model's own -inf would be indistinguishable from a masked item; keep it the lowest real score.
-    np.maximum(scores, np.finfo(scores.dtype).min, out=scores)
-    return scores
 
 
 def _top_k(scores: np.ndarray, k_max: int) -> np.ndarray:

@@ -115,28 +115,68 @@ def intra_list_diversity(top_k_items: np.ndarray, item_vectors: np.ndarray | sp.
 
 
 def auc_rows(scores: np.ndarray, test_rows: sp.csr_matrix) -> np.ndarray:
-    """Mann-Whitney AUC per row: masked (``-inf``) items are neither positives nor negatives."""
+    """Mann-Whitney AUC per row: masked (``-inf``) items are neither positives nor negatives.
+
+    Examples
+    --------
+    >>> scores = np.array([[0.9, 0.5, 0.5, -np.inf], [0.1, 0.2, 0.3, 0.4]])
+    >>> auc_rows(scores, sp.csr_matrix([[0, 1, 0, 1], [1, 1, 1, 1]])).tolist()
+    [0.25, nan]
+    """
     rows, cols = positive_entries(test_rows)
     keep = ~np.isneginf(scores[rows, cols])
     rows, cols = rows[keep], cols[keep]
-    n_valid = (~np.isneginf(scores)).sum(axis=1)
-    n_masked = scores.shape[1] - n_valid
+    n_masked = np.count_nonzero(np.isneginf(scores), axis=1)
     n_pos = np.bincount(rows, minlength=len(scores))
-    n_neg = n_valid - n_pos
-    sorted_scores = np.sort(scores, axis=1)
+    n_neg = scores.shape[1] - n_masked - n_pos
     bounds = np.concatenate([[0], np.cumsum(n_pos)])
     below = np.zeros(len(scores))
-    # One binary search per user over its positives only; sorting was vectorised above.
     for row in np.flatnonzero(n_pos):
-        positive = scores[row, cols[bounds[row] : bounds[row + 1]]]
-        first = np.searchsorted(sorted_scores[row], positive, side="left")
-        after = np.searchsorted(sorted_scores[row], positive, side="right")
-        # Masked items sort first; each positive ties with itself once.
-        below[row] = (first - n_masked[row] + 0.5 * (after - first - 1)).sum()
+        lower, tied = below_and_tied(scores[row], scores[row, cols[bounds[row] : bounds[row + 1]]])
+        # Masked items are below every positive; each positive ties with itself once.
+        below[row] = (lower - n_masked[row] + 0.5 * (tied - 1)).sum()
     # Positive-vs-positive pairs contribute exactly n_pos * (n_pos - 1) / 2 to ``below``.
     wins = below - n_pos * (n_pos - 1) / 2.0
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan)
+
+
+def counting_is_cheaper(n_values: int, n_items: int) -> bool:
+    """Whether placing ``n_values`` values in a row of ``n_items`` is cheaper by counting (two passes over
+    the row per value, ~1.5 us + 0.14 ns an item) than by sorting the row once (~0.15 ns x n log2 n).
+
+    Measured on the 2-core machine: at 150k items counting wins up to ~17 values, at 17.6k up to ~8, at 2k
+    up to ~2; most listeners hold a few test items (S50: median 5, 90th percentile 18).
+
+    Examples
+    --------
+    >>> counting_is_cheaper(5, 150_000), counting_is_cheaper(30, 150_000), counting_is_cheaper(5, 2_000)
+    (True, False, False)
+    """
+    if n_items < 2:
+        return True
+    return bool(n_values * (1_500.0 + 0.14 * n_items) < 0.15 * n_items * np.log2(n_items))
+
+
+def below_and_tied(row: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``values``: how many entries of ``row`` are smaller, and how many equal it.
+
+    Exact either way (counting or binary search in the sorted row, whichever
+    :func:`counting_is_cheaper` says), so the two ways give the same numbers.
+
+    Examples
+    --------
+    >>> lower, tied = below_and_tied(np.array([0.3, 0.1, 0.3, 0.7]), np.array([0.3, 0.7]))
+    >>> lower.tolist(), tied.tolist()
+    ([1, 3], [2, 1])
+    """
+    if counting_is_cheaper(len(values), len(row)):
+        lower = np.array([np.count_nonzero(row < value) for value in values], dtype=np.int64)
+        tied = np.array([np.count_nonzero(row == value) for value in values], dtype=np.int64)
+        return lower, tied
+    ordered = np.sort(row)
+    lower = np.searchsorted(ordered, values, side="left")
+    return lower, np.searchsorted(ordered, values, side="right") - lower
 
 
 def _metrics_at_k(hits: np.ndarray, n_relevant: np.ndarray, k: int) -> dict[str, np.ndarray]:

@@ -53,8 +53,16 @@ def _worker_inputs(
 
 
 def evaluate_shard(
-    model_path: str, split_dir: str, users: np.ndarray, k_max: int, batch_size: int = BATCH_SIZE
+    model_path: str,
+    split_dir: str,
+    users: np.ndarray,
+    k_max: int,
+    batch_size: int = BATCH_SIZE,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k_max`` lists and AUC of ``users`` on the split's test part (every item a candidate)."""
+    """Top-``k_max`` lists and AUC of ``users`` on the split's test part (every item a candidate).
+
+    One thread by default: a cluster runs a worker per core, so the workers are the parallelism (more
+    threads per worker would only oversubscribe the cores)."""
     model, train, relevant, mask = _worker_inputs(str(model_path), str(split_dir))
-    return rank_and_auc(model.score, np.asarray(users), train, relevant, mask, k_max, batch_size)
+    return rank_and_auc(model.score, np.asarray(users), train, relevant, mask, k_max, batch_size, threads)
