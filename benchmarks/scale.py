@@ -37,8 +37,10 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.scale_ann import step_ann
 from benchmarks.scale_retrain import step_retrain
 from recsys.io import write_json, write_text
+from recsys.paths import HYBRID, MODEL_NAMES
 
 RESULTS = Path("bench/results/scale.json")
 DOC = Path("docs/benchmarks.md")
@@ -188,12 +190,16 @@ def step_train(root: Path, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _evaluate(root: Path, options: dict[str, Any]) -> dict[str, Any]:
-    """One model on the test part: all users, or a seeded sample of ``eval_users`` (time extrapolated)."""
+    """One model on the test part: all users, or a seeded sample of ``eval_users`` (time extrapolated);
+    ``threads`` batches at once (default: the harness's own choice)."""
     from recsys.models import load_recommender
+    from recsys.offline.batches import THREADS_ENV, evaluation_threads
     from recsys.offline.evaluation import evaluate, positive_counts, relevant_entries
     from recsys.offline.split import load_split
     from recsys.paths import model_file
 
+    if options.get("threads"):
+        os.environ[THREADS_ENV] = str(options["threads"])  # this step's own spawned process
     params = _params(root)
     loaded = load_split(root / "split")
     model = load_recommender(model_file(options["model"], root / "models"))
@@ -211,6 +217,7 @@ def _evaluate(root: Path, options: dict[str, Any]) -> dict[str, Any]:
         "all_users": len(users),
         "full_seconds": seconds * len(users) / max(len(chosen), 1),
         "extrapolated": len(chosen) < len(users),
+        "threads": evaluation_threads(),
         "ndcg@10": result.metrics.get("ndcg@10"),
         "auc": result.metrics.get("auc"),
     }
@@ -454,6 +461,7 @@ STEPS: dict[str, Step] = {
     "serve": step_serve,
     "service": step_service,
     "retrain": step_retrain,
+    "ann": step_ann,
     "train": step_train,
 }
 
@@ -491,7 +499,6 @@ def _brief(result: dict[str, Any]) -> str:
 def run_size(size: str, work: Path, epochs: int, eval_users: int | None) -> dict[str, Any]:
     """Every step at one size; returns the steps' results."""
     from flows.dvc import apply_overrides
-    from recsys.paths import MODEL_NAMES
 
     root = work / size
     shutil.rmtree(root, ignore_errors=True)
@@ -506,6 +513,9 @@ def run_size(size: str, work: Path, epochs: int, eval_users: int | None) -> dict
         model: run_step("evaluate", root, model=model, eval_users=eval_users)
         for model in MODEL_NAMES
         if "error" not in steps["fit"][model]
+    }
+    steps["evaluate_all"] = {
+        str(threads): run_step("evaluate", root, model=HYBRID, threads=threads) for threads in (1, 2)
     }
     steps["sharded"] = {
         str(workers): run_step("sharded", root, workers=workers, eval_users=eval_users) for workers in (1, 2)
@@ -542,6 +552,9 @@ def times_of(steps: dict[str, Any]) -> dict[str, float]:
     for model, result in steps["evaluate"].items():
         if "error" not in result:
             times[f"evaluate {model}"] = result["full_seconds"]
+    for threads, result in steps.get("evaluate_all", {}).items():
+        if "error" not in result:
+            times[f"evaluate {HYBRID}, all users, {threads} thread(s)"] = result["full_seconds"]
     for workers, result in steps.get("sharded", {}).items():
         if "error" not in result:
             times[f"sharded evaluation, {workers} worker(s)"] = result.get(
@@ -568,7 +581,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "recsys-scale"))
     parser.add_argument(
         "--only",
-        choices=["serve", "service", "fit-light", "fit-profile", "retrain", "train", "sharded"],
+        choices=[
+            "serve",
+            "service",
+            "fit-light",
+            "fit-profile",
+            "retrain",
+            "train",
+            "sharded",
+            "evaluate",
+            "evaluate-all",
+            "ann",
+        ],
         help="rerun one step on existing folders",
     )
     parser.add_argument("--events", type=int, default=100_000, help="feedback events of --only retrain")
@@ -596,6 +620,26 @@ def main(argv: list[str] | None = None) -> None:
                 )
             elif args.only in ("fit-profile", "retrain", "train"):
                 _profiled(args.only, Path(args.work) / size, args, steps)
+            elif args.only == "evaluate":  # every fitted model, on --eval-users users
+                steps["evaluate"] = {
+                    model: run_step(
+                        "evaluate", Path(args.work) / size, model=model, eval_users=args.eval_users
+                    )
+                    for model in MODEL_NAMES
+                    if "error" not in steps["fit"].get(model, {"error": "not fitted"})
+                }
+            elif args.only == "evaluate-all":  # the hybrid on every user, one process, 1 and 2 threads
+                steps["evaluate_all"] = {
+                    str(threads): run_step("evaluate", Path(args.work) / size, model=HYBRID, threads=threads)
+                    for threads in (1, 2)
+                }
+            elif args.only == "ann":  # the served profile's hybrid, unmitigated and re-ranked
+                root = Path(args.work) / size
+                models = "models_stage" if (root / "models_stage").exists() else "models"
+                steps["ann"] = {
+                    str(strength): run_step("ann", root, models=models, strength=strength)
+                    for strength in (0.0, 0.1)
+                }
             elif args.only == "sharded":
                 steps["sharded"] = {
                     str(workers): run_step(
@@ -672,7 +716,8 @@ def table(payload: dict[str, Any]) -> str:
         "| step | " + " | ".join(f"{s} s (peak MB)" for s in sizes) + " | growth exponent |",
         "| --- | " + " | ".join("---" for _ in sizes) + " | --- |",
     ]
-    keys = list(dict.fromkeys(key for size in sizes for key in payload["sizes"][size]["times"]))
+    # The steps in the order they run (times_of's), not the saved JSON's sorted keys.
+    keys = list(dict.fromkeys(key for size in sizes for key in times_of(payload["sizes"][size]["steps"])))
     for key in keys:
         cells = []
         for size in sizes:
@@ -693,7 +738,46 @@ def table(payload: dict[str, Any]) -> str:
     ]
     for size in sizes:
         lines.append(_serving_row(size, payload["sizes"][size]["steps"]))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _ann_rows(payload)) + "\n"
+
+
+def _by_kind_and_width(item: tuple[str, Any]) -> tuple[str, int]:
+    """``("l2 transform, efSearch 256", ...)`` -> ``("l2 transform, efSearch", 256)``: numeric widths."""
+    kind, _, width = item[0].rpartition(" ")
+    return kind, int(width) if width.isdigit() else 0
+
+
+def _ann_rows(payload: dict[str, Any]) -> list[str]:
+    """The approximate top-k table (``--only ann``): recall@10 and first-request latency per width."""
+    rows = []
+    for size, result in payload["sizes"].items():
+        for strength, ann in result["steps"].get("ann", {}).items():
+            if "error" in ann:
+                rows.append(f"| {size} | {strength} | {ann['error']} | | | |")
+                continue
+            exact = ann["exact"]
+            rows.append(
+                f"| {size} | {strength} | exact | 1.000 | {exact['p50_ms']:.2f} / {exact['p99_ms']:.2f} | "
+                f"{ann['verdict']} |"
+            )
+            for name, measured in sorted(ann["hnsw"].items(), key=_by_kind_and_width):
+                rows.append(
+                    f"| {size} | {strength} | HNSW {name} (build {measured['build_seconds']:.0f} s) | "
+                    f"{measured['recall@10']:.3f} (min {measured['min_recall@10']:.1f}) | "
+                    f"{measured['p50_ms']:.2f} / {measured['p99_ms']:.2f} | |"
+                )
+    if not rows:
+        return []
+    return [
+        "",
+        "Approximate top-k (`--only ann`; faiss HNSW, M 32, efConstruction 200, on the scorer's rows with "
+        "the re-ranking folded in, by inner product or lifted to one norm and searched by L2; a listener's "
+        "first request, one thread, 1,000 sampled listeners):",
+        "",
+        "| size | re-ranking strength | ranking | recall@10 (min) | p50 / p99 ms | verdict |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *rows,
+    ]
 
 
 def _serving_row(size: str, steps: dict[str, Any]) -> str:
@@ -733,6 +817,9 @@ def _rss(size: dict[str, Any], key: str) -> str:
         return f"{steps['train_stage']['peak_rss_mb']:,.0f} + hybrid's process"
     if key.startswith("feedback retraining flow"):
         return f"{steps['retrain']['peak_rss_mb']:,.0f}"
+    if key.startswith(f"evaluate {HYBRID}, all users"):
+        threads = key.rsplit(", ", 1)[1].split(" ")[0]
+        return f"{steps['evaluate_all'][threads]['peak_rss_mb']:,.0f}"
     if key.startswith("sharded evaluation"):
         workers = key.rsplit(", ", 1)[1].split(" ")[0]
         return f"{steps['sharded'][workers]['peak_rss_mb']:,.0f} + workers"
