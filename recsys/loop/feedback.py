@@ -23,17 +23,14 @@ AddResult(inserted=0, duplicates=1)
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -58,20 +55,18 @@ from recsys.loop.feedback_db import (
     ID_COLUMN,
     METADATA,
     PSEUDONYM_COLUMN,
-    RATING_COLUMN,
     RATINGS,
     REASON_COLUMN,
     SALT_SETTING,
     SERVED,
-    SERVED_COLUMNS,
     SETTINGS,
     AuditRecord,
     Served,
-    ServedRecommendation,
+    add_missing_columns,
     make_engine,
     parse_url,
-    served_row,
 )
+from recsys.loop.feedback_records import Ratings, ServedLists
 from recsys.loop.pseudonyms import DEFAULT_PSEUDONYM_SALT, PSEUDONYM_SALT_ENV, pseudonymise
 from recsys.paths import FEEDBACK_DIR
 
@@ -114,11 +109,12 @@ class AddResult:
     duplicates: int
 
 
-class FeedbackStore:
+class FeedbackStore(ServedLists, Ratings):
     """Feedback events in SQLite (``sqlite:///path.db``) or PostgreSQL (``postgresql+psycopg://...``).
 
     Thread-safe: share one store per process. Every method that touches the database raises
-    :class:`FeedbackUnavailableError` when the database cannot be reached.
+    :class:`FeedbackUnavailableError` when the database cannot be reached. The served-list log and the
+    listeners' ratings are kept by the same store (:mod:`recsys.loop.feedback_records`).
 
     Parameters
     ----------
@@ -171,7 +167,7 @@ class FeedbackStore:
                     conn.execute(CreateTable(table, if_not_exists=True))
                     for index in table.indexes:
                         conn.execute(CreateIndex(index, if_not_exists=True))
-                _add_missing_columns(conn)
+                add_missing_columns(conn)
                 # The first creator's random salt wins; later (or concurrent) creators keep it.
                 insert = postgresql.insert if self._postgres else sqlite.insert
                 conn.execute(
@@ -339,106 +335,6 @@ class FeedbackStore:
         )
         return int(deleted)
 
-    def add_rating(
-        self, user_id: str, rating: int, model_version: str | None, at: datetime | None = None
-    ) -> None:
-        """Store a listener's 1-5 rating of the recommendations they were shown (by ``model_version``)."""
-        if not 1 <= rating <= 5:
-            raise InvalidFeedbackError(f"rating must be 1-5, got {rating}")
-        row = {
-            Col.USER: user_id,
-            RATING_COLUMN: rating,
-            Served.MODEL_VERSION: model_version,
-            Col.TIMESTAMP: at or utc_now(),
-        }
-        with self._guard("storing a rating"), self._engine.begin() as conn:
-            conn.execute(sa.insert(RATINGS).values(**row))
-
-    def user_ratings(self, user_id: str) -> list[dict[str, Any]]:
-        """``user_id``'s ratings, newest first: ``rating`` and ``timestamp`` (ISO 8601)."""
-        query = (
-            sa.select(RATINGS.c[RATING_COLUMN], RATINGS.c[Col.TIMESTAMP])
-            .where(RATINGS.c[Col.USER] == user_id)
-            .order_by(RATINGS.c[ID_COLUMN].desc())
-        )
-        with self._guard("reading a listener's ratings"), self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [{"rating": int(rating), "timestamp": stamp.isoformat()} for rating, stamp in rows]
-
-    def ratings_frame(self) -> pd.DataFrame:
-        """Every stored rating: ``timestamp`` (UTC), ``rating`` and ``model_version`` (no user ids)."""
-        columns = (RATINGS.c[Col.TIMESTAMP], RATINGS.c[RATING_COLUMN], RATINGS.c[Served.MODEL_VERSION])
-        with self._guard("reading ratings"), self._engine.connect() as conn:
-            # A store made before ratings, opened without create, has no such table yet.
-            query = sa.select(*columns).order_by(RATINGS.c[ID_COLUMN])
-            rows = conn.execute(query).all() if sa.inspect(conn).has_table(RATINGS.name) else []
-        frame = pd.DataFrame(rows, columns=[Col.TIMESTAMP, RATING_COLUMN, Served.MODEL_VERSION])
-        frame[Col.TIMESTAMP] = pd.to_datetime(frame[Col.TIMESTAMP], utc=True)
-        return frame
-
-    def add_served(self, records: Sequence[ServedRecommendation]) -> int:
-        """Insert served recommendation lists in one transaction; return how many were stored.
-
-        Raises
-        ------
-        InvalidFeedbackError
-            When a record names an endpoint other than :data:`SERVED_ENDPOINTS` (nothing is stored).
-        """
-        rows = [served_row(record) for record in records]
-        if rows:
-            with self._guard("logging served recommendations"), self._engine.begin() as conn:
-                conn.execute(sa.insert(SERVED), rows)
-        return len(rows)
-
-    def served_frame(
-        self, since: datetime | None = None, until: datetime | None = None, *, limit: int | None = None
-    ) -> pd.DataFrame:
-        """Served lists with ``since < served_at <= until`` (either bound optional), in the order stored.
-
-        Parameters
-        ----------
-        since, until : datetime, optional
-            Timezone-aware bounds of the window.
-        limit : int, optional
-            Keep only the ``limit`` most recently stored lists of the window (the monitoring flow's cap).
-
-        Returns
-        -------
-        pandas.DataFrame
-            :data:`SERVED_COLUMNS`; ``served_at`` is ``datetime64[ns, UTC]`` and ``items`` holds lists of
-            item ids in ranked order.
-        """
-        query = sa.select(*(SERVED.c[name] for name in SERVED_COLUMNS)).order_by(SERVED.c[ID_COLUMN].desc())
-        if since is not None:
-            query = query.where(SERVED.c[Served.SERVED_AT] > since)
-        if until is not None:
-            query = query.where(SERVED.c[Served.SERVED_AT] <= until)
-        if limit is not None:
-            query = query.limit(limit)
-        with self._guard("reading served recommendations"), self._engine.connect() as conn:
-            # A store created before the served log, opened without create, has no such table yet.
-            rows = conn.execute(query).all() if sa.inspect(conn).has_table(SERVED.name) else []
-        frame = pd.DataFrame(rows[::-1], columns=list(SERVED_COLUMNS))
-        frame[Served.SERVED_AT] = pd.to_datetime(frame[Served.SERVED_AT], utc=True)
-        frame[Served.ITEMS] = [json.loads(items) for items in frame[Served.ITEMS]]
-        frame[Served.CREDITS] = [
-            json.loads(credits) if credits else None for credits in frame[Served.CREDITS]
-        ]
-        frame[Served.COLD_START] = frame[Served.COLD_START].astype(bool)
-        frame[Served.BIAS_STRENGTH] = frame[Served.BIAS_STRENGTH].astype(np.float64)
-        return frame
-
-    def count_served(self) -> int:
-        """Number of stored served lists."""
-        with self._guard("counting served recommendations"), self._engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(SERVED)).scalar_one())
-
-    def delete_served_before(self, cutoff: datetime) -> int:
-        """Delete the served lists logged at or before ``cutoff`` (retention); return how many went."""
-        query = sa.delete(SERVED).where(SERVED.c[Served.SERVED_AT] <= cutoff)
-        with self._guard("pruning served recommendations"), self._engine.begin() as conn:
-            return int(conn.execute(query).rowcount)
-
     def audit_log(self) -> list[AuditRecord]:
         """Every audit record, oldest first."""
         columns = [
@@ -478,28 +374,6 @@ def _insert_skipping_known(postgres: bool) -> sa.Insert:
     )
 
 
-def _add_missing_columns(conn: Connection) -> None:
-    """Add the nullable columns a store created by an older version lacks (e.g. the experiment ``arm``).
-
-    A concurrent creator may add the column first: SQLite then reports a duplicate column, which is fine.
-    (On PostgreSQL the schema lock of :meth:`FeedbackStore.create_schema` serialises creators.)
-    """
-    inspector = sa.inspect(conn)
-    for table in METADATA.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            kind = column.type.compile(dialect=conn.dialect)
-            try:
-                with conn.begin_nested():
-                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
-            except sa_exc.OperationalError as err:
-                if "duplicate column" not in str(err):
-                    raise
-            _LOG.info("feedback store: added column %s.%s", table.name, column.name)
-
-
 def _unique_rows(events: Sequence[FeedbackEvent]) -> list[dict[str, Any]]:
     first: dict[str, FeedbackEvent] = {}
     for event in events:
@@ -509,10 +383,6 @@ def _unique_rows(events: Sequence[FeedbackEvent]) -> list[dict[str, Any]]:
 
 def _to_event(row: RowMapping) -> FeedbackEvent:
     return FeedbackEvent.model_validate({name: row[name] for name in FEEDBACK_COLUMNS})
-
-
-def _field(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(record)"
 
 
 def _first_line(err: BaseException) -> str:

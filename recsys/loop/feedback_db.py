@@ -7,6 +7,7 @@ only code that reads or writes these tables.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,11 +15,13 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 
 from recsys.columns import FEEDBACK_EVENTS, Col
 from recsys.errors import ConfigError
 from recsys.loop.events import MAX_ID_LENGTH, MAX_REASON_LENGTH, InvalidFeedbackError
+
+_LOG = logging.getLogger(__name__)
 
 SALT_SETTING = "pseudonym_salt"
 """Name of the store's secret salt in its ``store_settings`` table."""
@@ -246,3 +249,25 @@ def sqlite_engine(url: sa.URL, timeout_s: float) -> Engine:
             cursor.close()
 
     return engine
+
+
+def add_missing_columns(conn: Connection) -> None:
+    """Add the nullable columns a store created by an older version lacks (e.g. the experiment ``arm``).
+
+    A concurrent creator may add the column first: SQLite then reports a duplicate column, which is fine.
+    (On PostgreSQL the schema lock of :meth:`FeedbackStore.create_schema` serialises creators.)
+    """
+    inspector = sa.inspect(conn)
+    for table in METADATA.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=conn.dialect)
+            try:
+                with conn.begin_nested():
+                    conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+            except sa_exc.OperationalError as err:
+                if "duplicate column" not in str(err):
+                    raise
+            _LOG.info("feedback store: added column %s.%s", table.name, column.name)
