@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -162,3 +163,20 @@ def test_monitor_history_prints_each_recorded_run_or_says_there_is_none(
         {"timestamp": "2026-12-01T00:00:00+00:00", "drift_share": 0.25},  # n_events not measured that run
         {"timestamp": "2026-12-02T00:00:00+00:00", "drift_share": 0.5, "n_events": 7.0},
     ]
+
+
+def test_ingest_generates_the_synthetic_data_set(tmp_path: Path) -> None:
+    """``recsys ingest`` (what DVC runs) on generated data: the scale benchmark called the stage function,
+    so a command that printed a timing only downloads had went unnoticed until a whole run at S50."""
+    from flows.dvc import apply_overrides
+
+    params = tmp_path / "params.yaml"
+    shutil.copyfile(PROJECT_ROOT / "params.yaml", params)
+    tiny = {"users": 40, "items": 50, "pairs": 400}
+    apply_overrides(params, {"dataset.name": "synthetic", "dataset.synthetic": tiny})
+    result = runner.invoke(app, ["ingest", "--params", str(params), "--out", str(tmp_path / "raw")])
+    assert result.exit_code == 0, result.output
+    assert "ingested 2 files" in result.output
+    summary = json.loads((tmp_path / "raw" / "ingest.json").read_text(encoding="utf-8"))
+    assert summary["dataset"] == "synthetic" and summary["shape"]["users"] == 40
+    assert "seconds" not in summary  # a DVC output: timings are printed, not stored
