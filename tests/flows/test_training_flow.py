@@ -368,3 +368,30 @@ def test_a_teams_own_files_run_through_the_whole_flow_to_their_own_champion(
     assert champion is not None and champion.tag.startswith("music_recommender_files:")
     assert summary["model_tag"] == champion.tag
     assert registry.champion() is None  # the artists' champion is a different model
+
+
+@pytest.mark.slow
+def test_generated_data_runs_through_the_whole_flow_with_the_large_catalogue_preset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The synthetic source through every DVC stage's command (ingest generates the data), with the
+    large-catalogue preset's hybrid, to its own champion: the path of a run at S50, at a size that trains."""
+    from recsys.cli import load_preset
+
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
+    shutil.copytree(PROJECT_ROOT / "recsys", root / "recsys", ignore=shutil.ignore_patterns("__pycache__"))
+    init_repo(root, yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text(encoding="utf-8")))
+    generated = {"dataset.name": "synthetic", "dataset.synthetic": {"users": 80, "items": 60, "pairs": 1200}}
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
+    overrides = TINY_OVERRIDES | load_preset("large-catalogue") | generated
+    state = run(TinyProject(root, tmp_path / "no-raw-data"), params_overrides=overrides)
+
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert {row["model"] for row in summary["metrics"]} == ALL_MODELS
+    ingested = json.loads((root / "data/raw/ingest.json").read_text(encoding="utf-8"))
+    assert ingested["dataset"] == "synthetic" and ingested["shape"]["users"] == 80
+    champion = registry.champion(dataset="synthetic")
+    assert champion is not None and champion.tag.startswith("music_recommender_synthetic:")
