@@ -32,7 +32,10 @@ depend on it: every row is ranked on its own."""
 THREADS_ENV = "RECSYS_EVAL_THREADS"
 BYTES_PER_BATCH_CELL = 16
 """Planned memory per score of a batch in flight: the model's output and its temporaries (float32 or
-float64), with room for a variant's transform (the bias curve's re-ranking)."""
+float64)."""
+BYTES_PER_VARIANT_CELL = 32
+"""The same with variants of the scores (the bias curve's re-ranking): the output, its float64 copy, the
+standardised rows and the current variant."""
 
 
 def each_masked_chunk(
@@ -83,7 +86,12 @@ def masked_chunks(
 
 
 def each_batch(
-    n_users: int, batch_size: int, n_items: int, work: Callable[[slice], None], threads: int | None = None
+    n_users: int,
+    batch_size: int,
+    n_items: int,
+    work: Callable[[slice], None],
+    threads: int | None = None,
+    bytes_per_cell: int = BYTES_PER_BATCH_CELL,
 ) -> None:
     """``work(rows)`` for every batch of ``batch_size`` rows, ``threads`` batches at once (default
     :func:`evaluation_threads`). Scoring, partitioning and sorting release the GIL, so batches run side by
@@ -91,7 +99,7 @@ def each_batch(
     batches = [slice(start, min(start + batch_size, n_users)) for start in range(0, n_users, batch_size)]
     threads = max(1, min(threads or evaluation_threads(), len(batches)))
     require(
-        threads * min(batch_size, n_users) * n_items * BYTES_PER_BATCH_CELL,
+        threads * min(batch_size, n_users) * n_items * bytes_per_cell,
         f"evaluating {threads} batch(es) of {min(batch_size, n_users)} users x {n_items} items at once",
         f"set {THREADS_ENV}=1 or score fewer users at once",
     )

@@ -27,6 +27,7 @@ import scipy.sparse as sp
 from recsys.config import EvaluateParams
 from recsys.models.scorer import top_k_from_scores
 from recsys.offline.batches import (
+    BYTES_PER_VARIANT_CELL,
     ScoreFn,
     each_batch,
     each_masked_chunk,
@@ -291,7 +292,7 @@ def evaluate_variants(
                 top[at] = _top_k(scores, k_max)
                 auc[at] = auc_rows(scores, relevant_rows[at])
 
-    each_batch(len(users), batch_size, n_items, one_batch)
+    each_batch(len(users), batch_size, n_items, one_batch, bytes_per_cell=BYTES_PER_VARIANT_CELL)
     context = _ListContext(item_popularity(train), train.shape[0], n_items, params, None)
     return {
         key: RankedEvaluation(_result(top, aucs[key], relevant, users, context, user_groups), users, top)

@@ -180,3 +180,20 @@ def test_the_counting_rule_is_what_auc_uses(monkeypatch: pytest.MonkeyPatch) -> 
     sorted_ = auc_per_user(lambda u: scores[u], users, train, test)
     assert np.array_equal(counted, sorted_, equal_nan=True)
     assert np.isfinite(counted).sum() >= 35
+
+
+def test_the_bias_curve_plans_for_its_variants(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-ranked variants hold float64 copies: the curve plans twice the memory a plain evaluation does."""
+    import recsys.offline.batches as planned
+
+    train, test = random_split(30, 40, seed=22)
+    needed: list[int] = []
+    monkeypatch.setattr(planned, "require", lambda n_bytes, what, fix: needed.append(n_bytes))
+    monkeypatch.setenv(THREADS_ENV, "1")
+    scores = np.random.default_rng(23).random((30, 40))
+    evaluate(lambda u: scores[u], train, test, EvaluateParams(), batch_size=16)
+    evaluate_variants(
+        lambda u: scores[u], lambda raw: iter([(0, raw)]), train, test, EvaluateParams(), batch_size=16
+    )
+    assert needed == [16 * 40 * planned.BYTES_PER_BATCH_CELL, 16 * 40 * planned.BYTES_PER_VARIANT_CELL]
+    assert planned.BYTES_PER_VARIANT_CELL > planned.BYTES_PER_BATCH_CELL
