@@ -51,6 +51,20 @@ def steps(seconds: float, service_error: bool = False) -> dict[str, object]:
     }
 
 
+def generated_size(root: Path, users: int, items: int, pairs: int) -> Path:
+    """``root`` as a tiny generated size: params for the synthetic source, then the upstream steps, each in
+    its own process as the benchmark runs them."""
+    from flows.dvc import apply_overrides
+    from tests.helpers import PROJECT_ROOT
+
+    (root / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    shape = {"users": users, "items": items, "pairs": pairs}
+    apply_overrides(root / "params.yaml", {"dataset.name": "synthetic", "dataset.synthetic": shape})
+    for name in ("generate", "prepare", "features", "split"):
+        assert "error" not in run_step(name, root)
+    return root
+
+
 def test_growth_is_the_exponent_over_listens_and_refused_steps_are_left_out() -> None:
     results = {
         "S1": {"listens": 1_000, "steps": steps(2.0), "times": times_of(steps(2.0))},
@@ -109,16 +123,8 @@ def test_the_retrain_step_runs_the_real_retraining_flow_on_a_generated_project(t
     """Generate, prepare, featurise, split, fit the preset's hybrid, retrain it on generated feedback, and run
     the whole train stage with the preset."""
     from benchmarks.scale import preset_settings
-    from flows.dvc import apply_overrides
-    from tests.helpers import PROJECT_ROOT
 
-    (tmp_path / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    apply_overrides(
-        tmp_path / "params.yaml",
-        {"dataset.name": "synthetic", "dataset.synthetic": {"users": 120, "items": 90, "pairs": 2400}},
-    )
-    for name in ("generate", "prepare", "features", "split"):
-        assert "error" not in run_step(name, tmp_path)
+    generated_size(tmp_path, users=120, items=90, pairs=2400)
     settings, lightfm, _ = preset_settings()
     fitted = run_step("fit", tmp_path, model="lightfm_hybrid", epochs=2, overrides=lightfm, models="kept")
     assert fitted["epochs_run"] == 2 and (tmp_path / "kept" / "lightfm_hybrid.npz").is_file()

@@ -12,6 +12,7 @@ import pytest
 from benchmarks.scale import _ann_rows, run_step
 from benchmarks.scale_ann import _folded, verdict
 from recsys.offline.popularity import rerank_popularity
+from tests.benchmarks.test_scale import generated_size
 
 
 @pytest.mark.parametrize("strength", [0.0, 0.1, 0.7])
@@ -65,16 +66,7 @@ def test_the_verdict_needs_both_recall_and_latency() -> None:
 def test_the_step_measures_a_real_index_on_a_generated_catalogue(tmp_path: Path) -> None:
     """A tiny generated size: every item fits the search width, so HNSW finds the exact lists, with the
     re-ranking folded in."""
-    from flows.dvc import apply_overrides
-    from tests.helpers import PROJECT_ROOT
-
-    (tmp_path / "params.yaml").write_text((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    apply_overrides(
-        tmp_path / "params.yaml",
-        {"dataset.name": "synthetic", "dataset.synthetic": {"users": 150, "items": 120, "pairs": 3000}},
-    )
-    for name in ("generate", "prepare", "features", "split"):
-        assert "error" not in run_step(name, tmp_path)
+    generated_size(tmp_path, users=150, items=120, pairs=3000)
     assert "error" not in run_step("fit", tmp_path, model="lightfm_hybrid", epochs=2)
     result = run_step("ann", tmp_path, strength=0.1, listeners=60)
     assert "error" not in result, result

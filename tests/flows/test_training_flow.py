@@ -314,6 +314,15 @@ def test_a_deliberately_worse_configuration_is_refused_by_the_gate(trained: Tiny
     assert "keep the champion" in str((artifact_of(state, "gate-decision") or {})["data"])
 
 
+def flow_project(root: Path) -> Path:
+    """A fresh project at ``root`` (params, the package, the pipeline) in its own git + DVC repo."""
+    root.mkdir()
+    shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
+    shutil.copytree(PROJECT_ROOT / "recsys", root / "recsys", ignore=shutil.ignore_patterns("__pycache__"))
+    init_repo(root, yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text(encoding="utf-8")))
+    return root
+
+
 def test_a_teams_own_files_run_through_the_whole_flow_to_their_own_champion(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -342,11 +351,7 @@ def test_a_teams_own_files_run_through_the_whole_flow_to_their_own_champion(
     mine.mkdir()
     listens.to_csv(mine / "listens.csv", index=False)
     items.to_parquet(mine / "songs.parquet", index=False)
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
-    shutil.copytree(PROJECT_ROOT / "recsys", root / "recsys", ignore=shutil.ignore_patterns("__pycache__"))
-    init_repo(root, yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text(encoding="utf-8")))
+    root = flow_project(tmp_path / "project")
     files = {
         "dataset.name": "files",
         "dataset.files.interactions": str(mine / "listens.csv"),
@@ -378,11 +383,7 @@ def test_generated_data_runs_through_the_whole_flow_with_the_large_catalogue_pre
     large-catalogue preset's hybrid, to its own champion: the path of a run at S50, at a size that trains."""
     from recsys.cli import load_preset
 
-    root = tmp_path / "project"
-    root.mkdir()
-    shutil.copy(PROJECT_ROOT / "params.yaml", root / "params.yaml")
-    shutil.copytree(PROJECT_ROOT / "recsys", root / "recsys", ignore=shutil.ignore_patterns("__pycache__"))
-    init_repo(root, yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text(encoding="utf-8")))
+    root = flow_project(tmp_path / "project")
     generated = {"dataset.name": "synthetic", "dataset.synthetic": {"users": 80, "items": 60, "pairs": 1200}}
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     overrides = TINY_OVERRIDES | load_preset("large-catalogue") | generated
