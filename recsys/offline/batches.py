@@ -32,10 +32,7 @@ depend on it: every row is ranked on its own."""
 THREADS_ENV = "RECSYS_EVAL_THREADS"
 BYTES_PER_BATCH_CELL = 16
 """Planned memory per score of a batch in flight: the model's output and its temporaries (float32 or
-float64)."""
-BYTES_PER_VARIANT_CELL = 32
-"""The same with variants of the scores (the bias curve's re-ranking): the output, its float64 copy, the
-standardised rows and the current variant."""
+float64). Copies, masks and variants of the scores are made a chunk (:data:`CHUNK_CELLS`) at a time."""
 
 
 def each_masked_chunk(
@@ -74,15 +71,25 @@ def masked_chunks(
     """``(rows, scores)`` of one scored batch, :data:`CHUNK_CELLS` scores at a time: a private checked
     copy of the candidates' scores with the batch's ``excluded`` entries set to ``-inf``."""
     width = raw.shape[1] if columns is None else len(columns)
-    step = max(1, CHUNK_CELLS // max(width, 1))
-    for start in range(0, len(batch), step):
-        part = slice(start, min(start + step, len(batch)))
+    for part in row_chunks(len(batch), width):
         chunk, removed = raw[part], excluded[part]
         if columns is not None:
             chunk, removed = chunk[:, columns], removed[:, columns]
-        scores = checked(chunk, batch[part])
-        scores[stored_entries(removed)] = -np.inf
-        yield part, scores
+        yield part, masked(chunk, batch[part], removed)
+
+
+def row_chunks(n_rows: int, width: int) -> Iterator[slice]:
+    """Slices of ``n_rows`` rows of ``width`` scores, :data:`CHUNK_CELLS` scores (at least a row) each."""
+    step = max(1, CHUNK_CELLS // max(width, 1))
+    for start in range(0, n_rows, step):
+        yield slice(start, min(start + step, n_rows))
+
+
+def masked(chunk: np.ndarray, users: np.ndarray, removed: sp.csr_matrix) -> np.ndarray:
+    """A private checked copy of ``chunk`` (the scores of ``users``) with ``removed``'s entries ``-inf``."""
+    scores = checked(chunk, users)
+    scores[stored_entries(removed)] = -np.inf
+    return scores
 
 
 def each_batch(

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from recsys.config import EvaluateParams
 from recsys.offline.batches import ScoreFn
 from recsys.offline.evaluation import evaluate_variants
-from recsys.offline.popularity import popularity_lift, popularity_reranked
+from recsys.offline.popularity import popularity_lift, popularity_variants
 
 STRENGTH = "strength"
 NDCG_COST = "ndcg_cost"
@@ -102,7 +102,7 @@ def tradeoff_curve(
     k = params.primary_k
     ordered = sorted(set(map(float, strengths)))
     evaluated = evaluate_variants(
-        score_fn, lambda raw: popularity_reranked(raw, popularity, ordered), train, test, params, groups
+        score_fn, popularity_variants(popularity, ordered), train, test, params, groups
     )
     rows = []
     for strength in ordered:

@@ -27,12 +27,12 @@ import scipy.sparse as sp
 from recsys.config import EvaluateParams
 from recsys.models.scorer import top_k_from_scores
 from recsys.offline.batches import (
-    BYTES_PER_VARIANT_CELL,
     ScoreFn,
     each_batch,
     each_masked_chunk,
-    masked_chunks,
+    masked,
     offset,
+    row_chunks,
     shape_checked,
 )
 from recsys.offline.metrics import (
@@ -248,9 +248,12 @@ def evaluate_variants(
     """:func:`evaluate` of several transforms of one model's scores from a single scoring pass.
 
     Each batch of users is scored once and ``variants`` turns those raw scores into every variant in
-    turn; each variant is then masked, ranked and measured exactly as :func:`evaluate` would measure a
-    model scoring like it (every item a candidate). Memory stays a few batch-sized matrices (the raw
-    scores, whatever ``variants`` keeps, the current variant and its masked copy), never one per variant.
+    turn, a chunk of rows (:data:`recsys.offline.batches.CHUNK_CELLS` scores) at a time, so ``variants``
+    must be row-wise: each row of a variant depends only on the same row of raw scores. Each variant is
+    then masked, ranked and measured exactly as :func:`evaluate` would measure a model scoring like it
+    (every item a candidate). Memory is the batch's raw scores (planned as :func:`evaluate` plans them)
+    and a few chunk-sized arrays, never a batch-sized one per variant: at 150k items the curve's fresh
+    600 MB float64 array per strength per batch cost more than ranking it.
 
     Examples
     --------
@@ -284,15 +287,15 @@ def evaluate_variants(
         batch = users[rows]
         raw = shape_checked(score_fn(batch), batch, n_items)
         excluded = exclude[batch]
-        for key, variant in variants(raw):
-            top, auc = outputs(key)
-            checked = shape_checked(variant, batch, n_items)
-            for part, scores in masked_chunks(checked, batch, excluded, None):
-                at = offset(part, rows.start)
+        for part in row_chunks(len(batch), n_items):
+            at = offset(part, rows.start)
+            for key, variant in variants(raw[part]):
+                top, auc = outputs(key)
+                scores = masked(shape_checked(variant, batch[part], n_items), batch[part], excluded[part])
                 top[at] = _top_k(scores, k_max)
                 auc[at] = auc_rows(scores, relevant_rows[at])
 
-    each_batch(len(users), batch_size, n_items, one_batch, bytes_per_cell=BYTES_PER_VARIANT_CELL)
+    each_batch(len(users), batch_size, n_items, one_batch)
     context = _ListContext(item_popularity(train), train.shape[0], n_items, params, None)
     return {
         key: RankedEvaluation(_result(top, aucs[key], relevant, users, context, user_groups), users, top)

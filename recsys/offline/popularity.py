@@ -240,16 +240,37 @@ def popularity_reranked(
     >>> [(s, a.argmax()) for s, a in popularity_reranked(np.array([3.0, 2.0]), np.array([9.0, 1.0]), [0, 9])]
     [(0.0, np.int64(0)), (9.0, np.int64(1))]
     """
+    return popularity_variants(popularity, strengths)(scores)
+
+
+def popularity_variants(
+    popularity: np.ndarray, strengths: Sequence[float]
+) -> Callable[[np.ndarray], Iterator[tuple[float, np.ndarray]]]:
+    """:func:`popularity_reranked` with the strengths checked and the popularity penalty computed once.
+
+    Row-wise (each adjusted row depends only on its own row of scores), so the trade-off curve applies it
+    to a few rows at a time (:func:`recsys.offline.evaluation.evaluate_variants`) with the same numbers.
+
+    Raises
+    ------
+    ValueError
+        When a strength is negative or not finite.
+    """
     for strength in strengths:
         if not np.isfinite(strength) or strength < 0:
             raise ValueError(f"strength must be a finite number >= 0, got {strength}")
-    rows = np.atleast_2d(np.asarray(scores, dtype=np.float64))
-    if rows.shape[1] != len(popularity):
-        raise ValueError(f"scores have {rows.shape[1]} items but popularity has {len(popularity)}")
-    standardised = _standardise_rows(rows)
     penalty = _standardise(np.log1p(popularity))
-    for strength in strengths:
-        yield float(strength), standardised - strength * penalty
+    ordered = [float(strength) for strength in strengths]
+
+    def variants(scores: np.ndarray) -> Iterator[tuple[float, np.ndarray]]:
+        rows = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+        if rows.shape[1] != len(popularity):
+            raise ValueError(f"scores have {rows.shape[1]} items but popularity has {len(popularity)}")
+        standardised = _standardise_rows(rows)
+        for strength in ordered:
+            yield strength, standardised - strength * penalty
+
+    return variants
 
 
 def _standardise(values: np.ndarray) -> np.ndarray:

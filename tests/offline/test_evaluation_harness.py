@@ -182,18 +182,26 @@ def test_the_counting_rule_is_what_auc_uses(monkeypatch: pytest.MonkeyPatch) -> 
     assert np.isfinite(counted).sum() >= 35
 
 
-def test_the_bias_curve_plans_for_its_variants(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Re-ranked variants hold float64 copies: the curve plans twice the memory a plain evaluation does."""
+def test_variants_are_made_a_chunk_of_rows_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bias curve's variants never hold a batch-sized copy: ``variants`` sees a chunk of rows at a time,
+    and the curve plans the memory of a plain evaluation."""
     import recsys.offline.batches as planned
 
     train, test = random_split(30, 40, seed=22)
     needed: list[int] = []
+    seen: list[int] = []
     monkeypatch.setattr(planned, "require", lambda n_bytes, what, fix: needed.append(n_bytes))
+    monkeypatch.setattr(planned, "CHUNK_CELLS", 3 * 40)
     monkeypatch.setenv(THREADS_ENV, "1")
     scores = np.random.default_rng(23).random((30, 40))
+
+    def variants(raw: np.ndarray) -> Iterator[tuple[Hashable, np.ndarray]]:
+        seen.append(len(raw))
+        yield 0, raw
+
     evaluate(lambda u: scores[u], train, test, EvaluateParams(), batch_size=16)
-    evaluate_variants(
-        lambda u: scores[u], lambda raw: iter([(0, raw)]), train, test, EvaluateParams(), batch_size=16
+    evaluate_variants(lambda u: scores[u], variants, train, test, EvaluateParams(), batch_size=16)
+    assert needed == [16 * 40 * planned.BYTES_PER_BATCH_CELL] * 2
+    assert max(seen) == 3 and sum(seen) == len(
+        np.unique(relevant_entries(train, test, np.ones(40, bool)).nonzero()[0])
     )
-    assert needed == [16 * 40 * planned.BYTES_PER_BATCH_CELL, 16 * 40 * planned.BYTES_PER_VARIANT_CELL]
-    assert planned.BYTES_PER_VARIANT_CELL > planned.BYTES_PER_BATCH_CELL

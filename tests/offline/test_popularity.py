@@ -15,6 +15,7 @@ from recsys.offline.popularity import (
     popularity_lift,
     popularity_lift_summary,
     popularity_percentile,
+    popularity_variants,
     rerank_popularity,
     user_groups,
 )
@@ -125,3 +126,28 @@ def test_rerank_single_user_and_validation() -> None:
         rerank_popularity(np.zeros(3), np.ones(3), -1.0)
     with pytest.raises(ValueError, match="items"):
         rerank_popularity(np.zeros((2, 3)), np.ones(4), 1.0)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_popularity_variants_are_row_wise(masked: bool) -> None:
+    """The bias curve re-ranks a few rows at a time: any cut of the rows gives the same bytes as the whole
+    matrix and as rerank_popularity, with or without masked items."""
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(23, 400)).astype(np.float32)
+    if masked:
+        scores[rng.random(scores.shape) < 0.2] = -np.inf
+    popularity = rng.pareto(1.5, 400) * 10
+    variants = popularity_variants(popularity, [0.0, 0.1, 0.7])
+    whole = dict(variants(scores))
+    for step in (1, 5, 23):
+        for start in range(0, 23, step):
+            for strength, part in variants(scores[start : start + step]):
+                assert np.array_equal(part, whole[strength][start : start + step])
+    for strength, adjusted in whole.items():
+        assert np.array_equal(adjusted, rerank_popularity(scores, popularity, strength))
+    assert not np.array_equal(whole[0.0].argmax(axis=1), whole[0.7].argmax(axis=1))
+
+
+def test_popularity_variants_check_the_strengths_when_built() -> None:
+    with pytest.raises(ValueError, match="strength must be a finite number >= 0, got nan"):
+        popularity_variants(np.ones(3), [0.1, float("nan")])
