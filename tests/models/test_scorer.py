@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.models.scorer import MISSING, TopKScorer, top_k_from_scores
+import recsys.models.scorer as scorer
+from recsys.models.scorer import MISSING, TopKScorer, best_k, top_k_from_scores
 
 
 def random_scores(n_rows: int, n_items: int, seed: int = 0) -> np.ndarray:
@@ -31,6 +32,28 @@ def test_equal_scores_keep_the_lower_item_first_within_the_k() -> None:
         np.testing.assert_array_equal(values, row[chosen])
         order = np.lexsort((chosen, -values))
         np.testing.assert_array_equal(order, np.arange(10))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("distinct", [0.0, 0.05, 1.0])
+def test_the_k_best_are_a_full_sort_s_first_k_whichever_way_they_are_selected(
+    dtype: type, distinct: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows of mostly one value (a neighbourhood model's zeros) are selected the other way round; both ways
+    take, of the items tied with the k-th best score, the lowest indices: a stable sort's first k."""
+    rng = np.random.default_rng(int(distinct * 100))
+    scores = np.zeros((40, 600), dtype=dtype)
+    spread = rng.random(scores.shape) < distinct
+    scores[spread] = rng.integers(1, 30, spread.sum())  # few levels: ties at the k-th score
+    scores[rng.random(scores.shape) < 0.02] = -np.inf
+    scores[5] = -np.inf  # a row with no allowed item
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :25]
+    expected = np.where(np.isneginf(np.take_along_axis(scores, expected, axis=1)), MISSING, expected)
+    for sampled in (512, 1):  # 512: every score sampled (repeats seen: negated); 1: one (the plain way)
+        monkeypatch.setattr(scorer, "SAMPLED", sampled)
+        np.testing.assert_array_equal(top_k_from_scores(scores, 25)[0], expected)
+        chosen = best_k(scores, 25)
+        assert [len(set(row)) for row in chosen] == [25] * 40
 
 
 def test_a_float64_callers_lowest_real_score_is_not_taken_for_missing() -> None:
