@@ -35,6 +35,7 @@ from recsys.config import load_params
 from recsys.errors import RecsysError
 from recsys.offline.metrics_files import metrics_rows, read_bias, read_report
 from recsys.paths import HYBRID, PARAMS_FILE
+from recsys.reporting.model_card import refresh_model_card
 from recsys.reporting.run_summary import closing_summary, report_paths, reports_markdown
 
 
@@ -69,13 +70,17 @@ def run_stages(
 
 @task(name="publish-reports", cache_policy=NO_CACHE)
 def publish_reports(project_dir: str, report: dict[str, Any], k: int) -> dict[str, Any]:
-    """Artifacts: the metrics table, links to the EDA report and the metrics, and a list of the plots."""
+    """The model card rewritten from this run's metrics; artifacts: the metrics table, links to the EDA
+    report, the metrics and the card, and a list of the plots."""
     rows = metrics_rows(report, k)
     create_table_artifact(rows, key="offline-metrics", description=f"Test-split metrics @{k} per model")
-    paths = report_paths(Path(project_dir))
-    for key, label in (("eda", "EDA report"), ("metrics", "Offline metrics (JSON)")):
-        if key in paths:
-            create_link_artifact(Path(paths[key]).as_uri(), link_text=label, key=f"{key}-report")
+    card = refresh_model_card(Path(project_dir))
+    paths = report_paths(Path(project_dir)) | {"model_card": str(card)}
+    links = {"eda": ("EDA report", "eda-report"), "metrics": ("Offline metrics (JSON)", "metrics-report")}
+    links["model_card"] = ("Model card", "model-card")  # artifact keys: lowercase letters, digits, dashes
+    for name, (label, key) in links.items():
+        if name in paths:
+            create_link_artifact(Path(paths[name]).as_uri(), link_text=label, key=key)
     create_markdown_artifact(reports_markdown(paths), key="training-reports", description="Report files")
     return paths
 

@@ -345,3 +345,17 @@ def write_model_card(inputs: CardInputs, out: Path) -> Path:
     """Render and write the card atomically; returns ``out``."""
     write_text(out, render_model_card(inputs))
     return out
+
+
+def refresh_model_card(project_dir: Path) -> Path:
+    """The data set's card in ``project_dir`` rewritten from that workspace's run (what ``recsys
+    model-card`` writes). The training flow calls it after the stages, so a run leaves the card in step with
+    the ``metrics/`` it wrote: on another CPU the hybrid's numbers can differ in the fourth digit from the
+    committed ones (``docs/benchmarks.md``, "Reproducibility"), and the card test compares the two."""
+    inputs = load_card_inputs(
+        project_dir / PARAMS_FILE,
+        project_dir / METRICS_DIR,
+        project_dir / PREPARED_DIR,
+        project_dir / EDA_DIR,
+    )
+    return write_model_card(inputs, project_dir / card_path(inputs.params))

@@ -27,6 +27,8 @@ def reports_markdown(paths: Mapping[str, Any]) -> str:
         lines.append(f"- EDA: [{paths['eda']}]({Path(paths['eda']).as_uri()})")
     if "metrics" in paths:
         lines.append(f"- Offline metrics: [{paths['metrics']}]({Path(paths['metrics']).as_uri()})")
+    if "model_card" in paths:
+        lines.append(f"- Model card: [{paths['model_card']}]({Path(paths['model_card']).as_uri()})")
     if paths.get("plots"):
         lines += ["- Plot tables (`dvc plots show` renders them):", *(f"  - {p}" for p in paths["plots"])]
     return "\n".join(lines) + "\n"

@@ -33,6 +33,8 @@ from flows.monitoring import monitoring_flow
 from flows.training import dvc_stage, training_flow
 from recsys import registry
 from recsys.paths import MODEL_NAMES
+from recsys.reporting.card_sections import results_section
+from recsys.reporting.formatting import load_offline
 from tests.helpers import PROJECT_ROOT, TINY_OVERRIDES, TinyProject, init_repo, make_tiny_project, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -161,8 +163,15 @@ def test_first_run_trains_evaluates_and_promotes(
         assert packaged.metrics["ndcg@10"] == pytest.approx(report["models"]["lightfm_hybrid"]["ndcg@10"])
     assert packaged.metadata["params"]["train"]["search"]["n_trials"] == 2
     assert Path(summary["reports"]["eda"]).name == "eda.html"
+    # The run rewrote the model card from its own metrics: card and metrics/ agree on any machine.
+    card = Path(summary["reports"]["model_card"])
+    assert card.parent == tiny_project.root / "docs"
+    assert results_section(load_offline(tiny_project.root / "metrics"), 10) in card.read_text(
+        encoding="utf-8"
+    )
 
-    for key in ("offline-metrics", "eda-report", "metrics-report", "training-reports", "gate-decision"):
+    keys = ("offline-metrics", "eda-report", "metrics-report", "model-card", "training-reports")
+    for key in (*keys, "gate-decision"):
         assert artifact_of(state, key) is not None, key
     table = artifact_of(state, "offline-metrics") or {}
     assert "lightfm_hybrid" in str(table["data"]) and "ndcg@10" in str(table["data"])

@@ -31,6 +31,9 @@ def test_report_paths_lists_existing_reports_only_and_the_markdown_links_them(tm
     assert paths["plots"] == [str(tmp_path / "plots" / "ndcg_by_k.csv")]
     text = reports_markdown(paths)
     assert (tmp_path / "metrics" / "offline.json").as_uri() in text and "EDA" not in text
+    assert "Model card" not in text
+    card = tmp_path / "docs" / "model_card.md"
+    assert f"- Model card: [{card}]({card.as_uri()})" in reports_markdown(paths | {"model_card": str(card)})
 
 
 def test_the_summary_table_shows_each_model_the_verdict_and_the_stage_times() -> None:
