@@ -33,8 +33,8 @@ POWERS = (0.8, 0.95)
 def top_lists(model_name: str, k: int) -> tuple[list[list[int]], list[set[int]], float]:
     """Each test listener's top-``k`` (training items excluded), their test items, and the model's nDCG@k."""
     from recsys.models import load_recommender
-    from recsys.offline.evaluation import rank_top_k
     from recsys.offline.metrics import ranking_metrics
+    from recsys.offline.ranking import rank_top_k
     from recsys.offline.split import load_split
     from recsys.paths import MODELS_DIR, SPLIT_DIR, model_file
 

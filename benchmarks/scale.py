@@ -194,7 +194,8 @@ def _evaluate(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     ``threads`` batches at once (default: the harness's own choice)."""
     from recsys.models import load_recommender
     from recsys.offline.batches import THREADS_ENV, evaluation_threads
-    from recsys.offline.evaluation import evaluate, positive_counts, relevant_entries
+    from recsys.offline.evaluation import evaluate, relevant_entries
+    from recsys.offline.metrics import positive_counts
     from recsys.offline.split import load_split
     from recsys.paths import model_file
 

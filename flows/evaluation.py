@@ -28,7 +28,8 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.search import RUNNERS, make_task_runner
 from recsys.config import load_params
-from recsys.offline.evaluation import BATCH_SIZE, evaluate
+from recsys.offline.batches import BATCH_SIZE
+from recsys.offline.evaluation import evaluate
 from recsys.offline.sharding import evaluate_shard, shard_slices
 from recsys.paths import HYBRID, MODELS_DIR, PARAMS_FILE, SPLIT_DIR, model_file
 

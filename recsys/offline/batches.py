@@ -29,6 +29,8 @@ CHUNK_CELLS = 1 << 20
 512-user batches of a 150k-item catalogue (300 MB, 600 MB of indices) made evaluation 2.6-3x slower at
 S50 (fresh pages and cache misses on every pass; ``docs/benchmarks.md``, "Scale"). The numbers do not
 depend on it: every row is ranked on its own."""
+BATCH_SIZE = 512
+"""Users scored at once (their scores are the batch in flight: ``BATCH_SIZE * n_items`` floats)."""
 THREADS_ENV = "RECSYS_EVAL_THREADS"
 BYTES_PER_BATCH_CELL = 16
 """Planned memory per score of a batch in flight: the model's output and its temporaries (float32 or
@@ -98,7 +100,6 @@ def each_batch(
     n_items: int,
     work: Callable[[slice], None],
     threads: int | None = None,
-    bytes_per_cell: int = BYTES_PER_BATCH_CELL,
 ) -> None:
     """``work(rows)`` for every batch of ``batch_size`` rows, ``threads`` batches at once (default
     :func:`evaluation_threads`). Scoring, partitioning and sorting release the GIL, so batches run side by
@@ -106,7 +107,7 @@ def each_batch(
     batches = [slice(start, min(start + batch_size, n_users)) for start in range(0, n_users, batch_size)]
     threads = max(1, min(threads or evaluation_threads(), len(batches)))
     require(
-        threads * min(batch_size, n_users) * n_items * bytes_per_cell,
+        threads * min(batch_size, n_users) * n_items * BYTES_PER_BATCH_CELL,
         f"evaluating {threads} batch(es) of {min(batch_size, n_users)} users x {n_items} items at once",
         f"set {THREADS_ENV}=1 or score fewer users at once",
     )

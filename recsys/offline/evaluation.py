@@ -3,15 +3,16 @@ per user group and for cold start.
 
 Protocol (``DESIGN.md``): the items in a user's training row are excluded from that user's ranking and
 every other item is a candidate; the cold-start protocol restricts candidates to the held-out items.
-Users are scored in batches, so the whole Last.fm matrix (1,892 x 17,632) is evaluated in seconds.
+Users are scored in batches and ranked by :mod:`recsys.offline.ranking`, so the whole Last.fm matrix
+(1,892 x 17,632) is evaluated in seconds.
 
 Conventions
 -----------
 - A top-k array is ``(n_users, k)`` item indices, best first, padded with ``PAD_ITEM`` (-1) when a
   user has fewer than ``k`` candidate items. Padding is never relevant and never counted as an item.
 - Any stored non-zero training entry excludes the item; a test entry is relevant when it is positive.
-- Ties in the top-k are ordered by item index; which of several items tied at the k-th place is kept
-  is arbitrary but deterministic.
+- Ties in the top-k are ordered by item index; of several items tied at the k-th place, the lowest
+  indices are kept (:func:`recsys.models.scorer.best_k`).
 """
 
 from __future__ import annotations
@@ -25,16 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.config import EvaluateParams
-from recsys.models.scorer import top_k_from_scores
-from recsys.offline.batches import (
-    ScoreFn,
-    each_batch,
-    each_masked_chunk,
-    masked,
-    offset,
-    row_chunks,
-    shape_checked,
-)
+from recsys.offline.batches import BATCH_SIZE, ScoreFn, each_batch, masked, offset, row_chunks, shape_checked
 from recsys.offline.metrics import (
     auc_rows,
     average_recommendation_popularity,
@@ -47,13 +39,11 @@ from recsys.offline.metrics import (
     ranking_metrics,
 )
 from recsys.offline.popularity import PAD_ITEM, item_popularity
+from recsys.offline.ranking import candidate_mask, rank_and_auc, top_k_padded
 
 Ranker = Callable[[np.ndarray, sp.csr_matrix, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 """``(users, relevant, mask, k_max) -> (top_k, auc)``: what :func:`rank_and_auc` computes for
 :func:`evaluate`, elsewhere (e.g. shards of users on Dask workers: :mod:`recsys.offline.sharding`)."""
-
-BATCH_SIZE = 512
-
 
 Metrics = dict[str, float | int]
 
@@ -74,100 +64,6 @@ class EvaluationResult:
     def to_dict(self) -> dict[str, Any]:
         """The overall metrics plus a ``"groups"`` entry: plain JSON-serialisable data."""
         return {**self.metrics, "groups": {name: dict(values) for name, values in self.groups.items()}}
-
-
-def candidate_mask(candidates: np.ndarray | None, n_items: int) -> np.ndarray:
-    """A boolean item mask from a boolean mask, an index array, or None (every item is a candidate)."""
-    if candidates is None:
-        return np.ones(n_items, dtype=bool)
-    values = np.asarray(candidates)
-    if values.dtype == bool:
-        if values.shape != (n_items,):
-            raise ValueError(f"candidate mask has shape {values.shape}, expected ({n_items},)")
-        return values.copy()
-    if values.size and (values.min() < 0 or values.max() >= n_items):
-        raise ValueError(f"candidate indices must lie in [0, {n_items}), got {values.min()}..{values.max()}")
-    mask = np.zeros(n_items, dtype=bool)
-    mask[values.astype(np.intp)] = True
-    return mask
-
-
-def rank_top_k(
-    score_fn: ScoreFn,
-    users: np.ndarray,
-    k_max: int,
-    exclude: sp.csr_matrix,
-    candidates: np.ndarray | None = None,
-    batch_size: int = BATCH_SIZE,
-) -> np.ndarray:
-    """The ``k_max`` best-scored candidate items of each user, best first.
-
-    Parameters
-    ----------
-    score_fn
-        Model scores for a batch of user indices.
-    users
-        User (row) indices to rank for.
-    k_max
-        Length of each list.
-    exclude
-        ``(n_users, n_items)``; a user's stored non-zero items never appear in their list.
-    candidates
-        Boolean item mask or item indices restricting the ranking (cold start); None = all items.
-    batch_size
-        Users scored at once (memory is ``batch_size * n_items`` floats).
-
-    Returns
-    -------
-    np.ndarray
-        ``(len(users), k_max)`` int64 item indices padded with ``PAD_ITEM``.
-
-    Examples
-    --------
-    >>> scores = np.array([[0.1, 0.9, 0.5, 0.7]])
-    >>> rank_top_k(lambda u: scores[u], np.array([0]), 3, sp.csr_matrix([[0, 1, 0, 0]])).tolist()
-    [[3, 2, 0]]
-    """
-    mask = candidate_mask(candidates, exclude.shape[1])
-    top = np.full((len(users), k_max), PAD_ITEM, dtype=np.int64)
-
-    def visit(rows: slice, scores: np.ndarray, columns: np.ndarray | None) -> None:
-        top[rows] = _item_indices(_top_k(scores, k_max), columns)
-
-    each_masked_chunk(score_fn, np.asarray(users), exclude, mask, batch_size, visit)
-    return top
-
-
-def auc_per_user(
-    score_fn: ScoreFn,
-    users: np.ndarray,
-    train: sp.csr_matrix,
-    test: sp.csr_matrix,
-    candidates: np.ndarray | None = None,
-    batch_size: int = BATCH_SIZE,
-) -> np.ndarray:
-    """Per user: the probability that a held-out item outscores a random non-interacted candidate.
-
-    Training items are excluded from both sides; test items outside ``candidates`` are ignored; ties
-    count 1/2. NaN for a user with no positive or no negative candidate.
-
-    Examples
-    --------
-    >>> scores = np.array([[0.9, 0.8, 0.1, 0.5]])
-    >>> train, test = sp.csr_matrix([[1, 0, 0, 0]]), sp.csr_matrix([[0, 0, 1, 1]])
-    >>> auc_per_user(lambda u: scores[u], np.array([0]), train, test).tolist()
-    [0.0]
-    """
-    users = np.asarray(users)
-    mask = candidate_mask(candidates, train.shape[1])
-    test_rows = sp.csr_matrix(test)[users]
-    auc = np.full(len(users), np.nan)
-
-    def visit(rows: slice, scores: np.ndarray, columns: np.ndarray | None) -> None:
-        auc[rows] = auc_rows(scores, _columns_of(test_rows[rows], columns))
-
-    each_masked_chunk(score_fn, users, train, mask, batch_size, visit)
-    return auc
 
 
 def evaluate(
@@ -253,7 +149,7 @@ def evaluate_variants(
     then masked, ranked and measured exactly as :func:`evaluate` would measure a model scoring like it
     (every item a candidate). Memory is the batch's raw scores (planned as :func:`evaluate` plans them)
     and a few chunk-sized arrays, never a batch-sized one per variant: at 150k items the curve's fresh
-    600 MB float64 array per strength per batch cost more than ranking it.
+    600 MB float64 array per strength per batch cost about as much as ranking it.
 
     Examples
     --------
@@ -292,7 +188,7 @@ def evaluate_variants(
             for key, variant in variants(raw[part]):
                 top, auc = outputs(key)
                 scores = masked(shape_checked(variant, batch[part], n_items), batch[part], excluded[part])
-                top[at] = _top_k(scores, k_max)
+                top[at] = top_k_padded(scores, k_max)
                 auc[at] = auc_rows(scores, relevant_rows[at])
 
     each_batch(len(users), batch_size, n_items, one_batch)
@@ -366,50 +262,6 @@ def _result(
     summaries = {name: _summarise(per_user, top_k[rows], rows, context) for name, rows in selected.items()}
     overall = summaries.pop("overall")
     return EvaluationResult(metrics=overall, groups=summaries)
-
-
-def rank_and_auc(
-    score_fn: ScoreFn,
-    users: np.ndarray,
-    train: sp.csr_matrix,
-    relevant: sp.csr_matrix,
-    mask: np.ndarray,
-    k_max: int,
-    batch_size: int = BATCH_SIZE,
-    threads: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k lists and AUC of ``users`` from one scoring pass, ``batch_size`` users at a time on
-    ``threads`` threads (default :func:`evaluation_threads`): each user's numbers depend only on the
-    user's own row, so shards, batches and threads give the same bytes. ``relevant`` and ``mask`` as
-    :func:`evaluate` builds them (:func:`relevant_entries`)."""
-    top = np.full((len(users), k_max), PAD_ITEM, dtype=np.int64)
-    auc = np.full(len(users), np.nan)
-    relevant_rows = relevant[users]
-
-    def visit(rows: slice, scores: np.ndarray, columns: np.ndarray | None) -> None:
-        top[rows] = _item_indices(_top_k(scores, k_max), columns)
-        auc[rows] = auc_rows(scores, _columns_of(relevant_rows[rows], columns))
-
-    each_masked_chunk(score_fn, users, train, mask, batch_size, visit, threads)
-    return top, auc
-
-
-def _columns_of(matrix: sp.csr_matrix, columns: np.ndarray | None) -> sp.csr_matrix:
-    return matrix if columns is None else matrix[:, columns]
-
-
-def _item_indices(top: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
-    """Top-k positions among ``columns`` -> item indices (padding kept)."""
-    if columns is None:
-        return top
-    return np.where(top == PAD_ITEM, PAD_ITEM, columns[np.maximum(top, 0)])
-
-
-def _top_k(scores: np.ndarray, k_max: int) -> np.ndarray:
-    """:func:`recsys.models.scorer.top_k_from_scores` (the one top-k), padded to ``k_max`` columns."""
-    top, _ = top_k_from_scores(scores, k_max)
-    padding = np.full((len(scores), k_max - top.shape[1]), PAD_ITEM, dtype=np.int64)
-    return np.hstack([top, padding])
 
 
 def relevant_entries(train: sp.csr_matrix, test: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:

@@ -24,9 +24,9 @@ import scipy.sparse as sp
 
 from recsys.config import LightFMParams, load_params
 from recsys.models import LightFMRecommender
-from recsys.offline.evaluation import rank_top_k
 from recsys.offline.features import load_item_features, without_identity
 from recsys.offline.metrics import ranking_metrics
+from recsys.offline.ranking import rank_top_k
 from recsys.offline.split import Split, load_split, train_popularity
 
 

@@ -24,7 +24,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.models import Recommender, load_recommender
-from recsys.offline.evaluation import BATCH_SIZE, rank_and_auc, relevant_entries
+from recsys.offline.batches import BATCH_SIZE
+from recsys.offline.evaluation import relevant_entries
+from recsys.offline.ranking import rank_and_auc
 
 
 def shard_slices(n_users: int, n_shards: int, batch_size: int = BATCH_SIZE) -> list[slice]:

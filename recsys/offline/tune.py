@@ -24,8 +24,8 @@ import scipy.sparse as sp
 
 from recsys.config import COMPETITOR_PARAMS, LightFMParams, Params, SearchParams
 from recsys.models import ALS, EASE, ItemKNN, LightFMRecommender, Recommender, RP3beta
-from recsys.offline.evaluation import rank_top_k
 from recsys.offline.metrics import ranking_metrics
+from recsys.offline.ranking import rank_top_k
 from recsys.paths import CF, HYBRID
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from flows.evaluation import run_sharded_evaluation
 from recsys import stages
 from recsys.config import ItemKNNParams, LightFMParams, load_params
 from recsys.models import ItemKNN, LightFMRecommender
-from recsys.offline.evaluation import BATCH_SIZE, evaluate
+from recsys.offline.batches import BATCH_SIZE
+from recsys.offline.evaluation import evaluate
 from recsys.offline.features import load_item_features
 from recsys.offline.popularity import mainstreaminess_groups
 from recsys.offline.split import load_split

@@ -13,7 +13,7 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.config import EvaluateParams
-from recsys.offline.evaluation import auc_per_user, cold_start_evaluate, evaluate, rank_top_k
+from recsys.offline.evaluation import cold_start_evaluate, evaluate
 from recsys.offline.metrics import (
     average_recommendation_popularity,
     catalogue_coverage,
@@ -24,6 +24,7 @@ from recsys.offline.metrics import (
     ranking_metrics,
 )
 from recsys.offline.popularity import PAD_ITEM, item_popularity, mainstreaminess, user_groups
+from recsys.offline.ranking import auc_per_user, rank_top_k
 
 # Hand case: 3 users x 6 items.
 #   user 0: train {0},    test {1, 3}; scores 0.9 0.8 0.7 0.6 0.5 0.4 -> ranking 1 2 3 4 5

@@ -15,15 +15,9 @@ from recsys.config import EvaluateParams
 from recsys.errors import RecsysError
 from recsys.memory import MEMORY_LIMIT_ENV, MemoryBoundError
 from recsys.offline.batches import THREADS_ENV, evaluation_threads
-from recsys.offline.evaluation import (
-    RankedEvaluation,
-    auc_per_user,
-    evaluate,
-    evaluate_variants,
-    rank_and_auc,
-    relevant_entries,
-)
+from recsys.offline.evaluation import RankedEvaluation, evaluate, evaluate_variants, relevant_entries
 from recsys.offline.metrics import below_and_tied, counting_is_cheaper
+from recsys.offline.ranking import auc_per_user, rank_and_auc
 from tests.offline.test_evaluation import random_split, reference_auc
 
 

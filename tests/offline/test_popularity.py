@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.offline.evaluation import rank_top_k
 from recsys.offline.popularity import (
     PAD_ITEM,
     item_popularity,
@@ -19,6 +18,7 @@ from recsys.offline.popularity import (
     rerank_popularity,
     user_groups,
 )
+from recsys.offline.ranking import rank_top_k
 
 # 3 users x 4 items; popularity (distinct users) = [3, 2, 1, 0]
 TRAIN = sp.csr_matrix(np.array([[5, 1, 0, 0], [2, 0, 7, 0], [1, 4, 0, 0]], dtype=float))
