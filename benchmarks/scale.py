@@ -39,6 +39,7 @@ import numpy as np
 
 from benchmarks.scale_ann import step_ann
 from benchmarks.scale_retrain import step_retrain
+from benchmarks.scale_run import step_run
 from recsys.io import write_json, write_text
 from recsys.paths import HYBRID, MODEL_NAMES
 
@@ -464,6 +465,7 @@ STEPS: dict[str, Step] = {
     "retrain": step_retrain,
     "ann": step_ann,
     "train": step_train,
+    "run": step_run,
 }
 
 
@@ -570,6 +572,8 @@ def times_of(steps: dict[str, Any]) -> dict[str, float]:
         times[f"train stage (preset {PRESET})"] = steps["train_stage"]["seconds"]
     if "error" not in steps.get("retrain", {"error": "not run"}):
         times[f"feedback retraining flow (preset {PRESET})"] = steps["retrain"]["flow_seconds"]
+    if "error" not in steps.get("run", {"error": "not run"}):
+        times[f"whole recsys run (preset {PRESET})"] = steps["run"]["wall_seconds"]
     return times
 
 
@@ -593,8 +597,9 @@ def main(argv: list[str] | None = None) -> None:
             "evaluate",
             "evaluate-all",
             "ann",
+            "run",
         ],
-        help="rerun one step on existing folders",
+        help="rerun one step on existing folders (run: the whole recsys run with the preset, ~40 min at S50)",
     )
     parser.add_argument("--events", type=int, default=100_000, help="feedback events of --only retrain")
     parser.add_argument("--render", action="store_true", help="only rewrite the doc table from the results")
@@ -818,6 +823,8 @@ def _rss(size: dict[str, Any], key: str) -> str:
         return f"{steps['train_stage']['peak_rss_mb']:,.0f} + hybrid's process"
     if key.startswith("feedback retraining flow"):
         return f"{steps['retrain']['peak_rss_mb']:,.0f}"
+    if key.startswith("whole recsys run"):
+        return f"largest process {steps['run']['largest_process_rss_mb']:,.0f}"
     if key.startswith(f"evaluate {HYBRID}, all users"):
         threads = key.rsplit(", ", 1)[1].split(" ")[0]
         return f"{steps['evaluate_all'][threads]['peak_rss_mb']:,.0f}"
