@@ -431,9 +431,15 @@ def test_the_ingest_stage_writes_the_same_bytes_on_a_rerun(sources_real_dir: Pat
 
     first = stages.ingest(Params(), tmp_path / "raw", sources_real_dir)
     written = (tmp_path / "raw" / "ingest.json").read_bytes()
-    stages.ingest(Params(), tmp_path / "raw", sources_real_dir)
+    # Another clone reads the same files from elsewhere (CI: ../shared/data beside its checkout).
+    elsewhere = tmp_path / "another" / "data"
+    elsewhere.parent.mkdir()
+    elsewhere.symlink_to(sources_real_dir, target_is_directory=True)
+    stages.ingest(Params(), tmp_path / "raw", elsewhere)
 
-    # The returned summary keeps the timings for the log; the DVC output leaves them out.
+    # The returned summary keeps the timings and locations for the log; the DVC output leaves them out.
     assert first["seconds"] >= 0 and all("seconds" in source for source in first["sources"])
+    assert all(source["location"].startswith(str(sources_real_dir)) for source in first["sources"])
     assert written == (tmp_path / "raw" / "ingest.json").read_bytes()
-    assert b'"seconds"' not in written and json.loads(written)["files"] == first["files"]
+    assert b'"seconds"' not in written and b'"location"' not in written
+    assert json.loads(written)["files"] == first["files"]
