@@ -210,7 +210,7 @@ def rerank_popularity(scores: np.ndarray, popularity: np.ndarray, strength: floa
     [1, 2, 0]
     """
     values = np.asarray(scores, dtype=np.float64)
-    ((_, adjusted),) = popularity_reranked(values, popularity, [strength])
+    ((_, adjusted),) = popularity_variants(popularity, [strength])(values)
     return adjusted.reshape(values.shape)
 
 
@@ -226,27 +226,12 @@ def reranked_scores(
     return lambda users: rerank_popularity(score_fn(users), popularity, strength)
 
 
-def popularity_reranked(
-    scores: np.ndarray, popularity: np.ndarray, strengths: Sequence[float]
-) -> Iterator[tuple[float, np.ndarray]]:
-    """:func:`rerank_popularity` at each of ``strengths`` in turn, standardising ``scores`` only once.
-
-    Yields ``(strength, adjusted)`` with ``adjusted`` 2-D float64 and identical to
-    ``rerank_popularity(scores, popularity, strength)``; one array at a time, so a trade-off curve over
-    many strengths holds two score matrices, not one per strength.
-
-    Examples
-    --------
-    >>> [(s, a.argmax()) for s, a in popularity_reranked(np.array([3.0, 2.0]), np.array([9.0, 1.0]), [0, 9])]
-    [(0.0, np.int64(0)), (9.0, np.int64(1))]
-    """
-    return popularity_variants(popularity, strengths)(scores)
-
-
 def popularity_variants(
     popularity: np.ndarray, strengths: Sequence[float]
 ) -> Callable[[np.ndarray], Iterator[tuple[float, np.ndarray]]]:
-    """:func:`popularity_reranked` with the strengths checked and the popularity penalty computed once.
+    """:func:`rerank_popularity` at each of ``strengths`` in turn: a function of a score matrix that yields
+    ``(strength, adjusted)``, standardising the scores once per call and the popularity penalty once here;
+    one adjusted float64 array at a time, identical to ``rerank_popularity(scores, popularity, strength)``.
 
     Row-wise (each adjusted row depends only on its own row of scores), so the trade-off curve applies it
     to a few rows at a time (:func:`recsys.offline.evaluation.evaluate_variants`) with the same numbers.
@@ -255,6 +240,12 @@ def popularity_variants(
     ------
     ValueError
         When a strength is negative or not finite.
+
+    Examples
+    --------
+    >>> variants = popularity_variants(np.array([9.0, 1.0]), [0, 9])
+    >>> [(s, a.argmax()) for s, a in variants(np.array([3.0, 2.0]))]
+    [(0.0, np.int64(0)), (9.0, np.int64(1))]
     """
     for strength in strengths:
         if not np.isfinite(strength) or strength < 0:
