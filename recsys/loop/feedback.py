@@ -1,9 +1,9 @@
 """The durable store of listener feedback (play, like, skip and dislike events) and of served lists.
 
 SQLite (WAL journal, ``synchronous=FULL``) by default, PostgreSQL by URL. Every write is committed before
-:meth:`FeedbackStore.add_events` returns, retries are idempotent on ``event_id``, and the retraining export
-pages through a monotonically increasing surrogate key so the same event is never exported twice.
-The service also logs the recommendation lists it answered (:meth:`FeedbackStore.add_served`) for the
+:meth:`FeedbackStore.add_events` returns, retries are idempotent on ``(user_id, event_id)``, and the
+retraining export pages through a monotonically increasing surrogate key so the same event is never exported
+twice. The service also logs the recommendation lists it answered (:meth:`FeedbackStore.add_served`) for the
 monitoring flow; that log is best-effort (sampled, batched, dropped when the store is down).
 
 Examples
@@ -46,7 +46,6 @@ from recsys.loop.events import (
     FeedbackEvent,
     InvalidFeedbackError,
     events_to_frame,
-    utc_now,
 )
 from recsys.loop.feedback_db import (
     ACTION_COLUMN,
@@ -65,9 +64,11 @@ from recsys.loop.feedback_db import (
     add_missing_columns,
     make_engine,
     parse_url,
+    scope_event_ids_per_user,
 )
+from recsys.loop.feedback_erasures import ErasureJobs, event_watermark, record_erasure
 from recsys.loop.feedback_records import Ratings, ServedLists
-from recsys.loop.pseudonyms import DEFAULT_PSEUDONYM_SALT, PSEUDONYM_SALT_ENV, pseudonymise
+from recsys.loop.pseudonyms import DEFAULT_PSEUDONYM_SALT, PSEUDONYM_SALT_ENV, pseudonymise, salt_check
 from recsys.paths import FEEDBACK_DIR
 
 _LOG = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class AddResult:
     duplicates: int
 
 
-class FeedbackStore(ServedLists, Ratings):
+class FeedbackStore(ServedLists, Ratings, ErasureJobs):
     """Feedback events in SQLite (``sqlite:///path.db``) or PostgreSQL (``postgresql+psycopg://...``).
 
     Thread-safe: share one store per process. Every method that touches the database raises
@@ -124,13 +125,18 @@ class FeedbackStore(ServedLists, Ratings):
         Create the tables (and the SQLite file's folder) if missing. Needs the database to be reachable.
     timeout_s : float
         How long to wait for a connection (PostgreSQL, at least 2 s) or a lock (SQLite busy timeout).
+    query_timeout_s : float
+        PostgreSQL: the longest a statement may take, and the longest the client waits for any answer
+        (a server that stops answering ends the call instead of hanging it: :func:`postgres_engine`).
     """
 
-    def __init__(self, url: str, *, create: bool = True, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, create: bool = True, timeout_s: float = 10.0, query_timeout_s: float = 60.0
+    ) -> None:
         parsed = parse_url(url)
         self.url = parsed.render_as_string(hide_password=True)
         self._sqlite_file = parsed.database if parsed.get_backend_name() == "sqlite" else None
-        self._engine = make_engine(parsed, timeout_s)
+        self._engine = make_engine(parsed, timeout_s, query_timeout_s)
         self._postgres = parsed.get_backend_name() == "postgresql"
         self._insert_new = _insert_skipping_known(self._postgres)
         self._salt: str | None = None
@@ -168,6 +174,7 @@ class FeedbackStore(ServedLists, Ratings):
                     for index in table.indexes:
                         conn.execute(CreateIndex(index, if_not_exists=True))
                 add_missing_columns(conn)
+                scope_event_ids_per_user(conn)
                 # The first creator's random salt wins; later (or concurrent) creators keep it.
                 insert = postgresql.insert if self._postgres else sqlite.insert
                 conn.execute(
@@ -217,10 +224,10 @@ class FeedbackStore(ServedLists, Ratings):
         return True
 
     def add_events(self, events: Sequence[FeedbackEvent]) -> AddResult:
-        """Insert events in one transaction, committed before returning; known ``event_id``\\ s are skipped.
+        """Insert events in one transaction, committed before returning; known events are skipped.
 
-        A repeated ``event_id`` (in this batch or stored earlier) counts as a duplicate and keeps the
-        first stored version.
+        An event is known by its listener and ``event_id``: a repeated pair (in this batch or stored earlier)
+        counts as a duplicate and keeps the first stored version; two listeners may use the same event id.
         """
         rows = _unique_rows(events)
         inserted = 0
@@ -309,30 +316,34 @@ class FeedbackStore(ServedLists, Ratings):
         return frame
 
     def delete_user(self, user_id: str, reason: str) -> int:
-        """Delete all of ``user_id``'s feedback and served lists, audited under a pseudonym.
+        """Delete all of ``user_id``'s feedback, served lists and ratings; record an erasure job.
 
-        Returns the number of feedback events deleted (the audit row's count); the served lists logged
-        for the user go in the same transaction and their number is in the service log. ``reason`` is
-        stored verbatim, so it must not contain personal data.
+        One transaction deletes the rows and writes the audit row and the pending erasure job
+        (:mod:`recsys.loop.feedback_erasures`), both under the user's pseudonym only. On PostgreSQL it first
+        waits for the writers in flight on those tables and holds new ones until it commits, so no row of
+        the user committed around it survives. On SQLite the write-ahead log is then checkpointed, so the
+        deleted rows (zeroed by ``secure_delete``) leave the files at once when no reader holds them.
+
+        Returns the number of feedback events deleted (the audit row's count). ``reason`` is stored
+        verbatim, so it must not contain personal data.
         """
         if not 1 <= len(reason.strip()) <= MAX_REASON_LENGTH:
             raise InvalidFeedbackError(f"reason must be 1-{MAX_REASON_LENGTH} characters, got {len(reason)}")
-        audit = {
-            ACTION_COLUMN: "delete_user",
-            PSEUDONYM_COLUMN: self.pseudonym(user_id),
-            REASON_COLUMN: reason,
-        }
+        pseudonym, check = self.pseudonym(user_id), salt_check(self.pseudonym_salt())
         with self._guard("deleting a user"), self._engine.begin() as conn:
+            if self._postgres:
+                conn.execute(sa.text(f"SET LOCAL lock_timeout = '{_EXPORT_LOCK_TIMEOUT}'"))
+                tables = ", ".join(table.name for table in (EVENTS, SERVED, RATINGS))
+                conn.execute(sa.text(f"LOCK TABLE {tables} IN SHARE ROW EXCLUSIVE MODE"))
+            watermark = event_watermark(conn)
             deleted = conn.execute(sa.delete(EVENTS).where(EVENTS.c[Col.USER] == user_id)).rowcount
             served = conn.execute(sa.delete(SERVED).where(SERVED.c[Served.USER] == user_id)).rowcount
             conn.execute(sa.delete(RATINGS).where(RATINGS.c[Col.USER] == user_id))
-            conn.execute(sa.insert(AUDIT).values(**audit, **{Col.COUNT: deleted, Col.TIMESTAMP: utc_now()}))
-        _LOG.info(
-            "deleted %d feedback events and %d served lists of user %s",
-            deleted,
-            served,
-            audit[PSEUDONYM_COLUMN],
-        )
+            record_erasure(conn, pseudonym, check, reason, int(deleted), watermark)
+        _LOG.info("deleted %d feedback events and %d served lists of user %s", deleted, served, pseudonym)
+        if not self._postgres:
+            with contextlib.suppress(FeedbackUnavailableError):
+                self.compact()
         return int(deleted)
 
     def audit_log(self) -> list[AuditRecord]:
@@ -369,15 +380,15 @@ def _insert_skipping_known(postgres: bool) -> sa.Insert:
     # rows, SQLAlchemy batches them into multi-row INSERTs compiled once ("insertmanyvalues").
     return (
         insert(EVENTS)
-        .on_conflict_do_nothing(index_elements=[EVENTS.c[Col.EVENT_ID]])
+        .on_conflict_do_nothing(index_elements=[EVENTS.c[Col.USER], EVENTS.c[Col.EVENT_ID]])
         .returning(EVENTS.c[Col.EVENT_ID])
     )
 
 
 def _unique_rows(events: Sequence[FeedbackEvent]) -> list[dict[str, Any]]:
-    first: dict[str, FeedbackEvent] = {}
+    first: dict[tuple[str, str], FeedbackEvent] = {}
     for event in events:
-        first.setdefault(event.event_id, event)  # the first occurrence wins, as against stored rows
+        first.setdefault((event.user_id, event.event_id), event)  # the first wins, as against stored rows
     return [event.model_dump() for event in first.values()]
 
 

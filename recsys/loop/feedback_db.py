@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from recsys.columns import FEEDBACK_EVENTS, Col
 from recsys.errors import ConfigError
@@ -82,6 +83,9 @@ class _UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+EVENT_KEY = "uq_feedback_events_user_event"
+_GLOBAL_EVENT_KEY = "uq_feedback_events_event_id"  # what stores made before event ids were per listener have
+
 # On SQLite only INTEGER PRIMARY KEY becomes the auto-incrementing rowid.
 _SURROGATE = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 METADATA = sa.MetaData()
@@ -95,7 +99,8 @@ EVENTS = sa.Table(
     sa.Column(Col.EVENT, sa.String(16), nullable=False),
     sa.Column(Col.TIMESTAMP, _UTCDateTime(), nullable=False),
     sa.Column(Col.ARM, sa.String(16), nullable=True),
-    sa.UniqueConstraint(Col.EVENT_ID, name="uq_feedback_events_event_id"),
+    # Idempotency is per listener: two clients that both number their events "e-1" never collide.
+    sa.UniqueConstraint(Col.USER, Col.EVENT_ID, name=EVENT_KEY),
     sa.CheckConstraint(sa.column(Col.EVENT).in_(FEEDBACK_EVENTS), name="ck_feedback_events_event"),
     sa.Index("ix_feedback_events_user_event", Col.USER, Col.EVENT),
     # AUTOINCREMENT stops SQLite reusing the ids of deleted newest rows, which would hide new events
@@ -138,6 +143,43 @@ SERVED = sa.Table(
     sa.Index("ix_served_recommendations_user", Served.USER),
     sqlite_autoincrement=True,
 )
+
+ERASURE_PENDING, ERASURE_DONE = "pending", "done"
+ERASURES = sa.Table(
+    "erasure_jobs",
+    METADATA,
+    sa.Column(ID_COLUMN, _SURROGATE, primary_key=True, autoincrement=True),
+    sa.Column(PSEUDONYM_COLUMN, sa.String(64), nullable=False),
+    # A keyed hash of the salt the pseudonym was made with (never the salt): a flow whose salt differs
+    # refuses the job instead of matching nobody. None for a job made from an older store's audit row.
+    sa.Column("salt_check", sa.String(32), nullable=True),
+    sa.Column("requested_at", _UTCDateTime(), nullable=False),
+    # The highest event id when the rows were deleted: later events of the same id are new feedback.
+    sa.Column("event_watermark", sa.BigInteger(), nullable=False),
+    sa.Column("audit_id", sa.BigInteger(), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("steps", sa.Text(), nullable=False),  # JSON: each step's outcome, for the record and reruns
+    sa.Column("completed_at", _UTCDateTime(), nullable=True),
+    sa.UniqueConstraint("audit_id", name="uq_erasure_jobs_audit_id"),
+    sa.CheckConstraint(
+        sa.column("status").in_((ERASURE_PENDING, ERASURE_DONE)), name="ck_erasure_jobs_status"
+    ),
+    sa.Index("ix_erasure_jobs_status", "status"),
+    sa.Index("ix_erasure_jobs_pseudonym", PSEUDONYM_COLUMN),
+    sqlite_autoincrement=True,
+)
+"""One row per erasure request: a resumable job, pending until no copy of the listener's data is left."""
+REVOCATIONS = sa.Table(
+    "model_revocations",
+    METADATA,
+    sa.Column(ID_COLUMN, _SURROGATE, primary_key=True, autoincrement=True),
+    sa.Column("model_tag", sa.String(MAX_VERSION_LENGTH), nullable=False),
+    sa.Column(REASON_COLUMN, sa.String(MAX_REASON_LENGTH), nullable=False),
+    sa.Column(Col.TIMESTAMP, _UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("model_tag", name="uq_model_revocations_tag"),
+    sqlite_autoincrement=True,
+)
+"""Model versions that must never be served again (they hold an erased listener's feedback)."""
 
 RATING_COLUMN = "rating"
 RATINGS = sa.Table(
@@ -220,11 +262,41 @@ def parse_url(url: str) -> sa.URL:
     return parsed
 
 
-def make_engine(url: sa.URL, timeout_s: float) -> Engine:
+def make_engine(url: sa.URL, timeout_s: float, query_timeout_s: float) -> Engine:
+    """An engine whose every call is bounded: ``timeout_s`` to connect (or wait for a SQLite lock),
+    ``query_timeout_s`` for a PostgreSQL statement to answer (see :func:`postgres_engine`)."""
     if url.get_backend_name() == "sqlite":
         return sqlite_engine(url, timeout_s)
-    connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": max(2, math.ceil(timeout_s))}
-    return sa.create_engine(
+    return postgres_engine(url, timeout_s, query_timeout_s)
+
+
+def postgres_engine(url: sa.URL, timeout_s: float, query_timeout_s: float) -> Engine:
+    """A PostgreSQL engine that never waits without bound, whatever the server or the network does.
+
+    - connecting: ``connect_timeout`` (the whole handshake: a server that accepts and never answers too);
+    - a live but slow server: ``statement_timeout`` and ``lock_timeout`` end the statement server-side,
+      releasing its locks; ``idle_in_transaction_session_timeout`` ends a client gone mid-transaction;
+    - a dead network: TCP keepalives and ``tcp_user_timeout`` drop the connection;
+    - a server that keeps the connection but never answers (a paused process): no server-side timer runs
+      and the kernel still acknowledges the packets, so only the client can tell. Every wait for an answer
+      is bounded by ``query_timeout_s`` (:class:`BoundedConnection`); the connection is then closed.
+    """
+    ms = max(1, int(query_timeout_s * 1000))
+    options = (
+        f"-c statement_timeout={ms} -c lock_timeout={ms} -c idle_in_transaction_session_timeout={4 * ms}"
+    )
+    given = url.query.get("options")
+    connect_args: dict[str, Any] = {
+        "options": f"{given} {options}" if isinstance(given, str) else options,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 2 * ms,
+    }
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = max(2, math.ceil(timeout_s))
+    engine = sa.create_engine(
         url,
         pool_pre_ping=True,
         pool_size=5,
@@ -232,6 +304,36 @@ def make_engine(url: sa.URL, timeout_s: float) -> Engine:
         pool_timeout=timeout_s,
         connect_args=connect_args,
     )
+    connection_class = bounded_connection_class(query_timeout_s)
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _bounded(dialect: Any, record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        return connection_class.connect(*cargs, **cparams)
+
+    return engine
+
+
+def bounded_connection_class(wait_s: float) -> type[Any]:
+    """A psycopg connection class whose every wait for the server ends after ``wait_s`` seconds.
+
+    psycopg waits for an answer with no limit unless told one; past ``wait_s`` the connection's state is
+    unknown, so it is closed and the call raises :class:`psycopg.OperationalError` (the store's guard turns
+    that into "unavailable"; the pool replaces the connection).
+    """
+    import psycopg
+    from psycopg import errors
+
+    class BoundedConnection(psycopg.Connection):
+        def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+            try:
+                return super().wait(gen, interval=interval, timeout=wait_s if timeout is None else timeout)
+            except errors._WaitTimeout:
+                self.pgconn.finish()
+                raise psycopg.OperationalError(
+                    f"the database did not answer within {wait_s:g} s; connection closed"
+                ) from None
+
+    return BoundedConnection
 
 
 def sqlite_engine(url: sa.URL, timeout_s: float) -> Engine:
@@ -245,6 +347,9 @@ def sqlite_engine(url: sa.URL, timeout_s: float) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")  # fsync the WAL at every commit: acknowledged = on disk
             cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+            # Deleted rows are overwritten with zeros, not left in free pages: an erased listener is gone
+            # from the file once the WAL is checkpointed (FeedbackStore.compact).
+            cursor.execute("PRAGMA secure_delete=ON")
         finally:
             cursor.close()
 
@@ -271,3 +376,50 @@ def add_missing_columns(conn: Connection) -> None:
                 if "duplicate column" not in str(err):
                     raise
             _LOG.info("feedback store: added column %s.%s", table.name, column.name)
+
+
+def scope_event_ids_per_user(conn: Connection) -> bool:
+    """Make ``event_id`` unique per listener in a store made when it was unique across listeners; returns
+    whether the store was changed. Rows, ids and the id sequence are kept (export cursors stay valid).
+
+    PostgreSQL swaps the constraint; SQLite cannot drop one, so the table is rebuilt in the transaction.
+    """
+    if conn.dialect.name == "postgresql":
+        found = conn.execute(
+            sa.text(
+                "SELECT 1 FROM pg_constraint WHERE conname = :name AND conrelid = CAST(:table AS regclass)"
+            ),
+            {"name": _GLOBAL_EVENT_KEY, "table": EVENTS.name},
+        ).first()
+        if found is None:
+            return False
+        conn.execute(sa.text(f"ALTER TABLE {EVENTS.name} DROP CONSTRAINT {_GLOBAL_EVENT_KEY}"))
+        conn.execute(
+            sa.text(f"ALTER TABLE {EVENTS.name} ADD CONSTRAINT {EVENT_KEY} UNIQUE (user_id, event_id)")
+        )
+        return True
+    ddl = conn.execute(
+        sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :name"), {"name": EVENTS.name}
+    ).scalar_one_or_none()
+    if ddl is None or _GLOBAL_EVENT_KEY not in ddl:
+        return False
+    sequence = conn.execute(
+        sa.text("SELECT seq FROM sqlite_sequence WHERE name = :name"), {"name": EVENTS.name}
+    ).scalar_one_or_none()
+    old = f"{EVENTS.name}_global_ids"
+    conn.execute(sa.text(f"ALTER TABLE {EVENTS.name} RENAME TO {old}"))
+    for index in EVENTS.indexes:
+        conn.execute(sa.text(f"DROP INDEX IF EXISTS {index.name}"))
+    conn.execute(CreateTable(EVENTS))
+    columns = ", ".join(f'"{column.name}"' for column in EVENTS.columns)
+    conn.execute(sa.text(f"INSERT INTO {EVENTS.name} ({columns}) SELECT {columns} FROM {old}"))
+    conn.execute(sa.text(f"DROP TABLE {old}"))
+    for index in EVENTS.indexes:
+        conn.execute(CreateIndex(index, if_not_exists=True))
+    if sequence is not None:
+        conn.execute(
+            sa.text("UPDATE sqlite_sequence SET seq = MAX(seq, :seq) WHERE name = :name"),
+            {"seq": int(sequence), "name": EVENTS.name},
+        )
+    _LOG.info("feedback store: event ids are now unique per listener")
+    return True

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from recsys.columns import Col
 from recsys.loop.events import InvalidFeedbackError, utc_now
@@ -37,8 +37,15 @@ class _Stored:
     """What the mixins need of the store."""
 
     _engine: Engine
+    _postgres: bool
 
     def _guard(self, action: str) -> AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def pseudonym(self, user_id: str) -> str:
+        raise NotImplementedError
+
+    def _erased_served(self, conn: Connection, rows: Sequence[tuple[int, str | None, datetime]]) -> list[int]:
         raise NotImplementedError
 
 
@@ -48,16 +55,26 @@ class ServedLists(_Stored):
     def add_served(self, records: Sequence[ServedRecommendation]) -> int:
         """Insert served recommendation lists in one transaction; return how many were stored.
 
+        Lists of a listener erased at or after the moment they were served (queued in a worker's memory
+        while the erasure ran) are dropped here, not stored.
+
         Raises
         ------
         InvalidFeedbackError
             When a record names an endpoint other than :data:`SERVED_ENDPOINTS` (nothing is stored).
         """
         rows = [served_row(record) for record in records]
-        if rows:
-            with self._guard("logging served recommendations"), self._engine.begin() as conn:
-                conn.execute(sa.insert(SERVED), rows)
-        return len(rows)
+        if not rows:
+            return 0
+        returning = (SERVED.c[ID_COLUMN], SERVED.c[Served.USER], SERVED.c[Served.SERVED_AT])
+        with self._guard("logging served recommendations"), self._engine.begin() as conn:
+            # Inserted first, then checked in the same transaction: an erasure that committed before this
+            # insert could write is seen, and one that commits later deletes these rows itself.
+            inserted = conn.execute(sa.insert(SERVED).returning(*returning), rows).all()
+            erased = self._erased_served(conn, [tuple(row) for row in inserted])
+            if erased:
+                conn.execute(sa.delete(SERVED).where(SERVED.c[ID_COLUMN].in_(erased)))
+        return len(inserted) - len(erased)
 
     def served_frame(
         self, since: datetime | None = None, until: datetime | None = None, *, limit: int | None = None
@@ -115,7 +132,11 @@ class Ratings(_Stored):
     def add_rating(
         self, user_id: str, rating: int, model_version: str | None, at: datetime | None = None
     ) -> None:
-        """Store a listener's 1-5 rating of the recommendations they were shown (by ``model_version``)."""
+        """Store a listener's 1-5 rating of the recommendations they were shown (by ``model_version``).
+
+        A listener has one rating per model version: a new one replaces the last, so the table grows with
+        listeners and versions, not with how often a page (or a loop) sends one.
+        """
         if not 1 <= rating <= 5:
             raise InvalidFeedbackError(f"rating must be 1-5, got {rating}")
         row = {
@@ -124,7 +145,13 @@ class Ratings(_Stored):
             Served.MODEL_VERSION: model_version,
             Col.TIMESTAMP: at or utc_now(),
         }
+        version = RATINGS.c[Served.MODEL_VERSION]
+        same = sa.and_(
+            RATINGS.c[Col.USER] == user_id,
+            version.is_(None) if model_version is None else version == model_version,
+        )
         with self._guard("storing a rating"), self._engine.begin() as conn:
+            conn.execute(sa.delete(RATINGS).where(same))
             conn.execute(sa.insert(RATINGS).values(**row))
 
     def user_ratings(self, user_id: str) -> list[dict[str, Any]]:

@@ -30,3 +30,15 @@ def pseudonymise(user_id: str, salt: str | None = None) -> str:
     """
     key = salt if salt is not None else os.environ.get(PSEUDONYM_SALT_ENV) or DEFAULT_PSEUDONYM_SALT
     return hmac.new(key.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def salt_check(salt: str) -> str:
+    """A fingerprint of ``salt`` that does not reveal it: two processes pseudonymise alike only when their
+    fingerprints are equal (an erasure job records the one of the salt its pseudonym was made with).
+
+    Examples
+    --------
+    >>> salt_check("s") == salt_check("s") != salt_check("t")
+    True
+    """
+    return hmac.new(salt.encode(), b"recsys pseudonym salt check", hashlib.sha256).hexdigest()[:32]

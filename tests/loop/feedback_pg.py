@@ -6,11 +6,15 @@ and the caller decides whether that fails or skips.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 from tests.helpers import PROJECT_ROOT
 
@@ -27,6 +31,21 @@ class ThrowawayPostgres:
 
     url: str
     folder: Path
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Freeze every process of the server (SIGSTOP) for the block: connections stay open and the kernel
+        still acknowledges packets, but nothing answers, like a stalled or paused database host."""
+        postmaster = psutil.Process(int((self.folder / "data" / "postmaster.pid").read_text().split()[0]))
+        processes = [postmaster, *postmaster.children(recursive=True)]
+        for process in processes:
+            process.suspend()
+        try:
+            yield
+        finally:
+            for process in processes:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.resume()
 
     def stop(self) -> None:
         """Stop the server and delete its folder."""

@@ -8,14 +8,11 @@ import socket
 import subprocess
 import sys
 import threading
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import psycopg
 import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
@@ -33,7 +30,6 @@ from recsys.loop.feedback import EXPORT_CURSOR_ATTR, FeedbackStore, FeedbackUnav
 from recsys.loop.feedback_db import AUDIT, EVENTS, SERVED, SERVED_COLUMNS, Served, ServedRecommendation
 from recsys.loop.pseudonyms import DEFAULT_PSEUDONYM_SALT, PSEUDONYM_SALT_ENV, pseudonymise
 from tests.helpers import PROJECT_ROOT
-from tests.loop.feedback_pg import INSTALL_HINT, postgres_bindir, start_postgres
 
 
 def _event(
@@ -49,59 +45,6 @@ def _ids(events: list[FeedbackEvent]) -> list[str]:
 def _all_events(store: FeedbackStore) -> list[FeedbackEvent]:
     events, _ = store.events_since(None, limit=100_000)
     return events
-
-
-# --- backends ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL server: RECSYS_TEST_POSTGRES_URL, else a throwaway one started for this session."""
-    configured = os.environ.get("RECSYS_TEST_POSTGRES_URL", "").strip()
-    if configured:
-        yield configured
-        return
-    if os.environ.get("RECSYS_SKIP_POSTGRES") == "1":
-        pytest.skip("RECSYS_SKIP_POSTGRES=1: the PostgreSQL backend is not tested")
-    if postgres_bindir() is None:
-        pytest.fail(f"PostgreSQL server binaries not found: {INSTALL_HINT}", pytrace=False)
-    server = start_postgres()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-def _fresh_schema(server_url: str) -> Iterator[str]:
-    """A URL whose connections live in a new, empty schema (dropped afterwards), so tests never share rows."""
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin_dsn = sa.make_url(server_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_dsn, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield (
-            sa.make_url(server_url)
-            .update_query_dict({"options": f"-csearch_path={schema}"})
-            .render_as_string(hide_password=False)
-        )
-    finally:
-        with psycopg.connect(admin_dsn, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'feedback' / 'feedback.db'}"
-    else:
-        yield from _fresh_schema(request.getfixturevalue("postgres_url"))
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[FeedbackStore]:
-    with FeedbackStore(store_url) as opened:
-        yield opened
 
 
 def test_a_store_draws_its_own_secret_salt_once(
@@ -546,8 +489,58 @@ def test_ratings_are_stored_read_back_without_user_ids_and_erased_with_the_liste
     assert list(frame.columns) == ["timestamp", "rating", "model_version"]  # no user ids in the report's data
     assert frame["rating"].tolist() == [4, 2, 5] and frame["timestamp"].iloc[0] == pd.Timestamp(first)
     assert [r["rating"] for r in store.user_ratings("leaver")] == [5, 4]  # newest first
+    for rating in (1, 2, 3):  # a listener has one rating per model version: the last one counts
+        store.add_rating("stays", rating, None, at=later)
+    assert store.ratings_frame()["rating"].tolist() == [4, 5, 3]
     for bad in (0, 6):
         with pytest.raises(InvalidFeedbackError, match="rating must be 1-5"):
             store.add_rating("leaver", bad, None)
     store.delete_user("leaver", "erasure request")
-    assert store.user_ratings("leaver") == [] and store.ratings_frame()["rating"].tolist() == [2]
+    assert store.user_ratings("leaver") == [] and store.ratings_frame()["rating"].tolist() == [3]
+
+
+def test_event_ids_are_idempotent_per_listener_not_across_listeners(store: FeedbackStore) -> None:
+    first = store.add_events([_event("e-1", user="client-a"), _event("e-1", user="client-b")])
+    again = store.add_events([_event("e-1", user="client-a", item="a9")])
+    assert (first.inserted, first.duplicates) == (2, 0)
+    assert (again.inserted, again.duplicates) == (0, 1)
+    assert sorted(e.user_id for e in _all_events(store)) == ["client-a", "client-b"]
+
+
+def test_an_older_store_with_global_event_ids_is_migrated_keeping_rows_and_ids(
+    store: FeedbackStore, store_url: str
+) -> None:
+    from recsys.loop.feedback_db import EVENT_KEY
+
+    store.add_events([_event("e-1", user="a"), _event("e-2", user="a"), _event("e-3", user="gone")])
+    store.delete_user("gone", "erasure request")  # the newest id is gone: the sequence must stay past it
+    with store.engine.begin() as conn:  # back to the old shape: event ids unique across listeners
+        if store_url.startswith("sqlite"):
+            rows = conn.execute(sa.select(EVENTS)).mappings().all()
+            conn.execute(sa.text(f"DROP TABLE {EVENTS.name}"))
+            ddl = str(sa.schema.CreateTable(EVENTS).compile(conn))
+            ddl = ddl.replace(
+                f"CONSTRAINT {EVENT_KEY} UNIQUE (user_id, event_id)",
+                "CONSTRAINT uq_feedback_events_event_id UNIQUE (event_id)",
+            )
+            conn.execute(sa.text(ddl))
+            conn.execute(sa.insert(EVENTS), [dict(row) for row in rows])
+            conn.execute(sa.text("UPDATE sqlite_sequence SET seq = 3 WHERE name = 'feedback_events'"))
+        else:
+            conn.execute(sa.text(f"ALTER TABLE feedback_events DROP CONSTRAINT {EVENT_KEY}"))
+            conn.execute(
+                sa.text(
+                    "ALTER TABLE feedback_events ADD CONSTRAINT uq_feedback_events_event_id UNIQUE (event_id)"
+                )
+            )
+    before = [(e.user_id, e.event_id) for e in _all_events(store)]
+
+    with FeedbackStore(store_url) as migrated:
+        assert [(e.user_id, e.event_id) for e in _all_events(migrated)] == before
+        _, cursor = migrated.events_since(None)
+        assert migrated.add_events([_event("e-1", user="b")]).inserted == 1  # the same id, another listener
+        newest, _ = migrated.events_since(cursor)
+        assert [(e.user_id, e.event_id) for e in newest] == [("b", "e-1")]
+        with migrated.engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.max(EVENTS.c.id))).scalar_one() > 3  # no id reused
+        migrated.create_schema()  # a second opener finds nothing to do
