@@ -88,12 +88,17 @@ def build_deployments(project_dir: str = ".", data_dir: str | None = None) -> li
             retraining_flow.to_deployment(
                 name=FEEDBACK_DEPLOYMENT,
                 cron=FEEDBACK_CRON,
-                # Add service_url and admin_token run parameters to reload a service after a promotion.
+                # Add service_url (and admin_token_block, the name of a Prefect Secret block holding the admin
+                # token, or RECSYS_ADMIN_TOKEN in the worker's environment) to reload a service after a
+                # promotion.
                 parameters={"project_dir": project_dir},
                 concurrency_limit=1,
                 triggers=[retraining_trigger()],
                 tags=["recsys", "retraining"],
-                description="Fold the day's feedback into the champion (warm start), gate, promote, reload.",
+                description=(
+                    "Fold the day's feedback into the champion (warm start), gate, promote, reload; run the "
+                    "pending erasure jobs."
+                ),
             )
         ),
         _made(

@@ -1,16 +1,18 @@
 """The one adapter between the flows and DVC (and the project's run lock): nothing else runs ``dvc``.
 
-- the run lock (``<project>/.recsys-train.lock``) that serialises training, retraining and monitoring;
+- the run lock (``<project>/.recsys-train.lock``, :mod:`recsys.run_lock`) that serialises training,
+  retraining, monitoring and every promotion;
 - ``params.yaml`` overrides written the ``dvc exp run -S`` way (:func:`apply_overrides`);
 - ``dvc repro <stage>`` with its output streamed to the run's log and read for each stage's outcome
   (:func:`repro`), and failures reported with the stage's own error lines (:class:`StageFailedError`);
 - data versions of feedback exports: ``dvc add`` (:func:`track_with_dvc`), the hashes a ``.dvc`` file pins
-  (:func:`dvc_versions`) and deleting chosen objects from the DVC cache (:func:`drop_from_dvc_cache`).
+  (:func:`feedback_pins`, :func:`changed_feedback_files`), and where copies of them may sit for an erasure
+  to delete: the cache and local remotes (:func:`object_folders`), any remote (:func:`remove_from_remotes`).
 """
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
 import os
 import re
@@ -18,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +30,10 @@ from prefect import get_run_logger
 from recsys.config import DATA_DIR_ENV, Params
 from recsys.errors import ConfigError, RecsysError
 from recsys.paths import FEEDBACK_DIR
+from recsys.run_lock import LOCK_NAME as LOCK_NAME
+from recsys.run_lock import LockBusyError as LockBusyError
+from recsys.run_lock import run_lock as run_lock
 
-LOCK_NAME = ".recsys-train.lock"
 USER_ERROR_EXIT = 2
 """Exit code of the ``recsys`` CLI for bad data or settings: rerunning the stage cannot help."""
 
@@ -49,36 +53,6 @@ class StageFailedError(RecsysError):
     def transient(self) -> bool:
         """False when the stage's command reported bad data or settings (retrying cannot help)."""
         return self.command_exit != USER_ERROR_EXIT
-
-
-class LockBusyError(RecsysError):
-    """Another run holds the project's run lock."""
-
-
-@contextlib.contextmanager
-def run_lock(project_dir: Path, timeout_s: float) -> Iterator[Path]:
-    """Hold ``<project_dir>/.recsys-train.lock`` for the block; wait at most ``timeout_s`` for it.
-
-    Raises
-    ------
-    LockBusyError
-        Another run kept the lock for longer than ``timeout_s``.
-    """
-    from filelock import FileLock, Timeout
-
-    path = project_dir / LOCK_NAME
-    lock = FileLock(str(path), timeout=timeout_s)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise LockBusyError(
-            f"another run holds the lock {path} (waited {timeout_s:g} s): wait for it to finish and retry. "
-            "The lock is released when that process ends, even if it crashed."
-        ) from None
-    try:
-        yield path
-    finally:
-        lock.release()
 
 
 def apply_overrides(params_path: Path, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -239,10 +213,42 @@ def _pinned(pointer: Path) -> list[str]:
     return [str(out["md5"]) for out in outs if out.get("md5")]
 
 
+def is_dvc_project(root: Path) -> bool:
+    """Whether ``root`` holds a DVC project (``.dvc/``)."""
+    return (root / ".dvc").is_dir()
+
+
 def dvc_versions(root: Path, files: list[str]) -> list[str]:
     """The md5 each of ``files``' ``.dvc`` files pins now (files without one are left out)."""
     pointers = [root / f"{file}.dvc" for file in files]
     return [md5 for pointer in pointers if pointer.exists() for md5 in _pinned(pointer)]
+
+
+def feedback_pins(root: Path) -> dict[str, list[str]]:
+    """``exported file -> md5s its .dvc file pins``, for every ``data/feedback/*.dvc`` (paths relative)."""
+    return {
+        str(pointer.relative_to(root).with_suffix("")): _pinned(pointer)
+        for pointer in sorted((root / FEEDBACK_DIR).glob("*.dvc"))
+    }
+
+
+def changed_feedback_files(root: Path) -> list[str]:
+    """Exported files whose content is no longer what their ``.dvc`` file pins (purged since it was added):
+    they need a ``dvc add`` so that the pin, and a later checkout, hold the purged content."""
+    changed = []
+    for file, pins in feedback_pins(root).items():
+        path = root / file
+        if path.is_file() and pins and _md5(path) not in pins:
+            changed.append(file)
+    return changed
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def track_with_dvc(root: str, files: list[str]) -> list[str]:
@@ -254,7 +260,7 @@ def track_with_dvc(root: str, files: list[str]) -> list[str]:
     DVC project).
     """
     project = Path(root)
-    if not files or not (project / ".dvc").is_dir():
+    if not files or not is_dvc_project(project):
         return []
     done = subprocess.run(
         [dvc_executable(), "add", "-q", *files], cwd=project, capture_output=True, text=True, check=False
@@ -265,33 +271,100 @@ def track_with_dvc(root: str, files: list[str]) -> list[str]:
     return [f"{file}.dvc" for file in files]
 
 
-def drop_from_dvc_cache(root: str, hashes: list[str]) -> list[str]:
-    """Delete the DVC cache's copies of the contents ``hashes`` (the exports before an erasure's purge).
+def untrack(root: Path, file: str) -> None:
+    """Delete an exported file and its ``.dvc`` file (a run that failed before its cursor advanced wrote it;
+    its events are exported again)."""
+    for path in (root / file, root / f"{file}.dvc"):
+        path.unlink(missing_ok=True)
 
-    Re-adding a purged file moves its ``.dvc`` to the purged content, but the cache keeps the older
-    version, the erased listener's rows included, for ``dvc checkout`` of an older commit. Only those
-    objects go (``dvc gc`` would delete every version the workspace does not use), and none that a
-    current ``data/feedback/*.dvc`` still pins. Copies already pushed to a DVC remote are not reached.
-    Returns the hashes whose cache object was deleted.
-    """
-    project = Path(root)
-    if not hashes or not (project / ".dvc").is_dir():
-        return []
+
+def cache_dir(root: Path) -> Path:
+    """The project's DVC cache folder."""
     done = subprocess.run(
-        [dvc_executable(), "cache", "dir"], cwd=project, capture_output=True, text=True, check=False
+        [dvc_executable(), "cache", "dir"], cwd=root, capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
-        raise RecsysError(f"dvc cache dir failed in {project}: {(done.stderr or done.stdout).strip()}")
-    cache = Path(done.stdout.strip())
-    still_used = {md5 for pointer in (project / FEEDBACK_DIR).glob("*.dvc") for md5 in _pinned(pointer)}
-    dropped = []
-    for md5 in dict.fromkeys(hashes):
-        # DVC 3 keeps objects under files/md5/; a cache from DVC 2 has them at the top.
-        objects = [cache / "files" / "md5" / md5[:2] / md5[2:], cache / md5[:2] / md5[2:]]
-        found = [path for path in objects if path.exists()]
-        if md5 in still_used or not found:
-            continue
-        for path in found:
-            path.unlink()
-        dropped.append(md5)
-    return dropped
+        raise RecsysError(f"dvc cache dir failed in {root}: {(done.stderr or done.stdout).strip()}")
+    return Path(done.stdout.strip())
+
+
+def object_folders(root: Path) -> dict[str, Path]:
+    """Every content-addressed folder of the project a copy of an export may sit in: ``"cache"`` and each
+    remote that is a local folder (``remote:<name>``), by what it is called in an erasure's record."""
+    folders = {"cache": cache_dir(root)}
+    for name, (protocol, path) in _remotes(root).items():
+        if protocol in ("local", "file") and Path(path).is_dir():
+            folders[f"remote:{name}"] = Path(path)
+    return folders
+
+
+def remove_from_remotes(root: Path, md5s: list[str]) -> dict[str, list[str]]:
+    """Delete the objects ``md5s`` from every DVC remote of the project, of any kind (through DVC's own file
+    systems); ``remote name -> md5s deleted``. Deleting what is already gone is a no-op."""
+    return _remote_objects(root, md5s, delete=True)
+
+
+def objects_in_remotes(root: Path, md5s: list[str]) -> dict[str, list[str]]:
+    """``remote name -> which of md5s it still holds``, for every DVC remote of the project."""
+    return _remote_objects(root, md5s, delete=False)
+
+
+# DVC's Python API runs in a process of its own: a flow loaded by Prefect from its entrypoint file has
+# flows/ on sys.path, where this module's name would shadow the dvc package.
+_REMOTES_SCRIPT = """
+import json, sys
+from dvc.repo import Repo
+repo = Repo(sys.argv[1])
+try:
+    out = {}
+    for name in repo.config.get("remote", {}):
+        odb = repo.cloud.get_remote_odb(name)
+        out[name] = [odb.fs.protocol, odb.path]
+    print(json.dumps(out))
+finally:
+    repo.close()
+"""
+_OBJECTS_SCRIPT = """
+import json, sys
+from dvc.repo import Repo
+repo = Repo(sys.argv[1])
+md5s, delete = json.loads(sys.argv[2]), sys.argv[3] == "1"
+try:
+    out = {}
+    for name in repo.config.get("remote", {}):
+        odb = repo.cloud.get_remote_odb(name)
+        found = []
+        for md5 in dict.fromkeys(md5s):
+            path = odb.oid_to_path(md5)
+            if odb.fs.exists(path):
+                if delete:
+                    odb.fs.rm(path)
+                found.append(md5)
+        out[name] = found
+    print(json.dumps(out))
+finally:
+    repo.close()
+"""
+
+
+def _remotes(root: Path) -> dict[str, tuple[str, str]]:
+    return {name: (protocol, path) for name, (protocol, path) in _dvc_python(root, _REMOTES_SCRIPT).items()}
+
+
+def _remote_objects(root: Path, md5s: list[str], delete: bool) -> dict[str, list[str]]:
+    return dict(_dvc_python(root, _OBJECTS_SCRIPT, json.dumps(md5s), "1" if delete else "0"))
+
+
+def _dvc_python(root: Path, script: str, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(root), *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()[-1:]
+        raise RecsysError(f"DVC remotes of {root}: {' '.join(detail) or 'failed'}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result

@@ -18,7 +18,11 @@ challenger
 retrain
     Feedback events -> training weights; warm-start or full retraining.
 erasure
-    A deleted listener's feedback kept out of exported files and models.
+    Erasure jobs honoured on the retraining path: exports, cached copies, every model version, verified.
+feedback_erasures
+    The store's erasure jobs (pending until no copy is left) and model revocations.
+feedback_records
+    The store's served-list log and listeners' ratings.
 drift
     Evidently drift of listening: the training reference against the current window.
 served_bias
@@ -39,6 +43,8 @@ __all__ = [
     "exports",
     "feedback",
     "feedback_db",
+    "feedback_erasures",
+    "feedback_records",
     "monitoring",
     "pseudonyms",
     "retrain",

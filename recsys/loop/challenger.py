@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from recsys.columns import Col
 from recsys.config import Params
 from recsys.errors import RecsysError
-from recsys.loop.erasure import anonymise_ids, erased_users, without_users
+from recsys.loop.erasure import anonymise_ids, erased_users, feedback_record, without_users
 from recsys.loop.retrain import merge_feedback, retrain
 from recsys.models import LightFMRecommender
 from recsys.offline.evaluation import evaluate
@@ -232,11 +232,15 @@ def retrain_on_feedback(
 
     ``erased`` holds the pseudonyms (made with ``salt``, the store's) of users to erase: their events are
     dropped (their earlier events were purged from the files before), so their rows hold only the split's
-    own listens, and the challenger is fitted from scratch.
+    own listens, and when the champion knows any of them the challenger is fitted from scratch. The result's
+    ``feedback_users`` are the listeners whose feedback the challenger trained on, the record packaged with it
+    (:func:`recsys.loop.erasure.feedback_record`).
     """
     artifact = champion
     split, n_split_users = champion_split(project_split, artifact.user_ids, artifact.item_ids, artifact.tag)
-    erased_ids = erased_users(artifact.user_ids, erased, salt)
+    earlier_users = history[Col.USER] if history is not None else []
+    erased_ids = erased_users([*artifact.user_ids, *events[Col.USER], *earlier_users], erased, salt)
+    in_champion = set(erased_ids) & set(artifact.user_ids)
     events, _ = without_users(events, erased_ids)
     split = replace(split, user_ids=anonymise_ids(split.user_ids, erased_ids, n_split_users, salt))
     user_index = {user: row for row, user in enumerate(split.user_ids)}
@@ -250,7 +254,7 @@ def retrain_on_feedback(
     # feedback-derived pairs are gone with their purged events.
     base = sp.csr_matrix(split.train_full, dtype=np.float32)
     merged, report = merge_feedback(base, trainable, user_index, artifact.item_index, params.retrain)
-    full_fit = report.needs_full_retrain or bool(erased_ids)
+    full_fit = report.needs_full_retrain or bool(in_champion)
     challenger = retrain(artifact.model, merged, full_fit, params.retrain)
     extended = extend_split(split, merged, report.new_users)
     # Both models rank without every pair either of them trained on, so neither is credited for those.
@@ -265,7 +269,9 @@ def retrain_on_feedback(
         "merge": report.to_dict() | {"n_protected_events": n_protected, "n_earlier_events": len(earlier)},
         "n_holdout_events": len(holdout),
         "warm_start": not full_fit,
-        "erased_users": len(erased_ids),
+        "erased_users": len(in_champion),
+        # Whose feedback the challenger trained on, packaged with it so that a later erasure finds it.
+        "feedback_users": feedback_record(trainable[Col.USER], extended.user_ids),
         # Both as served: at the champion's packaged re-ranking strength, which the challenger inherits.
         "challenger": candidate_metrics(challenger, exclude, extended, holdout, indexes, params, strength),
         "champion": candidate_metrics(artifact.model, exclude, extended, holdout, indexes, params, strength),

@@ -1,26 +1,28 @@
-"""Erasure on the retraining path: keep a deleted listener's feedback out of exported files and models.
+"""Erasure on the retraining path: a listener's data leaves every place it reached, or the job stays open.
 
-``DELETE /users/{user_id}/feedback`` (:meth:`recsys.loop.feedback.FeedbackStore.delete_user`) removes
-the user's events from the feedback store and writes a ``delete_user`` audit record holding only an HMAC
-pseudonym (:func:`recsys.loop.pseudonyms.pseudonymise`). Their feedback may already have left the store,
-though: exported to ``data/feedback/events-<cursor>.parquet`` and merged into the champion's training
-matrix, from which every later retraining starts. For each audit record it has not honoured yet
-(:attr:`recsys.loop.exports.FeedbackCursor.erasures_applied`) the retraining flow
+``DELETE /users/{user_id}/feedback`` deletes the listener's rows from the feedback store and records a
+pending **erasure job** under their pseudonym (:mod:`recsys.loop.feedback_erasures`). Their feedback may have
+gone further: exported to ``data/feedback/events-<cursor>.parquet`` (and so into the DVC cache and its
+remote), and trained into model versions (the champion, retired ones a rollback could restore, an
+experiment's challenger). The retraining flow runs the pending jobs as one batch (:class:`ErasureBatch`),
+each step idempotent and recorded in the jobs, so a run that fails anywhere is simply run again:
 
-1. finds the erased users by pseudonymising candidate ids (the champion's users, the users of each
-   exported file) and matching them with the audit pseudonyms, so no raw id is ever stored for an erasure;
-2. purges their rows from every exported events file (:func:`purge_event_files`, an atomic rewrite) and
-   drops their events from the current export, the recent-feedback holdout included;
-3. rebuilds the training data from the split's own listens and the purged files, so their rows hold
-   only their original Last.fm listens, or nothing for listeners known only through feedback, whose ids
-   it replaces by ``erased:<pseudonym>`` (:func:`anonymise_ids`) so the raw id leaves the model too;
-4. fits the challenger from scratch (a warm start would keep the erased user's embedding and its pull on
-   the item embeddings) and promotes it whatever the metrics (:func:`honour_erasure`): erasure is a legal
-   obligation, not a quality choice.
+1. ``store``: rows of the listeners from before their erasure still in the store are deleted, and the
+   database compacted (SQLite: the write-ahead log checkpointed into the file, whose deleted pages are
+   zeroed);
+2. ``exports``: their rows are purged from every exported events file (:func:`purge_event_files`);
+3. ``dvc``: purged files are re-added, and every cached copy holding their rows (local cache, local
+   remotes) deleted (``flows.dvc``);
+4. ``models``: every stored version of every data set is checked with its record of whose feedback it
+   trained on (:func:`held_by_model`); a champion holding them is replaced by a challenger fitted from
+   scratch without them, promoted whatever the gate says (:func:`honour_erasure`), and every other version
+   holding them is revoked (services stop serving it) and deleted;
+5. ``verify``: each place is searched again; a job is marked done only when its listener is found nowhere.
 
-The pseudonyms only match with the salt they were made with: the feedback store's own
-(:meth:`recsys.loop.feedback.FeedbackStore.pseudonym_salt`, shared by the service and the flow through the
-store) unless ``RECSYS_PSEUDONYM_SALT`` overrides it.
+Feedback a listener sends while their erasure job is pending is dropped with the rest; what comes after
+the job is done is new feedback. The pseudonyms only match with the salt they were made with: a job
+recorded under another salt than the flow's (``RECSYS_PSEUDONYM_SALT`` set differently for the service
+and the flow) is refused with an error, never counted as done with nothing erased.
 
 Examples
 --------
@@ -39,72 +41,63 @@ from pathlib import Path
 import pandas as pd
 
 from recsys.columns import Col
-from recsys.errors import DataError
+from recsys.errors import ConfigError
 from recsys.io import write_parquet
-from recsys.loop.feedback_db import AuditRecord
-from recsys.loop.pseudonyms import pseudonymise
+from recsys.loop.feedback_erasures import ErasureJob
+from recsys.loop.pseudonyms import pseudonymise, salt_check
 from recsys.offline.gate import GateDecision
 
-ERASE_ACTION = "delete_user"
-"""The audit action written by :meth:`recsys.loop.feedback.FeedbackStore.delete_user`."""
 ERASED_PREFIX = "erased:"
 """Prefix of the id that replaces an erased feedback-only listener in a model's user ids."""
 EVENTS_GLOB = "events-*.parquet"
 """The exported feedback files in ``data/feedback``."""
+STEPS: tuple[str, ...] = ("store", "exports", "dvc", "models", "verify")
+"""The steps of an erasure job, in order (each recorded in the job when it ran)."""
 
 
 @dataclass(frozen=True)
-class PendingErasures:
-    """The ``delete_user`` audit records not honoured yet.
+class ErasureBatch:
+    """The pending erasure jobs a retraining run honours together.
 
     Attributes
     ----------
-    pseudonyms : frozenset of str
-        Pseudonyms of the users to erase (several records of one user count once).
-    applied : int
-        ``delete_user`` records honoured before.
-    total : int
-        ``delete_user`` records in the audit log: the new ``erasures_applied`` once these are honoured.
+    jobs : tuple of ErasureJob
+        The pending jobs, oldest first.
     salt : str, optional
-        The store's pseudonym salt (:meth:`recsys.loop.feedback.FeedbackStore.pseudonym_salt`) the pseudonyms
-        were made with; never shown in the repr.
+        The store's pseudonym salt, which every job was checked to have been made with; never in the repr.
     """
 
-    pseudonyms: frozenset[str]
-    applied: int
-    total: int
+    jobs: tuple[ErasureJob, ...] = ()
     salt: str | None = field(default=None, repr=False)
 
     @property
-    def n_records(self) -> int:
-        """How many audit records these erasures come from."""
-        return self.total - self.applied
+    def pseudonyms(self) -> frozenset[str]:
+        """The listeners to erase (several jobs of one listener count once)."""
+        return frozenset(job.pseudonym for job in self.jobs)
 
     def __bool__(self) -> bool:
-        return self.n_records > 0
+        return bool(self.jobs)
 
 
-def pending_erasures(
-    records: Sequence[AuditRecord], applied: int, salt: str | None = None
-) -> PendingErasures:
-    """The ``delete_user`` records of ``records`` (oldest first) after the first ``applied`` of them.
+def erasure_batch(jobs: Sequence[ErasureJob], salt: str) -> ErasureBatch:
+    """The pending ``jobs`` as a batch, once each is known to match pseudonyms made with ``salt``.
 
     Raises
     ------
-    DataError
-        The log holds fewer ``delete_user`` records than ``applied``: it was pruned or the store replaced,
-        so the records still to honour cannot be told apart.
+    ConfigError
+        A job was recorded under another salt: the service that took the erasure and this flow pseudonymise
+        differently (``RECSYS_PSEUDONYM_SALT`` set for one and not the other, or to other values), so its
+        listener would be matched nowhere.
     """
-    erasures = [record for record in records if record.action == ERASE_ACTION]
-    if applied > len(erasures):
-        raise DataError(
-            f"the feedback audit log holds {len(erasures)} {ERASE_ACTION} records but the cursor has "
-            f"honoured {applied}: the log was pruned or the store replaced; set erasures_applied in the "
-            "cursor to the number of records in the current log that are already honoured",
-            column="erasures_applied",
+    expected = salt_check(salt)
+    foreign = [job.id for job in jobs if job.salt_check is not None and job.salt_check != expected]
+    if foreign:
+        raise ConfigError(
+            f"erasure jobs {foreign} were recorded with another pseudonym salt than this flow uses: the "
+            "service and the flow must share the feedback store's salt (set RECSYS_PSEUDONYM_SALT to the "
+            "same value for both, or unset it for both); nothing was erased and the jobs stay pending",
         )
-    pseudonyms = frozenset(record.user_pseudonym for record in erasures[applied:])
-    return PendingErasures(pseudonyms, applied, len(erasures), salt)
+    return ErasureBatch(tuple(jobs), salt)
 
 
 def erased_users(user_ids: Iterable[str], pseudonyms: Collection[str], salt: str | None = None) -> list[str]:
@@ -170,7 +163,8 @@ def anonymise_ids(
 
 
 def honour_erasure(decision: GateDecision, erased: int) -> GateDecision:
-    """The gate's decision, overridden to promote a challenger built to honour ``erased`` users' erasure.
+    """The gate's decision, overridden to promote a challenger built to honour the erasure of ``erased``
+    listeners whose feedback the champion holds.
 
     With ``erased == 0`` the decision is returned unchanged. Otherwise the challenger is promoted whatever
     its metrics, and the reasons say so (and keep the gate's own reasons for the record).
@@ -185,3 +179,91 @@ def honour_erasure(decision: GateDecision, erased: int) -> GateDecision:
         return dataclasses.replace(decision, reasons=[*decision.reasons, note])
     overruled = [f"the gate alone would keep the champion: {reason}" for reason in decision.reasons]
     return dataclasses.replace(decision, promote=True, reasons=[note, *overruled])
+
+
+def pseudonyms_in(user_ids: Iterable[str], pseudonyms: Collection[str], salt: str | None) -> set[str]:
+    """Which of ``pseudonyms`` belong to one of ``user_ids`` (each distinct id pseudonymised once)."""
+    if not pseudonyms:
+        return set()
+    wanted = set(pseudonyms)
+    return {p for user in set(user_ids) if (p := pseudonymise(user, salt)) in wanted}
+
+
+def events_holding(folder: str | Path, pseudonyms: Collection[str], salt: str | None) -> dict[str, set[str]]:
+    """``file name -> pseudonyms found`` over the exported events files of ``folder`` (files holding none
+    are left out): where the exports step still has work, and what the verify step checks."""
+    found: dict[str, set[str]] = {}
+    for path in sorted(Path(folder).glob(EVENTS_GLOB)):
+        held = pseudonyms_in(pd.read_parquet(path, columns=[Col.USER])[Col.USER], pseudonyms, salt)
+        if held:
+            found[path.name] = held
+    return found
+
+
+def feedback_record(users: Iterable[str], model_users: Collection[str]) -> list[str]:
+    """The sorted ids of ``model_users`` whose feedback (``users``, the trained events' listeners) a model
+    trained on: packaged with the model, so an erasure finds every version that holds a listener's feedback
+    by the listener's own id, whatever salt the erasure's pseudonym was made with."""
+    return sorted(set(users) & set(model_users))
+
+
+def held_by_model(
+    record: frozenset[str] | None,
+    user_ids: Iterable[str],
+    trained_on_feedback: bool,
+    pseudonyms: Collection[str],
+    salt: str | None,
+) -> set[str]:
+    """Which of ``pseudonyms`` a stored model version holds feedback of.
+
+    Parameters
+    ----------
+    record : frozenset of str, optional
+        The users whose feedback the model trained on (:func:`feedback_record`); None for a model packaged
+        before models kept one.
+    user_ids : iterable of str
+        The model's user ids (read only without a record).
+    trained_on_feedback : bool
+        Whether a model without a record came from the retraining flow (its metrics measure feedback).
+        Such a model holds, as far as anyone can tell, the feedback of every listener it knows; one from
+        the training flow holds none.
+    """
+    if record is not None:
+        return pseudonyms_in(record, pseudonyms, salt)
+    return pseudonyms_in(user_ids, pseudonyms, salt) if trained_on_feedback else set()
+
+
+def feedback_file_holding(path: Path, pseudonyms: Collection[str], salt: str | None) -> set[str] | None:
+    """Which of ``pseudonyms`` an exported events file (or a cached copy of one) holds rows of; None when
+    ``path`` is no such file (another Parquet table, a directory listing, any other data).
+
+    Only the file's footer is read to tell, so a cache of large data files is scanned quickly.
+    """
+    import pyarrow.parquet as pq
+
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"PAR1":
+            return None
+    try:
+        names = set(pq.read_schema(path).names)
+    except (OSError, ValueError):
+        return None
+    if not {Col.USER, Col.EVENT_ID, Col.EVENT} <= names:
+        return None
+    users = pq.read_table(path, columns=[Col.USER]).column(Col.USER).to_pylist()
+    return pseudonyms_in((str(user) for user in users), pseudonyms, salt)
+
+
+def objects_holding(folder: Path, pseudonyms: Collection[str], salt: str | None) -> dict[str, set[str]]:
+    """``object -> pseudonyms found`` over a content-addressed folder (a DVC cache or a local remote):
+    every cached events file holding rows of one of ``pseudonyms``. Objects are named by their md5."""
+    found: dict[str, set[str]] = {}
+    if not pseudonyms or not folder.is_dir():
+        return found
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.suffix in (".dir", ".tmp", ".lock"):
+            continue
+        held = feedback_file_holding(path, pseudonyms, salt)
+        if held:
+            found[str(path)] = held
+    return found

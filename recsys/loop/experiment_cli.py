@@ -9,6 +9,7 @@ experiment flow (:mod:`flows.experiment`): promote a winner, stop a loser, else 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,7 +35,10 @@ def start(
     mode: Annotated[str, typer.Option(help="shadow | ab | interleave")],
     challenger: Annotated[str, typer.Option(help="The challenger's model tag (recsys model list).")],
     share: Annotated[float | None, typer.Option(help="A/B share (default: experiment.share).")] = None,
-    salt: Annotated[str | None, typer.Option(help="A/B salt (default: experiment.salt).")] = None,
+    salt: Annotated[
+        str | None,
+        typer.Option(help="A/B salt (default: experiment.salt, else a secret one drawn by the service)."),
+    ] = None,
     traffic: Annotated[
         float, typer.Option(help="Share of listeners interleaved or shadowed (the others: the champion).")
     ] = 1.0,
@@ -47,7 +51,8 @@ def start(
 
     settings = guarded(lambda: load_params(params_file)).experiment
     design = {"mode": mode, "challenger": challenger, "share": settings.share if share is None else share}
-    design["salt"] = salt or settings.salt
+    if salt or settings.salt:
+        design["salt"] = salt or settings.salt
     design["traffic"] = traffic
     if mode == "ab" and not design["share"]:
         guarded(lambda: _refuse("an A/B test with share 0 sends nobody to the challenger: pass --share"))
@@ -81,8 +86,11 @@ def decide(
 ) -> None:
     """The experiment flow: measure, then promote a winning challenger or stop a losing experiment."""
     from flows.experiment import experiment_flow
+    from flows.service import ADMIN_TOKEN_ENV
 
-    result = guarded(lambda: experiment_flow(".", feedback_url, service_url, token, challenger))
+    if token:  # read by the flow's calls to the service, never passed as a parameter Prefect would store
+        os.environ[ADMIN_TOKEN_ENV] = token
+    result = guarded(lambda: experiment_flow(".", feedback_url, service_url, challenger=challenger))
     typer.echo(f"{result['decision']} -> {result['action']}: {result['reason']}")
 
 

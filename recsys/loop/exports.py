@@ -1,10 +1,10 @@
 """Feedback exports: how far the store has been consumed, and the events files each run wrote.
 
 Each event counts once: :class:`FeedbackCursor` records how far the feedback store has been exported
-(``data/feedback/cursor.json``), and the retraining flow advances it only after a successful run. It also
-counts the ``delete_user`` audit records already honoured (``erasures_applied``), so each erasure is applied
-to the exported files and the model exactly once (see :mod:`recsys.loop.erasure`). The events of each run
-are ``data/feedback/events-<cursor>.parquet`` (:func:`events_file`); :func:`load_history` reads them back.
+(``data/feedback/cursor.json``), and the retraining flow advances it only after a successful run. The events
+of each run are ``data/feedback/events-<cursor>.parquet`` (:func:`events_file`); an export beyond the cursor
+was left by a run that failed and is exported again; :func:`load_history` reads the exports back, each event
+once. Erasures are jobs in the feedback store (:mod:`recsys.loop.erasure`), not counted here.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from recsys.columns import Col
 from recsys.errors import DataError
 from recsys.io import write_json
 from recsys.loop.erasure import EVENTS_GLOB
@@ -24,6 +26,8 @@ from recsys.loop.events import FEEDBACK_COLUMNS
 from recsys.paths import FEEDBACK_CURSOR
 
 CURSOR_FILE = FEEDBACK_CURSOR
+EVENT_KEY = (Col.USER, Col.EVENT_ID)
+"""What identifies an event: its listener and their ``event_id``."""
 """Where the retraining flow keeps its :class:`FeedbackCursor`, relative to the project root."""
 
 
@@ -40,16 +44,12 @@ class FeedbackCursor:
         UTC ISO time of the last advance (empty before the first).
     history : list of dict
         One entry per advance: ``{"from", "to", "events", "file", "at"}``, plus ``"erasures"``,
-        ``"erased_users"`` and ``"purged_rows"`` when the advance honoured erasures.
-    erasures_applied : int
-        How many ``delete_user`` records of the store's audit log (oldest first) have been honoured. A
-        cursor file written before erasures were tracked loads with 0.
+        ``"erasure_jobs"`` and ``"erasures_done"`` when the run ran erasure jobs.
     """
 
     position: int = 0
     updated_at: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
-    erasures_applied: int = 0
 
     @classmethod
     def load(cls, path: str | Path) -> FeedbackCursor:
@@ -63,7 +63,6 @@ class FeedbackCursor:
                 int(payload["position"]),
                 str(payload.get("updated_at", "")),
                 list(payload.get("history", [])),
-                int(payload.get("erasures_applied", 0)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(
@@ -71,31 +70,19 @@ class FeedbackCursor:
             ) from exc
 
     def advanced(
-        self,
-        position: int,
-        n_events: int,
-        file: str,
-        *,
-        erasures_applied: int | None = None,
-        erased_users: int = 0,
-        purged_rows: int = 0,
+        self, position: int, n_events: int, file: str, *, erasure_jobs: int = 0, erasures_done: int = 0
     ) -> FeedbackCursor:
-        """A new cursor at ``position``, recording the export (and any erasures honoured) in ``history``.
+        """A new cursor at ``position``, recording the export (and the erasure jobs it ran) in ``history``.
 
         Parameters
         ----------
         position, n_events, file
             The store cursor after the export, its number of events and the file it was written to.
-        erasures_applied : int, optional
-            The new count of honoured ``delete_user`` audit records; None keeps the current one.
-        erased_users, purged_rows : int
-            What those erasures changed (users reset in the model, rows purged from exported files).
+        erasure_jobs, erasures_done : int
+            Erasure jobs the run ran, and how many of them it found complete.
         """
         if position < self.position:
             raise ValueError(f"the feedback cursor cannot move back from {self.position} to {position}")
-        applied = self.erasures_applied if erasures_applied is None else erasures_applied
-        if applied < self.erasures_applied:
-            raise ValueError(f"erasures_applied cannot move back from {self.erasures_applied} to {applied}")
         now = datetime.now(UTC).isoformat()
         entry: dict[str, Any] = {
             "from": self.position,
@@ -104,13 +91,9 @@ class FeedbackCursor:
             "file": file,
             "at": now,
         }
-        if applied != self.erasures_applied:
-            entry |= {
-                "erasures": applied - self.erasures_applied,
-                "erased_users": erased_users,
-                "purged_rows": purged_rows,
-            }
-        return FeedbackCursor(position, now, [*self.history, entry], applied)
+        if erasure_jobs:
+            entry |= {"erasure_jobs": erasure_jobs, "erasures_done": erasures_done}
+        return FeedbackCursor(position, now, [*self.history, entry])
 
     def save(self, path: str | Path) -> None:
         """Write the cursor atomically (a crash leaves the previous one)."""
@@ -122,13 +105,23 @@ def events_file(feedback_dir: Path, position: int) -> Path:
     return feedback_dir / f"events-{position}.parquet"
 
 
-def load_history(feedback_dir: Path, current: Path | None = None) -> pd.DataFrame:
-    """Every event of the exports in ``feedback_dir`` other than ``current``, oldest export first."""
-    files = [path for path in sorted(feedback_dir.glob(EVENTS_GLOB), key=_position) if path != current]
+def load_history(feedback_dir: Path) -> pd.DataFrame:
+    """Every event of the exports in ``feedback_dir``, oldest export first, each event (a listener's
+    ``event_id``) once: the first export's copy wins."""
+    files = sorted(feedback_dir.glob(EVENTS_GLOB), key=export_position)
     frames = [pd.read_parquet(path) for path in files]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(FEEDBACK_COLUMNS))
+    if not frames:
+        return pd.DataFrame(columns=list(FEEDBACK_COLUMNS))
+    history = pd.concat(frames, ignore_index=True)
+    return history.drop_duplicates(list(EVENT_KEY), keep="first").reset_index(drop=True)
 
 
-def _position(path: Path) -> int:
+def known_events(events: pd.DataFrame, history: pd.DataFrame) -> np.ndarray:
+    """Which rows of ``events`` an earlier export already holds (the same listener's ``event_id``)."""
+    exported = pd.MultiIndex.from_frame(history[list(EVENT_KEY)])
+    return np.asarray(pd.MultiIndex.from_frame(events[list(EVENT_KEY)]).isin(exported), dtype=bool)
+
+
+def export_position(path: Path) -> int:
     """The store cursor in ``events-<cursor>.parquet`` (files sort by it, not by name)."""
     return int(path.stem.removeprefix("events-"))

@@ -10,7 +10,7 @@ packaging
     ``save_champion_candidate`` (explicit folders) and ``package_project`` (the flows' one way in).
 store
     Lifecycle in the store: ``list_models``, ``get_model``, ``champion``, ``promote``, ``rollback``,
-    ``delete_versions_except``, ``load_artifact``.
+    ``all_versions``, ``delete_versions``, ``load_artifact``.
 cli
     ``recsys model list|show|promote|rollback``.
 
@@ -18,23 +18,32 @@ cli
 """
 
 from recsys.errors import NoChampionError, NothingToRollBackError, RegistryError
-from recsys.registry.artifact import ARTIFACT_FORMAT, ServingArtifact, item_catalogue, top_item_tags
+from recsys.registry.artifact import (
+    ARTIFACT_FORMAT,
+    ServingArtifact,
+    item_catalogue,
+    read_feedback_record,
+    read_user_ids,
+    top_item_tags,
+)
 from recsys.registry.packaging import package_project, save_champion_candidate
 from recsys.registry.provenance import data_version, dvc_lock_hash, git_commit
 from recsys.registry.store import (
     CANDIDATE,
     CHAMPION,
     DATASET_ENV,
+    DEFAULT_DATASET,
     HOME_ENV,
     MODEL_NAME,
     RETIRED,
     ROLLED_BACK,
     STAGES,
     ModelInfo,
+    all_versions,
     artifact_from_model,
     bentoml_home,
     champion,
-    delete_versions_except,
+    delete_versions,
     get_model,
     list_models,
     load_artifact,
@@ -48,6 +57,7 @@ __all__ = [
     "CANDIDATE",
     "CHAMPION",
     "DATASET_ENV",
+    "DEFAULT_DATASET",
     "HOME_ENV",
     "MODEL_NAME",
     "RETIRED",
@@ -58,11 +68,12 @@ __all__ = [
     "NothingToRollBackError",
     "RegistryError",
     "ServingArtifact",
+    "all_versions",
     "artifact_from_model",
     "bentoml_home",
     "champion",
     "data_version",
-    "delete_versions_except",
+    "delete_versions",
     "dvc_lock_hash",
     "get_model",
     "git_commit",
@@ -72,6 +83,8 @@ __all__ = [
     "model_name",
     "package_project",
     "promote",
+    "read_feedback_record",
+    "read_user_ids",
     "rollback",
     "save_champion_candidate",
     "top_item_tags",

@@ -3,19 +3,21 @@
 Contents of a model (all plain files, nothing pickled)
 ------------------------------------------------------
 ``model.npz`` (the hybrid LightFM), ``features/`` (the item-feature matrix the model scores with: cold-start
-items' identity columns removed, as in training), ``users.parquet`` / ``items.parquet`` (external ids of
-the model's rows and columns), ``known.npz`` (every interaction known when packaged, users x items, to
-exclude from recommendations), ``catalogue.parquet`` (item id and display name only, never lyrics) and
-``item_tags.parquet`` (the top tags of each item, for explanations). The metadata holds the parameters,
-the metrics, the dvc.lock hash, the git commit, the creation time, the data version and a sha256 of every
-file, checked when the model is loaded (:func:`read_artifact`). The format is versioned
-(:data:`ARTIFACT_FORMAT`); the store's lifecycle is in :mod:`recsys.registry.store`.
+items' identity columns removed, as in training), ``users.parquet`` / ``items.parquet`` (external ids of the
+model's rows and columns), ``known.npz`` (every interaction known when packaged, users x items, to exclude
+from recommendations), ``catalogue.parquet`` (item id and display name only, never lyrics),
+``item_tags.parquet`` (the top tags of each item, for explanations) and ``feedback_users.parquet`` (which of
+the model's users it trained on feedback of: none for a model of the training flow; an erasure reads it to
+find every version holding a listener's feedback, whatever salt the erasure's pseudonym was made with). The
+metadata holds the parameters, the metrics, the dvc.lock hash, the git commit, the creation time, the data
+version and a sha256 of every file, checked when the model is loaded (:func:`read_artifact`). The format is
+versioned (:data:`ARTIFACT_FORMAT`); the store's lifecycle is in :mod:`recsys.registry.store`.
 """
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -41,6 +43,7 @@ ITEMS_FILE = "items.parquet"
 KNOWN_FILE = "known.npz"
 CATALOGUE_FILE = "catalogue.parquet"
 TAGS_FILE = "item_tags.parquet"
+FEEDBACK_FILE = "feedback_users.parquet"
 # BentoML's descriptor of a stored model; the registry rewrites only its ``labels``.
 MODEL_YAML = "model.yaml"
 
@@ -62,6 +65,8 @@ class ServingArtifact:
     tags: list[list[str]]
     known: sp.csr_matrix
     metadata: dict[str, Any]
+    feedback_users: frozenset[str] | None = None
+    """The users whose feedback the model trained on (None: packaged before models kept the record)."""
 
     @property
     def bias_strength(self) -> float:
@@ -96,7 +101,19 @@ def read_artifact(folder: Path, metadata: Mapping[str, Any], tag: str) -> Servin
         tags=_aligned_tags(folder / TAGS_FILE, item_ids),
         known=sp.csr_matrix(sp.load_npz(folder / KNOWN_FILE), dtype=np.float32),
         metadata=dict(metadata),
+        feedback_users=read_feedback_record(folder),
     )
+
+
+def read_feedback_record(folder: Path) -> frozenset[str] | None:
+    """The users whose feedback a stored model trained on; None when the model predates the record."""
+    path = folder / FEEDBACK_FILE
+    return frozenset(_id_column(path, Col.USER)) if path.is_file() else None
+
+
+def read_user_ids(folder: Path) -> list[str]:
+    """A stored model's user ids (its rows), without loading the rest."""
+    return _id_column(folder / USERS_FILE, Col.USER)
 
 
 @dataclass(frozen=True)
@@ -135,8 +152,11 @@ class ServingInputs:
             "n_cold_items": self.n_cold_items,
         }
 
-    def write(self, folder: Path, prepared_dir: Path, top_tags: int) -> None:
+    def write(
+        self, folder: Path, prepared_dir: Path, top_tags: int, feedback_users: Sequence[str] = ()
+    ) -> None:
         shutil.copyfile(self.model_file, folder / MODEL_FILE)
+        write_parquet(folder / FEEDBACK_FILE, pd.DataFrame({Col.USER: sorted(feedback_users)}, dtype=object))
         save_item_features(self.features, folder / FEATURES_DIR)
         write_parquet(folder / USERS_FILE, pd.DataFrame({Col.USER: self.user_ids}))
         write_parquet(folder / ITEMS_FILE, pd.DataFrame({Col.ITEM: self.item_ids}))

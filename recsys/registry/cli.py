@@ -1,11 +1,13 @@
 """``recsys model ...``: list, inspect, promote and roll back the models in the BentoML store.
 
 Mount with ``app.add_typer(model_app, name="model")``. Registry errors print one line and exit with code 2.
+Promotions and rollbacks take the project's run lock (the current folder's), as every flow that promotes does.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -23,6 +25,8 @@ HomeOpt = Annotated[
     ),
 ]
 SHOWN_METRICS: tuple[str, ...] = ("ndcg@10", "precision@10", "coverage@10", "arp@10", "auc")
+PROMOTION_LOCK_TIMEOUT_S = 30.0
+"""How long a promotion by hand waits for a training or retraining run to release the project's lock."""
 
 
 @model_app.command("list")
@@ -70,7 +74,7 @@ def promote_command(
     from recsys import registry
 
     before = guarded(lambda: registry.champion(home))
-    after = guarded(lambda: registry.promote(tag, home))
+    after = guarded(lambda: _locked(lambda: registry.promote(tag, home)))
     if before is not None and before.tag == after.tag:
         typer.echo(f"{after.tag} is already the champion")
         return
@@ -84,9 +88,17 @@ def rollback_command(home: HomeOpt = None) -> None:
     from recsys import registry
 
     before = guarded(lambda: registry.champion(home))
-    restored = guarded(lambda: registry.rollback(home))
+    restored = guarded(lambda: _locked(lambda: registry.rollback(home)))
     demoted = f"{before.tag} is rolled_back; " if before is not None else ""
     typer.echo(f"rolled back: {demoted}{restored.tag} is the champion again")
+
+
+def _locked(change: Callable[[], T]) -> T:
+    """Run a promotion under the project's run lock (:mod:`recsys.run_lock`), as the flows do."""
+    from recsys.run_lock import run_lock
+
+    with run_lock(Path.cwd(), PROMOTION_LOCK_TIMEOUT_S):
+        return change()
 
 
 def _number(value: float | None) -> str:

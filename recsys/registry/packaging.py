@@ -8,7 +8,7 @@ and provenance. Promotion is the store's (:func:`recsys.registry.store.promote`)
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ def save_champion_candidate(
     source_model: str = "lightfm_hybrid",
     top_tags: int = 5,
     home: str | Path | None = None,
+    feedback_users: Sequence[str] = (),
 ) -> str:
     """Package the trained hybrid and its serving data as one BentoML model labelled ``stage=candidate``.
 
@@ -61,6 +62,9 @@ def save_champion_candidate(
         Tags kept per item for explanations.
     home : path, optional
         The store's home (see :func:`bentoml_home`).
+    feedback_users : sequence of str
+        The users (among the model's) whose feedback the model trained on (none for a model of the training
+        flow): the record an erasure checks (:func:`recsys.loop.erasure.held_by_model`).
 
     Returns
     -------
@@ -79,10 +83,11 @@ def save_champion_candidate(
         "dvc_lock_hash": dvc_lock_hash,
         "git_commit": git_commit,
         "data_version": data_version(Path(split_dir), Path(features_dir)),
+        "feedback_users": len(feedback_users),
         **inputs.sizes(),
     }
     with tempfile.TemporaryDirectory(prefix="recsys-artifact-") as staging:
-        inputs.write(Path(staging), Path(prepared_dir), top_tags)
+        inputs.write(Path(staging), Path(prepared_dir), top_tags, feedback_users)
         metadata["files"] = file_hashes(Path(staging))
         return add_model(Path(staging), metadata, home)
 
@@ -95,6 +100,7 @@ def package_project(
     models_dir: Path | None = None,
     split_dir: Path | None = None,
     home: str | Path | None = None,
+    feedback_users: Sequence[str] = (),
 ) -> str:
     """Package a project's trained hybrid as a candidate, its provenance read from the project.
 
@@ -117,4 +123,5 @@ def package_project(
         git_commit=git_commit(project),
         prepared_dir=project / PREPARED_DIR,
         home=home,
+        feedback_users=feedback_users,
     )

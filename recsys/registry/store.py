@@ -11,11 +11,12 @@ function here therefore resolves the home when it is called (an explicit ``home`
 Stages
 ------
 Each saved model carries the label ``stage``: ``candidate`` when saved, ``champion`` once promoted,
-``retired`` when a newer champion replaced it, ``rolled_back`` when :func:`rollback` demoted it. Nothing
-is deleted, so every older model stays available for a rollback. The label ``stage_since`` (UTC ISO time,
-strictly increasing across changes) orders the changes. Every read and every label change holds a file lock
-in the home folder, so two processes promoting at once end with exactly one champion, and a reader never
-sees a half-saved model or the moment between retiring the old champion and crowning the new one.
+``retired`` when a newer champion replaced it, ``rolled_back`` when :func:`rollback` demoted it. Nothing is
+deleted, so every older model stays available for a rollback, except the versions an erasure deletes because
+they hold an erased listener's feedback (:func:`delete_versions`). The label ``stage_since`` (UTC ISO time,
+strictly increasing across changes) orders the changes. Every read and every label change holds a file lock in
+the home folder, so two processes promoting at once end with exactly one champion, and a reader never sees a
+half-saved model or the moment between retiring the old champion and crowning the new one.
 
 What a stored model holds is :mod:`recsys.registry.artifact`; where its provenance comes from is
 :mod:`recsys.registry.provenance`.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -235,25 +236,41 @@ def rollback(home: str | Path | None = None, dataset: str | None = None) -> Mode
         return _info(_resolve(store, str(restored.tag), name))
 
 
-def delete_versions_except(
-    keep: str, home: str | Path | None = None, dataset: str | None = None
-) -> list[str]:
-    """Delete every version of the model from the store but ``keep``; returns the deleted tags.
+def all_versions(home: str | Path | None = None) -> list[ModelInfo]:
+    """Every stored version of every data set's model (each :func:`model_name`), oldest first."""
+    root = bentoml_home(home)
+    with _locked(root):
+        models = [model for model in _store(root).list() if _is_ours(model.tag.name)]
+    return [_info(model) for model in sorted(models, key=lambda model: model.info.creation_time)]
 
-    For an erasure: versions trained before it may hold the erased listeners' feedback, and a rollback
-    (or a promote by tag) would serve it again. The retraining flow calls this once a model without
-    them is champion, so the rollback history starts over from that model.
+
+def delete_versions(tags: Iterable[str], home: str | Path | None = None) -> list[str]:
+    """Delete the given versions (full tags, any data set) from the store; returns the tags deleted.
+
+    For an erasure: versions that hold an erased listener's feedback must not be served again, nor be
+    restored by a rollback or a promotion by tag. Tags already gone are skipped, so a rerun finishes the job.
+
+    Raises
+    ------
+    RegistryError
+        A tag names its data set's current champion (nothing is deleted): replace it first, since deleting
+        it would leave the data set with nothing to serve.
     """
     root = bentoml_home(home)
     with _locked(root):
         store = _store(root)
-        kept = _resolve(store, keep, model_name(dataset))
-        deleted = []
-        for model in _models(store, kept.tag.name):
-            if model.tag != kept.tag:
-                store.delete(model.tag)
-                deleted.append(str(model.tag))
-        return deleted
+        present = {str(model.tag): model for model in store.list() if _is_ours(model.tag.name)}
+        doomed = [present[tag] for tag in dict.fromkeys(tags) if tag in present]
+        for model in doomed:
+            current = _champion_model(store, model.tag.name)
+            if current is not None and current.tag == model.tag:
+                raise RegistryError(
+                    f"{model.tag} is the champion of its data set: promote a model without the erased "
+                    "feedback before deleting it"
+                )
+        for model in doomed:
+            store.delete(model.tag)
+    return [str(model.tag) for model in doomed]
 
 
 def load_artifact(
@@ -322,9 +339,13 @@ def _resolve(store: ModelStore, tag: str, name: str) -> bentoml.Model:
         raise RegistryError(f"no model {full} in the store; `recsys model list` shows the tags") from exc
     except BentoMLException as exc:
         raise RegistryError(f"{full}: {exc}") from exc
-    if not (model.tag.name == MODEL_NAME or model.tag.name.startswith(f"{MODEL_NAME}_")):
+    if not _is_ours(model.tag.name):
         raise RegistryError(f"{model.tag} is not a {MODEL_NAME} model")
     return model
+
+
+def _is_ours(name: str) -> bool:
+    return name == MODEL_NAME or name.startswith(f"{MODEL_NAME}_")
 
 
 def _champion_model(store: ModelStore, name: str) -> bentoml.Model | None:

@@ -134,12 +134,11 @@ def test_feedback_from_the_running_service_improves_the_next_session(
         service.client, future, K, feedback=False, session_id="c", hide=seen
     )
 
-    summary = retraining_flow(
-        project_dir=str(root),
-        feedback_url=_feedback_url(root),
-        service_url=service.url,
-        admin_token=ADMIN_TOKEN,
-    )
+    with pytest.MonkeyPatch.context() as patch:  # the flows read the admin token from the environment
+        patch.setenv("RECSYS_ADMIN_TOKEN", ADMIN_TOKEN)
+        summary = retraining_flow(
+            project_dir=str(root), feedback_url=_feedback_url(root), service_url=service.url
+        )
     assert summary["promote"], summary["reasons"]
     assert summary["reloaded"] == 200
     _wait_until_every_worker_serves(service, summary["model_tag"])
@@ -229,9 +228,9 @@ def test_an_interleaving_experiment_on_the_running_service_stops_a_worse_challen
             assert wait_for(lambda: opened.count_served() >= len(project["future"]), 30.0, 0.2)
         # 400 listeners: fewer voting lists than the project's default minimum, enough for this gap.
         apply_overrides(root / "params.yaml", {"experiment.min_units": 100})
-        report = experiment_flow(
-            project_dir=str(root), feedback_url=store, service_url=server.url, admin_token=ADMIN_TOKEN
-        )
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("RECSYS_ADMIN_TOKEN", ADMIN_TOKEN)
+            report = experiment_flow(project_dir=str(root), feedback_url=store, service_url=server.url)
         outcome = report["interleaving"]
         assert report["challenger"] == challenger and outcome["lists"] == len(project["future"])
         assert outcome["losses"] > outcome["wins"] and outcome["p_value"] < 0.05, report

@@ -1,4 +1,5 @@
-"""Erasure reaches the DVC cache: the versions of purged exports go, nothing a `.dvc` file pins does."""
+"""Where copies of feedback exports sit for DVC, as an erasure needs to know: which exports changed since
+their ``.dvc`` pinned them, the cache and local remotes, and objects deleted from any remote."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from flows.dvc import drop_from_dvc_cache, dvc_executable, dvc_versions
+from flows.dvc import (
+    changed_feedback_files,
+    dvc_executable,
+    dvc_versions,
+    feedback_pins,
+    object_folders,
+    objects_in_remotes,
+    remove_from_remotes,
+    untrack,
+)
 from recsys.paths import FEEDBACK_DIR
 from tests.helpers import dvc_cached
 
@@ -18,48 +28,51 @@ def _dvc(project: Path, *args: str) -> None:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A DVC project with two exports: a.parquet and b.parquet of the same content, c.parquet another."""
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    _dvc(tmp_path, "init", "-q")
-    folder = tmp_path / FEEDBACK_DIR
+    """A DVC project with a local remote and three exports (a and b of the same content), pushed."""
+    root = tmp_path / "project"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    _dvc(root, "init", "-q")
+    _dvc(root, "remote", "add", "-d", "shared", str(tmp_path / "remote"))
+    folder = root / FEEDBACK_DIR
     folder.mkdir(parents=True)
     for name, content in [("a", b"erased and kept"), ("b", b"erased and kept"), ("c", b"kept only")]:
         (folder / f"{name}.parquet").write_bytes(content)
-    _dvc(tmp_path, "add", "-q", *(str(FEEDBACK_DIR / f"{name}.parquet") for name in "abc"))
-    return tmp_path
+    _dvc(root, "add", "-q", *(str(FEEDBACK_DIR / f"{name}.parquet") for name in "abc"))
+    _dvc(root, "push", "-q")
+    return root
 
 
-def _purge(project: Path, name: str) -> str:
-    """Rewrite an export without the erased rows and re-add it; its md5 before."""
-    file = str(FEEDBACK_DIR / f"{name}.parquet")
-    [before] = dvc_versions(project, [file])
-    (project / file).write_bytes(b"kept")
-    _dvc(project, "add", "-q", file)
-    return before
-
-
-def test_the_version_before_the_purge_leaves_the_cache_and_the_others_stay(project: Path) -> None:
+def test_an_export_changed_since_its_dvc_file_pinned_it_is_found(project: Path) -> None:
     files = [str(FEEDBACK_DIR / f"{name}.parquet") for name in "abc"]
-    unpurged = [_purge(project, "a"), _purge(project, "b")]
-    assert unpurged[0] == unpurged[1] and dvc_cached(project, unpurged[0])
+    assert set(feedback_pins(project)) == set(files)
+    assert changed_feedback_files(project) == []
 
-    assert drop_from_dvc_cache(str(project), unpurged) == [unpurged[0]]
+    (project / files[0]).write_bytes(b"kept")  # purged, not re-added yet
 
-    assert not dvc_cached(project, unpurged[0])
-    assert all(dvc_cached(project, md5) for md5 in dvc_versions(project, files))
-    status = subprocess.run(
-        [dvc_executable(), "status", "-q"], cwd=project, capture_output=True, text=True, check=False
-    )
-    assert status.returncode == 0, status.stdout + status.stderr
+    assert changed_feedback_files(project) == [files[0]]
+    _dvc(project, "add", "-q", files[0])
+    assert changed_feedback_files(project) == []
 
 
-def test_a_version_a_dvc_file_still_pins_is_kept(project: Path) -> None:
-    unpurged = _purge(project, "a")  # b.parquet still holds the same content and pins the same object
+def test_the_cache_and_local_remotes_are_listed_and_objects_leave_every_remote(project: Path) -> None:
+    [old] = dvc_versions(project, [str(FEEDBACK_DIR / "a.parquet")])
+    folders = object_folders(project)
+    assert set(folders) == {"cache", "remote:shared"}
+    assert dvc_cached(project, old)
+    assert objects_in_remotes(project, [old, "0" * 32]) == {"shared": [old]}
 
-    assert drop_from_dvc_cache(str(project), [unpurged]) == []
-    assert dvc_cached(project, unpurged)
+    assert remove_from_remotes(project, [old, "0" * 32]) == {"shared": [old]}
+
+    assert objects_in_remotes(project, [old]) == {"shared": []}
+    assert remove_from_remotes(project, [old]) == {"shared": []}  # a rerun finds nothing left
+    assert dvc_cached(project, old)  # the local cache is the caller's (it scans it by content)
 
 
-def test_outside_a_dvc_project_nothing_is_touched(tmp_path: Path) -> None:
-    assert drop_from_dvc_cache(str(tmp_path), ["b1946ac92492d2347c6235b4d2611184"]) == []
-    assert dvc_versions(tmp_path, ["missing.parquet"]) == []
+def test_an_unfinished_export_and_its_dvc_file_are_removed(project: Path) -> None:
+    file = str(FEEDBACK_DIR / "c.parquet")
+
+    untrack(project, file)
+
+    assert not (project / file).exists() and not (project / f"{file}.dvc").exists()
+    untrack(project, file)  # already gone: nothing to do

@@ -141,3 +141,27 @@ def test_gate_online_required_packages_an_offline_winner_as_a_candidate_only(
     apply_overrides(root / "params.yaml", {"gate.online": "off"})
     promoted, none = package_only()
     assert none is None and promoted == registry.champion().tag != champion
+
+
+def test_every_promotion_waits_for_the_projects_run_lock(
+    prefect_harness: None, project: tuple[Path, str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retraining run holds the lock from reading the champion to deleting erased versions: a promotion
+    by the experiment flow or by hand in between could be undone or leave no champion, so it waits."""
+    from flows.experiment import promote
+    from recsys.registry import cli as registry_cli
+    from recsys.run_lock import LockBusyError, run_lock
+
+    root, champion, (better, worse) = project
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(registry_cli, "PROMOTION_LOCK_TIMEOUT_S", 0.5)
+    with run_lock(root, timeout_s=5):  # a retraining run in progress
+        with pytest.raises(LockBusyError, match="another run holds the lock"):
+            promote.fn(str(root), better, lock_timeout_s=0.5)
+        by_hand = CliRunner().invoke(app, ["model", "promote", worse])
+        assert by_hand.exit_code == 2 and "another run holds the lock" in by_hand.output
+        rolled = CliRunner().invoke(app, ["model", "rollback"])
+        assert rolled.exit_code == 2 and "another run holds the lock" in rolled.output
+        assert registry.champion().tag == champion
+    assert promote.fn(str(root), better, lock_timeout_s=0.5) == better
+    assert registry.champion().tag == better

@@ -24,10 +24,10 @@ from flows.dvc import dvc_executable
 from flows.retraining import (
     NO_NEW_FEEDBACK,
     gate_and_promote,
-    reload_service,
     retrain_and_evaluate,
     retraining_flow,
 )
+from flows.service import reload_service
 from recsys import registry
 from recsys.loop.events import FeedbackEvent
 from recsys.loop.exports import CURSOR_FILE, FeedbackCursor, events_file
@@ -112,9 +112,15 @@ def _add(store: FeedbackStore, rows: list[tuple[str, str, str]], prefix: str) ->
     )
 
 
+@pytest.fixture(autouse=True)
+def admin_token_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flow's calls to the service read the token from the environment, never from a parameter."""
+    monkeypatch.setenv("RECSYS_ADMIN_TOKEN", ADMIN_TOKEN)
+
+
 def _run(project: Path, store: FeedbackStore, service_url: str | None = None) -> dict[str, Any]:
     result: dict[str, Any] = retraining_flow(
-        project_dir=str(project), feedback_url=store.url, service_url=service_url, admin_token=ADMIN_TOKEN
+        project_dir=str(project), feedback_url=store.url, service_url=service_url
     )
     return result
 
@@ -200,11 +206,14 @@ def test_a_new_listener_forces_a_full_fit_that_grows_the_user_rows(
         assert artifact.user_ids[-1] == "brand-new" and artifact.model.n_users == len(artifact.user_ids)
 
 
-def test_reload_sends_the_admin_token_and_fails_loudly_when_refused(service: str) -> None:
-    assert reload_service.fn(service, ADMIN_TOKEN) == 200
+def test_reload_sends_the_admin_token_and_fails_loudly_when_refused(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert reload_service.fn(service) == 200
     assert _ReloadHandler.calls[-1] == ("/admin/reload", ADMIN_TOKEN)
+    monkeypatch.setenv("RECSYS_ADMIN_TOKEN", "wrong")
     with pytest.raises(Exception, match="403"):
-        reload_service.fn(service, "wrong")
+        reload_service.fn(service)
 
 
 def _add_new_listener(project: Path, store: FeedbackStore) -> dict[str, Any]:
@@ -328,3 +337,23 @@ def test_retraining_on_a_song_data_set_promotes_within_that_data_set(
     # The artists' model name was never touched: no artist champion, no artist version.
     assert registry.champion() is None and registry.list_models() == []
     assert [info.stage for info in registry.list_models(dataset="spotify-songs")] == ["retired", "champion"]
+
+
+def test_the_admin_token_is_never_stored_by_prefect(
+    prefect_harness: None, project: Path, store: FeedbackStore, service: str
+) -> None:
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    force_promotion = [("u01", "a03", "like"), ("u02", "a04", "like"), ("u03", "a05", "play")]
+    _add(store, force_promotion, "token-")
+    summary = retraining_flow(project_dir=str(project), feedback_url=store.url, service_url=service)
+
+    api = str(PREFECT_API_URL.value())
+    runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 200, "sort": "ID_DESC"}, timeout=30).json()
+    tasks = httpx.post(f"{api}/task_runs/filter", json={"limit": 200, "sort": "ID_DESC"}, timeout=30).json()
+    stored = json.dumps([run["parameters"] for run in runs]) + json.dumps(tasks)
+    assert runs and service in stored  # what is stored is what the test reads
+    assert ADMIN_TOKEN not in stored
+    if summary["promote"]:
+        assert _ReloadHandler.calls[-1] == ("/admin/reload", ADMIN_TOKEN)  # it was sent all the same

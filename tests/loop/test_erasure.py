@@ -1,4 +1,5 @@
-"""Erasure on the retraining path: matching pseudonyms, purging exported files, resetting training rows."""
+"""Erasure on the retraining path: jobs and their salt, matching pseudonyms, purging exported files, finding
+cached copies and models holding a listener, resetting training rows."""
 
 from __future__ import annotations
 
@@ -9,29 +10,30 @@ import pandas as pd
 import pytest
 
 from recsys.columns import Col
-from recsys.errors import DataError
+from recsys.errors import ConfigError
 from recsys.io import write_parquet
 from recsys.loop.erasure import (
     ERASED_PREFIX,
     anonymise_ids,
     erased_users,
+    erasure_batch,
+    events_holding,
+    feedback_file_holding,
+    feedback_record,
+    held_by_model,
     honour_erasure,
-    pending_erasures,
+    objects_holding,
     purge_event_files,
     without_erased_events,
 )
 from recsys.loop.events import FeedbackEvent
 from recsys.loop.feedback import FeedbackStore
-from recsys.loop.feedback_db import AuditRecord
-from recsys.loop.pseudonyms import pseudonymise
+from recsys.loop.feedback_erasures import ErasureJob
+from recsys.loop.pseudonyms import pseudonymise, salt_check
 from recsys.offline.gate import GateDecision
 
 SALT = "test-salt"
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-def _record(user: str, action: str = "delete_user") -> AuditRecord:
-    return AuditRecord(action, pseudonymise(user, SALT), 3, T0, "erasure request")
 
 
 def _events(*rows: tuple[str, str]) -> pd.DataFrame:
@@ -41,21 +43,52 @@ def _events(*rows: tuple[str, str]) -> pd.DataFrame:
     return frame
 
 
-def test_pending_erasures_skip_the_honoured_records_and_other_actions() -> None:
-    records = [_record("x"), _record("y", action="export"), _record("z"), _record("x")]
-
-    pending = pending_erasures(records, applied=1)
-
-    assert pending.pseudonyms == {pseudonymise("z", SALT), pseudonymise("x", SALT)}
-    assert (pending.applied, pending.total, pending.n_records) == (1, 3, 2)
-    assert pending
-    assert not pending_erasures(records, applied=3)
-    assert not pending_erasures([], applied=0)
+def _job(user: str, job_id: int = 1, salt: str | None = SALT) -> ErasureJob:
+    check = salt_check(salt) if salt is not None else None
+    return ErasureJob(job_id, pseudonymise(user, salt or SALT), T0, 10, check)
 
 
-def test_a_pruned_audit_log_is_an_error_not_a_silent_skip() -> None:
-    with pytest.raises(DataError, match="erasures_applied"):
-        pending_erasures([_record("x")], applied=2)
+def test_a_batch_holds_each_listener_once_and_refuses_jobs_of_another_salt() -> None:
+    batch = erasure_batch([_job("x", 1), _job("z", 2), _job("x", 3), _job("old", 4, salt=None)], SALT)
+
+    assert batch.pseudonyms == {pseudonymise(user, SALT) for user in ("x", "z", "old")}
+    assert batch and not erasure_batch([], SALT)
+    assert "salt" not in repr(batch) or SALT not in repr(batch)
+    with pytest.raises(
+        ConfigError, match=r"erasure jobs \[2\].*another pseudonym salt.*RECSYS_PSEUDONYM_SALT"
+    ):
+        erasure_batch([_job("x", 1), _job("z", 2, salt="the-service-s-salt")], SALT)
+
+
+def test_a_model_holds_a_listener_by_its_record_or_for_an_older_model_by_its_users() -> None:
+    erased = {pseudonymise("u2", SALT)}
+
+    assert held_by_model(frozenset({"u2", "u9"}), [], False, erased, SALT) == erased
+    assert held_by_model(frozenset({"u9"}), ["u2"], True, erased, SALT) == set()  # the record decides
+    assert held_by_model(None, ["u1", "u2"], True, erased, SALT) == erased  # older retrained: every user
+    assert held_by_model(None, ["u1", "u2"], False, erased, SALT) == set()  # older pipeline model: none
+    assert feedback_record(["u2", "u2", "x", "u1"], ["u1", "u2", "u3"]) == ["u1", "u2"]
+
+
+def test_cached_copies_of_exports_are_found_by_content_and_other_files_ignored(tmp_path: Path) -> None:
+    cache = tmp_path / "cache" / "files" / "md5"
+    write_parquet(cache / "ab" / "c1", _events(("x", "a"), ("y", "b")))
+    write_parquet(cache / "ab" / "c2", _events(("y", "a")))
+    write_parquet(cache / "cd" / "e3", pd.DataFrame({Col.USER: ["x"], Col.ITEM: ["a"]}))  # not an export
+    (cache / "ef").mkdir(parents=True)
+    (cache / "ef" / "g4").write_bytes(b"x,a,like")
+    (cache / "ef" / "g5.dir").write_text("[]")
+    erased = {pseudonymise("x", SALT)}
+
+    found = objects_holding(tmp_path / "cache", erased, SALT)
+
+    assert found == {str(cache / "ab" / "c1"): erased}
+    assert feedback_file_holding(cache / "ab" / "c2", erased, SALT) == set()
+    assert feedback_file_holding(cache / "cd" / "e3", erased, SALT) is None
+    assert objects_holding(tmp_path / "nowhere", erased, SALT) == {}
+    write_parquet(tmp_path / "exports" / "events-3.parquet", _events(("x", "a")))
+    write_parquet(tmp_path / "exports" / "events-5.parquet", _events(("y", "a")))
+    assert events_holding(tmp_path / "exports", erased, SALT) == {"events-3.parquet": erased}
 
 
 def test_erased_users_match_pseudonyms_and_need_the_same_salt() -> None:
@@ -118,15 +151,17 @@ def test_an_erasure_overrides_a_refusing_gate_and_says_why() -> None:
     assert won.promote and won.reasons[0] == "ndcg@10 improves" and "erasure" in won.reasons[1]
 
 
-def test_a_deleted_users_audit_row_is_found_from_the_store(
+def test_a_deletion_records_a_pending_job_found_by_its_pseudonym(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("RECSYS_PSEUDONYM_SALT", SALT)
     with FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}") as store:
         store.add_events([FeedbackEvent(user_id="x", item_id="a", event="like", event_id="e1")])
         store.delete_user("x", "erasure request")
-        records = store.audit_log()
+        jobs = store.erasure_jobs()
 
-    pending = pending_erasures(records, applied=0)
-    assert [(record.action, record.count) for record in records] == [("delete_user", 1)]
-    assert erased_users(["x", "y"], pending.pseudonyms) == ["x"]  # the salt comes from the environment
+    batch = erasure_batch(jobs, SALT)
+    assert [(job.status, job.event_watermark, job.salt_check) for job in jobs] == [
+        ("pending", 1, salt_check(SALT))
+    ]
+    assert erased_users(["x", "y"], batch.pseudonyms) == ["x"]  # the salt comes from the environment

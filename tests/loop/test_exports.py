@@ -1,4 +1,5 @@
-"""The feedback export cursor: it persists, round-trips, never moves back, and records erasures."""
+"""The feedback export cursor (persists, round-trips, never moves back, records erasure jobs) and the
+history of exports (each event once)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from recsys.columns import Col
 from recsys.errors import DataError
-from recsys.loop.exports import FeedbackCursor
+from recsys.io import write_parquet
+from recsys.loop.exports import FeedbackCursor, export_position, load_history
+from tests.helpers import events_frame
 
 
 def test_cursor_persists_round_trips_and_refuses_to_move_back(tmp_path: Path) -> None:
@@ -26,28 +30,41 @@ def test_cursor_persists_round_trips_and_refuses_to_move_back(tmp_path: Path) ->
         FeedbackCursor.load(path)
 
 
-def test_an_old_cursor_without_erasures_loads_and_erasures_are_recorded(tmp_path: Path) -> None:
+def test_an_old_cursor_with_an_erasure_count_loads_and_erasure_jobs_are_recorded(tmp_path: Path) -> None:
     path = tmp_path / "cursor.json"
-    path.write_text('{"position": 4, "updated_at": "", "history": []}', encoding="utf-8")
+    # Cursors once counted honoured erasures; erasures are jobs in the store now, and the count is ignored.
+    path.write_text(
+        '{"position": 4, "updated_at": "", "history": [], "erasures_applied": 3}', encoding="utf-8"
+    )
 
     cursor = FeedbackCursor.load(path)
-    assert (cursor.position, cursor.erasures_applied) == (4, 0)
+    assert cursor.position == 4
 
-    advanced = cursor.advanced(4, 0, "", erasures_applied=2, erased_users=1, purged_rows=5)
+    advanced = cursor.advanced(4, 0, "", erasure_jobs=2, erasures_done=1)
     advanced.save(path)
     saved = FeedbackCursor.load(path)
-    assert saved == advanced and saved.erasures_applied == 2
+    assert saved == advanced
     assert saved.history[-1] | {"at": ""} == {
         "from": 4,
         "to": 4,
         "events": 0,
         "file": "",
         "at": "",
-        "erasures": 2,
-        "erased_users": 1,
-        "purged_rows": 5,
+        "erasure_jobs": 2,
+        "erasures_done": 1,
     }
-    assert "erasures" not in saved.advanced(9, 5, "f").history[-1]
-    assert saved.advanced(9, 5, "f").erasures_applied == 2
-    with pytest.raises(ValueError, match="back"):
-        saved.advanced(9, 5, "f", erasures_applied=1)
+    assert "erasure_jobs" not in saved.advanced(9, 5, "f").history[-1]
+
+
+def test_history_holds_each_event_once_oldest_export_first(tmp_path: Path) -> None:
+    first = events_frame(("u1", "a1", "like"), ("u2", "a2", "play"))
+    first[Col.EVENT_ID] = ["e1", "e2"]
+    second = events_frame(("u1", "a1", "like"), ("u3", "a3", "skip"))
+    second[Col.EVENT_ID] = ["e1", "e3"]  # e1 again: a run that failed after writing its export
+    write_parquet(tmp_path / "events-10.parquet", second)
+    write_parquet(tmp_path / "events-9.parquet", first)
+
+    history = load_history(tmp_path)
+
+    assert history[Col.EVENT_ID].tolist() == ["e1", "e2", "e3"]
+    assert export_position(tmp_path / "events-10.parquet") == 10

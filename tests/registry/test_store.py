@@ -109,22 +109,27 @@ def test_promote_retires_the_old_champion_and_rollback_restores_it(project: Proj
         registry.rollback()
 
 
-def test_deleting_all_versions_but_the_champion_leaves_nothing_to_roll_back_to(
+def test_deleting_versions_for_an_erasure_spares_the_champion_and_every_data_set_is_listed(
     project: Project, home: Path
 ) -> None:
     first, second, third = (project.save(score, home) for score in (0.20, 0.30, 0.25))
+    songs = project.save(0.4, home, params_dict={"seed": 0, "dataset": {"name": "spotify-songs"}})
     registry.promote(first)
     registry.promote(second)  # first is retired: a rollback target
-    deleted = registry.delete_versions_except("champion")
-    assert sorted(deleted) == sorted(f"{MODEL_NAME}:{tag.split(':')[-1]}" for tag in (first, third))
-    assert [info.tag for info in registry.list_models()] == [registry.get_model(second).tag]
+    assert [info.tag for info in registry.all_versions()] == [first, second, third, songs]
+
+    with pytest.raises(RegistryError, match="champion of its data set"):
+        registry.delete_versions([first, second])
+    assert len(registry.all_versions()) == 4  # nothing deleted
+
+    assert registry.delete_versions([first, songs, "music_recommender:gone"]) == [first, songs]
+    assert registry.delete_versions([first]) == []  # a rerun finds nothing left to do
+    assert [info.tag for info in registry.all_versions()] == [second, third]
     with pytest.raises(NothingToRollBackError):
         registry.rollback()
     with pytest.raises(RegistryError, match="no model"):
         registry.load_artifact(first)
-    assert registry.load_artifact("champion").tag == registry.get_model(second).tag
-    with pytest.raises(RegistryError, match="no model"):
-        registry.delete_versions_except(first)
+    assert registry.load_artifact("champion").tag == second
 
 
 def test_rollback_with_nothing_retired_is_a_clear_error(project: Project, home: Path) -> None:
