@@ -28,6 +28,7 @@ from typing import Any, cast
 import numpy as np
 
 from benchmarks.cpus import cpu_snapshot, cpu_split
+from benchmarks.serve import CLIENT_TOKEN
 
 CONNECT_GAP_S = 0.02
 WINDOW_S = 5.0
@@ -156,7 +157,8 @@ async def _pace(
     host, _, port = url.removeprefix("http://").rstrip("/").partition(":")
     requests = [
         b"POST /recommend HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (host.encode(), len(body), body)
+        b"X-Client-Token: %s\r\nContent-Length: %d\r\n\r\n%s"
+        % (host.encode(), CLIENT_TOKEN.encode(), len(body), body)
         for body in bodies
     ]
     loop = asyncio.get_running_loop()

@@ -332,7 +332,7 @@ def step_service(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     import httpx
 
     from benchmarks.rss import worker_rss
-    from benchmarks.serve import free_port, start, stop
+    from benchmarks.serve import CLIENT_TOKEN, free_port, start, stop
     from benchmarks.soak import service_env
     from recsys import registry
     from recsys.offline.split import load_split
@@ -366,7 +366,8 @@ def step_service(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng(0)
 
     def hammer() -> None:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        headers = {"X-Client-Token": CLIENT_TOKEN}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, headers=headers) as client:
             while not halt.is_set():
                 user = users[int(rng.integers(len(users)))]
                 sent = time.perf_counter()

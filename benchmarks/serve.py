@@ -38,13 +38,16 @@ from recsys.io import write_json
 HOME_ENV = "BENTOML_HOME"
 RESULTS = Path("bench/results/serve.json")
 TARGETS = {"rps": 1500.0, "p99_ms": 25.0, "ratio_rps": 0.5}
+CLIENT_TOKEN = "bench-client-token"
+"""The load generators act as the platform's backend: known users' ids need a client token."""
 _LUA = """
 local bodies = {}
 for line in io.lines("%s") do bodies[#bodies + 1] = line end
 local n = 0
 request = function()
   n = n %% #bodies + 1
-  return wrk.format("POST", "/recommend", {["Content-Type"] = "application/json"}, bodies[n])
+  return wrk.format("POST", "/recommend", {["Content-Type"] = "application/json",
+                    ["X-Client-Token"] = "bench-client-token"}, bodies[n])
 end
 """
 
@@ -236,6 +239,7 @@ def measure(
         "RECSYS_RUNTIME_DIR": str(work / "rt"),
         "RECSYS_FEEDBACK_URL": f"sqlite:///{work / 'feedback.db'}",
         "RECSYS_ADMIN_TOKEN": "serve-bench",
+        "RECSYS_CLIENT_TOKENS": CLIENT_TOKEN,
     }
     py = sys.executable
     sides = {

@@ -103,11 +103,12 @@ def _progress(message: str) -> None:
 
 def service_env(base: dict[str, str], home: Path, work: Path, workers: int | None) -> dict[str, str]:
     """The service's environment: champion home, scratch store, and ``workers`` workers if given."""
-    from benchmarks.serve import HOME_ENV
+    from benchmarks.serve import CLIENT_TOKEN, HOME_ENV
 
     env = {
         **base,
         HOME_ENV: str(home),
+        "RECSYS_CLIENT_TOKENS": CLIENT_TOKEN,
         "BENTOML_DO_NOT_TRACK": "true",
         "RECSYS_RUNTIME_DIR": str(work / "rt"),
         "RECSYS_FEEDBACK_URL": f"sqlite:///{work / 'feedback.db'}",

@@ -336,7 +336,9 @@ class ExperimentParams(_Section):
     """Online experiments (``recsys experiment ...``; :mod:`recsys.loop.experiment_report`)."""
 
     share: float = Field(0.0, ge=0, le=1)
-    salt: str = Field("experiment-1", min_length=1, max_length=64)
+    # None: each experiment draws a secret salt when it starts. A salt written here is public (the file is in
+    # git), and a public salt lets anyone compute which arm a listener is in.
+    salt: str | None = Field(None, min_length=1, max_length=64)
     horizon_hours: float = Field(24.0, gt=0)
     alpha: float = Field(0.05, gt=0, lt=1)
     min_units: int = Field(200, ge=1)

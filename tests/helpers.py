@@ -48,6 +48,8 @@ from tests.data.raw_fixture import AUDIO, SPOTIFY_HEADER
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ADMIN_TOKEN = "test-admin-token-0123456789"
+CLIENT_TOKEN = "test-client-token-9876543210"
+"""The platform backend's token: ``Server.client`` sends it (any user id); ``Server.anonymous`` does not."""
 START_TIMEOUT_S = 120.0
 
 
@@ -473,13 +475,15 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """A running ``bentoml serve`` process and a client for it."""
+    """A running ``bentoml serve`` process and clients for it: ``client`` as the platform's backend (client
+    token), ``anonymous`` as anyone else (the page, a stranger)."""
 
     url: str
     process: subprocess.Popen[bytes]
     log: Path
     home: Path
     client: httpx.Client
+    anonymous: httpx.Client
 
     def output(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")[-5000:]
@@ -495,6 +499,7 @@ def start_server(home: Path, workdir: Path, env_overrides: dict[str, str], probe
         "RECSYS_FEEDBACK_URL": f"sqlite:///{workdir / 'feedback.db'}",
         "RECSYS_RUNTIME_DIR": str(workdir / "runtime"),
         "RECSYS_ADMIN_TOKEN": ADMIN_TOKEN,
+        "RECSYS_CLIENT_TOKENS": CLIENT_TOKEN,
         **env_overrides,
     }
     env = {key: value for key, value in env.items() if value != ""}
@@ -506,7 +511,8 @@ def start_server(home: Path, workdir: Path, env_overrides: dict[str, str], probe
             command, cwd=PROJECT_ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
         )
     url = f"http://127.0.0.1:{port}"
-    server = Server(url, process, log, home, httpx.Client(base_url=url, timeout=30.0))
+    client = httpx.Client(base_url=url, timeout=30.0, headers={"X-Client-Token": CLIENT_TOKEN})
+    server = Server(url, process, log, home, client, httpx.Client(base_url=url, timeout=30.0))
 
     def ready() -> bool:
         if process.poll() is not None:
@@ -527,4 +533,5 @@ def stop_server(server: Server) -> None:
     from benchmarks.serve import stop
 
     server.client.close()
+    server.anonymous.close()
     stop(server.process)

@@ -28,8 +28,9 @@ True
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Hashable, Sequence
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -60,7 +61,16 @@ class Experiment(BaseModel):
     challenger: str | None = Field(None, min_length=1, max_length=200)
     share: float = Field(0.0, ge=0.0, le=1.0)
     traffic: float = Field(1.0, gt=0.0, le=1.0)
-    salt: str = Field("experiment", min_length=1, max_length=64)
+    salt: str = Field("none", min_length=1, max_length=64)
+    """Drawn at random for an experiment unless given: only the service and its admin know it, so nobody
+    outside can compute which arm a listener is in (and sway the experiment by acting as its listeners)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secret_salt(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mode", "off") != "off" and not data.get("salt"):
+            return {**data, "salt": secrets.token_hex(16)}
+        return data
 
     @model_validator(mode="after")
     def _needs_challenger(self) -> Experiment:

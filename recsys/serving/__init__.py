@@ -8,6 +8,10 @@ service
     The BentoML service: lifecycle, metrics, timeouts; mounts the app.
 app
     The Starlette routes (recommend, new listener, similar, feedback, search, model, admin, erasure).
+access, limits
+    Who may call each route (anonymous page ids, client and admin tokens); anonymous rate limits.
+loading
+    Which stored models a service may load: its data set's, never a revoked one.
 logic
     What each route computes, from a ``ServingState``.
 state
@@ -17,9 +21,9 @@ runtime
 settings
     ``ServingSettings`` from the environment.
 signals
-    Change counters the workers share (reload, dislike, erasure).
+    Change counters the workers share (reload, dislike), in a folder private to the user.
 dislikes
-    Each worker's view of the feedback store; every listener's dislikes in memory.
+    Each worker's view of the feedback store: every listener's dislikes in memory, erasures, revocations.
 served_log
     The sampled, batched log of served lists.
 schemas, openapi
@@ -31,8 +35,11 @@ route_metrics, timeout
 """
 
 __all__ = [
+    "access",
     "app",
     "dislikes",
+    "limits",
+    "loading",
     "logic",
     "openapi",
     "route_metrics",

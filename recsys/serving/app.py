@@ -26,6 +26,7 @@ import anyio.to_thread
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.convertors import PathConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
@@ -35,11 +36,13 @@ from recsys.config import item_kind
 from recsys.loop.experiments import Experiment
 from recsys.loop.feedback import FeedbackUnavailableError
 from recsys.serving import experiment, logic, user_data
+from recsys.serving.access import Caller, authorize_listener
 from recsys.serving.http import (
     HTTPError,
     invalid,
     json_response,
     parse_body,
+    rate_limited,
     require_admin,
     runtime_of,
     state_of,
@@ -60,22 +63,29 @@ from recsys.serving.state import ServingState
 _LOG = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 POLL_S = 1.0
+SEARCH_WAIT_S = 1.0
 RETRY_LOAD_S = 5.0
 Handler = Callable[[Request], Awaitable[Response]]
 
 
 async def dislikes(runtime: Runtime, user_id: str | None) -> frozenset[str]:
-    """The listener's disliked items from the worker's index, synced first if another worker signalled."""
+    """The listener's disliked items from the worker's index, synced first if another worker signalled a
+    dislike or an erasure (which is honoured before this answer too)."""
     if user_id is None:
         return frozenset()
     if runtime.feedback.signalled():
         await anyio.to_thread.run_sync(runtime.feedback.sync_signalled)
-    return runtime.feedback.dislikes(user_id)
+        await anyio.to_thread.run_sync(runtime.honour_erasures)
+    found = runtime.feedback.dislikes(user_id)
+    if found is None:  # the index is full and does not hold this listener
+        return await anyio.to_thread.run_sync(runtime.feedback.read_dislikes, user_id)
+    return found
 
 
 async def recommend(request: Request) -> Response:
     runtime = runtime_of(request)
     body = await parse_body(request, RecommendRequest, runtime)
+    authorize_listener(request, runtime, [body.user_id])
     state = state_of(runtime)
     disliked = await dislikes(runtime, body.user_id)
     running = await experiment_of(runtime, state)
@@ -99,6 +109,7 @@ def _log_shadow(runtime: Runtime, user_id: str, shadow: experiment.Shadow, chall
 async def new_listener(request: Request) -> Response:
     runtime = runtime_of(request)
     body = await parse_body(request, NewListenerRequest, runtime)
+    authorize_listener(request, runtime, [body.user_id])
     state = state_of(runtime)
     answer = logic.new_listener(state, body, await dislikes(runtime, body.user_id))
     runtime.count("new_listener", False)
@@ -114,17 +125,38 @@ async def similar(request: Request) -> Response:
 
 
 async def search(request: Request) -> Response:
+    """Name search, a step at a time on the event loop (:meth:`NameIndex.search_steps`): a long scan of a
+    large catalogue lets the requests behind it through between steps; at most ``SEARCHES_IN_FLIGHT`` run
+    at once in a worker, the others wait :data:`SEARCH_WAIT_S` for a turn or get 429."""
     runtime = runtime_of(request)
     try:
         query = SearchQuery.model_validate(dict(request.query_params))
     except ValidationError as err:
         raise invalid(err) from err
-    return json_response(logic.search(state_of(runtime), query))
+    state = state_of(runtime)
+    try:
+        await asyncio.wait_for(runtime.searches.acquire(), SEARCH_WAIT_S)
+    except TimeoutError as err:
+        raise HTTPError(
+            429, "too many searches in flight on this worker", headers={"Retry-After": "1"}
+        ) from err
+    try:
+        steps = state.names_index.search_steps(query.q, query.limit)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return json_response(logic.search_answer(state, done.value))
+            await asyncio.sleep(0)
+    finally:
+        runtime.searches.release()
 
 
 async def feedback(request: Request) -> Response:
     runtime = runtime_of(request)
     body = await parse_body(request, FeedbackRequest, runtime)
+    if authorize_listener(request, runtime, [event.user_id for event in body.events]) is Caller.ANONYMOUS:
+        anonymous_writes(runtime, len(body.events))
     await synced_experiment(runtime)
     events = experiment.with_arms(runtime.experiments.running.design, list(body.events))
     try:
@@ -138,6 +170,8 @@ async def rating(request: Request) -> Response:
     """Store a listener's 1-5 rating of the list they were shown."""
     runtime = runtime_of(request)
     body = await parse_body(request, RatingRequest, runtime)
+    if authorize_listener(request, runtime, [body.user_id]) is Caller.ANONYMOUS:
+        anonymous_writes(runtime, 1)
     try:
         await anyio.to_thread.run_sync(
             lambda: runtime.feedback.store().add_rating(body.user_id, body.rating, body.model_version)
@@ -145,6 +179,14 @@ async def rating(request: Request) -> Response:
     except FeedbackUnavailableError as err:
         raise store_unavailable(err, "rating") from err
     return json_response({"stored": True})
+
+
+def anonymous_writes(runtime: Runtime, n: int) -> None:
+    """Take ``n`` anonymous writes from the worker's bucket (422 above a burst, 429 when spent)."""
+    burst = runtime.limits.writes.burst
+    if n > burst:
+        raise HTTPError(422, f"anonymous callers send at most {burst:g} events a request; got {n}")
+    rate_limited(runtime.limits.writes, n, "writes")
 
 
 async def reload(request: Request) -> Response:
@@ -252,15 +294,17 @@ def guarded(handler: Handler) -> Handler:
 
 
 async def follow_changes(runtime: Runtime) -> None:
-    """Follow reloads announced by other workers, keep trying while no model is loaded, sync dislikes."""
+    """Follow reloads announced by other workers, keep trying while no model is loaded, sync dislikes,
+    erasures and revocations and act on them."""
     last_try = 0.0
     while True:
         await asyncio.sleep(POLL_S)
         if runtime.feedback.due():
             try:
                 await anyio.to_thread.run_sync(runtime.feedback.sync)
+                await anyio.to_thread.run_sync(runtime.honour_erasures)
             except Exception:  # a bug in the sync must not stop this loop from following reloads
-                _LOG.exception("dislike sync failed")
+                _LOG.exception("feedback sync failed")
         now = asyncio.get_running_loop().time()
         if runtime.models.state is None and now - last_try < RETRY_LOAD_S:
             continue
@@ -268,11 +312,24 @@ async def follow_changes(runtime: Runtime) -> None:
             await anyio.to_thread.run_sync(runtime.experiments.sync)
         if runtime.models.needs_reload():
             last_try = now
-            await anyio.to_thread.run_sync(runtime.models.reload)
+            await anyio.to_thread.run_sync(lambda: runtime.models.reload(follow=True))
+            await anyio.to_thread.run_sync(runtime.honour_erasures)
+
+
+class AnyPath(PathConvertor):
+    """Starlette's ``path`` convertor, line breaks included: its ``.*`` stops at one, so a user id holding
+    one (sent as %0A) matched neither this app's routes nor BentoML's mount of the app (a plain-text 404)."""
+
+    regex = r"[\s\S]*"
 
 
 def create_app() -> Starlette:
-    """The app; the service sets ``app.state.runtime`` before the first request."""
+    """The app; the service sets ``app.state.runtime`` before the first request.
+
+    Registers :class:`AnyPath` as Starlette's ``path`` convertor for the whole process, before BentoML
+    builds the mount that serves this app (importing the service module does both in that order).
+    """
+    register_url_convertor("path", AnyPath())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -298,8 +355,9 @@ def create_app() -> Starlette:
         Route("/admin/reload", guarded(reload), methods=["POST"]),
         Route("/admin/experiment", guarded(experiment_info), methods=["GET"]),
         Route("/admin/experiment", guarded(start_experiment), methods=["POST"]),
-        Route("/users/{user_id}/feedback", guarded(user_data.user_feedback), methods=["GET"]),
-        Route("/users/{user_id}/feedback", guarded(user_data.delete_user_feedback), methods=["DELETE"]),
+        # An id may hold "/" (sent as %2F) or any other character: the listener must still reach their data.
+        Route("/users/{user_id:path}/feedback", guarded(user_data.user_feedback), methods=["GET"]),
+        Route("/users/{user_id:path}/feedback", guarded(user_data.delete_user_feedback), methods=["DELETE"]),
         Route("/model", guarded(model_info), methods=["GET"]),
         Route("/openapi.json", guarded(openapi), methods=["GET"]),
         Route("/docs", guarded(docs), methods=["GET"]),

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recsys import registry
 from recsys.io import write_text
 from recsys.loop.events import FeedbackEvent
 from recsys.loop.experiments import (
@@ -31,6 +30,7 @@ from recsys.loop.experiments import (
     team_draft,
 )
 from recsys.serving import logic
+from recsys.serving.loading import ModelSource
 from recsys.serving.schemas import RecommendRequest
 from recsys.serving.signals import Signals
 from recsys.serving.state import ServingState
@@ -59,8 +59,8 @@ OFF = Running(Experiment(), None)
 class ExperimentHolder:
     """The worker's current :class:`Running` experiment; changes are built fully, then swapped in."""
 
-    def __init__(self, home: Path, signals: Signals) -> None:
-        self.home, self.signals = home, signals
+    def __init__(self, source: ModelSource, signals: Signals) -> None:
+        self.source, self.signals = source, signals
         self.running = OFF
         self.error: str | None = None
         self.seen: tuple[int, int, int] | None = None  # the first sync reads what the workers ran
@@ -131,11 +131,22 @@ class ExperimentHolder:
         self._requests += 1
         return request_seed(user_id, self.running.design.salt, self._requests)
 
+    def drop_revoked(self, revoked: frozenset[str]) -> None:
+        """Stop the experiment here when its challenger was revoked (it holds an erased listener's feedback):
+        every request is then the champion's, in every worker, as each sees the revocation."""
+        running = self.running
+        if running.challenger is None or running.challenger.version not in revoked:
+            return
+        with self._lock:
+            self.running = OFF
+            self.error = f"challenger {running.challenger.version} was revoked: experiment stopped"
+        _LOG.warning(self.error)
+
     def _build(self, design: Experiment) -> Running:
         if not design.active:
             return Running(design, None)
         assert design.challenger is not None  # Experiment guarantees it
-        return Running(design, ServingState(registry.load_artifact(design.challenger, home=self.home)))
+        return Running(design, ServingState(self.source.load(design.challenger)))
 
 
 Shadow = Callable[[], tuple[dict[str, Any], float]]

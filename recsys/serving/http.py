@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 from typing import Any, TypeVar
 
 import orjson
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from recsys.serving.limits import TokenBucket
 from recsys.serving.runtime import Runtime
 from recsys.serving.state import ServingState
 
@@ -146,3 +148,14 @@ def store_unavailable(err: Exception, what: str) -> HTTPError:
     return HTTPError(
         503, "the feedback store is unavailable; retry later", headers={"Retry-After": RETRY_AFTER_S}
     )
+
+
+def rate_limited(bucket: TokenBucket, n: float, what: str) -> None:
+    """429 with ``Retry-After`` when ``bucket`` cannot grant ``n`` now (nothing is taken then)."""
+    wait = bucket.take(n)
+    if wait > 0:
+        raise HTTPError(
+            429,
+            f"too many anonymous {what} on this worker: retry later",
+            headers={"Retry-After": str(max(1, math.ceil(min(wait, 3600.0))))},
+        )

@@ -34,7 +34,7 @@ def ranked(
     """The listener's row (None: unknown, so a popularity list) and the ranked item indices and scores."""
     allowed = _allowed(state, request.genre, request.tag)
     exclude = state.indices_of(disliked) if disliked else None
-    user = state.user_index.get(request.user_id)
+    user = state.row_of(request.user_id)
     if user is None:
         return None, state.popular(request.k, exclude, allowed), np.empty(0)
     if request.exclude_listened:
@@ -101,7 +101,11 @@ def similar(state: ServingState, request: SimilarRequest) -> dict[str, Any]:
 
 def search(state: ServingState, query: SearchQuery) -> dict[str, Any]:
     """Artists whose names match ``query.q``: exact, prefix, substring, then fuzzy."""
-    hits = state.names_index.search(query.q, query.limit)
+    return search_answer(state, state.names_index.search(query.q, query.limit))
+
+
+def search_answer(state: ServingState, hits: list[tuple[int, str]]) -> dict[str, Any]:
+    """The answer for search hits ``(item index, match kind)``."""
     items = [{"item_id": state.item_ids[i], "name": state.names[i], "match": how} for i, how in hits]
     return {"items": items, "model_version": state.version}
 

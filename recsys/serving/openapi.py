@@ -17,7 +17,11 @@ from recsys.serving import schemas as s
 
 _REF = "#/components/schemas/{model}"
 _BODY_ERRORS = (413, 415, 422, 503)
+# A listener's routes: a token is needed for ids other than the page's anonymous ones; anonymous writes
+# are rate-limited (recsys.serving.access, recsys.serving.limits).
+_LISTENER_ERRORS = (401, 403, 429, *_BODY_ERRORS)
 _ADMIN_SCHEME = "adminToken"
+_CLIENT_SCHEME = "clientToken"
 
 
 class _Op(NamedTuple):
@@ -30,6 +34,7 @@ class _Op(NamedTuple):
     query: type[BaseModel] | None = None
     path_params: type[BaseModel] | None = None
     admin: bool = False
+    listener: bool = False
     # Statuses other than 200 that answer with the response model rather than an ErrorResponse.
     partial: tuple[int, ...] = ()
 
@@ -38,18 +43,20 @@ _OPERATIONS: tuple[_Op, ...] = (
     _Op(
         "post",
         "/recommend",
-        "Recommendations for a listener (cold start if unknown)",
+        "Recommendations for a listener (cold start if unknown; X-Client-Token unless a page's web- id)",
         s.RecommendResponse,
-        _BODY_ERRORS,
+        _LISTENER_ERRORS,
         request=s.RecommendRequest,
+        listener=True,
     ),
     _Op(
         "post",
         "/recommend/new-listener",
         "Recommendations from favourite artists",
         s.RecommendResponse,
-        _BODY_ERRORS,
+        _LISTENER_ERRORS,
         request=s.NewListenerRequest,
+        listener=True,
     ),
     _Op(
         "post",
@@ -64,24 +71,26 @@ _OPERATIONS: tuple[_Op, ...] = (
         "/search",
         "Artist search by name (prefix and fuzzy)",
         s.SearchResponse,
-        (422, 503),
+        (422, 429, 503),
         query=s.SearchQuery,
     ),
     _Op(
         "post",
         "/feedback",
-        "Store feedback events durably (idempotent by event_id)",
+        "Store feedback events durably (idempotent by each listener's event_id)",
         s.FeedbackResponse,
-        _BODY_ERRORS,
+        _LISTENER_ERRORS,
         request=s.FeedbackRequest,
+        listener=True,
     ),
     _Op(
         "post",
         "/ratings",
         "Store a listener's 1-5 rating of the recommendations they were shown (optional for them)",
         s.RatingResponse,
-        _BODY_ERRORS,
+        _LISTENER_ERRORS,
         request=s.RatingRequest,
+        listener=True,
     ),
     _Op("get", "/model", "The model being served and its offline metrics", s.ModelInfoResponse, (503,)),
     _Op(
@@ -113,32 +122,33 @@ _OPERATIONS: tuple[_Op, ...] = (
     _Op(
         "get",
         "/users/{user_id}/feedback",
-        "A listener's stored feedback events (X-Admin-Token; none needed for the page's own web- ids)",
+        "A listener's stored feedback events (X-Client-Token or X-Admin-Token; none for a page's web- id)",
         s.UserFeedbackResponse,
         (401, 403, 422, 503),
         path_params=s.UserPath,
-        admin=True,
+        listener=True,
     ),
     _Op(
         "delete",
         "/users/{user_id}/feedback",
-        "Erase every feedback event of a listener, audited under a pseudonym (X-Admin-Token; none needed "
-        "for the page's own web- ids)",
+        "Erase everything stored of a listener, audited under a pseudonym (X-Client-Token or X-Admin-Token; "
+        "none for a page's web- id)",
         s.DeletionResponse,
-        (401, 403, 422, 503),
+        (401, 403, 422, 429, 503),
         query=s.DeleteQuery,
         path_params=s.UserPath,
-        admin=True,
+        listener=True,
     ),
 )
 _STATUS_TEXT = {
-    401: "Missing admin token",
+    401: "Missing token: the admin's, or on a listener's route the client token (for any id but a page's)",
     403: "Forbidden (wrong token, admin disabled, or another origin)",
     404: "Unknown artist",
     409: "The champion (or the experiment's challenger) could not be loaded; nothing changed",
     413: "Body larger than 64 KiB",
     415: "Body is not JSON",
     422: "Invalid request: `fields` names each offending field",
+    429: "Too many anonymous writes, erasures or searches on this worker (see Retry-After)",
     503: "No model loaded yet, or the feedback store is unavailable (see Retry-After)",
 }
 
@@ -155,13 +165,14 @@ def openapi_spec() -> dict[str, Any]:
     for op in _OPERATIONS:
         paths.setdefault(op.path, {})[op.method] = _operation(op)
     scheme = {"type": "apiKey", "in": "header", "name": "X-Admin-Token"}
+    client = {"type": "apiKey", "in": "header", "name": "X-Client-Token"}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Music recommender", "version": "1"},
         "paths": paths,
         "components": {
             "schemas": definitions.get("$defs", {}),
-            "securitySchemes": {_ADMIN_SCHEME: scheme},
+            "securitySchemes": {_ADMIN_SCHEME: scheme, _CLIENT_SCHEME: client},
         },
     }
 
@@ -196,6 +207,8 @@ def _operation(op: _Op) -> dict[str, Any]:
         operation["parameters"] = parameters
     if op.admin:
         operation["security"] = [{_ADMIN_SCHEME: []}]
+    elif op.listener:  # a client or the admin token, or none for an anonymous page id
+        operation["security"] = [{_CLIENT_SCHEME: []}, {_ADMIN_SCHEME: []}, {}]
     return operation
 
 

@@ -47,7 +47,7 @@ class EndpointLabels:
         self._mounts: list[str] = []
         for route in routes:
             if isinstance(route, Route) and route.param_convertors:
-                self._templates.append((route.path_regex, route.path))
+                self._templates.append((route.path_regex, re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)))
             elif isinstance(route, Route):
                 self._exact.add(route.path)
             elif isinstance(route, Mount):

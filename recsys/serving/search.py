@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 
 import numpy as np
 from rapidfuzz import fuzz, process
@@ -19,6 +19,8 @@ FUZZY_CUTOFF = 75.0
 """Minimum rapidfuzz ``ratio`` (0-100: ``100 * (1 - edit distance / total length)``) of a fuzzy hit: one or
 two typos in a name of eight letters pass, a name that merely shares letters with the query does not."""
 ARTICLE = "the "
+CHUNK = 4096
+"""Names scanned in one step of a search (about half a millisecond of fuzzy matching)."""
 
 
 def normalise(name: str) -> str:
@@ -63,6 +65,18 @@ class NameIndex:
 
     def search(self, query: str, limit: int) -> list[tuple[int, str]]:
         """Up to ``limit`` ``(item index, match kind)``: exact, then prefix, substring and fuzzy hits."""
+        steps = self.search_steps(query, limit)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                hits: list[tuple[int, str]] = done.value
+                return hits
+
+    def search_steps(self, query: str, limit: int) -> Generator[None, None, list[tuple[int, str]]]:
+        """:meth:`search` as steps of at most :data:`CHUNK` names each: a generator that yields between
+        steps and returns the hits. The service runs one step at a time on its event loop, so a search of
+        a large catalogue never holds the loop (and the requests behind it) for more than a step."""
         key = normalise(query)
         if not key:
             return []
@@ -70,12 +84,14 @@ class NameIndex:
         exact = self._exact.get(key)
         if exact is not None:
             hits[exact] = "exact"
-        for kind, items in (("prefix", self._prefix(key)), ("substring", self._substring(key))):
+        substring = yield from self._substring(key)
+        for kind, items in (("prefix", self._prefix(key)), ("substring", substring)):
             for item in self._by_popularity(items):
                 if len(hits) >= limit:
                     return list(hits.items())
                 hits.setdefault(item, kind)
-        for item in self._fuzzy(key, limit):
+        fuzzy = yield from self._fuzzy(key, limit)
+        for item in fuzzy:
             if len(hits) >= limit:
                 break
             hits.setdefault(item, "fuzzy")
@@ -86,20 +102,32 @@ class NameIndex:
         stop = bisect.bisect_left(self._sorted_keys, key + "\U0010ffff", lo=start)
         return self._sorted_items[start:stop]
 
-    def _substring(self, key: str) -> list[int]:
+    def _substring(self, key: str) -> Generator[None, None, list[int]]:
         if len(key) < 3:  # one or two letters match thousands of names in the middle: prefix only
             return []
-        return [item for item, name in enumerate(self._keys) if key in name]
+        found: list[int] = []
+        for start in range(0, len(self._keys), CHUNK):
+            found += [start + i for i, name in enumerate(self._keys[start : start + CHUNK]) if key in name]
+            yield
+        return found
 
-    def _fuzzy(self, key: str, limit: int) -> list[int]:
+    def _fuzzy(self, key: str, limit: int) -> Generator[None, None, list[int]]:
         """The most similar names (with and without a leading "the"), best first; ties go to popularity."""
         best: dict[int, float] = {}
         for keys in (self._keys, self._bare_keys):
-            found = process.extract(
-                key, keys, scorer=fuzz.ratio, limit=limit, score_cutoff=FUZZY_CUTOFF, processor=None
-            )
-            for _, score, item in found:
-                best[int(item)] = max(best.get(int(item), 0.0), float(score))
+            for start in range(0, len(keys), CHUNK):
+                found = process.extract(
+                    key,
+                    keys[start : start + CHUNK],
+                    scorer=fuzz.ratio,
+                    limit=limit,
+                    score_cutoff=FUZZY_CUTOFF,
+                    processor=None,
+                )
+                for _, score, item in found:
+                    index = start + int(item)
+                    best[index] = max(best.get(index, 0.0), float(score))
+                yield
         return sorted(best, key=lambda item: (-round(best[item], 1), self._rank[item]))[:limit]
 
     def _by_popularity(self, items: list[int]) -> list[int]:

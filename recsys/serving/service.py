@@ -61,11 +61,12 @@ class Recommender:
         logging.getLogger("recsys").setLevel(logging.INFO)
         self.runtime = Runtime(ServingSettings.from_env(), counter=_request_counter())
         app.state.runtime = self.runtime
+        self.runtime.feedback.sync()  # the revocations first: a revoked champion is never loaded
         _, error = self.runtime.models.reload()
         if error is not None:
             _LOG.error("no model served until a champion loads: %s", error)
-        self.runtime.experiments.sync()  # an experiment the workers ran before a restart
-        self.runtime.feedback.sync()  # every dislike in memory before the first answer (if the store is up)
+        self.runtime.experiments.sync()  # an experiment the workers ran before a restart (unless revoked)
+        self.runtime.honour_erasures()
 
     async def __is_ready__(self) -> bool:
         """Ready only once a model is loaded."""

@@ -14,6 +14,8 @@ from recsys import registry
 from recsys.loop.feedback import feedback_url
 
 ADMIN_TOKEN_ENV = "RECSYS_ADMIN_TOKEN"
+CLIENT_TOKENS_ENV = "RECSYS_CLIENT_TOKENS"
+"""Comma-separated tokens of the platform's backends (``X-Client-Token``): several, so one can be rotated."""
 RUNTIME_DIR_ENV = "RECSYS_RUNTIME_DIR"
 ORIGINS_ENV = "RECSYS_ALLOWED_ORIGINS"
 SERVED_LOG_MAX_PER_S_ENV = "RECSYS_SERVED_LOG_MAX_PER_S"
@@ -31,6 +33,8 @@ class ServingSettings(BaseModel):
     feedback_url: str
     admin_token: str | None
     runtime_dir: Path
+    client_tokens: tuple[str, ...] = ()
+    dataset: str = registry.DEFAULT_DATASET
     allowed_origins: tuple[str, ...] = ()
     dislike_sync_s: float = Field(5.0, gt=0.0)
     dislike_full_sync_s: float = Field(600.0, gt=0.0)
@@ -42,25 +46,32 @@ class ServingSettings(BaseModel):
 
     @classmethod
     def from_env(cls) -> ServingSettings:
-        """``BENTOML_HOME``, ``RECSYS_FEEDBACK_URL``, ``RECSYS_ADMIN_TOKEN``, ``RECSYS_RUNTIME_DIR``, ...
+        """``BENTOML_HOME``, ``RECSYS_FEEDBACK_URL``, ``RECSYS_DATASET``, ``RECSYS_ADMIN_TOKEN``,
+        ``RECSYS_CLIENT_TOKENS``, ``RECSYS_RUNTIME_DIR``, ...
 
-        The runtime folder defaults to one per (model store, feedback store) pair under the temp folder,
-        so the workers of one service share it and two unrelated services do not.
+        The runtime folder defaults to one per (model store, feedback store, data set) and user under the temp
+        folder, so the workers of one service share it and two other services (the artist and the song service
+        of one project, say) do not; it is private to the user
+        (:func:`recsys.serving.signals.private_folder`).
         """
         home = registry.bentoml_home()
         url = feedback_url()
-        digest = hashlib.sha256(f"{home}\n{url}".encode()).hexdigest()[:16]
+        dataset = os.environ.get(registry.DATASET_ENV, "").strip() or registry.DEFAULT_DATASET
+        digest = hashlib.sha256(f"{home}\n{url}\n{dataset}".encode()).hexdigest()[:16]
         runtime = os.environ.get(RUNTIME_DIR_ENV, "").strip() or os.path.join(
-            tempfile.gettempdir(), f"recsys-serving-{digest}"
+            tempfile.gettempdir(), f"recsys-serving-{os.getuid()}-{digest}"
         )
         origins = tuple(
             o.strip().rstrip("/") for o in os.environ.get(ORIGINS_ENV, "").split(",") if o.strip()
         )
         token = os.environ.get(ADMIN_TOKEN_ENV) or None
+        clients = tuple(t.strip() for t in os.environ.get(CLIENT_TOKENS_ENV, "").split(",") if t.strip())
         return cls(
             home=home,
             feedback_url=url,
+            dataset=dataset,
             admin_token=token,
+            client_tokens=clients,
             runtime_dir=Path(runtime),
             allowed_origins=origins,
             served_log_sample=served_log_sample_from_env(),

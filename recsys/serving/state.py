@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,9 @@ MAX_PROFILES = 100_000
 CACHED_TOP = 200
 """Items kept per known user, ranked on the user's first request: later requests filter this list instead of
 scoring again."""
+CACHED_MASKS = 64
+"""Filter masks kept (least recently used dropped first): a mask is a byte per item, 150 KB at 150k items."""
+_NO_ITEMS = np.empty(0, dtype=np.int64)
 CACHED_USERS = 50_000
 """Known users whose ranked lists are kept (least recently used dropped first): 200 items x 12 bytes each,
 at most ~120 MB, whatever the number of users the model knows."""
@@ -98,6 +101,11 @@ class ServingState:
             raise ValueError(f"bias_strength must be a finite number >= 0, got {bias_strength}")
         self.version = artifact.tag
         self.metadata = artifact.metadata
+        self.feedback_users = artifact.feedback_users
+        self.hidden_users: frozenset[str] = frozenset()
+        """Listeners answered as unknown: erased, while this model still holds their feedback."""
+        self._feedback_pseudonyms: dict[str, str] | None = None
+        self._hidden_for = 0
         self._model = artifact.model
         self.scorer = artifact.model.scorer()
         self.item_vectors = self.scorer.item_vectors
@@ -118,9 +126,10 @@ class ServingState:
         self.unit_embeddings = np.ascontiguousarray(embeddings / np.maximum(norms, 1e-12), dtype=np.float32)
         self.names_index = NameIndex(self.names, self.popularity)
         self._columns = _feature_columns(artifact.item_features.names)
-        self._top_tags = [{normalise(tag) for tag in tags} for tags in self.tags]
+        self._tag_items = _items_by_tag(self.tags)
         self._features = artifact.item_features.matrix.tocsc()
-        self._mask_cache: dict[tuple[str, str], np.ndarray] = {}
+        self._mask_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._mask_lock = threading.Lock()
         self._profiles: dict[int, Counter[str]] = {}
         self._known = known
         self._ranked: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -155,6 +164,36 @@ class ServingState:
             while len(self._ranked) > CACHED_USERS:
                 self._ranked.popitem(last=False)
         return ranked
+
+    def hide_erased(self, erased: frozenset[str], pseudonym: Callable[[str], str]) -> None:
+        """Answer as unknown the listeners of ``erased`` (pseudonyms) whose feedback this model trained on.
+
+        Until a model without their feedback replaces this one, their recommendations must not come from
+        their own history. Which users the model trained on feedback of is its record (every user for a
+        retrained model packaged before models kept one; none for a model of the training flow); their
+        pseudonyms are computed once per model, on the first erasure. ``erased`` only grows, so a call with
+        no new erasure costs nothing.
+        """
+        if len(erased) == self._hidden_for:
+            return
+        if self._feedback_pseudonyms is None:
+            users = self.feedback_users
+            if users is None:
+                users = (
+                    frozenset(self.user_index)
+                    if "feedback_users" in self.metadata.get("metrics", {})
+                    else frozenset()
+                )
+            self._feedback_pseudonyms = {pseudonym(user): user for user in users}
+        known = self._feedback_pseudonyms
+        self.hidden_users = frozenset(known[p] for p in erased if p in known)
+        self._hidden_for = len(erased)
+
+    def row_of(self, user_id: str | None) -> int | None:
+        """The model's row of a listener, None when unknown or hidden (:meth:`hide_erased`)."""
+        if user_id is None or user_id in self.hidden_users:
+            return None
+        return self.user_index.get(user_id)
 
     @property
     def cached_users(self) -> int:
@@ -322,10 +361,16 @@ class ServingState:
 
     def _mask(self, field: str, value: str) -> np.ndarray:
         key = (field, value)
-        mask = self._mask_cache.get(key)
-        if mask is None:
-            mask = self._build_mask(field, value)
-            self._mask_cache[key] = mask  # bounded: only values of the catalogue get here
+        with self._mask_lock:
+            mask = self._mask_cache.get(key)
+            if mask is not None:
+                self._mask_cache.move_to_end(key)
+                return mask
+        mask = self._build_mask(field, value)
+        with self._mask_lock:
+            self._mask_cache[key] = mask
+            while len(self._mask_cache) > CACHED_MASKS:  # a catalogue may hold many thousand tags
+                self._mask_cache.popitem(last=False)
         return mask
 
     def _build_mask(self, field: str, value: str) -> np.ndarray:
@@ -336,12 +381,21 @@ class ServingState:
             rows = self._features.indices[start:stop][self._features.data[start:stop] > 0]
             mask[rows] = True
         if field == "tag":
-            mask |= np.fromiter((value in tags for tags in self._top_tags), dtype=bool, count=self.n_items)
+            mask[self._tag_items.get(value, _NO_ITEMS)] = True  # a lookup, never a scan of the catalogue
         if column is None and not mask.any():
             known = sorted(self._columns[field])
             hint = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
             raise UnknownFilterError(field, f"unknown {field} {value!r}; known values include: {hint}")
         return mask
+
+
+def _items_by_tag(tags: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
+    """Item indices of each (normalised) top tag: what a tag filter reads besides the feature columns."""
+    grouped: dict[str, list[int]] = {}
+    for item, item_tags in enumerate(tags):
+        for tag in {normalise(tag) for tag in item_tags}:
+            grouped.setdefault(tag, []).append(item)
+    return {tag: np.asarray(items, dtype=np.int64) for tag, items in grouped.items()}
 
 
 def _feature_columns(names: Sequence[str]) -> dict[str, dict[str, int]]:

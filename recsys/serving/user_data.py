@@ -2,16 +2,13 @@
 
 ``GET /users/{user_id}/feedback`` lists a listener's stored events and ratings; ``DELETE`` erases them all
 (audited under a pseudonym, forgotten by every worker: :meth:`recsys.serving.dislikes.Feedback.delete_user`).
-Both are the admin's (``X-Admin-Token``) for any listener, and the listener's own, without a token, for the
-anonymous ids the web page makes (:data:`ANONYMOUS_ID`: ``web-`` and a random UUID held only in that
-browser): knowing one is the proof of being its listener, and no one can guess another's. Other ids (a
-team's own user ids, often guessable) need the admin.
+Who may call them is :mod:`recsys.serving.access`: the listener's own page for its anonymous id, the
+platform's backend (client token) or the admin for any id. Anonymous erasures are rate-limited per worker.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import anyio.to_thread
@@ -21,44 +18,29 @@ from starlette.responses import Response
 
 from recsys.loop.events import InvalidFeedbackError
 from recsys.loop.feedback import FeedbackUnavailableError
-from recsys.serving.http import (
-    ADMIN_HEADER,
-    HTTPError,
-    check_origin,
-    invalid,
-    json_response,
-    require_admin,
-    runtime_of,
-    store_unavailable,
-)
+from recsys.serving.access import Caller, authorize_listener
+from recsys.serving.http import HTTPError, invalid, json_response, rate_limited, runtime_of, store_unavailable
 from recsys.serving.runtime import Runtime
 from recsys.serving.schemas import DeleteQuery, UserPath
 
 _LOG = logging.getLogger(__name__)
-ANONYMOUS_ID = re.compile(r"web-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-"""The listener ids the web page makes (``web-`` and a random version-4 UUID, lower case)."""
 OWN_REASON = "the listener's own request from the page"
 MAX_LISTED = 1000
 
 
-def owner_or_admin(request: Request, runtime: Runtime) -> str:
-    """The path's user id once the caller may act on it: the admin (a valid token), or the listener of an
-    anonymous page id (from the page's own origin); else 401 (no token for another id) or 403."""
+def owner_or_admin(request: Request, runtime: Runtime) -> tuple[str, Caller]:
+    """The path's user id and the caller, once they may act on it (:func:`authorize_listener`)."""
     try:
         user_id = UserPath.model_validate(request.path_params).user_id
     except ValidationError as err:
         raise invalid(err) from err
-    if request.headers.get(ADMIN_HEADER) or not ANONYMOUS_ID.fullmatch(user_id):
-        require_admin(request, runtime)
-    else:
-        check_origin(request, runtime)
-    return user_id
+    return user_id, authorize_listener(request, runtime, [user_id])
 
 
 async def user_feedback(request: Request) -> Response:
     """The listener's stored events, newest first (at most :data:`MAX_LISTED`), with item names."""
     runtime = runtime_of(request)
-    user_id = owner_or_admin(request, runtime)
+    user_id, _ = owner_or_admin(request, runtime)
 
     def read() -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
         store = runtime.feedback.store()
@@ -82,16 +64,19 @@ async def user_feedback(request: Request) -> Response:
 async def delete_user_feedback(request: Request) -> Response:
     """Erase every feedback event of one listener; the store keeps a pseudonymous audit row."""
     runtime = runtime_of(request)
-    user_id = owner_or_admin(request, runtime)
+    user_id, who = owner_or_admin(request, runtime)
     params: dict[str, Any] = dict(request.query_params)
-    if not request.headers.get(ADMIN_HEADER):
+    if who is Caller.ANONYMOUS:
         params.setdefault("reason", OWN_REASON)
     try:
         query = DeleteQuery.model_validate(params)
     except ValidationError as err:
         raise invalid(err) from err
+    if who is Caller.ANONYMOUS:
+        rate_limited(runtime.limits.erasures, 1, "erasures")
     try:
         deleted = await anyio.to_thread.run_sync(runtime.feedback.delete_user, user_id, query.reason)
+        await anyio.to_thread.run_sync(runtime.honour_erasures)
     except FeedbackUnavailableError as err:
         raise store_unavailable(err, "erasure") from err
     except InvalidFeedbackError as err:

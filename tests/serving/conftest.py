@@ -41,8 +41,15 @@ def build_project(root: Path, seed: int = 0) -> Project:
     )
 
 
-def save_champion(project: Project, home: Path, dataset: str | None = None) -> str:
-    """Package the project's hybrid into ``home`` as a ``dataset`` model and promote it; returns its tag."""
+def save_champion(
+    project: Project,
+    home: Path,
+    dataset: str | None = None,
+    feedback_users: tuple[str, ...] = (),
+    promote: bool = True,
+) -> str:
+    """Package the project's hybrid into ``home`` as a ``dataset`` model trained (as its record says) on
+    ``feedback_users``' feedback, and promote it unless told not to; returns its tag."""
     tag = registry.save_champion_candidate(
         project.models,
         project.features,
@@ -54,8 +61,10 @@ def save_champion(project: Project, home: Path, dataset: str | None = None) -> s
         prepared_dir=project.prepared,
         top_tags=3,
         home=home,
+        feedback_users=feedback_users,
     )
-    registry.promote(tag, home=home)
+    if promote:
+        registry.promote(tag, home=home, dataset=dataset)
     return tag
 
 

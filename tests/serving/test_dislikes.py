@@ -1,5 +1,6 @@
 """The worker's in-memory dislike index: complete at start, never asks the store on a lookup, and brought
-up to date by signals (workers of one service), by the periodic sync (other machines) and after erasures."""
+up to date by signals (workers of one service), by the periodic sync (other machines) and after erasures;
+the erasures and model revocations each worker learns the same way."""
 
 from __future__ import annotations
 
@@ -138,25 +139,48 @@ def test_dislikes_stored_on_another_machine_arrive_with_the_periodic_sync(tmp_pa
     elsewhere.close()
 
 
-def test_an_erasure_empties_the_indexes_here_at_once_and_elsewhere_at_the_full_sync(
+def test_an_erasure_empties_every_index_by_the_next_sync_without_rereading_the_table(
     tmp_path: Path, url: str
 ) -> None:
     clock = Clock()
     first, second = _synced_pair(tmp_path, url, clock)
     remote = _worker(tmp_path, url, clock, machine="m2")
     remote.sync()
+    full_reads: list[Feedback] = []
+    for worker in (second, remote):
+        load_all = worker._load_all
+        worker._load_all = lambda store, w=worker, f=load_all: full_reads.append(w) or f(store)  # type: ignore[method-assign]
+
     assert first.delete_user("u1", "erasure request") == 1
+
     assert first.dislikes("u1") == frozenset()
     assert second.signalled()
     second.sync()
     assert second.dislikes("u1") == frozenset() and second.dislikes("u2") == {"a1"}
+    assert remote.dislikes("u1") == {"a1"}  # another machine: no signal
     clock.now += SYNC_S
-    remote.sync()  # an incremental sync cannot see a deletion
-    assert remote.dislikes("u1") == {"a1"}
-    clock.now += FULL_SYNC_S
-    remote.sync()
+    remote.sync()  # the periodic incremental sync reads the erasure job
     assert remote.dislikes("u1") == frozenset() and remote.dislikes("u2") == {"a1"}
+    assert full_reads == []  # nobody reread the whole dislike table
+    pseudonym = first.store().pseudonym("u1")
+    assert all(pseudonym in worker.erased for worker in (first, second, remote))
     for worker in (first, second, remote):
+        worker.close()
+
+
+def test_revoked_models_reach_every_worker_with_the_next_sync(tmp_path: Path, url: str) -> None:
+    clock = Clock()
+    here, elsewhere = _worker(tmp_path, url, clock), _worker(tmp_path, url, clock, machine="m2")
+    here.sync()
+    elsewhere.sync()
+    assert here.revoked == frozenset()
+    with FeedbackStore(url) as store:
+        store.revoke_models(["music_recommender:old"], "holds erased feedback")
+    clock.now += SYNC_S
+    for worker in (here, elsewhere):
+        assert worker.due()
+        worker.sync()
+        assert worker.revoked == {"music_recommender:old"}
         worker.close()
 
 
@@ -206,4 +230,33 @@ def test_a_store_down_at_start_serves_without_dislikes_until_it_is_back(tmp_path
     assert worker.due()
     worker.sync()
     assert worker.loaded and worker.dislikes("u1") == {"a1"}
+    worker.close()
+
+
+def test_a_full_index_leaves_later_listeners_to_the_store(tmp_path: Path, url: str) -> None:
+    worker = _worker(tmp_path, url, Clock())
+    worker.MAX_INDEXED_LISTENERS = 50  # the store holds 200 listeners with a dislike
+    worker.sync()
+    held = [f"u{n}" for n in range(200) if worker.dislikes(f"u{n}") is not None]
+    assert worker.overflow and len(held) == 50
+    outside = next(f"u{n}" for n in range(200) if f"u{n}" not in held)
+    assert worker.dislikes(outside) is None  # not in memory: the answer asks the store
+    assert worker.read_dislikes(outside) == {"a1"}
+    worker.add([_event("brand-new", "a2")])
+    assert worker.dislikes("brand-new") is None and worker.read_dislikes("brand-new") == {"a2"}
+    worker.close()
+
+
+def test_a_full_disk_under_the_signals_folder_loses_no_stored_event(tmp_path: Path, url: str) -> None:
+    worker = _worker(tmp_path, url, Clock())
+    worker.sync()
+    signal = worker.signals.folder / "dislike"
+    signal.unlink(missing_ok=True)
+    signal.symlink_to("/dev/full")  # every write there fails with "No space left on device"
+
+    result = worker.add([_event("u7", "a4")])
+
+    assert result.inserted == 1  # stored and acknowledged, not a 500
+    assert worker.dislikes("u7") == {"a1", "a4"}  # this worker synced itself
+    assert worker.delete_user("u7", "erasure request") == 2
     worker.close()

@@ -15,6 +15,7 @@ import pytest
 from recsys.loop.experiments import Experiment
 from recsys.serving import experiment
 from recsys.serving.experiment import ExperimentHolder, Running
+from recsys.serving.loading import ModelSource
 from recsys.serving.signals import Signals
 
 
@@ -40,7 +41,8 @@ def workers(
     build = SlowBuild()
     monkeypatch.setattr(ExperimentHolder, "_build", lambda self, design: build(design))
     signals = Signals(tmp_path / "runtime")
-    return ExperimentHolder(tmp_path, signals), ExperimentHolder(tmp_path, signals), build
+    source = ModelSource(tmp_path)
+    return ExperimentHolder(source, signals), ExperimentHolder(source, signals), build
 
 
 def test_a_request_during_the_other_workers_load_waits_for_the_new_design(

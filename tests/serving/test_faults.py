@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from recsys.loop.feedback import FeedbackStore
-from tests.helpers import Server, start_server, stop_server, wait_for
+from tests.helpers import CLIENT_TOKEN, Server, start_server, stop_server, wait_for
 
 pytestmark = pytest.mark.slow
 N_CLIENTS, BATCH = 4, 5
@@ -58,7 +58,7 @@ def _events(client_no: int, batch_no: int) -> tuple[str, list[dict[str, str]]]:
 
 def _post_until_down(url: str, client_no: int, ledger: Ledger, stop: threading.Event) -> None:
     """Post batches until the service stops answering (a transport error) or ``stop`` is set."""
-    with httpx.Client(base_url=url, timeout=10.0) as client:
+    with httpx.Client(base_url=url, timeout=10.0, headers={"X-Client-Token": CLIENT_TOKEN}) as client:
         for batch_no in range(10_000):
             if stop.is_set():
                 return

@@ -23,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from tests.helpers import ADMIN_TOKEN, Server
+from tests.helpers import ADMIN_TOKEN, CLIENT_TOKEN, Server
 
 pytestmark = pytest.mark.slow
 
@@ -38,9 +38,17 @@ CHECKS = [
     response_schema_conformance,
     negative_data_rejection,
 ]
-# Admin calls with the real token: the deletion handler runs for real on generated ids. The reload
-# stays without it (a 401, or 403 for a generated token), or the fuzz would mostly reload the model.
-AUTHORISED = {"DELETE /users/{user_id}/feedback"}
+# Calls with a real token, so the handlers run for real on generated ids: the deletion as the admin, a
+# listener's other routes as the platform's backend (without it, generated ids are refused with 401). The
+# reload stays without one (a 401, or 403 for a generated token), or the fuzz would mostly reload the model.
+AUTHORISED = {
+    "DELETE /users/{user_id}/feedback": {"X-Admin-Token": ADMIN_TOKEN},
+    "GET /users/{user_id}/feedback": {"X-Client-Token": CLIENT_TOKEN},
+    "POST /recommend": {"X-Client-Token": CLIENT_TOKEN},
+    "POST /recommend/new-listener": {"X-Client-Token": CLIENT_TOKEN},
+    "POST /feedback": {"X-Client-Token": CLIENT_TOKEN},
+    "POST /ratings": {"X-Client-Token": CLIENT_TOKEN},
+}
 
 
 def _fuzz(
@@ -50,7 +58,7 @@ def _fuzz(
     session: requests.Session,
     statuses: Counter[int],
 ) -> None:
-    authorised = operation.label in AUTHORISED
+    token = AUTHORISED.get(operation.label)
 
     @settings(
         max_examples=EXAMPLES_PER_MODE,
@@ -65,8 +73,9 @@ def _fuzz(
         # The real token replaces a generated one; a negative case that left the header out keeps it out
         # (it must then be refused, and is: 401).
         sent = {name.lower() for name in (case.headers or {})}
-        keep_out = mode is schemathesis.GenerationMode.NEGATIVE and "x-admin-token" not in sent
-        headers = {"X-Admin-Token": ADMIN_TOKEN} if authorised and not keep_out else None
+        kept_out = token is not None and next(iter(token)).lower() not in sent
+        keep_out = mode is schemathesis.GenerationMode.NEGATIVE and kept_out
+        headers = token if token is not None and not keep_out else None
         response = case.call(base_url=server.url, session=session, headers=headers, timeout=30)
         statuses[response.status_code] += 1
         case.validate_response(response, checks=CHECKS)

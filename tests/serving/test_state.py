@@ -173,3 +173,38 @@ def test_an_interleaved_answer_is_the_team_draft_of_both_models_with_each_models
     assert answer["arm"] == "interleave" and answer["challenger_version"] == challenger.version
     cold = experiment.interleaved(state, challenger, RecommendRequest(user_id="nobody", k=3), set(), seed=1)
     assert cold["cold_start"] and "arm" not in cold
+
+
+def test_filter_masks_are_bounded_and_an_unknown_tag_is_refused_without_being_kept(
+    champion_home: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh = ServingState(registry.load_artifact("champion", home=champion_home[0]))
+    monkeypatch.setattr(state_module, "CACHED_MASKS", 2)
+    tags = ["rock", "indie", "pop", "dance"]
+    for tag in tags:
+        assert fresh.allowed(None, tag) is not None
+    assert len(fresh._mask_cache) == 2 and ("tag", "dance") in fresh._mask_cache
+    for made_up in (f"no-such-tag-{n}" for n in range(50)):
+        with pytest.raises(state_module.UnknownFilterError, match="unknown tag"):
+            fresh.allowed(None, made_up)
+    assert len(fresh._mask_cache) == 2
+    rock = fresh.allowed(None, "rock")
+    assert rock is not None and rock.sum() == sum("rock" in tags for tags in fresh.tags) > 0
+
+
+def test_an_erased_listener_is_hidden_only_by_a_model_holding_their_feedback(
+    champion_home: tuple[Path, str],
+) -> None:
+    from recsys.loop.pseudonyms import pseudonymise
+
+    fresh = ServingState(registry.load_artifact("champion", home=champion_home[0]))
+    erased = frozenset({pseudonymise("u03", "s")})
+
+    fresh.hide_erased(erased, lambda user: pseudonymise(user, "s"))
+    assert fresh.hidden_users == frozenset() and fresh.row_of("u03") is not None  # trained on no feedback
+
+    fresh.feedback_users, fresh._feedback_pseudonyms, fresh._hidden_for = frozenset({"u03", "u04"}), None, 0
+    fresh.hide_erased(erased, lambda user: pseudonymise(user, "s"))
+    assert fresh.hidden_users == {"u03"} and fresh.row_of("u03") is None and fresh.row_of("u04") is not None
+    answer = logic.recommend(fresh, RecommendRequest(user_id="u03", k=3), frozenset())
+    assert answer["cold_start"] is True
