@@ -29,6 +29,8 @@ FOLDER = "files"
 SOURCE = "files"
 INTERACTIONS_NEEDED = ("user", "item")
 ITEMS_NEEDED = ("item", "name")
+MAX_PLAYS = 1e12
+"""The largest play count a row may hold: far above any real one, and a sum of many stays an exact int64."""
 OPTIONAL = ("plays", "weight", "timestamp", "artist", "genre", "release_date", "tags", "text")
 
 
@@ -179,14 +181,22 @@ def _items(raw: pd.DataFrame, spec: FilesParams, file: str) -> pd.DataFrame:
     return items.sort_values(Col.ITEM, kind="stable").reset_index(drop=True)
 
 
-def _numbers(values: pd.Series, file: str, allow_negative: bool = False) -> pd.Series:
+def _numbers(
+    values: pd.Series, file: str, allow_negative: bool = False, largest: float = np.inf
+) -> pd.Series:
+    """The column as finite floats; the first value that is not a number (or is infinite, negative when
+    not allowed, or above ``largest``) is a :class:`DataError` naming the file, data row and column."""
     numbers = pd.to_numeric(values, errors="coerce")
-    bad = values.notna() & (values.astype(str).str.strip() != "") & numbers.isna()
+    given = values.notna() & (values.astype(str).str.strip() != "")
+    bad = given & ~np.isfinite(numbers.astype(np.float64))  # "inf" parses as a number: not a count
     if not allow_negative:
         bad |= numbers < 0
+    bad |= numbers > largest
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0]) + 1
-        expected = "a number" if allow_negative else "a number >= 0"
+        expected = "a finite number" if allow_negative else "a finite number >= 0"
+        if largest < np.inf:
+            expected += f" of at most {largest:.0e}"
         raise DataError(
             f"{values.iloc[row - 1]!r} is not {expected}", file=file, row=row, column=str(values.name)
         )
@@ -216,7 +226,8 @@ def _interactions(
             column=str(item_col.name),
         )
     plays = _column(raw, spec, "plays", file, required=False)
-    frame[Col.PLAYS] = _numbers(plays, file).fillna(1.0).round().astype(np.int64) if plays is not None else 1
+    counts = _numbers(plays, file, largest=MAX_PLAYS) if plays is not None else None
+    frame[Col.PLAYS] = counts.fillna(1.0).round().astype(np.int64) if counts is not None else 1
     before = len(frame)
     frame = frame.groupby([Col.USER, Col.ITEM], as_index=False, sort=True)[Col.PLAYS].sum()
     merged = before - len(frame)

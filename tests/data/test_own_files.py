@@ -101,7 +101,21 @@ def test_own_files_become_the_canonical_tables(tmp_path: Path) -> None:
         ),
         (
             lambda listens, items: (listens.assign(n=listens["n"].where(listens.index != 3, -2)), items),
-            r"listens\.csv, row 4, column 'n': '-2' is not a number >= 0",
+            r"listens\.csv, row 4, column 'n': '-2' is not a finite number >= 0",
+        ),
+        (
+            lambda listens, items: (
+                listens.astype({"n": object}).assign(n=listens["n"].where(listens.index != 2, "inf")),
+                items,
+            ),
+            r"listens\.csv, row 3, column 'n': 'inf' is not a finite number >= 0",
+        ),
+        (
+            lambda listens, items: (
+                listens.astype({"n": object}).assign(n=listens["n"].where(listens.index != 5, "1e30")),
+                items,
+            ),
+            r"listens\.csv, row 6, column 'n': '1e30' is not a finite number >= 0 of at most 1e\+12",
         ),
         (
             lambda listens, items: (listens, items.assign(song=["s0", "s0", *items["song"][2:]])),
