@@ -190,13 +190,13 @@ class ErasureJobs(_Stored):
         with self._guard("reading erasure jobs"), self._engine.connect() as conn:
             return [_job(row) for row in conn.execute(query).mappings().all()]
 
-    def compact(self) -> dict[str, Any]:
+    def compact(self, tries: int = CHECKPOINT_TRIES) -> dict[str, Any]:
         """Make deleted rows unrecoverable from the database files.
 
         SQLite (``secure_delete`` zeroes deleted content): checkpoint the write-ahead log into the file and
-        truncate it, retried while readers hold it; ``{"truncated": True}`` once done. PostgreSQL: ``VACUUM``
-        of the listener tables removes the dead rows from the tables (their bytes may stay in free space and
-        in the server's WAL and backups until overwritten: see docs/security.md).
+        truncate it, tried ``tries`` times while readers hold it; ``{"truncated": True}`` once done.
+        PostgreSQL: ``VACUUM`` of the listener tables removes the dead rows from the tables (their bytes may
+        stay in free space and in the server's WAL and backups until overwritten: see docs/security.md).
         """
         if self._postgres:
             with self._guard("vacuuming"), self._engine.connect() as conn:
@@ -204,12 +204,13 @@ class ErasureJobs(_Stored):
                 for table in (EVENTS, SERVED, RATINGS):
                     conn.execute(sa.text(f"VACUUM {table.name}"))
             return {"vacuumed": True}
-        for _ in range(CHECKPOINT_TRIES):
+        for attempt in range(tries):
             with self._guard("checkpointing"), self._engine.connect() as conn:
                 busy, _, _ = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
             if not busy:
                 return {"truncated": True}
-            time.sleep(CHECKPOINT_PAUSE_S)
+            if attempt + 1 < tries:
+                time.sleep(CHECKPOINT_PAUSE_S)
         return {"truncated": False}
 
     def revoke_models(self, tags: Iterable[str], reason: str) -> int:
