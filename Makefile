@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install run test lint typecheck pytest audit bench bench-models bench-serve bench-soak bench-scale bench-profile bench-experiments serve clean
+.PHONY: install run test lint typecheck pytest audit bench bench-models bench-serve bench-soak bench-abuse bench-scale bench-profile bench-experiments serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ bench-serve: install
 bench-soak: install
 	command -v wrk >/dev/null || apt-get install -y -qq wrk
 	$(BIN)/python -m benchmarks.soak
+
+# /recommend p99 while anonymous callers hammer /search and erasures beside it, against p99 without them.
+bench-abuse: install
+	command -v wrk >/dev/null || apt-get install -y -qq wrk
+	$(BIN)/python -m benchmarks.abuse $(BENCH_ABUSE_ARGS)
 
 # The loop on generated data at S1, S10 and S50 (synthetic source): per-step time, peak RSS, growth.
 # About an hour on 2 cores; BENCH_SCALE_ARGS='--sizes S1,S10' for a quick look.

@@ -55,8 +55,10 @@ class Feedback:
     """
 
     LATE_COMMIT_IDS = 1_000
-    """Each incremental sync re-reads this many ids below its cursor: PostgreSQL hands out ids before
-    commit, so a dislike may become visible after one with a higher id (re-reading is idempotent)."""
+    """Each incremental sync of a PostgreSQL store re-reads this many ids below its cursor: PostgreSQL hands
+    out ids before commit, so a dislike may become visible after one with a higher id (re-reading is
+    idempotent). SQLite's writers are serialised, so its ids commit in order: none is re-read there, which
+    keeps the sync a request may wait for (after a signal) to the rows that are new."""
     MAX_INDEXED_LISTENERS = 500_000
     """Listeners whose dislikes a worker holds in memory (~250 bytes each with their pseudonym: ~125 MB). A
     store with more (anonymous page ids cost nothing to make) is not read whole into every worker: the
@@ -72,6 +74,8 @@ class Feedback:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = settings.feedback_url
+        if not self.url.startswith("postgresql"):
+            self.LATE_COMMIT_IDS = 0
         self.signals, self.clock = signals, clock
         self.sync_s, self.full_sync_s = settings.dislike_sync_s, settings.dislike_full_sync_s
         self.retry_s = settings.feedback_retry_s

@@ -50,7 +50,15 @@ class NameIndex:
 
     def __init__(self, names: Sequence[str], popularity: np.ndarray) -> None:
         self._keys = [normalise(name) for name in names]
-        self._bare_keys = [key.removeprefix(ARTICLE) for key in self._keys]
+        # Names with a leading "the" are matched a second time without it; the others once.
+        self._bare = [
+            (i, key.removeprefix(ARTICLE)) for i, key in enumerate(self._keys) if key.startswith(ARTICLE)
+        ]
+        # Every name in one string, one a line: a substring is found by str.find at C speed.
+        self._joined = "\n".join(self._keys)
+        self._starts = (
+            np.cumsum([0] + [len(key) + 1 for key in self._keys[:-1]]) if self._keys else np.zeros(0)
+        )
         self._rank = np.argsort(np.argsort(-np.asarray(popularity), kind="stable"), kind="stable")
         order = sorted(range(len(self._keys)), key=lambda i: (self._keys[i], self._rank[i]))
         self._sorted_keys = [self._keys[i] for i in order]
@@ -103,32 +111,40 @@ class NameIndex:
         return self._sorted_items[start:stop]
 
     def _substring(self, key: str) -> Generator[None, None, list[int]]:
-        if len(key) < 3:  # one or two letters match thousands of names in the middle: prefix only
+        if len(key) < 3 or "\n" in key:  # one or two letters match thousands of names: prefix only
             return []
         found: list[int] = []
-        for start in range(0, len(self._keys), CHUNK):
-            found += [start + i for i, name in enumerate(self._keys[start : start + CHUNK]) if key in name]
-            yield
+        at = self._joined.find(key)
+        while at >= 0:
+            item = int(np.searchsorted(self._starts, at, side="right")) - 1
+            if not found or found[-1] != item:
+                found.append(item)
+            if len(found) % CHUNK == 0:
+                yield
+            at = self._joined.find(key, at + 1)
         return found
 
     def _fuzzy(self, key: str, limit: int) -> Generator[None, None, list[int]]:
         """The most similar names (with and without a leading "the"), best first; ties go to popularity."""
         best: dict[int, float] = {}
-        for keys in (self._keys, self._bare_keys):
-            for start in range(0, len(keys), CHUNK):
-                found = process.extract(
-                    key,
-                    keys[start : start + CHUNK],
-                    scorer=fuzz.ratio,
-                    limit=limit,
-                    score_cutoff=FUZZY_CUTOFF,
-                    processor=None,
-                )
-                for _, score, item in found:
-                    index = start + int(item)
-                    best[index] = max(best.get(index, 0.0), float(score))
-                yield
+
+        def keep(found: list[tuple[str, float, int]], items: Sequence[int] | range) -> None:
+            for _, score, position in found:
+                item = items[int(position)]
+                best[item] = max(best.get(item, 0.0), float(score))
+
+        for start in range(0, len(self._keys), CHUNK):
+            keep(self._extract(key, self._keys[start : start + CHUNK], limit), range(start, start + CHUNK))
+            yield
+        bare_items = [item for item, _ in self._bare]
+        keep(self._extract(key, [bare for _, bare in self._bare], limit), bare_items)
         return sorted(best, key=lambda item: (-round(best[item], 1), self._rank[item]))[:limit]
+
+    @staticmethod
+    def _extract(key: str, names: Sequence[str], limit: int) -> list[tuple[str, float, int]]:
+        return process.extract(
+            key, names, scorer=fuzz.ratio, limit=limit, score_cutoff=FUZZY_CUTOFF, processor=None
+        )
 
     def _by_popularity(self, items: list[int]) -> list[int]:
         return sorted(items, key=lambda i: self._rank[i])
