@@ -279,28 +279,26 @@ def untrack(root: Path, file: str) -> None:
 
 
 def cache_dir(root: Path) -> Path:
-    """The project's DVC cache folder."""
-    done = subprocess.run(
-        [dvc_executable(), "cache", "dir"], cwd=root, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise RecsysError(f"dvc cache dir failed in {root}: {(done.stderr or done.stdout).strip()}")
-    return Path(done.stdout.strip())
+    """The project's DVC cache folder (``cache.dir`` of its config, else ``.dvc/cache``)."""
+    configured = _dvc_config(root).get("cache", {}).get("dir")
+    return (root / ".dvc" / configured).resolve() if configured else root / ".dvc" / "cache"
 
 
 def object_folders(root: Path) -> dict[str, Path]:
     """Every content-addressed folder of the project a copy of an export may sit in: ``"cache"`` and each
     remote that is a local folder (``remote:<name>``), by what it is called in an erasure's record."""
     folders = {"cache": cache_dir(root)}
-    for name, (protocol, path) in _remotes(root).items():
-        if protocol in ("local", "file") and Path(path).is_dir():
-            folders[f"remote:{name}"] = Path(path)
+    for name, url in _remotes(root).items():
+        path = _local_path(root, url)
+        if path is not None and path.is_dir():
+            folders[f"remote:{name}"] = path
     return folders
 
 
 def remove_from_remotes(root: Path, md5s: list[str]) -> dict[str, list[str]]:
-    """Delete the objects ``md5s`` from every DVC remote of the project, of any kind (through DVC's own file
-    systems); ``remote name -> md5s deleted``. Deleting what is already gone is a no-op."""
+    """Delete the objects ``md5s`` from every DVC remote of the project, of any kind (a local folder
+    directly, any other through DVC's own file systems); ``remote name -> md5s deleted``. Deleting what is
+    already gone is a no-op."""
     return _remote_objects(root, md5s, delete=True)
 
 
@@ -309,29 +307,77 @@ def objects_in_remotes(root: Path, md5s: list[str]) -> dict[str, list[str]]:
     return _remote_objects(root, md5s, delete=False)
 
 
-# DVC's Python API runs in a process of its own: a flow loaded by Prefect from its entrypoint file has
-# flows/ on sys.path, where this module's name would shadow the dvc package.
-_REMOTES_SCRIPT = """
-import json, sys
-from dvc.repo import Repo
-repo = Repo(sys.argv[1])
-try:
-    out = {}
-    for name in repo.config.get("remote", {}):
-        odb = repo.cloud.get_remote_odb(name)
-        out[name] = [odb.fs.protocol, odb.path]
-    print(json.dumps(out))
-finally:
-    repo.close()
-"""
+def _remote_objects(root: Path, md5s: list[str], delete: bool) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    others = []
+    for name, url in _remotes(root).items():
+        path = _local_path(root, url)
+        if path is None:
+            others.append(name)
+            continue
+        present = [md5 for md5 in dict.fromkeys(md5s) if _object_files(path, md5)]
+        if delete:
+            for md5 in present:
+                for file in _object_files(path, md5):
+                    file.unlink()
+        found[name] = present
+    if others and md5s:
+        found |= _dvc_python(root, _OBJECTS_SCRIPT, json.dumps(md5s), "1" if delete else "0", *others)
+    return found | {name: [] for name in others if name not in found}
+
+
+def _object_files(folder: Path, md5: str) -> list[Path]:
+    # DVC 3 keeps objects under files/md5/; a remote or cache from DVC 2 has them at the top.
+    return [
+        path
+        for path in (folder / "files" / "md5" / md5[:2] / md5[2:], folder / md5[:2] / md5[2:])
+        if path.is_file()
+    ]
+
+
+def _dvc_config(root: Path) -> dict[str, Any]:
+    """The project's DVC config, ``.dvc/config`` under ``.dvc/config.local``, read as DVC does (no ``dvc``
+    process: starting one costs about a second)."""
+    from configobj import ConfigObj
+
+    merged: dict[str, Any] = {}
+    for name in ("config", "config.local"):
+        path = root / ".dvc" / name
+        if path.is_file():
+            for section, values in ConfigObj(str(path)).items():
+                merged[section] = {**merged.get(section, {}), **dict(values)}
+    return merged
+
+
+def _remotes(root: Path) -> dict[str, str]:
+    """``name -> url`` of every remote in the project's DVC config."""
+    found = {}
+    for section, values in _dvc_config(root).items():
+        match = re.fullmatch(r'remote "(?P<name>[^"]+)"', section)
+        if match and values.get("url"):
+            found[match["name"]] = str(values["url"])
+    return found
+
+
+def _local_path(root: Path, url: str) -> Path | None:
+    """The folder of a remote that is a local path (relative ones are relative to ``.dvc``), else None."""
+    if url.startswith("file://"):
+        return Path(url.removeprefix("file://"))
+    if "://" in url:
+        return None
+    return (root / ".dvc" / url).resolve()
+
+
+# DVC's Python API runs in a process of its own, only for remotes that are not local folders: a flow loaded
+# by Prefect from its entrypoint file has flows/ on sys.path, where this module's name shadows the package.
 _OBJECTS_SCRIPT = """
 import json, sys
 from dvc.repo import Repo
 repo = Repo(sys.argv[1])
-md5s, delete = json.loads(sys.argv[2]), sys.argv[3] == "1"
+md5s, delete, names = json.loads(sys.argv[2]), sys.argv[3] == "1", sys.argv[4:]
 try:
     out = {}
-    for name in repo.config.get("remote", {}):
+    for name in names:
         odb = repo.cloud.get_remote_odb(name)
         found = []
         for md5 in dict.fromkeys(md5s):
@@ -345,14 +391,6 @@ try:
 finally:
     repo.close()
 """
-
-
-def _remotes(root: Path) -> dict[str, tuple[str, str]]:
-    return {name: (protocol, path) for name, (protocol, path) in _dvc_python(root, _REMOTES_SCRIPT).items()}
-
-
-def _remote_objects(root: Path, md5s: list[str], delete: bool) -> dict[str, list[str]]:
-    return dict(_dvc_python(root, _OBJECTS_SCRIPT, json.dumps(md5s), "1" if delete else "0"))
 
 
 def _dvc_python(root: Path, script: str, *args: str) -> dict[str, Any]:

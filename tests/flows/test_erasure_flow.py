@@ -11,6 +11,7 @@ of the DVC cache and remote, and every stored model version of every data set.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -63,21 +64,52 @@ def project(dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     """data/{split,features,prepared} of a 20 x 15 synthetic project and a promoted champion fitted on it,
     in a model store of this test's own, as the artist or the song data set; a DVC project (no git) with a
     local remote."""
-    home = tmp_path / "bentoml"
-    monkeypatch.setenv("BENTOML_HOME", str(home))
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))
     monkeypatch.setenv(registry.DATASET_ENV, dataset)
-    root = tmp_path / "erasure"
+    return _make_project(tmp_path, dataset)
+
+
+def _make_project(folder: Path, dataset: str) -> Path:
+    """The project of :func:`project` under ``folder`` (``erasure/``, ``bentoml/``, ``dvc-remote/``): the
+    remote's path is relative, so a copy of the folder is a project of its own."""
+    home = folder / "bentoml"
+    root = folder / "erasure"
     built = build_project(root / "data")
     settings = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     settings["dataset"]["name"] = dataset
     (root / "params.yaml").write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n", encoding="utf-8")
     _dvc(root, "init", "--no-scm", "-q")
-    _dvc(root, "remote", "add", "-d", "shared", str(tmp_path / "dvc-remote"))
+    _dvc(root, "remote", "add", "-d", "shared", "../../dvc-remote")  # relative to erasure/.dvc
     tag = built.save(0.1, home, params_dict={"seed": 0, "dataset": {"name": dataset}})
     assert tag.startswith(registry.model_name(dataset) + ":")
     registry.promote(tag, home=home)
     return root
+
+
+@pytest.fixture(scope="module")
+def merged_template(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding an artist project whose feedback is already merged (:func:`_merge_feedback`), made
+    once for the fault tests, each of which works on a copy."""
+    folder = tmp_path_factory.mktemp("merged")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENTOML_HOME", str(folder / "bentoml"))
+        patch.setenv(registry.DATASET_ENV, "lastfm-artists")
+        patch.delenv("RECSYS_PSEUDONYM_SALT", raising=False)
+        root = _make_project(folder, "lastfm-artists")
+        with FeedbackStore(f"sqlite:///{root / FEEDBACK_DIR / 'feedback.db'}") as store:
+            _merge_feedback(root, store, load_split(root / "data/split"), patch)
+    return folder
+
+
+@pytest.fixture
+def merged(merged_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of :func:`merged_template` of this test's own; its project root."""
+    folder = tmp_path / "merged"
+    shutil.copytree(merged_template, folder, symlinks=True)
+    monkeypatch.setenv("BENTOML_HOME", str(folder / "bentoml"))
+    monkeypatch.setenv(registry.DATASET_ENV, "lastfm-artists")
+    return folder / "erasure"
 
 
 @pytest.fixture
@@ -174,7 +206,7 @@ def copies_of(project: Path, store: FeedbackStore, split: Split, users: tuple[st
             found += [f"bytes of {path.name}: {user}" for user in users if user.encode() in data]
     for path in sorted((project / FEEDBACK_DIR).glob("events-*.parquet")):
         found += [f"export {path.name}"] * bool(pd.read_parquet(path)[Col.USER].isin(users).any())
-    for folder in (project / ".dvc" / "cache", project.parent / "dvc-remote"):
+    for folder in (project / ".dvc" / "cache", project.parent / "dvc-remote"):  # the cache, the remote
         for path in (p for p in folder.rglob("*") if p.is_file()):
             with open(path, "rb") as handle:
                 if handle.read(4) != b"PAR1":
@@ -301,6 +333,7 @@ def test_every_version_holding_the_feedback_goes_not_only_the_champion(
     assert not store.erasure_jobs()
 
 
+@pytest.mark.parametrize("dataset", ["lastfm-artists"])
 def test_a_third_run_changes_nothing(
     prefect_harness: None, project: Path, store: FeedbackStore, split: Split, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -319,6 +352,7 @@ def test_a_third_run_changes_nothing(
     assert feedback_state(project) == before
 
 
+@pytest.mark.parametrize("dataset", ["lastfm-artists"])
 def test_erasing_a_listener_the_model_never_saw_is_recorded_without_a_retrain(
     prefect_harness: None, project: Path, store: FeedbackStore, split: Split, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -336,6 +370,7 @@ def test_erasing_a_listener_the_model_never_saw_is_recorded_without_a_retrain(
     assert _run(project, store)["status"] == NO_NEW_FEEDBACK
 
 
+@pytest.mark.parametrize("dataset", ["lastfm-artists"])
 def test_a_salt_that_differs_between_service_and_flow_is_an_error_not_an_empty_erasure(
     prefect_harness: None, project: Path, store: FeedbackStore, split: Split, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -383,41 +418,38 @@ def _failing_after(step: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dataset", ["lastfm-artists"], indirect=False)
 @pytest.mark.parametrize("step", STEPS)
 def test_a_fault_after_any_step_then_a_rerun_leaves_no_copy_and_counts_each_event_once(
-    prefect_harness: None,
-    project: Path,
-    store: FeedbackStore,
-    split: Split,
-    monkeypatch: pytest.MonkeyPatch,
-    step: str,
+    merged: Path, monkeypatch: pytest.MonkeyPatch, step: str
 ) -> None:
-    _merge_feedback(project, store, split, monkeypatch)
+    split = load_split(merged / "data/split")
     _, kept = _listeners(split)
-    # New feedback in the same run as the erasure: every step of the flow runs.
-    fresh = [(kept, item, "like") for item in _free_items(split, 5, 6)[4:]] + [
-        (OTHER_NEW_LISTENER, "a00", "play")
-    ]
-    store.add_events(
-        [FeedbackEvent(user_id=u, item_id=i, event=e, event_id=f"n{n}") for n, (u, i, e) in enumerate(fresh)]
-    )
-    users = _erase_two(store, split)
-    force_feedback_gate(monkeypatch, promote=False)
-    with monkeypatch.context() as patch:
-        patch.setattr(retraining, step, _failing_after(getattr(retraining, step)))
-        with pytest.raises(InjectedFault):
-            _run(project, store)
+    with FeedbackStore(f"sqlite:///{merged / FEEDBACK_DIR / 'feedback.db'}") as store:
+        # New feedback in the same run as the erasure: every step of the flow runs.
+        fresh = [(kept, item, "like") for item in _free_items(split, 5, 6)[4:]]
+        fresh.append((OTHER_NEW_LISTENER, "a00", "play"))
+        store.add_events(
+            [
+                FeedbackEvent(user_id=u, item_id=i, event=e, event_id=f"n{n}")
+                for n, (u, i, e) in enumerate(fresh)
+            ]
+        )
+        users = _erase_two(store, split)
+        force_feedback_gate(monkeypatch, promote=False)
+        with monkeypatch.context() as patch:
+            patch.setattr(retraining, step, _failing_after(getattr(retraining, step)))
+            with pytest.raises(InjectedFault):
+                _run(merged, store)
 
-    summary = _run(project, store)
+        summary = _run(merged, store)
 
-    assert copies_of(project, store, split, users) == []
-    assert not store.erasure_jobs(), summary["erasure"].get("verify")
-    assert registry.champion() is not None
-    exported = _exported(project)
-    assert not exported[[Col.USER, Col.EVENT_ID]].duplicated().any()  # each event in one export only
-    assert {f"n{n}" for n in range(len(fresh))} <= set(exported[Col.EVENT_ID])
-    champion = registry.load_artifact("champion")
-    row = np.asarray(champion.known[champion.user_ids.index(kept)].todense()).ravel()
-    assert (row > 0).sum() >= (_original(split, kept) > 0).sum()  # the kept listener's feedback is trained on
-    assert _run(project, store)["status"] == NO_NEW_FEEDBACK
+        assert copies_of(merged, store, split, users) == []
+        assert not store.erasure_jobs(), summary["erasure"].get("verify")
+        assert registry.champion() is not None
+        exported = _exported(merged)
+        assert not exported[[Col.USER, Col.EVENT_ID]].duplicated().any()  # each event in one export only
+        assert {f"n{n}" for n in range(len(fresh))} <= set(exported[Col.EVENT_ID])
+        champion = registry.load_artifact("champion")
+        row = np.asarray(champion.known[champion.user_ids.index(kept)].todense()).ravel()
+        assert (row > 0).sum() >= (_original(split, kept) > 0).sum()  # the kept one's feedback is trained on
+        assert _run(merged, store)["status"] == NO_NEW_FEEDBACK

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from recsys import registry
+from recsys.loop.experiments import CHALLENGER, CHAMPION, arm_of
 from recsys.loop.feedback import FeedbackStore
 from recsys.serving.signals import RELOADED_TAG
 from tests.helpers import ADMIN_TOKEN, Project, Server, start_server, stop_server, wait_for
@@ -103,20 +104,23 @@ def test_a_revoked_champion_or_challenger_stops_being_served_without_a_reload(
 ) -> None:
     old = home[1]
     challenger = _package(project, home[0], (FEEDBACK_USER,))
-    started = server.client.post(
-        "/admin/experiment", json={"mode": "ab", "challenger": challenger, "share": 0.5}, headers=ADMIN
-    )
+    design = {"mode": "ab", "challenger": challenger, "share": 0.5, "salt": "revoke-test"}
+    started = server.client.post("/admin/experiment", json=design, headers=ADMIN)
     assert started.status_code == 200, started.text
+    # Listeners of both arms (the salt is fixed, so the test knows them).
+    users = [f"u{n:02d}" for n in range(40)]
+    arms = {arm_of(user, "revoke-test", 0.5): user for user in users}
+    assert set(arms) == {CHAMPION, CHALLENGER}
     new = _package(project, home[0])
     registry.promote(new, home=home[0])  # promoted, and no reload call reaches the service
-    served = {a["model_version"] for user in ("u04", "u05", "u06", "u07") for a in _answers(server, user, 4)}
+    served = {a["model_version"] for user in arms.values() for a in _answers(server, user, 4)}
     assert served == {old, challenger}  # the A/B arms
 
     with FeedbackStore(f"sqlite:///{tmp_path / 'a' / 'feedback.db'}", create=False) as store:
         store.revoke_models([old, challenger], "holds the feedback of an erased listener")
 
     def moved_on() -> bool:
-        answers = [a for user in ("u04", "u05", "u06", "u07") for a in _answers(server, user, 4)]
+        answers = [a for user in arms.values() for a in _answers(server, user, 4)]
         return {a["model_version"] for a in answers} == {new} and not any(a.get("arm") for a in answers)
 
     assert wait_for(moved_on, SYNC_BOUND_S, 0.5)
