@@ -76,6 +76,11 @@ def apply_overrides(params_path: Path, overrides: Mapping[str, Any]) -> dict[str
     from recsys.io import atomic_open
 
     yaml = YAML()
+    yaml.preserve_quotes = True  # a round trip changes only the values set: quotes, long lines and
+    yaml.width = 4096  # nulls stay as written
+    yaml.representer.add_representer(
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     document = yaml.load(params_path.read_text(encoding="utf-8"))
     changed = {key: value for key, value in overrides.items() if _set_dotted(document, key, value)}
     try:

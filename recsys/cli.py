@@ -393,5 +393,13 @@ def _ratings(url: str | None) -> Any:
         return None
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The ``recsys`` script: the project's stores and data folder as ``make`` sets them, then the CLI."""
+    from recsys import project
+
+    project.apply_defaults()
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -330,7 +330,9 @@ def _resolve(store: ModelStore, tag: str, name: str) -> bentoml.Model:
     if tag == CHAMPION:
         found = _champion_model(store, name)
         if found is None:
-            raise NoChampionError(f"no {name} model is the champion yet: promote one first")
+            where = getattr(store, "_path", None)  # the folder, so a store in another home is spotted
+            place = f" in {where}" if where else ""
+            raise NoChampionError(f"no {name} model is the champion yet{place}: promote one first")
         return found
     full = tag if ":" in tag else f"{name}:{tag}"
     try:
