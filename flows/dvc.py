@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -46,8 +47,19 @@ class StageFailedError(RecsysError):
     """A DVC stage failed; the message carries the stage's own error lines."""
 
     def __init__(self, stage: str, returncode: int, command_exit: int | None, detail: str) -> None:
-        self.stage, self.returncode, self.command_exit = stage, returncode, command_exit
+        self.stage, self.returncode, self.command_exit, self.detail = stage, returncode, command_exit, detail
         super().__init__(f"DVC stage {stage!r} failed (dvc exit code {returncode}): {detail}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # Prefect keeps a failed task's exception: it must pickle
+        return (type(self), (self.stage, self.returncode, self.command_exit, self.detail))
+
+    @property
+    def one_line(self) -> str:
+        """The stage's own error (``recsys``'s ``error: ...`` line), named by stage; else DVC's detail."""
+        own = [part.strip() for part in self.detail.split(" | ") if part.strip().startswith("error: ")]
+        if own:
+            return f"stage {self.stage!r}: {own[-1].removeprefix('error: ')}"
+        return f"stage {self.stage!r} failed: {self.detail}"
 
     @property
     def transient(self) -> bool:
@@ -105,6 +117,21 @@ def _set_dotted(document: Any, key: str, value: Any) -> bool:
         return False
     node[leaf] = value
     return True
+
+
+class UserErrorsWithoutTraceback(logging.Filter):
+    """A log handler filter: a stage's bad data or settings is one line, not Prefect's tracebacks.
+
+    ``recsys run`` puts it on Prefect's handlers; the stage's own error was already logged, and the command
+    ends with it (exit code 2). Transient failures keep their tracebacks.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, StageFailedError) and not error.transient:
+            record.exc_info, record.exc_text = None, None
+            record.msg, record.args = f"{record.getMessage().split(':')[0]}: {error.one_line}", None
+        return True
 
 
 def pipeline_stages(project_dir: Path) -> list[str]:
@@ -189,8 +216,14 @@ def dvc_executable() -> str:
     return str(beside) if beside.exists() else "dvc"
 
 
-def repro(stage: str, project_dir: str, data_dir: str | None = None) -> dict[str, Any]:
+def repro(
+    stage: str, project_dir: str, data_dir: str | None = None, single_item: bool = False
+) -> dict[str, Any]:
     """``dvc repro <stage>`` (upstream stages included; DVC skips whatever is up to date).
+
+    ``single_item`` leaves upstream stages alone (``--single-item``): for a caller that has just run them
+    in order, so the always-run ``sources`` stage runs once per run, not once per stage. A stage whose
+    command fails gets its previous outputs back (:func:`restore_outputs`).
 
     Returns
     -------
@@ -203,13 +236,36 @@ def repro(stage: str, project_dir: str, data_dir: str | None = None) -> dict[str
         DVC exited non-zero; the message holds the stage's error lines.
     """
     start = time.perf_counter()
-    command = [dvc_executable(), "repro", stage]
+    command = [dvc_executable(), "repro", *(["--single-item"] if single_item else []), stage]
     code, lines = stream_command(command, Path(project_dir), stage_environment(data_dir), stage)
     if code != 0:
         detail, command_exit = failure_detail(lines)
-        raise StageFailedError(stage, code, command_exit, detail)
+        failed = [name for name, outcome in stage_outcomes(lines).items() if outcome == "ran"]
+        if failed:
+            restore_outputs(failed[-1], Path(project_dir))
+        raise StageFailedError(failed[-1] if failed else stage, code, command_exit, detail)
     outcome = stage_outcomes(lines).get(stage, "unknown")
     return {"stage": stage, "outcome": outcome, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def restore_outputs(stage: str, project_dir: Path) -> None:
+    """Put back the outputs ``dvc.lock`` records for ``stage`` after its command failed.
+
+    DVC deletes a stage's outputs before running its command, so a failed prepare used to leave no
+    prepared tables at all; the lock still names the last good ones, and the cache holds them. Best effort:
+    a stage that never succeeded has nothing to restore, and what cannot be restored is logged.
+    """
+    lock = project_dir / "dvc.lock"
+    recorded = yaml.safe_load(lock.read_text(encoding="utf-8")) if lock.is_file() else None
+    if stage not in ((recorded or {}).get("stages") or {}):
+        return  # never succeeded: nothing to put back
+    command = [dvc_executable(), "checkout", stage]
+    done = subprocess.run(
+        command, cwd=project_dir, env=stage_environment(None), capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        get_run_logger().warning("could not restore the outputs of %r: %s", stage, lines[-1] if lines else "")
 
 
 def _pinned(pointer: Path) -> list[str]:

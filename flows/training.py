@@ -53,9 +53,11 @@ def _retry_when_transient(task: Any, task_run: Any, state: Any) -> bool:
     retry_condition_fn=_retry_when_transient,
     cache_policy=NO_CACHE,
 )
-def dvc_stage(stage: str, project_dir: str, data_dir: str | None = None) -> dict[str, Any]:
+def dvc_stage(
+    stage: str, project_dir: str, data_dir: str | None = None, single_item: bool = False
+) -> dict[str, Any]:
     """``dvc repro <stage>`` (:func:`flows.dvc.repro`); retried unless the stage reported bad input."""
-    return dvc.repro(stage, project_dir, data_dir)
+    return dvc.repro(stage, project_dir, data_dir, single_item)
 
 
 def run_stages(
@@ -64,7 +66,8 @@ def run_stages(
     """Every stage of ``dvc.yaml`` in order, each as one (retried) task; stops at the first failure."""
     stage_task = dvc_stage.with_options(retries=retries, retry_delay_seconds=retry_delay_s)
     return {
-        stage: stage_task(stage, str(project_dir), data_dir) for stage in dvc.pipeline_stages(project_dir)
+        stage: stage_task(stage, str(project_dir), data_dir, single_item=True)
+        for stage in dvc.pipeline_stages(project_dir)
     }
 
 
@@ -119,15 +122,23 @@ def gate(project_dir: str, report: dict[str, Any]) -> dict[str, Any]:
         "champion_tag": champion.tag if champion else None,
         "champion_metrics": how,
         "challenger": challenger,
+        "served": {
+            "strength": strength,
+            params.gate.primary_metric: challenger.get(params.gate.primary_metric),
+        },
     }
 
 
 @task(name="package", cache_policy=NO_CACHE)
-def package(project_dir: str, decision: dict[str, Any]) -> tuple[str | None, str | None]:
+def package(
+    project_dir: str, decision: dict[str, Any], candidate: bool = False
+) -> tuple[str | None, str | None]:
     """Save and promote the challenger when the gate says so, then ``bentoml build`` if there is a bentofile.
 
-    With ``gate.online: required`` (and a champion to compare with) the challenger is saved as a candidate
-    but not promoted: an online experiment decides (:mod:`flows.experiment`).
+    With ``gate.online: required`` (and a champion to compare with) a challenger that passes is saved as a
+    candidate but not promoted: an online experiment decides (:mod:`flows.experiment`). ``candidate``
+    (``recsys run --candidate``) saves the challenger as a candidate whatever the offline gate said, so
+    listeners can judge a model the held-out history does not favour.
 
     Returns
     -------
@@ -139,14 +150,15 @@ def package(project_dir: str, decision: dict[str, Any]) -> tuple[str | None, str
 
     logger = get_run_logger()
     root = Path(project_dir)
-    if not decision["promote"]:
+    params = load_params(root / PARAMS_FILE)
+    held = bool(decision["champion_tag"]) and (candidate or params.gate.online == "required")
+    if not decision["promote"] and not (candidate and held):
         logger.info("gate kept the champion %s: nothing to package", decision["champion_tag"])
         return (str(decision["champion_tag"]) if decision["champion_tag"] else None), None
-    params = load_params(root / PARAMS_FILE)
     tag = registry.package_project(root, decision["challenger"], params.model_dump(mode="json"))
-    if params.gate.online == "required" and decision["champion_tag"]:
-        # Passed offline; listeners decide: `recsys experiment start --challenger <tag>`, then `decide`.
-        logger.info("candidate %s awaits an online experiment (gate.online: required)", tag)
+    if held:
+        # Listeners decide: `recsys experiment start --challenger <tag>`, then `decide`.
+        logger.info("candidate %s awaits an online experiment", tag)
         return str(decision["champion_tag"]), tag
     registry.promote(tag)
     logger.info("promoted %s to champion", tag)
@@ -176,6 +188,7 @@ def training_flow(
     retries: int = 2,
     retry_delay_s: float = 10.0,
     lock_timeout_s: float = 3600.0,
+    candidate: bool = False,
 ) -> dict[str, Any]:
     """Train, evaluate, gate and package, each DVC stage as a task.
 
@@ -191,6 +204,9 @@ def training_flow(
         Retries of a stage that failed for a reason other than bad data or settings.
     lock_timeout_s : float
         How long to wait for another run to release the project's lock.
+    candidate : bool
+        Package the challenger as a candidate for an online experiment whatever the offline gate says
+        (never promoted by this run); a first model, with no champion to test against, is promoted.
 
     Returns
     -------
@@ -210,17 +226,19 @@ def training_flow(
         k = load_params(root / PARAMS_FILE).evaluate.primary_k
         reports = publish_reports(str(root), report, k)
         decision = gate(str(root), report)
-        tag, candidate = package(str(root), decision)
+        tag, held = package(str(root), decision, candidate)
+        dataset = load_params(root / PARAMS_FILE).dataset.name
     summary = {
+        "dataset": dataset,
         "stages": {name: result["outcome"] for name, result in stages.items()},
         "stage_seconds": {name: result["seconds"] for name, result in stages.items()},
         "metrics": metrics_rows(report, k),
         "decision": {
             key: decision[key]
-            for key in ("promote", "reasons", "comparison", "champion_tag", "champion_metrics")
+            for key in ("promote", "reasons", "comparison", "champion_tag", "champion_metrics", "served")
         },
         "model_tag": tag,
-        "candidate": candidate,
+        "candidate": held,
         "reports": reports,
         "overrides": overrides,
         "seconds": round(time.perf_counter() - start, 1),

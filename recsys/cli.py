@@ -52,6 +52,20 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> 
 
 
 @app.command()
+def sources(
+    params: ParamsOpt = paths.PARAMS_FILE,
+    out: Path = paths.SOURCES_RECORD,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Local copy of the data sets (default: $RECSYS_DATA_DIR).")
+    ] = None,
+) -> None:
+    """Record what ingest would read, by content (ingest reruns when a file it reads has changed)."""
+    settings = _params(params)
+    record = guarded(lambda: stages.sources(settings, out, data_dir))
+    typer.echo(f"recorded the sources of {record['dataset']} in {out}")
+
+
+@app.command()
 def ingest(
     params: ParamsOpt = paths.PARAMS_FILE,
     out: Path = paths.RAW_DIR,
@@ -212,16 +226,38 @@ def run(
         str | None,
         typer.Option(help="A data set's settings from recsys/presets/<name>.yaml, e.g. spotify-songs."),
     ] = None,
+    candidate: Annotated[
+        bool,
+        typer.Option(
+            "--candidate",
+            help="Package the challenger for an online experiment, whatever the offline gate says.",
+        ),
+    ] = False,
 ) -> None:
     """The main job: the Prefect training flow (every DVC stage, gate, package) in ephemeral mode; ends
     with a table of the metrics, the gate's verdict, the champion and the reports (the full summary:
     reports/run.json)."""
+    from flows.dvc import StageFailedError, UserErrorsWithoutTraceback
     from flows.training import training_flow
     from recsys.io import write_json
     from recsys.reporting.run_summary import summary_table
 
     overrides = guarded(lambda: (load_preset(preset) if preset else {}) | parse_overrides(set_param or []))
-    summary = training_flow(data_dir=str(data_dir) if data_dir else None, params_overrides=overrides)
+    quiet = UserErrorsWithoutTraceback()
+    handlers = [h for name in ("prefect", "") for h in logging.getLogger(name).handlers]
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        summary = training_flow(
+            data_dir=str(data_dir) if data_dir else None, params_overrides=overrides, candidate=candidate
+        )
+    except StageFailedError as error:
+        # The documented contract: bad data or settings end in one line and exit code 2.
+        typer.secho(f"error: {error.one_line}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=2 if not error.transient else 1) from None
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
     write_json(paths.RUN_SUMMARY, summary)
     typer.echo(summary_table(summary | {"reports": summary["reports"] | {"summary": str(paths.RUN_SUMMARY)}}))
 

@@ -11,6 +11,8 @@ from pathlib import Path
 PARAMS_FILE = Path("params.yaml")
 DVC_LOCK = Path("dvc.lock")
 
+SOURCES_RECORD = Path("data/sources.json")
+"""What ingest reads, by content (:mod:`recsys.data.fingerprint`): ingest's dependency."""
 RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
 FEATURES_DIR = Path("data/features")

@@ -33,6 +33,7 @@ from recsys.paths import (
     RAW_DIR,
     REPORTS_DIR,
     SEARCH_DIR,
+    SOURCES_RECORD,
     SPLIT_DIR,
     model_file,
 )
@@ -44,6 +45,15 @@ log = logging.getLogger(__name__)
 TRIALS_FILE = "trials.csv"
 BEST_TRIAL_FILE = "best_trial.json"
 TUNED_FILE = "tuned_params.yaml"
+
+
+def sources(params: Params, out: Path = SOURCES_RECORD, local_dir: Path | None = None) -> dict[str, Any]:
+    """Record what ingest would read, by content, so DVC reruns ingest exactly when that changes."""
+    from recsys.data.fingerprint import fingerprint
+
+    record = fingerprint(params, local_dir if local_dir is not None else data_dir_from_env())
+    write_json(out, record)
+    return record
 
 
 def ingest(params: Params, out_dir: Path = RAW_DIR, local_dir: Path | None = None) -> dict[str, Any]:

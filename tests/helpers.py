@@ -412,6 +412,7 @@ def make_tiny_project(root: Path, raw: Path | None = None) -> TinyProject:
         raw = write_synthetic_raw(root / "raw")
     pipeline = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text(encoding="utf-8"))
     dependency = raw.relative_to(root) if raw.is_relative_to(root) else raw
+    pipeline["stages"].pop("sources")  # the tiny ingest copies the raw folder, a dependency by path
     pipeline["stages"]["ingest"] = {
         "cmd": 'mkdir -p data/raw && cp -R "$RECSYS_DATA_DIR"/. data/raw/',
         "deps": [str(dependency)],

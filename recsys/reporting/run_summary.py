@@ -65,8 +65,6 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         )
         for line in table
     ]
-    decision = summary["decision"]
-    verdict = "promoted the challenger" if decision["promote"] else "kept the champion"
     stages = summary.get("stage_seconds", {})
     ran = ", ".join(
         f"{name} {outcome}" + (f" {stages[name]:.0f} s" if name in stages else "")
@@ -76,14 +74,81 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         "",
         *lines,
         "",
-        f"gate: {verdict} ({HYBRID} vs {decision.get('champion_tag') or 'no champion'})",
-        *(f"  - {reason}" for reason in decision["reasons"]),
-        f"champion: {summary['model_tag']}",
+        *verdict_lines(summary),
         f"stages: {ran}",
         f"time: {summary['seconds']:.0f} s",
     ]
     out += [f"{name}: {path}" for name, path in summary.get("reports", {}).items() if name != "plots"]
     return "\n".join(out)
+
+
+def verdict_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The gate's verdict and reasons, every tag this run packaged and what to do with it, and what next.
+
+    A candidate for an online experiment is named as such (the champion is unchanged); the served numbers
+    are told apart from the table's unmitigated row when the champion is re-ranked for popularity; a model
+    of the run that beat the hybrid is pointed out, since the gate compares only the hybrid and the
+    champion.
+    """
+    decision, champion, candidate = summary["decision"], summary["model_tag"], summary.get("candidate")
+    against = decision.get("champion_tag") or "no champion"
+    if candidate:
+        verdict = "packaged the challenger as a candidate for an online experiment; the champion is unchanged"
+    elif decision["promote"]:
+        verdict = "promoted the challenger"
+    else:
+        verdict = "kept the champion"
+    lines = [f"gate: {verdict} ({HYBRID} vs {against})", *(f"  - {reason}" for reason in decision["reasons"])]
+    lines += _baseline_note(summary)
+    served = decision.get("served") or {}
+    numbers = {key: value for key, value in served.items() if key != "strength"}
+    if decision["promote"] and not candidate and served.get("strength") and numbers:
+        metric, value = next(iter(numbers.items()))
+        lines.append(
+            f"served: {HYBRID} re-ranked against popularity at strength {served['strength']:g} "
+            f"({metric} {value:.4f}; the table's row is the model unmitigated: bias.serve, metrics/bias.json)"
+        )
+    packaged = (
+        [f"{candidate} (candidate)"]
+        if candidate
+        else [f"{champion} (champion)"]
+        if decision["promote"]
+        else []
+    )
+    lines.append(f"packaged: {', '.join(packaged) or 'nothing (the champion stays)'}")
+    lines.append(f"champion: {champion or 'none yet'}")
+    dataset = summary.get("dataset")
+    serve = "make serve" if dataset in (None, "lastfm-artists") else f"RECSYS_DATASET={dataset} make serve"
+    if candidate:
+        lines += [
+            f"next: {serve}, then recsys experiment start --mode interleave --challenger {candidate}",
+            "      send traffic, then recsys experiment report; recsys experiment decide promotes or stops",
+            "      (README, 'Online experiments')",
+        ]
+    elif champion:
+        lines.append(f"next: {serve} (serves {champion} at http://127.0.0.1:3000)")
+        if not decision["promote"] and against != "no champion":
+            lines.append("      to let listeners judge this challenger anyway: recsys run --candidate")
+    return lines
+
+
+def _baseline_note(summary: Mapping[str, Any]) -> list[str]:
+    rows = {str(row["model"]): row for row in summary["metrics"]}
+    metric = next(iter(summary["decision"].get("comparison") or {}), "ndcg@10")
+    hybrid = rows.get(HYBRID, {}).get(metric)
+    if hybrid is None:
+        return []
+    better = sorted(
+        ((row[metric], name) for name, row in rows.items() if name != HYBRID and row.get(metric, 0) > hybrid),
+        reverse=True,
+    )
+    if not better:
+        return []
+    best, name = better[0]
+    return [
+        f"  note: {name} scored higher than {HYBRID} on {metric} in this run ({best:.4f} vs {hybrid:.4f});"
+        " the gate compares only the challenger with the champion"
+    ]
 
 
 def _cell(value: Any) -> str:

@@ -102,7 +102,7 @@ def test_failure_without_an_exit_code_is_transient() -> None:
 
 def test_pipeline_stages_follow_dvc_yaml() -> None:
     stages = pipeline_stages(PROJECT_ROOT)
-    assert stages[0] == "ingest" and stages[-1] == "bias"
+    assert stages[:2] == ["sources", "ingest"] and stages[-1] == "bias"
     assert stages.index("split") < stages.index("train") < stages.index("evaluate") < stages.index("bias")
 
 
@@ -144,3 +144,30 @@ def test_lock_waits_for_the_other_run(tmp_path: Path) -> None:
         assert holder.wait(timeout=30) == 0
     finally:
         holder.kill()
+
+
+def test_a_user_error_is_one_line_in_the_log_and_a_transient_one_keeps_its_traceback() -> None:
+    import logging
+    import pickle
+
+    from flows.dvc import UserErrorsWithoutTraceback
+
+    lines = [
+        "Running stage 'prepare':",
+        "error: x.csv, row 5, column 'n': 'lots' is not a number",
+        "exited with 2",
+    ]
+    bad_data = StageFailedError("prepare", 255, 2, failure_detail(lines)[0])
+    killed = StageFailedError("train", 255, None, "Killed")
+    assert bad_data.one_line == "stage 'prepare': x.csv, row 5, column 'n': 'lots' is not a number"
+    assert pickle.loads(pickle.dumps(bad_data)).one_line == bad_data.one_line  # Prefect keeps it
+    records = []
+    for error in (bad_data, killed):
+        record = logging.LogRecord(
+            "prefect.flow_runs", logging.ERROR, __file__, 1, "Encountered: %s", ("x",), None
+        )
+        record.exc_info = (type(error), error, None)
+        assert UserErrorsWithoutTraceback().filter(record)
+        records.append(record)
+    assert records[0].exc_info is None and records[0].getMessage() == f"Encountered: {bad_data.one_line}"
+    assert records[1].exc_info is not None  # a transient failure's traceback is kept

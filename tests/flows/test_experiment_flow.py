@@ -143,6 +143,36 @@ def test_gate_online_required_packages_an_offline_winner_as_a_candidate_only(
     assert none is None and promoted == registry.champion().tag != champion
 
 
+def test_a_candidate_run_packages_a_challenger_the_offline_gate_kept_out_and_promotes_nothing(
+    prefect_harness: None, project: tuple[Path, str, list[str]]
+) -> None:
+    """`recsys run --candidate`: a model the held-out history does not favour still reaches listeners."""
+    from prefect import flow
+
+    from flows.training import package
+
+    root, champion, _ = project
+    shutil.copytree(root / "data" / "models", root / "models")
+    decision = {
+        "promote": False,
+        "champion_tag": champion,
+        "challenger": {"metrics": {"ndcg@10": 0.1}, "groups": {}},
+    }
+
+    @flow
+    def package_only(candidate: bool) -> tuple[str | None, str | None]:
+        return package(str(root), decision, candidate)
+
+    before = {info.tag for info in registry.list_models()}
+    assert package_only(False) == (champion, None)  # the gate said no: nothing packaged
+    assert {info.tag for info in registry.list_models()} == before
+    kept, candidate = package_only(True)
+    assert kept == champion == registry.champion().tag
+    assert candidate is not None and candidate not in before
+    assert registry.get_model(candidate).stage == "candidate"
+    assert registry.load_artifact(candidate).metadata["metrics"]["ndcg@10"] == 0.1
+
+
 def test_every_promotion_waits_for_the_projects_run_lock(
     prefect_harness: None, project: tuple[Path, str, list[str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,11 +27,13 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 from prefect.states import State
+from typer.testing import CliRunner
 
 from flows.dvc import LOCK_NAME, LockBusyError, StageFailedError
 from flows.monitoring import monitoring_flow
 from flows.training import dvc_stage, training_flow
 from recsys import registry
+from recsys.cli import app
 from recsys.paths import MODEL_NAMES
 from recsys.reporting.card_sections import results_section
 from recsys.reporting.formatting import load_offline
@@ -382,6 +384,29 @@ def test_a_teams_own_files_run_through_the_whole_flow_to_their_own_champion(
     assert champion is not None and champion.tag.startswith("music_recommender_files:")
     assert summary["model_tag"] == champion.tag
     assert registry.champion() is None  # the artists' champion is a different model
+
+    # A bad row: the flow fails at prepare with the stage's one-line error, and the last good tables stay.
+    prepared = {path.name: path.read_bytes() for path in (root / "data/prepared").iterdir()}
+    broken = listens.astype({"n": object})
+    broken.loc[4, "n"] = "lots"
+    broken.to_csv(mine / "listens.csv", index=False)
+    monkeypatch.chdir(root)
+    cli = CliRunner().invoke(app, ["run", "--data-dir", str(mine)])
+    assert cli.exit_code == 2, cli.output
+    assert cli.output.strip().splitlines()[-1] == (
+        f"error: stage 'prepare': {mine / 'listens.csv'}, row 5, column 'n': "
+        "'lots' is not a finite number >= 0 of at most 1e+12"
+    )
+    assert {path.name: path.read_bytes() for path in (root / "data/prepared").iterdir()} == prepared
+
+    # The fixed file, with a new listener, is read again: ingest reruns and the model learns the listener.
+    fixed = pd.concat([listens, pd.DataFrame({"who": ["fan30"] * 8, "song": songs[:8], "n": [3] * 8})])
+    fixed.to_csv(mine / "listens.csv", index=False)
+    state = run(TinyProject(root, mine))
+    assert state.is_completed(), state.message
+    assert state.result()["stages"]["ingest"] == "ran"
+    quality = json.loads((root / "data/prepared/quality.json").read_text(encoding="utf-8"))
+    assert quality["summary"]["users"] == 31
 
 
 @pytest.mark.slow

@@ -66,3 +66,50 @@ def test_the_summary_table_shows_each_model_the_verdict_and_the_stage_times() ->
     )
     assert "stages: prepare skipped 1 s, train ran 55 s" in text and "time: 99 s" in text
     assert "metrics: metrics/offline.json" in text and "plots" not in text
+
+
+def a_run(promote: bool, candidate: str | None = None, champion_before: str | None = "m:old") -> dict:  # type: ignore[type-arg]
+    return {
+        "dataset": "spotify-songs",
+        "metrics": [{"model": "lightfm_hybrid", "ndcg@10": 0.25}, {"model": "most_popular", "ndcg@10": 0.26}],
+        "decision": {
+            "promote": promote,
+            "reasons": ["ndcg@10 ..."],
+            "champion_tag": champion_before,
+            "comparison": {"ndcg@10": {}},
+            "served": {"strength": 0.3, "ndcg@10": 0.2463},
+        },
+        "model_tag": "m:new" if promote and not candidate else champion_before,
+        "candidate": candidate,
+        "stages": {},
+        "seconds": 1.0,
+    }
+
+
+def test_a_candidate_is_named_with_what_to_do_and_the_champion_is_said_unchanged() -> None:
+    text = summary_table(a_run(promote=True, candidate="m:cand"))
+    assert "promoted the challenger" not in text
+    assert (
+        "gate: packaged the challenger as a candidate for an online experiment; the champion is unchanged"
+        in text
+    )
+    assert "packaged: m:cand (candidate)" in text and "champion: m:old" in text
+    assert "next: RECSYS_DATASET=spotify-songs make serve, then recsys experiment start" in text
+    assert "--challenger m:cand" in text and "served:" not in text  # nothing new is served
+
+
+def test_a_promotion_says_what_is_served_and_a_stronger_baseline_is_pointed_out() -> None:
+    text = summary_table(a_run(promote=True, champion_before=None))
+    assert "packaged: m:new (champion)" in text and "champion: m:new" in text
+    assert "served: lightfm_hybrid re-ranked against popularity at strength 0.3 (ndcg@10 0.2463" in text
+    assert (
+        "note: most_popular scored higher than lightfm_hybrid on ndcg@10 in this run (0.2600 vs 0.2500)"
+        in text
+    )
+    assert "next: RECSYS_DATASET=spotify-songs make serve (serves m:new" in text
+
+
+def test_a_kept_champion_packages_nothing_and_says_how_to_test_the_challenger_anyway() -> None:
+    text = summary_table(a_run(promote=False))
+    assert "gate: kept the champion" in text and "packaged: nothing (the champion stays)" in text
+    assert "recsys run --candidate" in text
