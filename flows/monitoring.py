@@ -273,7 +273,11 @@ def drift_monitoring_flow(
     report["events_emitted"] = emit_monitoring_events(names, params.dataset.name, payload) if names else []
     horizon = pd.Timedelta(hours=params.experiment.horizon_hours)
     like_rates = experiment_report.like_rate_by_model(served, events, horizon)
-    values = workspace_history.summary_values(report, bias, like_rates)
+    limits = {
+        "drift_share": settings.drift_share_threshold,
+        "popularity_lift": settings.popularity_lift_threshold,
+    }
+    values = workspace_history.summary_values(report, bias, like_rates, limits)
     workspace = root / settings.workspace
     report["workspace"] = record_in_workspace(str(workspace), params.dataset.name, values, end, snapshot)
     logger.info(
@@ -310,7 +314,10 @@ def _act(decision: monitoring.TriggerDecision, on_trigger: str, project_dir: str
 
 @flow(name="monitoring")
 def monitoring_flow(
-    project_dir: str = ".", data_dir: str | None = None, lock_timeout_s: float = 600.0
+    project_dir: str = ".",
+    data_dir: str | None = None,
+    lock_timeout_s: float = 600.0,
+    feedback_url: str | None = None,
 ) -> list[dict[str, Any]]:
     """Keep the offline metrics current, publish them, then watch drift and popularity bias.
 
@@ -335,8 +342,12 @@ def monitoring_flow(
         report = read_report(root)
     rows = metrics_rows(report, load_params(root / PARAMS_FILE).evaluate.primary_k)
     create_table_artifact(rows, key="monitoring-metrics", description="Offline metrics per model")
-    drift_monitoring_flow(project_dir=str(root))
+    drift_monitoring_flow(project_dir=str(root), feedback_url=feedback_url)
     logger.info(
         "monitoring finished in %.1f s (evaluate %s)", time.perf_counter() - start, outcome["outcome"]
     )
     return rows
+
+
+if __name__ == "__main__":
+    monitoring_flow()

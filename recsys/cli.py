@@ -294,11 +294,45 @@ monitor_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The 
 app.add_typer(monitor_app, name="monitor")
 
 
+@monitor_app.command("run")
+def monitor_run(
+    params_file: ParamsOpt = paths.PARAMS_FILE,
+    evaluate: Annotated[
+        bool,
+        typer.Option(help="Refresh the offline metrics first (dvc repro evaluate), as the schedule does."),
+    ] = True,
+    feedback_url: Annotated[
+        str | None,
+        typer.Option(envvar="RECSYS_FEEDBACK_URL", help="The feedback store (default: the project's)."),
+    ] = None,
+) -> None:
+    """Monitor once, now: drift of the recent feedback and popularity bias of the served lists, each against
+    its threshold, recorded in the workspace (what the nightly deployment runs)."""
+    from flows.monitoring import BIAS_JSON, DRIFT_JSON, drift_monitoring_flow, monitoring_flow
+    from recsys.loop.monitoring import run_lines
+
+    params = _params(params_file)
+    if evaluate:
+        monitoring_flow(project_dir=".", feedback_url=feedback_url)
+        out = paths.MONITORING_DIR
+        report = json.loads((out / DRIFT_JSON).read_text(encoding="utf-8"))
+        bias = json.loads((out / BIAS_JSON).read_text(encoding="utf-8"))
+    else:
+        result = drift_monitoring_flow(project_dir=".", feedback_url=feedback_url)
+        report, bias = result, result["bias"]
+    typer.echo("\n".join(run_lines(report, bias, params.monitoring, params.monitoring.workspace)))
+
+
 @monitor_app.command("ui")
 def monitor_ui(host: str = "127.0.0.1", port: int = 8000, params_file: ParamsOpt = paths.PARAMS_FILE) -> None:
     """Start the Evidently UI on the monitoring workspace (its dashboard shows every recorded run)."""
     workspace = Path(_params(params_file).monitoring.workspace)
-    workspace.mkdir(parents=True, exist_ok=True)  # empty until the first monitoring run: the UI says so
+    workspace.mkdir(parents=True, exist_ok=True)
+    if not any(workspace.iterdir()):
+        typer.echo(
+            f"no monitoring run is recorded in {workspace} yet: the UI will show no project until one is."
+            " Run `recsys monitor run` (or let the nightly deployment run), then reload the page."
+        )
     os.environ.setdefault("DO_NOT_TRACK", "1")  # Evidently's usage telemetry
     evidently = str(Path(sys.executable).parent / "evidently")
     command = [evidently, "ui", "--workspace", str(workspace), "--host", host, "--port", str(port)]

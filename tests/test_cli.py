@@ -180,3 +180,18 @@ def test_ingest_generates_the_synthetic_data_set(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "raw" / "ingest.json").read_text(encoding="utf-8"))
     assert summary["dataset"] == "synthetic" and summary["shape"]["users"] == 40
     assert "seconds" not in summary  # a DVC output: timings are printed, not stored
+
+
+def test_monitor_ui_on_an_empty_workspace_says_how_to_fill_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[list[str]] = []
+    monkeypatch.setattr("os.execv", lambda path, argv: started.append(argv))
+    shutil.copy(PROJECT_ROOT / "params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["monitor", "ui", "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    assert "no monitoring run is recorded" in result.output and "recsys monitor run" in result.output
+    assert started and started[0][1:3] == ["ui", "--workspace"] and started[0][-1] == "8123"
+    (tmp_path / "reports/monitoring/workspace/project").mkdir(parents=True)
+    assert "no monitoring run" not in runner.invoke(app, ["monitor", "ui"]).output

@@ -13,6 +13,7 @@ False
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -98,6 +99,30 @@ def drift_payload(
             "reasons": list(decision.reasons),
         },
     }
+
+
+def run_lines(
+    report: Mapping[str, Any], bias: Mapping[str, Any], settings: MonitoringParams, workspace: str
+) -> list[str]:
+    """What ``recsys monitor run`` prints: each number against its threshold, the action, where to look."""
+
+    def against(value: Any, threshold: float, above: str) -> str:
+        if not isinstance(value, int | float):
+            return "not measured"
+        return f"{value:.2f} (threshold {threshold:g}: {above if value >= threshold else 'below'})"
+
+    drift = (report.get("drift") or {}).get("share")
+    lift = bias.get("popularity_lift")
+    decision = report.get("decision") or {}
+    lines = [
+        f"drift share: {against(drift, settings.drift_share_threshold, 'drifted')}",
+        f"popularity lift: {against(lift, settings.popularity_lift_threshold, 'too popular')}",
+        f"window: {report.get('n_events', 0):,} feedback events, {report.get('n_served', 0):,} served lists",
+        f"action: {report.get('action') or (settings.on_trigger if decision.get('triggered') else 'none')}"
+        + "".join(f"; {reason}" for reason in decision.get("reasons", [])),
+        f"recorded in {workspace}: recsys monitor history prints every run, recsys monitor ui plots them",
+    ]
+    return lines
 
 
 def summary_markdown(report: dict[str, Any], bias: dict[str, Any]) -> str:

@@ -29,12 +29,23 @@ SUMMARY_TAG, DRIFT_TAG = "monitoring-summary", "data-drift"
 TAB = "Monitoring"
 LIKE_RATE = "like_rate_"
 """Prefix of the like-rate numbers: ``like_rate_champion``, ``like_rate_challenger``."""
+THRESHOLD = "_threshold"
+"""Suffix of a threshold recorded beside its number (``drift_share_threshold``), drawn as its own line."""
+COUNTERS: tuple[tuple[str, str], ...] = (
+    ("drift_share", "Drift share, last run (retraining is flagged at the threshold)"),
+    ("popularity_lift", "Popularity lift, last run (flagged at the threshold)"),
+)
+"""The latest value as a number: a chart of one run shows a lone point on an unlabelled axis."""
 PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("Data drift", "Share of the listening columns that drifted from the training data", ("drift_share",)),
+    (
+        "Data drift",
+        "Share of the listening columns that drifted from the training data, and the threshold",
+        ("drift_share", f"drift_share{THRESHOLD}"),
+    ),
     (
         "Popularity lift of served lists",
-        "Mean popularity of the lists over the listeners' own (1 = as popular as what they play)",
-        ("popularity_lift",),
+        "Mean popularity of lists over the listeners' own (1 = as popular as they play), and the threshold",
+        ("popularity_lift", f"popularity_lift{THRESHOLD}"),
     ),
     ("Average recommendation popularity", "ARP@k: mean listeners per recommended item", ("arp",)),
     ("Long-tail share", "Share of recommended items outside the popular head", ("long_tail_share",)),
@@ -53,10 +64,15 @@ def project_name(dataset: str) -> str:
 
 
 def summary_values(
-    report: Mapping[str, Any], bias: Mapping[str, Any], like_rates: Mapping[str, float]
+    report: Mapping[str, Any],
+    bias: Mapping[str, Any],
+    like_rates: Mapping[str, float],
+    thresholds: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """The headline numbers of one monitoring run (``drift.json`` payload, ``bias.json``, like rates by
-    model); numbers a run could not measure are left out, so the dashboard shows a gap, not a zero."""
+    model) and the thresholds they were judged by (``{"drift_share": 0.5}`` is recorded as
+    ``drift_share_threshold``); numbers a run could not measure are left out, so the dashboard shows a gap,
+    not a zero."""
     drift = report.get("drift") or {}
     source = bias.get("source")
     block = bias.get(source) or {} if source else {}
@@ -68,6 +84,7 @@ def summary_values(
         "n_events": report.get("n_events"),
         "n_served": report.get("n_served"),
     } | {f"{LIKE_RATE}{model}": rate for model, rate in like_rates.items()}
+    values |= {f"{name}{THRESHOLD}": limit for name, limit in (thresholds or {}).items()}
     return {
         name: float(value)
         for name, value in values.items()
@@ -125,6 +142,8 @@ def open_project(workspace: Path, dataset: str) -> tuple[Any, Any]:
         project = ws.create_project(
             project_name(dataset), description=f"Monitoring runs of the {dataset} recommender (recsys)"
         )
+        for column, title in COUNTERS:
+            project.dashboard.add_panel(_counter_panel(title, column), tab=TAB)
         for title, subtitle, columns in PANELS:
             project.dashboard.add_panel(_line_panel(title, subtitle, columns), tab=TAB)
         project.save()
@@ -164,13 +183,23 @@ def read_history(workspace: Path, dataset: str) -> pd.DataFrame:
     return frame.sort_values("timestamp", ignore_index=True) if rows else frame
 
 
+def _counter_panel(title: str, column: str) -> Any:
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import counter_panel
+
+    value = PanelMetric(legend=column, metric="MeanValue", metric_labels={"column": column})
+    return counter_panel(title=title, values=[value], size="half", aggregation="last")
+
+
 def _line_panel(title: str, subtitle: str, columns: tuple[str, ...]) -> Any:
     from evidently.sdk.models import PanelMetric
     from evidently.sdk.panels import line_plot_panel
 
     values = [
         PanelMetric(
-            legend=column.removeprefix(LIKE_RATE), metric="MeanValue", metric_labels={"column": column}
+            legend="threshold" if column.endswith(THRESHOLD) else column.removeprefix(LIKE_RATE),
+            metric="MeanValue",
+            metric_labels={"column": column},
         )
         for column in columns
     ]

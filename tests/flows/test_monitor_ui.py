@@ -24,6 +24,8 @@ RUNS = [
     {"drift_share": 0.125, "popularity_lift": 1.5, "arp": 40.0, "like_rate_champion": 0.04},
     {"drift_share": 0.625, "popularity_lift": 1.25, "arp": 36.0, "like_rate_champion": 0.06},
 ]
+LIMITS = {"drift_share_threshold": 0.5, "popularity_lift_threshold": 2.0}
+TITLES = [title for _, title in history.COUNTERS] + [title for title, _, _ in history.PANELS]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,10 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     shutil.copy(PROJECT_ROOT / "params.yaml", project / "params.yaml")
     for day, values in enumerate(RUNS):
         recorded = history.record_run(
-            project / "reports/monitoring/workspace", "lastfm-artists", values, T0 + timedelta(days=day)
+            project / "reports/monitoring/workspace",
+            "lastfm-artists",
+            values | LIMITS,
+            T0 + timedelta(days=day),
         )
     port = free_port()
     recsys = str(Path(sys.executable).parent / "recsys")
@@ -57,46 +62,54 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     assert wait_for(answers, timeout_s=120, interval_s=0.5) and process.poll() is None, (
         project / "ui.log"
     ).read_text(encoding="utf-8", errors="replace")
-    yield url, recorded["project_id"]
+    yield url, recorded["project_id"], project
     os.killpg(process.pid, signal.SIGTERM)
     process.wait(30)
     log.close()
 
 
-def test_the_ui_serves_the_dashboard_and_every_recorded_run(ui: tuple[str, str]) -> None:
-    url, project_id = ui
+def test_the_ui_serves_the_dashboard_and_every_recorded_run(ui: tuple[str, str, Path]) -> None:
+    url, project_id, project = ui
     projects = httpx.get(f"{url}/api/projects").json()
     assert [(p["id"], p["name"]) for p in projects] == [(project_id, "recsys lastfm-artists")]
     dashboard = httpx.get(f"{url}/api/v2/dashboards/{project_id}").json()
-    assert [panel["title"] for panel in dashboard["panels"]] == [title for title, _, _ in history.PANELS]
-    # The series the dashboard's drift panel plots: one point per recorded run, in time order.
+    assert [panel["title"] for panel in dashboard["panels"]] == TITLES
+    # The series the dashboard's drift panel plots: one point per recorded run, in time order, and the
+    # threshold as a line of its own.
     (drift_panel,) = [panel for panel in dashboard["panels"] if panel["title"] == "Data drift"]
-    (metric,) = drift_panel["values"]
-    wanted = {
-        "tags": [],
-        "metadata": {},
-        "metric": metric["metric"],
-        "metric_labels": metric["metric_labels"],
-    }
-    answer = httpx.post(
-        f"{url}/api/v2/snapshots/{project_id}/data_series_batch", json={"series_filter": [wanted]}
+    assert [value["legend"] for value in drift_panel["values"]] == ["drift_share", "threshold"]
+
+    def series() -> list[list[float]]:
+        wanted = [
+            {"tags": [], "metadata": {}, "metric": metric["metric"], "metric_labels": metric["metric_labels"]}
+            for metric in drift_panel["values"]
+        ]
+        answer = httpx.post(
+            f"{url}/api/v2/snapshots/{project_id}/data_series_batch", json={"series_filter": wanted}
+        )
+        assert answer.status_code in (200, 201), answer.text
+        return [line["values"] for line in answer.json()["series"]]
+
+    assert series() == [[run["drift_share"] for run in RUNS], [0.5] * len(RUNS)]
+    # A run recorded while the UI is up is in the next answer: no restart.
+    later = {"drift_share": 0.75} | LIMITS
+    history.record_run(
+        project / "reports/monitoring/workspace", "lastfm-artists", later, T0 + timedelta(days=5)
     )
-    assert answer.status_code in (200, 201), answer.text
-    (series,) = answer.json()["series"]
-    assert series["values"] == [run["drift_share"] for run in RUNS]
+    assert series() == [[run["drift_share"] for run in RUNS] + [0.75], [0.5] * (len(RUNS) + 1)]
 
 
-def test_the_dashboard_renders_in_a_browser(ui: tuple[str, str]) -> None:
+def test_the_dashboard_renders_in_a_browser(ui: tuple[str, str, Path]) -> None:
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} is missing: run `bash scripts/chromium.sh`")
     sync_api = pytest.importorskip("playwright.sync_api")
-    url, project_id = ui
+    url, project_id, _ = ui
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(60_000)
         page.goto(f"{url}/projects/{project_id}")
-        for title, _, _ in history.PANELS:
+        for title in TITLES:
             page.get_by_text(title, exact=True).first.wait_for()
         body = page.inner_text("body")
         assert "recsys lastfm-artists" in body and "2026-12-02" in body  # the second run's point

@@ -260,3 +260,35 @@ def test_monitoring_a_song_data_set_measures_that_data_sets_champion(
 
     assert asked and all(kwargs.get("dataset") == "spotify-songs" for kwargs in asked)
     assert result["bias"]["status"] == "ok" and result["bias"]["test_set"]["n_users"] == 30
+
+
+@pytest.mark.usefixtures("no_champion")
+def test_monitor_run_monitors_once_and_says_each_number_against_its_threshold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from recsys.cli import app
+
+    root = make_project(tmp_path / "project")
+    url = f"sqlite:///{tmp_path / 'fb.db'}"
+    recent = datetime.now(UTC) - timedelta(hours=1)
+    listening = sample_listening(tiny_items(), 400, seed=1, rock_share=0.9)
+    events = [
+        FeedbackEvent(user_id=u, item_id=i, event="play", timestamp=recent, event_id=f"e{n}")
+        for n, (u, i) in enumerate(zip(listening[Col.USER], listening[Col.ITEM], strict=True))
+    ]
+    with FeedbackStore(url) as store:
+        store.add_events(events)
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(app, ["monitor", "run", "--no-evaluate", "--feedback-url", url])
+    assert result.exit_code == 0, result.output
+    drift = json.loads((root / REPORT_DIR / DRIFT_JSON).read_text(encoding="utf-8"))
+    lines = result.output.strip().splitlines()
+    assert lines[-5] == f"drift share: {drift['drift']['share']:.2f} (threshold 0.5: drifted)"
+    assert lines[-4] == "popularity lift: not measured"  # no champion has served anything
+    assert lines[-3] == "window: 400 feedback events, 0 served lists"
+    assert lines[-2].startswith("action: flag; ")
+    assert "recsys monitor ui" in lines[-1]
+    history = CliRunner().invoke(app, ["monitor", "history"])
+    assert history.exit_code == 0 and '"drift_share_threshold": 0.5' in history.output
