@@ -154,9 +154,10 @@ def stage_environment(data_dir: str | None) -> dict[str, str]:
 
 
 def stream_command(
-    command: list[str], cwd: Path, env: Mapping[str, str], prefix: str
+    command: list[str], cwd: Path, env: Mapping[str, str], prefix: str, log_lines: bool = True
 ) -> tuple[int, list[str]]:
-    """Run ``command``, logging each output line (stdout and stderr) as it comes.
+    """Run ``command``, logging each output line (stdout and stderr) as it comes (unless ``log_lines`` is
+    false: the caller logs what matters).
 
     Returns
     -------
@@ -180,7 +181,8 @@ def stream_command(
             line = raw.rstrip()
             if line:
                 lines.append(line)
-                logger.info("[%s] %s", prefix, line)
+                if log_lines:
+                    logger.info("[%s] %s", prefix, line)
     return process.returncode, lines
 
 

@@ -174,9 +174,14 @@ def build_bento(project_dir: Path) -> bool:
         return False
     bentoml = Path(sys.executable).parent / "bentoml"
     command = [str(bentoml) if bentoml.exists() else "bentoml", "build"]
-    code, lines = dvc.stream_command(command, project_dir, dvc.stage_environment(None), "bentoml build")
+    # BentoML's banner and deployment advice are not this run's news: only the built tag is logged.
+    code, lines = dvc.stream_command(
+        command, project_dir, dvc.stage_environment(None), "bentoml build", log_lines=False
+    )
     if code != 0:
         raise RecsysError(f"bentoml build failed (exit code {code}): {' | '.join(lines[-5:])}")
+    built = [line for line in lines if "Successfully built" in line]
+    logger.info("bentoml build: %s", built[-1].strip() if built else "done")
     return True
 
 

@@ -420,7 +420,7 @@ def report(
     ratings = _ratings(feedback_url)
     inputs = guarded(lambda: load_report_inputs(params, metrics, eda, monitoring, ratings))
     if catalogue_map:
-        inputs = dataclasses.replace(inputs, catalogue_map=_catalogue_map_png())
+        inputs = dataclasses.replace(inputs, catalogue_map=_catalogue_map_png(one=slides, items=inputs.items))
     if slides:
         from recsys.reporting.slides import write_slides
 
@@ -429,9 +429,10 @@ def report(
         typer.echo(f"wrote {write_report(inputs, out or paths.REPORTS_DIR / 'stakeholder.html')}")
 
 
-def _catalogue_map_png() -> bytes | None:
-    """The catalogue map of the project's trained hybrid, or None (with a note) when there is none."""
-    from recsys.reporting.catalogue_map import load_map, map_figure
+def _catalogue_map_png(one: bool = False, items: str = "artists") -> bytes | None:
+    """The catalogue map of the project's trained hybrid (``one``: the deck's single panel), or None (with a
+    note) when there is none."""
+    from recsys.reporting.catalogue_map import load_map, map_figure, one_map_figure
     from recsys.reporting.html_parts import figure_png
 
     model, features, split, prepared = (
@@ -445,7 +446,7 @@ def _catalogue_map_png() -> bytes | None:
         typer.secho(f"note: no catalogue map: {', '.join(missing)} missing", err=True, fg=typer.colors.YELLOW)
         return None
     found = guarded(lambda: load_map(model, *stages.training_inputs(features, split), prepared))
-    return figure_png(map_figure(found))
+    return figure_png(one_map_figure(found, items) if one else map_figure(found, items))
 
 
 def _ratings(url: str | None) -> Any:

@@ -48,15 +48,24 @@ class SongsParams(_Section):
 class FilesParams(_Section):
     """The ``files`` adapter: a team's own interactions and items files (CSV or Parquet).
 
-    ``columns`` maps a canonical column to the file's column name: ``user``, ``item``, ``plays`` (or
+    ``columns`` maps a canonical column to the files' column name: ``user``, ``item``, ``plays`` (or
     ``weight``) and optional ``timestamp`` of the interactions; ``item``, ``name`` and optional ``artist``,
-    ``genre``, ``release_date``, ``tags`` ("|"-joined) and ``text`` of the items.
+    ``genre``, ``release_date``, ``tags`` ("|"-joined) and ``text`` of the items. ``interactions_columns``
+    and ``items_columns`` map one file only and win over ``columns`` there (the two files may call the
+    item id by different names).
     """
 
     interactions: str = ""
     items: str = ""
     kind: Literal["artist", "track"] = "track"
     columns: dict[str, str] = Field(default_factory=dict)
+    interactions_columns: dict[str, str] = Field(default_factory=dict)
+    items_columns: dict[str, str] = Field(default_factory=dict)
+
+    def mapping(self, kind: Literal["interactions", "items"]) -> dict[str, str]:
+        """Canonical column -> the ``kind`` file's column name."""
+        own = self.interactions_columns if kind == "interactions" else self.items_columns
+        return self.columns | own
 
 
 class SyntheticParams(_Section):

@@ -34,3 +34,18 @@ def test_a_rebuild_never_packs_the_earlier_bentos(tmp_path: Path) -> None:
         requirements = (source.parent / "env" / "python" / "requirements.txt").read_text(encoding="utf-8")
         pins = {line for line in (PROJECT_ROOT / "constraints.txt").read_text().splitlines() if "==" in line}
         assert pins and pins <= set(requirements.splitlines())
+
+
+def test_bentoml_finds_uv_installed_so_a_build_installs_nothing_mid_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bentoml._internal.configuration import get_uv_command
+
+    def no_install(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"bentoml tried to install something: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_install)
+    get_uv_command.cache_clear()
+    monkeypatch.setenv("PATH", "/nonexistent")  # not on PATH either: it must be an installed package
+    assert get_uv_command() == [sys.executable, "-m", "uv"]  # the installed package, nothing installed
+    get_uv_command.cache_clear()

@@ -116,13 +116,15 @@ def _read(path: Path) -> pd.DataFrame:
         raise DataError(f"cannot be read: {exc}", file=str(path)) from exc
 
 
-def _column(frame: pd.DataFrame, spec: FilesParams, name: str, file: str, required: bool) -> pd.Series | None:
-    source = spec.columns.get(name, name)
+def _column(
+    frame: pd.DataFrame, mapping: dict[str, str], name: str, file: str, required: bool, kind: str
+) -> pd.Series | None:
+    source = mapping.get(name, name)
     if source not in frame.columns:
         if required:
             raise DataError(
-                f"no column {source!r} (the {name} column; map it in dataset.files.columns); "
-                f"the file has {list(frame.columns)}",
+                f"no column {source!r} (the {name} column; map it in dataset.files.{kind}_columns "
+                f"or dataset.files.columns); the file has {list(frame.columns)}",
                 file=file,
                 column=source,
             )
@@ -139,8 +141,9 @@ def _ids(values: pd.Series, file: str, column: str) -> pd.Series:
 
 
 def _items(raw: pd.DataFrame, spec: FilesParams, file: str) -> pd.DataFrame:
-    item_col = _column(raw, spec, "item", file, required=True)
-    name_col = _column(raw, spec, "name", file, required=True)
+    mapping, kind = spec.mapping("items"), "items"
+    item_col = _column(raw, mapping, "item", file, required=True, kind=kind)
+    name_col = _column(raw, mapping, "name", file, required=True, kind=kind)
     assert item_col is not None and name_col is not None
     items = pd.DataFrame({Col.ITEM: _ids(item_col, file, str(item_col.name))})
     repeated = items[Col.ITEM].duplicated()
@@ -156,23 +159,23 @@ def _items(raw: pd.DataFrame, spec: FilesParams, file: str) -> pd.DataFrame:
     items[Col.NAME_NORM] = normalize_names(items[Col.NAME]).astype(str)
     items[Col.N_LISTENERS] = 0
     items[Col.TOTAL_PLAYS] = 0
-    genre = _column(raw, spec, "genre", file, required=False)
+    genre = _column(raw, mapping, "genre", file, required=False, kind=kind)
     genres = genre.astype("string").str.strip().replace("", pd.NA) if genre is not None else None
     items[Col.GENRE] = genres.astype(object).where(genres.notna(), None) if genres is not None else None
     items[Col.GENRES] = genres.fillna("").astype(str) if genres is not None else ""
     present = 0
     for name in AUDIO_FEATURES:
-        values = _column(raw, spec, name, file, required=False)
+        values = _column(raw, mapping, name, file, required=False, kind=kind)
         items[name] = _numbers(values, file, allow_negative=True) if values is not None else np.nan
         present += values is not None
     items[Col.N_TRACKS] = int(present > 0)
-    text = _column(raw, spec, "text", file, required=False)
+    text = _column(raw, mapping, "text", file, required=False, kind=kind)
     items[Col.LYRICS] = text.astype(object).where(text.notna(), None) if text is not None else None
     items[Col.N_LYRICS] = items[Col.LYRICS].notna().astype(np.int64)
     items[Col.KIND] = spec.kind
-    artist = _column(raw, spec, "artist", file, required=False)
+    artist = _column(raw, mapping, "artist", file, required=False, kind=kind)
     items[Col.ARTIST] = artist.astype(str).to_numpy() if artist is not None else items[Col.NAME]
-    released = _column(raw, spec, "release_date", file, required=False)
+    released = _column(raw, mapping, "release_date", file, required=False, kind=kind)
     if released is not None:
         cleaned, _ = clean.clean_dates(released)
         items[Col.RELEASE_DATE] = iso_dates(cleaned).to_numpy()
@@ -206,8 +209,9 @@ def _numbers(
 def _interactions(
     raw: pd.DataFrame, spec: FilesParams, known: set[str], file: str, params: Params, source: str
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    user_col = _column(raw, spec, "user", file, required=True)
-    item_col = _column(raw, spec, "item", file, required=True)
+    mapping, kind = spec.mapping("interactions"), "interactions"
+    user_col = _column(raw, mapping, "user", file, required=True, kind=kind)
+    item_col = _column(raw, mapping, "item", file, required=True, kind=kind)
     assert user_col is not None and item_col is not None
     frame = pd.DataFrame(
         {
@@ -225,7 +229,7 @@ def _interactions(
             row=row,
             column=str(item_col.name),
         )
-    plays = _column(raw, spec, "plays", file, required=False)
+    plays = _column(raw, mapping, "plays", file, required=False, kind=kind)
     counts = _numbers(plays, file, largest=MAX_PLAYS) if plays is not None else None
     frame[Col.PLAYS] = counts.fillna(1.0).round().astype(np.int64) if counts is not None else 1
     before = len(frame)
@@ -241,12 +245,13 @@ def _interactions(
 
 
 def _tags(raw: pd.DataFrame, spec: FilesParams, items: pd.DataFrame) -> pd.DataFrame:
-    tags = _column(raw, spec, "tags", spec.items, required=False)
+    mapping = spec.mapping("items")
+    tags = _column(raw, mapping, "tags", spec.items, required=False, kind="items")
     if tags is None:
         return pd.DataFrame({column: pd.Series(dtype=object) for column in ITEM_TAGS_COLUMNS}).astype(
             {Col.COUNT: np.int64}
         )
-    item_col = _column(raw, spec, "item", spec.items, required=True)
+    item_col = _column(raw, mapping, "item", spec.items, required=True, kind="items")
     assert item_col is not None
     exploded = pd.DataFrame(
         {Col.ITEM: item_col.astype(str).str.strip(), Col.TAG: tags.fillna("").astype(str)}

@@ -38,12 +38,13 @@ def list_command(home: HomeOpt = None) -> None:
     if not models:
         typer.echo(f"no {registry.model_name()} models in {registry.bentoml_home(home)}")
         return
-    header = ["tag", "stage", "created (UTC)", *SHOWN_METRICS, "data", "commit"]
+    header = ["tag", "stage", "created (UTC)", "served at", *SHOWN_METRICS, "data", "commit"]
     rows = [
         [
             info.tag,
             info.stage,
             info.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            f"{info.candidate['bias_strength']:g}",
             *(_number(info.metrics.get(name)) for name in SHOWN_METRICS),
             str(info.metadata.get("data_version", ""))[:12],
             str(info.metadata.get("git_commit", ""))[:8],
@@ -51,6 +52,10 @@ def list_command(home: HomeOpt = None) -> None:
         for info in models
     ]
     typer.echo(_table(header, rows))
+    typer.echo(
+        "metrics as served: re-ranked against popularity at the 'served at' strength (bias.serve); the table"
+        " of `recsys run` shows each model unmitigated (strength 0)"
+    )
 
 
 @model_app.command("show")

@@ -84,6 +84,27 @@ def catalogue_map(
     return CatalogueMap(points, len(items), int(has_audio.sum()), explained)
 
 
+def one_map_figure(found: CatalogueMap, items_word: str = "artists") -> Figure:
+    """One large panel for a slide: the learned embeddings (t-SNE of a sample) coloured by popularity, with
+    a colour bar that says "few" and "many" listeners rather than a log scale."""
+    points = found.points
+    fig = Figure(figsize=(10, 7.5), layout="constrained")
+    ax = fig.subplots()
+    x, y = points["emb_tsne_x"], points["emb_tsne_y"]
+    shown = x.notna()
+    order = points.loc[shown, "log_listeners"].sort_values().index  # popular items drawn last, on top
+    values = points.loc[order, "log_listeners"]
+    scatter = ax.scatter(x[order], y[order], s=14, c=values, cmap="viridis", rasterized=True)
+    bar = fig.colorbar(scatter, ax=ax, shrink=0.7)
+    bar.set_ticks([float(values.min()), float(values.max())], labels=["few listeners", "many listeners"])
+    bar.ax.tick_params(labelsize=13)
+    sample = f"{int(shown.sum()):,} of the {found.n_items:,} {items_word}"
+    ax.set_title(f"{sample}, placed by what the model learned", fontsize=16)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
 def map_figure(found: CatalogueMap, items_word: str = "artists") -> Figure:
     """Four panels: embeddings by PCA (genre) and t-SNE (popularity), audio features by PCA (genre and
     popularity)."""

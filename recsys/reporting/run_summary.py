@@ -99,7 +99,7 @@ def verdict_lines(summary: Mapping[str, Any]) -> list[str]:
     else:
         verdict = "kept the champion"
     lines = [f"gate: {verdict} ({HYBRID} vs {against})", *(f"  - {reason}" for reason in decision["reasons"])]
-    lines += _baseline_note(summary)
+    lines += _baseline_note(summary) + _below_chance_note(summary)
     served = decision.get("served") or {}
     numbers = {key: value for key, value in served.items() if key != "strength"}
     if decision["promote"] and not candidate and served.get("strength") and numbers:
@@ -148,6 +148,17 @@ def _baseline_note(summary: Mapping[str, Any]) -> list[str]:
     return [
         f"  note: {name} scored higher than {HYBRID} on {metric} in this run ({best:.4f} vs {hybrid:.4f});"
         " the gate compares only the challenger with the champion"
+    ]
+
+
+def _below_chance_note(summary: Mapping[str, Any]) -> list[str]:
+    below = [f"{row['model']} {row['auc']:.2f}" for row in summary["metrics"] if row.get("auc", 0.5) < 0.5]
+    if not below:
+        return []
+    return [
+        f"  note: AUC below 0.5 ({', '.join(below)}): these models rank a held-out item below a random one;"
+        " their scores follow popularity and this split holds out items less popular than the catalogue's"
+        " average (the songs' cold start holds out the newest tracks)"
     ]
 
 

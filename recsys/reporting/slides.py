@@ -107,7 +107,9 @@ def render_slides(inputs: ReportInputs, when: datetime | None = None) -> str:
             "Monitoring and what listeners said",
             _body(drift_section(inputs.drift)) + _body(ratings_section(inputs.ratings)),
         ),
-        _slide("A map of the catalogue", _body(map_section(inputs.catalogue_map))),
+        _slide(
+            "A map of the catalogue", _body(map_section(inputs.catalogue_map, one=True, items=inputs.items))
+        ),
         _slide(
             "Ethics and privacy",
             "<ul><li>Listeners of the page are anonymous (a random id kept in their browser); they can see "
@@ -174,6 +176,13 @@ def _results_html(inputs: ReportInputs) -> str:
         f"<p>{label(CHALLENGER)}: nDCG@{k} {fmt(ours[f'ndcg@{k}'])}, "
         f"hit rate@{k} {pct(ours[f'hit_rate@{k}'])}.</p>"
     ]
+    chosen = (inputs.bias or {}).get("chosen") or {}
+    if inputs.served_strength and f"ndcg@{k}" in chosen:
+        lines.append(
+            f"<p>These are the models as trained. Listeners get the hybrid re-ranked against popularity "
+            f"(strength {inputs.served_strength:g}): nDCG@{k} {fmt(chosen[f'ndcg@{k}'])}, a small cost "
+            "for more little-known music (next slides).</p>"
+        )
     return "".join(lines) + figure_html(
         figure_png(comparison_figure(models, k)), "Model comparison on the test split"
     )

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from recsys.config import item_kind, load_params
 from recsys.io import write_text
+from recsys.offline.bias import served_strength
 from recsys.paths import EDA_DIR, METRICS_DIR, MONITORING_DIR, PARAMS_FILE
 from recsys.reporting.formatting import (
     CHALLENGER,
@@ -44,6 +45,12 @@ th:first-child, td:first-child { text-align: left; }
 .muted { color: #666; }
 figure { margin: 1em 0; } img { max-width: 100%; }
 """
+ONE_MAP_SENTENCE = (
+    "Each dot is one of the {items}, placed by what the model learned: {items} it ranks alike sit together. "
+    "Yellow dots have many listeners, dark ones few. Look for the dark areas: the long tail forms "
+    "neighbourhoods of its own, which is how the model can recommend little-known {items} next to each other."
+)
+"""What a stakeholder should see in the one-panel map (the deck's)."""
 SUMMARY_METRICS = ("precision", "recall", "ndcg", "hit_rate", "coverage", "arp", "long_tail_share")
 
 
@@ -63,6 +70,8 @@ class ReportInputs:
     ratings: pd.DataFrame | None = None
     # The catalogue map (:mod:`recsys.reporting.catalogue_map`) as a PNG; None: no trained hybrid.
     catalogue_map: bytes | None = None
+    # The popularity re-ranking strength the champion is served with (bias.serve; 0: unmitigated).
+    served_strength: float = 0.0
 
 
 def load_report_inputs(
@@ -77,12 +86,15 @@ def load_report_inputs(
     offline = load_offline(metrics_dir)
     params = load_params(params_path) if params_path.exists() else None
     images = {path.stem: path.read_bytes() for path in sorted(eda_dir.glob("*.png"))}
+    bias = read_json(metrics_dir / "bias.json")
+    serve = params.bias.serve if params else "chosen"
     return ReportInputs(
         offline=offline,
         k=params.evaluate.primary_k if params else 10,
         groups=params.evaluate.groups if params else ("niche", "medium", "mainstream"),
         eda_images=images,
-        bias=read_json(metrics_dir / "bias.json"),
+        bias=bias,
+        served_strength=served_strength(bias, serve) if bias else 0.0,
         drift=read_json(monitoring_dir / "drift.json"),
         items="songs" if params is not None and item_kind(params.model_dump()) == "track" else "artists",
         ratings=ratings,
@@ -288,11 +300,18 @@ MAP_CAPTION = (
 )
 
 
-def map_section(png: bytes | None) -> str:
-    """The catalogue map, or a note that it needs a trained model."""
+def map_section(png: bytes | None, one: bool = False, items: str = "artists") -> str:
+    """The catalogue map, or a note that it needs a trained model; ``one``: the deck's single panel and the
+    sentence that says what to see in it."""
     title = "<h2>A map of the catalogue</h2>"
     if png is None:
         return title + "<p class='muted'>No trained hybrid found (models/lightfm_hybrid.npz): no map.</p>"
+    if one:
+        return (
+            title
+            + f"<p>{html.escape(ONE_MAP_SENTENCE.format(items=items))}</p>"
+            + figure_html(png, MAP_CAPTION)
+        )
     text = (
         "<p>Each dot is an item. Top: what the model learned (items it ranks alike sit together); bottom: "
         "how the items sound. Colours show genre where Spotify knows it, or how many listeners an item "

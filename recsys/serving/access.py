@@ -53,6 +53,7 @@ class Caller(StrEnum):
 ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/"): Access.PUBLIC,
     ("GET", "/static"): Access.PUBLIC,
+    ("GET", "/favicon.ico"): Access.PUBLIC,
     ("GET", "/openapi.json"): Access.PUBLIC,
     ("GET", "/docs"): Access.PUBLIC,
     ("GET", "/model"): Access.PUBLIC,

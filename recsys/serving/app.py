@@ -265,6 +265,11 @@ async def index(request: Request) -> Response:
     return Response((STATIC_DIR / "index.html").read_bytes(), media_type="text/html; charset=utf-8")
 
 
+async def favicon(request: Request) -> Response:
+    """The page's icon at the address browsers and bookmarks ask for (the page links the same SVG)."""
+    return Response((STATIC_DIR / "favicon.svg").read_bytes(), media_type="image/svg+xml")
+
+
 async def openapi(request: Request) -> Response:
     return json_response(openapi_spec())
 
@@ -346,6 +351,7 @@ def create_app() -> Starlette:
 
     routes = [
         Route("/", guarded(index), methods=["GET"]),
+        Route("/favicon.ico", guarded(favicon), methods=["GET"]),
         Route("/recommend", guarded(recommend), methods=["POST"]),
         Route("/recommend/new-listener", guarded(new_listener), methods=["POST"]),
         Route("/similar", guarded(similar), methods=["POST"]),

@@ -10,6 +10,9 @@ import numpy as np
 from recsys.serving.schemas import NewListenerRequest, RecommendRequest, SearchQuery, SimilarRequest
 from recsys.serving.state import ServingState, UnknownFilterError
 
+CANDIDATES_PER_SLOT = 3
+"""A new listener's list is picked from three candidates per place."""
+
 
 class FieldError(ValueError):
     """A request that is well-formed but names something the model does not have (-> 4xx)."""
@@ -33,7 +36,7 @@ def ranked(
 ) -> tuple[int | None, np.ndarray, np.ndarray]:
     """The listener's row (None: unknown, so a popularity list) and the ranked item indices and scores."""
     allowed = _allowed(state, request.genre, request.tag)
-    exclude = state.indices_of(disliked) if disliked else None
+    exclude = np.concatenate([state.twins, state.indices_of(disliked)]) if disliked else state.twins
     user = state.row_of(request.user_id)
     if user is None:
         return None, state.popular(request.k, exclude, allowed), np.empty(0)
@@ -69,9 +72,11 @@ def new_listener(state: ServingState, request: NewListenerRequest, disliked: Set
         raise FieldError("favourites", f"no favourite matches a known artist name or id: {unresolved[:5]}")
     allowed = _allowed(state, request.genre, request.tag)
     vector = state.fold_in(favourites)
-    exclude = np.concatenate([favourites, state.indices_of(request.exclude), state.indices_of(disliked)])
-    indices, scores = state.rank(vector, request.k, exclude, allowed)
-    items = state.items(indices, scores, state.tag_profile(favourites), favourites)
+    excluded = [favourites, state.twins, state.indices_of(request.exclude), state.indices_of(disliked)]
+    # More candidates than shown, so that every favourite can explain one of the k (state.every_favourite).
+    indices, scores = state.rank(vector, request.k * CANDIDATES_PER_SLOT, np.concatenate(excluded), allowed)
+    indices, scores, anchors = state.every_favourite(indices, scores, favourites, request.k)
+    items = state.items(indices, scores, state.tag_profile(favourites), favourites, anchors)
     answer = _answer(state, request.user_id, items, cold_start=False)
     answer["unresolved"] = unresolved
     return answer

@@ -15,6 +15,9 @@ from collections.abc import Generator, Sequence
 import numpy as np
 from rapidfuzz import fuzz, process
 
+CLOSE = 85.0
+"""A fuzzy hit at least this similar (one typo in a name of seven letters or more) ranks with the prefix hits,
+by popularity: a one-letter misspelling of a famous name comes before a prefix of an obscure one."""
 FUZZY_CUTOFF = 75.0
 """Minimum rapidfuzz ``ratio`` (0-100: ``100 * (1 - edit distance / total length)``) of a fuzzy hit: one or
 two typos in a name of eight letters pass, a name that merely shares letters with the query does not."""
@@ -84,26 +87,37 @@ class NameIndex:
     def search_steps(self, query: str, limit: int) -> Generator[None, None, list[tuple[int, str]]]:
         """:meth:`search` as steps of at most :data:`CHUNK` names each: a generator that yields between
         steps and returns the hits. The service runs one step at a time on its event loop, so a search of
-        a large catalogue never holds the loop (and the requests behind it) for more than a step."""
+        a large catalogue never holds the loop (and the requests behind it) for more than a step.
+
+        After an exact match, hits come in tiers, each ordered by popularity: prefix hits and close fuzzy
+        hits (:data:`CLOSE`), then substring hits, then the other fuzzy hits. Items sharing a display
+        name (one song under two track ids) are one hit: the most listened of them.
+        """
         key = normalise(query)
         if not key:
             return []
-        hits: dict[int, str] = {}
-        exact = self._exact.get(key)
-        if exact is not None:
-            hits[exact] = "exact"
         substring = yield from self._substring(key)
-        for kind, items in (("prefix", self._prefix(key)), ("substring", substring)):
-            for item in self._by_popularity(items):
-                if len(hits) >= limit:
-                    return list(hits.items())
-                hits.setdefault(item, kind)
-        fuzzy = yield from self._fuzzy(key, limit)
-        for item in fuzzy:
-            if len(hits) >= limit:
-                break
-            hits.setdefault(item, "fuzzy")
-        return list(hits.items())
+        fuzzy: dict[int, float] = {}
+        if len(key) >= 3:  # one or two letters are not a misspelling of anything
+            fuzzy = yield from self._fuzzy(key, limit)
+        tiers: dict[int, tuple[int, str]] = {}
+        candidates = [
+            *((item, (0, "prefix")) for item in self._prefix(key)),
+            *((item, (0 if score >= CLOSE else 2, "fuzzy")) for item, score in fuzzy.items()),
+            *((item, (1, "substring")) for item in substring),
+        ]
+        for item, tier in candidates:
+            canonical = self._exact[self._keys[item]]
+            tiers[canonical] = min(tiers.get(canonical, tier), tier)
+        exact = self._exact.get(key)
+        hits = [(exact, "exact")] if exact is not None else []
+        ranked = sorted((item for item in tiers if item != exact), key=lambda i: (tiers[i][0], self._rank[i]))
+        return hits + [(item, tiers[item][1]) for item in ranked[: max(limit - len(hits), 0)]]
+
+    def twins(self) -> np.ndarray:
+        """Indices of items whose display name a more listened item has too (the same song under another
+        track id): the service never lists them, so a list shows each song once."""
+        return np.array([i for i, key in enumerate(self._keys) if self._exact[key] != i], dtype=np.int64)
 
     def _prefix(self, key: str) -> list[int]:
         start = bisect.bisect_left(self._sorted_keys, key)
@@ -124,8 +138,8 @@ class NameIndex:
             at = self._joined.find(key, at + 1)
         return found
 
-    def _fuzzy(self, key: str, limit: int) -> Generator[None, None, list[int]]:
-        """The most similar names (with and without a leading "the"), best first; ties go to popularity."""
+    def _fuzzy(self, key: str, limit: int) -> Generator[None, None, dict[int, float]]:
+        """The most similar names (with and without a leading "the") and their similarity."""
         best: dict[int, float] = {}
 
         def keep(found: list[tuple[str, float, int]], items: Sequence[int] | range) -> None:
@@ -138,13 +152,10 @@ class NameIndex:
             yield
         bare_items = [item for item, _ in self._bare]
         keep(self._extract(key, [bare for _, bare in self._bare], limit), bare_items)
-        return sorted(best, key=lambda item: (-round(best[item], 1), self._rank[item]))[:limit]
+        return best
 
     @staticmethod
     def _extract(key: str, names: Sequence[str], limit: int) -> list[tuple[str, float, int]]:
         return process.extract(
             key, names, scorer=fuzz.ratio, limit=limit, score_cutoff=FUZZY_CUTOFF, processor=None
         )
-
-    def _by_popularity(self, items: list[int]) -> list[int]:
-        return sorted(items, key=lambda i: self._rank[i])

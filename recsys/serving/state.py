@@ -125,6 +125,8 @@ class ServingState:
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
         self.unit_embeddings = np.ascontiguousarray(embeddings / np.maximum(norms, 1e-12), dtype=np.float32)
         self.names_index = NameIndex(self.names, self.popularity)
+        self.twins = self.names_index.twins()
+        """Items never listed: another, more listened item has the same display name (one song, two ids)."""
         self._columns = _feature_columns(artifact.item_features.names)
         self._tag_items = _items_by_tag(self.tags)
         self._features = artifact.item_features.matrix.tocsc()
@@ -332,11 +334,54 @@ class ServingState:
         close = similarity[np.arange(len(indices)), best] >= ANCHOR_MIN_SIMILARITY
         return [int(liked[b]) if ok else None for b, ok in zip(best.tolist(), close.tolist(), strict=True)]
 
+    def every_favourite(
+        self, indices: np.ndarray, scores: np.ndarray, favourites: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray, list[int | None]]:
+        """The top ``k`` of ranked candidates such that every favourite explains at least one of them.
+
+        A favourite whose nearest items all rank below the first ``k`` had no visible influence (a third
+        favourite among two similar ones): its best-ranked candidate at least
+        :data:`ANCHOR_MIN_SIMILARITY` similar to it takes the place of the lowest-ranked item of a
+        favourite that explains several. Returns the items in score order and each one's anchor.
+        """
+        top = min(k, len(indices))
+        if len(favourites) < 2 or len(indices) <= top:
+            return indices[:top], scores[:top], self.anchors(indices[:top], favourites)
+        similarity = self.unit_embeddings[indices] @ self.unit_embeddings[favourites].T
+        best = similarity.argmax(axis=1)
+        anchors = [
+            int(favourites[b]) if similarity[row, b] >= ANCHOR_MIN_SIMILARITY else None
+            for row, b in enumerate(best.tolist())
+        ]
+        chosen = list(range(top))
+        for column, favourite in enumerate(favourites.tolist()):
+            if any(anchors[row] == favourite for row in chosen):
+                continue
+            close = np.flatnonzero(similarity[top:, column] >= ANCHOR_MIN_SIMILARITY)
+            counts = Counter(anchors[row] for row in chosen)
+            spare = [row for row in reversed(chosen) if anchors[row] is not None and counts[anchors[row]] > 1]
+            if close.size == 0 or not spare:
+                continue
+            chosen.remove(spare[0])
+            row = top + int(close[0])
+            anchors[row] = favourite
+            chosen.append(row)
+        chosen.sort()
+        rows = np.array(chosen, dtype=np.int64)
+        return indices[rows], scores[rows], [anchors[row] for row in chosen]
+
     def items(
-        self, indices: np.ndarray, scores: np.ndarray, profile: Counter[str], liked: np.ndarray | None = None
+        self,
+        indices: np.ndarray,
+        scores: np.ndarray,
+        profile: Counter[str],
+        liked: np.ndarray | None = None,
+        anchors: list[int | None] | None = None,
     ) -> list[Item]:
-        """Response entries for ranked items with reasons from ``profile`` and the listener's ``liked``."""
-        anchors = self.anchors(indices, liked) if liked is not None else [None] * len(indices)
+        """Response entries for ranked items with reasons from ``profile`` and the listener's ``liked``
+        (or the given ``anchors``: the liked item each one is explained by)."""
+        if anchors is None:
+            anchors = self.anchors(indices, liked) if liked is not None else [None] * len(indices)
         return [
             {
                 "item_id": self.item_ids[i],

@@ -173,3 +173,24 @@ def test_every_adapter_output_is_checked_against_the_contract(
     broken = dataclasses.replace(prepared, **{table: change(getattr(prepared, table))})
     with pytest.raises(DataError, match=message):
         check_contract(broken)
+
+
+def test_each_file_may_call_the_item_by_its_own_name_and_a_mismatch_says_where_to_map_it(
+    tmp_path: Path,
+) -> None:
+    write_files(tmp_path / "mine")
+    items = pd.read_parquet(tmp_path / "mine" / "songs.parquet").rename(columns={"song": "track_id"})
+    items.to_parquet(tmp_path / "mine" / "songs.parquet", index=False)
+    params = files_params(tmp_path / "mine")
+    stages.ingest(params, tmp_path / "raw")
+    with pytest.raises(DataError) as mismatch:
+        stages.prepare(params, tmp_path / "raw", tmp_path / "prepared")
+    message = str(mismatch.value)
+    assert "songs.parquet" in message and "no column 'song' (the item column" in message
+    assert "dataset.files.items_columns" in message and "'track_id'" in message
+    spec = params.dataset.files.model_copy(update={"items_columns": {"item": "track_id"}})
+    mapped = params.model_copy(update={"dataset": params.dataset.model_copy(update={"files": spec})})
+    quality = stages.prepare(mapped, tmp_path / "raw", tmp_path / "prepared")
+    assert quality["summary"]["items"] == 8
+    tags = pd.read_parquet(tmp_path / "prepared" / "item_tags.parquet")
+    assert set(tags[Col.TAG]) == {"happy", "summer", "loud", "live", "calm"}  # "|"-joined, split per item

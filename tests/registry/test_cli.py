@@ -25,8 +25,9 @@ def test_cli_lists_shows_promotes_and_rolls_back(project: Project, home: Path) -
 
     listing = runner.invoke(model_app, ["list"]).output.splitlines()
     assert listing[0].split()[:2] == ["tag", "stage"]
-    assert [line.split()[:2] for line in listing[1:]] == [[first, RETIRED], [second, CHAMPION]]
-    assert "0.3000" in listing[2]
+    assert [line.split()[:2] for line in listing[1:3]] == [[first, RETIRED], [second, CHAMPION]]
+    assert "0.3000" in listing[2] and listing[0].split()[4:6] == ["served", "at"]
+    assert listing[3].startswith("metrics as served: re-ranked against popularity")
 
     shown = json.loads(runner.invoke(model_app, ["show"]).output)
     assert shown["tag"] == second and shown["metadata"]["git_commit"].startswith("0123")

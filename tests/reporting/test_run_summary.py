@@ -107,6 +107,11 @@ def test_a_promotion_says_what_is_served_and_a_stronger_baseline_is_pointed_out(
         in text
     )
     assert "next: RECSYS_DATASET=spotify-songs make serve (serves m:new" in text
+    assert "AUC" not in text
+    below = a_run(promote=True) | {"metrics": [{"model": "ease", "ndcg@10": 0.2, "auc": 0.24}]}
+    assert "note: AUC below 0.5 (ease 0.24): these models rank a held-out item below a random one" in (
+        summary_table(below)
+    )
 
 
 def test_a_kept_champion_packages_nothing_and_says_how_to_test_the_challenger_anyway() -> None:

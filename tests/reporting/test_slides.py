@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recsys.columns import Col
-from recsys.reporting.catalogue_map import UNKNOWN, catalogue_map, load_map, map_figure
+from recsys.reporting.catalogue_map import UNKNOWN, catalogue_map, load_map, map_figure, one_map_figure
 from recsys.reporting.formatting import fmt
 from recsys.reporting.html_parts import figure_png
 from recsys.reporting.slides import render_slides
@@ -85,6 +85,28 @@ def test_the_deck_has_every_slide_and_the_runs_numbers() -> None:
     assert f"strength {bias['chosen']['strength']:g}" in page
     assert "http://" not in page and "https://" not in page and "<script src" not in page  # self-contained
     assert page.count('src="data:image/png;base64,') == 4  # results, groups, trade-off, map
+
+
+def test_the_decks_map_is_one_large_plot_with_a_sentence_and_the_served_number_is_told_apart() -> None:
+    offline, bias = tiny_offline(), tiny_bias()
+    items, embeddings = _items(60)
+    figure = one_map_figure(catalogue_map(embeddings, items, np.arange(60)), "songs")
+    plots = [ax for ax in figure.axes if ax.get_label() != "<colorbar>"]
+    assert len(plots) == 1 and figure.get_size_inches()[0] >= 10  # one plot, slide-wide
+    colour_bar = next(ax for ax in figure.axes if ax.get_label() == "<colorbar>")
+    assert [t.get_text() for t in colour_bar.get_yticklabels()] == ["few listeners", "many listeners"]
+    inputs = ReportInputs(offline=offline, bias=bias, catalogue_map=figure_png(figure), items="songs")
+    page = render_slides(inputs)
+    assert "Each dot is one of the songs" in page and "Look for the dark areas" in page
+    assert "Listeners get the hybrid re-ranked" not in page  # nothing is re-ranked: nothing to tell apart
+    served = render_slides(
+        ReportInputs(offline=offline, bias=bias, served_strength=bias["chosen"]["strength"])
+    )
+    chosen = bias["chosen"]
+    assert (
+        f"Listeners get the hybrid re-ranked against popularity (strength {chosen['strength']:g}): "
+        f"nDCG@10 {fmt(chosen['ndcg@10'])}"
+    ) in served
 
 
 def test_recsys_report_slides_writes_the_deck_from_the_project(

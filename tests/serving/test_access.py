@@ -93,6 +93,7 @@ def test_public_routes_answer_anyone(served: Server) -> None:
     calls: dict[tuple[str, str], dict[str, Any]] = {
         ("GET", "/"): {},
         ("GET", "/static"): {"url": "/static/app.js"},
+        ("GET", "/favicon.ico"): {},
         ("GET", "/openapi.json"): {},
         ("GET", "/docs"): {},
         ("GET", "/model"): {},

@@ -118,9 +118,11 @@ def test_pick_artists_get_recommendations_like_and_skip(page: object, server: Se
     gone = (
         "name => ![...document.querySelectorAll('#recommendations strong')].some(e => e.textContent == name)"
     )
+    assert "music_recommender" not in page.inner_text("body")  # type: ignore[attr-defined]  # no model tags for listeners
     for name in liked:
         page.get_by_role("button", name=f"Like {name}").click()  # type: ignore[attr-defined]
         page.get_by_role("list", name="Your favourite artists").get_by_text(name).wait_for()  # type: ignore[attr-defined]
+        page.get_by_text(f"Liked {name}: added to your favourites").wait_for()  # type: ignore[attr-defined]
         # The favourites list updates before the recommendations are fetched again; a favourite is never
         # recommended, so its leaving the list says the refresh is done (else the next row read below
         # can be from the old list and gone by the time it is clicked).
@@ -156,9 +158,10 @@ def test_a_listener_dislikes_sees_what_is_stored_and_erases_it(page: object, ser
     own.get_by_role("button", name="Show what is stored about me").click()
     stored = own.get_by_role("list", name="Stored reactions").get_by_role("listitem")
     stored.nth(1).wait_for()
-    assert stored.count() == 2 and stored.first.inner_text().startswith(f"dislike {unwanted}")
+    assert stored.count() == 2 and stored.first.inner_text().startswith(f"Not for me: {unwanted}")
     assert stored.nth(1).inner_text().startswith("rated a list 4 of 5")
     listener = own.evaluate("localStorage.getItem('recsys-listener')")
+    assert listener not in own.inner_text("body")  # the id is the listener's key: never put on screen
     assert server.client.get(f"/users/{listener}/feedback").json()["n_events"] == 1
     own.screenshot(path=str(ARTIFACTS / "4-your-data.png"))
 
@@ -193,3 +196,23 @@ def test_the_page_speaks_of_songs_for_a_song_catalogue(page: object, songs_serve
     rows.nth(9).wait_for()
     assert rows.count() == 10
     page.screenshot(path=str(ARTIFACTS / "songs-recommendations.png"))  # type: ignore[attr-defined]
+
+
+def test_on_a_phone_the_song_page_fits_and_every_asset_is_found(page: object, songs_server: Server) -> None:
+    context = page.context.browser.new_context(viewport={"width": 375, "height": 812})  # type: ignore[attr-defined]
+    phone = context.new_page()
+    phone.set_default_timeout(30_000)
+    failed: list[str] = []
+    phone.on("response", lambda answer: failed.append(answer.url) if answer.status >= 400 else None)
+    phone.goto(songs_server.url + "/")
+    phone.get_by_role("heading", name="Find new songs").wait_for()
+    _pick(phone, "radio", "Radiohead", many="songs")
+    phone.get_by_role("button", name="Get recommendations").click()
+    rows = phone.get_by_role("list", name="Recommended songs").get_by_role("listitem")
+    rows.nth(9).wait_for()
+    phone.get_by_text("10 recommendations for you.").wait_for()
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 375
+    assert failed == []  # the icon included: /favicon.ico and the linked SVG are served
+    assert songs_server.anonymous.get("/favicon.ico").headers["content-type"] == "image/svg+xml"
+    phone.screenshot(path=str(ARTIFACTS / "songs-phone.png"), full_page=True)
+    context.close()

@@ -78,3 +78,28 @@ def test_fuzzy_results_are_similar_names_not_short_ones_padding_the_list(
         # Every fuzzy hit is within a couple of edits of the query: no "A", "I", "M" or "Dio".
         assert all(len(normalise(name)) >= len(query) - 3 for name in fuzzy), (query, fuzzy)
     assert index.search("zzqqxxj", 8) == []  # nothing similar: nothing at all
+
+
+def test_a_close_misspelling_of_a_famous_name_beats_a_prefix_of_an_obscure_one() -> None:
+    # "madona" is a prefix of an obscure "Madonadisco" and one letter from Madonna, far more listened.
+    index = NameIndex(["Madonadisco", "Madonna", "Madona Ring"], np.array([1, 900, 2]))
+    hits = index.search("madona", 3)
+    assert hits[0] == (1, "fuzzy") and {item for item, _ in hits[1:]} == {0, 2}
+    # Two names about as close: the famous one first.
+    famous = NameIndex(["Rihanna", "Rihama"], np.array([800, 3]))
+    assert [item for item, _ in famous.search("rihana", 2)] == [0, 1]
+
+
+def test_one_song_under_two_track_ids_is_one_hit_and_the_twin_is_known() -> None:
+    names = [
+        "Halo - Beyoncé",
+        "Halo - Beyoncé",
+        "Halo - Soil",
+        "Shape of You - Ed Sheeran",
+        "Shape of You - Ed Sheeran",
+    ]
+    index = NameIndex(names, np.array([5, 40, 3, 9, 2]))
+    hits = [item for item, _ in index.search("halo", 8)]
+    assert hits == [1, 2]  # the more listened Beyoncé track only
+    assert [item for item, _ in index.search("shape of", 8)] == [3]
+    assert index.twins().tolist() == [0, 4]

@@ -208,3 +208,43 @@ def test_an_erased_listener_is_hidden_only_by_a_model_holding_their_feedback(
     assert fresh.hidden_users == {"u03"} and fresh.row_of("u03") is None and fresh.row_of("u04") is not None
     answer = logic.recommend(fresh, RecommendRequest(user_id="u03", k=3), frozenset())
     assert answer["cold_start"] is True
+
+
+def test_every_favourite_explains_one_item_when_a_close_candidate_ranks_below_the_list() -> None:
+    from types import SimpleNamespace
+
+    # Items 0-5 point like favourite 10 (x), items 6-7 like favourite 11 (y, ranked last), 8 like neither.
+    x, y, z = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0])
+    embeddings = np.array([x, x, x, x, x, x, y, y, z, z, x, y], dtype=np.float32)
+    fake = SimpleNamespace(unit_embeddings=embeddings)
+    indices = np.arange(10)
+    scores = np.linspace(1.0, 0.1, 10)
+    picked, kept, anchors = ServingState.every_favourite(fake, indices, scores, np.array([10, 11]), 4)  # type: ignore[arg-type]
+    assert picked.tolist() == [0, 1, 2, 6]  # the x-item ranked 4th gave way to y's best candidate
+    assert anchors == [10, 10, 10, 11] and kept.tolist() == scores[[0, 1, 2, 6]].tolist()
+    # A favourite with no close candidate changes nothing; neither does a single favourite.
+    far = ServingState.every_favourite(fake, indices[:6], scores[:6], np.array([10, 11]), 4)  # type: ignore[arg-type]
+    assert far[0].tolist() == [0, 1, 2, 3]
+
+
+def test_one_song_under_two_ids_is_never_listed_twice(state: ServingState) -> None:
+    from recsys.serving import logic
+    from recsys.serving.schemas import NewListenerRequest, RecommendRequest
+    from recsys.serving.search import NameIndex
+
+    doubled = ServingState.__new__(ServingState)  # the tiny model's state, with items 3 and 4 one song
+    doubled.__dict__.update(state.__dict__)
+    doubled.names = list(state.names)
+    doubled.names[3] = doubled.names[4]
+    doubled.names_index = NameIndex(doubled.names, state.popularity)
+    doubled.twins = doubled.names_index.twins()
+    assert doubled.twins.tolist() in ([3], [4])
+    twin = state.item_ids[int(doubled.twins[0])]
+    everything = len(state.names)
+    for answer in (
+        logic.recommend(doubled, RecommendRequest(user_id=next(iter(state.user_index)), k=everything), set()),
+        logic.recommend(doubled, RecommendRequest(user_id="nobody", k=everything), set()),
+        logic.new_listener(doubled, NewListenerRequest(favourites=[state.item_ids[0]], k=everything), set()),
+    ):
+        names = [item["name"] for item in answer["items"]]
+        assert len(names) == len(set(names)) and twin not in {item["item_id"] for item in answer["items"]}

@@ -121,9 +121,9 @@ async function recommend() {
       favourites: [...state.favourites.keys()], k: 10, user_id: listenerId(), exclude: [...state.skipped],
     });
     renderRecommendations(data.items);
-    state.modelVersion = data.model_version;
+    state.modelVersion = data.model_version;  // sent with a rating, never shown: listeners need no model tags
     $("rating").hidden = data.items.length === 0;
-    setStatus(data.items.length + " recommendations (model " + data.model_version + ")");
+    setStatus(data.items.length ? `${data.items.length} recommendations for you.` : "No recommendations yet.");
   } catch (err) { setStatus("Could not get recommendations: " + err.message); }
 }
 
@@ -163,8 +163,15 @@ async function sendFeedback(item, event) {
   if (event === "like") state.favourites.set(item.item_id, item.name); else state.skipped.add(item.item_id);
   renderFavourites();
   await recommend();
-  if (event === "dislike") setStatus(`${item.name} will not be recommended to you again.`);
+  setStatus(CONFIRMATIONS[event](item.name));
 }
+
+// What each reaction did, said where the list's status is read (a screen reader announces it).
+const CONFIRMATIONS = {
+  like: (name) => `Liked ${name}: added to your favourites, and the list now follows it too.`,
+  skip: (name) => `Skipped ${name}.`,
+  dislike: (name) => `${name} will not be recommended to you again.`,
+};
 
 // "How good are these recommendations?": five buttons, one answer per list shown, never required.
 const RATING_WORDS = ["poor", "fair", "good", "very good", "great"];
@@ -187,12 +194,13 @@ async function sendRating(rating) {
 }
 
 // What the page stored about this listener (their anonymous id's events), and erasing it.
+const REACTIONS = { like: "Liked", skip: "Skipped", dislike: "Not for me", play: "Played" };
 async function showMyData() {
   const list = $("my-data");
   try {
     const data = await call("GET", `/users/${encodeURIComponent(listenerId())}/feedback`);
     const lines = [
-      ...data.events.map((e) => `${e.event} ${e.name || e.item_id}, ${new Date(e.timestamp).toLocaleString()}`),
+      ...data.events.map((e) => `${REACTIONS[e.event] || e.event}: ${e.name || "an item no longer in the catalogue"}, ${new Date(e.timestamp).toLocaleString()}`),
       ...data.ratings.map((r) => `rated a list ${r.rating} of 5, ${new Date(r.timestamp).toLocaleString()}`),
     ];
     list.replaceChildren(...lines.map((text) => {
@@ -201,7 +209,7 @@ async function showMyData() {
       return li;
     }));
     $("my-data-status").textContent = lines.length
-      ? `${lines.length} reactions are stored under your anonymous id ${data.user_id}.`
+      ? `${lines.length} reactions are stored under the anonymous id this browser keeps for you.`
       : "Nothing is stored about you yet.";
   } catch (err) { $("my-data-status").textContent = "Could not read your data: " + err.message; }
 }
