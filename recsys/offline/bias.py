@@ -9,6 +9,7 @@ whose nDCG costs at most ``max_ndcg_cost`` (relative) against strength 0.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from recsys.offline.batches import ScoreFn
 from recsys.offline.evaluation import evaluate_variants
 from recsys.offline.popularity import popularity_lift, popularity_variants
 
+log = logging.getLogger(__name__)
 STRENGTH = "strength"
 NDCG_COST = "ndcg_cost"
 LIFT = "popularity_lift"
@@ -143,13 +145,16 @@ def choose_strength(curve: pd.DataFrame, max_ndcg_cost: float, k: int = 10) -> t
     Raises
     ------
     ValueError
-        When the curve has no strength-0 row or its nDCG is not positive.
+        When the curve has no strength-0 row. An unmitigated nDCG of 0 keeps strength 0.
     """
     if not (curve[STRENGTH] == 0.0).any():
         raise ValueError("the curve needs a strength-0 row: the cost is relative to the unmitigated model")
     costs = ndcg_cost(curve, k)
     if costs.isna().all():
-        raise ValueError(f"the strength-0 row has no positive ndcg@{k}: no relative cost can be computed")
+        # The unmitigated model finds nothing (a model trained for seconds): there is no accuracy to trade
+        # for the long tail, so it is served unmitigated rather than the stage failing.
+        log.warning("ndcg@%d is 0 at strength 0: no relative cost can be computed; strength 0 is kept", k)
+        costs = pd.Series(np.where(curve[STRENGTH] == 0.0, 0.0, np.inf), index=curve.index)
     # A float tolerance keeps strength 0 (cost exactly 0) and costs equal to the budget eligible.
     eligible = curve.assign(**{NDCG_COST: costs})[costs <= max_ndcg_cost + 1e-12]
     best = eligible.sort_values([f"long_tail_share@{k}", STRENGTH], ascending=[False, True]).iloc[0]

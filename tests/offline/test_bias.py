@@ -107,6 +107,14 @@ def test_choose_strength_prefers_the_smaller_strength_on_a_tie_and_needs_strengt
         choose_strength(_curve([0.20, 0.19], [0.5, 0.6]).iloc[1:], 0.03, k=K)
 
 
+def test_a_model_that_finds_nothing_is_served_unmitigated_instead_of_failing_the_stage() -> None:
+    # Found by the newcomer test: the songs trained for seconds score nDCG 0 at every strength.
+    strength, row = choose_strength(_curve([0.0, 0.0, 0.0], [0.5, 0.7, 0.9]), 0.03, k=K)
+    assert strength == 0.0 and row[NDCG_COST] == 0.0
+    curve = _curve([0.0, 0.0], [0.5, 0.7]).assign(**{f"arp@{K}": [10.0, 8.0]})
+    assert json.loads(json.dumps(bias_report(curve, 0.03, K)))["chosen"][STRENGTH] == 0.0
+
+
 def test_bias_report_is_plain_json_with_the_chosen_row() -> None:
     curve = _curve([0.20, 0.198], [0.5, 0.6]).assign(**{f"arp@{K}": [10.0, np.nan]})
     curve[NDCG_COST] = [0.0, 0.01]
