@@ -101,11 +101,13 @@ def fairness_section(offline: Mapping[str, Any], k: int, groups: Sequence[str]) 
                 f"The hybrid serves niche listeners less well: nDCG@{k} {fmt(niche)} against {fmt(main)} for "
                 f"mainstream listeners ({niche / main:.0%} of it). {_gap_note(by_model, k)}"
             )
-        else:
+        elif main > 0:
             summary = (
                 f"The hybrid serves niche listeners at least as well: nDCG@{k} {fmt(niche)} against "
                 f"{fmt(main)} for mainstream listeners ({niche / main:.0%} of it)."
             )
+        else:  # a model that finds nothing for either group (trained for seconds): no ratio to give
+            summary = f"The hybrid finds no held-out item for mainstream listeners (nDCG@{k} {fmt(main)})."
         parts += [summary, ""]
     return "\n".join(parts)
 

@@ -180,12 +180,19 @@ def plain_summary(inputs: ReportInputs) -> list[str]:
     if popular:
         good += (
             f" Just recommending what is popular gets {popular[f'precision@{k}'] * k:.1f} of {k} and "
-            f"{pct(popular[f'hit_rate@{k}'])}; our ranking quality (nDCG) is "
-            f"{ours[f'ndcg@{k}'] / popular[f'ndcg@{k}']:.1f} times as high."
+            f"{pct(popular[f'hit_rate@{k}'])}"
         )
+        if popular[f"ndcg@{k}"] > 0:
+            times = ours[f"ndcg@{k}"] / popular[f"ndcg@{k}"]
+            good += f"; our ranking quality (nDCG) is {times:.1f} times as high"
+        good += "."
     paragraphs.append(good)
     hybrid_groups = inputs.offline.get("groups", {}).get(CHALLENGER, {})
-    if "niche" in hybrid_groups and "mainstream" in hybrid_groups:
+    if (
+        "niche" in hybrid_groups
+        and "mainstream" in hybrid_groups
+        and hybrid_groups["mainstream"][f"ndcg@{k}"] > 0
+    ):
         niche, main = hybrid_groups["niche"][f"ndcg@{k}"], hybrid_groups["mainstream"][f"ndcg@{k}"]
         paragraphs.append(
             "<b>Who it serves less well.</b> Listeners with niche taste: their ranking quality is "

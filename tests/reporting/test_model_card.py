@@ -183,3 +183,26 @@ def test_the_fairness_summary_says_which_way_the_gap_goes() -> None:
     )
     hybrid["niche"]["ndcg@10"] = 0.05
     assert "serves niche listeners less well" in fairness_section(offline, 10, ("niche", "mainstream"))
+
+
+def test_a_run_whose_models_find_nothing_still_gets_its_card_report_and_deck() -> None:
+    """Found by the newcomer test: songs trained for seconds score 0 everywhere, and a ratio of two
+    zeros ended the training flow with a ZeroDivisionError."""
+    from recsys.reporting.slides import render_slides
+    from recsys.reporting.stakeholder import ReportInputs, render_report
+
+    def zeroed(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: zeroed(inner) for key, inner in value.items()}
+        is_metric = isinstance(value, float) and not isinstance(value, bool)
+        return 0.0 if is_metric else value
+
+    offline = tiny_offline()
+    offline["models"] = zeroed(offline["models"])
+    offline["groups"] = zeroed(offline["groups"])
+    assert "finds no held-out item for mainstream listeners" in fairness_section(
+        offline, 10, ("niche", "mainstream")
+    )
+    inputs = ReportInputs(offline=offline, bias=tiny_bias())
+    assert "Who it serves less well" not in render_report(inputs)
+    assert "<section" in render_slides(inputs)
