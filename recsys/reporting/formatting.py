@@ -39,8 +39,11 @@ def fmt(value: Any) -> str:
     return f"{value:,.1f}" if abs(value) >= 10 else f"{value:.4f}"
 
 
-def pct(value: float) -> str:
-    """A share as a percentage with one decimal: ``0.3165`` -> ``31.7 %``."""
+def pct(value: float | None) -> str:
+    """A share as a percentage with one decimal: ``0.3165`` -> ``31.7 %``; ``-`` when not measured (None or
+    NaN: e.g. the cost relative to an nDCG of 0)."""
+    if value is None or value != value:
+        return "-"
     return f"{100 * value:.1f} %"
 
 
