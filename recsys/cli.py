@@ -469,7 +469,12 @@ def main() -> None:
     from recsys import project
 
     project.apply_defaults()
-    app()
+    try:
+        app()
+    finally:
+        # Prefect's "Stopping temporary server" at exit would follow a run's summary or its error: the
+        # command's last line is its own.
+        logging.getLogger("prefect").setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":
