@@ -70,9 +70,10 @@ def test_runs_are_recorded_with_a_dashboard_and_read_back_in_time_order(tmp_path
     assert len(ws.list_runs(project.id)) == 4  # two drift reports and two summaries
     dashboard = project.dashboard.model()
     titles = [panel.title for panel in dashboard.panels]
-    assert titles == [title for title, _, _ in history.PANELS]
+    assert titles == [title for _, title in history.COUNTERS] + [title for title, _, _ in history.PANELS]
     plotted = {value.metric_labels["column"] for panel in dashboard.panels for value in panel.values}
     assert {"drift_share", "popularity_lift", "arp", "long_tail_share", "like_rate_challenger"} <= plotted
+    assert {"drift_share_threshold", "popularity_lift_threshold"} <= plotted  # drawn beside their numbers
     # Another data set is another project; this one's history is untouched.
     history.record_run(workspace, "spotify-songs", {"drift_share": 0.2}, T0, None)
     assert len(history.read_history(workspace, "lastfm-artists")) == 2
