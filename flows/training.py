@@ -124,7 +124,7 @@ def gate(project_dir: str, report: dict[str, Any]) -> dict[str, Any]:
         "challenger": challenger,
         "served": {
             "strength": strength,
-            params.gate.primary_metric: challenger.get(params.gate.primary_metric),
+            params.gate.primary_metric: challenger["metrics"].get(params.gate.primary_metric),
         },
     }
 

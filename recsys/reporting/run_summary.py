@@ -101,7 +101,7 @@ def verdict_lines(summary: Mapping[str, Any]) -> list[str]:
     lines = [f"gate: {verdict} ({HYBRID} vs {against})", *(f"  - {reason}" for reason in decision["reasons"])]
     lines += _baseline_note(summary) + _below_chance_note(summary)
     served = decision.get("served") or {}
-    numbers = {key: value for key, value in served.items() if key != "strength"}
+    numbers = {key: value for key, value in served.items() if key != "strength" and isinstance(value, float)}
     if decision["promote"] and not candidate and served.get("strength") and numbers:
         metric, value = next(iter(numbers.items()))
         lines.append(

@@ -37,6 +37,7 @@ from recsys.cli import app
 from recsys.paths import MODEL_NAMES
 from recsys.reporting.card_sections import results_section
 from recsys.reporting.formatting import load_offline
+from recsys.reporting.run_summary import summary_table
 from tests.helpers import PROJECT_ROOT, TINY_OVERRIDES, TinyProject, init_repo, make_tiny_project, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -149,6 +150,9 @@ def test_first_run_trains_evaluates_and_promotes(
     assert summary["overrides"] == TINY_OVERRIDES
     assert summary["decision"]["promote"] and summary["decision"]["champion_tag"] is None
     assert summary["model_tag"] == champion_tag() is not None
+    served = summary["decision"]["served"]  # what listeners get, as the summary's "served:" line says it
+    assert isinstance(served["ndcg@10"], float) and served["strength"] >= 0
+    assert "packaged: " in summary_table(summary | {"reports": {}})
     # The packaged champion is traceable to this run's dvc.lock and metrics.
     packaged = registry.champion()
     assert packaged is not None

@@ -118,3 +118,10 @@ def test_a_kept_champion_packages_nothing_and_says_how_to_test_the_challenger_an
     text = summary_table(a_run(promote=False))
     assert "gate: kept the champion" in text and "packaged: nothing (the champion stays)" in text
     assert "recsys run --candidate" in text
+
+
+def test_a_served_number_that_was_not_measured_is_left_out_not_a_crash() -> None:
+    run = a_run(promote=True, champion_before=None)
+    run["decision"]["served"] = {"strength": 0.1, "ndcg@10": None}
+    text = summary_table(run)
+    assert "packaged: m:new (champion)" in text and "served:" not in text
