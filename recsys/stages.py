@@ -58,7 +58,7 @@ def sources(params: Params, out: Path = SOURCES_RECORD, local_dir: Path | None =
 
 def ingest(params: Params, out_dir: Path = RAW_DIR, local_dir: Path | None = None) -> dict[str, Any]:
     """Copy or download the raw sources of the chosen data set into ``out_dir``, verified."""
-    from recsys.data.datasets import dataset_of
+    from recsys.data.datasets import dataset_of, source_names
     from recsys.data.ingest import ingest_all, summarize
     from recsys.data.own_files import ingest_files
 
@@ -71,10 +71,8 @@ def ingest(params: Params, out_dir: Path = RAW_DIR, local_dir: Path | None = Non
 
         summary = write(params.dataset.synthetic, out_dir)
     else:
-        # The configured sources, at least those the data set needs, in the order of ingest.sources.
-        names = [*params.ingest.sources, *(s for s in dataset.sources if s not in params.ingest.sources)]
         reports = ingest_all(
-            names,
+            source_names(params),
             out_dir,
             local_dir if local_dir is not None else data_dir_from_env(),
             retries=params.ingest.download_retries,

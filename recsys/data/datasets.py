@@ -71,3 +71,9 @@ DATASETS: dict[str, Dataset] = {
 def dataset_of(params: Params) -> Dataset:
     """The adapter ``params.dataset.name`` selects."""
     return DATASETS[params.dataset.name]
+
+
+def source_names(params: Params) -> list[str]:
+    """The sources ingest reads: the configured ones, then any others the data set needs."""
+    needed = dataset_of(params).sources
+    return [*params.ingest.sources, *(s for s in needed if s not in params.ingest.sources)]

@@ -21,7 +21,7 @@ from recsys.data.sources import SOURCES
 
 def fingerprint(params: Params, local_dir: Path | None) -> dict[str, Any]:
     """What ``recsys ingest`` would read for ``params``, with ``local_dir`` as the local copy."""
-    from recsys.data.datasets import dataset_of
+    from recsys.data.datasets import dataset_of, source_names
 
     dataset = dataset_of(params)
     if dataset.name == "files":
@@ -32,8 +32,10 @@ def fingerprint(params: Params, local_dir: Path | None) -> dict[str, Any]:
         }
     if dataset.name == "synthetic":
         return {"dataset": "synthetic"}
-    names = [*params.ingest.sources, *(s for s in dataset.sources if s not in params.ingest.sources)]
-    return {"dataset": dataset.name, "sources": {name: _source(name, local_dir) for name in names}}
+    return {
+        "dataset": dataset.name,
+        "sources": {name: _source(name, local_dir) for name in source_names(params)},
+    }
 
 
 def _file(name: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -113,33 +114,41 @@ def test_the_command_line_reports_an_experiment_and_refuses_an_empty_ab_arm(
     assert refused.exit_code == 2 and "share" in refused.output
 
 
-def test_gate_online_required_packages_an_offline_winner_as_a_candidate_only(
-    prefect_harness: None, project: tuple[Path, str, list[str]]
-) -> None:
-    """The training flow's package step: the champion stays until an experiment decides."""
+def package_step(
+    root: Path, promote: bool, champion: str, ndcg: float
+) -> Callable[[bool], tuple[str | None, str | None]]:
+    """The training flow's package task alone, as a flow, on a gate decision with this verdict and score."""
     from prefect import flow
 
     from flows.training import package
 
-    root, champion, _ = project
     shutil.copytree(root / "data" / "models", root / "models")
     decision = {
-        "promote": True,
+        "promote": promote,
         "champion_tag": champion,
-        "challenger": {"metrics": {"ndcg@10": 0.4}, "groups": {}},
+        "challenger": {"metrics": {"ndcg@10": ndcg}, "groups": {}},
     }
 
     @flow
-    def package_only() -> tuple[str | None, str | None]:
-        return package(str(root), decision)
+    def package_only(candidate: bool) -> tuple[str | None, str | None]:
+        return package(str(root), decision, candidate)
 
+    return package_only
+
+
+def test_gate_online_required_packages_an_offline_winner_as_a_candidate_only(
+    prefect_harness: None, project: tuple[Path, str, list[str]]
+) -> None:
+    """The training flow's package step: the champion stays until an experiment decides."""
+    root, champion, _ = project
+    package_only = package_step(root, promote=True, champion=champion, ndcg=0.4)
     apply_overrides(root / "params.yaml", {"gate.online": "required"})
-    kept, candidate = package_only()
+    kept, candidate = package_only(False)
     assert kept == champion == registry.champion().tag
     assert candidate is not None and candidate != champion
     assert registry.load_artifact(candidate).metadata["metrics"]["ndcg@10"] == 0.4
     apply_overrides(root / "params.yaml", {"gate.online": "off"})
-    promoted, none = package_only()
+    promoted, none = package_only(False)
     assert none is None and promoted == registry.champion().tag != champion
 
 
@@ -147,21 +156,8 @@ def test_a_candidate_run_packages_a_challenger_the_offline_gate_kept_out_and_pro
     prefect_harness: None, project: tuple[Path, str, list[str]]
 ) -> None:
     """`recsys run --candidate`: a model the held-out history does not favour still reaches listeners."""
-    from prefect import flow
-
-    from flows.training import package
-
     root, champion, _ = project
-    shutil.copytree(root / "data" / "models", root / "models")
-    decision = {
-        "promote": False,
-        "champion_tag": champion,
-        "challenger": {"metrics": {"ndcg@10": 0.1}, "groups": {}},
-    }
-
-    @flow
-    def package_only(candidate: bool) -> tuple[str | None, str | None]:
-        return package(str(root), decision, candidate)
+    package_only = package_step(root, promote=False, champion=champion, ndcg=0.1)
 
     before = {info.tag for info in registry.list_models()}
     assert package_only(False) == (champion, None)  # the gate said no: nothing packaged
