@@ -119,13 +119,21 @@ def drop_versions(feedback_url: str, batch: ErasureBatch, holding: dict[str, lis
     """Revoke (services stop serving them) then delete every version holding the listeners' feedback but
     the champions, which only a retrained model may replace."""
     from recsys import registry
+    from recsys.registry import exchange as model_exchange
 
     champions = {info.tag for info in registry.all_versions() if info.stage == registry.CHAMPION}
     doomed = [tag for tag in holding if tag not in champions]
     with _store(feedback_url) as store:
         store.revoke_models(doomed, REVOKED_REASON)
         deleted = registry.delete_versions(doomed)
-        outcome = {"deleted": deleted, "champions_holding": sorted(set(holding) & champions)}
+        revoked, _ = store.revocations_since(0)
+        exchange = model_exchange.exchange_from_env()
+        unshared = model_exchange.remove(revoked, exchange) if exchange is not None else []
+        outcome = {
+            "deleted": deleted,
+            "exchange_deleted": unshared,
+            "champions_holding": sorted(set(holding) & champions),
+        }
         store.record_erasure_step(batch.jobs, "models", outcome)
     return outcome
 
@@ -155,7 +163,10 @@ def verify_erasures(feedback_url: str, root: str, batch: ErasureBatch) -> dict[s
 
 
 def _where_found(feedback_url: str, root: Path, batch: ErasureBatch) -> dict[str, set[str]]:
-    """``pseudonym -> places`` (tables, exported files, cached objects, remotes, model tags) holding it."""
+    """``pseudonym -> places`` (tables, exported files, cached objects, remotes, model tags, the model
+    exchange's archives of revoked versions) holding it."""
+    from recsys.registry import exchange as model_exchange
+
     found: dict[str, set[str]] = {}
 
     def add(pseudonyms: Any, place: str) -> None:
@@ -178,6 +189,13 @@ def _where_found(feedback_url: str, root: Path, batch: ErasureBatch) -> dict[str
                     add([job.pseudonym], f"remote:{name}")
     for tag, pseudonyms in versions_holding.fn(batch).items():
         add(pseudonyms, f"model: {tag}")
+    exchange = model_exchange.exchange_from_env()
+    if exchange is not None:
+        with _store(feedback_url) as store:
+            revoked = set(store.revocations_since(0)[0])
+        for tag in sorted(revoked & set(model_exchange.archived(exchange))):
+            # Which listener it holds is not read from the archive: every pending job waits for it.
+            add([job.pseudonym for job in batch.jobs], f"exchange: {tag}")
     return found
 
 

@@ -52,12 +52,15 @@ def measure(project_dir: str, feedback_url: str, challenger: str | None) -> dict
 
 
 @task(name="promote-challenger", cache_policy=NO_CACHE)
-def promote(project_dir: str, tag: str, lock_timeout_s: float) -> str:
-    """Make the experiment's challenger the champion, under the project's run lock."""
+def promote(project_dir: str, feedback_url: str, tag: str, lock_timeout_s: float) -> str:
+    """Make the experiment's challenger the champion, under the project's run lock, and announce it to every
+    replica."""
     from recsys import registry
+    from recsys.loop.publishing import publish_champion
 
     with dvc.run_lock(Path(project_dir), lock_timeout_s):
         registry.promote(tag)
+    publish_champion(tag, feedback_url, load_params(Path(project_dir) / PARAMS_FILE).dataset.name)
     return tag
 
 
@@ -78,10 +81,11 @@ def experiment_flow(
     """
     logger = get_run_logger()
     root = Path(project_dir).resolve()
-    report = measure(str(root), feedback_url or default_feedback_url(root), challenger)
+    url = feedback_url or default_feedback_url(root)
+    report = measure(str(root), url, challenger)
     action = "none"
     if report["decision"] == WINS and report["challenger"]:
-        promote(str(root), report["challenger"], lock_timeout_s)
+        promote(str(root), url, report["challenger"], lock_timeout_s)
         action = "promoted"
     elif report["decision"] == LOSES:
         action = "stopped"

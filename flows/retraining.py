@@ -17,9 +17,12 @@ promotion take it, so none overlaps another) it:
    latest events, merges the rest with every earlier export into the split's own listens, retrains
    (from scratch when the champion knows an erased listener), gates, and on a pass packages the challenger
    with the record of whose feedback it trained on and promotes it; a challenger that honours an erasure
-   is promoted whatever the gate says (:func:`recsys.loop.erasure.honour_erasure`);
+   is promoted whatever the gate says (:func:`recsys.loop.erasure.honour_erasure`); a promotion is
+   published (exported into the model exchange on several hosts, and announced in the feedback database):
+   every replica on every host loads the new champion within about a second, without a call to each;
 6. revokes and deletes every other model version holding an erased listener's feedback, asks the service
-   to reload (``POST {service_url}/admin/reload``; services also learn of revocations from the store), and
+   to reload when ``service_url`` is given (``POST {service_url}/admin/reload``: not needed since the
+   announcement; services also learn of revocations from the store), and
    marks done the erasure jobs whose listener is found nowhere any more;
 7. advances the cursor, only once all of that succeeded: a failed run is simply run again, and each step
    finds what is left to do.
@@ -51,7 +54,7 @@ from flows.erasure import (
     verify_erasures,
     versions_holding,
 )
-from flows.service import reload_service
+from flows.service import publish, reload_service
 from recsys.config import load_params
 from recsys.io import write_parquet
 from recsys.loop import exports
@@ -222,6 +225,7 @@ def retraining_flow(
         if path is not None or erased:
             outcome = retrain_and_evaluate(str(root), events, batch, history)
             decision = gate_and_promote(str(root), outcome, erased)
+        published = publish(decision["model_tag"], url, dataset) if decision["promote"] else None
         if batch:
             steps["models"] = drop_versions(url, batch, versions_holding(batch))
         reloaded = (
@@ -248,6 +252,7 @@ def retraining_flow(
         "erased_events": n_erased,
         "erasure": steps,
         "reloaded": reloaded,
+        "published": published,
         "seconds": round(time.perf_counter() - start, 1),
     }
     if outcome:

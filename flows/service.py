@@ -1,4 +1,5 @@
-"""The flows' calls to a running service: reload after a promotion, stop an experiment.
+"""The flows' calls to the running services: announce a new champion to every replica, reload one service
+after a promotion, stop an experiment.
 
 The admin token never travels as a flow parameter (Prefect stores parameters in its database and shows them
 in its UI): a task reads it when it calls, from a Prefect ``Secret`` block named by the flow's
@@ -9,6 +10,8 @@ of the process running the flow.
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Any
 
 import httpx
 from prefect import task
@@ -55,3 +58,14 @@ def stop_experiment(service_url: str, admin_token_block: str | None = None) -> i
     answer = httpx.post(url, json={"mode": "off"}, headers=_headers(admin_token_block), timeout=TIMEOUT_S)
     answer.raise_for_status()
     return answer.status_code
+
+
+@task(name="publish-champion", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def publish(
+    tag: str, feedback_url: str, dataset: str | None = None, exchange: str | None = None
+) -> dict[str, Any]:
+    """Export the new champion into the model exchange (several hosts) and announce it in the feedback
+    database, so every replica on every host loads it without a call (:mod:`recsys.loop.publishing`)."""
+    from recsys.loop.publishing import publish_champion
+
+    return publish_champion(tag, feedback_url, dataset, Path(exchange) if exchange else None)

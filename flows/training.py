@@ -33,6 +33,8 @@ from prefect.cache_policies import NO_CACHE
 from flows import dvc
 from recsys.config import load_params
 from recsys.errors import RecsysError
+from recsys.loop.feedback import feedback_url
+from recsys.loop.publishing import publish_champion
 from recsys.offline.metrics_files import metrics_rows, read_bias, read_report
 from recsys.paths import HYBRID, PARAMS_FILE
 from recsys.reporting.model_card import refresh_model_card
@@ -162,6 +164,7 @@ def package(
         return str(decision["champion_tag"]), tag
     registry.promote(tag)
     logger.info("promoted %s to champion", tag)
+    publish_champion(tag, feedback_url(root.resolve()), params.dataset.name)
     build_bento(root)
     return tag, None
 

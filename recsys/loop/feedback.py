@@ -47,6 +47,7 @@ from recsys.loop.events import (
     InvalidFeedbackError,
     events_to_frame,
 )
+from recsys.loop.feedback_announcements import Announcements
 from recsys.loop.feedback_db import (
     ACTION_COLUMN,
     AUDIT,
@@ -110,7 +111,7 @@ class AddResult:
     duplicates: int
 
 
-class FeedbackStore(ServedLists, Ratings, ErasureJobs):
+class FeedbackStore(ServedLists, Ratings, ErasureJobs, Announcements):
     """Feedback events in SQLite (``sqlite:///path.db``) or PostgreSQL (``postgresql+psycopg://...``).
 
     Thread-safe: share one store per process. Every method that touches the database raises

@@ -181,6 +181,18 @@ REVOCATIONS = sa.Table(
 )
 """Model versions that must never be served again (they hold an erased listener's feedback)."""
 
+ANNOUNCEMENTS = sa.Table(
+    "service_announcements",
+    METADATA,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.BigInteger(), nullable=False),
+    sa.Column("value", sa.Text(), nullable=True),
+    sa.Column(Col.TIMESTAMP, _UTCDateTime(), nullable=False),
+)
+"""What every service replica on every host must follow (:mod:`recsys.loop.feedback_announcements`): one
+row per kind of change (the model to serve, the experiment, dislikes and erasures), its version bumped by
+each change."""
+
 RATING_COLUMN = "rating"
 RATINGS = sa.Table(
     "list_ratings",

@@ -85,6 +85,7 @@ def promote_command(
         return
     retired = f"; {before.tag} retired" if before is not None else " (first champion)"
     typer.echo(f"promoted {after.tag} to champion{retired}")
+    _publish(after.tag, home)
 
 
 @model_app.command("rollback")
@@ -96,6 +97,23 @@ def rollback_command(home: HomeOpt = None) -> None:
     restored = guarded(lambda: _locked(lambda: registry.rollback(home)))
     demoted = f"{before.tag} is rolled_back; " if before is not None else ""
     typer.echo(f"rolled back: {demoted}{restored.tag} is the champion again")
+    _publish(restored.tag, home)
+
+
+def _publish(tag: str, home: Path | None) -> None:
+    """Announce the new champion to every service replica (:mod:`recsys.loop.publishing`); a store that is
+    down is reported, not fatal: the promotion stands, and ``POST /admin/reload`` reaches one service."""
+    from recsys.errors import RecsysError
+    from recsys.loop.feedback import feedback_url
+    from recsys.loop.publishing import publish_champion
+
+    try:
+        published = publish_champion(tag, feedback_url(Path.cwd()), home=home)
+    except RecsysError as err:
+        typer.echo(f"not announced to the services ({err}): POST /admin/reload on each", err=True)
+        return
+    if published["announced"] is not None:
+        typer.echo(f"announced {tag}: every service replica loads it within a few seconds")
 
 
 def _locked(change: Callable[[], T]) -> T:

@@ -231,6 +231,8 @@ async def start_experiment(request: Request) -> Response:
     design = await parse_body(request, Experiment, runtime)
     try:
         await anyio.to_thread.run_sync(runtime.experiments.start, design)
+    except FeedbackUnavailableError as err:  # not announced: nothing changed anywhere
+        raise HTTPError(503, f"the experiment could not be announced to every replica: {err}") from err
     except Exception as err:  # the running experiment is untouched
         message = f"challenger {design.challenger!r} could not be loaded: {type(err).__name__}: {err}"
         raise HTTPError(409, message, [{"field": "challenger", "message": message}]) from err
@@ -304,6 +306,7 @@ async def follow_changes(runtime: Runtime) -> None:
     last_try = 0.0
     while True:
         await asyncio.sleep(POLL_S)
+        await anyio.to_thread.run_sync(runtime.signals.refresh)  # changes made on other hosts
         if runtime.feedback.due():
             try:
                 await anyio.to_thread.run_sync(runtime.feedback.sync)
@@ -342,10 +345,12 @@ def create_app() -> Starlette:
         task = asyncio.create_task(follow_changes(runtime)) if runtime is not None else None
         if runtime is not None:
             runtime.start_served_log()
+            runtime.start_listener()
         yield
         if task is not None:
             task.cancel()
         if runtime is not None:
+            runtime.stop_listener()
             # BentoML closes the store after this (on_shutdown), so what is queued is written first.
             await anyio.to_thread.run_sync(runtime.served.stop)
 

@@ -91,7 +91,7 @@ class Feedback:
         self.overflow = False
         """Whether some listeners' dislikes are not in memory (more than :attr:`MAX_INDEXED_LISTENERS`)."""
         self._synced_at = self._full_at = -math.inf
-        self._seen = (-1, -1, -1)
+        self._seen: tuple[int, ...] = (-1, -1, -1, -1)
         self._down_until = -math.inf
         self._lock = threading.Lock()
         self._sync_lock = threading.RLock()

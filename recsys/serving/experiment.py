@@ -2,9 +2,10 @@
 how ``/recommend`` answers under each design.
 
 The admin sets the experiment (``POST /admin/experiment``); the worker that takes the call loads the
-challenger first (a bad tag is refused and nothing changes), then writes the design to ``experiment.json``
-in the workers' shared runtime folder and bumps a signal; the other workers load the same challenger when
-they notice (within a second, as for reloads). A restarted service picks the file up again. When the
+challenger first (a bad tag is refused and nothing changes), then announces the design in the feedback
+database (:mod:`recsys.serving.signals`); every other worker, on this host and on the others, loads the same
+challenger when it notices (this host's at their next request, the others' within a second). A restarted
+replica reads the design from the database again. When the
 challenger becomes the champion (a reload), the experiment is over: every design then serves the champion.
 """
 
@@ -14,10 +15,8 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from recsys.io import write_text
 from recsys.loop.events import FeedbackEvent
 from recsys.loop.experiments import (
     CHALLENGER,
@@ -37,7 +36,6 @@ from recsys.serving.state import ServingState
 
 _LOG = logging.getLogger(__name__)
 EXPERIMENT_SIGNAL = "experiment"
-EXPERIMENT_FILE = "experiment.json"
 
 
 @dataclass(frozen=True)
@@ -63,14 +61,9 @@ class ExperimentHolder:
         self.source, self.signals = source, signals
         self.running = OFF
         self.error: str | None = None
-        self.seen: tuple[int, int, int] | None = None  # the first sync reads what the workers ran
+        self.seen: tuple[int, ...] | None = None  # the first sync reads what the workers ran
         self._lock = threading.Lock()
         self._requests = 0
-
-    @property
-    def file(self) -> Path:
-        """``experiment.json`` in the workers' shared runtime folder."""
-        return self.signals.folder / EXPERIMENT_FILE
 
     def start(self, design: Experiment) -> Running:
         """Load the challenger of ``design``, swap it in, and announce it to the other workers.
@@ -79,29 +72,31 @@ class ExperimentHolder:
         ------
         registry.RegistryError or OSError
             When the challenger's tag cannot be loaded: the running experiment is left as it was.
+        FeedbackUnavailableError
+            When the design cannot be announced (the database is down): nothing changed.
         """
         with self._lock:
             running = self._build(design)
-            write_text(self.file, design.model_dump_json())
-            self.signals.bump(EXPERIMENT_SIGNAL)
+            self.signals.announce(EXPERIMENT_SIGNAL, design.model_dump_json())
             self.seen = self.signals.version(EXPERIMENT_SIGNAL)
             self.running, self.error = running, None
         _LOG.info("experiment %s with challenger %s", design.mode, design.challenger)
         return running
 
     def sync(self) -> None:
-        """Load the experiment announced in the runtime folder (none: ``off``); on failure keep the old.
+        """Load the experiment last announced (none: ``off``); on failure keep the old.
 
         The announcement counts as seen only once its experiment is swapped in: a request that arrives while
         the once-a-second poll is still loading the challenger waits for it here instead of being answered
         under the old design.
         """
         with self._lock:
+            self.signals.refresh()  # the value: this host's signal file says only that it changed
             announced = self.signals.version(EXPERIMENT_SIGNAL)
             if announced == self.seen:
                 return  # another thread loaded it while this one waited for the lock
             try:
-                text = self.file.read_text(encoding="utf-8") if self.file.exists() else "{}"
+                text = self.signals.value(EXPERIMENT_SIGNAL) or "{}"
                 design = Experiment.model_validate_json(text)
                 if design != self.running.design or (design.active and self.running.challenger is None):
                     self.running, self.error = self._build(design), None
@@ -112,7 +107,7 @@ class ExperimentHolder:
                 self.seen = announced
 
     def needs_sync(self) -> bool:
-        """True when another worker announced a change."""
+        """True when another worker (of this host or another) announced a change."""
         return self.signals.version(EXPERIMENT_SIGNAL) != self.seen
 
     def for_request(self, champion: ServingState) -> Running:

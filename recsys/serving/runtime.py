@@ -1,11 +1,17 @@
 """The service's moving parts: settings from the environment, the swappable model, the feedback store
 and the log of served recommendations.
 
-Several worker processes serve one port. A reload, a dislike or an erasure handled by one worker must
-reach the others before the client's next request, so each change also appends a byte to a signal file
-in a runtime folder shared by the workers; every worker compares that file's ``stat`` (about a
-microsecond) before it trusts what it holds. Workers on other machines share no folder: they pick up
-dislikes every :attr:`ServingSettings.dislike_sync_s` seconds (see :class:`Feedback`).
+Several worker processes serve one port, and several replicas (on other hosts) share one feedback database.
+A reload, an experiment, a dislike or an erasure handled by one worker must reach the others: each change is
+announced in the feedback database and in a signal file of this host's runtime folder
+(:mod:`recsys.serving.signals`). This host's workers see it at their next request (a ``stat``, about a
+microsecond); the other hosts' within a second (their poll), usually within milliseconds on PostgreSQL
+(``LISTEN``). A replica that was down reads the announcements when it starts.
+
+Which model to serve: on one host, the registry's champion (a reload announces the tag it loaded, and the
+other workers load that very tag). On several hosts (``RECSYS_MODEL_EXCHANGE`` set), the tag the training
+host announced when it promoted (:func:`recsys.loop.publishing.publish_champion`), imported from the model
+exchange when this host does not hold it yet.
 """
 
 from __future__ import annotations
@@ -16,15 +22,17 @@ import logging
 import threading
 from collections.abc import Callable
 
-from recsys.io import write_text
+from recsys import registry
 from recsys.loop.feedback import FeedbackUnavailableError
+from recsys.loop.feedback_announcements import listening_connection
+from recsys.registry import exchange as model_exchange
 from recsys.serving.dislikes import Feedback
 from recsys.serving.experiment import ExperimentHolder
 from recsys.serving.limits import AnonymousLimits
 from recsys.serving.loading import ModelSource
 from recsys.serving.served_log import ServedLog, prometheus_served_counters
 from recsys.serving.settings import ServingSettings
-from recsys.serving.signals import RELOAD_SIGNAL, RELOADED_TAG, Signals
+from recsys.serving.signals import RELOAD_SIGNAL, Listener, Signals
 from recsys.serving.state import ServingState
 
 _LOG = logging.getLogger(__name__)
@@ -47,17 +55,23 @@ class ModelHolder:
         self._lock = threading.Lock()
 
     def reload(self, announce: bool = False, follow: bool = False) -> tuple[str | None, str | None]:
-        """Load the registry's champion (``follow``: the model another worker announced) and swap it in; on
-        failure keep the current state, unless it was revoked.
+        """Load the model to serve and swap it in; on failure keep the current state, unless it was revoked.
 
-        Returns ``(previous version, error)``; ``error`` is None on success. ``announce`` tells the other
-        workers to load the very model this one loaded (not whatever is champion when they get to it,
-        which may have changed in between).
+        Which model: the registry's champion, or (``follow``, and always on several hosts) the tag last
+        announced (the champion when none was). Returns ``(previous version, error)``; ``error`` is None on
+        success. ``announce`` (one host) tells every other worker to load the very model this one loaded
+        (not whatever is champion when they get to it, which may have changed in between).
         """
         with self._lock:
             previous = self.state.version if self.state is not None else None
+            shared = self.source.exchange is not None
+            self.signals.refresh()  # so that only announcements made after this load count as new
             self.seen = self.signals.version(RELOAD_SIGNAL)
-            tag = self.announced_tag() if follow else "champion"
+            tag = (
+                (self.signals.value(RELOAD_SIGNAL) or registry.CHAMPION)
+                if follow or shared
+                else registry.CHAMPION
+            )
             try:
                 fresh = ServingState(self.source.load(tag))
             except Exception as err:  # any failure to load must leave the served model untouched
@@ -75,27 +89,19 @@ class ModelHolder:
             # collector's generations avoids full collections that stall requests for tens of ms.
             gc.collect()
             gc.freeze()
-            if announce:
+            if announce and not shared:
                 try:
-                    write_text(self.signals.folder / RELOADED_TAG, fresh.version)
-                except OSError as err:  # loaded here; the others would load another model: say so
+                    self.signals.announce(RELOAD_SIGNAL, fresh.version)
+                except FeedbackUnavailableError as err:  # loaded here; the others would load another model
                     self.error = f"loaded {fresh.version} here but could not tell the other workers: {err}"
                     _LOG.error(self.error)
                     return previous, self.error
-                self.signals.bump(RELOAD_SIGNAL)
                 self.seen = self.signals.version(RELOAD_SIGNAL)
             _LOG.info("serving model %s (was %s)", fresh.version, previous)
             return previous, None
 
-    def announced_tag(self) -> str:
-        """The model another worker announced, or the champion when none was announced yet."""
-        try:
-            return (self.signals.folder / RELOADED_TAG).read_text(encoding="utf-8").strip() or "champion"
-        except FileNotFoundError:
-            return "champion"
-
     def needs_reload(self) -> bool:
-        """True when another worker announced a reload, or no model is loaded yet."""
+        """True when a reload was announced (here or on another host), or no model is loaded yet."""
         return self.state is None or self.signals.version(RELOAD_SIGNAL) != self.seen
 
 
@@ -105,9 +111,14 @@ class Runtime:
     def __init__(self, settings: ServingSettings, counter: Counter | None = None) -> None:
         self.settings = settings
         self._counter = counter
-        self.signals = Signals(settings.runtime_dir)
+        self.signals = Signals(settings.runtime_dir, scope=registry.model_name(settings.dataset))
         self.feedback = Feedback(settings, self.signals)
-        source = ModelSource(settings.home, settings.dataset, lambda: self.feedback.revoked)
+        self.signals.share(self.feedback.store)
+        self.listener: Listener | None = None
+        self._forgotten: frozenset[str] = frozenset()
+        source = ModelSource(
+            settings.home, settings.dataset, lambda: self.feedback.revoked, exchange=settings.model_exchange
+        )
         self.models = ModelHolder(source, self.signals)
         self.experiments = ExperimentHolder(source, self.signals)
         self.limits = AnonymousLimits()
@@ -134,6 +145,19 @@ class Runtime:
         if self.served.enabled:
             self.served.start(*prometheus_served_counters())
 
+    def start_listener(self) -> None:
+        """On PostgreSQL, follow announcements as they are notified (the app's lifespan calls this)."""
+        url = self.settings.feedback_url
+        if url.startswith("postgresql") and self.listener is None:
+            self.listener = Listener(self.signals, lambda: listening_connection(url))
+            self.listener.start()
+
+    def stop_listener(self) -> None:
+        """Stop following notifications."""
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
+
     def count(self, endpoint: str, cold_start: bool) -> None:
         """Count one answered recommendation request (Prometheus, when the service provides a counter)."""
         if self._counter is not None:
@@ -149,6 +173,7 @@ class Runtime:
             _LOG.warning("the served model %s was revoked: loading the champion", state.version)
             self.models.reload()
         self.experiments.drop_revoked(revoked)
+        self._forget_revoked(revoked)
         erased = self.feedback.erased
         if not erased:
             return
@@ -159,3 +184,16 @@ class Runtime:
         for loaded in (self.models.state, self.experiments.running.challenger):
             if loaded is not None:
                 loaded.hide_erased(erased, pseudonym)
+
+    def _forget_revoked(self, revoked: frozenset[str]) -> None:
+        """On several hosts, delete this host's copies of revoked versions (its store caches the exchange)."""
+        if self.settings.model_exchange is None or revoked <= self._forgotten:
+            return
+        try:
+            deleted = model_exchange.forget(revoked - self._forgotten, self.settings.home)
+        except Exception as err:  # retried at the next sync; a revoked model is never loaded meanwhile
+            _LOG.error("could not delete revoked models from %s: %s", self.settings.home, err)
+            return
+        self._forgotten = revoked
+        if deleted:
+            _LOG.warning("deleted revoked models from this host's store: %s", deleted)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from recsys import registry
 from recsys.loop.feedback import feedback_url
+from recsys.registry.exchange import exchange_from_env
 
 ADMIN_TOKEN_ENV = "RECSYS_ADMIN_TOKEN"
 CLIENT_TOKENS_ENV = "RECSYS_CLIENT_TOKENS"
@@ -34,6 +35,7 @@ class ServingSettings(BaseModel):
     admin_token: str | None
     runtime_dir: Path
     client_tokens: tuple[str, ...] = ()
+    model_exchange: Path | None = None
     dataset: str = registry.DEFAULT_DATASET
     allowed_origins: tuple[str, ...] = ()
     dislike_sync_s: float = Field(5.0, gt=0.0)
@@ -47,7 +49,7 @@ class ServingSettings(BaseModel):
     @classmethod
     def from_env(cls) -> ServingSettings:
         """``BENTOML_HOME``, ``RECSYS_FEEDBACK_URL``, ``RECSYS_DATASET``, ``RECSYS_ADMIN_TOKEN``,
-        ``RECSYS_CLIENT_TOKENS``, ``RECSYS_RUNTIME_DIR``, ...
+        ``RECSYS_CLIENT_TOKENS``, ``RECSYS_RUNTIME_DIR``, ``RECSYS_MODEL_EXCHANGE`` (several hosts), ...
 
         The runtime folder defaults to one per (model store, feedback store, data set) and user under the temp
         folder, so the workers of one service share it and two other services (the artist and the song service
@@ -73,6 +75,7 @@ class ServingSettings(BaseModel):
             admin_token=token,
             client_tokens=clients,
             runtime_dir=Path(runtime),
+            model_exchange=exchange_from_env(),
             allowed_origins=origins,
             served_log_sample=served_log_sample_from_env(),
             served_log_max_per_s=served_log_max_per_s_from_env(),

@@ -1,35 +1,132 @@
-"""Change counters shared by the workers of one service.
+"""Change counters shared by the workers of a service, on one host and across hosts.
 
-A reload, a dislike or an erasure handled by one worker reaches the others through a file that grows by a
-byte per change; a ``stat`` of it costs about a microsecond. The folder is private to the user
+A reload, an experiment, a dislike or an erasure handled by one worker must reach every other worker of the
+service, on this host and on the others. Two paths carry it:
+
+- **across hosts**: the feedback database every replica shares (:mod:`recsys.loop.feedback_announcements`):
+  one row per kind of change, its version bumped and its value (the model tag, the experiment's design)
+  replaced by each change. Each worker reads the rows once a second (:meth:`Signals.refresh`, from the
+  service's poll) and, on PostgreSQL, as soon as a ``NOTIFY`` arrives (:class:`Listener`);
+- **on this host**, the fast path: a file per kind of change in a runtime folder the workers share, grown by
+  a byte per change; a ``stat`` of it costs about a microsecond, so the next request of any local worker
+  sees the change.
+
+:meth:`Signals.version` combines both, so a change seen either way counts. The folder is private to the user
 (:func:`private_folder`): whoever can write in it steers the service.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import stat
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from recsys.errors import ConfigError
+from recsys.loop.feedback import FeedbackUnavailableError
+from recsys.loop.feedback_announcements import CHANNEL, NEVER, RELOAD, Announcement, announcement_key
 
 _LOG = logging.getLogger(__name__)
-RELOAD_SIGNAL, DISLIKE_SIGNAL = "reload", "dislike"
-RELOADED_TAG = "reloaded-tag"
-"""File in the signals folder naming the model the last announced reload loaded."""
+RELOAD_SIGNAL, DISLIKE_SIGNAL = RELOAD, "dislike"
+REFRESH_RETRY_S = 5.0
+"""How long :meth:`Signals.refresh` leaves a database that did not answer alone."""
+
+
+class Board(Protocol):
+    """What :class:`Signals` needs of the feedback store."""
+
+    def announce(self, name: str, value: str | None = None) -> int: ...
+
+    def announcements(self) -> dict[str, Announcement]: ...
 
 
 class Signals:
-    """Change counters shared by the workers of one service: files that grow by a byte per change."""
+    """Change counters of one service: local files (this host's workers) plus the shared announcements
+    (every host). ``scope`` (the service's model name) keeps two services of one database apart."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, scope: str = "", clock: Callable[[], float] = time.monotonic) -> None:
         self.folder = private_folder(folder)
+        self.scope, self.clock = scope, clock
+        self._board: Callable[[], Board] | None = None
+        self._shared: dict[str, Announcement] = {}
+        self._down_until = -math.inf
+        self._refresh_lock = threading.Lock()
+
+    def share(self, board: Callable[[], Board]) -> None:
+        """Also announce and follow changes through ``board()`` (the feedback store)."""
+        self._board = board
+
+    def key(self, name: str) -> str:
+        """The announcement's name in the shared table."""
+        return announcement_key(self.scope, name)
 
     def bump(self, name: str) -> bool:
-        """Record a change (visible to every worker once this returns); False when the folder cannot be
-        written (a full disk, say): the change itself is already stored, and the other workers learn of it
-        by their periodic sync instead, so the failure is logged, never raised to the caller."""
+        """Record a change (visible to this host's workers once this returns, to the other hosts' within
+        their next refresh); False when it could not be recorded everywhere. The change itself is already
+        stored, and the other workers learn of it by their periodic sync instead, so the failure is logged,
+        never raised to the caller."""
+        shared = True
+        if self._board is not None:
+            try:
+                self._note(name, self._board().announce(self.key(name)), None)
+            except FeedbackUnavailableError as err:
+                _LOG.warning(
+                    "could not announce %r to the other hosts (%s): they catch up by their sync", name, err
+                )
+                shared = False
+        return self._touch(name) and shared
+
+    def announce(self, name: str, value: str) -> None:
+        """Record a change with its ``value`` (the model to serve, the experiment to run) for every worker
+        on every host: the shared row first, then this host's file.
+
+        Raises
+        ------
+        FeedbackUnavailableError
+            The database cannot be reached: nothing changed anywhere.
+        """
+        if self._board is not None:
+            self._note(name, self._board().announce(self.key(name), value), value)
+        self._touch(name)
+
+    def version(self, name: str) -> tuple[int, ...]:
+        """Changes whenever a change of ``name`` was recorded here or seen in the shared table."""
+        try:
+            found = os.stat(self.folder / name)
+            local = (found.st_ino, found.st_size, found.st_mtime_ns)
+        except FileNotFoundError:
+            local = (0, 0, 0)
+        return (*local, self._shared.get(self.key(name), NEVER).version)
+
+    def value(self, name: str) -> str | None:
+        """The value last announced for ``name``, as of the last refresh (None: never announced)."""
+        return self._shared.get(self.key(name), NEVER).value
+
+    def refresh(self) -> bool:
+        """Read the shared announcements (blocking: run in a thread); False when there is no shared table or
+        it cannot be read now (then it is not asked again for :data:`REFRESH_RETRY_S`)."""
+        if self._board is None or self.clock() < self._down_until:
+            return False
+        with self._refresh_lock:
+            try:
+                self._shared = self._board().announcements()
+            except FeedbackUnavailableError as err:
+                self._down_until = self.clock() + REFRESH_RETRY_S
+                _LOG.warning("announcements not read (%s): following local changes only", err)
+                return False
+        return True
+
+    def _note(self, name: str, version: int, value: str | None) -> None:
+        key = self.key(name)
+        if version > self._shared.get(key, NEVER).version:
+            self._shared = self._shared | {key: Announcement(version, value)}
+
+    def _touch(self, name: str) -> bool:
         try:
             with open(self.folder / name, "ab") as handle:
                 handle.write(b".")
@@ -43,13 +140,38 @@ class Signals:
             return False
         return True
 
-    def version(self, name: str) -> tuple[int, int, int]:
-        """Changes whenever :meth:`bump` ran for ``name``; ``(0, 0, 0)`` before the first bump."""
-        try:
-            found = os.stat(self.folder / name)
-        except FileNotFoundError:
-            return (0, 0, 0)
-        return (found.st_ino, found.st_size, found.st_mtime_ns)
+
+class Listener:
+    """Refreshes :class:`Signals` as soon as PostgreSQL notifies an announcement (a daemon thread with its
+    own connection, reconnecting after a failure); the once-a-second poll stays the fallback."""
+
+    WAIT_S = 5.0
+
+    def __init__(self, signals: Signals, connect: Callable[[], Any]) -> None:
+        self.signals, self.connect = signals, connect
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="announcement-listener", daemon=True)
+
+    def start(self) -> None:
+        """Start listening (returns at once)."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the thread to end (it does within :attr:`WAIT_S`)."""
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self.connect() as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.signals.refresh()  # what changed while not listening
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=self.WAIT_S):
+                            self.signals.refresh()
+            except Exception as err:  # a lost connection: the poll covers the gap until the next one
+                _LOG.info("announcement listener reconnecting: %s", err)
+                self._stop.wait(1.0)
 
 
 def private_folder(folder: Path) -> Path:

@@ -20,7 +20,7 @@ import pytest
 from recsys import registry
 from recsys.loop.experiments import CHALLENGER, CHAMPION, arm_of
 from recsys.loop.feedback import FeedbackStore
-from recsys.serving.signals import RELOADED_TAG
+from recsys.loop.feedback_announcements import RELOAD, announcement_key
 from tests.helpers import ADMIN_TOKEN, Project, Server, start_server, stop_server, wait_for
 from tests.serving.conftest import save_champion
 
@@ -139,17 +139,17 @@ def test_a_restart_loads_the_champion_and_never_another_data_sets_model(
     songs = _package(project, path, dataset="spotify-songs")
     registry.promote(songs, home=path, dataset="spotify-songs")
     older = _package(project, path)
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
-    (runtime / RELOADED_TAG).write_text(older, encoding="utf-8")  # left by an earlier run of the service
-
     (tmp_path / "c").mkdir()
-    server = start_server(path, tmp_path / "c", {"RECSYS_RUNTIME_DIR": str(runtime)})
+    key = announcement_key(registry.model_name(), RELOAD)
+    with FeedbackStore(f"sqlite:///{tmp_path / 'c' / 'feedback.db'}") as store:
+        store.announce(key, older)  # left by an earlier run of the service
+
+    server = start_server(path, tmp_path / "c", {})
     try:
         assert {a["model_version"] for a in _answers(server, "u04")} == {champion}
-        # Another data set's model announced in the folder (a song service sharing it, say) is refused.
-        (runtime / RELOADED_TAG).write_text(songs, encoding="utf-8")
-        (runtime / "reload").write_bytes(b"..")
+        # Another data set's model announced as this service's (a mistaken publish, say) is refused.
+        with FeedbackStore(f"sqlite:///{tmp_path / 'c' / 'feedback.db'}") as store:
+            store.announce(key, songs)
         time.sleep(3.0)
         assert {a["model_version"] for a in _answers(server, "u04")} == {champion}
         assert "not a model of this service's data set" in server.output()

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from recsys.loop.experiments import Experiment
+from recsys.loop.feedback import FeedbackStore
 from recsys.serving import experiment
 from recsys.serving.experiment import ExperimentHolder, Running
 from recsys.serving.loading import ModelSource
@@ -41,6 +42,8 @@ def workers(
     build = SlowBuild()
     monkeypatch.setattr(ExperimentHolder, "_build", lambda self, design: build(design))
     signals = Signals(tmp_path / "runtime")
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'feedback.db'}")
+    signals.share(lambda: store)  # the design is announced in the feedback store
     source = ModelSource(tmp_path)
     return ExperimentHolder(source, signals), ExperimentHolder(source, signals), build
 
@@ -77,8 +80,9 @@ def test_a_failed_load_keeps_the_old_design_and_is_not_retried_until_the_next_an
     announcer, follower, build = workers
     build.release.set()
     follower.sync()
-    (announcer.file).write_text("{not json", encoding="utf-8")
-    announcer.signals.bump(experiment.EXPERIMENT_SIGNAL)
+    board = announcer.signals._board
+    assert board is not None
+    board().announce(announcer.signals.key(experiment.EXPERIMENT_SIGNAL), "{not json")
     follower.sync()
     assert follower.running.design.mode == "off" and follower.error and "json" in follower.error.lower()
     assert not follower.needs_sync()
