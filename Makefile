@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: install run test lint typecheck pytest audit bench bench-models bench-serve bench-soak bench-abuse bench-scale bench-profile bench-experiments serve clean
+.PHONY: install run test lint typecheck pytest audit bench bench-models bench-serve bench-soak bench-abuse bench-scale bench-profile bench-experiments bench-cluster cluster-up cluster-down serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +90,16 @@ bench-experiments: install
 
 serve: install
 	$(BIN)/recsys serve
+
+# The reference topology on several hosts (network namespaces, root): PostgreSQL, Prefect server and worker,
+# two replicas behind HAProxy, Dask. Publishes this checkout's champion (after make run); docs/deployment.md.
+cluster-up: install
+	command -v haproxy >/dev/null || apt-get install -y -qq haproxy
+	bash scripts/postgres.sh install
+	$(BIN)/recsys cluster up
+
+cluster-down: install
+	$(BIN)/recsys cluster down
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -16,6 +16,7 @@ import typer
 
 from recsys import paths, stages
 from recsys.cli_support import guarded
+from recsys.cluster_cli import cluster_app
 from recsys.config import Params, load_params
 from recsys.errors import RecsysError
 from recsys.loop.experiment_cli import experiment_app
@@ -27,6 +28,9 @@ app.add_typer(
     model_app, name="model", help="The model registry (BentoML store): list, show, promote, rollback."
 )
 app.add_typer(experiment_app, name="experiment", help="Online experiments: start, stop, report, decide.")
+app.add_typer(
+    cluster_app, name="cluster", help="The reference topology on several hosts (root): up, down, status."
+)
 T = TypeVar("T")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="The parameters file.")]

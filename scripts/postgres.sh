@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL server for tests and CI, listening on 127.0.0.1 only.
+# A throwaway PostgreSQL server for tests, CI and the cluster, listening on 127.0.0.1 unless told otherwise.
 #
-#   scripts/postgres.sh start [--dir DIR] [--port PORT] [--no-install]
+#   scripts/postgres.sh start [--dir DIR] [--port PORT] [--listen ADDR --allow CIDR] [--no-install]
 #       Installs the server with apt-get if missing (unless --no-install), initialises a cluster in DIR
 #       (default: a new folder under $TMPDIR or /tmp), starts it and prints its SQLAlchemy URL on stdout
-#       (also written to DIR/url, mode 600). Progress goes to stderr.
+#       (also written to DIR/url, mode 600). Progress goes to stderr. --listen/--allow: listen on ADDR
+#       (default 127.0.0.1) and accept password logins from CIDR (the cluster's hosts: recsys cluster up).
 #   scripts/postgres.sh stop --dir DIR      stops that server and removes DIR
 #   scripts/postgres.sh install             installs the server binaries with apt-get if missing
 #   scripts/postgres.sh bindir              prints the folder of initdb/pg_ctl/postgres; exit 3 if absent
@@ -93,11 +94,13 @@ free_port() {
 }
 
 cmd_start() {
-    local dir="" port="" install=1
+    local dir="" port="" install=1 listen="127.0.0.1" allow=""
     while (($#)); do
         case $1 in
             --dir) dir=${2:?--dir needs a value}; shift 2 ;;
             --port) port=${2:?--port needs a value}; shift 2 ;;
+            --listen) listen=${2:?--listen needs a value}; shift 2 ;;
+            --allow) allow=${2:?--allow needs a value}; shift 2 ;;
             --no-install) install=0; shift ;;
             *) die "start: unknown option $1" 2 ;;
         esac
@@ -133,19 +136,22 @@ cmd_start() {
     cat >>"$dir/data/postgresql.conf" <<EOF
 
 # scripts/postgres.sh: a throwaway server for tests, reachable from this machine only
-listen_addresses = '127.0.0.1'
+listen_addresses = '$listen'
 port = $port
 unix_socket_directories = '$dir/run'
 max_connections = 50
 shared_buffers = 32MB
 EOF
+    if [[ -n $allow ]]; then
+        printf 'host all all %s scram-sha-256\n' "$allow" >>"$dir/data/pg_hba.conf"
+    fi
     if ! as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >&2; then
         tail -n 20 "$dir/server.log" >&2 || true
         die "the PostgreSQL server did not start (port $port)"
     fi
-    local url="postgresql+psycopg://postgres:${password}@127.0.0.1:${port}/postgres"
+    local url="postgresql+psycopg://postgres:${password}@${listen}:${port}/postgres"
     (umask 077 && printf '%s\n' "$url" >"$dir/url")
-    log "PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') is up on 127.0.0.1:$port (data in $dir); stop it with: scripts/postgres.sh stop --dir $dir"
+    log "PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') is up on $listen:$port (data in $dir); stop it with: scripts/postgres.sh stop --dir $dir"
     printf '%s\n' "$url"
 }
 
@@ -174,5 +180,5 @@ case ${1:-} in
     install) install_server ;;
     bindir) find_bindir || exit 3 ;;
     -h | --help | help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' ;;
-    *) die "usage: scripts/postgres.sh {start [--dir DIR] [--port PORT] [--no-install] | stop --dir DIR | install | bindir}" 2 ;;
+    *) die "usage: scripts/postgres.sh {start [--dir DIR] [--port PORT] [--listen ADDR --allow CIDR] [--no-install] | stop --dir DIR | install | bindir}" 2 ;;
 esac

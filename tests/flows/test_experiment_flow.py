@@ -183,11 +183,15 @@ def test_every_promotion_waits_for_the_projects_run_lock(
     monkeypatch.setattr(registry_cli, "PROMOTION_LOCK_TIMEOUT_S", 0.5)
     with run_lock(root, timeout_s=5):  # a retraining run in progress
         with pytest.raises(LockBusyError, match="another run holds the lock"):
-            promote.fn(str(root), better, lock_timeout_s=0.5)
+            promote.fn(str(root), _store_url(root), better, lock_timeout_s=0.5)
         by_hand = CliRunner().invoke(app, ["model", "promote", worse])
         assert by_hand.exit_code == 2 and "another run holds the lock" in by_hand.output
         rolled = CliRunner().invoke(app, ["model", "rollback"])
         assert rolled.exit_code == 2 and "another run holds the lock" in rolled.output
         assert registry.champion().tag == champion
-    assert promote.fn(str(root), better, lock_timeout_s=0.5) == better
+    assert promote.fn(str(root), _store_url(root), better, lock_timeout_s=0.5) == better
     assert registry.champion().tag == better
+
+
+def _store_url(root: Path) -> str:
+    return f"sqlite:///{root / 'data' / 'feedback' / 'feedback.db'}"
