@@ -43,7 +43,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# HAProxy (Debian's) for the several-host tests, which need root for their network namespaces (CI has it).
 pytest: install $(AXE)
+	command -v haproxy >/dev/null || [ "$$(id -u)" != 0 ] || apt-get install -y -qq haproxy
 	$(BIN)/pytest -q --timeout=900 $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -59,10 +61,20 @@ bench-models: install
 	$(BIN)/python -m benchmarks.models
 
 # Load test of /recommend beside a bare Starlette app (wrk from Debian drives both, on loopback);
-# BENCH_SERVE_ARGS=--experiment interleave also measures the service running an experiment.
+# BENCH_SERVE_ARGS=--experiment interleave also measures the service running an experiment;
+# BENCH_SERVE_ARGS='--replicas 2' measures two replicas through HAProxy instead (root: benchmarks/cluster.py).
 bench-serve: install
 	command -v wrk >/dev/null || apt-get install -y -qq wrk
+	command -v haproxy >/dev/null || apt-get install -y -qq haproxy
 	$(BIN)/python -m benchmarks.serve $(BENCH_SERVE_ARGS)
+
+# The several-host topology (root): coordination delay over 100 changes, failover when a replica is killed,
+# two replicas through HAProxy against one (also `make bench-serve BENCH_SERVE_ARGS='--replicas 2'`).
+bench-cluster: install
+	command -v wrk >/dev/null || apt-get install -y -qq wrk
+	command -v haproxy >/dev/null || apt-get install -y -qq haproxy
+	bash scripts/postgres.sh install
+	$(BIN)/python -m benchmarks.cluster $(BENCH_CLUSTER_ARGS)
 
 # Soak: ~80 % of the measured capacity held for 60 s; errors, p99 vs unloaded, worker RSS growth.
 bench-soak: install

@@ -307,7 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--traffic", type=float, default=1.0, help="share of listeners interleaved or shadowed (--experiment)"
     )
+    parser.add_argument(
+        "--replicas", type=int, choices=[1, 2], default=1, help="2: two replicas through HAProxy (root)"
+    )
     args = parser.parse_args(argv)
+    if args.replicas == 2:
+        from benchmarks import cluster
+
+        return cluster.main(["--seconds", str(args.seconds), "--connections", str(args.connections)])
     if shutil.which("wrk") is None:
         print("serve_bench: wrk is missing; install it with `apt-get install -y wrk`", file=sys.stderr)
         return 2

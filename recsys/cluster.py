@@ -203,11 +203,21 @@ class Cluster:
         return child.pid
 
     def kill(self, key: str, sig: int = signal.SIGTERM) -> None:
-        """Signal the process group of ``host/process``."""
+        """Signal ``host/process`` and every process it started: BentoML's and Dask's workers run in
+        sessions of their own, so signalling the process group alone would leave them serving."""
+        import psutil
+
         pid = self.pids.get(key)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, sig)
+        if pid is None:
+            return
+        try:
+            parent = psutil.Process(pid)
+            tree = [parent, *parent.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for process in tree:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                process.send_signal(sig)
 
 
 def preflight() -> None:
@@ -480,13 +490,15 @@ def down(root: Path, remove: bool = True) -> None:
     root = root.resolve()
     with contextlib.suppress(ConfigError):
         cluster = Cluster.load(root)
+        trees = {key: _tree(pid) for key, pid in cluster.pids.items()}
         for key in cluster.pids:
             cluster.kill(key, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for key in cluster.pids:
-            while time.monotonic() < deadline and _alive(cluster.pids[key]):
-                time.sleep(0.1)
-            cluster.kill(key, signal.SIGKILL)
+        import psutil
+
+        _, alive = psutil.wait_procs([p for tree in trees.values() for p in tree], timeout=10)
+        for process in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
     folder = root / "hosts" / "db" / "pg"
     if (folder / "data").exists():
         subprocess.run(
@@ -499,12 +511,15 @@ def down(root: Path, remove: bool = True) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def _tree(pid: int) -> list[Any]:
+    """The process ``pid`` and every process it started (none when it is gone)."""
+    import psutil
+
     try:
-        os.killpg(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+        parent = psutil.Process(pid)
+        return [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ killed replica is started again, a paused database resumed. Needs root (CI has i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import statistics
@@ -34,7 +35,7 @@ from recsys.loop.feedback import FeedbackStore
 from recsys.loop.feedback_db import ERASURES, EVENTS
 from recsys.registry import exchange as model_exchange
 from recsys.registry.store import add_model
-from tests.helpers import make_tiny_project
+from tests.helpers import PROJECT_ROOT, make_tiny_project
 
 pytestmark = pytest.mark.slow
 SEEN_BOUND_S = 2.0
@@ -61,9 +62,10 @@ def cluster() -> Iterator[Cluster]:
     params = yaml.safe_load((tiny.root / "params.yaml").read_text(encoding="utf-8"))
     params["gate"].update(PERMISSIVE_GATE)
     (tiny.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    subprocess.run(
-        ["git", "-C", str(tiny.root), "commit", "-qam", "permissive gate"], check=True, env=_git_env()
-    )
+    # The deployments' entrypoints are the project's flows, which the worker host runs from its checkout.
+    shutil.copytree(PROJECT_ROOT / "flows", tiny.root / "flows", ignore=shutil.ignore_patterns("__pycache__"))
+    for args in (["add", "-A"], ["commit", "-qm", "flows, permissive gate"]):
+        subprocess.run(["git", "-C", str(tiny.root), *args], check=True, env=_git_env())
     with topology.running(root, tiny.root, worker_env={"RECSYS_DATA_DIR": str(tiny.raw)}) as running:
         # The first champion comes from the nightly training deployment, run by the worker host's worker.
         topology.run_deployment(running, "training/nightly-retraining")
@@ -249,6 +251,17 @@ def test_an_erasure_is_honoured_by_both_replicas_and_by_the_next_retraining_runs
         )
 
 
+def _refused_by(host: str) -> bool:
+    """False once nothing listens on the replica's port any more."""
+    try:
+        httpx.get(f"http://{topology.address(host)}:{topology.SERVICE_PORT}/livez", timeout=0.5)
+    except httpx.ConnectError:
+        return False
+    except httpx.HTTPError:
+        pass
+    return True
+
+
 class _PacedLoad:
     """Feedback and recommendations through HAProxy at a steady pace, each answer recorded."""
 
@@ -296,6 +309,7 @@ def test_a_replica_killed_under_load_loses_no_acknowledged_feedback_and_the_othe
             time.sleep(3.0)
             killed_at = time.perf_counter()
             cluster.kill("replica-a/service", 9)
+            _wait(lambda: not _refused_by("replica-a"), 1.0, "replica-a down")  # the whole host's service
             time.sleep(6.0)
         acked = {
             event_id for _, kind, status, event_id in load.results if kind == "feedback" and status == 200
@@ -342,3 +356,42 @@ def test_with_the_database_paused_recommendations_answer_feedback_is_refused_and
     after = [_event("u02", "a05", "play")]
     _wait(lambda: _feedback(cluster, after).status_code == 200, 15, "feedback accepted again")
     assert {e["event_id"] for e in before + after} <= _stored_event_ids(cluster)
+
+
+def test_the_sharded_evaluation_runs_on_the_eval_hosts_dask_workers_and_equals_the_local_one(
+    cluster: Cluster,
+) -> None:
+    code = (
+        "import json, sys\n"
+        "from flows.evaluation import run_sharded_evaluation\n"
+        "runner, address, project = sys.argv[1], sys.argv[2] or None, sys.argv[3]\n"
+        "result = run_sharded_evaluation(runner, address, 2, model='lightfm_hybrid', project_dir=project)\n"
+        "result.pop('shards')\n"
+        "print(json.dumps(result, sort_keys=True))\n"
+    )
+    python = str(topology.BIN / "python")
+    on_dask = cluster.run(
+        "worker",
+        [python, "-c", code, "dask", cluster.dask_address, str(cluster.project)],
+        cwd=cluster.project,
+    )
+    local = cluster.run(
+        "worker", [python, "-c", code, "threads", "", str(cluster.project)], cwd=cluster.project
+    )
+    sharded, expected = (
+        json.loads(on_dask.strip().splitlines()[-1]),
+        json.loads(local.strip().splitlines()[-1]),
+    )
+    assert sharded == expected and 0.0 < expected["ndcg@10"] < 1.0
+    # The shards ran on the eval host: its scheduler saw the tasks.
+    assert "evaluate-shard" in cluster.log("eval", "dask-scheduler").read_text(encoding="utf-8") or _dask_ran(
+        cluster
+    )
+
+
+def _dask_ran(cluster: Cluster) -> bool:
+    from distributed import Client
+
+    with Client(cluster.dask_address, timeout=10) as client:
+        prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
+    return any("evaluate" in prefix or "shard" in prefix for prefix in prefixes)
