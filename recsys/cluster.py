@@ -233,6 +233,12 @@ def preflight() -> None:
     for tool, package in (("ip", "iproute2"), ("haproxy", "haproxy")):
         if shutil.which(tool) is None:
             raise ConfigError(f"{tool} is missing: apt-get install -y {package} (make cluster-up does)")
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    if namespace("db") in listed.split():
+        raise ConfigError(
+            "a cluster already runs on this machine (namespace rs-db exists; they share fixed addresses): "
+            "`recsys cluster down --dir <its folder>` first (any folder also removes stale namespaces)"
+        )
     found = subprocess.run(
         ["bash", str(PROJECT_ROOT / "scripts" / "postgres.sh"), "bindir"], capture_output=True
     )
