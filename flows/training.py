@@ -164,7 +164,10 @@ def package(
         return str(decision["champion_tag"]), tag
     registry.promote(tag)
     logger.info("promoted %s to champion", tag)
-    publish_champion(tag, feedback_url(root.resolve()), params.dataset.name)
+    try:
+        publish_champion(tag, feedback_url(root.resolve()), params.dataset.name)
+    except RecsysError as err:  # the promotion stands: a replica learns of it at the next announcement
+        logger.warning("%s not announced to the services (%s): POST /admin/reload on each", tag, err)
     build_bento(root)
     return tag, None
 
