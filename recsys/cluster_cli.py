@@ -26,11 +26,17 @@ def up_command(
 ) -> None:
     """Start every host (root: network namespaces); prints where each answers."""
     from recsys import cluster as topology
-    from recsys.registry import bentoml_home
+    from recsys.errors import ConfigError
+    from recsys.registry import bentoml_home, champion
 
+    home = bentoml_home()
+    if seed and guarded(lambda: champion(home)) is None:
+        guarded(
+            lambda: _refuse(ConfigError(f"no champion in {home} to publish: `make run` first, or --no-seed"))
+        )
     running = guarded(lambda: topology.up(folder, project))
     if seed:
-        tag = guarded(lambda: topology.seed(running, bentoml_home()))
+        tag = guarded(lambda: topology.seed(running, home))
         guarded(
             lambda: topology.wait_for(
                 lambda: topology.answers(f"{running.lb_url}/readyz"), "a ready replica behind HAProxy"
@@ -55,6 +61,10 @@ def status_command(folder: DirOpt = DEFAULT_DIR) -> None:
     from recsys import cluster as topology
 
     typer.echo(_status(guarded(lambda: topology.Cluster.load(folder))))
+
+
+def _refuse(error: Exception) -> None:
+    raise error
 
 
 def _status(running: object) -> str:
