@@ -65,7 +65,11 @@ class ModelHolder:
         with self._lock:
             previous = self.state.version if self.state is not None else None
             shared = self.source.exchange is not None
-            self.signals.refresh()  # so that only announcements made after this load count as new
+            # Read first, so that only announcements made after this load count as new.
+            if not self.signals.refresh() and self.signals.shared and (follow or shared):
+                # Which model was announced is unknown: keep serving, and retry at the next poll.
+                self.error = "the announcements could not be read: still serving the current model"
+                return previous, self.error
             self.seen = self.signals.version(RELOAD_SIGNAL)
             tag = (
                 (self.signals.value(RELOAD_SIGNAL) or registry.CHAMPION)

@@ -61,6 +61,11 @@ class Signals:
         """Also announce and follow changes through ``board()`` (the feedback store)."""
         self._board = board
 
+    @property
+    def shared(self) -> bool:
+        """Whether changes are also announced and followed through the feedback store."""
+        return self._board is not None
+
     def key(self, name: str) -> str:
         """The announcement's name in the shared table."""
         return announcement_key(self.scope, name)

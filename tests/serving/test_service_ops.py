@@ -96,6 +96,9 @@ def test_reload_swaps_models_without_dropping_requests_and_survives_a_corrupt_or
         # The other worker follows the announcement.
         assert wait_for(lambda: _versions(server) == {second}, 20.0, 0.3)
 
+        # The worker that takes the next call (this client's kept-alive connection) serves the second too:
+        # a sample of new connections can miss a busy worker that has not followed yet.
+        assert wait_for(lambda: server.client.get("/model").json()["model_version"] == second, 20.0, 0.3)
         third = save_champion(project, home)
         model_file = registry.get_model(third, home=home).path / artifact.MODEL_FILE
         model_file.write_bytes(b"corrupted")

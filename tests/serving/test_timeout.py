@@ -58,7 +58,8 @@ def test_answered_requests_leave_no_timer_scheduled() -> None:
             assert _status(await _call(app)) == 200
         return _live_timers() - before
 
-    assert asyncio.run(many(RequestTimeout(_ok, timeout=30))) == 0
+    # None left behind (other tests' timers may be collected meanwhile: fewer is fine).
+    assert asyncio.run(many(RequestTimeout(_ok, timeout=30))) <= 0
 
 
 def test_bentoml_own_timeout_leaves_a_timer_per_request() -> None:
