@@ -115,9 +115,10 @@ def down(root: Path, remove: bool = True) -> None:
 def running(
     root: Path, project: Path, evaluation: bool = True, worker_env: Mapping[str, str] | None = None
 ) -> Iterator[Cluster]:
-    """:func:`up` for the block, :func:`down` after it whatever happens."""
+    """:func:`up` for the block, :func:`down` after it whatever happens (the folder, with every host's logs,
+    is kept when ``RECSYS_KEEP_CLUSTER=1``)."""
     cluster = up(root, project, evaluation, worker_env)
     try:
         yield cluster
     finally:
-        down(root)
+        down(root, remove=os.environ.get("RECSYS_KEEP_CLUSTER") != "1")
