@@ -42,6 +42,8 @@ SEEN_BOUND_S = 2.0
 """A change made through one replica is seen by the other within this (NOTIFY; the poll is once a second)."""
 LOAD_BOUND_S = 5.0
 """A change that needs a model (an experiment's challenger) is served within this (import and load too)."""
+DISLIKERS = ("u01", "u02", "u03", "u04", "u05")
+"""The dislike test's listeners; the erasure test erases someone else."""
 PERMISSIVE_GATE = {
     "feedback_max_primary_drop": 1.0,
     "feedback_max_drop": 1.0,
@@ -195,7 +197,7 @@ def test_an_experiment_started_through_one_replica_runs_on_both(cluster: Cluster
 def test_a_dislike_through_one_replica_is_honoured_by_the_other(cluster: Cluster) -> None:
     delays = []
     for n in range(20):
-        user = f"u{1 + n % 10:02d}"
+        user = DISLIKERS[n % len(DISLIKERS)]
         top = _top(cluster, "replica-b", user, k=1)[0]
         assert (
             _feedback(cluster, [_event(user, top, "dislike")], cluster.replica_url("replica-a")).status_code
@@ -218,6 +220,8 @@ def test_an_erasure_is_honoured_by_both_replicas_and_by_the_next_retraining_runs
     liked = [f"a{i:02d}" for i in range(1, 9)]
     events = [_event(erased, item, "like") for item in liked]
     events += [_event(f"u{u:02d}", liked[u % 8], kind) for u in range(1, 13) for kind in ("play", "like")]
+    # A new listener who likes many artists (only their latest events are held out) is erased below.
+    events += [_event("erase-me", f"a{i:02d}", "like") for i in range(1, 21)]
     assert _feedback(cluster, events).status_code == 200
     before = _champion(cluster)
     # Retraining on the worker host, started through the Prefect server: the new champion holds u07's
@@ -233,7 +237,11 @@ def test_an_erasure_is_honoured_by_both_replicas_and_by_the_next_retraining_runs
         registry.get_model(holding, cluster.home("worker") / "bentoml").path
     )
     assert record, "the retrained champion holds nobody's feedback"
-    erased = erased if erased in record else sorted(record)[0]
+    # Not u04, whose dislikes the database-pause test (after this one) follows: a worker ignores an erased
+    # listener's later dislikes until its next full sync (a known limitation).
+    candidates = sorted(record - {"u04"})
+    assert candidates, f"the retrained champion holds only {sorted(record)}"
+    erased = "erase-me" if "erase-me" in candidates else "u07" if "u07" in candidates else candidates[0]
     erasure = httpx.delete(
         f"{cluster.replica_url('replica-a')}/users/{erased}/feedback", headers=_headers(cluster), timeout=10
     )
