@@ -268,8 +268,8 @@ class FeedbackStore(ServedLists, Ratings, ErasureJobs, Announcements):
             for event_id, item, event, stamp in rows
         ]
 
-    def dislikes_since(self, cursor: int = 0) -> tuple[list[tuple[str, str]], int]:
-        """Every ``(user, item)`` dislike stored with an id above ``cursor``, and the highest such id.
+    def dislikes_since(self, cursor: int = 0) -> tuple[list[tuple[int, str, str]], int]:
+        """Every ``(id, user, item)`` dislike stored with an id above ``cursor``, and the highest such id.
 
         For the service's in-memory dislike index: ``cursor=0`` reads them all. With no new dislikes the
         cursor comes back unchanged. Unlike :meth:`events_since` it does not wait for in-flight writers
@@ -281,7 +281,9 @@ class FeedbackStore(ServedLists, Ratings, ErasureJobs, Announcements):
         )
         with self._guard("reading dislikes"), self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [(user, item) for _, user, item in rows], max((int(row[0]) for row in rows), default=cursor)
+        return [(int(id_), user, item) for id_, user, item in rows], max(
+            (int(row[0]) for row in rows), default=cursor
+        )
 
     def events_since(self, cursor: int | None = None, limit: int = 1000) -> tuple[list[FeedbackEvent], int]:
         """Return up to ``limit`` events stored after ``cursor`` (``None``: the start) and the new cursor.

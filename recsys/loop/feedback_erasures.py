@@ -135,20 +135,34 @@ class ErasureJobs(_Stored):
     def erasures_since(self, cursor: int = 0) -> tuple[list[str], int]:
         """Pseudonyms of the erasures recorded with a job id above ``cursor`` (any status), and the highest
         such id: how a service worker learns of erasures made through other workers and hosts."""
-        query = sa.select(ERASURES.c[ID_COLUMN], ERASURES.c[PSEUDONYM_COLUMN]).where(
-            ERASURES.c[ID_COLUMN] > cursor
-        )
-        with self._guard("reading erasures"), self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        return [pseudonym for _, pseudonym in rows], max((int(row[0]) for row in rows), default=cursor)
+        watermarks, highest = self.erasure_watermarks(cursor)
+        return list(watermarks), highest
 
     def pending_erasures(self) -> tuple[list[str], int]:
         """Pseudonyms of the pending erasure jobs, and the highest job id of any status: where a service
         worker starts (the listeners of done jobs are in no model any more)."""
-        pending = sa.select(ERASURES.c[PSEUDONYM_COLUMN]).where(ERASURES.c.status == ERASURE_PENDING)
+        watermarks, highest = self.erasure_watermarks(pending_only=True)
+        return list(watermarks), highest
+
+    def erasure_watermarks(self, cursor: int = 0, pending_only: bool = False) -> tuple[dict[str, int], int]:
+        """``pseudonym -> event watermark`` of the erasure jobs with an id above ``cursor`` (only the pending
+        ones with ``pending_only``; a listener erased twice: the higher watermark), and the highest job id
+        of any status. A listener's events above the watermark came after the erasure: a listener may come
+        back, and what they do then is theirs to have honoured."""
+        columns = (ERASURES.c[ID_COLUMN], ERASURES.c[PSEUDONYM_COLUMN], ERASURES.c.event_watermark)
+        query = sa.select(*columns).where(ERASURES.c[ID_COLUMN] > cursor)
+        if pending_only:
+            query = query.where(ERASURES.c.status == ERASURE_PENDING)
         highest = sa.select(sa.func.coalesce(sa.func.max(ERASURES.c[ID_COLUMN]), 0))
         with self._guard("reading erasures"), self._engine.connect() as conn:
-            return list(conn.execute(pending).scalars()), int(conn.execute(highest).scalar_one())
+            rows = conn.execute(query).all()
+            # Only the pending read needs every job's id; else the rows read give it (a job committed
+            # between two queries is never skipped).
+            top = int(conn.execute(highest).scalar_one()) if pending_only else 0
+        watermarks: dict[str, int] = {}
+        for _, pseudonym, watermark in rows:
+            watermarks[pseudonym] = max(int(watermark), watermarks.get(pseudonym, 0))
+        return watermarks, max([top, cursor, *(int(row[0]) for row in rows)])
 
     def held_rows(self, jobs: Sequence[ErasureJob], delete: bool = False) -> dict[str, dict[str, int]]:
         """``pseudonym -> table -> rows`` the store still holds of the jobs' listeners from before their

@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from recsys.loop.events import FeedbackEvent
 from recsys.loop.feedback import AddResult, FeedbackStore, FeedbackUnavailableError
@@ -85,6 +85,9 @@ class Feedback:
         self._cursor = self._erasure_cursor = self._revocation_cursor = 0
         self.erased: frozenset[str] = frozenset()
         """Pseudonyms of the listeners erased while jobs were pending or since this worker started."""
+        self._erased_up_to: dict[str, float] = {}
+        """pseudonym -> the erasure's event watermark: that listener's dislikes up to it are erased ones (a
+        late re-read); later ones are new and honoured. Infinite until the job's watermark is read."""
         self.revoked: frozenset[str] = frozenset()
         """Model tags that must never be served (they hold an erased listener's feedback)."""
         self._loaded = False
@@ -214,8 +217,11 @@ class Feedback:
 
     def _load_all(self, store: FeedbackStore) -> None:
         started = time.perf_counter()
+        if not self._erasure_cursor:
+            pending, self._erasure_cursor = store.erasure_watermarks(pending_only=True)
+            self._forget(set(pending), pending)
         pairs, cursor = store.dislikes_since(0)
-        grouped = _by_user(pairs)
+        grouped = _by_user(pairs, self._erased_up_to, self._pseudonym_of(store))
         self.overflow = len(grouped) > self.MAX_INDEXED_LISTENERS
         if self.overflow:
             _LOG.warning(
@@ -229,9 +235,6 @@ class Feedback:
         # One reference swap each: the event loop reads the old index or the new one, never a mix.
         self._index, self._pseudonyms = index, pseudonyms
         self._cursor, self._loaded = cursor, True
-        if not self._erasure_cursor:
-            pending, self._erasure_cursor = store.pending_erasures()
-            self.erased = frozenset(pending)
         _LOG.info(
             "dislike index: %d dislikes of %d listeners read in %.0f ms",
             len(pairs),
@@ -241,11 +244,8 @@ class Feedback:
 
     def _load_since(self, store: FeedbackStore) -> None:
         pairs, cursor = store.dislikes_since(max(0, self._cursor - self.LATE_COMMIT_IDS))
-        erased = self.erased
-        for user, items in _by_user(pairs).items():
+        for user, items in _by_user(pairs, self._erased_up_to, self._pseudonym_of(store)).items():
             pseudonym = self._pseudonym(store, user)
-            if pseudonym in erased:  # a late re-read of a row the erasure deleted
-                continue
             if user not in self._index and len(self._index) >= self.MAX_INDEXED_LISTENERS:
                 self.overflow = True
                 continue
@@ -254,11 +254,10 @@ class Feedback:
         self._cursor = max(self._cursor, cursor)
 
     def _follow_erasures(self, store: FeedbackStore) -> None:
-        new, cursor = store.erasures_since(max(0, self._erasure_cursor - self.LATE_COMMIT_IDS))
+        new, cursor = store.erasure_watermarks(max(0, self._erasure_cursor - self.LATE_COMMIT_IDS))
         fresh = set(new) - self.erased
         self._erasure_cursor = max(self._erasure_cursor, cursor)
-        if fresh:
-            self._forget(fresh)
+        self._forget(fresh, new)
 
     def _follow_revocations(self, store: FeedbackStore) -> None:
         tags, cursor = store.revocations_since(max(0, self._revocation_cursor - self.LATE_COMMIT_IDS))
@@ -267,9 +266,15 @@ class Feedback:
             self.revoked = self.revoked | frozenset(tags)
             _LOG.warning("models revoked, never to be served: %s", sorted(set(tags)))
 
-    def _forget(self, pseudonyms: set[str]) -> None:
-        """Drop the listeners of ``pseudonyms`` from the index and record them as erased."""
+    def _forget(self, pseudonyms: set[str], watermarks: Mapping[str, int] | None = None) -> None:
+        """Drop the listeners of ``pseudonyms`` from the index and record them as erased; record the
+        erasures' event ``watermarks`` (of these or of listeners already forgotten here)."""
         self.erased = self.erased | frozenset(pseudonyms)
+        for pseudonym in pseudonyms:
+            self._erased_up_to.setdefault(pseudonym, math.inf)
+        for pseudonym, watermark in (watermarks or {}).items():
+            known = self._erased_up_to.get(pseudonym, math.inf)
+            self._erased_up_to[pseudonym] = watermark if math.isinf(known) else max(known, watermark)
         for pseudonym in pseudonyms:
             user = self._pseudonyms.pop(pseudonym, None)
             if user is not None:
@@ -278,6 +283,9 @@ class Feedback:
     @staticmethod
     def _pseudonym(store: FeedbackStore, user: str) -> str:
         return store.pseudonym(user)
+
+    def _pseudonym_of(self, store: FeedbackStore) -> Callable[[str], str]:
+        return lambda user: self._pseudonym(store, user)
 
     def add_served(self, records: Sequence[ServedRecommendation]) -> int:
         """Log served lists in the store (raises :class:`FeedbackUnavailableError` when it is down)."""
@@ -289,8 +297,16 @@ class Feedback:
             self._store.close()
 
 
-def _by_user(pairs: Sequence[tuple[str, str]]) -> dict[str, set[str]]:
+def _by_user(
+    rows: Sequence[tuple[int, str, str]],
+    erased_up_to: Mapping[str, float],
+    pseudonym: Callable[[str], str],
+) -> dict[str, set[str]]:
+    """``user -> items`` of the dislike ``rows``, without an erased listener's rows up to their erasure's
+    watermark (a late commit the erasure did not see; the erasure flow deletes it)."""
     grouped: dict[str, set[str]] = collections.defaultdict(set)
-    for user, item in pairs:
+    for id_, user, item in rows:
+        if erased_up_to and id_ <= erased_up_to.get(pseudonym(user), -1):
+            continue
         grouped[user].add(item)
     return grouped

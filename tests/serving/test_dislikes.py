@@ -168,6 +168,39 @@ def test_an_erasure_empties_every_index_by_the_next_sync_without_rereading_the_t
         worker.close()
 
 
+@pytest.mark.parametrize("late_commit_ids", [Feedback.LATE_COMMIT_IDS, 0])
+def test_an_erased_listener_who_comes_back_has_their_new_dislikes_honoured_at_once(
+    tmp_path: Path, url: str, late_commit_ids: int
+) -> None:
+    """Only the rows up to the erasure's watermark are the erased ones: what the listener does afterwards is
+    followed like anyone's, by the worker that erased, its neighbours and another machine, before any full
+    sync (a late re-read of the window below the cursor included)."""
+    clock = Clock()
+    first, second = _synced_pair(tmp_path, url, clock)
+    remote = _worker(tmp_path, url, clock, machine="m2")
+    for worker in (first, second, remote):
+        worker.LATE_COMMIT_IDS = late_commit_ids
+    remote.sync()
+    assert first.delete_user("u1", "erasure request") == 1
+    second.sync()
+    clock.now += SYNC_S
+    remote.sync()
+    assert {worker.dislikes("u1") for worker in (first, second, remote)} == {frozenset()}
+
+    first.add([_event("u1", "a9")])  # the listener comes back
+    second.sync()
+    clock.now += SYNC_S
+    remote.sync()
+    for worker in (first, second, remote):
+        assert worker.dislikes("u1") == {"a9"}
+        assert worker.store().pseudonym("u1") in worker.erased  # still answered as unknown by old models
+    fresh = _worker(tmp_path, url, clock, machine="m3")  # a worker started after the erasure
+    fresh.sync()
+    assert fresh.dislikes("u1") == {"a9"}
+    for worker in (first, second, remote, fresh):
+        worker.close()
+
+
 def test_revoked_models_reach_every_worker_with_the_next_sync(tmp_path: Path, url: str) -> None:
     clock = Clock()
     here, elsewhere = _worker(tmp_path, url, clock), _worker(tmp_path, url, clock, machine="m2")
