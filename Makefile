@@ -39,6 +39,7 @@ run: install
 lint: install
 	$(BIN)/ruff check recsys flows benchmarks tests
 	$(BIN)/ruff format --check recsys flows benchmarks tests
+	$(BIN)/lint-imports --no-cache
 
 typecheck: install
 	$(BIN)/mypy

@@ -16,6 +16,32 @@ cpus
     CPU accounting, the CPU speed probe, pinning of load generators and service.
 rss
     The workers' resident memory, sampled during the soak.
+abuse
+    ``/recommend`` latency with anonymous callers hammering ``/search`` and erasures (``make bench-abuse``).
+cluster
+    The several-host topology: coordination delay, failover, two replicas (``make bench-cluster``).
+experiments
+    Listening sessions an A/B and an interleaving test need to decide (``make bench-experiments``).
+profile
+    The hybrid's validation quality per training minute on generated data (``make bench-profile``).
+scale, scale_run, scale_retrain, scale_ann
+    Every step of the loop at generated sizes, time and peak memory (``make bench-scale``).
 """
 
-__all__ = ["capacity", "cpus", "models", "pacer", "rss", "serve", "soak"]
+__all__ = [
+    "abuse",
+    "capacity",
+    "cluster",
+    "cpus",
+    "experiments",
+    "models",
+    "pacer",
+    "profile",
+    "rss",
+    "scale",
+    "scale_ann",
+    "scale_retrain",
+    "scale_run",
+    "serve",
+    "soak",
+]

@@ -89,8 +89,8 @@ def _progress(message: str) -> None:
 def fill_dislikes(url: str) -> int:
     """Many listeners' dislikes in the store, so that rereading the table (what an erasure used to cost
     every worker) would show."""
-    from recsys.loop.events import FeedbackEvent
-    from recsys.loop.feedback import FeedbackStore
+    from recsys.feedback.events import FeedbackEvent
+    from recsys.feedback.store import FeedbackStore
 
     with FeedbackStore(url) as store:
         for start in range(0, DISLIKERS, 2_000):

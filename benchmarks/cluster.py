@@ -37,9 +37,9 @@ import sqlalchemy as sa
 from benchmarks.serve import _LUA, CLIENT_TOKEN, parse_wrk
 from recsys import cluster as topology
 from recsys import registry
+from recsys.feedback.store import FeedbackStore
+from recsys.feedback.tables import EVENTS
 from recsys.io import write_json
-from recsys.loop.feedback import FeedbackStore
-from recsys.loop.feedback_db import EVENTS
 
 RESULTS = Path("bench/results/cluster.json")
 ONE_REPLICA_PORT = 8081

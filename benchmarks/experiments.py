@@ -3,7 +3,7 @@
 On the pipeline's own outputs (``data/split``, ``models/``: run ``make run`` first), the champion is a
 competitor and two challengers are a better and a worse model (by test nDCG@10): each test listener's
 top-10 from each model is shown to simulated listeners whose held-out test listens are their future
-(:mod:`recsys.loop.experiment_simulation`). For each number of sessions, ``--repeats`` simulated experiments
+(:mod:`recsys.experiments.simulation`). For each number of sessions, ``--repeats`` simulated experiments
 of each method end with the project's decision rules; the result is the share that decided right, wrong, or
 not at all, and the fewest sessions that decide right 80 % and 95 % of the time.
 Results: ``bench/results/experiments.json`` and the "Online experiments" section of ``docs/benchmarks.md``.
@@ -51,8 +51,8 @@ def top_lists(model_name: str, k: int) -> tuple[list[list[int]], list[set[int]],
 
 def run(champion: str, challengers: dict[str, str], repeats: int, k: int, seed: int) -> dict[str, Any]:
     """Power curves of both methods for each challenger against ``champion``."""
-    from recsys.loop.experiment_report import LOSES, WINS
-    from recsys.loop.experiment_simulation import power_curve, sessions_needed, true_effect
+    from recsys.experiments.report import LOSES, WINS
+    from recsys.experiments.simulation import power_curve, sessions_needed, true_effect
 
     ours, future, ndcg = top_lists(champion, k)
     results: dict[str, Any] = {"champion": {"model": champion, f"ndcg@{k}": ndcg}, "challengers": {}}

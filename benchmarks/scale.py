@@ -41,7 +41,7 @@ from benchmarks.scale_ann import step_ann
 from benchmarks.scale_retrain import step_retrain
 from benchmarks.scale_run import step_run
 from recsys.io import write_json, write_text
-from recsys.paths import HYBRID, MODEL_NAMES
+from recsys.specs import HYBRID, MODEL_NAMES
 
 RESULTS = Path("bench/results/scale.json")
 DOC = Path("docs/benchmarks.md")
@@ -65,7 +65,7 @@ retrains."""
 
 def preset_settings() -> tuple[dict[str, Any], dict[str, Any], int | None]:
     """The preset's dotted settings, its ``train.lightfm`` overrides and its top tags an item (or None)."""
-    from recsys.cli import load_preset
+    from recsys.cli.main import load_preset
 
     settings = load_preset(PRESET)
     prefix = "train.lightfm."
@@ -133,7 +133,8 @@ def _fit(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     from recsys import stages
     from recsys.models import LightFMRecommender
     from recsys.offline.train import baselines
-    from recsys.paths import CF, HYBRID, model_file
+    from recsys.paths import model_file
+    from recsys.specs import CF, HYBRID
 
     params = _params(root)
     loaded, features = stages.training_inputs(root / options.get("features", "features"), root / "split")
@@ -291,9 +292,10 @@ def step_serve(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     from recsys.models import LightFMRecommender
     from recsys.offline.features import load_item_features
     from recsys.offline.split import load_split
-    from recsys.paths import HYBRID, model_file
+    from recsys.paths import model_file
     from recsys.registry.artifact import ServingArtifact
     from recsys.serving.state import CACHED_TOP, ServingState
+    from recsys.specs import HYBRID
 
     start = time.perf_counter()
     model = LightFMRecommender.load(model_file(HYBRID, root / "models"))
@@ -342,7 +344,7 @@ def step_service(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     token = "scale-bench"
 
     def package() -> str:
-        tag = registry.save_champion_candidate(
+        tag = registry.save_candidate(
             root / "models", root / "features", root / "split", {},
             params_dict={"bench": "scale"}, dvc_lock_hash="bench", git_commit="bench",
             prepared_dir=root / "prepared", home=home,

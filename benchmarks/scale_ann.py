@@ -43,8 +43,9 @@ def step_ann(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     from recsys.models.scorer import top_k_from_scores
     from recsys.offline.popularity import rerank_popularity
     from recsys.offline.split import load_split
-    from recsys.paths import HYBRID, model_file
+    from recsys.paths import model_file
     from recsys.serving.state import CACHED_TOP
+    from recsys.specs import HYBRID
 
     strength = float(options.get("strength", 0.0))
     known = load_split(root / "split").train_full.tocsr()

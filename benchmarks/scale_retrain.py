@@ -46,7 +46,7 @@ def synthetic_events(
     user_ids: list[str], item_ids: list[str], counts: np.ndarray, n: int, seed: int
 ) -> list[Any]:
     """``n`` feedback events of known listeners on items drawn in proportion to their listeners."""
-    from recsys.loop.events import FeedbackEvent
+    from recsys.feedback.events import FeedbackEvent
 
     rng = np.random.default_rng(seed)
     users = rng.integers(len(user_ids), size=n)
@@ -72,12 +72,12 @@ def step_retrain(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     from flows.retraining import retraining_flow
     from recsys import registry
     from recsys.config import load_params
-    from recsys.loop.feedback import FeedbackStore, feedback_url
+    from recsys.feedback.store import FeedbackStore, feedback_url
     from recsys.offline.split import load_split
 
     project = _project(root, options)
     shutil.rmtree(root / "bentoml-retrain", ignore_errors=True)
-    tag = registry.save_champion_candidate(
+    tag = registry.save_candidate(
         root / options.get("models", "models"), project / "data/features", project / "data/split", {},
         params_dict=load_params(project / "params.yaml").model_dump(mode="json"), dvc_lock_hash="bench",
         git_commit="bench",

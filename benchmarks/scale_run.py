@@ -15,10 +15,11 @@ import os
 import resource
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from recsys.project import venv_first_on_path
 
 PRESET = "large-catalogue"
 TARGET_SECONDS = 3600.0
@@ -93,5 +94,4 @@ def _environment(project: Path) -> dict[str, str]:
         "DVC_NO_ANALYTICS": "1",
         "PYTHONHASHSEED": "0",
     }
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
+    return dict(venv_first_on_path(env))

@@ -86,7 +86,7 @@ def quick_champion(data_root: Path, home: Path, epochs: int) -> str:
         train_hybrid(split, data_root / "features", lightfm, params.seed).save(
             Path(models) / "lightfm_hybrid.npz"
         )
-        tag = registry.save_champion_candidate(
+        tag = registry.save_candidate(
             models,
             data_root / "features",
             data_root / "split",
@@ -215,7 +215,7 @@ def experiment_challenger(home: Path, data_root: Path) -> str:
     others = [info.tag for info in registry.list_models(home) if champion is None or info.tag != champion.tag]
     if others:
         return others[-1]
-    return registry.save_champion_candidate(
+    return registry.save_candidate(
         "models", data_root / "features", data_root / "split", {}, params_dict={"bench": True},
         dvc_lock_hash="bench", git_commit="bench", prepared_dir=data_root / "prepared", home=home,
     )  # fmt: skip

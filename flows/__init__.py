@@ -1,10 +1,28 @@
-"""Prefect flows: orchestration only. They run the DVC stages and call the ``recsys`` library.
+"""Prefect flows: orchestration only. Each task calls one library function or runs ``dvc``.
 
-- :mod:`flows.training`: the training flow (DVC stages -> reports -> gate -> package), plus the
-  DVC-stage task, the run lock and the ``params.yaml`` overrides it shares with the other flows.
-- :mod:`flows.search`: the hyperparameter search fanned out as one task per trial (threads or Dask).
-- :mod:`flows.deployments`: the monitoring flow and the cron deployments (nightly retraining,
-  hourly monitoring) for ``prefect.serve``; ``prefect.yaml`` declares the same for work pools.
+Modules
+-------
+training
+    The training flow: every DVC stage as a task, then reports, the gate and packaging (``recsys run``).
+tuning
+    The LightFM hyperparameter search fanned out as tasks, one per trial (threads or Dask).
+evaluation
+    Evaluation of one model sharded over users, as tasks on Dask (or threads).
+monitoring
+    ``monitoring`` (refresh metrics) and ``drift-monitoring`` (Evidently, bias, events that act).
+retraining
+    Feedback -> challenger -> gate -> champion -> announced to every replica (nightly and on events).
+erasure
+    The erasure steps the retraining flow runs for pending jobs, each a task recorded in the jobs.
+experiment
+    Measure the running online experiment and act: promote, stop or wait.
+service
+    The flows' calls to the running services (reload, the admin API) and publishing a champion.
+deployments
+    The four deployments and their schedules (``recsys flows serve``; ``prefect.yaml`` the same).
+dvc
+    The one adapter to DVC: params overrides, ``dvc repro`` and its log, ``dvc add``, cache surgery.
 
-Nothing here runs at import time.
+The project's run lock is :mod:`recsys.run_lock`. Nothing here runs at import time; only
+:mod:`recsys.cli` imports these modules.
 """

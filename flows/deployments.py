@@ -18,27 +18,41 @@ from prefect.events import DeploymentEventTrigger
 
 from flows.monitoring import monitoring_flow
 from flows.retraining import retraining_flow
-from flows.search import search_flow
 from flows.training import training_flow
+from flows.tuning import search_flow
+from recsys.schedules import (
+    FEEDBACK_CRON,
+    FEEDBACK_DEPLOYMENT,
+    HOURLY_CRON,
+    MONITORING_DEPLOYMENT,
+    NIGHTLY_CRON,
+    RETRAIN_DEBOUNCE_S,
+    SEARCH_CRON,
+    SEARCH_DEPLOYMENT,
+    TRAINING_DEPLOYMENT,
+)
 
-NIGHTLY_CRON = "0 2 * * *"
-HOURLY_CRON = "0 * * * *"
-FEEDBACK_CRON = "30 1 * * *"
-SEARCH_CRON = "0 4 * * *"
-TRAINING_DEPLOYMENT = "nightly-retraining"
-MONITORING_DEPLOYMENT = "hourly-monitoring"
-FEEDBACK_DEPLOYMENT = "nightly-feedback-retraining"
-SEARCH_DEPLOYMENT = "nightly-tuning"
-RETRAIN_DEBOUNCE_S = 3600
-"""A burst of monitoring events (several runs, several thresholds) starts one retraining per hour at most: the
-trigger fires on the first event and ignores the rest of this window (Prefect's eager debouncing)."""
+__all__ = [
+    "FEEDBACK_CRON",
+    "FEEDBACK_DEPLOYMENT",
+    "HOURLY_CRON",
+    "MONITORING_DEPLOYMENT",
+    "NIGHTLY_CRON",
+    "RETRAIN_DEBOUNCE_S",
+    "SEARCH_CRON",
+    "SEARCH_DEPLOYMENT",
+    "TRAINING_DEPLOYMENT",
+    "build_deployments",
+    "retraining_trigger",
+    "serve_all",
+]
 
 
 def retraining_trigger() -> DeploymentEventTrigger:
     """The feedback retraining's trigger: any monitoring event of any data set's project, debounced."""
     from datetime import timedelta
 
-    from recsys.loop.monitoring import MONITORING_EVENTS
+    from recsys.monitoring.decisions import MONITORING_EVENTS
 
     return DeploymentEventTrigger(
         name="retrain-on-monitoring-events",

@@ -31,6 +31,7 @@ from prefect import get_run_logger
 from recsys.config import DATA_DIR_ENV, Params
 from recsys.errors import ConfigError, RecsysError
 from recsys.paths import FEEDBACK_DIR
+from recsys.project import venv_first_on_path, venv_tool
 from recsys.run_lock import LOCK_NAME as LOCK_NAME
 from recsys.run_lock import LockBusyError as LockBusyError
 from recsys.run_lock import run_lock as run_lock
@@ -144,8 +145,7 @@ def pipeline_stages(project_dir: Path) -> list[str]:
 
 def stage_environment(data_dir: str | None) -> dict[str, str]:
     """The environment for stage commands: this interpreter's bin dir first on PATH, and the data dir."""
-    env = dict(os.environ)
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env = dict(venv_first_on_path(dict(os.environ)))
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("DVC_NO_ANALYTICS", "1")
     if data_dir is not None:
@@ -214,8 +214,7 @@ def failure_detail(lines: list[str]) -> tuple[str, int | None]:
 
 def dvc_executable() -> str:
     """The ``dvc`` beside this Python (the project's virtualenv), else the one on ``PATH``."""
-    beside = Path(sys.executable).parent / "dvc"
-    return str(beside) if beside.exists() else "dvc"
+    return venv_tool("dvc")
 
 
 def repro(

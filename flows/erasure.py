@@ -1,7 +1,7 @@
 """The erasure steps the retraining flow runs for pending erasure jobs: each a task, recorded in the jobs.
 
-Wiring only: what each step means is :mod:`recsys.loop.erasure`; the store's side
-:mod:`recsys.loop.feedback_erasures`; DVC :mod:`flows.dvc`; the model store :mod:`recsys.registry`. Every
+Wiring only: what each step means is :mod:`recsys.feedback.erasure_steps`; the store's side
+:mod:`recsys.feedback.erasure_jobs`; DVC :mod:`flows.dvc`; the model store :mod:`recsys.registry`. Every
 step is idempotent (a rerun after a failure anywhere finishes the job), and :func:`verify_erasures` marks a
 job done only when its listener is found in none of the places.
 """
@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows import dvc
 from recsys.errors import RecsysError
-from recsys.loop.erasure import (
+from recsys.feedback.erasure_steps import (
     ErasureBatch,
     erasure_batch,
     events_holding,
@@ -30,7 +30,7 @@ REVOKED_REASON = "holds the feedback of an erased listener"
 
 
 def _store(feedback_url: str) -> Any:
-    from recsys.loop.feedback import FeedbackStore
+    from recsys.feedback.store import FeedbackStore
 
     # create: a store written before erasure jobs existed gets their table (and its older erasures a job).
     return FeedbackStore(feedback_url, create=True)

@@ -26,12 +26,13 @@ import scipy.sparse as sp
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.search import RUNNERS, make_task_runner
+from flows.tuning import RUNNERS, make_task_runner
 from recsys.config import load_params
 from recsys.offline.batches import BATCH_SIZE
 from recsys.offline.evaluation import evaluate
 from recsys.offline.sharding import evaluate_shard, shard_slices
-from recsys.paths import HYBRID, MODELS_DIR, PARAMS_FILE, SPLIT_DIR, model_file
+from recsys.paths import MODELS_DIR, PARAMS_FILE, SPLIT_DIR, model_file
+from recsys.specs import HYBRID
 
 
 @task(name="evaluate-shard", task_run_name="users {first}-{last}", cache_policy=NO_CACHE)
@@ -97,7 +98,7 @@ def sharded_evaluation_flow(
 def run_sharded_evaluation(
     runner: str = "dask", address: str | None = None, n_workers: int = 2, **flow_kwargs: Any
 ) -> dict[str, Any]:
-    """:func:`sharded_evaluation_flow` on the chosen task runner (:func:`flows.search.make_task_runner`)."""
+    """:func:`sharded_evaluation_flow` on the chosen task runner (:func:`flows.tuning.make_task_runner`)."""
     task_runner = make_task_runner(runner, address, n_workers)
     result: dict[str, Any] = sharded_evaluation_flow.with_options(task_runner=task_runner)(**flow_kwargs)
     return result

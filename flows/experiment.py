@@ -2,7 +2,7 @@
 
 ``python -m flows.experiment`` (or ``recsys experiment decide``, or a scheduled deployment) reads the served
 lists and feedback events from the feedback store, measures the latest experiment's challenger
-(:func:`recsys.loop.experiment_report.experiment_report`), writes ``reports/experiment.json``, and:
+(:func:`recsys.experiments.report.experiment_report`), writes ``reports/experiment.json``, and:
 
 - challenger wins: promotes it (it passed the offline gate when it was packaged as a candidate), under the
   project's run lock like every promotion (a retraining run in between could otherwise replace or delete
@@ -25,9 +25,9 @@ from prefect.cache_policies import NO_CACHE
 from flows import dvc
 from flows.service import reload_service, stop_experiment
 from recsys.config import load_params
+from recsys.experiments.report import LOSES, WINS, experiment_report
+from recsys.feedback.store import feedback_url as default_feedback_url
 from recsys.io import write_json
-from recsys.loop.experiment_report import LOSES, WINS, experiment_report
-from recsys.loop.feedback import feedback_url as default_feedback_url
 from recsys.paths import PARAMS_FILE, REPORTS_DIR
 
 REPORT_FILE = REPORTS_DIR / "experiment.json"
@@ -36,7 +36,7 @@ REPORT_FILE = REPORTS_DIR / "experiment.json"
 @task(name="measure-experiment", cache_policy=NO_CACHE)
 def measure(project_dir: str, feedback_url: str, challenger: str | None) -> dict[str, Any]:
     """The experiment's report from the store's served lists and events; written to ``reports/``."""
-    from recsys.loop.feedback import FeedbackStore
+    from recsys.feedback.store import FeedbackStore
 
     params = load_params(Path(project_dir) / PARAMS_FILE)
     with FeedbackStore(feedback_url, create=False) as store:
@@ -56,7 +56,7 @@ def promote(project_dir: str, feedback_url: str, tag: str, lock_timeout_s: float
     """Make the experiment's challenger the champion, under the project's run lock, and announce it to every
     replica."""
     from recsys import registry
-    from recsys.loop.publishing import publish_champion
+    from recsys.registry.publishing import publish_champion
 
     with dvc.run_lock(Path(project_dir), lock_timeout_s):
         registry.promote(tag)

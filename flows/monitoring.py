@@ -17,7 +17,7 @@ blocks), publishes link and markdown artifacts, and when a threshold is crossed 
 either flags it (``on_trigger: flag``: an alert artifact and a warning) or also starts
 :func:`trigger_retraining`. Every run also adds its drift snapshot and a summary snapshot (drift share,
 popularity lift, ARP, long-tail share, like rate per model) to the Evidently workspace
-(``monitoring.workspace``; :mod:`recsys.loop.workspace`), whose dashboard ``recsys monitor ui`` shows.
+(``monitoring.workspace``; :mod:`recsys.monitoring.workspace`), whose dashboard ``recsys monitor ui`` shows.
 """
 
 from __future__ import annotations
@@ -38,14 +38,16 @@ from prefect.cache_policies import NO_CACHE
 from flows import dvc
 from flows.training import dvc_stage, training_flow
 from recsys.config import load_params
+from recsys.experiments import report as experiment_report
+from recsys.feedback.events import FEEDBACK_COLUMNS
+from recsys.feedback.store import FeedbackStore, FeedbackUnavailableError
+from recsys.feedback.store import feedback_url as default_feedback_url
+from recsys.feedback.tables import SERVED_COLUMNS
 from recsys.io import atomic_path, write_json
-from recsys.loop import drift, experiment_report, monitoring
-from recsys.loop import workspace as workspace_history
-from recsys.loop.events import FEEDBACK_COLUMNS
-from recsys.loop.feedback import FeedbackStore, FeedbackUnavailableError
-from recsys.loop.feedback import feedback_url as default_feedback_url
-from recsys.loop.feedback_db import SERVED_COLUMNS
-from recsys.loop.served_bias import champion_bias
+from recsys.monitoring import decisions as monitoring
+from recsys.monitoring import drift
+from recsys.monitoring import workspace as workspace_history
+from recsys.monitoring.served_bias import champion_bias
 from recsys.offline.metrics_files import metrics_rows, read_report
 from recsys.offline.split import load_split
 from recsys.paths import MONITORING_DIR, PARAMS_FILE, PREPARED_DIR, SPLIT_DIR
@@ -62,7 +64,7 @@ def trigger_retraining(project_dir: str) -> Any:
 
 @task(name="load-reference", cache_policy=NO_CACHE)
 def load_reference(project_dir: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, list[str]]:
-    """Training listening as :func:`recsys.loop.drift.listening_frame` rows (sampled), the items table,
+    """Training listening as :func:`recsys.monitoring.drift.listening_frame` rows (sampled), the items table,
     the popularity edges and the ids of the test split's users."""
     root = Path(project_dir)
     split = load_split(root / SPLIT_DIR)
@@ -116,7 +118,7 @@ def load_served(url: str, now: datetime, window_days: int) -> pd.DataFrame:
 @task(name="count-new-feedback", cache_policy=NO_CACHE)
 def count_new_feedback(url: str, project_dir: str) -> int:
     """Feedback events stored after the retraining cursor (0 when the store is missing or unreachable)."""
-    from recsys.loop.exports import CURSOR_FILE, FeedbackCursor
+    from recsys.feedback.exports import CURSOR_FILE, FeedbackCursor
 
     cursor = FeedbackCursor.load(Path(project_dir) / CURSOR_FILE)
     try:
@@ -172,7 +174,7 @@ def measure_drift(
 def record_in_workspace(
     workspace: str, dataset: str, values: dict[str, float], end: datetime, snapshot: Any
 ) -> dict[str, Any]:
-    """Add the run to the Evidently workspace (:func:`recsys.loop.workspace.record_run`).
+    """Add the run to the Evidently workspace (:func:`recsys.monitoring.workspace.record_run`).
 
     The history is a view: a failure to write it is logged and reported (``status``), and the run's own
     decisions, files and events stand.
@@ -217,7 +219,7 @@ def drift_monitoring_flow(
     project_dir : str
         Project root holding ``params.yaml``, ``data/prepared`` and ``data/split``.
     feedback_url : str, optional
-        Feedback store URL (default: :func:`recsys.loop.feedback.feedback_url`).
+        Feedback store URL (default: :func:`recsys.feedback.store.feedback_url`).
     now : datetime, optional
         End of the current window (default: now, UTC).
 
@@ -225,7 +227,7 @@ def drift_monitoring_flow(
     -------
     dict
         The ``drift.json`` payload plus ``bias``, ``action`` (``none``, ``flag`` or ``retrain``) and
-        ``events_emitted`` (:data:`recsys.loop.monitoring.MONITORING_EVENTS` sent this run).
+        ``events_emitted`` (:data:`recsys.monitoring.decisions.MONITORING_EVENTS` sent this run).
     """
     logger = get_run_logger()
     start = time.perf_counter()

@@ -17,7 +17,7 @@ promotion take it, so none overlaps another) it:
    latest events, merges the rest with every earlier export into the split's own listens, retrains
    (from scratch when the champion knows an erased listener), gates, and on a pass packages the challenger
    with the record of whose feedback it trained on and promotes it; a challenger that honours an erasure
-   is promoted whatever the gate says (:func:`recsys.loop.erasure.honour_erasure`); a promotion is
+   is promoted whatever the gate says (:func:`recsys.feedback.erasure_steps.honour_erasure`); a promotion is
    published (exported into the model exchange on several hosts, and announced in the feedback database):
    every replica on every host loads the new champion within about a second, without a call to each;
 6. revokes and deletes every other model version holding an erased listener's feedback, asks the service
@@ -27,8 +27,8 @@ promotion take it, so none overlaps another) it:
 7. advances the cursor, only once all of that succeeded: a failed run is simply run again, and each step
    finds what is left to do.
 
-Wiring only: the ML steps are :func:`recsys.loop.challenger.retrain_on_feedback` and
-:func:`recsys.registry.package_project`; the export files and cursor :mod:`recsys.loop.exports`; the
+Wiring only: the ML steps are :func:`recsys.retraining.challenger.retrain_on_feedback` and
+:func:`recsys.registry.package_project`; the export files and cursor :mod:`recsys.feedback.exports`; the
 erasure steps :mod:`flows.erasure`; DVC :mod:`flows.dvc`; calls to the service :mod:`flows.service`.
 """
 
@@ -56,14 +56,15 @@ from flows.erasure import (
 )
 from flows.service import publish, reload_service
 from recsys.config import load_params
+from recsys.feedback import exports
+from recsys.feedback.erasure_steps import EVENTS_GLOB, ErasureBatch, honour_erasure, without_erased_events
+from recsys.feedback.exports import CURSOR_FILE, FeedbackCursor
+from recsys.feedback.store import feedback_url as default_feedback_url
 from recsys.io import write_parquet
-from recsys.loop import exports
-from recsys.loop.challenger import retrain_on_feedback
-from recsys.loop.erasure import EVENTS_GLOB, ErasureBatch, honour_erasure, without_erased_events
-from recsys.loop.exports import CURSOR_FILE, FeedbackCursor
-from recsys.loop.feedback import feedback_url as default_feedback_url
 from recsys.offline.split import load_split, save_split
-from recsys.paths import FEEDBACK_DIR, HYBRID, PARAMS_FILE, SPLIT_DIR, model_file
+from recsys.paths import FEEDBACK_DIR, PARAMS_FILE, SPLIT_DIR, model_file
+from recsys.retraining.challenger import retrain_on_feedback
+from recsys.specs import HYBRID
 
 NO_NEW_FEEDBACK = "no new feedback"
 NO_ERASURES = ErasureBatch()
@@ -73,7 +74,7 @@ ERASURES_ONLY = "erasures recorded; nothing to retrain"
 @task(name="export-feedback", cache_policy=NO_CACHE)
 def export_feedback(feedback_url: str, since: int) -> tuple[pd.DataFrame, int]:
     """Every event stored after cursor ``since`` and the cursor after the last of them."""
-    from recsys.loop.feedback import EXPORT_CURSOR_ATTR, FeedbackStore
+    from recsys.feedback.store import EXPORT_CURSOR_ATTR, FeedbackStore
 
     with FeedbackStore(feedback_url, create=False) as store:
         frame = store.export_frame(since)
@@ -111,7 +112,7 @@ def retrain_and_evaluate(
     batch: ErasureBatch = NO_ERASURES,
     history: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """Load the champion and the project's split; :func:`recsys.loop.challenger.retrain_on_feedback`."""
+    """Load the champion and the project's split; :func:`recsys.retraining.challenger.retrain_on_feedback`."""
     from recsys import registry
 
     project = Path(root)

@@ -13,13 +13,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from recsys.errors import RecsysError
+from recsys.serving.admin_client import AdminClient
+from recsys.serving.settings import ADMIN_TOKEN_ENV
 
-ADMIN_TOKEN_ENV = "RECSYS_ADMIN_TOKEN"
 TIMEOUT_S = 30.0
 
 
@@ -33,31 +32,23 @@ def admin_token(block: str | None = None) -> str | None:
     return os.environ.get(ADMIN_TOKEN_ENV) or None
 
 
-def _headers(block: str | None) -> dict[str, str]:
-    token = admin_token(block)
-    return {"X-Admin-Token": token} if token else {}
+def _client(service_url: str, block: str | None) -> AdminClient:
+    return AdminClient(service_url, admin_token(block) or "", timeout_s=TIMEOUT_S)
 
 
 @task(name="reload-service", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def reload_service(service_url: str, admin_token_block: str | None = None) -> int:
-    """``POST {service_url}/admin/reload`` with the admin token; returns the HTTP status."""
-    response = httpx.post(
-        f"{service_url.rstrip('/')}/admin/reload", headers=_headers(admin_token_block), timeout=TIMEOUT_S
-    )
-    if response.status_code >= 400:
-        raise RecsysError(
-            f"{service_url} refused the reload: HTTP {response.status_code} {response.text[:200]}"
-        )
-    return response.status_code
+    """``POST {service_url}/admin/reload`` with the admin token; returns the HTTP status (a refusal
+    raises, naming it)."""
+    _client(service_url, admin_token_block).reload()
+    return 200
 
 
 @task(name="stop-experiment", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def stop_experiment(service_url: str, admin_token_block: str | None = None) -> int:
     """``POST {service_url}/admin/experiment`` with mode off; fails on a 4xx/5xx answer."""
-    url = f"{service_url.rstrip('/')}/admin/experiment"
-    answer = httpx.post(url, json={"mode": "off"}, headers=_headers(admin_token_block), timeout=TIMEOUT_S)
-    answer.raise_for_status()
-    return answer.status_code
+    _client(service_url, admin_token_block).stop_experiment()
+    return 200
 
 
 @task(name="publish-champion", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -65,7 +56,7 @@ def publish(
     tag: str, feedback_url: str, dataset: str | None = None, exchange: str | None = None
 ) -> dict[str, Any]:
     """Export the new champion into the model exchange (several hosts) and announce it in the feedback
-    database, so every replica on every host loads it without a call (:mod:`recsys.loop.publishing`)."""
-    from recsys.loop.publishing import publish_champion
+    database, so every replica on every host loads it without a call (:mod:`recsys.registry.publishing`)."""
+    from recsys.registry.publishing import publish_champion
 
     return publish_champion(tag, feedback_url, dataset, Path(exchange) if exchange else None)

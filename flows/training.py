@@ -21,7 +21,6 @@ packaging :func:`recsys.registry.package_project`, the run's summary :mod:`recsy
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,14 @@ from prefect.cache_policies import NO_CACHE
 from flows import dvc
 from recsys.config import load_params
 from recsys.errors import RecsysError
-from recsys.loop.feedback import feedback_url
-from recsys.loop.publishing import publish_champion
+from recsys.feedback.store import feedback_url
 from recsys.offline.metrics_files import metrics_rows, read_bias, read_report
-from recsys.paths import HYBRID, PARAMS_FILE
+from recsys.paths import PARAMS_FILE
+from recsys.project import venv_tool
+from recsys.registry.publishing import publish_champion
 from recsys.reporting.model_card import refresh_model_card
 from recsys.reporting.run_summary import closing_summary, report_paths, reports_markdown
+from recsys.specs import HYBRID
 
 
 def _retry_when_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -178,8 +179,7 @@ def build_bento(project_dir: Path) -> bool:
     if not (project_dir / "bentofile.yaml").exists():
         logger.info("no bentofile.yaml in %s yet: skipping bentoml build", project_dir)
         return False
-    bentoml = Path(sys.executable).parent / "bentoml"
-    command = [str(bentoml) if bentoml.exists() else "bentoml", "build"]
+    command = [venv_tool("bentoml"), "build"]
     # BentoML's banner and deployment advice are not this run's news: only the built tag is logged.
     code, lines = dvc.stream_command(
         command, project_dir, dvc.stage_environment(None), "bentoml build", log_lines=False

@@ -53,6 +53,8 @@ AUDIO_FEATURES: tuple[str, ...] = (
 """Spotify audio features averaged into each artist's audio profile (columns of items.parquet)."""
 
 FEEDBACK_EVENTS: tuple[str, ...] = ("play", "like", "skip", "dislike")
+EXPERIMENT_ARMS: tuple[str, ...] = ("champion", "challenger")
+"""The arms of an online experiment (an event's ``arm``: the model whose list held the item)."""
 
 INTERACTIONS_COLUMNS: tuple[str, ...] = (Col.USER, Col.ITEM, Col.WEIGHT, Col.PLAYS, Col.SOURCE)
 ITEMS_COLUMNS: tuple[str, ...] = (

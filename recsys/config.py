@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from recsys.errors import ConfigError
+from recsys.specs import DATASET_NAMES, DEFAULT_DATASET, MODELS, dataset_spec
 
 DATA_DIR_ENV = "RECSYS_DATA_DIR"
 """Environment variable naming a local folder that holds the raw data sets."""
@@ -33,9 +34,6 @@ class _Section(BaseModel):
 def _yaml_off(value: Any) -> Any:
     """``off`` for the ``False`` YAML 1.1 (PyYAML) reads an unquoted ``off`` as."""
     return "off" if value is False else value
-
-
-DatasetName = Literal["lastfm-artists", "spotify-songs", "files", "synthetic"]
 
 
 class SongsParams(_Section):
@@ -91,10 +89,17 @@ class SyntheticParams(_Section):
 class DatasetParams(_Section):
     """Which data set the stages after ``prepare`` see, through the canonical tables (one contract)."""
 
-    name: DatasetName = "lastfm-artists"
+    name: str = DEFAULT_DATASET
     songs: SongsParams = SongsParams()
     files: FilesParams = FilesParams()
     synthetic: SyntheticParams = SyntheticParams()
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in DATASET_NAMES:
+            raise ValueError(f"unknown data set {name!r}: use one of {', '.join(DATASET_NAMES)}")
+        return name
 
 
 def item_kind(params: dict[str, Any]) -> str:
@@ -106,10 +111,7 @@ def item_kind(params: dict[str, Any]) -> str:
     ('track', 'artist')
     """
     dataset = params.get("dataset") or {}
-    name = dataset.get("name", "lastfm-artists")
-    if name == "files":
-        return str((dataset.get("files") or {}).get("kind", "track"))
-    return "artist" if name in ("lastfm-artists", "synthetic") else "track"
+    return dataset_spec(dataset.get("name", DEFAULT_DATASET)).item_kind(dataset)
 
 
 class IngestParams(_Section):
@@ -206,13 +208,11 @@ class ALSParams(_Section):
     iterations: int = Field(15, ge=1)
 
 
-COMPETITOR_PARAMS: dict[str, type[_Section]] = {
-    "ease": EaseParams,
-    "itemknn": ItemKNNParams,
-    "rp3beta": RP3betaParams,
-    "als": ALSParams,
-}
-"""The competitors the tuning experiment searches, by their ``train`` section."""
+def competitor_params() -> dict[str, type[_Section]]:
+    """The settings of every competitor the tuning experiment searches on a grid, by name (its ``train``
+    section's type: :data:`recsys.specs.MODELS` names them)."""
+    fields = TrainParams.model_fields
+    return {spec.name: fields[str(spec.section)].annotation for spec in MODELS if spec.search == "grid"}  # type: ignore[misc]
 
 
 class SearchParams(_Section):
@@ -242,9 +242,10 @@ class SearchParams(_Section):
         cls, competitors: dict[str, dict[str, list[float | int]]]
     ) -> dict[str, dict[str, list[float | int]]]:
         for model, grid in competitors.items():
-            if model not in COMPETITOR_PARAMS:
-                raise ValueError(f"unknown competitor {model!r}: use one of {sorted(COMPETITOR_PARAMS)}")
-            unknown = set(grid) - set(COMPETITOR_PARAMS[model].model_fields)
+            known = competitor_params()
+            if model not in known:
+                raise ValueError(f"unknown competitor {model!r}: use one of {sorted(known)}")
+            unknown = set(grid) - set(known[model].model_fields)
             if unknown:
                 raise ValueError(f"unknown {model} parameter(s) in its grid: {sorted(unknown)}")
             if any(not values for values in grid.values()):
@@ -342,7 +343,7 @@ class RetrainParams(_Section):
 
 
 class ExperimentParams(_Section):
-    """Online experiments (``recsys experiment ...``; :mod:`recsys.loop.experiment_report`)."""
+    """Online experiments (``recsys experiment ...``; :mod:`recsys.experiments.report`)."""
 
     share: float = Field(0.0, ge=0, le=1)
     # None: each experiment draws a secret salt when it starts. A salt written here is public (the file is in

@@ -12,6 +12,8 @@ from typing import IO, Any
 
 import pandas as pd
 
+from recsys.errors import DataError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -75,3 +77,26 @@ def write_text(path: str | Path, text: str) -> None:
     """Write UTF-8 text atomically."""
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def read_json(
+    path: Path, missing: str = "not found: run the pipeline first (`recsys run` or `dvc repro`)"
+) -> Any:
+    """An optional JSON object: ``None`` when the file is absent, :class:`DataError` when it is bad."""
+    return require_json(path, missing) if path.exists() else None
+
+
+def require_json(
+    path: Path, missing: str = "not found: run the pipeline first (`recsys run` or `dvc repro`)"
+) -> dict[str, Any]:
+    """The JSON object in ``path`` (the project's one reader of its metrics and reports):
+    :class:`DataError` naming the file when it is absent (``missing`` says why), not JSON or not an object."""
+    if not path.exists():
+        raise DataError(missing, file=str(path))
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"not valid JSON: {exc}", file=str(path)) from exc
+    if not isinstance(payload, dict):
+        raise DataError("expected a JSON object", file=str(path))
+    return payload

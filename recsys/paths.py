@@ -33,11 +33,6 @@ EDA_REPORT = EDA_DIR / "eda.html"
 MODEL_CARD = Path("docs/model_card.md")
 FEEDBACK_CURSOR = FEEDBACK_DIR / "cursor.json"
 
-HYBRID, CF = "lightfm_hybrid", "lightfm_cf"
-"""The hybrid (the challenger the gate and the registry take) and LightFM without item features."""
-MODEL_NAMES: tuple[str, ...] = (HYBRID, CF, "ease", "rp3beta", "itemknn", "als", "most_popular")
-"""Every model the ``train`` stage writes as ``models/<name>.npz`` and ``evaluate`` measures."""
-
 
 def model_file(name: str, models_dir: Path = MODELS_DIR) -> Path:
     """``models/<name>.npz``."""

@@ -10,6 +10,7 @@ over a store it never reads. A value already set in the environment always wins.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import MutableMapping
 from pathlib import Path
 
@@ -22,6 +23,10 @@ QUIET: dict[str, str] = {
     "DVC_NO_ANALYTICS": "1",
 }
 """No telemetry from a run, as in the Makefile."""
+
+
+VENV_BIN = Path(sys.executable).parent
+"""The bin folder of the Python running this: the project's virtualenv when run through ``make``."""
 
 
 def find_root(start: Path) -> Path | None:
@@ -55,3 +60,17 @@ def apply_defaults(
     added = {key: value for key, value in defaults(root).items() if not env.get(key, "").strip()}
     env.update(added)
     return added
+
+
+def venv_tool(name: str) -> str:
+    """The command ``name`` installed beside this Python (the project's virtualenv: ``dvc``, ``bentoml``,
+    ``evidently``, ``prefect``, ``recsys``), else ``name`` itself, looked up on ``PATH``."""
+    beside = VENV_BIN / name
+    return str(beside) if beside.exists() else name
+
+
+def venv_first_on_path(env: MutableMapping[str, str]) -> MutableMapping[str, str]:
+    """``env`` with this Python's bin folder first on ``PATH``, so commands it starts (the DVC stages'
+    ``recsys``) are the project's own; returns ``env``."""
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env

@@ -24,9 +24,7 @@ from recsys.errors import RecsysError
 from recsys.io import atomic_path, without_keys, write_json, write_text
 from recsys.paths import (
     FEATURES_DIR,
-    HYBRID,
     METRICS_DIR,
-    MODEL_NAMES,
     MODELS_DIR,
     PLOTS_DIR,
     PREPARED_DIR,
@@ -37,6 +35,7 @@ from recsys.paths import (
     SPLIT_DIR,
     model_file,
 )
+from recsys.specs import HYBRID, MODEL_NAMES
 
 if TYPE_CHECKING:
     from recsys.offline.tune import Trial
@@ -58,27 +57,12 @@ def sources(params: Params, out: Path = SOURCES_RECORD, local_dir: Path | None =
 
 def ingest(params: Params, out_dir: Path = RAW_DIR, local_dir: Path | None = None) -> dict[str, Any]:
     """Copy or download the raw sources of the chosen data set into ``out_dir``, verified."""
-    from recsys.data.datasets import dataset_of, source_names
-    from recsys.data.ingest import ingest_all, summarize
-    from recsys.data.own_files import ingest_files
+    from recsys.data.datasets import dataset_of
+    from recsys.data.datasets import ingest as ingest_dataset
 
     start = time.perf_counter()
     dataset = dataset_of(params)
-    if dataset.name == "files":
-        summary = ingest_files(params.dataset.files, out_dir)
-    elif dataset.name == "synthetic":
-        from recsys.data.synthetic import write
-
-        summary = write(params.dataset.synthetic, out_dir)
-    else:
-        reports = ingest_all(
-            source_names(params),
-            out_dir,
-            local_dir if local_dir is not None else data_dir_from_env(),
-            retries=params.ingest.download_retries,
-            timeout_s=params.ingest.download_timeout_s,
-        )
-        summary = summarize(reports)
+    summary = ingest_dataset(params, out_dir, local_dir if local_dir is not None else data_dir_from_env())
     # Every data set's summary carries the stage's wall time (generated data had none: the CLI failed).
     summary = {"dataset": dataset.name} | summary | {"seconds": round(time.perf_counter() - start, 3)}
     # The file is a DVC output: the same data gives the same bytes, so the timings and where the files were
@@ -89,10 +73,10 @@ def ingest(params: Params, out_dir: Path = RAW_DIR, local_dir: Path | None = Non
 
 def prepare(params: Params, raw_dir: Path = RAW_DIR, out_dir: Path = PREPARED_DIR) -> dict[str, Any]:
     """Validate, clean and join the chosen data set's raw tables into the canonical prepared tables."""
-    from recsys.data.datasets import dataset_of
+    from recsys.data.datasets import prepare as prepare_dataset
     from recsys.data.prepare import write_prepared
 
-    prepared = dataset_of(params).prepare(raw_dir, params)
+    prepared = prepare_dataset(raw_dir, params)
     write_prepared(prepared, out_dir)
     return prepared.quality
 

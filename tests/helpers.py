@@ -43,7 +43,8 @@ from recsys.io import write_parquet
 from recsys.models import LightFMRecommender
 from recsys.offline.features import build_item_features, save_item_features, without_identity
 from recsys.offline.split import make_split, save_split
-from recsys.paths import CF, HYBRID, model_file
+from recsys.paths import model_file
+from recsys.specs import CF, HYBRID
 from tests.data.raw_fixture import AUDIO, SPOTIFY_HEADER
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -253,7 +254,7 @@ class Project:
             "top_tags": 2,
             "home": home,
         } | overrides
-        return registry.save_champion_candidate(self.models, self.features, self.split, metrics, **arguments)
+        return registry.save_candidate(self.models, self.features, self.split, metrics, **arguments)
 
 
 def build_project(
@@ -449,7 +450,7 @@ def force_feedback_gate(monkeypatch: pytest.MonkeyPatch, promote: bool) -> None:
 def feedback_state(project: Path) -> dict[str, Any]:
     """What a retraining run may change: the cursor, the champion, the exported files' bytes, the models."""
     from recsys import registry
-    from recsys.loop.exports import CURSOR_FILE
+    from recsys.feedback.exports import CURSOR_FILE
 
     return {
         "cursor": (project / CURSOR_FILE).read_text(encoding="utf-8"),

@@ -72,7 +72,7 @@ def test_the_service_names_the_store_it_looked_in_when_there_is_no_champion(tmp_
 
 def test_songs_then_the_artists_preset_gives_back_the_committed_params(tmp_path: Path) -> None:
     from flows.dvc import apply_overrides
-    from recsys.cli import load_preset
+    from recsys.cli.main import load_preset
 
     params = tmp_path / "params.yaml"
     shutil.copy(PROJECT_ROOT / "params.yaml", params)

@@ -10,7 +10,7 @@ import pytest
 
 from recsys import stages
 from recsys.config import Params, load_params
-from recsys.paths import HYBRID, MODEL_NAMES
+from recsys.specs import HYBRID, MODEL_NAMES
 from tests.helpers import PROJECT_ROOT
 
 

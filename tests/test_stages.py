@@ -19,7 +19,7 @@ from recsys import stages
 from recsys.config import Params
 from recsys.errors import RecsysError
 from recsys.offline.features import load_item_features, save_item_features
-from recsys.paths import MODEL_NAMES
+from recsys.specs import MODEL_NAMES
 from tests.helpers import TINY_OVERRIDES, write_synthetic_raw
 
 
@@ -136,7 +136,7 @@ def test_training_inputs_refuse_features_and_split_of_different_catalogues(
 def test_recsys_tune_apply_writes_the_winners_into_params_yaml(run: dict[str, Any], tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from recsys.cli import app
+    from recsys.cli.main import app
     from recsys.config import load_params
 
     root, params_file = run["root"], tmp_path / "params.yaml"

@@ -7,7 +7,7 @@ with its own address, reached over a bridge, with its own folders and processes)
 host                  address        runs
 ====================  =============  ================================================================
 ``db``                10.231.0.10    PostgreSQL: the feedback store and the announcements every replica
-                                     follows (:mod:`recsys.loop.feedback_announcements`)
+                                     follows (:mod:`recsys.feedback.announcements`)
 ``control``           10.231.0.20    the Prefect server (API and UI on port 4200)
 ``worker``            10.231.0.21    a Prefect process worker of the ``recsys-process`` pool: the
                                      project's deployments run here; its BentoML store is the registry
@@ -20,6 +20,17 @@ The hosts share one disk, so nothing passes between them through a folder except
 (``shared/exchange``), which stands for the volume every host mounts in the documented deployment
 (``docs/deployment.md``): promoted models are exported there and imported by the replicas. The project
 checkout is the worker host's. ``recsys cluster down`` stops every process and removes the namespaces.
+
+Modules
+-------
+hosts
+    The hosts: addresses, folders, and how a process runs on one (``Cluster``).
+network
+    A bridge and a namespace per host, and what the machine must have first.
+services
+    What runs on each host: PostgreSQL, the Prefect server and worker, the replicas, HAProxy, Dask.
+lifecycle
+    Starting and stopping the whole topology.
 """
 
 from recsys.cluster.hosts import (

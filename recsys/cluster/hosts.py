@@ -7,13 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recsys.errors import ConfigError, RecsysError
+from recsys.project import VENV_BIN
 
 SUBNET = "10.231.0"
 BRIDGE = "rsbr0"
@@ -32,7 +32,7 @@ PG_PORT, PREFECT_PORT, SERVICE_PORT, LB_PORT, DASK_PORT = 5432, 4200, 3000, 8080
 POOL = "recsys-process"
 STATE_FILE = "cluster.json"
 START_TIMEOUT_S = 180.0
-BIN = Path(sys.executable).parent
+BIN = VENV_BIN
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 

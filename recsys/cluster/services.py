@@ -98,13 +98,13 @@ def start_worker(cluster: Cluster, worker_env: Mapping[str, str] | None = None) 
 
 def deploy(project: str) -> None:
     """Register the nightly training and feedback retraining deployments of ``project`` in the work pool
-    (``PREFECT_API_URL``), with the schedules of :mod:`flows.deployments`; the worker runs them from the
+    (``PREFECT_API_URL``), with the schedules of :mod:`recsys.schedules`; the worker runs them from the
     project folder. (``prefect deploy --all`` and ``Flow.deploy`` of this Prefect version fail against its
     own server, a 422 on the workers filter they read after registering, so ``to_deployment().apply()``.)"""
     from prefect import Flow
     from prefect.deployments.runner import RunnerDeployment
 
-    from flows.deployments import FEEDBACK_CRON, FEEDBACK_DEPLOYMENT, NIGHTLY_CRON, TRAINING_DEPLOYMENT
+    from recsys.schedules import FEEDBACK_CRON, FEEDBACK_DEPLOYMENT, NIGHTLY_CRON, TRAINING_DEPLOYMENT
 
     for entrypoint, name, cron in (
         ("flows/training.py:training_flow", TRAINING_DEPLOYMENT, NIGHTLY_CRON),
@@ -220,8 +220,8 @@ def seed(cluster: Cluster, home: Path) -> str:
     """Make the champion of the model store ``home`` (this checkout's, after ``make run``) the worker host's
     champion and publish it to every replica; returns its tag."""
     from recsys import registry
-    from recsys.loop.publishing import publish_champion
     from recsys.registry import exchange as model_exchange
+    from recsys.registry.publishing import publish_champion
 
     champion = registry.champion(home)
     if champion is None:

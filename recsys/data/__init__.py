@@ -12,8 +12,12 @@ sources
     Registry of the data sets (folder, URL, sha256, row counts).
 ingest
     The ingest stage: a local copy or a download, verified, landing whole or not at all.
-files
+raw_files
     A raw file's checks (sha256, rows) and staged landing.
+fingerprint
+    What the ingest stage will read, by content (the ``sources`` stage), so DVC knows when to ingest.
+synthetic
+    The ``synthetic`` data set: listeners x artists shaped like Last.fm 2K, at any size, seeded.
 download
     Downloads with retries and backoff; zip archives.
 schemas
@@ -33,13 +37,15 @@ __all__ = [
     "clean",
     "datasets",
     "download",
-    "files",
+    "fingerprint",
     "ingest",
     "joins",
     "normalize",
     "own_files",
     "prepare",
+    "raw_files",
     "schemas",
     "songs",
     "sources",
+    "synthetic",
 ]

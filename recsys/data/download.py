@@ -1,6 +1,6 @@
 """Downloads of the raw data sets: canonical URLs (or a mirror), retries with backoff, zip archives.
 
-Each downloaded file is verified (:func:`recsys.data.files.verify_file`) into the source's staging folder.
+Each downloaded file is verified (:func:`recsys.data.raw_files.verify_file`) into the source's staging folder.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from recsys.data.files import CHUNK, FileReport, Verify, land_file
+from recsys.data.raw_files import CHUNK, FileReport, Verify, land_file
 from recsys.data.sources import Source, SourceFile
 from recsys.errors import DataError
 

@@ -15,27 +15,35 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import Params
-from recsys.data.files import sha256_of
+from recsys.data.raw_files import sha256_of
 from recsys.data.sources import SOURCES
+from recsys.specs import resolve
 
 
 def fingerprint(params: Params, local_dir: Path | None) -> dict[str, Any]:
     """What ``recsys ingest`` would read for ``params``, with ``local_dir`` as the local copy."""
-    from recsys.data.datasets import dataset_of, source_names
+    from recsys.data.datasets import dataset_of
 
-    dataset = dataset_of(params)
-    if dataset.name == "files":
-        files = params.dataset.files
-        return {
-            "dataset": "files",
-            "files": {kind: _file(getattr(files, kind)) for kind in ("interactions", "items")},
-        }
-    if dataset.name == "synthetic":
-        return {"dataset": "synthetic"}
-    return {
-        "dataset": dataset.name,
-        "sources": {name: _source(name, local_dir) for name in source_names(params)},
-    }
+    record: dict[str, Any] = resolve(dataset_of(params).fingerprint)(params, local_dir)
+    return {"dataset": params.dataset.name} | record
+
+
+def of_sources(params: Params, local_dir: Path | None) -> dict[str, Any]:
+    """The raw sources: each local file's size and checksum, or the download it would need."""
+    from recsys.data.datasets import source_names
+
+    return {"sources": {name: _source(name, local_dir) for name in source_names(params)}}
+
+
+def of_files(params: Params, local_dir: Path | None) -> dict[str, Any]:
+    """A team's two configured files: size and checksum (or missing)."""
+    files = params.dataset.files
+    return {"files": {kind: _file(getattr(files, kind)) for kind in ("interactions", "items")}}
+
+
+def of_generated(params: Params, local_dir: Path | None) -> dict[str, Any]:
+    """Generated data: nothing (its settings are a parameter of ingest already)."""
+    return {}
 
 
 def _file(name: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import httpx
 
 from recsys.config import DATA_DIR_ENV
 from recsys.data.download import USER_AGENT, Download, FetchFailed, download_plain, download_zip, resolve_url
-from recsys.data.files import FileReport, Origin, Verify, land_file, staged_folder
+from recsys.data.raw_files import FileReport, Origin, Verify, land_file, staged_folder
 from recsys.data.sources import SOURCES, Source
 from recsys.errors import ConfigError, DataError, SourceUnavailableError
 

@@ -4,6 +4,21 @@
 Every model takes a ``(n_users, n_items)`` float32 CSR confidence matrix with contiguous indices,
 scores training users densely (:meth:`Recommender.score`), ranks with :meth:`Recommender.recommend`
 and saves to / loads from one ``.npz`` file (:func:`load_recommender` reads any of them).
+
+Modules
+-------
+base
+    The ``Recommender`` interface, input checks, single-file persistence, ``load_recommender``.
+lightfm_model
+    LightFM (WARP by default), collaborative or hybrid, and its seed ensemble.
+baselines
+    Most popular, item-kNN (cosine), EASE.
+graph
+    RP3beta: a popularity-damped three-step random walk.
+als
+    Implicit-feedback ALS through the ``implicit`` package.
+scorer
+    The one top-k: a dot product per item, a partial sort of the k best.
 """
 
 from recsys.models.als import ALS

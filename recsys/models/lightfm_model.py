@@ -41,6 +41,7 @@ from recsys.models.base import (
     sparse_to_arrays,
 )
 from recsys.models.scorer import TopKScorer
+from recsys.specs import CF, HYBRID
 
 _MODEL_ARRAYS: tuple[str, ...] = tuple(
     f"{side}_{part}"
@@ -124,7 +125,7 @@ class LightFMRecommender(Recommender):
         """The explicit name, else ``lightfm_hybrid`` with item features and ``lightfm_cf`` without."""
         if self._name:
             return self._name
-        return "lightfm_hybrid" if self._item_features is not None else "lightfm_cf"
+        return HYBRID if self._item_features is not None else CF
 
     @name.setter
     def name(self, value: str) -> None:

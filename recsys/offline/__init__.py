@@ -8,8 +8,14 @@ split
     Cold-start items, then a per-user train / valid / test holdout (``split`` stage).
 train
     The hybrid's trial loop (search, refit) and the baselines (``train`` stage).
+tune
+    The seeded hyperparameter search of LightFM on the validation part, for review.
 evaluation
     Every user ranked, then the metrics overall, per user group and cold start (``evaluate`` stage).
+ranking, batches
+    Every evaluated user's top-k and AUC from one scoring pass; users scored in batches on threads.
+sharding
+    Evaluation sharded over users: the same numbers from several processes or machines.
 metrics
     Ranking, accuracy and beyond-accuracy metrics of top-k arrays.
 metrics_files
@@ -27,6 +33,7 @@ Nothing here imports Prefect or BentoML; stage I/O is in :mod:`recsys.stages`.
 """
 
 __all__ = [
+    "batches",
     "bias",
     "evaluation",
     "features",
@@ -35,6 +42,9 @@ __all__ = [
     "metrics_files",
     "new_listener",
     "popularity",
+    "ranking",
+    "sharding",
     "split",
     "train",
+    "tune",
 ]

@@ -3,7 +3,6 @@ reading them back (:func:`read_report`, :func:`metrics_rows`)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from recsys.config import EvaluateParams, Params
-from recsys.errors import RecsysError
+from recsys.io import require_json
 from recsys.offline.evaluation import EvaluationResult
 from recsys.paths import BIAS_METRICS, OFFLINE_METRICS
 
@@ -86,10 +85,7 @@ def read_bias(project_dir: Path) -> dict[str, Any]:
 
 
 def _read_stage_json(path: Path, stage: str) -> dict[str, Any]:
-    if not path.exists():
-        raise RecsysError(f"{path} is missing: the {stage} stage did not write it")
-    report: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return report
+    return require_json(path, f"missing: the {stage} stage did not write it")
 
 
 def metrics_rows(report: Mapping[str, Any], k: int) -> list[dict[str, Any]]:

@@ -16,21 +16,15 @@ from typing import Any
 import scipy.sparse as sp
 
 from recsys.config import Params
-from recsys.models import ALS, EASE, ItemKNN, LightFMRecommender, MostPopular, Recommender, RP3beta
+from recsys.models import Recommender
 from recsys.offline.split import Split
-from recsys.paths import CF
+from recsys.specs import HYBRID, MODELS
 
 
 def baselines(params: Params) -> list[Recommender]:
-    """The competitors with their (tuned) settings, not fitted yet: most-popular, item-kNN, EASE,
-    RP3beta and implicit ALS (single-threaded when ``train.final_threads`` is 1)."""
-    return [
-        MostPopular(),
-        ItemKNN(params.train.itemknn),
-        EASE(params.train.ease),
-        RP3beta(params.train.rp3beta),
-        ALS(params.train.als, params.seed, params.train.final_threads),
-    ]
+    """The competitors with their (tuned) settings, not fitted yet: every model of :data:`MODELS` but
+    LightFM's (single-threaded when ``train.final_threads`` is 1)."""
+    return [spec.configured(params) for spec in MODELS if spec.search != "epochs"]
 
 
 @dataclass(frozen=True)
@@ -52,11 +46,11 @@ def fit_all(
     core free, the hybrid (most of the stage's time) trains in a spawned child process while the others
     fit here: the same models, sooner (the caller's main module must be import-safe, as spawning needs).
     """
-    threads, seed = params.train.final_threads, params.seed
-    hybrid = LightFMRecommender(params.train.lightfm, seed, threads)
-    cf = LightFMRecommender(params.train.lightfm_cf, seed, threads, name=CF)
-    plan: list[tuple[Recommender, sp.csr_matrix | None]] = [(hybrid, item_features), (cf, None)]
-    plan += [(model, None) for model in baselines(params)]
+    threads = params.train.final_threads
+    plan: list[tuple[Recommender, sp.csr_matrix | None]] = [
+        (spec.configured(params), item_features if spec.takes_features else None) for spec in MODELS
+    ]
+    hybrid = next(model for model, _ in plan if model.name == HYBRID)
     fitted: dict[int, tuple[Recommender, float]] = {}
     with _hybrid_process(background, threads) as pool:
         pending = pool.submit(_fit_timed, hybrid, split.train_full, item_features) if pool else None
@@ -64,7 +58,7 @@ def fit_all(
             if not (pending is not None and model is hybrid):
                 fitted[number] = _fit_timed(model, split.train_full, features)
         if pending is not None:
-            fitted[0] = pending.result()
+            fitted[next(n for n, (model, _) in enumerate(plan) if model is hybrid)] = pending.result()
     # Keyed by name once fitted: LightFM's name says whether it has item features.
     results = [fitted[number] for number in range(len(plan))]
     models = {model.name: model for model, _ in results}

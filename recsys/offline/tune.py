@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from recsys.config import COMPETITOR_PARAMS, LightFMParams, Params, SearchParams
-from recsys.models import ALS, EASE, ItemKNN, LightFMRecommender, Recommender, RP3beta
+from recsys.config import LightFMParams, Params, SearchParams, competitor_params
+from recsys.models import LightFMRecommender, Recommender
 from recsys.offline.metrics import ranking_metrics
 from recsys.offline.ranking import rank_top_k
-from recsys.paths import CF, HYBRID
+from recsys.specs import CF, GRID_MODELS, HYBRID, MODELS, model_spec
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class CompetitorSpec:
     def run(self) -> Trial:
         """Fit on the training part, the search metric on the validation part."""
         start = time.perf_counter()
-        settings = COMPETITOR_PARAMS[self.model].model_validate(self.config)
+        settings = competitor_params()[self.model].model_validate(self.config)
         model = make_competitor(self.model, settings, self.seed)
         score = validation_scorer(self.train, self.valid, self.metric)(model.fit(self.train))
         log.info("trial %d (%s): %s=%.4f %s", self.number, self.model, self.metric, score, self.config)
@@ -210,13 +210,7 @@ class CompetitorSpec:
 
 def make_competitor(model: str, settings: Any, seed: int) -> Recommender:
     """The competitor ``model`` (a ``train`` section name) with ``settings``, single-threaded."""
-    factories: dict[str, Callable[[], Recommender]] = {
-        "ease": lambda: EASE(settings),
-        "itemknn": lambda: ItemKNN(settings),
-        "rp3beta": lambda: RP3beta(settings),
-        "als": lambda: ALS(settings, seed),
-    }
-    return factories[model]()
+    return model_spec(model).build(settings, seed, threads=1)
 
 
 def competitor_specs(
@@ -250,10 +244,11 @@ def tuned_params(trials: Sequence[Trial]) -> dict[str, Any]:
     """The winners as ``params.yaml`` settings (dotted keys): each model's best configuration with its best
     epoch as ``epochs``, for ``train.lightfm`` and ``train.lightfm_cf``."""
     settings: dict[str, Any] = {}
-    for model, section in ((HYBRID, "lightfm"), (CF, "lightfm_cf")):
-        best = best_trial(trials, model)
-        values = best.params | {"epochs": max(best.best_epoch, 1)}
-        settings |= {f"train.{section}.{key}": value for key, value in values.items()}
-    for model in dict.fromkeys(trial.model for trial in trials if trial.model in COMPETITOR_PARAMS):
+    for spec in MODELS:
+        if spec.search == "epochs":
+            best = best_trial(trials, spec.name)
+            values = best.params | {"epochs": max(best.best_epoch, 1)}
+            settings |= {f"train.{spec.section}.{key}": value for key, value in values.items()}
+    for model in dict.fromkeys(trial.model for trial in trials if trial.model in GRID_MODELS):
         settings |= {f"train.{model}.{key}": value for key, value in best_trial(trials, model).params.items()}
     return settings

@@ -7,12 +7,16 @@ artifact
 provenance
     ``dvc_lock_hash``, ``git_commit``, ``data_version``: where a model came from.
 packaging
-    ``save_champion_candidate`` (explicit folders) and ``package_project`` (the flows' one way in).
+    ``save_candidate`` (explicit folders) and ``package_project`` (the flows' one way in).
 store
     Lifecycle in the store: ``list_models``, ``get_model``, ``champion``, ``promote``, ``rollback``,
     ``all_versions``, ``delete_versions``, ``load_artifact``.
-cli
-    ``recsys model list|show|promote|rollback``.
+comparison
+    The champion measured on a run's test split, so challenger and champion meet on the same data.
+exchange
+    The model exchange: promoted models exported to a folder every host mounts, imported by replicas.
+publishing
+    A promotion made known to every host: exported to the exchange, its tag announced.
 
 ``from recsys import registry`` gives the public face below; this package imports BentoML.
 """
@@ -26,7 +30,7 @@ from recsys.registry.artifact import (
     read_user_ids,
     top_item_tags,
 )
-from recsys.registry.packaging import package_project, save_champion_candidate
+from recsys.registry.packaging import package_project, save_candidate
 from recsys.registry.provenance import data_version, dvc_lock_hash, git_commit
 from recsys.registry.store import (
     CANDIDATE,
@@ -86,6 +90,6 @@ __all__ = [
     "read_feedback_record",
     "read_user_ids",
     "rollback",
-    "save_champion_candidate",
+    "save_candidate",
     "top_item_tags",
 ]

@@ -4,7 +4,7 @@ Each host keeps its own BentoML store (``BENTOML_HOME``: the registry of record 
 cache on a replica). A promotion exports the champion with BentoML (``bentoml.models.export_model``, one
 ``.tar`` archive per version) into the exchange, a folder every host mounts (an NFS or EFS volume, a
 Kubernetes ``ReadWriteMany`` volume); the replicas learn which tag to serve from the feedback database
-(:mod:`recsys.loop.feedback_announcements`) and import it (``bentoml.models.import_model``) into their own
+(:mod:`recsys.feedback.announcements`) and import it (``bentoml.models.import_model``) into their own
 store before loading it. Nothing else passes through the shared folder.
 
 An erasure deletes the archives of the versions it revokes (:func:`remove`), and a replica deletes its own

@@ -1,6 +1,6 @@
 """Packaging: a trained hybrid and the data it serves with become one candidate in the store.
 
-:func:`save_champion_candidate` takes explicit folders (tests, benchmarks, a model trained anywhere);
+:func:`save_candidate` takes explicit folders (tests, benchmarks, a model trained anywhere);
 :func:`package_project` is what the training and retraining flows call, with the project's own folders
 and provenance. Promotion is the store's (:func:`recsys.registry.store.promote`).
 """
@@ -24,9 +24,10 @@ from recsys.registry.artifact import (
 )
 from recsys.registry.provenance import data_version, dvc_lock_hash, git_commit
 from recsys.registry.store import add_model
+from recsys.specs import HYBRID
 
 
-def save_champion_candidate(
+def save_candidate(
     models_dir: str | Path,
     features_dir: str | Path,
     split_dir: str | Path,
@@ -36,7 +37,7 @@ def save_champion_candidate(
     dvc_lock_hash: str,
     git_commit: str,
     prepared_dir: str | Path = PREPARED_DIR,
-    source_model: str = "lightfm_hybrid",
+    source_model: str = HYBRID,
     top_tags: int = 5,
     home: str | Path | None = None,
     feedback_users: Sequence[str] = (),
@@ -64,7 +65,7 @@ def save_champion_candidate(
         The store's home (see :func:`bentoml_home`).
     feedback_users : sequence of str
         The users (among the model's) whose feedback the model trained on (none for a model of the training
-        flow): the record an erasure checks (:func:`recsys.loop.erasure.held_by_model`).
+        flow): the record an erasure checks (:func:`recsys.feedback.erasure_steps.held_by_model`).
 
     Returns
     -------
@@ -111,9 +112,9 @@ def package_project(
     Returns
     -------
     str
-        The new candidate's tag (:func:`save_champion_candidate`).
+        The new candidate's tag (:func:`save_candidate`).
     """
-    return save_champion_candidate(
+    return save_candidate(
         models_dir if models_dir is not None else project / MODELS_DIR,
         project / FEATURES_DIR,
         split_dir if split_dir is not None else project / SPLIT_DIR,

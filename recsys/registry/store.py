@@ -42,13 +42,13 @@ from filelock import FileLock, Timeout
 from recsys.errors import NoChampionError, NothingToRollBackError, RegistryError
 from recsys.io import atomic_open
 from recsys.registry.artifact import MODEL_YAML, ServingArtifact, read_artifact, served_bias_strength
+from recsys.specs import DEFAULT_DATASET
 
 MODEL_NAME = "music_recommender"
 """Name of the models of the first data set (``lastfm-artists``) in the BentoML store."""
 
 DATASET_ENV = "RECSYS_DATASET"
 """The data set whose models a call means when none is passed (a service, the registry CLI)."""
-DEFAULT_DATASET = "lastfm-artists"
 
 
 def model_name(dataset: str | None = None) -> str:

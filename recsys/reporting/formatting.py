@@ -9,25 +9,16 @@ Examples
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from recsys.errors import DataError
-from recsys.paths import HYBRID
+from recsys.io import require_json
+from recsys.specs import HYBRID, MODEL_LABELS, MOST_POPULAR
 
 CHALLENGER = HYBRID
-POPULAR = "most_popular"
-MODEL_LABELS: dict[str, str] = {
-    "lightfm_hybrid": "LightFM hybrid (served)",
-    "lightfm_cf": "LightFM without features",
-    "ease": "EASE",
-    "rp3beta": "RP3beta",
-    "itemknn": "item-kNN",
-    "als": "implicit ALS",
-    "most_popular": "most popular",
-}
+POPULAR = MOST_POPULAR
 
 
 def fmt(value: Any) -> str:
@@ -50,24 +41,6 @@ def pct(value: float | None) -> str:
 def label(model: str) -> str:
     """Display name of a model key of ``offline.json``."""
     return MODEL_LABELS.get(model, model)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """An optional JSON object: ``None`` when the file is absent, :class:`DataError` when it is bad."""
-    return require_json(path) if path.exists() else None
-
-
-def require_json(path: Path) -> dict[str, Any]:
-    """A required JSON object; :class:`DataError` names the file when it is absent or bad."""
-    if not path.exists():
-        raise DataError("not found: run the pipeline first (`recsys run` or `dvc repro`)", file=str(path))
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"not valid JSON: {exc}", file=str(path)) from exc
-    if not isinstance(payload, dict):
-        raise DataError("expected a JSON object", file=str(path))
-    return payload
 
 
 def load_offline(metrics_dir: Path) -> dict[str, Any]:

@@ -20,17 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import Params, item_kind, load_params
-from recsys.io import write_text
+from recsys.io import read_json, write_text
 from recsys.paths import EDA_DIR, METRICS_DIR, MODEL_CARD, PARAMS_FILE, PREPARED_DIR
 from recsys.reporting.card_sections import fairness_section, mitigation_section, results_section
-from recsys.reporting.formatting import (
-    fmt,
-    load_offline,
-    markdown_table,
-    pct,
-    read_json,
-)
+from recsys.reporting.formatting import fmt, load_offline, markdown_table, pct
 from recsys.reporting.song_card import SONG_LIMITATIONS, SONG_USES, about_tracks, song_data_section
+from recsys.specs import DEFAULT_DATASET
 
 
 @dataclass(frozen=True)
@@ -336,7 +331,7 @@ def _render_song_card(inputs: CardInputs) -> str:
 
 def card_path(params: Params) -> Path:
     """Where the data set's card lives: ``docs/model_card.md`` for the artists, else one per data set."""
-    if params.dataset.name == "lastfm-artists":
+    if params.dataset.name == DEFAULT_DATASET:
         return MODEL_CARD
     return MODEL_CARD.with_name(f"model_card_{params.dataset.name}.md")
 

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from recsys.paths import EDA_REPORT, HYBRID, OFFLINE_METRICS, PLOTS_DIR
+from recsys.paths import EDA_REPORT, OFFLINE_METRICS, PLOTS_DIR
+from recsys.specs import DEFAULT_DATASET, HYBRID
 
 
 def report_paths(project_dir: Path) -> dict[str, Any]:
@@ -118,7 +119,7 @@ def verdict_lines(summary: Mapping[str, Any]) -> list[str]:
     lines.append(f"packaged: {', '.join(packaged) or 'nothing (the champion stays)'}")
     lines.append(f"champion: {champion or 'none yet'}")
     dataset = summary.get("dataset")
-    serve = "make serve" if dataset in (None, "lastfm-artists") else f"RECSYS_DATASET={dataset} make serve"
+    serve = "make serve" if dataset in (None, DEFAULT_DATASET) else f"RECSYS_DATASET={dataset} make serve"
     if candidate:
         lines += [
             f"next: {serve}, then recsys experiment start --mode interleave --challenger {candidate}",

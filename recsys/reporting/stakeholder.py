@@ -20,19 +20,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from recsys.config import item_kind, load_params
-from recsys.io import write_text
+from recsys.io import read_json, write_text
 from recsys.offline.bias import served_strength
 from recsys.paths import EDA_DIR, METRICS_DIR, MONITORING_DIR, PARAMS_FILE
-from recsys.reporting.formatting import (
-    CHALLENGER,
-    POPULAR,
-    fmt,
-    label,
-    load_offline,
-    ordered_models,
-    pct,
-    read_json,
-)
+from recsys.reporting.formatting import CHALLENGER, POPULAR, fmt, label, load_offline, ordered_models, pct
 from recsys.reporting.html_parts import figure_html, figure_png, html_table
 from recsys.reporting.ratings import ratings_section
 
@@ -82,7 +73,7 @@ def load_report_inputs(
     ratings: pd.DataFrame | None = None,
 ) -> ReportInputs:
     """Read the report's inputs from a workspace; only ``metrics/offline.json`` is required. ``ratings``
-    (:meth:`recsys.loop.feedback.FeedbackStore.ratings_frame`) come from the caller, who knows the store."""
+    (:meth:`recsys.feedback.store.FeedbackStore.ratings_frame`) come from the caller, who knows the store."""
     offline = load_offline(metrics_dir)
     params = load_params(params_path) if params_path.exists() else None
     images = {path.stem: path.read_bytes() for path in sorted(eda_dir.glob("*.png"))}

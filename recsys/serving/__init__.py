@@ -21,35 +21,47 @@ runtime
 settings
     ``ServingSettings`` from the environment.
 signals
-    Change counters the workers share (reload, dislike), in a folder private to the user.
-dislikes
+    Change counters the workers share (reload, dislike): a local folder and the store's announcements.
+feedback_follower
     Each worker's view of the feedback store: every listener's dislikes in memory, erasures, revocations.
 served_log
     The sampled, batched log of served lists.
 schemas, openapi
     Request and response models; the OpenAPI document.
-search
+name_search
     Fuzzy name search over the catalogue.
+experiment
+    The experiment a service runs: the challenger beside the champion, each listener's arm.
+admin_client
+    The one client of the admin API (reload, experiment), for the flows and the command lines.
+http
+    HTTP plumbing of the handlers: errors as answers, JSON in and out, admin checks.
+user_data
+    What the service stores about a listener, shown to them and erased on request.
 route_metrics, timeout
     Request metrics labelled by route; a request timeout that cancels its timer.
 """
 
 __all__ = [
     "access",
+    "admin_client",
     "app",
-    "dislikes",
+    "experiment",
+    "feedback_follower",
+    "http",
     "limits",
     "loading",
     "logic",
+    "name_search",
     "openapi",
     "route_metrics",
     "runtime",
     "schemas",
-    "search",
     "served_log",
     "service",
     "settings",
     "signals",
     "state",
     "timeout",
+    "user_data",
 ]

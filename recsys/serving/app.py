@@ -6,7 +6,7 @@ is serialised with orjson, and the model's structures are precomputed in a :clas
 
 Security (:mod:`recsys.serving.http`): admin endpoints check ``X-Admin-Token`` in constant time, large
 bodies get 413 and foreign origins 403; nothing logged here names a raw user id (see
-:meth:`recsys.loop.feedback.FeedbackStore.pseudonym`).
+:meth:`recsys.feedback.store.FeedbackStore.pseudonym`).
 
 Every answered recommendation is handed to :class:`recsys.serving.served_log.ServedLog` after the response
 is built: an in-memory append, written to the feedback store by a background thread started and
@@ -33,8 +33,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from recsys.config import item_kind
-from recsys.loop.experiments import Experiment
-from recsys.loop.feedback import FeedbackUnavailableError
+from recsys.experiments.design import Experiment
+from recsys.feedback.store import FeedbackUnavailableError
 from recsys.serving import experiment, logic, user_data
 from recsys.serving.access import Caller, authorize_listener
 from recsys.serving.http import (

@@ -1,4 +1,4 @@
-"""The experiment a service runs (:mod:`recsys.loop.experiments`): the challenger beside the champion, and
+"""The experiment a service runs (:mod:`recsys.experiments.design`): the challenger beside the champion, and
 how ``/recommend`` answers under each design.
 
 The admin sets the experiment (``POST /admin/experiment``); the worker that takes the call loads the
@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from recsys.loop.events import FeedbackEvent
-from recsys.loop.experiments import (
+from recsys.experiments.design import (
     CHALLENGER,
     CHAMPION,
     INTERLEAVE,
@@ -28,6 +27,7 @@ from recsys.loop.experiments import (
     request_seed,
     team_draft,
 )
+from recsys.feedback.events import FeedbackEvent
 from recsys.serving import logic
 from recsys.serving.loading import ModelSource
 from recsys.serving.schemas import RecommendRequest
@@ -187,7 +187,7 @@ def strength(running: Running, champion: ServingState, answer: dict[str, Any]) -
 def interleaved(
     champion: ServingState, challenger: ServingState, request: RecommendRequest, disliked: Any, seed: int
 ) -> dict[str, Any]:
-    """One list team-drafted from both models' rankings (:func:`recsys.loop.experiments.team_draft`), each
+    """One list team-drafted from both models' rankings (:func:`recsys.experiments.design.team_draft`), each
     item with the ``model`` that drafted it; only the drafted items get reasons (each from its own model).
     ``model_version`` is the champion's, ``challenger_version`` the other's. A listener either model does not
     know gets the champion's list alone."""

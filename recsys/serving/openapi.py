@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from recsys.loop.experiments import Experiment
+from recsys.experiments.design import Experiment
 from recsys.serving import schemas as s
 
 _REF = "#/components/schemas/{model}"

@@ -10,7 +10,7 @@ microsecond); the other hosts' within a second (their poll), usually within mill
 
 Which model to serve: on one host, the registry's champion (a reload announces the tag it loaded, and the
 other workers load that very tag). On several hosts (``RECSYS_MODEL_EXCHANGE`` set), the tag the training
-host announced when it promoted (:func:`recsys.loop.publishing.publish_champion`), imported from the model
+host announced when it promoted (:func:`recsys.registry.publishing.publish_champion`), imported from the model
 exchange when this host does not hold it yet.
 """
 
@@ -23,11 +23,11 @@ import threading
 from collections.abc import Callable
 
 from recsys import registry
-from recsys.loop.feedback import FeedbackUnavailableError
-from recsys.loop.feedback_announcements import listening_connection
+from recsys.feedback.announcements import listening_connection
+from recsys.feedback.store import FeedbackUnavailableError
 from recsys.registry import exchange as model_exchange
-from recsys.serving.dislikes import Feedback
 from recsys.serving.experiment import ExperimentHolder
+from recsys.serving.feedback_follower import FeedbackFollower
 from recsys.serving.limits import AnonymousLimits
 from recsys.serving.loading import ModelSource
 from recsys.serving.served_log import ServedLog, prometheus_served_counters
@@ -116,7 +116,7 @@ class Runtime:
         self.settings = settings
         self._counter = counter
         self.signals = Signals(settings.runtime_dir, scope=registry.model_name(settings.dataset))
-        self.feedback = Feedback(settings, self.signals)
+        self.feedback = FeedbackFollower(settings, self.signals)
         self.signals.share(self.feedback.store)
         self.listener: Listener | None = None
         self._forgotten: frozenset[str] = frozenset()

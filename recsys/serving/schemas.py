@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from recsys.loop.events import MAX_ID_LENGTH, MAX_REASON_LENGTH, FeedbackEvent
+from recsys.feedback.events import MAX_ID_LENGTH, MAX_REASON_LENGTH, FeedbackEvent
 
 MAX_K = 100
 MAX_FAVOURITES = 50

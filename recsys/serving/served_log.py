@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from recsys.loop.experiments import INTERLEAVE
-from recsys.loop.feedback import FeedbackUnavailableError
-from recsys.loop.feedback_db import ServedRecommendation
+from recsys.experiments.design import INTERLEAVE
+from recsys.feedback.store import FeedbackUnavailableError
+from recsys.feedback.tables import ServedRecommendation
 
 _LOG = logging.getLogger(__name__)
 DropCounter = Callable[[str, int], None]
@@ -36,7 +36,7 @@ class ServedLog:
     Parameters
     ----------
     write : callable
-        Stores a batch and returns how many it stored (:meth:`Feedback.add_served`).
+        Stores a batch and returns how many it stored (:meth:`FeedbackFollower.add_served`).
     sample : float
         Share of requests logged, 0 to 1 (0 turns logging off).
     max_per_s : float

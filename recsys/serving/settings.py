@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys import registry
-from recsys.loop.feedback import feedback_url
+from recsys.feedback.store import feedback_url
 from recsys.registry.exchange import exchange_from_env
 
 ADMIN_TOKEN_ENV = "RECSYS_ADMIN_TOKEN"

@@ -3,7 +3,7 @@
 A reload, an experiment, a dislike or an erasure handled by one worker must reach every other worker of the
 service, on this host and on the others. Two paths carry it:
 
-- **across hosts**: the feedback database every replica shares (:mod:`recsys.loop.feedback_announcements`):
+- **across hosts**: the feedback database every replica shares (:mod:`recsys.feedback.announcements`):
   one row per kind of change, its version bumped and its value (the model tag, the experiment's design)
   replaced by each change. Each worker reads the rows once a second (:meth:`Signals.refresh`, from the
   service's poll) and, on PostgreSQL, as soon as a ``NOTIFY`` arrives (:class:`Listener`);
@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from recsys.errors import ConfigError
-from recsys.loop.feedback import FeedbackUnavailableError
-from recsys.loop.feedback_announcements import CHANNEL, NEVER, RELOAD, Announcement, announcement_key
+from recsys.feedback.announcements import CHANNEL, NEVER, RELOAD, Announcement, announcement_key
+from recsys.feedback.store import FeedbackUnavailableError
 
 _LOG = logging.getLogger(__name__)
 RELOAD_SIGNAL, DISLIKE_SIGNAL = RELOAD, "dislike"

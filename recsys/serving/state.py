@@ -17,7 +17,7 @@ import numpy as np
 from recsys.models.scorer import MISSING, top_k_from_scores
 from recsys.offline.popularity import rerank_popularity
 from recsys.registry import ServingArtifact
-from recsys.serving.search import NameIndex, normalise
+from recsys.serving.name_search import NameIndex, normalise
 
 SHARED_TAGS = 3
 """Tags named in a "shares tags" reason."""

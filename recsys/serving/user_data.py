@@ -1,7 +1,8 @@
 """What the service stores about a listener, shown to them and erased on request.
 
 ``GET /users/{user_id}/feedback`` lists a listener's stored events and ratings; ``DELETE`` erases them all
-(audited under a pseudonym, forgotten by every worker: :meth:`recsys.serving.dislikes.Feedback.delete_user`).
+(audited under a pseudonym, forgotten by every worker:
+:meth:`recsys.serving.feedback_follower.FeedbackFollower.delete_user`).
 Who may call them is :mod:`recsys.serving.access`: the listener's own page for its anonymous id, the
 platform's backend (client token) or the admin for any id. Anonymous erasures are rate-limited per worker.
 """
@@ -16,8 +17,8 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from recsys.loop.events import InvalidFeedbackError
-from recsys.loop.feedback import FeedbackUnavailableError
+from recsys.feedback.events import InvalidFeedbackError
+from recsys.feedback.store import FeedbackUnavailableError
 from recsys.serving.access import Caller, authorize_listener
 from recsys.serving.http import HTTPError, invalid, json_response, rate_limited, runtime_of, store_unavailable
 from recsys.serving.runtime import Runtime

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from recsys import cluster as topology
-from recsys.cli import app
+from recsys.cli.main import app
 
 
 def test_status_of_no_cluster_is_a_one_line_error(tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ import yaml
 from recsys import cluster as topology
 from recsys import registry
 from recsys.cluster import Cluster
-from recsys.loop.feedback import FeedbackStore
-from recsys.loop.feedback_db import ERASURES, EVENTS
+from recsys.feedback.store import FeedbackStore
+from recsys.feedback.tables import ERASURES, EVENTS
 from recsys.registry import exchange as model_exchange
 from recsys.registry.store import add_model
 from tests.helpers import PROJECT_ROOT, make_tiny_project

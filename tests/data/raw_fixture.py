@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
-from recsys.cli import app
+from recsys.cli.main import app
 from recsys.data.schemas import ARTISTS, LYRICS_SONGS, SPOTIFY_SONGS, TAGS, USER_ARTISTS, USER_TAGGED_ARTISTS
 
 AUDIO = "0.5,0.6,5,-5.0,1,0.05,0.1,0.0,0.1,0.5,120.0,200000"

@@ -1,7 +1,7 @@
 """Bad raw data through ``recsys prepare``: a clear error naming the file and column (exit 2), or a
 counted, documented repair in ``quality.json``; never a silently wrong output.
 
-A feedback export with unknown users or artists goes through :func:`recsys.loop.retrain.merge_feedback`,
+A feedback export with unknown users or artists goes through :func:`recsys.retraining.merge.merge_feedback`,
 which drops and counts unknown artists and appends (and reports) unknown users.
 """
 
@@ -149,7 +149,7 @@ def test_absurd_listen_count_is_capped_and_counted(raw: Path, tmp_path: Path) ->
 
 
 def test_feedback_with_unknown_users_and_artists_is_counted() -> None:
-    from recsys.loop.retrain import merge_feedback
+    from recsys.retraining.merge import merge_feedback
 
     train = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 2.0]], dtype=np.float32))
     events = pd.DataFrame(

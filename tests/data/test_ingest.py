@@ -14,8 +14,8 @@ import pytest
 
 from recsys.config import DATA_DIR_ENV
 from recsys.data.download import file_url, resolve_url
-from recsys.data.files import count_rows, sha256_of
 from recsys.data.ingest import IngestReport, ingest_all, ingest_source, summarize
+from recsys.data.raw_files import count_rows, sha256_of
 from recsys.data.sources import SOURCES, Source, SourceFile
 from recsys.errors import ConfigError, DataError, SourceUnavailableError
 

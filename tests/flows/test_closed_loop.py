@@ -36,13 +36,13 @@ from flows.retraining import retraining_flow
 from recsys import registry, stages
 from recsys.columns import Col
 from recsys.config import load_params
+from recsys.experiments.report import LOSES
+from recsys.feedback.exports import CURSOR_FILE, FeedbackCursor
+from recsys.feedback.store import FeedbackStore
 from recsys.io import write_parquet
-from recsys.loop import simulation
-from recsys.loop.experiment_report import LOSES
-from recsys.loop.exports import CURSOR_FILE, FeedbackCursor
-from recsys.loop.feedback import FeedbackStore
 from recsys.models import LightFMRecommender
 from recsys.offline.evaluation import evaluate
+from recsys.retraining import closed_loop as simulation
 from tests.helpers import ADMIN_TOKEN, PROJECT_ROOT, Server, start_server, stop_server, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.usefixtures("prefect_harness")]
@@ -85,7 +85,7 @@ def project(prepared_real: Path, tmp_path_factory: pytest.TempPathFactory, loop_
     ).fit(split.train_full, features.matrix)
     model.save(root / "models" / "lightfm_hybrid.npz")
     metrics = evaluate(model.score, split.train_full, split.test, params.evaluate).metrics
-    tag = registry.save_champion_candidate(
+    tag = registry.save_candidate(
         root / "models",
         data / "features",
         data / "split",
@@ -204,7 +204,7 @@ def test_an_interleaving_experiment_on_the_running_service_stops_a_worse_challen
     weak.fit(split.train_full, features.matrix).save(tmp_path / "models" / "lightfm_hybrid.npz")
     packaged = {}
     for name, models in (("champion", root / "models"), ("challenger", tmp_path / "models")):
-        packaged[name] = registry.save_champion_candidate(
+        packaged[name] = registry.save_candidate(
             models, root / "data" / "features", root / "data" / "split", {"ndcg@10": 0.0},
             params_dict=params.model_dump(mode="json"), dvc_lock_hash="test", git_commit="test",
             prepared_dir=root / "data" / "prepared", home=home,

@@ -21,15 +21,15 @@ from flows.deployments import (
 )
 from flows.monitoring import monitoring_flow
 from flows.retraining import retraining_flow
-from flows.search import search_flow
 from flows.training import training_flow
+from flows.tuning import search_flow
 from tests.helpers import PROJECT_ROOT
 
 EXPECTED = {
     TRAINING_DEPLOYMENT: ("flows/training.py:training_flow", NIGHTLY_CRON, training_flow.name),
     MONITORING_DEPLOYMENT: ("flows/monitoring.py:monitoring_flow", HOURLY_CRON, monitoring_flow.name),
     FEEDBACK_DEPLOYMENT: ("flows/retraining.py:retraining_flow", FEEDBACK_CRON, retraining_flow.name),
-    SEARCH_DEPLOYMENT: ("flows/search.py:search_flow", SEARCH_CRON, search_flow.name),
+    SEARCH_DEPLOYMENT: ("flows/tuning.py:search_flow", SEARCH_CRON, search_flow.name),
 }
 
 
@@ -84,7 +84,7 @@ def test_the_feedback_retraining_answers_monitoring_events_in_prefect_yaml_as_wh
     from prefect.events import DeploymentEventTrigger
 
     from flows.deployments import RETRAIN_DEBOUNCE_S, retraining_trigger
-    from recsys.loop.monitoring import MONITORING_EVENTS
+    from recsys.monitoring.decisions import MONITORING_EVENTS
 
     declared = {entry["name"]: entry for entry in _prefect_yaml()["deployments"]}
     assert all("triggers" not in declared[name] for name in EXPECTED if name != FEEDBACK_DEPLOYMENT)

@@ -30,11 +30,11 @@ from flows.retraining import ERASURES_ONLY, NO_NEW_FEEDBACK, retraining_flow
 from recsys import registry
 from recsys.columns import Col
 from recsys.errors import ConfigError
-from recsys.loop.erasure import ERASED_PREFIX
-from recsys.loop.events import FeedbackEvent
-from recsys.loop.exports import CURSOR_FILE, FeedbackCursor
-from recsys.loop.feedback import FeedbackStore
-from recsys.loop.feedback_db import EVENTS, RATINGS, SERVED, ServedRecommendation
+from recsys.feedback.erasure_steps import ERASED_PREFIX
+from recsys.feedback.events import FeedbackEvent
+from recsys.feedback.exports import CURSOR_FILE, FeedbackCursor
+from recsys.feedback.store import FeedbackStore
+from recsys.feedback.tables import EVENTS, RATINGS, SERVED, ServedRecommendation
 from recsys.offline.split import Split, load_split
 from tests.helpers import PROJECT_ROOT, build_project, feedback_state, force_feedback_gate
 

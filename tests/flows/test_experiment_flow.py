@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 from flows.dvc import apply_overrides
 from flows.experiment import experiment_flow
 from recsys import registry
-from recsys.cli import app
-from recsys.loop.events import FeedbackEvent
-from recsys.loop.experiment_report import LOSES, WINS
-from recsys.loop.experiments import CHALLENGER, CHAMPION, arm_of
-from recsys.loop.feedback import FeedbackStore
-from recsys.loop.feedback_db import ServedRecommendation
+from recsys.cli.main import app
+from recsys.experiments.design import CHALLENGER, CHAMPION, arm_of
+from recsys.experiments.report import LOSES, WINS
+from recsys.feedback.events import FeedbackEvent
+from recsys.feedback.store import FeedbackStore
+from recsys.feedback.tables import ServedRecommendation
 from tests.helpers import PROJECT_ROOT, build_project
 
 pytestmark = pytest.mark.slow
@@ -175,7 +175,7 @@ def test_every_promotion_waits_for_the_projects_run_lock(
     """A retraining run holds the lock from reading the champion to deleting erased versions: a promotion
     by the experiment flow or by hand in between could be undone or leave no champion, so it waits."""
     from flows.experiment import promote
-    from recsys.registry import cli as registry_cli
+    from recsys.cli import registry as registry_cli
     from recsys.run_lock import LockBusyError, run_lock
 
     root, champion, (better, worse) = project

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from recsys.loop import workspace as history
+from recsys.monitoring import workspace as history
 from tests.helpers import PROJECT_ROOT, free_port, wait_for
 from tests.serving.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 

@@ -21,12 +21,12 @@ from flows.monitoring import BIAS_JSON, DRIFT_HTML, DRIFT_JSON, drift_monitoring
 from recsys import registry
 from recsys.columns import Col
 from recsys.config import SplitParams
+from recsys.feedback.events import FeedbackEvent
+from recsys.feedback.store import FeedbackStore
+from recsys.feedback.tables import ServedRecommendation
 from recsys.io import write_parquet
-from recsys.loop.events import FeedbackEvent
-from recsys.loop.feedback import FeedbackStore
-from recsys.loop.feedback_db import ServedRecommendation
-from recsys.loop.workspace import read_history
 from recsys.models.baselines import MostPopular
+from recsys.monitoring.workspace import read_history
 from recsys.offline.split import load_split, make_split, save_split
 from recsys.paths import MONITORING_DIR as REPORT_DIR
 from tests.helpers import PROJECT_ROOT, sample_listening, tiny_items
@@ -268,7 +268,7 @@ def test_monitor_run_monitors_once_and_says_each_number_against_its_threshold(
 ) -> None:
     from typer.testing import CliRunner
 
-    from recsys.cli import app
+    from recsys.cli.main import app
 
     root = make_project(tmp_path / "project")
     url = f"sqlite:///{tmp_path / 'fb.db'}"

@@ -29,9 +29,9 @@ from flows.retraining import (
 )
 from flows.service import reload_service
 from recsys import registry
-from recsys.loop.events import FeedbackEvent
-from recsys.loop.exports import CURSOR_FILE, FeedbackCursor, events_file
-from recsys.loop.feedback import FeedbackStore
+from recsys.feedback.events import FeedbackEvent
+from recsys.feedback.exports import CURSOR_FILE, FeedbackCursor, events_file
+from recsys.feedback.store import FeedbackStore
 from recsys.offline.split import load_split
 from recsys.paths import FEEDBACK_DIR
 from tests.helpers import PROJECT_ROOT, build_project, feedback_state, force_feedback_gate

@@ -13,7 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 
 from flows.dvc import apply_overrides
-from flows.search import make_task_runner, run_search
+from flows.tuning import make_task_runner, run_search
 from recsys import stages
 from recsys.config import load_params
 from recsys.errors import ConfigError

@@ -18,7 +18,8 @@ from recsys.offline.evaluation import evaluate
 from recsys.offline.features import load_item_features
 from recsys.offline.popularity import mainstreaminess_groups
 from recsys.offline.split import load_split
-from recsys.paths import HYBRID, model_file
+from recsys.paths import model_file
+from recsys.specs import HYBRID
 from tests.helpers import PROJECT_ROOT
 
 # 1,300 generated listeners: three scoring batches, so two shards of unequal size.

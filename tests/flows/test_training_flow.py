@@ -33,11 +33,11 @@ from flows.dvc import LOCK_NAME, LockBusyError, StageFailedError
 from flows.monitoring import monitoring_flow
 from flows.training import dvc_stage, training_flow
 from recsys import registry
-from recsys.cli import app
-from recsys.paths import MODEL_NAMES
+from recsys.cli.main import app
 from recsys.reporting.card_sections import results_section
 from recsys.reporting.formatting import load_offline
 from recsys.reporting.run_summary import summary_table
+from recsys.specs import MODEL_NAMES
 from tests.helpers import PROJECT_ROOT, TINY_OVERRIDES, TinyProject, init_repo, make_tiny_project, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -411,7 +411,7 @@ def test_generated_data_runs_through_the_whole_flow_with_the_large_catalogue_pre
 ) -> None:
     """The synthetic source through every DVC stage's command (ingest generates the data), with the
     large-catalogue preset's hybrid, to its own champion: the path of a run at S50, at a size that trains."""
-    from recsys.cli import load_preset
+    from recsys.cli.main import load_preset
 
     root = flow_project(tmp_path / "project")
     generated = {"dataset.name": "synthetic", "dataset.synthetic": {"users": 80, "items": 60, "pairs": 1200}}

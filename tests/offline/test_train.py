@@ -10,7 +10,7 @@ from recsys.config import Params
 from recsys.offline import train as train_module
 from recsys.offline.split import Split
 from recsys.offline.train import baselines, fit_all
-from recsys.paths import MODEL_NAMES
+from recsys.specs import MODEL_NAMES
 
 
 def block_matrix(seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_matrix]:

@@ -18,7 +18,7 @@ from recsys.offline.tune import (
     tuned_params,
     validation_scorer,
 )
-from recsys.paths import CF, HYBRID
+from recsys.specs import CF, HYBRID
 from tests.offline.test_train import block_matrix
 
 

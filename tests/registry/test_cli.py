@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
+from recsys.cli.registry import model_app
 from recsys.registry import CHAMPION, RETIRED
-from recsys.registry.cli import model_app
 from tests.helpers import Project
 
 

@@ -8,9 +8,9 @@ import pytest
 
 from recsys import registry
 from recsys.errors import ConfigError, RegistryError
-from recsys.loop.feedback import FeedbackStore
-from recsys.loop.publishing import publish_champion
+from recsys.feedback.store import FeedbackStore
 from recsys.registry import exchange
+from recsys.registry.publishing import publish_champion
 from tests.helpers import Project
 
 

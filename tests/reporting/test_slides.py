@@ -112,7 +112,7 @@ def test_the_decks_map_is_one_large_plot_with_a_sentence_and_the_served_number_i
 def test_recsys_report_slides_writes_the_deck_from_the_project(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from recsys.cli import app
+    from recsys.cli.main import app
 
     project = build_project(tmp_path / "run")
     root = tmp_path / "project"

@@ -100,7 +100,7 @@ def test_report_needs_the_offline_metrics(tmp_path: Path) -> None:
 
 
 def test_cli_writes_the_report_and_the_card(tmp_path: Path) -> None:
-    from recsys.cli import app
+    from recsys.cli.main import app
 
     root = _workspace(tmp_path, optional=False)
     none = str(root / "none")
@@ -138,8 +138,8 @@ def test_the_report_speaks_of_songs_for_a_song_catalogue() -> None:
 def test_the_report_shows_the_listeners_ratings_by_week(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    from recsys.cli import app
-    from recsys.loop.feedback import FeedbackStore
+    from recsys.cli.main import app
+    from recsys.feedback.store import FeedbackStore
 
     root = _workspace(tmp_path, optional=False)
     url = f"sqlite:///{tmp_path / 'feedback.db'}"

@@ -50,7 +50,7 @@ def save_champion(
 ) -> str:
     """Package the project's hybrid into ``home`` as a ``dataset`` model trained (as its record says) on
     ``feedback_users``' feedback, and promote it unless told not to; returns its tag."""
-    tag = registry.save_champion_candidate(
+    tag = registry.save_candidate(
         project.models,
         project.features,
         project.split,

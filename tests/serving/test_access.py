@@ -12,7 +12,7 @@ import httpx
 import pytest
 from starlette.routing import Mount, Route
 
-from recsys.loop.feedback import FeedbackStore
+from recsys.feedback.store import FeedbackStore
 from recsys.serving.access import ROUTES, Access
 from recsys.serving.app import create_app
 from recsys.serving.limits import ANONYMOUS_WRITES_PER_S, ERASURE_BURST

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from recsys import registry
-from recsys.loop.experiments import CHALLENGER, CHAMPION, arm_of
-from recsys.loop.feedback import FeedbackStore
-from recsys.loop.feedback_announcements import RELOAD, announcement_key
+from recsys.experiments.design import CHALLENGER, CHAMPION, arm_of
+from recsys.feedback.announcements import RELOAD, announcement_key
+from recsys.feedback.store import FeedbackStore
 from tests.helpers import ADMIN_TOKEN, Project, Server, start_server, stop_server, wait_for
 from tests.serving.conftest import save_champion
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from recsys.loop.experiments import Experiment
-from recsys.loop.feedback import FeedbackStore
+from recsys.experiments.design import Experiment
+from recsys.feedback.store import FeedbackStore
 from recsys.serving import experiment
 from recsys.serving.experiment import ExperimentHolder, Running
 from recsys.serving.loading import ModelSource

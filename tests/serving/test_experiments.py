@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from recsys import registry
-from recsys.loop.experiments import arm_of, bucket
-from recsys.loop.feedback import FeedbackStore
-from recsys.loop.feedback_db import Served
+from recsys.experiments.design import arm_of, bucket
+from recsys.feedback.store import FeedbackStore
+from recsys.feedback.tables import Served
 from tests.helpers import ADMIN_TOKEN, Project, Server, start_server, stop_server, wait_for
 from tests.serving.conftest import build_project
 
@@ -31,7 +31,7 @@ def experiment_server(
     """The service on the champion, a challenger (another seed) saved beside it, and the feedback db path."""
     home, champion = champion_home
     other: Project = build_project(tmp_path_factory.mktemp("challenger-project"), seed=7)
-    challenger = registry.save_champion_candidate(
+    challenger = registry.save_candidate(
         other.models, other.features, other.split, {"ndcg@10": 0.4}, params_dict={"seed": 7},
         dvc_lock_hash="unknown", git_commit="unknown", prepared_dir=other.prepared, top_tags=3, home=home,
     )  # fmt: skip

@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from recsys.loop.feedback import FeedbackStore
+from recsys.feedback.store import FeedbackStore
 from tests.helpers import CLIENT_TOKEN, Server, start_server, stop_server, wait_for
 
 pytestmark = pytest.mark.slow

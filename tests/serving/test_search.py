@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from recsys.columns import Col
-from recsys.serving.search import NameIndex, normalise
+from recsys.serving.name_search import NameIndex, normalise
 
 pytestmark = pytest.mark.realdata
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from recsys.loop.feedback import FeedbackStore
-from recsys.loop.pseudonyms import DEFAULT_PSEUDONYM_SALT, pseudonymise
+from recsys.feedback.pseudonyms import DEFAULT_PSEUDONYM_SALT, pseudonymise
+from recsys.feedback.store import FeedbackStore
 from recsys.serving import app as app_module
 from recsys.serving.http import MAX_BODY_BYTES, HTTPError, read_limited
 from recsys.serving.user_data import OWN_REASON

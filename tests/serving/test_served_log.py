@@ -10,8 +10,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from recsys.loop.feedback import FeedbackStore, FeedbackUnavailableError
-from recsys.loop.feedback_db import Served, ServedRecommendation
+from recsys.feedback.store import FeedbackStore, FeedbackUnavailableError
+from recsys.feedback.tables import Served, ServedRecommendation
 from recsys.serving.served_log import QUEUE_FULL, STORE_UNAVAILABLE, ServedLog
 from recsys.serving.settings import (
     SERVED_LOG_MAX_PER_S_ENV,

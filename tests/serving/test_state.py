@@ -12,8 +12,8 @@ from pydantic import BaseModel, ValidationError
 from recsys import registry
 from recsys.serving import logic
 from recsys.serving import state as state_module
+from recsys.serving.name_search import NameIndex
 from recsys.serving.schemas import FeedbackRequest, NewListenerRequest, RecommendRequest, SimilarRequest
-from recsys.serving.search import NameIndex
 from recsys.serving.state import FALLBACK_REASON, ServingState
 
 
@@ -151,7 +151,7 @@ def test_an_interleaved_answer_is_the_team_draft_of_both_models_with_each_models
     state: ServingState, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Drafted from both rankings; each item's entry (score, reason) is the one its own model gives."""
-    from recsys.loop.experiments import team_draft
+    from recsys.experiments.design import team_draft
     from recsys.serving import experiment
     from tests.helpers import Project
     from tests.serving.conftest import build_project, save_champion
@@ -195,7 +195,7 @@ def test_filter_masks_are_bounded_and_an_unknown_tag_is_refused_without_being_ke
 def test_an_erased_listener_is_hidden_only_by_a_model_holding_their_feedback(
     champion_home: tuple[Path, str],
 ) -> None:
-    from recsys.loop.pseudonyms import pseudonymise
+    from recsys.feedback.pseudonyms import pseudonymise
 
     fresh = ServingState(registry.load_artifact("champion", home=champion_home[0]))
     erased = frozenset({pseudonymise("u03", "s")})
@@ -229,8 +229,8 @@ def test_every_favourite_explains_one_item_when_a_close_candidate_ranks_below_th
 
 def test_one_song_under_two_ids_is_never_listed_twice(state: ServingState) -> None:
     from recsys.serving import logic
+    from recsys.serving.name_search import NameIndex
     from recsys.serving.schemas import NewListenerRequest, RecommendRequest
-    from recsys.serving.search import NameIndex
 
     doubled = ServingState.__new__(ServingState)  # the tiny model's state, with items 3 and 4 one song
     doubled.__dict__.update(state.__dict__)

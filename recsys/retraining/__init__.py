@@ -1,0 +1,19 @@
+"""Retraining on listener feedback: a challenger from the champion's data plus what listeners did since.
+
+Modules
+-------
+merge
+    Feedback events -> training weights; warm-start or full retraining.
+challenger
+    A challenger from feedback, measured fairly: split alignment, holdout, protected test pairs.
+closed_loop
+    Simulated listeners against the running service: the closed loop measured.
+
+Nothing here imports Prefect or BentoML; :mod:`flows.retraining` wires these together.
+"""
+
+__all__ = [
+    "challenger",
+    "closed_loop",
+    "merge",
+]

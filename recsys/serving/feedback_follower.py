@@ -1,0 +1,312 @@
+"""Each worker's view of the feedback store: events written through, every listener's dislikes in memory,
+and the erasures and model revocations it must honour.
+
+A recommendation never waits for the database: the dislikes are read in full at start, then only what was
+stored since (after a local dislike or erasure, when another worker signals one, and every
+:attr:`recsys.serving.settings.ServingSettings.dislike_sync_s` for workers on other machines). The same
+incremental sync reads the erasure jobs and model revocations recorded since
+(:mod:`recsys.feedback.erasure_jobs`): an erasure drops the listener from the index (found by pseudonym, no
+reread of the table), and the runtime hides the listener from any loaded model that trained on their feedback
+and stops serving revoked models.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from recsys.feedback.events import FeedbackEvent
+from recsys.feedback.store import AddResult, FeedbackStore, FeedbackUnavailableError
+from recsys.feedback.tables import ServedRecommendation
+from recsys.serving.settings import ServingSettings
+from recsys.serving.signals import DISLIKE_SIGNAL, Signals
+
+_LOG = logging.getLogger(__name__)
+_NOTHING: frozenset[str] = frozenset()
+
+
+class FeedbackFollower:
+    """The feedback store plus every listener's disliked items, held in memory by each worker.
+
+    A recommendation never waits for the database: :meth:`dislikes` is a dictionary lookup. The index is
+    loaded in full when the worker starts and brought up to date by :meth:`sync`, which reads only the
+    dislikes, erasures and revocations stored since the last one (queries on primary keys) and runs in a
+    thread:
+
+    - after a dislike or an erasure through this worker (before the call returns), and when another worker
+      of the service signals one (before this worker's next answer uses the index), so a listener never
+      gets back an artist they just disliked;
+    - every :attr:`ServingSettings.dislike_sync_s` seconds, for changes made by services on other
+      machines, which share the store but not the signals folder (and by the retraining flow: revocations);
+    - in full every :attr:`ServingSettings.dislike_full_sync_s` seconds, a safety net.
+
+    An erasure never rereads the table: the erased listener's entry is found by pseudonym (each indexed
+    listener's pseudonym is computed once, when they enter the index) and removed, so a loop of anonymous
+    erasures costs the workers no more than the erasures themselves. Memory per worker, measured with
+    tracemalloc: 100,000 dislikes of 20,000 listeners take 9.9 MB of dict and sets (~100 bytes a pair), plus
+    the id strings and a 64-character pseudonym per listener.
+
+    A database outage never fails a recommendation: the index keeps what it has, and the store is not
+    asked again for ``retry_s`` seconds.
+    """
+
+    LATE_COMMIT_IDS = 1_000
+    """Each incremental sync of a PostgreSQL store re-reads this many ids below its cursor: PostgreSQL hands
+    out ids before commit, so a dislike may become visible after one with a higher id (re-reading is
+    idempotent). SQLite's writers are serialised, so its ids commit in order: none is re-read there, which
+    keeps the sync a request may wait for (after a signal) to the rows that are new."""
+    MAX_INDEXED_LISTENERS = 500_000
+    """Listeners whose dislikes a worker holds in memory (~250 bytes each with their pseudonym: ~125 MB). A
+    store with more (anonymous page ids cost nothing to make) is not read whole into every worker: the
+    listeners beyond it get their dislikes from the store when they ask (:meth:`dislikes` returns None)."""
+    SIGNAL_WAIT_S = 0.25
+    """How long a request that found a signal waits for a sync another thread is running before it answers
+    with the index as it is (a slow database must not hold every request)."""
+
+    def __init__(
+        self,
+        settings: ServingSettings,
+        signals: Signals,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = settings.feedback_url
+        if not self.url.startswith("postgresql"):
+            self.LATE_COMMIT_IDS = 0
+        self.signals, self.clock = signals, clock
+        self.sync_s, self.full_sync_s = settings.dislike_sync_s, settings.dislike_full_sync_s
+        self.retry_s = settings.feedback_retry_s
+        self._store: FeedbackStore | None = None
+        self._index: dict[str, frozenset[str]] = {}
+        self._pseudonyms: dict[str, str] = {}  # pseudonym -> indexed listener
+        self._cursor = self._erasure_cursor = self._revocation_cursor = 0
+        self.erased: frozenset[str] = frozenset()
+        """Pseudonyms of the listeners erased while jobs were pending or since this worker started."""
+        self._erased_up_to: dict[str, float] = {}
+        """pseudonym -> the erasure's event watermark: that listener's dislikes up to it are erased ones (a
+        late re-read); later ones are new and honoured. Infinite until the job's watermark is read."""
+        self.revoked: frozenset[str] = frozenset()
+        """Model tags that must never be served (they hold an erased listener's feedback)."""
+        self._loaded = False
+        self.overflow = False
+        """Whether some listeners' dislikes are not in memory (more than :attr:`MAX_INDEXED_LISTENERS`)."""
+        self._synced_at = self._full_at = -math.inf
+        self._seen: tuple[int, ...] = (-1, -1, -1, -1)
+        self._down_until = -math.inf
+        self._lock = threading.Lock()
+        self._sync_lock = threading.RLock()
+
+    def store(self) -> FeedbackStore:
+        """The store, created (with its schema) on first successful use; every call bounded in time."""
+        with self._lock:
+            if self._store is None:
+                store = FeedbackStore(self.url, create=False, timeout_s=2.0, query_timeout_s=5.0)
+                try:
+                    store.create_schema()
+                except FeedbackUnavailableError:
+                    store.close()
+                    raise
+                self._store = store
+            return self._store
+
+    def add(self, events: list[FeedbackEvent]) -> AddResult:
+        """Store events durably (raises :class:`FeedbackUnavailableError`); index and announce dislikes."""
+        result = self.store().add_events(events)
+        if any(event.event == "dislike" for event in events):
+            self.signals.bump(DISLIKE_SIGNAL)
+            self.sync()
+        return result
+
+    def delete_user(self, user_id: str, reason: str) -> int:
+        """Erase ``user_id``'s events (audited under a pseudonym, a job recorded), forget them here at once
+        and announce it to the other workers, which find the erasure by their next sync.
+
+        The events are gone from the store, so the next retraining export cannot see them either.
+        """
+        store = self.store()
+        deleted = store.delete_user(user_id, reason)
+        with self._sync_lock:
+            self._forget({store.pseudonym(user_id)})
+        self.signals.bump(DISLIKE_SIGNAL)
+        self.sync()
+        return deleted
+
+    def dislikes(self, user_id: str) -> frozenset[str] | None:
+        """The items ``user_id`` disliked, as of the last sync (never blocks); None when the index is full
+        and does not hold the listener: ask the store (:meth:`read_dislikes`)."""
+        found = self._index.get(user_id)
+        if found is None:
+            return None if self.overflow else _NOTHING
+        return found
+
+    def read_dislikes(self, user_id: str) -> frozenset[str]:
+        """A listener's dislikes read from the store (blocking; nothing when the store is down)."""
+        try:
+            return frozenset(self.store().disliked_items(user_id))
+        except FeedbackUnavailableError:
+            return _NOTHING
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the index has been read in full at least once."""
+        return self._loaded
+
+    @property
+    def indexed_users(self) -> int:
+        """Listeners in the dislike index."""
+        return len(self._index)
+
+    def signalled(self) -> bool:
+        """Whether a worker announced a dislike or an erasure since the last sync (one ``stat``).
+
+        False while the store is known to be down: the answer then goes out with the index as it is.
+        """
+        return self.clock() >= self._down_until and self.signals.version(DISLIKE_SIGNAL) != self._seen
+
+    def sync_signalled(self) -> None:
+        """:meth:`sync` if still :meth:`signalled` once this thread's turn comes (blocking: run in a thread).
+
+        The requests that arrive together after a signal each ask; the first syncs, the others find
+        nothing left to do instead of each reading the store again. A request waits at most
+        :attr:`SIGNAL_WAIT_S` for another thread's sync.
+        """
+        if not self._sync_lock.acquire(timeout=self.SIGNAL_WAIT_S):
+            return
+        try:
+            if self.signalled():
+                self.sync()
+        finally:
+            self._sync_lock.release()
+
+    def due(self) -> bool:
+        """Whether the background poll should call :meth:`sync`: never loaded, signalled, or time is up."""
+        now = self.clock()
+        if now < self._down_until:
+            return False
+        return not self._loaded or now - self._synced_at >= self.sync_s or self.signalled()
+
+    def sync(self) -> None:
+        """Bring the index, the erasures and the revocations up to date from the store (blocking: run in a
+        thread).
+
+        Reads the whole index when it was never loaded or every ``full_sync_s``; else only what was stored
+        since the last sync. On an outage everything stays as it is.
+        """
+        with self._sync_lock:
+            # The version is read before the store: a signal raised during the read triggers another sync.
+            seen = self.signals.version(DISLIKE_SIGNAL)
+            now = self.clock()
+            full = not self._loaded or now - self._full_at >= self.full_sync_s
+            try:
+                store = self.store()
+                if full:
+                    self._load_all(store)
+                    self._full_at = now
+                else:
+                    self._load_since(store)
+                self._follow_erasures(store)
+                self._follow_revocations(store)
+            except FeedbackUnavailableError as err:
+                self._down_until = self.clock() + self.retry_s
+                _LOG.warning("recommending with the dislikes known so far: %s", err)
+                return
+            self._seen, self._synced_at = seen, now
+
+    def _load_all(self, store: FeedbackStore) -> None:
+        started = time.perf_counter()
+        if not self._erasure_cursor:
+            pending, self._erasure_cursor = store.erasure_watermarks(pending_only=True)
+            self._forget(set(pending), pending)
+        pairs, cursor = store.dislikes_since(0)
+        grouped = _by_user(pairs, self._erased_up_to, self._pseudonym_of(store))
+        self.overflow = len(grouped) > self.MAX_INDEXED_LISTENERS
+        if self.overflow:
+            _LOG.warning(
+                "dislike index full: %d listeners, %d kept in memory",
+                len(grouped),
+                self.MAX_INDEXED_LISTENERS,
+            )
+        kept = list(grouped.items())[: self.MAX_INDEXED_LISTENERS]
+        index = {user: frozenset(items) for user, items in kept}
+        pseudonyms = {self._pseudonym(store, user): user for user in index}
+        # One reference swap each: the event loop reads the old index or the new one, never a mix.
+        self._index, self._pseudonyms = index, pseudonyms
+        self._cursor, self._loaded = cursor, True
+        _LOG.info(
+            "dislike index: %d dislikes of %d listeners read in %.0f ms",
+            len(pairs),
+            len(self._index),
+            (time.perf_counter() - started) * 1e3,
+        )
+
+    def _load_since(self, store: FeedbackStore) -> None:
+        pairs, cursor = store.dislikes_since(max(0, self._cursor - self.LATE_COMMIT_IDS))
+        for user, items in _by_user(pairs, self._erased_up_to, self._pseudonym_of(store)).items():
+            pseudonym = self._pseudonym(store, user)
+            if user not in self._index and len(self._index) >= self.MAX_INDEXED_LISTENERS:
+                self.overflow = True
+                continue
+            self._index[user] = self._index.get(user, _NOTHING) | items
+            self._pseudonyms[pseudonym] = user
+        self._cursor = max(self._cursor, cursor)
+
+    def _follow_erasures(self, store: FeedbackStore) -> None:
+        new, cursor = store.erasure_watermarks(max(0, self._erasure_cursor - self.LATE_COMMIT_IDS))
+        fresh = set(new) - self.erased
+        self._erasure_cursor = max(self._erasure_cursor, cursor)
+        self._forget(fresh, new)
+
+    def _follow_revocations(self, store: FeedbackStore) -> None:
+        tags, cursor = store.revocations_since(max(0, self._revocation_cursor - self.LATE_COMMIT_IDS))
+        self._revocation_cursor = max(self._revocation_cursor, cursor)
+        if set(tags) - self.revoked:
+            self.revoked = self.revoked | frozenset(tags)
+            _LOG.warning("models revoked, never to be served: %s", sorted(set(tags)))
+
+    def _forget(self, pseudonyms: set[str], watermarks: Mapping[str, int] | None = None) -> None:
+        """Drop the listeners of ``pseudonyms`` from the index and record them as erased; record the
+        erasures' event ``watermarks`` (of these or of listeners already forgotten here)."""
+        self.erased = self.erased | frozenset(pseudonyms)
+        for pseudonym in pseudonyms:
+            self._erased_up_to.setdefault(pseudonym, math.inf)
+        for pseudonym, watermark in (watermarks or {}).items():
+            known = self._erased_up_to.get(pseudonym, math.inf)
+            self._erased_up_to[pseudonym] = watermark if math.isinf(known) else max(known, watermark)
+        for pseudonym in pseudonyms:
+            user = self._pseudonyms.pop(pseudonym, None)
+            if user is not None:
+                self._index.pop(user, None)
+
+    @staticmethod
+    def _pseudonym(store: FeedbackStore, user: str) -> str:
+        return store.pseudonym(user)
+
+    def _pseudonym_of(self, store: FeedbackStore) -> Callable[[str], str]:
+        return lambda user: self._pseudonym(store, user)
+
+    def add_served(self, records: Sequence[ServedRecommendation]) -> int:
+        """Log served lists in the store (raises :class:`FeedbackUnavailableError` when it is down)."""
+        return self.store().add_served(records)
+
+    def close(self) -> None:
+        """Close the store's connections."""
+        if self._store is not None:
+            self._store.close()
+
+
+def _by_user(
+    rows: Sequence[tuple[int, str, str]],
+    erased_up_to: Mapping[str, float],
+    pseudonym: Callable[[str], str],
+) -> dict[str, set[str]]:
+    """``user -> items`` of the dislike ``rows``, without an erased listener's rows up to their erasure's
+    watermark (a late commit the erasure did not see; the erasure flow deletes it)."""
+    grouped: dict[str, set[str]] = collections.defaultdict(set)
+    for id_, user, item in rows:
+        if erased_up_to and id_ <= erased_up_to.get(pseudonym(user), -1):
+            continue
+        grouped[user].add(item)
+    return grouped
