@@ -41,6 +41,7 @@ from benchmarks.scale_ann import step_ann
 from benchmarks.scale_retrain import step_retrain
 from benchmarks.scale_run import step_run
 from recsys.io import write_json, write_text
+from recsys.paths import ITEMS_TABLE
 from recsys.specs import HYBRID, MODEL_NAMES
 
 RESULTS = Path("bench/results/scale.json")
@@ -301,7 +302,7 @@ def step_serve(root: Path, options: dict[str, Any]) -> dict[str, Any]:
     model = LightFMRecommender.load(model_file(HYBRID, root / "models"))
     loaded = load_split(root / "split")
     features = load_item_features(root / "features")
-    items = pd.read_parquet(root / "prepared" / "items.parquet", columns=[Col.ITEM, Col.NAME])
+    items = pd.read_parquet(root / "prepared" / ITEMS_TABLE, columns=[Col.ITEM, Col.NAME])
     names = items.set_index(Col.ITEM)[Col.NAME].reindex(loaded.item_ids).astype(str).tolist()
     artifact = ServingArtifact(
         "bench", model, features, loaded.user_ids, loaded.item_ids, names,

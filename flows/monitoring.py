@@ -29,7 +29,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
@@ -42,7 +41,7 @@ from recsys.experiments import report as experiment_report
 from recsys.feedback.events import FEEDBACK_COLUMNS
 from recsys.feedback.store import FeedbackStore, FeedbackUnavailableError
 from recsys.feedback.store import feedback_url as default_feedback_url
-from recsys.feedback.tables import SERVED_COLUMNS
+from recsys.feedback.tables import SERVED_COLUMNS, store_exists
 from recsys.io import atomic_path, write_json
 from recsys.monitoring import decisions as monitoring
 from recsys.monitoring import drift
@@ -50,7 +49,7 @@ from recsys.monitoring import workspace as workspace_history
 from recsys.monitoring.served_bias import champion_bias
 from recsys.offline.metrics_files import metrics_rows, read_report
 from recsys.offline.split import load_split
-from recsys.paths import MONITORING_DIR, PARAMS_FILE, PREPARED_DIR, SPLIT_DIR
+from recsys.paths import ITEMS_TABLE, MONITORING_DIR, PARAMS_FILE, PREPARED_DIR, SPLIT_DIR
 
 DRIFT_HTML, DRIFT_JSON, BIAS_JSON = "drift.html", "drift.json", "bias.json"
 MAX_REFERENCE_ROWS = 50_000  # Evidently's distances are stable well below this; more only costs time
@@ -63,24 +62,19 @@ def trigger_retraining(project_dir: str) -> Any:
 
 
 @task(name="load-reference", cache_policy=NO_CACHE)
-def load_reference(project_dir: str, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, list[str]]:
-    """Training listening as :func:`recsys.monitoring.drift.listening_frame` rows (sampled), the items table,
-    the popularity edges and the ids of the test split's users."""
+def load_reference(project_dir: str, seed: int) -> drift.Reference:
+    """The training listening the window is compared with
+    (:func:`recsys.monitoring.drift.project_reference`)."""
     root = Path(project_dir)
-    split = load_split(root / SPLIT_DIR)
-    items = pd.read_parquet(root / PREPARED_DIR / "items.parquet")
-    frame, edges = drift.reference_listening(split.train_full, split.user_ids, split.item_ids, items)
-    test_users = [split.user_ids[row] for row in np.flatnonzero(split.test.getnnz(axis=1))]
-    return drift.sample_rows(frame, MAX_REFERENCE_ROWS, seed), items, edges, test_users
+    items = pd.read_parquet(root / PREPARED_DIR / ITEMS_TABLE)
+    return drift.project_reference(load_split(root / SPLIT_DIR), items, MAX_REFERENCE_ROWS, seed)
 
 
 @contextlib.contextmanager
 def _existing_store(url: str, what: str) -> Iterator[FeedbackStore | None]:
     """The store at ``url``, or None (with a warning) when it does not exist yet; never creates it."""
-    logger = get_run_logger()
-    sqlite_file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
-    if sqlite_file is not None and not Path(sqlite_file).exists():
-        logger.warning("no feedback store at %s yet: no %s in the current window", sqlite_file, what)
+    if not store_exists(url):
+        get_run_logger().warning("no feedback store at %s yet: no %s in the current window", url, what)
         yield None
         return
     with FeedbackStore(url, create=False) as store:
@@ -236,56 +230,44 @@ def drift_monitoring_flow(
     settings, end = params.monitoring, now or datetime.now(UTC)
     out_dir = root / MONITORING_DIR
     url = feedback_url or default_feedback_url(root)
-    reference, items, edges, test_users = load_reference(str(root), params.seed)
+    reference = load_reference(str(root), params.seed)
     events: pd.DataFrame = load_current(url, end, settings.window_days)
     served: pd.DataFrame = load_served(url, end, settings.window_days)
-    current = drift.listening_frame(events, items, edges)
-    drifted, snapshot = measure_drift(reference, current, str(out_dir), settings.drift_share_threshold, end)
-    evaluate = params.evaluate
+    current = drift.listening_frame(events, reference.items, reference.edges)
+    drifted, snapshot = measure_drift(
+        reference.frame, current, str(out_dir), settings.drift_share_threshold, end
+    )
+    k, head = params.evaluate.primary_k, params.evaluate.head_share
     bias = measure_bias(
-        served,
-        events,
-        test_users,
-        evaluate.primary_k,
-        evaluate.head_share,
-        settings.min_events,
-        params.dataset.name,
+        served, events, reference.test_users, k, head, settings.min_events, params.dataset.name
     )
     n_lists = len(served) if bias.get("source") == "served" else None
-    decision = monitoring.decide(
-        drifted.share if drifted else None, bias.get("popularity_lift"), len(events), settings, n_lists
-    )
+    share = drifted.share if drifted else None
+    decision = monitoring.decide(share, bias.get("popularity_lift"), len(events), settings, n_lists)
     report = monitoring.drift_payload(
-        drifted, decision, len(reference), len(events), end, settings.window_days
+        drifted, decision, len(reference.frame), len(events), end, settings.window_days
     )
-    report["n_served"] = len(served)
-    report["served_pruned"] = prune_served(url, end, settings.served_retention_days)
+    report |= {
+        "n_served": len(served),
+        "served_pruned": prune_served(url, end, settings.served_retention_days),
+    }
     write_json(out_dir / DRIFT_JSON, report)
     write_json(out_dir / BIAS_JSON, bias)
     _publish(out_dir, report, bias)
     action = _act(decision, settings.on_trigger, str(root))
     new_feedback = count_new_feedback(url, str(root))
     names = monitoring.monitoring_events(decision, new_feedback, settings.min_new_feedback)
-    payload = {
-        "drift_share": report["drift"] and report["drift"]["share"],
-        "popularity_lift": bias.get("popularity_lift"),
-        "new_feedback": new_feedback,
-        "reasons": list(decision.reasons),
-    }
+    payload = monitoring.event_payload(report, bias, new_feedback, decision)
     report["events_emitted"] = emit_monitoring_events(names, params.dataset.name, payload) if names else []
     horizon = pd.Timedelta(hours=params.experiment.horizon_hours)
     like_rates = experiment_report.like_rate_by_model(served, events, horizon)
-    limits = {
-        "drift_share": settings.drift_share_threshold,
-        "popularity_lift": settings.popularity_lift_threshold,
-    }
-    values = workspace_history.summary_values(report, bias, like_rates, limits)
+    values = workspace_history.summary_values(report, bias, like_rates, monitoring.thresholds(settings))
     workspace = root / settings.workspace
     report["workspace"] = record_in_workspace(str(workspace), params.dataset.name, values, end, snapshot)
     logger.info(
         "monitoring: drift share %s, popularity lift %s, action %s (%.1f s)",
-        report["drift"] and report["drift"]["share"],
-        bias.get("popularity_lift"),
+        payload["drift_share"],
+        payload["popularity_lift"],
         action,
         time.perf_counter() - start,
     )

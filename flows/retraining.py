@@ -28,13 +28,13 @@ promotion take it, so none overlaps another) it:
    finds what is left to do.
 
 Wiring only: the ML steps are :func:`recsys.retraining.challenger.retrain_on_feedback` and
-:func:`recsys.registry.package_project`; the export files and cursor :mod:`recsys.feedback.exports`; the
+:mod:`recsys.retraining.promotion` (the gate, packaging from the objects in memory); the run's record
+:class:`recsys.retraining.run.RetrainingRun`; the export files and cursor :mod:`recsys.feedback.exports`; the
 erasure steps :mod:`flows.erasure`; DVC :mod:`flows.dvc`; calls to the service :mod:`flows.service`.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -57,18 +57,18 @@ from flows.erasure import (
 from flows.service import publish, reload_service
 from recsys.config import load_params
 from recsys.feedback import exports
-from recsys.feedback.erasure_steps import EVENTS_GLOB, ErasureBatch, honour_erasure, without_erased_events
+from recsys.feedback.erasure_steps import EVENTS_GLOB, ErasureBatch, without_erased_events
 from recsys.feedback.exports import CURSOR_FILE, FeedbackCursor
 from recsys.feedback.store import feedback_url as default_feedback_url
 from recsys.io import write_parquet
-from recsys.offline.split import load_split, save_split
-from recsys.paths import FEEDBACK_DIR, PARAMS_FILE, SPLIT_DIR, model_file
-from recsys.retraining.challenger import retrain_on_feedback
-from recsys.specs import HYBRID
+from recsys.offline.gate import render_markdown
+from recsys.offline.split import load_split
+from recsys.paths import FEEDBACK_DIR, PARAMS_FILE, SPLIT_DIR
+from recsys.retraining.challenger import Retrained, retrain_on_feedback
+from recsys.retraining.promotion import gate_retrained, promote_retrained
+from recsys.retraining.run import NO_NEW_FEEDBACK, RetrainingRun
 
-NO_NEW_FEEDBACK = "no new feedback"
 NO_ERASURES = ErasureBatch()
-ERASURES_ONLY = "erasures recorded; nothing to retrain"
 
 
 @task(name="export-feedback", cache_policy=NO_CACHE)
@@ -111,7 +111,7 @@ def retrain_and_evaluate(
     events: pd.DataFrame,
     batch: ErasureBatch = NO_ERASURES,
     history: pd.DataFrame | None = None,
-) -> dict[str, Any]:
+) -> Retrained:
     """Load the champion and the project's split; :func:`recsys.retraining.challenger.retrain_on_feedback`."""
     from recsys import registry
 
@@ -123,37 +123,16 @@ def retrain_and_evaluate(
 
 
 @task(name="gate-and-promote", cache_policy=NO_CACHE)
-def gate_and_promote(root: str, outcome: dict[str, Any], erased: int = 0) -> dict[str, Any]:
+def gate_and_promote(root: str, outcome: Retrained, erased: int = 0) -> dict[str, Any]:
     """Gate the challenger against the re-measured champion; on a win (or when the champion holds the
-    feedback of ``erased`` erased listeners) package the challenger and promote it."""
-    from recsys import registry
-    from recsys.offline import gate as gating
-
+    feedback of ``erased`` erased listeners) package the challenger and promote it
+    (:mod:`recsys.retraining.promotion`)."""
     project = Path(root)
     params = load_params(project / PARAMS_FILE)
-    gated = gating.decide_feedback(outcome["challenger"], outcome["champion"], params.gate)
-    decision = honour_erasure(gated, erased)
-    create_markdown_artifact(gating.render_markdown(decision), key="retraining-gate", description="Gate")
-    result = decision.to_dict() | {
-        "model_tag": outcome["champion_tag"],
-        "erasure_override": decision.promote and not gated.promote,
-    }
-    if not decision.promote:
-        return result
-    with tempfile.TemporaryDirectory(prefix="recsys-retrain-") as staging:
-        models, split_dir = Path(staging) / "models", Path(staging) / "split"
-        outcome["challenger_model"].save(model_file(HYBRID, models))
-        save_split(outcome["split"], split_dir)
-        tag = registry.package_project(
-            project,
-            outcome["challenger"],
-            params.model_dump(mode="json"),
-            models_dir=models,
-            split_dir=split_dir,
-            feedback_users=outcome["feedback_users"],
-        )
-    registry.promote(tag)
-    return result | {"model_tag": tag}
+    decision, override = gate_retrained(outcome, params, erased)
+    create_markdown_artifact(render_markdown(decision), key="retraining-gate", description="Gate")
+    result = decision.to_dict() | {"model_tag": outcome.champion_tag, "erasure_override": override}
+    return result | {"model_tag": promote_retrained(project, outcome, params)} if decision.promote else result
 
 
 @flow(name="retraining")
@@ -208,62 +187,34 @@ def retraining_flow(
         if events.empty and not batch:
             logger.info("no feedback after cursor %d and no pending erasure: nothing to do", cursor.position)
             return {"status": NO_NEW_FEEDBACK, "cursor": cursor.position}
-        steps = _first_erasure_steps(url, str(root), batch)
-        events, n_erased = without_erased_events(events, batch.pseudonyms, batch.salt)
-        history: pd.DataFrame = load_history(str(root))
-        known = exports.known_events(events, history)
-        events = events[~known]
+        run = RetrainingRun(position, discarded_exports=discarded, erasures=len(batch.jobs))
+        run.erasure = _first_erasure_steps(url, str(root), batch)
+        events, history = _new_events(root, events, batch, run)
         holding = versions_holding(batch) if batch else {}
         champion = _champion_tag(dataset)
-        erased = len(holding.get(champion, [])) if champion else 0
-        path = exports.events_file(root / FEEDBACK_DIR, position) if not events.empty else None
-        outcome: dict[str, Any] = {}
-        decision: dict[str, Any] = {"promote": False}
-        dvc_files: list[str] = []
-        if path is not None:
-            write_parquet(path, events)
-            dvc_files = track_with_dvc(str(root), [str(path.relative_to(root))])
-        if path is not None or erased:
-            outcome = retrain_and_evaluate(str(root), events, batch, history)
-            decision = gate_and_promote(str(root), outcome, erased)
-        published = publish(decision["model_tag"], url, dataset) if decision["promote"] else None
+        run.erased_users = len(holding.get(champion, [])) if champion else 0
+        path = _write_export(root, events, position, run)
+        if path is not None or run.erased_users:
+            run.retrained = retrain_and_evaluate(str(root), events, batch, history)
+            run.decision = gate_and_promote(str(root), run.retrained, run.erased_users)
+        run.published = publish(run.decision["model_tag"], url, dataset) if run.promoted else None
         if batch:
-            steps["models"] = drop_versions(url, batch, versions_holding(batch))
-        reloaded = (
-            reload_service(service_url, admin_token_block) if decision["promote"] and service_url else None
+            run.erasure["models"] = drop_versions(url, batch, versions_holding(batch))
+        run.reloaded = (
+            reload_service(service_url, admin_token_block) if run.promoted and service_url else None
         )
         if batch:
-            steps["verify"] = verify_erasures(url, str(root), batch)
+            run.erasure["verify"] = verify_erasures(url, str(root), batch)
         relative = str(path.relative_to(root)) if path is not None else ""
-        erasures = {
-            "erasure_jobs": len(batch.jobs),
-            "erasures_done": len(steps.get("verify", {}).get("done", [])),
-        }
-        cursor.advanced(position, len(events), relative, **erasures).save(root / CURSOR_FILE)
-    summary: dict[str, Any] = {
-        "status": _status(outcome, decision),
-        "cursor": position,
-        "events": len(events),
-        "events_file": str(path) if path is not None else None,
-        "dvc_files": dvc_files,
-        "discarded_exports": discarded,
-        "duplicate_events": int(known.sum()),
-        "erasures": len(batch.jobs),
-        "erased_users": erased,
-        "erased_events": n_erased,
-        "erasure": steps,
-        "reloaded": reloaded,
-        "published": published,
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-    if outcome:
-        summary |= _retraining_summary(outcome, decision)
+        erasures = {"erasure_jobs": run.erasures, "erasures_done": run.erasures_done}
+        cursor.advanced(position, run.events, relative, **erasures).save(root / CURSOR_FILE)
+    summary = run.summary(time.perf_counter() - start)
     logger.info(
         "retraining: %s on %d events, %d erasure jobs (%d done); champion %s",
-        summary["status"],
-        len(events),
-        len(batch.jobs),
-        erasures["erasures_done"],
+        run.status,
+        run.events,
+        run.erasures,
+        run.erasures_done,
         summary.get("model_tag", champion),
     )
     return summary
@@ -280,32 +231,35 @@ def _first_erasure_steps(url: str, root: str, batch: ErasureBatch) -> dict[str, 
     }
 
 
+def _new_events(
+    root: Path, events: pd.DataFrame, batch: ErasureBatch, run: RetrainingRun
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """This export without the erased listeners' events and those an earlier export holds; and the earlier
+    exports' events."""
+    events, run.erased_events = without_erased_events(events, batch.pseudonyms, batch.salt)
+    history: pd.DataFrame = load_history(str(root))
+    known = exports.known_events(events, history)
+    run.duplicate_events = int(known.sum())
+    return events[~known], history
+
+
+def _write_export(root: Path, events: pd.DataFrame, position: int, run: RetrainingRun) -> Path | None:
+    """The new events as ``events-<position>.parquet``, tracked by DVC; None when there are none."""
+    run.events = len(events)
+    if events.empty:
+        return None
+    path = exports.events_file(root / FEEDBACK_DIR, position)
+    write_parquet(path, events)
+    run.events_file = str(path)
+    run.dvc_files = track_with_dvc(str(root), [str(path.relative_to(root))])
+    return path
+
+
 def _champion_tag(dataset: str) -> str | None:
     from recsys import registry
 
     info = registry.champion(dataset=dataset)
     return info.tag if info is not None else None
-
-
-def _status(outcome: dict[str, Any], decision: dict[str, Any]) -> str:
-    if not outcome:
-        return ERASURES_ONLY
-    return "promoted" if decision["promote"] else "kept the champion"
-
-
-def _retraining_summary(outcome: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "merge": outcome["merge"],
-        "n_holdout_events": outcome["n_holdout_events"],
-        "warm_start": outcome["warm_start"],
-        "challenger": outcome["challenger"]["metrics"],
-        "champion": outcome["champion"]["metrics"],
-        "champion_tag": outcome["champion_tag"],
-        "promote": decision["promote"],
-        "reasons": decision["reasons"],
-        "model_tag": decision["model_tag"],
-        "erasure_override": decision["erasure_override"],
-    }
 
 
 if __name__ == "__main__":

@@ -33,13 +33,12 @@ from flows import dvc
 from recsys.config import load_params
 from recsys.errors import RecsysError
 from recsys.feedback.store import feedback_url
-from recsys.offline.metrics_files import metrics_rows, read_bias, read_report
+from recsys.offline.metrics_files import metrics_rows, read_report
 from recsys.paths import PARAMS_FILE
 from recsys.project import venv_tool
 from recsys.registry.publishing import publish_champion
 from recsys.reporting.model_card import refresh_model_card
 from recsys.reporting.run_summary import closing_summary, report_paths, reports_markdown
-from recsys.specs import HYBRID
 
 
 def _retry_when_transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -93,43 +92,19 @@ def publish_reports(project_dir: str, report: dict[str, Any], k: int) -> dict[st
 
 @task(name="gate", cache_policy=NO_CACHE)
 def gate(project_dir: str, report: dict[str, Any]) -> dict[str, Any]:
-    """The challenger (``lightfm_hybrid`` of this run) against the champion on this run's test split.
-
-    Both are measured as served: the challenger at the popularity re-ranking strength it will be packaged
-    with (``bias.serve``: the one ``metrics/bias.json`` chose, or 0), its metrics the trade-off curve's row
-    at that strength; the champion's come from :func:`recsys.registry.comparison.comparable_champion`:
-    recorded while the data version is the same, re-measured (at its own packaged strength) otherwise.
+    """The run's hybrid against the champion, both as served (:func:`recsys.registry.comparison.gate_run`).
 
     Returns
     -------
     dict
-        ``{"promote", "reasons", "comparison", "champion_tag", "champion_metrics", "challenger"}``.
+        ``{"promote", "reasons", "comparison", "champion_tag", "champion_metrics", "challenger", "served"}``.
     """
-    from recsys import registry
-    from recsys.offline import gate as gating
-    from recsys.offline.bias import served_candidate, served_strength
-    from recsys.registry.comparison import comparable_champion
+    from recsys.registry.comparison import gate_run
 
     project = Path(project_dir)
-    params = load_params(project / PARAMS_FILE)
-    # Measured as listeners will get it: re-ranked at the strength it is packaged with (bias.serve).
-    bias = read_bias(project)
-    strength = served_strength(bias, params.bias.serve)
-    challenger = served_candidate(gating.candidate_from_report(report, HYBRID), bias, strength)
-    champion = registry.champion(dataset=params.dataset.name)
-    measured, how = comparable_champion(project, params, champion) if champion else (None, "no champion")
-    decision = gating.decide(challenger, measured, params.gate)
-    markdown = gating.render_markdown(decision) + f"\nChampion metrics: {how}.\n"
-    create_markdown_artifact(markdown, key="gate-decision", description="Gate")
-    return decision.to_dict() | {
-        "champion_tag": champion.tag if champion else None,
-        "champion_metrics": how,
-        "challenger": challenger,
-        "served": {
-            "strength": strength,
-            params.gate.primary_metric: challenger["metrics"].get(params.gate.primary_metric),
-        },
-    }
+    verdict = gate_run(project, load_params(project / PARAMS_FILE), report)
+    create_markdown_artifact(verdict.markdown(), key="gate-decision", description="Gate")
+    return verdict.to_dict()
 
 
 @task(name="package", cache_policy=NO_CACHE)

@@ -1,4 +1,5 @@
-"""Folder and file names of the project, relative to its root: one place, read by every stage and flow.
+"""The file catalogue: every folder and file the stages hand to each other, named once, relative to the
+project root (as kedro's ``catalog.yml`` names each data set once); read by every stage, flow and report.
 
 The DVC stages in ``dvc.yaml`` write exactly these folders; flows join them onto a project root
 (``root / SPLIT_DIR``), and the CLI uses them, relative to the working directory, as defaults.
@@ -15,6 +16,13 @@ SOURCES_RECORD = Path("data/sources.json")
 """What ingest reads, by content (:mod:`recsys.data.fingerprint`): ingest's dependency."""
 RAW_DIR = Path("data/raw")
 PREPARED_DIR = Path("data/prepared")
+INTERACTIONS_TABLE = "interactions.parquet"
+ITEMS_TABLE = "items.parquet"
+ITEM_TAGS_TABLE = "item_tags.parquet"
+QUALITY_JSON = "quality.json"
+QUALITY_TEXT = "quality.txt"
+"""The prepared tables and the data-quality report, files of :data:`PREPARED_DIR` (the data-set contract:
+``docs/architecture.md``)."""
 FEATURES_DIR = Path("data/features")
 SPLIT_DIR = Path("data/split")
 FEEDBACK_DIR = Path("data/feedback")

@@ -24,6 +24,9 @@ from recsys.errors import RecsysError
 from recsys.io import atomic_path, without_keys, write_json, write_text
 from recsys.paths import (
     FEATURES_DIR,
+    INTERACTIONS_TABLE,
+    ITEM_TAGS_TABLE,
+    ITEMS_TABLE,
     METRICS_DIR,
     MODELS_DIR,
     PLOTS_DIR,
@@ -94,8 +97,8 @@ def features(
     """Item-feature matrix (tags, audio, lyrics, genre, identity) with its column names."""
     from recsys.offline.features import build_item_features, feature_summary, save_item_features
 
-    items = pd.read_parquet(prepared_dir / "items.parquet")
-    item_tags = pd.read_parquet(prepared_dir / "item_tags.parquet")
+    items = pd.read_parquet(prepared_dir / ITEMS_TABLE)
+    item_tags = pd.read_parquet(prepared_dir / ITEM_TAGS_TABLE)
     built = build_item_features(items, item_tags, params.features, params.seed)
     save_item_features(built, out_dir)
     summary = feature_summary(built)
@@ -107,10 +110,10 @@ def split(params: Params, prepared_dir: Path = PREPARED_DIR, out_dir: Path = SPL
     """Per-user train/valid/test holdout plus held-out cold-start artists."""
     from recsys.offline.split import make_split, save_split, split_summary
 
-    interactions = pd.read_parquet(prepared_dir / "interactions.parquet")
+    interactions = pd.read_parquet(prepared_dir / INTERACTIONS_TABLE)
     newest = params.split.cold_items == "newest"
     columns = [Col.ITEM, Col.RELEASE_DATE] if newest else [Col.ITEM]
-    items = pd.read_parquet(prepared_dir / "items.parquet", columns=columns)
+    items = pd.read_parquet(prepared_dir / ITEMS_TABLE, columns=columns)
     dates = items[Col.RELEASE_DATE] if newest else None
     made = make_split(interactions, params.split, params.seed, items[Col.ITEM].tolist(), dates)
     save_split(made, out_dir)

@@ -30,6 +30,7 @@ from recsys.data.schemas import (
 )
 from recsys.errors import DataError
 from recsys.io import write_json, write_parquet, write_text
+from recsys.paths import INTERACTIONS_TABLE, ITEM_TAGS_TABLE, ITEMS_TABLE, QUALITY_JSON, QUALITY_TEXT
 
 LASTFM_SOURCE = "lastfm"
 
@@ -249,10 +250,10 @@ def write_prepared(prepared: Prepared, out_dir: Path) -> None:
     checked before the first write)."""
     check_contract(prepared)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet(out_dir / "interactions.parquet", prepared.interactions)
-    write_parquet(out_dir / "items.parquet", prepared.items)
-    write_parquet(out_dir / "item_tags.parquet", prepared.item_tags)
+    write_parquet(out_dir / INTERACTIONS_TABLE, prepared.interactions)
+    write_parquet(out_dir / ITEMS_TABLE, prepared.items)
+    write_parquet(out_dir / ITEM_TAGS_TABLE, prepared.item_tags)
     if len(prepared.tracks.columns):  # the Spotify track table; a team's own files have none
         write_parquet(out_dir / "tracks.parquet", prepared.tracks)
-    write_json(out_dir / "quality.json", prepared.quality)
-    write_text(out_dir / "quality.txt", quality_text(prepared.quality))
+    write_json(out_dir / QUALITY_JSON, prepared.quality)
+    write_text(out_dir / QUALITY_TEXT, quality_text(prepared.quality))

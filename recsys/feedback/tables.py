@@ -11,6 +11,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
@@ -256,6 +257,16 @@ def served_row(record: ServedRecommendation) -> dict[str, Any]:
         Served.CREDITS: _ITEMS_JSON(list(record.credits)) if record.credits else None,
         Served.CHALLENGER: record.challenger,
     }
+
+
+def store_exists(url: str) -> bool:
+    """False for an SQLite store whose file does not exist yet (nothing was ever stored), True otherwise: a
+    PostgreSQL store is a server, asked when used. Readers that must not create a store check this first."""
+    parsed = parse_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite":
+        return True
+    return database not in ("", ":memory:") and Path(database).exists()
 
 
 def parse_url(url: str) -> sa.URL:

@@ -190,3 +190,24 @@ def monitoring_events(decision: TriggerDecision, new_feedback: int, min_new_feed
     events += [BIAS_EVENT] if decision.bias and enough_bias else []
     events += [FEEDBACK_EVENT] if new_feedback >= min_new_feedback else []
     return events
+
+
+def event_payload(
+    report: Mapping[str, Any], bias: Mapping[str, Any], new_feedback: int, decision: TriggerDecision
+) -> dict[str, Any]:
+    """What the monitoring events carry: the drift share, the popularity lift, new feedback, the reasons."""
+    drift = report.get("drift")
+    return {
+        "drift_share": drift and drift["share"],
+        "popularity_lift": bias.get("popularity_lift"),
+        "new_feedback": new_feedback,
+        "reasons": list(decision.reasons),
+    }
+
+
+def thresholds(settings: MonitoringParams) -> dict[str, float]:
+    """The thresholds a run is judged by, as the workspace records them beside its numbers."""
+    return {
+        "drift_share": settings.drift_share_threshold,
+        "popularity_lift": settings.popularity_lift_threshold,
+    }

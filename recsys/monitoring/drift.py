@@ -193,3 +193,22 @@ def _listeners(pairs: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
     lookup = items.drop_duplicates(Col.ITEM).set_index(Col.ITEM)[Col.N_LISTENERS]
     values = pairs[Col.ITEM].astype(str).map(lookup).astype(np.float64).to_numpy()
     return values[~np.isnan(values)]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the current window is compared with: the training listening (sampled), the items, the
+    popularity edges it defines, and the test split's listeners (the champion's own lists are theirs)."""
+
+    frame: pd.DataFrame
+    items: pd.DataFrame
+    edges: np.ndarray
+    test_users: list[str]
+
+
+def project_reference(split: Any, items: pd.DataFrame, max_rows: int, seed: int) -> Reference:
+    """The :class:`Reference` of a project's split (:class:`recsys.offline.split.Split`) and items table,
+    at most ``max_rows`` rows of listening (sampled with ``seed``)."""
+    frame, edges = reference_listening(split.train_full, split.user_ids, split.item_ids, items)
+    test_users = [split.user_ids[row] for row in np.flatnonzero(split.test.getnnz(axis=1))]
+    return Reference(sample_rows(frame, max_rows, seed), items, edges, test_users)

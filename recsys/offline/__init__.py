@@ -24,6 +24,8 @@ popularity
     Item popularity, user mainstreaminess and groups, popularity lift, popularity re-ranking.
 bias
     The re-ranking trade-off curve and its default strength (``bias`` stage).
+served
+    A model measured as listeners get it: re-ranked at its served strength, then every metric.
 gate
     May a challenger replace the champion? Pure rules, plus measuring the champion on a split.
 new_listener
@@ -43,6 +45,7 @@ __all__ = [
     "new_listener",
     "popularity",
     "ranking",
+    "served",
     "sharding",
     "split",
     "train",

@@ -45,6 +45,7 @@ from typing import Any
 
 from recsys.config import GateParams
 from recsys.errors import RecsysError
+from recsys.specs import HYBRID
 
 EPSILON = 1e-12
 """Differences below this are treated as float noise."""
@@ -88,7 +89,7 @@ class GateDecision:
         }
 
 
-def candidate_from_report(report: Mapping[str, Any], name: str = "lightfm_hybrid") -> dict[str, Any]:
+def candidate_from_report(report: Mapping[str, Any], name: str = HYBRID) -> dict[str, Any]:
     """The gate input of one model of an offline report (``metrics/offline.json``).
 
     Parameters

@@ -7,7 +7,8 @@ artifact
 provenance
     ``dvc_lock_hash``, ``git_commit``, ``data_version``: where a model came from.
 packaging
-    ``save_candidate`` (explicit folders) and ``package_project`` (the flows' one way in).
+    ``save_candidate`` (explicit folders), ``package_project`` (the training flow's),
+    ``package_model`` (a model and split in memory: the retraining flow's).
 store
     Lifecycle in the store: ``list_models``, ``get_model``, ``champion``, ``promote``, ``rollback``,
     ``all_versions``, ``delete_versions``, ``load_artifact``.
@@ -30,7 +31,7 @@ from recsys.registry.artifact import (
     read_user_ids,
     top_item_tags,
 )
-from recsys.registry.packaging import package_project, save_candidate
+from recsys.registry.packaging import package_model, package_project, save_candidate
 from recsys.registry.provenance import data_version, dvc_lock_hash, git_commit
 from recsys.registry.store import (
     CANDIDATE,
@@ -85,6 +86,7 @@ __all__ = [
     "list_models",
     "load_artifact",
     "model_name",
+    "package_model",
     "package_project",
     "promote",
     "read_feedback_record",

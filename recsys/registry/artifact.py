@@ -32,7 +32,8 @@ from recsys.errors import RegistryError
 from recsys.io import write_parquet
 from recsys.models import LightFMRecommender
 from recsys.offline.features import ItemFeatures, load_item_features, save_item_features, without_identity
-from recsys.offline.split import load_split
+from recsys.offline.split import Split, load_split
+from recsys.paths import ITEM_TAGS_TABLE, ITEMS_TABLE
 from recsys.registry.provenance import sha256_file
 
 ARTIFACT_FORMAT = 1
@@ -120,7 +121,7 @@ def read_user_ids(folder: Path) -> list[str]:
 class ServingInputs:
     """The trained model and the data it serves with, checked against each other."""
 
-    model_file: Path
+    model_file: Path | None
     model: LightFMRecommender
     features: ItemFeatures
     user_ids: list[str]
@@ -130,17 +131,35 @@ class ServingInputs:
 
     @classmethod
     def read(cls, model_file: Path, features_dir: Path, split_dir: Path) -> ServingInputs:
+        """The trained model of ``model_file`` with the stages' features and split."""
         try:
             model = LightFMRecommender.load(model_file)
             split = load_split(split_dir)
-            features = without_identity(load_item_features(features_dir), split.cold_items)
         except (FileNotFoundError, ValueError) as exc:
             raise RegistryError(f"cannot package {model_file}: {exc}") from exc
+        return cls.of(model, split, features_dir, model_file, split_dir)
+
+    @classmethod
+    def of(
+        cls,
+        model: LightFMRecommender,
+        split: Split,
+        features_dir: Path,
+        model_file: Path | None = None,
+        split_dir: Path | str = "the split",
+    ) -> ServingInputs:
+        """A trained ``model`` and its ``split`` as they are in memory (``model_file``: where it was read
+        from, copied as it is; None: saved when written)."""
+        where = model_file if model_file is not None else Path(f"the {model.name} model")
+        try:
+            features = without_identity(load_item_features(features_dir), split.cold_items)
+        except (FileNotFoundError, ValueError) as exc:
+            raise RegistryError(f"cannot package {where}: {exc}") from exc
         if features.item_ids != split.item_ids:
             raise RegistryError(
                 f"{features_dir} and {split_dir} disagree on the item order: rerun both stages"
             )
-        _check_model(model, model_file, features, (len(split.user_ids), len(split.item_ids)))
+        _check_model(model, where, features, (len(split.user_ids), len(split.item_ids)))
         known = sp.csr_matrix(split.train + split.valid + split.test + split.cold, dtype=np.float32)
         return cls(model_file, model, features, split.user_ids, split.item_ids, known, len(split.cold_items))
 
@@ -155,7 +174,10 @@ class ServingInputs:
     def write(
         self, folder: Path, prepared_dir: Path, top_tags: int, feedback_users: Sequence[str] = ()
     ) -> None:
-        shutil.copyfile(self.model_file, folder / MODEL_FILE)
+        if self.model_file is not None:
+            shutil.copyfile(self.model_file, folder / MODEL_FILE)
+        else:
+            self.model.save(folder / MODEL_FILE)
         write_parquet(folder / FEEDBACK_FILE, pd.DataFrame({Col.USER: sorted(feedback_users)}, dtype=object))
         save_item_features(self.features, folder / FEATURES_DIR)
         write_parquet(folder / USERS_FILE, pd.DataFrame({Col.USER: self.user_ids}))
@@ -167,7 +189,7 @@ class ServingInputs:
 
 def item_catalogue(prepared_dir: Path, item_ids: list[str]) -> pd.DataFrame:
     """``item_id, name`` of the given items, in their order; only those two columns are ever read."""
-    items = _read_prepared(prepared_dir / "items.parquet", [Col.ITEM, Col.NAME])
+    items = _read_prepared(prepared_dir / ITEMS_TABLE, [Col.ITEM, Col.NAME])
     names = items.assign(**{Col.ITEM: items[Col.ITEM].astype(str)}).drop_duplicates(Col.ITEM)
     frame = pd.DataFrame({Col.ITEM: item_ids}).merge(names, on=Col.ITEM, how="left")
     frame[Col.NAME] = frame[Col.NAME].fillna(frame[Col.ITEM]).astype(str)
@@ -176,7 +198,7 @@ def item_catalogue(prepared_dir: Path, item_ids: list[str]) -> pd.DataFrame:
 
 def top_item_tags(prepared_dir: Path, item_ids: list[str], top: int) -> pd.DataFrame:
     """The ``top`` most applied tags of each given item (``item_id, tag, count``; ties by tag name)."""
-    tags = _read_prepared(prepared_dir / "item_tags.parquet", [Col.ITEM, Col.TAG, Col.COUNT])
+    tags = _read_prepared(prepared_dir / ITEM_TAGS_TABLE, [Col.ITEM, Col.TAG, Col.COUNT])
     tags = tags.assign(**{Col.ITEM: tags[Col.ITEM].astype(str)})
     tags = tags[tags[Col.ITEM].isin(set(item_ids))]
     ranked = tags.sort_values([Col.ITEM, Col.COUNT, Col.TAG], ascending=[True, False, True], kind="stable")

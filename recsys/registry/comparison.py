@@ -6,16 +6,20 @@ split; this finds the champion's numbers for the current one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from recsys.config import Params
-from recsys.offline.evaluation import evaluate
-from recsys.offline.popularity import item_popularity, mainstreaminess_groups, reranked_scores
+from recsys.offline import gate as gating
+from recsys.offline.bias import served_candidate, served_strength
+from recsys.offline.metrics_files import read_bias
+from recsys.offline.served import measure_as_served
 from recsys.offline.split import load_split
 from recsys.paths import FEATURES_DIR, SPLIT_DIR
 from recsys.registry.provenance import data_version
-from recsys.registry.store import ModelInfo, load_artifact
+from recsys.registry.store import ModelInfo, champion, load_artifact
+from recsys.specs import HYBRID
 
 
 def comparable_champion(project: Path, params: Params, champion: ModelInfo) -> tuple[dict[str, Any], str]:
@@ -38,10 +42,78 @@ def comparable_champion(project: Path, params: Params, champion: ModelInfo) -> t
             champion.candidate,
             "recorded on another test split (its users or artists differ from this one)",
         )
-    groups = mainstreaminess_groups(split.train_full, params.evaluate.groups)
     # As served: re-ranked at the strength it was packaged with.
     strength = artifact.bias_strength
-    score = reranked_scores(artifact.model.score, item_popularity(split.train_full), strength)
-    result = evaluate(score, split.train_full, split.test, params.evaluate, groups)
-    measured = {"metrics": dict(result.metrics), "groups": result.groups, "bias_strength": strength}
+    measured, _ = measure_as_served(
+        artifact.model.score, split.train_full, split.test, params.evaluate, strength
+    )
     return measured, f"re-measured on this test split (re-ranking strength {strength:g})"
+
+
+@dataclass(frozen=True)
+class RunGate:
+    """The gate's verdict on a training run's hybrid against the champion, both measured as served.
+
+    Attributes
+    ----------
+    decision : GateDecision
+        Promote or not, the reasons and the comparison table.
+    challenger : dict
+        The hybrid's gate input as served (packaged with it).
+    champion_tag : str, optional
+        The champion it was compared with (None: the first model).
+    champion_metrics : str
+        How the champion's numbers were obtained (recorded, re-measured, none).
+    strength : float
+        The popularity re-ranking strength the challenger is served with.
+    primary_metric : str
+        The gate's metric, for the served line of the run's summary.
+    """
+
+    decision: gating.GateDecision
+    challenger: dict[str, Any]
+    champion_tag: str | None
+    champion_metrics: str
+    strength: float
+    primary_metric: str
+
+    @property
+    def promote(self) -> bool:
+        return self.decision.promote
+
+    def markdown(self) -> str:
+        """The decision as the flow's artifact shows it."""
+        return gating.render_markdown(self.decision) + f"\nChampion metrics: {self.champion_metrics}.\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"promote", "reasons", "comparison", "champion_tag", "champion_metrics", "challenger",
+        "served"}``: the run summary's decision."""
+        served = self.challenger["metrics"].get(self.primary_metric)
+        return self.decision.to_dict() | {
+            "champion_tag": self.champion_tag,
+            "champion_metrics": self.champion_metrics,
+            "challenger": self.challenger,
+            "served": {"strength": self.strength, self.primary_metric: served},
+        }
+
+
+def gate_run(project: Path, params: Params, report: dict[str, Any]) -> RunGate:
+    """The run's hybrid (``metrics/offline.json``) against the champion on this run's test split.
+
+    Both are measured as served: the challenger at the popularity re-ranking strength it will be packaged
+    with (``bias.serve``: the one ``metrics/bias.json`` chose, or 0), its metrics the trade-off curve's row
+    at that strength; the champion's from :func:`comparable_champion`.
+    """
+    bias = read_bias(project)
+    strength = served_strength(bias, params.bias.serve)
+    challenger = served_candidate(gating.candidate_from_report(report, HYBRID), bias, strength)
+    current = champion(dataset=params.dataset.name)
+    measured, how = comparable_champion(project, params, current) if current else (None, "no champion")
+    return RunGate(
+        gating.decide(challenger, measured, params.gate),
+        challenger,
+        current.tag if current else None,
+        how,
+        strength,
+        params.gate.primary_metric,
+    )

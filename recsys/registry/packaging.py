@@ -1,8 +1,9 @@
 """Packaging: a trained hybrid and the data it serves with become one candidate in the store.
 
 :func:`save_candidate` takes explicit folders (tests, benchmarks, a model trained anywhere);
-:func:`package_project` is what the training and retraining flows call, with the project's own folders
-and provenance. Promotion is the store's (:func:`recsys.registry.store.promote`).
+:func:`package_project` is what the training flow calls, with the project's own folders and provenance;
+:func:`package_model` packages a model and split held in memory (the retraining flow's challenger).
+Promotion is the store's (:func:`recsys.registry.store.promote`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from recsys.models import LightFMRecommender
+from recsys.offline.split import Split, save_split
 from recsys.paths import FEATURES_DIR, MODELS_DIR, PREPARED_DIR, SPLIT_DIR
 from recsys.registry.artifact import (
     ARTIFACT_FORMAT,
@@ -73,22 +76,76 @@ def save_candidate(
         The new model's tag, ``music_recommender:<version>``.
     """
     inputs = ServingInputs.read(Path(models_dir) / f"{source_model}.npz", Path(features_dir), Path(split_dir))
-    created_at = datetime.now(UTC)
-    metadata = {
-        "format": ARTIFACT_FORMAT,
-        "created_at": created_at.isoformat(),
+    provenance = {
         "source_model": source_model,
-        "params": plain(params_dict),
-        **metric_metadata(metrics),
-        "bias_strength": served_bias_strength(metrics),
         "dvc_lock_hash": dvc_lock_hash,
         "git_commit": git_commit,
         "data_version": data_version(Path(split_dir), Path(features_dir)),
+    }
+    return _package(
+        inputs, metrics, params_dict, provenance, Path(prepared_dir), top_tags, home, feedback_users
+    )
+
+
+def package_model(
+    project: Path,
+    model: LightFMRecommender,
+    split: Split,
+    metrics: Mapping[str, Any],
+    params_dict: Mapping[str, Any],
+    *,
+    home: str | Path | None = None,
+    feedback_users: Sequence[str] = (),
+) -> str:
+    """Package a model trained elsewhere than the pipeline (the retraining flow's challenger) from the
+    objects in memory, with the project's features, prepared tables and provenance.
+
+    The data version is the split's as :func:`save_candidate` would record it had the split been saved
+    with the features (the split is written once, privately, to be hashed).
+
+    Returns
+    -------
+    str
+        The new candidate's tag.
+    """
+    inputs = ServingInputs.of(model, split, project / FEATURES_DIR)
+    with tempfile.TemporaryDirectory(prefix="recsys-split-") as folder:
+        save_split(split, Path(folder))
+        version = data_version(Path(folder), project / FEATURES_DIR)
+    provenance = {
+        "source_model": model.name,
+        "dvc_lock_hash": dvc_lock_hash(project / "dvc.lock"),
+        "git_commit": git_commit(project),
+        "data_version": version,
+    }
+    return _package(inputs, metrics, params_dict, provenance, project / PREPARED_DIR, 5, home, feedback_users)
+
+
+def _package(
+    inputs: ServingInputs,
+    metrics: Mapping[str, Any],
+    params_dict: Mapping[str, Any],
+    provenance: Mapping[str, str],
+    prepared_dir: Path,
+    top_tags: int,
+    home: str | Path | None,
+    feedback_users: Sequence[str],
+) -> str:
+    metadata = {
+        "format": ARTIFACT_FORMAT,
+        "created_at": datetime.now(UTC).isoformat(),
+        "source_model": provenance["source_model"],
+        "params": plain(params_dict),
+        **metric_metadata(metrics),
+        "bias_strength": served_bias_strength(metrics),
+        "dvc_lock_hash": provenance["dvc_lock_hash"],
+        "git_commit": provenance["git_commit"],
+        "data_version": provenance["data_version"],
         "feedback_users": len(feedback_users),
         **inputs.sizes(),
     }
     with tempfile.TemporaryDirectory(prefix="recsys-artifact-") as staging:
-        inputs.write(Path(staging), Path(prepared_dir), top_tags, feedback_users)
+        inputs.write(Path(staging), prepared_dir, top_tags, feedback_users)
         metadata["files"] = file_hashes(Path(staging))
         return add_model(Path(staging), metadata, home)
 

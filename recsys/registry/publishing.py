@@ -16,7 +16,7 @@ from typing import Any
 from recsys import registry
 from recsys.feedback.announcements import RELOAD, announcement_key
 from recsys.feedback.store import FeedbackStore
-from recsys.feedback.tables import parse_url
+from recsys.feedback.tables import store_exists
 from recsys.registry import exchange as model_exchange
 
 _LOG = logging.getLogger(__name__)
@@ -49,11 +49,7 @@ def publish_champion(
     """
     exchange = exchange if exchange is not None else model_exchange.exchange_from_env()
     archive = model_exchange.push(tag, exchange, home, dataset) if exchange is not None else None
-    parsed = parse_url(feedback_url)
-    database = parsed.database or ""
-    if parsed.get_backend_name() == "sqlite" and (
-        database in ("", ":memory:") or not Path(database).exists()
-    ):
+    if not store_exists(feedback_url):
         return {"tag": tag, "exchange": str(archive) if archive else None, "announced": None}
     with FeedbackStore(feedback_url, timeout_s=5.0, query_timeout_s=10.0) as store:
         version = store.announce(announcement_key(registry.model_name(dataset), RELOAD), tag)

@@ -20,6 +20,7 @@ from sklearn.decomposition import PCA
 from sklearn.manifold import TSNE
 
 from recsys.columns import AUDIO_FEATURES, Col
+from recsys.paths import ITEMS_TABLE
 
 MAX_TSNE = 2500
 """Items t-SNE places (those with a genre first, then a seeded sample): the whole map of the 17,632 artists,
@@ -163,7 +164,7 @@ def load_map(
 
     model = load_recommender(model_path)
     _, embeddings = model.item_representations(item_features.matrix)  # type: ignore[attr-defined]
-    items = pd.read_parquet(prepared_dir / "items.parquet").set_index(Col.ITEM)
+    items = pd.read_parquet(prepared_dir / ITEMS_TABLE).set_index(Col.ITEM)
     items = items.reindex(split.item_ids).reset_index(names=Col.ITEM)
     return catalogue_map(embeddings, items, item_popularity(split.train_full), seed)
 

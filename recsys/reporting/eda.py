@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from recsys.columns import AUDIO_FEATURES, Col
 from recsys.errors import DataError
 from recsys.io import atomic_path, write_json, write_text
+from recsys.paths import INTERACTIONS_TABLE, ITEM_TAGS_TABLE, ITEMS_TABLE, QUALITY_JSON
 from recsys.reporting import eda_plots as plots
 from recsys.reporting.eda_plots import png_bytes
 from recsys.reporting.eda_stats import (
@@ -224,12 +225,12 @@ def write_eda(prepared_dir: Path, out_dir: Path) -> dict[str, Any]:
         ``{"files": {name: path}, "bias_signals": {...}}``.
     """
     prepared_dir, out_dir = Path(prepared_dir), Path(out_dir)
-    interactions = _read_table(prepared_dir / "interactions.parquet", (Col.USER, Col.ITEM, Col.PLAYS))
-    items = _read_table(prepared_dir / "items.parquet", (Col.ITEM,))
-    item_tags = _read_table(prepared_dir / "item_tags.parquet", (Col.ITEM, Col.TAG, Col.COUNT))
+    interactions = _read_table(prepared_dir / INTERACTIONS_TABLE, (Col.USER, Col.ITEM, Col.PLAYS))
+    items = _read_table(prepared_dir / ITEMS_TABLE, (Col.ITEM,))
+    item_tags = _read_table(prepared_dir / ITEM_TAGS_TABLE, (Col.ITEM, Col.TAG, Col.COUNT))
     tracks_path = prepared_dir / "tracks.parquet"
     tracks = pd.read_parquet(tracks_path, columns=[HAS_LYRICS]) if tracks_path.exists() else None
-    joins = _read_joins(prepared_dir / "quality.json")
+    joins = _read_joins(prepared_dir / QUALITY_JSON)
 
     files: dict[str, str] = {}
     pngs = {name: png_bytes(fig) for name, fig in _figures(interactions, items, item_tags, joins).items()}

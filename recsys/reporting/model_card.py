@@ -21,7 +21,7 @@ from typing import Any
 
 from recsys.config import Params, item_kind, load_params
 from recsys.io import read_json, write_text
-from recsys.paths import EDA_DIR, METRICS_DIR, MODEL_CARD, PARAMS_FILE, PREPARED_DIR
+from recsys.paths import EDA_DIR, METRICS_DIR, MODEL_CARD, PARAMS_FILE, PREPARED_DIR, QUALITY_JSON
 from recsys.reporting.card_sections import fairness_section, mitigation_section, results_section
 from recsys.reporting.formatting import fmt, load_offline, markdown_table, pct
 from recsys.reporting.song_card import SONG_LIMITATIONS, SONG_USES, about_tracks, song_data_section
@@ -49,7 +49,7 @@ def load_card_inputs(
     return CardInputs(
         offline=load_offline(metrics_dir),
         params=load_params(params_path),
-        quality=read_json(prepared_dir / "quality.json"),
+        quality=read_json(prepared_dir / QUALITY_JSON),
         bias_signals=read_json(eda_dir / "bias_signals.json"),
         bias=read_json(metrics_dir / "bias.json"),
     )

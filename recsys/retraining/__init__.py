@@ -6,6 +6,10 @@ merge
     Feedback events -> training weights; warm-start or full retraining.
 challenger
     A challenger from feedback, measured fairly: split alignment, holdout, protected test pairs.
+promotion
+    The feedback gate with the erasure override, and packaging the winner from the objects in memory.
+run
+    One run's record (``RetrainingRun``): the export, the erasure steps, the challenger, the decision.
 closed_loop
     Simulated listeners against the running service: the closed loop measured.
 
@@ -16,4 +20,6 @@ __all__ = [
     "challenger",
     "closed_loop",
     "merge",
+    "promotion",
+    "run",
 ]

@@ -11,7 +11,7 @@ runs them all; nothing here reads or writes files.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -23,8 +23,7 @@ from recsys.config import Params
 from recsys.errors import RecsysError
 from recsys.feedback.erasure_steps import anonymise_ids, erased_users, feedback_record, without_users
 from recsys.models import LightFMRecommender
-from recsys.offline.evaluation import evaluate
-from recsys.offline.popularity import item_popularity, mainstreaminess_groups, reranked_scores
+from recsys.offline.served import measure_as_served
 from recsys.offline.split import Split
 from recsys.retraining.merge import merge_feedback, retrain
 
@@ -186,6 +185,55 @@ def champion_split(split: Split, user_ids: list[str], item_ids: list[str], tag: 
         ) from exc
 
 
+@dataclass(frozen=True)
+class Retrained:
+    """A challenger retrained on feedback and measured beside the champion (nothing written yet).
+
+    Attributes
+    ----------
+    champion_tag : str
+        The champion it started from.
+    model : LightFMRecommender
+        The challenger.
+    split : Split
+        The champion's split grown by the listeners known only through feedback.
+    merge : dict
+        What the merge did (:class:`recsys.retraining.merge.MergeReport` plus protected and earlier events).
+    n_holdout_events : int
+        Feedback events held out to measure the feedback hit rate.
+    warm_start : bool
+        Continued from the champion (False: fitted from scratch).
+    erased_users : int
+        Erased listeners the champion knew.
+    feedback_users : list of str
+        Whose feedback the challenger trained on, packaged with it so that a later erasure finds it.
+    challenger, champion : dict
+        Their gate inputs, both as served (``{"metrics", "groups", "bias_strength"}``).
+    """
+
+    champion_tag: str
+    model: LightFMRecommender
+    split: Split
+    merge: dict[str, Any]
+    n_holdout_events: int
+    warm_start: bool
+    erased_users: int
+    feedback_users: list[str]
+    challenger: dict[str, Any]
+    champion: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        """The retraining run's summary keys of this outcome."""
+        return {
+            "merge": self.merge,
+            "n_holdout_events": self.n_holdout_events,
+            "warm_start": self.warm_start,
+            "challenger": self.challenger["metrics"],
+            "champion": self.champion["metrics"],
+            "champion_tag": self.champion_tag,
+        }
+
+
 def candidate_metrics(
     model: LightFMRecommender,
     exclude: sp.csr_matrix,
@@ -200,17 +248,12 @@ def candidate_metrics(
     # The champion's users only (new listeners have no test items): both models are measured on the same
     # rows, groups and item popularity.
     n_users = len(indexes[0])
-    test = split.test[:n_users]
     train = exclude[:n_users]
-    groups = mainstreaminess_groups(train, params.evaluate.groups)
-    score = reranked_scores(model.score, item_popularity(train), bias_strength)
-    result = evaluate(score, train, test, params.evaluate, user_groups=groups)
+    measured, score = measure_as_served(
+        model.score, train, split.test[:n_users], params.evaluate, bias_strength
+    )
     hit_rate = liked_hit_rate(score, train, holdout, *indexes, k=params.evaluate.primary_k)
-    return {
-        "metrics": dict(result.metrics) | hit_rate,
-        "groups": result.groups,
-        "bias_strength": bias_strength,
-    }
+    return measured | {"metrics": measured["metrics"] | hit_rate}
 
 
 def retrain_on_feedback(
@@ -221,7 +264,7 @@ def retrain_on_feedback(
     erased: frozenset[str] = frozenset(),
     salt: str | None = None,
     history: pd.DataFrame | None = None,
-) -> dict[str, Any]:
+) -> Retrained:
     """Merge, retrain and measure challenger and champion; nothing is written.
 
     ``champion`` is the served champion (a :class:`recsys.registry.ServingArtifact`), ``project_split``
@@ -262,17 +305,17 @@ def retrain_on_feedback(
     exclude = sp.csr_matrix(((merged > 0) + (sp.csr_matrix(before) > 0)) > 0, dtype=np.float32)
     indexes = (user_index, artifact.item_index)
     strength = artifact.bias_strength if params.bias.serve == "chosen" else 0.0
-    return {
-        "champion_tag": artifact.tag,
-        "challenger_model": challenger,
-        "split": extended,
-        "merge": report.to_dict() | {"n_protected_events": n_protected, "n_earlier_events": len(earlier)},
-        "n_holdout_events": len(holdout),
-        "warm_start": not full_fit,
-        "erased_users": len(in_champion),
+    return Retrained(
+        champion_tag=artifact.tag,
+        model=challenger,
+        split=extended,
+        merge=report.to_dict() | {"n_protected_events": n_protected, "n_earlier_events": len(earlier)},
+        n_holdout_events=len(holdout),
+        warm_start=not full_fit,
+        erased_users=len(in_champion),
         # Whose feedback the challenger trained on, packaged with it so that a later erasure finds it.
-        "feedback_users": feedback_record(trainable[Col.USER], extended.user_ids),
+        feedback_users=feedback_record(trainable[Col.USER], extended.user_ids),
         # Both as served: at the champion's packaged re-ranking strength, which the challenger inherits.
-        "challenger": candidate_metrics(challenger, exclude, extended, holdout, indexes, params, strength),
-        "champion": candidate_metrics(artifact.model, exclude, extended, holdout, indexes, params, strength),
-    }
+        challenger=candidate_metrics(challenger, exclude, extended, holdout, indexes, params, strength),
+        champion=candidate_metrics(artifact.model, exclude, extended, holdout, indexes, params, strength),
+    )

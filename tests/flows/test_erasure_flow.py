@@ -26,7 +26,7 @@ import yaml
 
 import flows.retraining as retraining
 from flows.dvc import dvc_executable
-from flows.retraining import ERASURES_ONLY, NO_NEW_FEEDBACK, retraining_flow
+from flows.retraining import retraining_flow
 from recsys import registry
 from recsys.columns import Col
 from recsys.errors import ConfigError
@@ -36,6 +36,7 @@ from recsys.feedback.exports import CURSOR_FILE, FeedbackCursor
 from recsys.feedback.store import FeedbackStore
 from recsys.feedback.tables import EVENTS, RATINGS, SERVED, ServedRecommendation
 from recsys.offline.split import Split, load_split
+from recsys.retraining.run import ERASURES_ONLY, NO_NEW_FEEDBACK
 from tests.helpers import PROJECT_ROOT, build_project, feedback_state, force_feedback_gate
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

@@ -5,6 +5,7 @@ Tests run in file order and share the module's project, store and registry.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -22,7 +23,6 @@ from prefect import flow
 
 from flows.dvc import dvc_executable
 from flows.retraining import (
-    NO_NEW_FEEDBACK,
     gate_and_promote,
     retrain_and_evaluate,
     retraining_flow,
@@ -34,6 +34,8 @@ from recsys.feedback.exports import CURSOR_FILE, FeedbackCursor, events_file
 from recsys.feedback.store import FeedbackStore
 from recsys.offline.split import load_split
 from recsys.paths import FEEDBACK_DIR
+from recsys.retraining.challenger import Retrained
+from recsys.retraining.run import NO_NEW_FEEDBACK
 from tests.helpers import PROJECT_ROOT, build_project, feedback_state, force_feedback_gate
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -222,23 +224,23 @@ def _add_new_listener(project: Path, store: FeedbackStore) -> dict[str, Any]:
     return _run(project, store)
 
 
-def _force_a_win(project: Path, store: FeedbackStore) -> tuple[dict[str, Any], dict[str, Any]]:
+def _force_a_win(project: Path, store: FeedbackStore) -> tuple[Retrained, dict[str, Any]]:
     """Retrain on every stored event and promote the challenger, whatever the tiny model scored."""
 
     @flow
-    def forced_win(root: str, events: pd.DataFrame) -> tuple[dict[str, Any], dict[str, Any]]:
+    def forced_win(root: str, events: pd.DataFrame) -> tuple[Retrained, dict[str, Any]]:
         outcome = retrain_and_evaluate(root, events)
         # A clear win on every rule: the champion's numbers, ndcg@10 + 1.
         winner = {
-            "metrics": dict(outcome["champion"]["metrics"]),
-            "groups": outcome["champion"]["groups"],
-            "bias_strength": outcome["challenger"]["bias_strength"],
+            "metrics": dict(outcome.champion["metrics"]),
+            "groups": outcome.champion["groups"],
+            "bias_strength": outcome.challenger["bias_strength"],
         }
         winner["metrics"]["ndcg@10"] += 1.0
-        outcome["challenger"] = winner
+        outcome = dataclasses.replace(outcome, challenger=winner)
         return outcome, gate_and_promote(root, outcome)
 
-    result: tuple[dict[str, Any], dict[str, Any]] = forced_win(str(project), store.export_frame(None))
+    result: tuple[Retrained, dict[str, Any]] = forced_win(str(project), store.export_frame(None))
     return result
 
 
@@ -253,8 +255,8 @@ def test_a_winning_challenger_is_packaged_with_its_feedback_and_promoted(
     champion = registry.load_artifact("champion")
     assert decision["promote"] and champion.tag == decision["model_tag"] != (before.tag if before else None)
     # Both were measured as served, at the champion's strength, and the new champion is served at it too.
-    assert outcome["champion"]["bias_strength"] == champion.bias_strength == CHAMPION_STRENGTH
-    assert champion.user_ids == outcome["split"].user_ids and "brand-new" in champion.user_ids
+    assert outcome.champion["bias_strength"] == champion.bias_strength == CHAMPION_STRENGTH
+    assert champion.user_ids == outcome.split.user_ids and "brand-new" in champion.user_ids
     row = champion.user_ids.index("brand-new")
     assert champion.known[row].nnz > 0  # the packaged known listens include the merged feedback
     assert champion.model.n_users == len(champion.user_ids)

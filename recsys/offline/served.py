@@ -1,0 +1,38 @@
+"""A model measured as listeners get it: its scores re-ranked at the popularity strength it is served with,
+then every metric overall and per listener group. The one way the gate's inputs are measured, for a
+challenger of the retraining flow and for a champion re-measured on a new split."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.config import EvaluateParams
+from recsys.offline.batches import ScoreFn
+from recsys.offline.evaluation import evaluate
+from recsys.offline.popularity import item_popularity, mainstreaminess_groups, reranked_scores
+
+
+def measure_as_served(
+    score_fn: ScoreFn,
+    train: sp.csr_matrix,
+    test: sp.csr_matrix,
+    params: EvaluateParams,
+    strength: float,
+    groups: Mapping[str, np.ndarray] | None = None,
+) -> tuple[dict[str, Any], ScoreFn]:
+    """The gate input of a model served at ``strength`` (popularity from ``train``), and its served scores.
+
+    Returns
+    -------
+    tuple
+        ``{"metrics", "groups", "bias_strength"}`` on ``test`` (listener groups by mainstreaminess in
+        ``train`` unless given), and the re-ranked score function (for measures of one's own).
+    """
+    groups = mainstreaminess_groups(train, params.groups) if groups is None else groups
+    served = reranked_scores(score_fn, item_popularity(train), strength)
+    result = evaluate(served, train, test, params, user_groups=groups)
+    return {"metrics": dict(result.metrics), "groups": result.groups, "bias_strength": strength}, served
