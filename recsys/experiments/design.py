@@ -17,7 +17,7 @@ Everything here is pure: the service holds an :class:`Experiment` and the two mo
 Examples
 --------
 >>> design = Experiment(mode="ab", challenger="music_recommender:abc", share=0.5, salt="exp-1")
->>> arm_of("listener-42", design.salt, design.share) in (CHAMPION, CHALLENGER)
+>>> arm_of("listener-42", design.salt, design.share) in (CHAMPION_ARM, CHALLENGER_ARM)
 True
 >>> arm_of("listener-42", "exp-1", 0.0), arm_of("listener-42", "exp-1", 1.0)
 ('champion', 'challenger')
@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.columns import EXPERIMENT_ARMS as ARMS
 
-CHAMPION, CHALLENGER = ARMS
+CHAMPION_ARM, CHALLENGER_ARM = ARMS
 SHADOW = "shadow"
 """The arm recorded on a challenger's shadow list (logged, never shown)."""
 MODES: tuple[str, ...] = ("off", "shadow", "ab", "interleave")
@@ -98,7 +98,7 @@ def bucket(user_id: str, salt: str) -> float:
 
 def arm_of(user_id: str, salt: str, share: float) -> str:
     """``challenger`` for the listeners whose bucket falls below ``share``, else ``champion`` (sticky)."""
-    return CHALLENGER if bucket(user_id, salt) < share else CHAMPION
+    return CHALLENGER_ARM if bucket(user_id, salt) < share else CHAMPION_ARM
 
 
 def team_draft(champion: Sequence[T], challenger: Sequence[T], k: int, seed: int) -> list[tuple[T, str]]:
@@ -109,7 +109,7 @@ def team_draft(champion: Sequence[T], challenger: Sequence[T], k: int, seed: int
     to whichever picked it, so neither model's preference is favoured by where the other placed it
     (Radlinski, Kurup and Joachims 2008). Stops early when both rankings run out.
     """
-    rankings, teams = (list(champion), list(challenger)), (CHAMPION, CHALLENGER)
+    rankings, teams = (list(champion), list(challenger)), (CHAMPION_ARM, CHALLENGER_ARM)
     cursors, picks = [0, 0], [0, 0]
     coins = _Coins(seed)
     chosen: set[T] = set()

@@ -28,7 +28,7 @@ from scipy import stats
 
 from recsys.columns import Col
 from recsys.config import ExperimentParams
-from recsys.experiments.design import CHALLENGER, CHAMPION, SHADOW
+from recsys.experiments.design import CHALLENGER_ARM, CHAMPION_ARM, SHADOW
 from recsys.feedback.tables import Served
 
 POSITIVE_EVENTS = ("play", "like")
@@ -101,10 +101,10 @@ def ab_outcome(
     served: pd.DataFrame, events: pd.DataFrame, horizon: pd.Timedelta, alpha: float = 0.05
 ) -> dict[str, dict[str, Estimate]]:
     """Per arm: ``like_rate``, ``skip_rate`` (of shown items) and ``hit_rate`` (of lists), per listener."""
-    shown = served[served[Served.ARM].isin([CHAMPION, CHALLENGER])].reset_index(drop=True)
+    shown = served[served[Served.ARM].isin([CHAMPION_ARM, CHALLENGER_ARM])].reset_index(drop=True)
     attributed = attribute(shown.assign(**{Served.CREDITS: None}), events, horizon)
     out: dict[str, dict[str, Estimate]] = {}
-    for arm in (CHAMPION, CHALLENGER):
+    for arm in (CHAMPION_ARM, CHALLENGER_ARM):
         per_user = _per_listener(shown[shown[Served.ARM] == arm], attributed[attributed[Served.ARM] == arm])
         out[arm] = {
             "like_rate": ratio_estimate(per_user["like"], per_user["items"], alpha),
@@ -123,7 +123,7 @@ def like_rate_by_model(served: pd.DataFrame, events: pd.DataFrame, horizon: pd.T
     shown = served[served[Served.ARM] != SHADOW].reset_index(drop=True)
     if shown.empty:
         return {}
-    shown[Served.ARM] = shown[Served.ARM].where(shown[Served.ARM].notna(), CHAMPION)
+    shown[Served.ARM] = shown[Served.ARM].where(shown[Served.ARM].notna(), CHAMPION_ARM)
     attributed = attribute(shown, events, horizon)
     placed = pd.Series(_slot_credits(shown)).value_counts()
     likes = attributed.loc[attributed[Col.EVENT] == "like", "credit"].value_counts()
@@ -169,8 +169,8 @@ def interleaving_outcome(served: pd.DataFrame, events: pd.DataFrame, horizon: pd
     attributed = attribute(mixed, events, horizon)
     positive = attributed[attributed[Col.EVENT].isin(POSITIVE_EVENTS)]
     votes = positive.groupby(["list_id", "credit"]).size().unstack(fill_value=0)
-    ours = votes.get(CHALLENGER, pd.Series(0, index=votes.index))
-    theirs = votes.get(CHAMPION, pd.Series(0, index=votes.index))
+    ours = votes.get(CHALLENGER_ARM, pd.Series(0, index=votes.index))
+    theirs = votes.get(CHAMPION_ARM, pd.Series(0, index=votes.index))
     wins, losses = int((ours > theirs).sum()), int((ours < theirs).sum())
     ties = len(votes) - wins - losses
     decided = wins + losses
@@ -232,9 +232,11 @@ def experiment_report(
     horizon = pd.Timedelta(hours=settings.horizon_hours)
     report: dict[str, Any] = {"challenger": challenger, "lists": mine[Served.ARM].value_counts().to_dict()}
     decisions: list[str] = []
-    if mine[Served.ARM].isin([CHAMPION, CHALLENGER]).any():
+    if mine[Served.ARM].isin([CHAMPION_ARM, CHALLENGER_ARM]).any():
         arms = ab_outcome(mine, events, horizon, settings.alpha)
-        delta = difference(arms[CHALLENGER][settings.metric], arms[CHAMPION][settings.metric], settings.alpha)
+        delta = difference(
+            arms[CHALLENGER_ARM][settings.metric], arms[CHAMPION_ARM][settings.metric], settings.alpha
+        )
         min_units = 2 * settings.min_units
         report["ab"] = {arm: {name: as_dict(e) for name, e in rates.items()} for arm, rates in arms.items()}
         report["ab"]["difference"] = {settings.metric: as_dict(delta)}

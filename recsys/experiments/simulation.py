@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from recsys.experiments.design import CHALLENGER, CHAMPION, team_draft
+from recsys.experiments.design import CHALLENGER_ARM, CHAMPION_ARM, team_draft
 from recsys.experiments.report import LOSES, MORE_TRAFFIC, WINS, decide, difference, ratio_estimate
 
 Lists = Sequence[Sequence[int]]
@@ -61,12 +61,12 @@ def interleaving_experiment(
     seeds = rng.integers(2**31, size=sessions)
     wins = losses = 0
     for s, user in enumerate(users):
-        votes = {CHAMPION: 0, CHALLENGER: 0}
+        votes = {CHAMPION_ARM: 0, CHALLENGER_ARM: 0}
         for r, (item, team) in enumerate(team_draft(champion[user], challenger[user], k, int(seeds[s]))):
             if looked[s, r] and item in future[user]:
                 votes[team] += 1
-        wins += votes[CHALLENGER] > votes[CHAMPION]
-        losses += votes[CHALLENGER] < votes[CHAMPION]
+        wins += votes[CHALLENGER_ARM] > votes[CHAMPION_ARM]
+        losses += votes[CHALLENGER_ARM] < votes[CHAMPION_ARM]
     decided = wins + losses
     p_value = float(stats.binomtest(wins, decided, 0.5).pvalue) if decided else 1.0
     return decide({"lists_with_votes": decided, "p_value": p_value, "wins": wins, "losses": losses})
@@ -108,4 +108,4 @@ def true_effect(champion: Lists, challenger: Lists, future: Sequence[set[int]]) 
         ]
         return float(1 - np.mean(misses))
 
-    return {CHAMPION: expected(champion), CHALLENGER: expected(challenger)}
+    return {CHAMPION_ARM: expected(champion), CHALLENGER_ARM: expected(challenger)}

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from recsys.reporting.formatting import CHALLENGER, POPULAR, fmt, label, markdown_table, ordered_models, pct
+from recsys.reporting.formatting import fmt, label, markdown_table, ordered_models, pct
+from recsys.specs import HYBRID, MOST_POPULAR
 
 TABLE_METRICS = (
     "precision",
@@ -33,10 +34,10 @@ def results_section(offline: Mapping[str, Any], k: int) -> str:
         for name in ordered_models(models)
     ]
     parts = [f"## Results on the test split (k = {k})", "", markdown_table(header, rows), ""]
-    if CHALLENGER in models and POPULAR in models:
-        ours, popular = models[CHALLENGER][f"ndcg@{k}"], models[POPULAR][f"ndcg@{k}"]
+    if HYBRID in models and MOST_POPULAR in models:
+        ours, popular = models[HYBRID][f"ndcg@{k}"], models[MOST_POPULAR][f"ndcg@{k}"]
         best_other = max(
-            (name for name in models if name != CHALLENGER), key=lambda name: models[name][f"ndcg@{k}"]
+            (name for name in models if name != HYBRID), key=lambda name: models[name][f"ndcg@{k}"]
         )
         parts += [
             f"nDCG@{k} of the hybrid is {fmt(ours)} against {fmt(popular)} for most-popular "
@@ -80,9 +81,7 @@ def fairness_section(offline: Mapping[str, Any], k: int, groups: Sequence[str]) 
         for name in ordered_models(by_model)
     ]
     sizes = ", ".join(
-        f"{g}: {fmt(by_model[CHALLENGER][g]['n_users'])} users"
-        for g in present
-        if g in by_model.get(CHALLENGER, {})
+        f"{g}: {fmt(by_model[HYBRID][g]['n_users'])} users" for g in present if g in by_model.get(HYBRID, {})
     )
     parts = [
         "## Fairness across listener groups",
@@ -93,7 +92,7 @@ def fairness_section(offline: Mapping[str, Any], k: int, groups: Sequence[str]) 
         markdown_table(header, rows),
         "",
     ]
-    hybrid = by_model.get(CHALLENGER, {})
+    hybrid = by_model.get(HYBRID, {})
     if "niche" in hybrid and "mainstream" in hybrid:
         niche, main = hybrid["niche"][f"ndcg@{k}"], hybrid["mainstream"][f"ndcg@{k}"]
         if niche < main:

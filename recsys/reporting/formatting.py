@@ -15,10 +15,7 @@ from typing import Any
 
 from recsys.errors import DataError
 from recsys.io import require_json
-from recsys.specs import HYBRID, MODEL_LABELS, MOST_POPULAR
-
-CHALLENGER = HYBRID
-POPULAR = MOST_POPULAR
+from recsys.specs import MODEL_LABELS
 
 
 def fmt(value: Any) -> str:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from recsys.io import write_text
-from recsys.reporting.formatting import CHALLENGER, POPULAR, fmt, label, pct
+from recsys.reporting.formatting import fmt, label, pct
 from recsys.reporting.html_parts import figure_html, figure_png
 from recsys.reporting.ratings import ratings_section
 from recsys.reporting.stakeholder import (
@@ -27,6 +27,7 @@ from recsys.reporting.stakeholder import (
     map_section,
     plain_summary,
 )
+from recsys.specs import HYBRID, MOST_POPULAR
 
 TEMPLATE = Path(__file__).parent / "templates" / "slides.html"
 """The deck's page: every slide's fixed words, the style and the keys; ``${name}`` marks what a run fills."""
@@ -35,7 +36,7 @@ TEMPLATE = Path(__file__).parent / "templates" / "slides.html"
 def render_slides(inputs: ReportInputs, when: datetime | None = None) -> str:
     """The deck as one HTML string: :data:`TEMPLATE` filled with the run's numbers, figures and sections."""
     k, models, items = inputs.k, inputs.offline["models"], inputs.items
-    ours, popular = models[CHALLENGER], models.get(POPULAR)
+    ours, popular = models[HYBRID], models.get(MOST_POPULAR)
     sizes = inputs.offline.get("protocol", {}).get("sizes", {})
     stamp = (when or datetime.now(UTC)).strftime("%Y-%m-%d")
     groups = (
@@ -84,9 +85,9 @@ def _data_text(sizes: dict[str, object], items: str) -> str:
 
 def _results_html(inputs: ReportInputs) -> str:
     k, models = inputs.k, inputs.offline["models"]
-    ours = models[CHALLENGER]
+    ours = models[HYBRID]
     lines = [
-        f"<p>{label(CHALLENGER)}: nDCG@{k} {fmt(ours[f'ndcg@{k}'])}, "
+        f"<p>{label(HYBRID)}: nDCG@{k} {fmt(ours[f'ndcg@{k}'])}, "
         f"hit rate@{k} {pct(ours[f'hit_rate@{k}'])}.</p>"
     ]
     chosen = (inputs.bias or {}).get("chosen") or {}

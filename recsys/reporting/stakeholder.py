@@ -23,9 +23,10 @@ from recsys.config import item_kind, load_params
 from recsys.io import read_json, write_text
 from recsys.offline.bias import served_strength
 from recsys.paths import EDA_DIR, METRICS_DIR, MONITORING_DIR, PARAMS_FILE
-from recsys.reporting.formatting import CHALLENGER, POPULAR, fmt, label, load_offline, ordered_models, pct
+from recsys.reporting.formatting import fmt, label, load_offline, ordered_models, pct
 from recsys.reporting.html_parts import figure_html, figure_png, html_table
 from recsys.reporting.ratings import ratings_section
+from recsys.specs import HYBRID, MOST_POPULAR
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 960px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -98,7 +99,7 @@ def comparison_figure(models: Mapping[str, Mapping[str, float]], k: int) -> Figu
     fig = Figure(figsize=(8, 4), layout="constrained")
     for ax, metric in zip(fig.subplots(1, 2), (f"ndcg@{k}", f"hit_rate@{k}"), strict=True):
         values = [float(models[name].get(metric, 0.0)) for name in names]
-        colours = ["#3b6ea5" if name == CHALLENGER else "#b0b7c0" for name in names]
+        colours = ["#3b6ea5" if name == HYBRID else "#b0b7c0" for name in names]
         ax.barh([label(name) for name in names], values, color=colours)
         ax.invert_yaxis()
         ax.set_title(metric)
@@ -157,7 +158,7 @@ def tradeoff_figure(bias: Mapping[str, Any]) -> Figure:
 def plain_summary(inputs: ReportInputs) -> list[str]:
     """Short paragraphs for non-technical readers: what, how good, who is served less well, what we do."""
     k, models, items = inputs.k, inputs.offline["models"], inputs.items
-    ours, popular = models[CHALLENGER], models.get(POPULAR)
+    ours, popular = models[HYBRID], models.get(MOST_POPULAR)
     paragraphs = [
         f"<b>What it does.</b> The system suggests music {items} to each listener, from what they and "
         f"similar listeners play and from descriptions of the {items} (tags, sound, genre). It can also "
@@ -178,7 +179,7 @@ def plain_summary(inputs: ReportInputs) -> list[str]:
             good += f"; our ranking quality (nDCG) is {times:.1f} times as high"
         good += "."
     paragraphs.append(good)
-    hybrid_groups = inputs.offline.get("groups", {}).get(CHALLENGER, {})
+    hybrid_groups = inputs.offline.get("groups", {}).get(HYBRID, {})
     if (
         "niche" in hybrid_groups
         and "mainstream" in hybrid_groups

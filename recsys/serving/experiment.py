@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from recsys.experiments.design import (
-    CHALLENGER,
-    CHAMPION,
+    CHALLENGER_ARM,
+    CHAMPION_ARM,
     INTERLEAVE,
     SHADOW,
     Experiment,
@@ -166,7 +166,7 @@ def recommend(
     challenger, design = running.challenger, running.design
     if design.mode == "ab":
         arm = arm_of(request.user_id, design.salt, design.share)
-        state = challenger if arm == CHALLENGER else champion
+        state = challenger if arm == CHALLENGER_ARM else champion
         return logic.recommend(state, request, disliked) | {"arm": arm}, None
     if design.mode == "shadow":
         ours = logic.recommend(champion, request, disliked)
@@ -179,7 +179,7 @@ def recommend(
 
 def strength(running: Running, champion: ServingState, answer: dict[str, Any]) -> float:
     """The re-ranking strength of the model that answered (the challenger's for its A/B arm)."""
-    if answer.get("arm") == CHALLENGER and running.challenger is not None:
+    if answer.get("arm") == CHALLENGER_ARM and running.challenger is not None:
         return running.challenger.bias_strength
     return champion.bias_strength
 
@@ -194,10 +194,10 @@ def interleaved(
     ours, theirs = logic.ranked(champion, request, disliked), logic.ranked(challenger, request, disliked)
     if ours[0] is None or theirs[0] is None:
         return logic.answer_for(champion, request.user_id, *ours)
-    states = {CHAMPION: champion, CHALLENGER: challenger}
-    rankings = {CHAMPION: ours, CHALLENGER: theirs}
+    states = {CHAMPION_ARM: champion, CHALLENGER_ARM: challenger}
+    rankings = {CHAMPION_ARM: ours, CHALLENGER_ARM: theirs}
     ids = {team: [states[team].item_ids[i] for i in rankings[team][1].tolist()] for team in states}
-    drafted = team_draft(ids[CHAMPION], ids[CHALLENGER], request.k, seed)
+    drafted = team_draft(ids[CHAMPION_ARM], ids[CHALLENGER_ARM], request.k, seed)
     built = {}
     for team, state in states.items():
         user, indices, scores = rankings[team]

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from recsys.columns import Col
 from recsys.experiments.design import (
-    CHALLENGER,
-    CHAMPION,
+    CHALLENGER_ARM,
+    CHAMPION_ARM,
     INTERLEAVE,
     SHADOW,
     Experiment,
@@ -42,12 +42,14 @@ def test_arms_are_sticky_salted_and_split_by_the_share() -> None:
     users = [f"listener-{n}" for n in range(4000)]
     arms = [arm_of(user, "s1", 0.3) for user in users]
     assert arms == [arm_of(user, "s1", 0.3) for user in users]  # the same listener, the same arm
-    assert abs(arms.count(CHALLENGER) / len(users) - 0.3) < 0.03
+    assert abs(arms.count(CHALLENGER_ARM) / len(users) - 0.3) < 0.03
     reshuffled = [arm_of(user, "s2", 0.3) for user in users]
     assert sum(a != b for a, b in zip(arms, reshuffled, strict=True)) > 800  # a new salt, a new split
     # Growing the share only moves champion listeners over: nobody leaves the challenger's arm.
     assert all(
-        arm_of(u, "s1", 0.5) == CHALLENGER for u, a in zip(users, arms, strict=True) if a == CHALLENGER
+        arm_of(u, "s1", 0.5) == CHALLENGER_ARM
+        for u, a in zip(users, arms, strict=True)
+        if a == CHALLENGER_ARM
     )
     assert all(0 <= bucket(user, "s1") < 1 for user in users[:50])
 
@@ -68,11 +70,13 @@ def test_team_draft_alternates_credits_each_item_once_and_is_seeded() -> None:
         assert len(items) == len(set(items)) == 6
         teams = [team for _, team in drafted]
         for prefix in range(1, len(teams) + 1):  # neither team is ever more than one pick ahead
-            assert abs(teams[:prefix].count(CHAMPION) - teams[:prefix].count(CHALLENGER)) <= 1
+            assert abs(teams[:prefix].count(CHAMPION_ARM) - teams[:prefix].count(CHALLENGER_ARM)) <= 1
         # Each team's picks keep their own ranking's order.
-        assert [i for i, t in drafted if t == CHAMPION] == sorted(i for i, t in drafted if t == CHAMPION)
+        assert [i for i, t in drafted if t == CHAMPION_ARM] == sorted(
+            i for i, t in drafted if t == CHAMPION_ARM
+        )
     assert team_draft(a, b, 6, 3) == team_draft(a, b, 6, 3)
-    assert {team_draft(a, b, 6, seed)[0][1] for seed in range(30)} == {CHAMPION, CHALLENGER}
+    assert {team_draft(a, b, 6, seed)[0][1] for seed in range(30)} == {CHAMPION_ARM, CHALLENGER_ARM}
     same = team_draft([1, 2, 3], [1, 2, 3], 3, 0)
     assert [i for i, _ in same] == [1, 2, 3]  # identical rankings interleave to themselves
     assert len(team_draft([1], [2], 5, 0)) == 2  # stops when both run out
@@ -116,10 +120,10 @@ def _events(rows: list[tuple[str, str, str, int]]) -> pd.DataFrame:
 def test_an_event_counts_for_the_latest_list_before_it_that_showed_its_item() -> None:
     served = _served(
         [
-            ("u1", ["a", "b"], CHAMPION, None, 0),
-            ("u1", ["b", "c"], CHAMPION, None, 10),
+            ("u1", ["a", "b"], CHAMPION_ARM, None, 0),
+            ("u1", ["b", "c"], CHAMPION_ARM, None, 10),
             ("u1", ["a"], "shadow", None, 11),  # never shown
-            ("u2", ["a"], CHALLENGER, None, 0),
+            ("u2", ["a"], CHALLENGER_ARM, None, 0),
         ]
     )
     events = _events(
@@ -134,27 +138,29 @@ def test_ab_outcome_measures_rates_per_arm_and_decides_when_the_interval_exclude
     rows, events = [], []
     for n in range(600):
         user = f"u{n}"
-        arm = CHALLENGER if n % 2 else CHAMPION
+        arm = CHALLENGER_ARM if n % 2 else CHAMPION_ARM
         rows.append((user, ["a", "b", "c"], arm, None, 0))
-        if rng.random() < (0.5 if arm == CHALLENGER else 0.2):
+        if rng.random() < (0.5 if arm == CHALLENGER_ARM else 0.2):
             events.append((user, "a", "like", 1))
         if rng.random() < 0.1:
             events.append((user, "b", "skip", 1))
     outcome = ab_outcome(_served(rows), _events(events), HOUR)
-    assert outcome[CHALLENGER]["hit_rate"].value == pytest.approx(0.5, abs=0.07)
-    assert outcome[CHAMPION]["hit_rate"].value == pytest.approx(0.2, abs=0.07)
-    assert outcome[CHAMPION]["like_rate"].value == pytest.approx(outcome[CHAMPION]["hit_rate"].value / 3)
-    assert outcome[CHALLENGER]["skip_rate"].value == pytest.approx(0.1 / 3, abs=0.02)
-    better = difference(outcome[CHALLENGER]["hit_rate"], outcome[CHAMPION]["hit_rate"])
+    assert outcome[CHALLENGER_ARM]["hit_rate"].value == pytest.approx(0.5, abs=0.07)
+    assert outcome[CHAMPION_ARM]["hit_rate"].value == pytest.approx(0.2, abs=0.07)
+    assert outcome[CHAMPION_ARM]["like_rate"].value == pytest.approx(
+        outcome[CHAMPION_ARM]["hit_rate"].value / 3
+    )
+    assert outcome[CHALLENGER_ARM]["skip_rate"].value == pytest.approx(0.1 / 3, abs=0.02)
+    better = difference(outcome[CHALLENGER_ARM]["hit_rate"], outcome[CHAMPION_ARM]["hit_rate"])
     assert decide(better) == WINS
-    assert decide(difference(outcome[CHAMPION]["hit_rate"], outcome[CHALLENGER]["hit_rate"])) == LOSES
+    assert decide(difference(outcome[CHAMPION_ARM]["hit_rate"], outcome[CHALLENGER_ARM]["hit_rate"])) == LOSES
     assert decide(better, min_units=10_000) == MORE_TRAFFIC
     few = ab_outcome(_served(rows[:6]), _events(events[:2]), HOUR)
-    assert decide(difference(few[CHALLENGER]["hit_rate"], few[CHAMPION]["hit_rate"])) == MORE_TRAFFIC
+    assert decide(difference(few[CHALLENGER_ARM]["hit_rate"], few[CHAMPION_ARM]["hit_rate"])) == MORE_TRAFFIC
 
 
 def test_interleaving_counts_a_win_for_the_model_whose_slots_drew_more_plays() -> None:
-    credits = [CHAMPION, CHALLENGER, CHAMPION, CHALLENGER]
+    credits = [CHAMPION_ARM, CHALLENGER_ARM, CHAMPION_ARM, CHALLENGER_ARM]
     served = _served([(f"u{n}", ["a", "b", "c", "d"], "interleave", credits, 0) for n in range(40)])
     # 30 listeners like the challenger's "b"; 5 like the champion's "a"; 5 like one of each (a tie).
     rows = [(f"u{n}", "b", "like", 1) for n in range(30)] + [(f"u{n}", "a", "play", 1) for n in range(30, 35)]
@@ -183,7 +189,7 @@ def test_simulated_experiments_find_a_clearly_better_model_and_rarely_a_differen
     good = [[n % 7, 20, 21, 22] for n in range(60)]  # the first item is always in the future
     bad = [[30, 31, 32, 33] for _ in range(60)]
     effect = true_effect(bad, good, future)
-    assert effect[CHAMPION] == 0 and effect[CHALLENGER] == pytest.approx(1.0)
+    assert effect[CHAMPION_ARM] == 0 and effect[CHALLENGER_ARM] == pytest.approx(1.0)
     rng = np.random.default_rng(1)
     assert ab_experiment(bad, good, future, 200, rng) == WINS
     assert interleaving_experiment(bad, good, future, 200, rng) == WINS
@@ -199,8 +205,14 @@ def test_the_like_rate_per_model_credits_each_shown_slot_to_the_model_that_place
     served = _served(
         [
             ("u1", ["a", "b"], None, None, 0),  # outside an experiment: the champion's
-            ("u2", ["a", "b", "c", "d"], INTERLEAVE, [CHAMPION, CHALLENGER, CHALLENGER, CHAMPION], 0),
-            ("u3", ["e", "f"], CHALLENGER, None, 0),
+            (
+                "u2",
+                ["a", "b", "c", "d"],
+                INTERLEAVE,
+                [CHAMPION_ARM, CHALLENGER_ARM, CHALLENGER_ARM, CHAMPION_ARM],
+                0,
+            ),
+            ("u3", ["e", "f"], CHALLENGER_ARM, None, 0),
             ("u4", ["x", "y"], SHADOW, None, 0),  # never shown: neither its items nor their likes count
         ]
     )
@@ -216,7 +228,7 @@ def test_the_like_rate_per_model_credits_each_shown_slot_to_the_model_that_place
     )
     rates = like_rate_by_model(served, events, HOUR)
     # champion: u1's 2 + u2's 2 slots, 1 like; challenger: u2's 2 slots + u3's 2 items, 2 likes.
-    assert rates == {CHAMPION: pytest.approx(1 / 4), CHALLENGER: pytest.approx(2 / 4)}
+    assert rates == {CHAMPION_ARM: pytest.approx(1 / 4), CHALLENGER_ARM: pytest.approx(2 / 4)}
     assert like_rate_by_model(served.iloc[:0], events, HOUR) == {}
 
 

@@ -16,7 +16,7 @@ from flows.dvc import apply_overrides
 from flows.experiment import experiment_flow
 from recsys import registry
 from recsys.cli.main import app
-from recsys.experiments.design import CHALLENGER, CHAMPION, arm_of
+from recsys.experiments.design import CHALLENGER_ARM, CHAMPION_ARM, arm_of
 from recsys.experiments.report import LOSES, WINS
 from recsys.feedback.events import FeedbackEvent
 from recsys.feedback.store import FeedbackStore
@@ -35,7 +35,7 @@ def _log_ab(store: FeedbackStore, champion: str, challenger: str, like: dict[str
     for n in range(400):
         user = f"listener-{seed}-{n}"  # not the tag: a random tag would reshuffle the arms each run
         arm = arm_of(user, SALT, 0.5)
-        version = challenger if arm == CHALLENGER else champion
+        version = challenger if arm == CHALLENGER_ARM else champion
         when = T0 + timedelta(minutes=n)
         served.append(
             ServedRecommendation(
@@ -77,12 +77,12 @@ def test_a_winning_challenger_is_promoted_and_a_losing_one_is_stopped(
     root, champion, (better, worse) = project
     url = f"sqlite:///{root / 'feedback.db'}"
     with FeedbackStore(url) as store:
-        _log_ab(store, champion, worse, {CHAMPION: 0.4, CHALLENGER: 0.15}, seed=1)
+        _log_ab(store, champion, worse, {CHAMPION_ARM: 0.4, CHALLENGER_ARM: 0.15}, seed=1)
     lost = experiment_flow(project_dir=str(root), feedback_url=url)
     assert lost["challenger"] == worse and lost["decision"] == LOSES and lost["action"] == "stopped"
     assert registry.champion().tag == champion
     with FeedbackStore(url) as store:
-        _log_ab(store, champion, better, {CHAMPION: 0.2, CHALLENGER: 0.5}, seed=2)
+        _log_ab(store, champion, better, {CHAMPION_ARM: 0.2, CHALLENGER_ARM: 0.5}, seed=2)
     won = experiment_flow(project_dir=str(root), feedback_url=url)  # the latest experiment: the better one
     assert won["challenger"] == better and won["decision"] == WINS and won["action"] == "promoted"
     difference = won["ab"]["difference"]["hit_rate"]
@@ -97,7 +97,7 @@ def test_the_command_line_reports_an_experiment_and_refuses_an_empty_ab_arm(
     root, champion, (better, _) = project
     url = f"sqlite:///{root / 'feedback.db'}"
     with FeedbackStore(url) as store:
-        _log_ab(store, champion, better, {CHAMPION: 0.3, CHALLENGER: 0.3}, seed=3)
+        _log_ab(store, champion, better, {CHAMPION_ARM: 0.3, CHALLENGER_ARM: 0.3}, seed=3)
     monkeypatch.chdir(root)
     runner = CliRunner()
     out = root / "report.json"
@@ -105,11 +105,11 @@ def test_the_command_line_reports_an_experiment_and_refuses_an_empty_ab_arm(
     assert answer.exit_code == 0, answer.output
     report = json.loads(out.read_text())
     assert report["challenger"] == better and report["lists"] == {
-        CHAMPION: report["lists"][CHAMPION],
-        CHALLENGER: report["lists"][CHALLENGER],
+        CHAMPION_ARM: report["lists"][CHAMPION_ARM],
+        CHALLENGER_ARM: report["lists"][CHALLENGER_ARM],
     }
     assert sum(report["lists"].values()) == 400 and report["decision"] == "needs more traffic"
-    assert 0.2 < report["ab"][CHALLENGER]["hit_rate"]["value"] < 0.4
+    assert 0.2 < report["ab"][CHALLENGER_ARM]["hit_rate"]["value"] < 0.4
     refused = runner.invoke(app, ["experiment", "start", "--mode", "ab", "--challenger", better])
     assert refused.exit_code == 2 and "share" in refused.output
 

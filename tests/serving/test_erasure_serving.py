@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from recsys import registry
-from recsys.experiments.design import CHALLENGER, CHAMPION, arm_of
+from recsys.experiments.design import CHALLENGER_ARM, CHAMPION_ARM, arm_of
 from recsys.feedback.announcements import RELOAD, announcement_key
 from recsys.feedback.store import FeedbackStore
 from tests.helpers import ADMIN_TOKEN, Project, Server, start_server, stop_server, wait_for
@@ -110,7 +110,7 @@ def test_a_revoked_champion_or_challenger_stops_being_served_without_a_reload(
     # Listeners of both arms (the salt is fixed, so the test knows them).
     users = [f"u{n:02d}" for n in range(40)]
     arms = {arm_of(user, "revoke-test", 0.5): user for user in users}
-    assert set(arms) == {CHAMPION, CHALLENGER}
+    assert set(arms) == {CHAMPION_ARM, CHALLENGER_ARM}
     new = _package(project, home[0])
     registry.promote(new, home=home[0])  # promoted, and no reload call reaches the service
     served = {a["model_version"] for user in arms.values() for a in _answers(server, user, 4)}
