@@ -1,7 +1,7 @@
 """Scheduled and event-driven runs: nightly retraining and tuning, hourly monitoring, and feedback retraining
 started by the monitoring flow's events (drift, popularity lift, enough new feedback) as well as nightly.
 
-On one machine, ``python -m flows.deployments`` serves both deployments with :func:`prefect.serve`
+On one machine, ``python -m flows.deployments`` serves the four deployments with :func:`prefect.serve`
 (the process runs the flows itself and must stay up; stop it with Ctrl-C). With a Prefect server and
 a work pool, ``prefect deploy --all`` reads the same deployments from ``prefect.yaml`` instead.
 

@@ -25,9 +25,8 @@ from prefect.cache_policies import NO_CACHE
 from flows import dvc
 from flows.service import reload_service, stop_experiment
 from recsys.config import load_params
-from recsys.experiments.report import LOSES, WINS, experiment_report
+from recsys.experiments.report import LOSES, WINS, measure_experiment
 from recsys.feedback.store import feedback_url as default_feedback_url
-from recsys.io import write_json
 from recsys.paths import PARAMS_FILE, REPORTS_DIR
 
 REPORT_FILE = REPORTS_DIR / "experiment.json"
@@ -36,13 +35,8 @@ REPORT_FILE = REPORTS_DIR / "experiment.json"
 @task(name="measure-experiment", cache_policy=NO_CACHE)
 def measure(project_dir: str, feedback_url: str, challenger: str | None) -> dict[str, Any]:
     """The experiment's report from the store's served lists and events; written to ``reports/``."""
-    from recsys.feedback.store import FeedbackStore
-
     params = load_params(Path(project_dir) / PARAMS_FILE)
-    with FeedbackStore(feedback_url, create=False) as store:
-        served, events = store.served_frame(), store.export_frame()
-    report = experiment_report(served, events, params.experiment, challenger)
-    write_json(Path(project_dir) / REPORT_FILE, report)
+    report = measure_experiment(feedback_url, params.experiment, challenger, Path(project_dir) / REPORT_FILE)
     create_markdown_artifact(
         f"**{report['decision']}** for `{report['challenger']}`: {report['reason']}",
         key="experiment-report",

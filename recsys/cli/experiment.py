@@ -97,17 +97,11 @@ def decide(
 def measure(challenger: str | None, feedback_url: str | None, out: Path, params_file: Path) -> dict[str, Any]:
     """The experiment report from the store, written to ``out``."""
     from recsys.config import load_params
-    from recsys.experiments.report import experiment_report
-    from recsys.feedback.store import FeedbackStore
+    from recsys.experiments.report import measure_experiment
     from recsys.feedback.store import feedback_url as default_url
-    from recsys.io import write_json
 
     settings = load_params(params_file).experiment
-    with FeedbackStore(feedback_url or default_url(), create=False) as store:
-        served, events = store.served_frame(), store.export_frame()
-    result = experiment_report(served, events, settings, challenger)
-    write_json(out, result)
-    return result
+    return measure_experiment(feedback_url or default_url(), settings, challenger, out)
 
 
 def _admin(service_url: str, token: str | None, design: dict[str, Any]) -> dict[str, Any]:

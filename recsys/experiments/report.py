@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from recsys.columns import Col
 from recsys.config import ExperimentParams
 from recsys.experiments.design import CHALLENGER_ARM, CHAMPION_ARM, SHADOW
 from recsys.feedback.tables import Served
+from recsys.io import write_json
 
 POSITIVE_EVENTS = ("play", "like")
 WINS, LOSES, MORE_TRAFFIC = "challenger wins", "challenger loses", "needs more traffic"
@@ -266,3 +268,17 @@ def _reason(report: dict[str, Any], settings: ExperimentParams) -> str:
         f"[{d['low']:+.4f}, {d['high']:+.4f}] ({1 - settings.alpha:.0%} CI, {d['units']} listeners; at least "
         f"{settings.min_units} per arm)"
     )
+
+
+def measure_experiment(
+    feedback_url: str, settings: ExperimentParams, challenger: str | None, out: Path
+) -> dict[str, Any]:
+    """:func:`experiment_report` of the store at ``feedback_url`` (never created here), written to ``out``
+    atomically: the one way the command line and the experiment flow measure an experiment."""
+    from recsys.feedback.store import FeedbackStore
+
+    with FeedbackStore(feedback_url, create=False) as store:
+        served, events = store.served_frame(), store.export_frame()
+    report = experiment_report(served, events, settings, challenger)
+    write_json(out, report)
+    return report
