@@ -36,6 +36,7 @@ from recsys.feedback.store import feedback_url
 from recsys.offline.metrics_files import metrics_rows, read_report
 from recsys.paths import PARAMS_FILE
 from recsys.project import venv_tool
+from recsys.registry.comparison import HOLD, KEEP, RunGate, gate_run
 from recsys.registry.publishing import publish_champion
 from recsys.reporting.model_card import refresh_model_card
 from recsys.reporting.run_summary import closing_summary, report_paths, reports_markdown
@@ -90,33 +91,27 @@ def publish_reports(project_dir: str, report: dict[str, Any], k: int) -> dict[st
     return paths
 
 
+SUMMARY_KEYS = ("promote", "reasons", "comparison", "champion_tag", "champion_metrics", "served")
+"""The gate's verdict as the run's summary shows it (the challenger's full numbers are in ``metrics/``)."""
+
+
 @task(name="gate", cache_policy=NO_CACHE)
-def gate(project_dir: str, report: dict[str, Any]) -> dict[str, Any]:
-    """The run's hybrid against the champion, both as served (:func:`recsys.registry.comparison.gate_run`).
-
-    Returns
-    -------
-    dict
-        ``{"promote", "reasons", "comparison", "champion_tag", "champion_metrics", "challenger", "served"}``.
-    """
-    from recsys.registry.comparison import gate_run
-
+def gate(project_dir: str, report: dict[str, Any]) -> RunGate:
+    """The run's hybrid against the champion, both as served (:func:`recsys.registry.comparison.gate_run`)."""
     project = Path(project_dir)
     verdict = gate_run(project, load_params(project / PARAMS_FILE), report)
     create_markdown_artifact(verdict.markdown(), key="gate-decision", description="Gate")
-    return verdict.to_dict()
+    return verdict
 
 
 @task(name="package", cache_policy=NO_CACHE)
-def package(
-    project_dir: str, decision: dict[str, Any], candidate: bool = False
-) -> tuple[str | None, str | None]:
+def package(project_dir: str, verdict: RunGate, candidate: bool = False) -> tuple[str | None, str | None]:
     """Save and promote the challenger when the gate says so, then ``bentoml build`` if there is a bentofile.
 
     With ``gate.online: required`` (and a champion to compare with) a challenger that passes is saved as a
     candidate but not promoted: an online experiment decides (:mod:`flows.experiment`). ``candidate``
     (``recsys run --candidate``) saves the challenger as a candidate whatever the offline gate said, so
-    listeners can judge a model the held-out history does not favour.
+    listeners can judge a model the held-out history does not favour (:meth:`RunGate.placement`).
 
     Returns
     -------
@@ -129,15 +124,15 @@ def package(
     logger = get_run_logger()
     root = Path(project_dir)
     params = load_params(root / PARAMS_FILE)
-    held = bool(decision["champion_tag"]) and (candidate or params.gate.online == "required")
-    if not decision["promote"] and not (candidate and held):
-        logger.info("gate kept the champion %s: nothing to package", decision["champion_tag"])
-        return (str(decision["champion_tag"]) if decision["champion_tag"] else None), None
-    tag = registry.package_project(root, decision["challenger"], params.model_dump(mode="json"))
-    if held:
+    placement = verdict.placement(params.gate.online, candidate)
+    if placement == KEEP:
+        logger.info("gate kept the champion %s: nothing to package", verdict.champion_tag)
+        return verdict.champion_tag, None
+    tag = registry.package_project(root, verdict.challenger, params.model_dump(mode="json"))
+    if placement == HOLD:
         # Listeners decide: `recsys experiment start --challenger <tag>`, then `decide`.
         logger.info("candidate %s awaits an online experiment", tag)
-        return str(decision["champion_tag"]), tag
+        return verdict.champion_tag, tag
     registry.promote(tag)
     logger.info("promoted %s to champion", tag)
     try:
@@ -211,18 +206,16 @@ def training_flow(
         report = read_report(root)
         k = load_params(root / PARAMS_FILE).evaluate.primary_k
         reports = publish_reports(str(root), report, k)
-        decision = gate(str(root), report)
-        tag, held = package(str(root), decision, candidate)
+        verdict = gate(str(root), report)
+        tag, held = package(str(root), verdict, candidate)
+        decision = verdict.to_dict()
         dataset = load_params(root / PARAMS_FILE).dataset.name
     summary = {
         "dataset": dataset,
         "stages": {name: result["outcome"] for name, result in stages.items()},
         "stage_seconds": {name: result["seconds"] for name, result in stages.items()},
         "metrics": metrics_rows(report, k),
-        "decision": {
-            key: decision[key]
-            for key in ("promote", "reasons", "comparison", "champion_tag", "champion_metrics", "served")
-        },
+        "decision": {key: decision[key] for key in SUMMARY_KEYS},
         "model_tag": tag,
         "candidate": held,
         "reports": reports,

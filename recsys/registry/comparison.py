@@ -50,6 +50,9 @@ def comparable_champion(project: Path, params: Params, champion: ModelInfo) -> t
     return measured, f"re-measured on this test split (re-ranking strength {strength:g})"
 
 
+KEEP, HOLD, PROMOTE = "keep", "hold", "promote"
+
+
 @dataclass(frozen=True)
 class RunGate:
     """The gate's verdict on a training run's hybrid against the champion, both measured as served.
@@ -80,6 +83,16 @@ class RunGate:
     @property
     def promote(self) -> bool:
         return self.decision.promote
+
+    def placement(self, online: str, candidate: bool = False) -> str:
+        """What the run does with its challenger: ``"keep"`` the champion (nothing packaged), ``"hold"`` it
+        as a candidate for an online experiment (``gate.online: required``, or ``candidate``: whatever the
+        offline gate said), or ``"promote"`` it. A first model, with no champion to test against, is
+        promoted."""
+        held = bool(self.champion_tag) and (candidate or online == "required")
+        if not self.promote and not (candidate and held):
+            return KEEP
+        return HOLD if held else PROMOTE
 
     def markdown(self) -> str:
         """The decision as the flow's artifact shows it."""

@@ -121,17 +121,16 @@ def package_step(
     from prefect import flow
 
     from flows.training import package
+    from recsys.offline.gate import GateDecision
+    from recsys.registry.comparison import RunGate
 
     shutil.copytree(root / "data" / "models", root / "models")
-    decision = {
-        "promote": promote,
-        "champion_tag": champion,
-        "challenger": {"metrics": {"ndcg@10": ndcg}, "groups": {}},
-    }
+    challenger = {"metrics": {"ndcg@10": ndcg}, "groups": {}}
+    verdict = RunGate(GateDecision(promote), challenger, champion, "recorded", 0.0, "ndcg@10")
 
     @flow
     def package_only(candidate: bool) -> tuple[str | None, str | None]:
-        return package(str(root), decision, candidate)
+        return package(str(root), verdict, candidate)
 
     return package_only
 
