@@ -8,6 +8,10 @@ support
     User errors as one line and exit code 2 (``guarded``).
 registry
     ``recsys model list|show|promote|rollback``.
+monitor
+    ``recsys monitor run|ui|history``.
+reports
+    ``recsys model-card`` and ``recsys report [--slides]``.
 experiment
     ``recsys experiment start|stop|report|decide``.
 cluster

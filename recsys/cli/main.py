@@ -5,7 +5,6 @@ User errors (bad data, bad settings, unavailable sources) print one clear messag
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -16,9 +15,10 @@ import typer
 from recsys import paths, specs, stages
 from recsys.cli.cluster import cluster_app
 from recsys.cli.experiment import experiment_app
+from recsys.cli.monitor import monitor_app
 from recsys.cli.registry import model_app
-from recsys.cli.support import guarded
-from recsys.config import Params, load_params
+from recsys.cli.reports import model_card, report
+from recsys.cli.support import ParamsOpt, echo_json, guarded, params_of
 from recsys.errors import RecsysError
 from recsys.offline.metrics_files import headline
 from recsys.project import venv_first_on_path, venv_tool
@@ -31,17 +31,8 @@ app.add_typer(experiment_app, name="experiment", help="Online experiments: start
 app.add_typer(
     cluster_app, name="cluster", help="The reference topology on several hosts (root): up, down, status."
 )
+
 T = TypeVar("T")
-
-ParamsOpt = Annotated[Path, typer.Option("--params", help="The parameters file.")]
-
-
-def _params(path: Path) -> Params:
-    return guarded(lambda: load_params(path))
-
-
-def _echo(summary: Any) -> None:
-    typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
 
 
 @app.callback()
@@ -64,7 +55,7 @@ def sources(
     ] = None,
 ) -> None:
     """Record what ingest would read, by content (ingest reruns when a file it reads has changed)."""
-    settings = _params(params)
+    settings = params_of(params)
     record = guarded(lambda: stages.sources(settings, out, data_dir))
     typer.echo(f"recorded the sources of {record['dataset']} in {out}")
 
@@ -78,7 +69,7 @@ def ingest(
     ] = None,
 ) -> None:
     """Copy (from a local folder) or download (canonical URLs) the raw data, verified by checksums."""
-    settings = _params(params)
+    settings = params_of(params)
     summary = guarded(lambda: stages.ingest(settings, out, data_dir))
     typer.echo(f"ingested {summary['files']} files ({summary['bytes']:,} bytes) in {summary['seconds']} s")
 
@@ -88,16 +79,16 @@ def prepare(
     params: ParamsOpt = paths.PARAMS_FILE, raw: Path = paths.RAW_DIR, out: Path = paths.PREPARED_DIR
 ) -> None:
     """Validate, clean and join the raw tables; write Parquet tables and the data-quality report."""
-    settings = _params(params)
+    settings = params_of(params)
     quality = guarded(lambda: stages.prepare(settings, raw, out))
-    _echo({"summary": quality["summary"], "joins": quality["joins"]})
+    echo_json({"summary": quality["summary"], "joins": quality["joins"]})
 
 
 @app.command()
 def eda(prepared: Path = paths.PREPARED_DIR, out: Path = paths.EDA_DIR) -> None:
     """Exploratory plots, the HTML report and the popularity-bias signals of the prepared data."""
     summary = guarded(lambda: stages.eda(prepared, out))
-    _echo(summary.get("bias_signals", summary))
+    echo_json(summary.get("bias_signals", summary))
 
 
 @app.command()
@@ -107,8 +98,8 @@ def features(
     out: Path = paths.FEATURES_DIR,
 ) -> None:
     """Build the item-feature matrix."""
-    settings = _params(params)
-    _echo(guarded(lambda: stages.features(settings, prepared, out)))
+    settings = params_of(params)
+    echo_json(guarded(lambda: stages.features(settings, prepared, out)))
 
 
 @app.command()
@@ -118,8 +109,8 @@ def split(
     out: Path = paths.SPLIT_DIR,
 ) -> None:
     """Make the evaluation splits."""
-    settings = _params(params)
-    _echo(guarded(lambda: stages.split(settings, prepared, out)))
+    settings = params_of(params)
+    echo_json(guarded(lambda: stages.split(settings, prepared, out)))
 
 
 @app.command()
@@ -130,8 +121,8 @@ def train(
     out: Path = paths.MODELS_DIR,
 ) -> None:
     """Fit every model once with the tuned settings of params.yaml (the search is `recsys tune`)."""
-    settings = _params(params)
-    _echo(guarded(lambda: stages.train(settings, features, split, out, background=True)))
+    settings = params_of(params)
+    echo_json(guarded(lambda: stages.train(settings, features, split, out, background=True)))
 
 
 @app.command()
@@ -146,14 +137,14 @@ def tune(
 ) -> None:
     """The tuning experiment on the validation part (after `dvc repro split features`): writes the trials
     and the winning settings to reports/tuning/tuned_params.yaml for review; --apply also sets them."""
-    settings = _params(params)
+    settings = params_of(params)
     result = guarded(lambda: stages.tune(settings, features, split, out))
     if apply:
         from flows.dvc import apply_overrides
 
         changed = guarded(lambda: apply_overrides(params, result["tuned"]))
         typer.echo(f"params.yaml: {len(changed)} setting(s) changed: {sorted(changed)}")
-    _echo({key: result[key] for key in ("best_trial", "tuned", "tuned_file")})
+    echo_json({key: result[key] for key in ("best_trial", "tuned", "tuned_file")})
 
 
 @app.command()
@@ -166,9 +157,9 @@ def evaluate(
     plots: Path = paths.PLOTS_DIR,
 ) -> None:
     """Ranking, beyond-accuracy, per-group and cold-start metrics of every model."""
-    settings = _params(params)
+    settings = params_of(params)
     report = guarded(lambda: stages.evaluate(settings, features, split, models, metrics, plots))
-    _echo(headline(report, settings.evaluate.primary_k))
+    echo_json(headline(report, settings.evaluate.primary_k))
 
 
 @app.command()
@@ -181,9 +172,9 @@ def bias(
     plots: Path = paths.PLOTS_DIR,
 ) -> None:
     """Popularity re-ranking trade-off curve of the hybrid and the default strength (metrics/bias.json)."""
-    settings = _params(params)
+    settings = params_of(params)
     report = guarded(lambda: stages.bias(settings, features, split, model, metrics, plots))
-    _echo({"chosen": report["chosen"], "rule": report["rule"]})
+    echo_json({"chosen": report["chosen"], "rule": report["rule"]})
 
 
 @app.command()
@@ -293,67 +284,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-monitor_app = typer.Typer(add_completion=False, no_args_is_help=True, help="The monitoring history.")
 app.add_typer(monitor_app, name="monitor")
-
-
-@monitor_app.command("run")
-def monitor_run(
-    params_file: ParamsOpt = paths.PARAMS_FILE,
-    evaluate: Annotated[
-        bool,
-        typer.Option(help="Refresh the offline metrics first (dvc repro evaluate), as the schedule does."),
-    ] = True,
-    feedback_url: Annotated[
-        str | None,
-        typer.Option(envvar="RECSYS_FEEDBACK_URL", help="The feedback store (default: the project's)."),
-    ] = None,
-) -> None:
-    """Monitor once, now: drift of the recent feedback and popularity bias of the served lists, each against
-    its threshold, recorded in the workspace (what the nightly deployment runs)."""
-    from flows.monitoring import BIAS_JSON, DRIFT_JSON, drift_monitoring_flow, monitoring_flow
-    from recsys.monitoring.decisions import run_lines
-
-    params = _params(params_file)
-    if evaluate:
-        monitoring_flow(project_dir=".", feedback_url=feedback_url)
-        out = paths.MONITORING_DIR
-        report = json.loads((out / DRIFT_JSON).read_text(encoding="utf-8"))
-        bias = json.loads((out / BIAS_JSON).read_text(encoding="utf-8"))
-    else:
-        result = drift_monitoring_flow(project_dir=".", feedback_url=feedback_url)
-        report, bias = result, result["bias"]
-    typer.echo("\n".join(run_lines(report, bias, params.monitoring, params.monitoring.workspace)))
-
-
-@monitor_app.command("ui")
-def monitor_ui(host: str = "127.0.0.1", port: int = 8000, params_file: ParamsOpt = paths.PARAMS_FILE) -> None:
-    """Start the Evidently UI on the monitoring workspace (its dashboard shows every recorded run)."""
-    workspace = Path(_params(params_file).monitoring.workspace)
-    workspace.mkdir(parents=True, exist_ok=True)
-    if not any(workspace.iterdir()):
-        typer.echo(
-            f"no monitoring run is recorded in {workspace} yet: the UI will show no project until one is."
-            " Run `recsys monitor run` (or let the nightly deployment run), then reload the page."
-        )
-    os.environ.setdefault("DO_NOT_TRACK", "1")  # Evidently's usage telemetry
-    evidently = venv_tool("evidently")
-    command = [evidently, "ui", "--workspace", str(workspace), "--host", host, "--port", str(port)]
-    os.execv(evidently, command)
-
-
-@monitor_app.command("history")
-def monitor_history(params_file: ParamsOpt = paths.PARAMS_FILE) -> None:
-    """The headline numbers of every monitoring run recorded in the workspace, oldest first (JSON lines)."""
-    from recsys.monitoring.workspace import read_history
-
-    params = _params(params_file)
-    frame = guarded(lambda: read_history(Path(params.monitoring.workspace), params.dataset.name))
-    for row in frame.to_dict("records"):
-        stamp = row.pop("timestamp")
-        values = {key: value for key, value in row.items() if value == value}  # NaN: not measured that run
-        typer.echo(json.dumps({"timestamp": stamp.isoformat()} | values))
-
 
 flows_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Prefect flows and schedules.")
 app.add_typer(flows_app, name="flows")
@@ -377,94 +308,11 @@ def flows_search(
     """The tuning experiment as Prefect tasks (threads, a local Dask cluster, or a remote one)."""
     from flows.tuning import run_search
 
-    _echo(guarded(lambda: run_search(runner=runner, address=address)))
+    echo_json(guarded(lambda: run_search(runner=runner, address=address)))
 
 
-@app.command("model-card")
-def model_card(
-    params: ParamsOpt = paths.PARAMS_FILE,
-    metrics: Path = paths.METRICS_DIR,
-    prepared: Path = paths.PREPARED_DIR,
-    eda: Path = paths.EDA_DIR,
-    out: Annotated[
-        Path | None, typer.Option(help="Default: docs/model_card.md, or docs/model_card_<dataset>.md.")
-    ] = None,
-) -> None:
-    """Render the data set's model card from the run's metrics and params.yaml."""
-    from recsys.reporting.model_card import card_path, load_card_inputs, write_model_card
-
-    inputs = guarded(lambda: load_card_inputs(params, metrics, prepared, eda))
-    typer.echo(f"wrote {write_model_card(inputs, out or card_path(inputs.params))}")
-
-
-@app.command()
-def report(
-    params: ParamsOpt = paths.PARAMS_FILE,
-    metrics: Path = paths.METRICS_DIR,
-    eda: Path = paths.EDA_DIR,
-    monitoring: Path = paths.REPORTS_DIR / "monitoring",
-    out: Annotated[
-        Path | None, typer.Option(help="Default: reports/stakeholder.html, or reports/slides.html.")
-    ] = None,
-    feedback_url: Annotated[
-        str | None,
-        typer.Option(envvar="RECSYS_FEEDBACK_URL", help="The feedback store with the listeners' ratings."),
-    ] = None,
-    slides: Annotated[bool, typer.Option("--slides", help="A slide deck instead of the report.")] = False,
-    catalogue_map: Annotated[
-        bool, typer.Option("--map/--no-map", help="Include the catalogue map (~9 s on the artists).")
-    ] = True,
-) -> None:
-    """One self-contained HTML report (or, with --slides, a slide deck) of the latest run for stakeholders."""
-    import dataclasses
-
-    from recsys.reporting.stakeholder import load_report_inputs, write_report
-
-    ratings = _ratings(feedback_url)
-    inputs = guarded(lambda: load_report_inputs(params, metrics, eda, monitoring, ratings))
-    if catalogue_map:
-        inputs = dataclasses.replace(inputs, catalogue_map=_catalogue_map_png(one=slides, items=inputs.items))
-    if slides:
-        from recsys.reporting.slides import write_slides
-
-        typer.echo(f"wrote {write_slides(inputs, out or paths.REPORTS_DIR / 'slides.html')}")
-    else:
-        typer.echo(f"wrote {write_report(inputs, out or paths.REPORTS_DIR / 'stakeholder.html')}")
-
-
-def _catalogue_map_png(one: bool = False, items: str = "artists") -> bytes | None:
-    """The catalogue map of the project's trained hybrid (``one``: the deck's single panel), or None (with a
-    note) when there is none."""
-    from recsys.reporting.catalogue_map import load_map, map_figure, one_map_figure
-    from recsys.reporting.html_parts import figure_png
-
-    model, features, split, prepared = (
-        paths.model_file(specs.HYBRID),
-        paths.FEATURES_DIR,
-        paths.SPLIT_DIR,
-        paths.PREPARED_DIR,
-    )
-    missing = [str(path) for path in (model, features, split, prepared) if not path.exists()]
-    if missing:
-        typer.secho(f"note: no catalogue map: {', '.join(missing)} missing", err=True, fg=typer.colors.YELLOW)
-        return None
-    found = guarded(lambda: load_map(model, *stages.training_inputs(features, split), prepared))
-    return figure_png(one_map_figure(found, items) if one else map_figure(found, items))
-
-
-def _ratings(url: str | None) -> Any:
-    """The store's ratings, or None (with a note) when there is no store or it cannot be read."""
-    from recsys.feedback.store import FeedbackStore, FeedbackUnavailableError, feedback_url
-
-    url = url or feedback_url()
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        return None  # no listener has used the page with this store yet
-    try:
-        with FeedbackStore(url, create=False) as store:
-            return store.ratings_frame()
-    except FeedbackUnavailableError as err:
-        typer.secho(f"note: listeners' ratings left out: {err}", err=True, fg=typer.colors.YELLOW)
-        return None
+app.command("model-card")(model_card)
+app.command()(report)
 
 
 def main() -> None:

@@ -1,12 +1,16 @@
-"""Shared by the command-line modules: user errors become one line and exit code 2."""
+"""Shared by the command-line modules: user errors become one line and exit code 2; the parameters file
+option; results as JSON."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
 import typer
 
+from recsys.config import Params, load_params
 from recsys.errors import RecsysError
 
 T = TypeVar("T")
@@ -19,3 +23,16 @@ def guarded(action: Callable[[], T]) -> T:
     except RecsysError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=2) from None
+
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="The parameters file.")]
+
+
+def params_of(path: Path) -> Params:
+    """``params.yaml`` at ``path``, validated; a bad file is a user error."""
+    return guarded(lambda: load_params(path))
+
+
+def echo_json(summary: Any) -> None:
+    """A command's result as indented JSON on stdout."""
+    typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
