@@ -145,7 +145,7 @@ def run_search(
     **flow_kwargs: Any,
 ) -> dict[str, Any]:
     """Run :func:`search_flow` on the chosen task runner (see :func:`make_task_runner`), e.g.
-    ``run_search("dask", num_threads=1)`` (a full search: minutes; run by ``tests/flows/test_search.py``).
+    ``run_search("dask", num_threads=1)`` (a full search: minutes; run by ``tests/flows/test_tuning.py``).
     """
     task_runner = make_task_runner(runner, address, n_workers, max_workers)
     result: dict[str, Any] = search_flow.with_options(task_runner=task_runner)(**flow_kwargs)
