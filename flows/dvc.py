@@ -22,6 +22,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -217,9 +218,16 @@ def dvc_executable() -> str:
     return venv_tool("dvc")
 
 
-def repro(
-    stage: str, project_dir: str, data_dir: str | None = None, single_item: bool = False
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class StageRun:
+    """One ``dvc repro`` of a stage; its outcome: ``"ran"``, ``"skipped"``, ``"restored"``, ``"unknown"``."""
+
+    stage: str
+    outcome: str
+    seconds: float
+
+
+def repro(stage: str, project_dir: str, data_dir: str | None = None, single_item: bool = False) -> StageRun:
     """``dvc repro <stage>`` (upstream stages included; DVC skips whatever is up to date).
 
     ``single_item`` leaves upstream stages alone (``--single-item``): for a caller that has just run them
@@ -228,8 +236,8 @@ def repro(
 
     Returns
     -------
-    dict
-        ``{"stage", "outcome": "ran" | "skipped" | "restored" | "unknown", "seconds"}``.
+    StageRun
+        The stage, its outcome and how long it took.
 
     Raises
     ------
@@ -246,7 +254,7 @@ def repro(
             restore_outputs(failed[-1], Path(project_dir))
         raise StageFailedError(failed[-1] if failed else stage, code, command_exit, detail)
     outcome = stage_outcomes(lines).get(stage, "unknown")
-    return {"stage": stage, "outcome": outcome, "seconds": round(time.perf_counter() - start, 2)}
+    return StageRun(stage, outcome, round(time.perf_counter() - start, 2))
 
 
 def restore_outputs(stage: str, project_dir: Path) -> None:

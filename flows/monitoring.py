@@ -327,9 +327,7 @@ def monitoring_flow(
     rows = metrics_rows(report, load_params(root / PARAMS_FILE).evaluate.primary_k)
     create_table_artifact(rows, key="monitoring-metrics", description="Offline metrics per model")
     drift_monitoring_flow(project_dir=str(root), feedback_url=feedback_url)
-    logger.info(
-        "monitoring finished in %.1f s (evaluate %s)", time.perf_counter() - start, outcome["outcome"]
-    )
+    logger.info("monitoring finished in %.1f s (evaluate %s)", time.perf_counter() - start, outcome.outcome)
     return rows
 
 

@@ -58,14 +58,14 @@ def _retry_when_transient(task: Any, task_run: Any, state: Any) -> bool:
 )
 def dvc_stage(
     stage: str, project_dir: str, data_dir: str | None = None, single_item: bool = False
-) -> dict[str, Any]:
+) -> dvc.StageRun:
     """``dvc repro <stage>`` (:func:`flows.dvc.repro`); retried unless the stage reported bad input."""
     return dvc.repro(stage, project_dir, data_dir, single_item)
 
 
 def run_stages(
     project_dir: Path, data_dir: str | None, retries: int, retry_delay_s: float
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, dvc.StageRun]:
     """Every stage of ``dvc.yaml`` in order, each as one (retried) task; stops at the first failure."""
     stage_task = dvc_stage.with_options(retries=retries, retry_delay_seconds=retry_delay_s)
     return {
@@ -212,8 +212,8 @@ def training_flow(
         dataset = load_params(root / PARAMS_FILE).dataset.name
     summary = {
         "dataset": dataset,
-        "stages": {name: result["outcome"] for name, result in stages.items()},
-        "stage_seconds": {name: result["seconds"] for name, result in stages.items()},
+        "stages": {name: result.outcome for name, result in stages.items()},
+        "stage_seconds": {name: result.seconds for name, result in stages.items()},
         "metrics": metrics_rows(report, k),
         "decision": {key: decision[key] for key in SUMMARY_KEYS},
         "model_tag": tag,

@@ -303,7 +303,7 @@ def test_transient_failures_are_retried_but_bad_data_is_not(tmp_path: Path) -> N
 
     flaky, bad = both()
 
-    assert flaky.is_completed() and flaky.result()["outcome"] == "ran"
+    assert flaky.is_completed() and flaky.result().outcome == "ran"
     assert (tmp_path / "flaky.count").read_text() == "2"
     assert bad.is_failed() and (tmp_path / "bad.count").read_text() == "1"
     with pytest.raises(StageFailedError, match="error: attempt 0"):
