@@ -40,15 +40,13 @@ def _client(service_url: str, block: str | None) -> AdminClient:
 def reload_service(service_url: str, admin_token_block: str | None = None) -> int:
     """``POST {service_url}/admin/reload`` with the admin token; returns the HTTP status (a refusal
     raises, naming it)."""
-    _client(service_url, admin_token_block).reload()
-    return 200
+    return _client(service_url, admin_token_block).reload().status
 
 
 @task(name="stop-experiment", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def stop_experiment(service_url: str, admin_token_block: str | None = None) -> int:
     """``POST {service_url}/admin/experiment`` with mode off; fails on a 4xx/5xx answer."""
-    _client(service_url, admin_token_block).stop_experiment()
-    return 200
+    return _client(service_url, admin_token_block).stop_experiment().status
 
 
 @task(name="publish-champion", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)

@@ -107,7 +107,7 @@ def measure(challenger: str | None, feedback_url: str | None, out: Path, params_
 def _admin(service_url: str, token: str | None, design: dict[str, Any]) -> dict[str, Any]:
     from recsys.serving.admin_client import AdminClient
 
-    return AdminClient(service_url, token or "", timeout_s=60).experiment(design)
+    return AdminClient(service_url, token or "", timeout_s=60).experiment(design).body
 
 
 def _refuse(message: str) -> None:

@@ -8,12 +8,21 @@ through it, so every caller sends the token the same way and reports a refusal t
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from recsys.errors import RecsysError
 from recsys.serving.settings import ADMIN_TOKEN_ENV
 
 ADMIN_HEADER = "X-Admin-Token"
+
+
+@dataclass(frozen=True)
+class AdminAnswer:
+    """A 2xx answer of the admin API: its HTTP status and JSON body (empty when it has none)."""
+
+    status: int
+    body: dict[str, Any]
 
 
 class AdminClient:
@@ -32,8 +41,8 @@ class AdminClient:
         """The address of the admin ``route``."""
         return f"{self.service_url}/admin/{route}"
 
-    def post(self, route: str, body: dict[str, Any] | None = None, what: str = "the call") -> dict[str, Any]:
-        """``POST /admin/<route>`` with ``body``; the JSON answer (an empty dict for none)."""
+    def post(self, route: str, body: dict[str, Any] | None = None, what: str = "the call") -> AdminAnswer:
+        """``POST /admin/<route>`` with ``body``; the answer's status and JSON body."""
         import httpx
 
         headers = {ADMIN_HEADER: self.token} if self.token else {}
@@ -46,18 +55,19 @@ class AdminClient:
                 f"{self.service_url} refused {what}: HTTP {answer.status_code} {answer.text[:300]}"
             )
         try:
-            return dict(answer.json())
+            payload = answer.json()
         except ValueError:
-            return {}
+            payload = None
+        return AdminAnswer(answer.status_code, dict(payload) if isinstance(payload, dict) else {})
 
-    def reload(self) -> dict[str, Any]:
+    def reload(self) -> AdminAnswer:
         """Load the registry's champion now (``POST /admin/reload``)."""
         return self.post("reload", what="the reload")
 
-    def experiment(self, design: dict[str, Any]) -> dict[str, Any]:
+    def experiment(self, design: dict[str, Any]) -> AdminAnswer:
         """Start, change or stop (``{"mode": "off"}``) the online experiment (``POST /admin/experiment``)."""
         return self.post("experiment", design, what="the experiment")
 
-    def stop_experiment(self) -> dict[str, Any]:
+    def stop_experiment(self) -> AdminAnswer:
         """Stop the running experiment."""
         return self.experiment({"mode": "off"})

@@ -129,7 +129,7 @@ class FeedbackFollower:
         store = self.store()
         deleted = store.delete_user(user_id, reason)
         with self._sync_lock:
-            self._forget({store.pseudonym(user_id)})
+            self._forget({store.pseudonym(user_id): math.inf})
         self.signals.bump(DISLIKE_SIGNAL)
         self.sync()
         return deleted
@@ -202,12 +202,18 @@ class FeedbackFollower:
             full = not self._loaded or now - self._full_at >= self.full_sync_s
             try:
                 store = self.store()
+                # Erasures first: a listener's rows above an erasure read in this very sync are then theirs
+                # to keep (the first load reads the pending erasures itself).
+                first = not self._loaded and not self._erasure_cursor
+                if not first:
+                    self._follow_erasures(store)
                 if full:
                     self._load_all(store)
                     self._full_at = now
                 else:
                     self._load_since(store)
-                self._follow_erasures(store)
+                if first:
+                    self._follow_erasures(store)
                 self._follow_revocations(store)
             except FeedbackUnavailableError as err:
                 self._down_until = self.clock() + self.retry_s
@@ -219,7 +225,7 @@ class FeedbackFollower:
         started = time.perf_counter()
         if not self._erasure_cursor:
             pending, self._erasure_cursor = store.erasure_watermarks(pending_only=True)
-            self._forget(set(pending), pending)
+            self._forget(pending)
         pairs, cursor = store.dislikes_since(0)
         grouped = _by_user(pairs, self._erased_up_to, self._pseudonym_of(store))
         self.overflow = len(grouped) > self.MAX_INDEXED_LISTENERS
@@ -255,9 +261,8 @@ class FeedbackFollower:
 
     def _follow_erasures(self, store: FeedbackStore) -> None:
         new, cursor = store.erasure_watermarks(max(0, self._erasure_cursor - self.LATE_COMMIT_IDS))
-        fresh = set(new) - self.erased
         self._erasure_cursor = max(self._erasure_cursor, cursor)
-        self._forget(fresh, new)
+        self._forget(new)
 
     def _follow_revocations(self, store: FeedbackStore) -> None:
         tags, cursor = store.revocations_since(max(0, self._revocation_cursor - self.LATE_COMMIT_IDS))
@@ -266,19 +271,20 @@ class FeedbackFollower:
             self.revoked = self.revoked | frozenset(tags)
             _LOG.warning("models revoked, never to be served: %s", sorted(set(tags)))
 
-    def _forget(self, pseudonyms: set[str], watermarks: Mapping[str, int] | None = None) -> None:
-        """Drop the listeners of ``pseudonyms`` from the index and record them as erased; record the
-        erasures' event ``watermarks`` (of these or of listeners already forgotten here)."""
-        self.erased = self.erased | frozenset(pseudonyms)
-        for pseudonym in pseudonyms:
-            self._erased_up_to.setdefault(pseudonym, math.inf)
-        for pseudonym, watermark in (watermarks or {}).items():
-            known = self._erased_up_to.get(pseudonym, math.inf)
-            self._erased_up_to[pseudonym] = watermark if math.isinf(known) else max(known, watermark)
-        for pseudonym in pseudonyms:
-            user = self._pseudonyms.pop(pseudonym, None)
-            if user is not None:
-                self._index.pop(user, None)
+    def _forget(self, watermarks: Mapping[str, float]) -> None:
+        """Record erasures (``pseudonym -> event watermark``; infinite: made here, its job not read yet) and
+        drop from the index every listener whose erasure is new here or later than the one known: a
+        listener erased, back, and erased again loses what they did in between on every worker. A job read
+        again (the window below the cursor) changes nothing."""
+        for pseudonym, watermark in watermarks.items():
+            known = self._erased_up_to.get(pseudonym)
+            if known is None or (watermark > known and not math.isinf(known)):
+                user = self._pseudonyms.pop(pseudonym, None)
+                if user is not None:
+                    self._index.pop(user, None)
+            if known is None or math.isinf(known) or watermark > known:
+                self._erased_up_to[pseudonym] = watermark
+        self.erased = self.erased | frozenset(watermarks)
 
     @staticmethod
     def _pseudonym(store: FeedbackStore, user: str) -> str:

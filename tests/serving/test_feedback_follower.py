@@ -197,8 +197,42 @@ def test_an_erased_listener_who_comes_back_has_their_new_dislikes_honoured_at_on
     fresh = _worker(tmp_path, url, clock, machine="m3")  # a worker started after the erasure
     fresh.sync()
     assert fresh.dislikes("u1") == {"a9"}
+
+    assert first.delete_user("u1", "erased again") == 1  # ... and erased again: gone everywhere
+    second.sync()
+    clock.now += SYNC_S
+    for worker in (remote, fresh):
+        worker.sync()
+    assert {worker.dislikes("u1") for worker in (first, second, remote, fresh)} == {frozenset()}
+    clock.now += SYNC_S  # the jobs read again (the late-commit window) change nothing
+    for worker in (second, remote, fresh):
+        worker.sync()
+        assert worker.dislikes("u1") == frozenset()
     for worker in (first, second, remote, fresh):
         worker.close()
+
+
+def test_a_dislike_read_in_the_sync_that_learns_of_the_erasure_before_it_is_kept(
+    tmp_path: Path, url: str
+) -> None:
+    """Another machine learns of an erasure and of the listener's first dislike after it in one sync: the
+    erased rows go, the new one stays (erasures are followed before dislikes are read)."""
+    clock = Clock()
+    here, elsewhere = _worker(tmp_path, url, clock), _worker(tmp_path, url, clock, machine="m2")
+    for worker in (here, elsewhere):
+        worker.LATE_COMMIT_IDS = 0  # SQLite's: a row the cursor passed is never read again
+        worker.sync()
+    assert here.delete_user("u2", "erasure request") == 1
+    here.add([_event("u2", "a5")])
+    assert here.dislikes("u2") == {"a5"}
+    clock.now += SYNC_S
+    elsewhere.sync()
+    assert elsewhere.dislikes("u2") == {"a5"}
+    clock.now += SYNC_S
+    elsewhere.sync()
+    assert elsewhere.dislikes("u2") == {"a5"}
+    here.close()
+    elsewhere.close()
 
 
 def test_revoked_models_reach_every_worker_with_the_next_sync(tmp_path: Path, url: str) -> None:
