@@ -309,10 +309,20 @@ def _by_user(
     pseudonym: Callable[[str], str],
 ) -> dict[str, set[str]]:
     """``user -> items`` of the dislike ``rows``, without an erased listener's rows up to their erasure's
-    watermark (a late commit the erasure did not see; the erasure flow deletes it)."""
-    grouped: dict[str, set[str]] = collections.defaultdict(set)
+    watermark (a late commit the erasure did not see; the erasure flow deletes it). A pseudonym is made once
+    per listener, and only when some erasure is known."""
+    if not erased_up_to:  # the usual case: one pass
+        everything: dict[str, set[str]] = collections.defaultdict(set)
+        for _, user, item in rows:
+            everything[user].add(item)
+        return everything
+    grouped: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)
     for id_, user, item in rows:
-        if erased_up_to and id_ <= erased_up_to.get(pseudonym(user), -1):
-            continue
-        grouped[user].add(item)
-    return grouped
+        grouped[user].append((id_, item))
+    kept: dict[str, set[str]] = {}
+    for user, pairs in grouped.items():
+        up_to = erased_up_to.get(pseudonym(user), -1)
+        items = {item for id_, item in pairs if id_ > up_to}
+        if items:
+            kept[user] = items
+    return kept
