@@ -29,6 +29,9 @@ from recsys.registry.provenance import data_version, dvc_lock_hash, git_commit
 from recsys.registry.store import add_model
 from recsys.specs import HYBRID
 
+TOP_TAGS = 5
+"""Tags kept per item for the explanations of a packaged model."""
+
 
 def save_candidate(
     models_dir: str | Path,
@@ -41,7 +44,7 @@ def save_candidate(
     git_commit: str,
     prepared_dir: str | Path = PREPARED_DIR,
     source_model: str = HYBRID,
-    top_tags: int = 5,
+    top_tags: int = TOP_TAGS,
     home: str | Path | None = None,
     feedback_users: Sequence[str] = (),
 ) -> str:
@@ -118,7 +121,9 @@ def package_model(
         "git_commit": git_commit(project),
         "data_version": version,
     }
-    return _package(inputs, metrics, params_dict, provenance, project / PREPARED_DIR, 5, home, feedback_users)
+    return _package(
+        inputs, metrics, params_dict, provenance, project / PREPARED_DIR, TOP_TAGS, home, feedback_users
+    )
 
 
 def _package(
