@@ -132,18 +132,6 @@ class ErasureJobs(_Stored):
         with self._guard("completing erasure jobs"), self._engine.begin() as conn:
             return int(conn.execute(query).rowcount)
 
-    def erasures_since(self, cursor: int = 0) -> tuple[list[str], int]:
-        """Pseudonyms of the erasures recorded with a job id above ``cursor`` (any status), and the highest
-        such id: how a service worker learns of erasures made through other workers and hosts."""
-        watermarks, highest = self.erasure_watermarks(cursor)
-        return list(watermarks), highest
-
-    def pending_erasures(self) -> tuple[list[str], int]:
-        """Pseudonyms of the pending erasure jobs, and the highest job id of any status: where a service
-        worker starts (the listeners of done jobs are in no model any more)."""
-        watermarks, highest = self.erasure_watermarks(pending_only=True)
-        return list(watermarks), highest
-
     def erasure_watermarks(self, cursor: int = 0, pending_only: bool = False) -> tuple[dict[str, int], int]:
         """``pseudonym -> event watermark`` of the erasure jobs with an id above ``cursor`` (only the pending
         ones with ``pending_only``; a listener erased twice: the higher watermark), and the highest job id

@@ -48,7 +48,9 @@ def test_a_deletion_records_a_pending_job_under_the_pseudonym_and_the_salt_check
     assert store.erasure_jobs()[0].steps == {"store": {"rows_deleted": 0}}
     assert store.complete_erasures([job]) == 1 and store.complete_erasures([job]) == 0
     assert store.erasure_jobs() == [] and store.erasure_jobs(pending_only=False)[0].status == "done"
-    assert store.erasures_since(0) == ([job.pseudonym], job.id)
+    assert store.erasure_watermarks(0) == ({job.pseudonym: job.event_watermark}, job.id)
+    assert store.erasure_watermarks(job.id) == ({}, job.id)
+    assert store.erasure_watermarks(pending_only=True) == ({}, job.id)  # done: no longer pending
     with store.engine.connect() as conn:
         assert RAW not in repr(conn.execute(sa.select(ERASURES)).all())
 
