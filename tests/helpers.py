@@ -441,7 +441,7 @@ def force_feedback_gate(monkeypatch: pytest.MonkeyPatch, promote: bool) -> None:
     from recsys.offline import gate
     from recsys.offline.gate import GateDecision
 
-    def decide(challenger: Any, champion: Any, params: Any) -> GateDecision:
+    def decide(challenger: Any, champion: Any, params: Any, lead: Any = None) -> GateDecision:
         return GateDecision(promote, [f"test gate: promote={promote}"], {})
 
     monkeypatch.setattr(gate, "decide_feedback", decide)

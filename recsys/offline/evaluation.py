@@ -55,11 +55,15 @@ class EvaluationResult:
     ``metrics`` maps ``"<name>@<k>"`` (precision, recall, f1, map, ndcg, hit_rate, coverage, arp,
     long_tail_share, novelty and, with item vectors, ild), ``"auc"`` and ``"n_users"`` to Python
     numbers; ``groups`` maps a group name to the same keys over its users (only ``{"n_users": 0}`` for a
-    group with no evaluated user).
+    group with no evaluated user). ``users`` are the evaluated user indices and ``per_user`` each ranking
+    metric's value per evaluated user, in that order (for paired comparisons:
+    :mod:`recsys.offline.uncertainty`); neither is written to the report.
     """
 
     metrics: Metrics
     groups: dict[str, Metrics] = field(default_factory=dict)
+    users: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64), compare=False, repr=False)
+    per_user: Mapping[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The overall metrics plus a ``"groups"`` entry: plain JSON-serialisable data."""
@@ -261,7 +265,7 @@ def _result(
     selected |= {name: np.isin(users, members) for name, members in (user_groups or {}).items()}
     summaries = {name: _summarise(per_user, top_k[rows], rows, context) for name, rows in selected.items()}
     overall = summaries.pop("overall")
-    return EvaluationResult(metrics=overall, groups=summaries)
+    return EvaluationResult(metrics=overall, groups=summaries, users=users, per_user=per_user)
 
 
 def relevant_entries(train: sp.csr_matrix, test: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:

@@ -12,7 +12,11 @@ Rules (all must hold; the thresholds come from :class:`recsys.config.GateParams`
 - No champion: the challenger is promoted (first model).
 - Primary metric: the challenger must be *strictly* better than the champion and better by at least
   ``min_improvement``. A tie never replaces the champion, even with ``min_improvement = 0``: a new model
-  that is no better is only a risk.
+  that is no better is only a risk. With ``min_improvement_on: bound`` (the default) ``min_improvement``
+  applies to the lower end of the lead's paired bootstrap interval (:mod:`recsys.offline.uncertainty`,
+  a :class:`~recsys.offline.uncertainty.Lead` passed as ``lead``): a win within the noise of which
+  listeners happen to be in the test split does not promote. Without a paired measurement (a champion
+  that could not be measured on this split) the point estimate is used, and the reason says so.
 - Coverage: ``coverage@k`` may drop by at most ``max_coverage_drop`` (absolute).
 - Popularity bias: ``arp@k`` may grow by at most ``max_arp_increase_ratio`` relative to the champion's.
 - Fairness: no user group's ``ndcg@k`` may drop by more than ``max_group_ndcg_drop`` (absolute). Groups
@@ -32,7 +36,7 @@ Examples
 >>> challenger = {"metrics": {"ndcg@10": 0.32, "coverage@10": 0.10, "arp@10": 101.0}, "groups": {}}
 >>> decide(challenger, champion, GateParams()).promote
 True
->>> decide(champion, champion, GateParams()).reasons
+>>> decide(champion, champion, GateParams(min_improvement_on="point")).reasons
 ['ndcg@10 does not improve: 0.3000 -> 0.3000 (delta +0.0000; needs to be > 0 and >= +0.0000)']
 """
 
@@ -45,6 +49,7 @@ from typing import Any
 
 from recsys.config import GateParams
 from recsys.errors import RecsysError
+from recsys.offline.uncertainty import Lead
 from recsys.specs import HYBRID
 
 EPSILON = 1e-12
@@ -115,7 +120,10 @@ def candidate_from_report(report: Mapping[str, Any], name: str = HYBRID) -> dict
 
 
 def decide(
-    challenger: Mapping[str, Any], champion: Mapping[str, Any] | None, params: GateParams
+    challenger: Mapping[str, Any],
+    champion: Mapping[str, Any] | None,
+    params: GateParams,
+    lead: Lead | None = None,
 ) -> GateDecision:
     """Decide whether ``challenger`` replaces ``champion`` (candidates as in the module docstring).
 
@@ -125,6 +133,9 @@ def decide(
         ``{"metrics": {...}, "groups": {...}}``; ``champion`` is None when there is none yet.
     params : GateParams
         The primary metric and the tolerances.
+    lead : Lead, optional
+        The challenger's lead over the champion on the primary metric, paired per listener (its interval
+        is what ``min_improvement_on: bound`` holds to ``min_improvement``).
 
     Returns
     -------
@@ -143,7 +154,7 @@ def decide(
     if primary not in champion.get("metrics", {}):
         raise GateError(f"the champion has no {primary!r}: re-evaluate it on the current test split")
     checks = [
-        _primary_rule(challenger, champion, params),
+        _primary_rule(challenger, champion, params, lead),
         _coverage_rule(challenger, champion, f"coverage@{k}", params.max_coverage_drop),
         _arp_rule(challenger, champion, f"arp@{k}", params.max_arp_increase_ratio),
         *_group_rules(challenger, champion, f"ndcg@{k}", params.max_group_ndcg_drop),
@@ -156,7 +167,10 @@ def decide(
 
 
 def decide_feedback(
-    challenger: Mapping[str, Any], champion: Mapping[str, Any], params: GateParams
+    challenger: Mapping[str, Any],
+    champion: Mapping[str, Any],
+    params: GateParams,
+    lead: Lead | None = None,
 ) -> GateDecision:
     """The retraining flow's gate: promote a feedback challenger unless it is worse beyond tolerance.
 
@@ -166,7 +180,9 @@ def decide_feedback(
     feedback ``feedback_metric`` may drop by at most ``feedback_max_drop``. That last tolerance is wide on
     purpose: the champion chose what the listeners were shown, so it is favoured on their feedback
     (exposure bias); the rule catches a challenger that forgot what listeners liked. When either side has
-    no ``feedback_metric`` (no held-out like of a known artist), only the test-split rules apply.
+    no ``feedback_metric`` (no held-out like of a known artist), only the test-split rules apply. With
+    ``min_improvement_on: bound`` and a paired ``lead``, the primary drop is held to its tolerance at the
+    lower end of the lead's interval (non-inferiority with the noise of the split counted).
 
     Examples
     --------
@@ -183,7 +199,11 @@ def decide_feedback(
     k = metric_k(primary)
     checks = [
         _tolerance_rule(
-            challenger["metrics"], champion["metrics"], primary, params.feedback_max_primary_drop
+            challenger["metrics"],
+            champion["metrics"],
+            primary,
+            params.feedback_max_primary_drop,
+            _bound(lead, params, primary),
         ),
         _coverage_rule(challenger, champion, f"coverage@{k}", params.max_coverage_drop),
         _arp_rule(challenger, champion, f"arp@{k}", params.max_arp_increase_ratio),
@@ -206,14 +226,22 @@ def decide_feedback(
 
 
 def _tolerance_rule(
-    new_metrics: Mapping[str, Any], old_metrics: Mapping[str, Any], name: str, max_drop: float
+    new_metrics: Mapping[str, Any],
+    old_metrics: Mapping[str, Any],
+    name: str,
+    max_drop: float,
+    lead: Lead | None = None,
 ) -> _Check:
     new, old = float(new_metrics[name]), float(old_metrics[name])
     drop = old - new
-    ok = _finite(new, old) and drop <= max_drop + EPSILON
+    worst = drop if lead is None else max(drop, -lead.delta_low)
+    ok = _finite(new, old, worst) and worst <= max_drop + EPSILON
     verdict = "holds" if ok else "drops too much"
-    reason = f"{name} {verdict}: {old:.4f} -> {new:.4f} (drop {drop:+.4f}; allowed {max_drop:.4f})"
-    return name, _row(new, old, new - old, ok, max_drop), reason
+    numbers = f"{old:.4f} -> {new:.4f} (drop {drop:+.4f}"
+    if lead is not None:
+        numbers += f", at most {worst:+.4f} at the {lead.confidence:.0%} bound"
+    reason = f"{name} {verdict}: {numbers}; allowed {max_drop:.4f})"
+    return name, _interval(_row(new, old, new - old, ok, max_drop), lead), reason
 
 
 def metric_k(metric: str) -> int:
@@ -239,14 +267,42 @@ def render_markdown(decision: GateDecision) -> str:
 _Check = tuple[str, dict[str, float | bool | None], str]
 
 
-def _primary_rule(challenger: Mapping[str, Any], champion: Mapping[str, Any], params: GateParams) -> _Check:
+def _primary_rule(
+    challenger: Mapping[str, Any], champion: Mapping[str, Any], params: GateParams, lead: Lead | None
+) -> _Check:
     name, required = params.primary_metric, params.min_improvement
     new, old = float(challenger["metrics"][name]), float(champion["metrics"][name])
     delta = new - old
-    ok = _finite(new, old) and delta > EPSILON and delta >= required - EPSILON
-    numbers = f"{old:.4f} -> {new:.4f} (delta {delta:+.4f}; needs to be > 0 and >= {required:+.4f})"
+    bound = _bound(lead, params, name)
+    held = delta if bound is None else bound.delta_low
+    ok = _finite(new, old, held) and delta > EPSILON and held >= required - EPSILON
+    if bound is None:
+        numbers = f"{old:.4f} -> {new:.4f} (delta {delta:+.4f}; needs to be > 0 and >= {required:+.4f})"
+        if params.min_improvement_on == "bound":
+            numbers += " [point estimate: no paired measurement]"
+    else:
+        numbers = (
+            f"{old:.4f} -> {new:.4f} (delta {delta:+.4f}, {bound.confidence:.0%} interval "
+            f"[{bound.delta_low:+.4f}, {bound.delta_high:+.4f}]; "
+            f"needs > 0 and a lower bound >= {required:+.4f})"
+        )
     reason = f"{name} improves: {numbers}" if ok else f"{name} does not improve: {numbers}"
-    return name, _row(new, old, delta, ok, required), reason
+    return name, _interval(_row(new, old, delta, ok, required), bound), reason
+
+
+def _bound(lead: Lead | None, params: GateParams, metric: str) -> Lead | None:
+    """The lead whose interval the rule holds to its tolerance (None: the point estimate decides)."""
+    if lead is None or params.min_improvement_on != "bound":
+        return None
+    if lead.metric and lead.metric != metric:
+        raise GateError(f"the paired lead is on {lead.metric!r}, the gate decides on {metric!r}")
+    return lead
+
+
+def _interval(row: dict[str, float | bool | None], lead: Lead | None) -> dict[str, float | bool | None]:
+    if lead is None:
+        return row
+    return row | {"delta_low": lead.delta_low, "delta_high": lead.delta_high}
 
 
 def _coverage_rule(

@@ -5,6 +5,7 @@ challenger of the retraining flow and for a champion re-measured on a new split.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,8 +13,27 @@ import scipy.sparse as sp
 
 from recsys.config import EvaluateParams
 from recsys.offline.batches import ScoreFn
-from recsys.offline.evaluation import evaluate
+from recsys.offline.evaluation import EvaluationResult, evaluate
 from recsys.offline.popularity import item_popularity, mainstreaminess_groups, reranked_scores
+
+
+@dataclass(frozen=True)
+class Served:
+    """A model measured as served.
+
+    Attributes
+    ----------
+    candidate : dict
+        Its gate input, ``{"metrics", "groups", "bias_strength"}``.
+    score : ScoreFn
+        The re-ranked score function (for measures of one's own).
+    result : EvaluationResult
+        The evaluation behind ``candidate``, with the per-listener values a paired comparison needs.
+    """
+
+    candidate: dict[str, Any]
+    score: ScoreFn
+    result: EvaluationResult
 
 
 def measure_as_served(
@@ -23,16 +43,11 @@ def measure_as_served(
     params: EvaluateParams,
     strength: float,
     groups: Mapping[str, np.ndarray] | None = None,
-) -> tuple[dict[str, Any], ScoreFn]:
-    """The gate input of a model served at ``strength`` (popularity from ``train``), and its served scores.
-
-    Returns
-    -------
-    tuple
-        ``{"metrics", "groups", "bias_strength"}`` on ``test`` (listener groups by mainstreaminess in
-        ``train`` unless given), and the re-ranked score function (for measures of one's own).
-    """
+) -> Served:
+    """A model served at ``strength`` (popularity from ``train``) measured on ``test``, listener groups by
+    mainstreaminess in ``train`` unless given."""
     groups = mainstreaminess_groups(train, params.groups) if groups is None else groups
     served = reranked_scores(score_fn, item_popularity(train), strength)
     result = evaluate(served, train, test, params, user_groups=groups)
-    return {"metrics": dict(result.metrics), "groups": result.groups, "bias_strength": strength}, served
+    candidate = {"metrics": dict(result.metrics), "groups": result.groups, "bias_strength": strength}
+    return Served(candidate, served, result)

@@ -11,29 +11,37 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import Params
+from recsys.models import load_recommender
 from recsys.offline import gate as gating
 from recsys.offline.bias import served_candidate, served_strength
+from recsys.offline.evaluation import EvaluationResult
 from recsys.offline.metrics_files import read_bias
 from recsys.offline.served import measure_as_served
 from recsys.offline.split import load_split
-from recsys.paths import FEATURES_DIR, SPLIT_DIR
+from recsys.offline.uncertainty import Lead, lead_of
+from recsys.paths import FEATURES_DIR, SPLIT_DIR, model_file
 from recsys.registry.provenance import data_version
 from recsys.registry.store import ModelInfo, champion, load_artifact
 from recsys.specs import HYBRID
 
 
-def comparable_champion(project: Path, params: Params, champion: ModelInfo) -> tuple[dict[str, Any], str]:
-    """The champion's gate input on this run's test split, and how it was obtained.
+def comparable_champion(
+    project: Path, params: Params, champion: ModelInfo, paired: bool = False
+) -> tuple[dict[str, Any], str, EvaluationResult | None]:
+    """The champion's gate input on this run's test split, how it was obtained, and (when re-measured) the
+    evaluation behind it.
 
     The metrics recorded when the champion was packaged are used while its data version (split and
-    features) is this run's. Otherwise (new data, other split settings, or a champion of the retraining
-    flow, whose training data grew with feedback) it is re-measured on ``data/split`` when its items and
-    first users are the split's; if they are not (the catalogue changed), it cannot be measured on this
-    split and the recorded metrics are used, which the returned note says.
+    features) is this run's, unless ``paired`` asks for its per-listener values (the gate's bound). Otherwise
+    (new data, other split settings, or a champion of the retraining flow, whose training data grew with
+    feedback) it is re-measured on ``data/split`` when its items and first users are the split's; if they
+    are not (the catalogue changed), it cannot be measured on this split and the recorded metrics are used,
+    which the returned note says.
     """
     split_dir, features_dir = project / SPLIT_DIR, project / FEATURES_DIR
-    if champion.metadata.get("data_version") == data_version(split_dir, features_dir):
-        return champion.candidate, "recorded when it was packaged, on this test split"
+    same_data = champion.metadata.get("data_version") == data_version(split_dir, features_dir)
+    if same_data and not paired:
+        return champion.candidate, "recorded when it was packaged, on this test split", None
     artifact = load_artifact(champion.tag)
     split = load_split(split_dir)
     n_users = len(split.user_ids)
@@ -41,13 +49,26 @@ def comparable_champion(project: Path, params: Params, champion: ModelInfo) -> t
         return (
             champion.candidate,
             "recorded on another test split (its users or artists differ from this one)",
+            None,
         )
     # As served: re-ranked at the strength it was packaged with.
     strength = artifact.bias_strength
-    measured, _ = measure_as_served(
-        artifact.model.score, split.train_full, split.test, params.evaluate, strength
+    served = measure_as_served(artifact.model.score, split.train_full, split.test, params.evaluate, strength)
+    if same_data:
+        how = "recorded when it was packaged, on this test split (re-measured per listener for the interval)"
+        return champion.candidate, how, served.result
+    return (
+        served.candidate,
+        f"re-measured on this test split (re-ranking strength {strength:g})",
+        served.result,
     )
-    return measured, f"re-measured on this test split (re-ranking strength {strength:g})"
+
+
+def challenger_as_served(project: Path, params: Params, strength: float) -> EvaluationResult:
+    """The run's hybrid (``models/``) measured on this run's test split at its served ``strength``."""
+    split = load_split(project / SPLIT_DIR)
+    model = load_recommender(project / model_file(HYBRID))
+    return measure_as_served(model.score, split.train_full, split.test, params.evaluate, strength).result
 
 
 KEEP, HOLD, PROMOTE = "keep", "hold", "promote"
@@ -71,6 +92,9 @@ class RunGate:
         The popularity re-ranking strength the challenger is served with.
     primary_metric : str
         The gate's metric, for the served line of the run's summary.
+    lead : Lead, optional
+        The challenger's lead over the champion, paired per listener (None: no champion, or the gate
+        decides on the point estimate).
     """
 
     decision: gating.GateDecision
@@ -79,6 +103,7 @@ class RunGate:
     champion_metrics: str
     strength: float
     primary_metric: str
+    lead: Lead | None = None
 
     @property
     def promote(self) -> bool:
@@ -107,6 +132,7 @@ class RunGate:
             "champion_metrics": self.champion_metrics,
             "challenger": self.challenger,
             "served": {"strength": self.strength, self.primary_metric: served},
+            "lead": self.lead.to_dict() if self.lead else None,
         }
 
 
@@ -115,18 +141,34 @@ def gate_run(project: Path, params: Params, report: dict[str, Any]) -> RunGate:
 
     Both are measured as served: the challenger at the popularity re-ranking strength it will be packaged
     with (``bias.serve``: the one ``metrics/bias.json`` chose, or 0), its metrics the trade-off curve's row
-    at that strength; the champion's from :func:`comparable_champion`.
+    at that strength; the champion's from :func:`comparable_champion`. With ``gate.min_improvement_on:
+    bound`` both are measured per listener and the gate holds the lower end of the lead's paired bootstrap
+    interval to ``min_improvement`` (a few seconds on artists: two evaluations and 2,000 resamples).
     """
     bias = read_bias(project)
     strength = served_strength(bias, params.bias.serve)
     challenger = served_candidate(gating.candidate_from_report(report, HYBRID), bias, strength)
     current = champion(dataset=params.dataset.name)
-    measured, how = comparable_champion(project, params, current) if current else (None, "no champion")
+    paired = params.gate.min_improvement_on == "bound"
+    lead = None
+    if current is None:
+        measured, how = None, "no champion"
+    else:
+        measured, how, reference = comparable_champion(project, params, current, paired)
+        if reference is not None and paired:
+            lead = lead_of(
+                challenger_as_served(project, params, strength),
+                reference,
+                params.gate.primary_metric,
+                params.evaluate.bootstrap,
+                params.seed,
+            )
     return RunGate(
-        gating.decide(challenger, measured, params.gate),
+        gating.decide(challenger, measured, params.gate, lead),
         challenger,
         current.tag if current else None,
         how,
         strength,
         params.gate.primary_metric,
+        lead,
     )

@@ -35,6 +35,39 @@ def pct(value: float | None) -> str:
     return f"{100 * value:.1f} %"
 
 
+def lead_cell(offline: Mapping[str, Any], model: str) -> str:
+    """The reference model's lead over ``model`` with its interval (``offline.json``'s ``uncertainty``):
+    ``"+3.1 % [+1.2 %, +5.1 %]"``; ``"reference"`` for the reference itself, ``"-"`` when not measured.
+
+    >>> lead = {"relative": 0.031, "relative_low": 0.012, "relative_high": 0.051}
+    >>> lead_cell({"uncertainty": {"reference": "a", "leads": {"b": lead}}}, "b")
+    '+3.1 % [+1.2 %, +5.1 %]'
+    """
+    uncertainty = offline.get("uncertainty") or {}
+    if model == uncertainty.get("reference"):
+        return "reference"
+    lead = uncertainty.get("leads", {}).get(model)
+    if not lead or lead.get("relative") is None or lead.get("relative_low") is None:
+        return "-"
+    return " ".join(
+        [
+            f"{100 * lead['relative']:+.1f} %",
+            f"[{100 * lead['relative_low']:+.1f} %,",
+            f"{100 * lead['relative_high']:+.1f} %]",
+        ]
+    )
+
+
+def lead_header(offline: Mapping[str, Any]) -> str | None:
+    """The lead column's header, e.g. ``"hybrid leads on ndcg@10 by (95 %)"``; None without leads."""
+    uncertainty = offline.get("uncertainty") or {}
+    if not uncertainty.get("leads"):
+        return None
+    confidence = float(uncertainty.get("confidence", 0.95))
+    reference = label(uncertainty["reference"])
+    return f"{reference} leads on {uncertainty['metric']} by ({100 * confidence:.0f} % interval)"
+
+
 def label(model: str) -> str:
     """Display name of a model key of ``offline.json``."""
     return MODEL_LABELS.get(model, model)

@@ -23,8 +23,9 @@ from recsys.config import Params
 from recsys.errors import RecsysError
 from recsys.feedback.erasure_steps import anonymise_ids, erased_users, feedback_record, without_users
 from recsys.models import LightFMRecommender
-from recsys.offline.served import measure_as_served
+from recsys.offline.served import Served, measure_as_served
 from recsys.offline.split import Split
+from recsys.offline.uncertainty import Lead, lead_of
 from recsys.retraining.merge import merge_feedback, retrain
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
@@ -209,6 +210,8 @@ class Retrained:
         Whose feedback the challenger trained on, packaged with it so that a later erasure finds it.
     challenger, champion : dict
         Their gate inputs, both as served (``{"metrics", "groups", "bias_strength"}``).
+    lead : Lead
+        The challenger's lead over the champion on the gate's metric, paired per listener, with its interval.
     """
 
     champion_tag: str
@@ -221,6 +224,7 @@ class Retrained:
     feedback_users: list[str]
     challenger: dict[str, Any]
     champion: dict[str, Any]
+    lead: Lead
 
     def summary(self) -> dict[str, Any]:
         """The retraining run's summary keys of this outcome."""
@@ -231,6 +235,7 @@ class Retrained:
             "challenger": self.challenger["metrics"],
             "champion": self.champion["metrics"],
             "champion_tag": self.champion_tag,
+            "lead": self.lead.to_dict(),
         }
 
 
@@ -242,18 +247,17 @@ def candidate_metrics(
     indexes: tuple[dict[str, int], dict[str, int]],
     params: Params,
     bias_strength: float = 0.0,
-) -> dict[str, Any]:
-    """Gate input of one model as served at ``bias_strength``: test-split metrics (overall and per group)
-    plus the feedback hit rate."""
+) -> Served:
+    """One model as served at ``bias_strength``: its gate input holds the test-split metrics (overall and
+    per group) plus the feedback hit rate."""
     # The champion's users only (new listeners have no test items): both models are measured on the same
     # rows, groups and item popularity.
     n_users = len(indexes[0])
     train = exclude[:n_users]
-    measured, score = measure_as_served(
-        model.score, train, split.test[:n_users], params.evaluate, bias_strength
-    )
-    hit_rate = liked_hit_rate(score, train, holdout, *indexes, k=params.evaluate.primary_k)
-    return measured | {"metrics": measured["metrics"] | hit_rate}
+    served = measure_as_served(model.score, train, split.test[:n_users], params.evaluate, bias_strength)
+    hit_rate = liked_hit_rate(served.score, train, holdout, *indexes, k=params.evaluate.primary_k)
+    measured = served.candidate
+    return replace(served, candidate=measured | {"metrics": measured["metrics"] | hit_rate})
 
 
 def retrain_on_feedback(
@@ -305,6 +309,9 @@ def retrain_on_feedback(
     exclude = sp.csr_matrix(((merged > 0) + (sp.csr_matrix(before) > 0)) > 0, dtype=np.float32)
     indexes = (user_index, artifact.item_index)
     strength = artifact.bias_strength if params.bias.serve == "chosen" else 0.0
+    # Both as served: at the champion's packaged re-ranking strength, which the challenger inherits.
+    measured = candidate_metrics(challenger, exclude, extended, holdout, indexes, params, strength)
+    reference = candidate_metrics(artifact.model, exclude, extended, holdout, indexes, params, strength)
     return Retrained(
         champion_tag=artifact.tag,
         model=challenger,
@@ -315,7 +322,13 @@ def retrain_on_feedback(
         erased_users=len(in_champion),
         # Whose feedback the challenger trained on, packaged with it so that a later erasure finds it.
         feedback_users=feedback_record(trainable[Col.USER], extended.user_ids),
-        # Both as served: at the champion's packaged re-ranking strength, which the challenger inherits.
-        challenger=candidate_metrics(challenger, exclude, extended, holdout, indexes, params, strength),
-        champion=candidate_metrics(artifact.model, exclude, extended, holdout, indexes, params, strength),
+        challenger=measured.candidate,
+        champion=reference.candidate,
+        lead=lead_of(
+            measured.result,
+            reference.result,
+            params.gate.primary_metric,
+            params.evaluate.bootstrap,
+            params.seed,
+        ),
     )

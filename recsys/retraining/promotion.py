@@ -14,7 +14,7 @@ from recsys.retraining.challenger import Retrained
 def gate_retrained(retrained: Retrained, params: Params, erased: int = 0) -> tuple[gating.GateDecision, bool]:
     """The feedback gate on ``retrained`` (:func:`recsys.offline.gate.decide_feedback`), overridden to
     promote when the champion holds the feedback of ``erased`` erased listeners; and whether it was."""
-    gated = gating.decide_feedback(retrained.challenger, retrained.champion, params.gate)
+    gated = gating.decide_feedback(retrained.challenger, retrained.champion, params.gate, retrained.lead)
     decision = honour_erasure(gated, erased)
     return decision, decision.promote and not gated.promote
 

@@ -237,7 +237,9 @@ def _force_a_win(project: Path, store: FeedbackStore) -> tuple[Retrained, dict[s
             "bias_strength": outcome.challenger["bias_strength"],
         }
         winner["metrics"]["ndcg@10"] += 1.0
-        outcome = dataclasses.replace(outcome, challenger=winner)
+        # Its paired lead too: +1 for every listener, so the interval's bound is +1 as well.
+        lead = dataclasses.replace(outcome.lead, delta=1.0, delta_low=1.0, delta_high=1.0)
+        outcome = dataclasses.replace(outcome, challenger=winner, lead=lead)
         return outcome, gate_and_promote(root, outcome)
 
     result: tuple[Retrained, dict[str, Any]] = forced_win(str(project), store.export_frame(None))

@@ -17,6 +17,7 @@ from recsys.offline.gate import (
     relative_increase,
     render_markdown,
 )
+from recsys.offline.uncertainty import Lead
 
 PARAMS = GateParams(
     primary_metric="ndcg@10",
@@ -24,6 +25,7 @@ PARAMS = GateParams(
     max_coverage_drop=0.02,
     max_arp_increase_ratio=0.05,
     max_group_ndcg_drop=0.01,
+    min_improvement_on="point",  # the rules on the point estimate; the bound's tests below
 )
 
 
@@ -240,3 +242,51 @@ def test_feedback_gate_keeps_the_guards() -> None:
     assert any("popularity bias" in reason for reason in decision.reasons)
     with pytest.raises(GateError, match="champion has no"):
         decide_feedback(candidate(), {"metrics": {}}, FEEDBACK)
+
+
+def lead(delta: float, low: float, high: float, metric: str = "ndcg@10") -> Lead:
+    """A paired lead of ``delta`` with the interval [low, high]."""
+    return Lead(
+        metric, 0.3 + delta, 0.3, delta, low, high, delta / 0.3, low / 0.3, high / 0.3, 500, 2000, 0.95
+    )
+
+
+BOUND = PARAMS.model_copy(update={"min_improvement_on": "bound"})
+
+
+def test_a_win_inside_the_noise_does_not_promote_on_the_bound() -> None:
+    challenger, champion = candidate(0.31), candidate(0.30)
+    assert decide(challenger, champion, PARAMS, lead(0.01, -0.002, 0.02)).promote  # point: the lead wins
+    refused = decide(challenger, champion, BOUND, lead(0.01, -0.002, 0.02))
+    assert not refused.promote
+    assert "95% interval [-0.0020, +0.0200]" in refused.reasons[0]
+    assert refused.comparison["ndcg@10"]["delta_low"] == -0.002
+    assert decide(challenger, champion, BOUND, lead(0.01, 0.001, 0.02)).promote
+
+
+def test_min_improvement_applies_to_the_lower_bound() -> None:
+    challenger, champion = candidate(0.33), candidate(0.30)
+    wanted = BOUND.model_copy(update={"min_improvement": 0.01})
+    assert not decide(challenger, champion, wanted, lead(0.03, 0.005, 0.05)).promote
+    assert decide(challenger, champion, wanted, lead(0.03, 0.012, 0.05)).promote
+
+
+def test_without_a_paired_measurement_the_bound_falls_back_to_the_point_and_says_so() -> None:
+    decision = decide(candidate(0.31), candidate(0.30), BOUND)
+    assert decision.promote
+    assert "point estimate: no paired measurement" in decision.reasons[0]
+
+
+def test_a_lead_on_another_metric_is_refused() -> None:
+    with pytest.raises(GateError, match="recall@10"):
+        decide(candidate(0.31), candidate(0.30), BOUND, lead(0.01, 0.005, 0.02, metric="recall@10"))
+
+
+def test_the_feedback_gate_holds_its_margin_at_the_bound() -> None:
+    challenger, champion = candidate(0.298), candidate(0.30)
+    # A drop of 0.002 within the 0.005 margin, but the interval reaches a drop of 0.008.
+    assert decide_feedback(challenger, champion, FEEDBACK, lead(-0.002, -0.008, 0.004)).promote
+    bound = FEEDBACK.model_copy(update={"min_improvement_on": "bound"})
+    refused = decide_feedback(challenger, champion, bound, lead(-0.002, -0.008, 0.004))
+    assert not refused.promote and "at most +0.0080 at the 95% bound" in refused.reasons[0]
+    assert decide_feedback(challenger, champion, bound, lead(-0.002, -0.004, 0.001)).promote

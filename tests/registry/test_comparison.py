@@ -36,7 +36,7 @@ def test_the_gate_measures_the_champion_on_this_runs_test_split(
     champion = registry.champion()
     assert champion is not None
 
-    same, how = comparable_champion(tmp_path, params, champion)
+    same, how, _ = comparable_champion(tmp_path, params, champion)
     assert same == champion.candidate and how.startswith("recorded when")
 
     # Another split of the same listens: the recorded 0.1 is from another test set, so it is re-measured.
@@ -50,14 +50,14 @@ def test_the_gate_measures_the_champion_on_this_runs_test_split(
         }
     )
     save_split(make_split(listens, params.split, 99, split.item_ids), built.split)
-    again, how = comparable_champion(tmp_path, params, champion)
+    again, how, _ = comparable_champion(tmp_path, params, champion)
     assert how == "re-measured on this test split (re-ranking strength 0)"
     assert again["metrics"]["ndcg@10"] != 0.1 and set(again["groups"]) <= {"niche", "medium", "mainstream"}
 
     # A catalogue the champion does not know cannot be measured: the recorded metrics, with a note.
     other = load_split(built.split)
     save_split(dataclasses.replace(other, item_ids=[f"x{i}" for i in other.item_ids]), built.split)
-    kept, how = comparable_champion(tmp_path, params, champion)
+    kept, how, _ = comparable_champion(tmp_path, params, champion)
     assert kept == champion.candidate and "another test split" in how
 
 
@@ -72,7 +72,7 @@ def test_a_champion_packaged_with_a_reranking_strength_is_re_measured_at_it(
     for tag in (plain_tag, served_tag):
         info = next(model for model in registry.list_models() if model.tag == tag)
         elsewhere = dataclasses.replace(info, metadata=info.metadata | {"data_version": "another"})
-        measured[tag], how = comparable_champion(tmp_path, params, elsewhere)
+        measured[tag], how, _ = comparable_champion(tmp_path, params, elsewhere)
         assert how.startswith("re-measured on this test split")
     artifact = registry.load_artifact(served_tag)
     split = load_split(built.split)
