@@ -8,6 +8,8 @@ tuning
     The LightFM hyperparameter search fanned out as tasks, one per trial (threads or Dask).
 evaluation
     Evaluation of one model sharded over users, as tasks on Dask (or threads).
+cross_validation
+    Every model on several splits with their own seeds, a task per fold on Dask (``recsys cv``).
 monitoring
     ``monitoring`` (refresh metrics) and ``drift-monitoring`` (Evidently, bias, events that act).
 retraining

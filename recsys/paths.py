@@ -34,6 +34,7 @@ REPORTS_DIR = Path("reports")
 EDA_DIR = REPORTS_DIR / "eda"
 MONITORING_DIR = REPORTS_DIR / "monitoring"
 SEARCH_DIR = REPORTS_DIR / "tuning"
+CV_DIR = REPORTS_DIR / "cv"
 RUN_SUMMARY = REPORTS_DIR / "run.json"
 OFFLINE_METRICS = METRICS_DIR / "offline.json"
 BIAS_METRICS = METRICS_DIR / "bias.json"

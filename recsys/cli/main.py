@@ -148,6 +148,27 @@ def tune(
 
 
 @app.command()
+def cv(
+    folds: Annotated[int, typer.Option(min=2, help="Splits, each drawn with its own seed.")] = 5,
+    runner: Annotated[str, typer.Option(help="dask (a local cluster, or --address) or threads")] = "dask",
+    address: Annotated[str | None, typer.Option(help="Address of an existing Dask scheduler.")] = None,
+    n_workers: Annotated[int, typer.Option(min=1, help="Workers of the local Dask cluster.")] = 2,
+    params: ParamsOpt = paths.PARAMS_FILE,
+    out: Path = paths.CV_DIR,
+) -> None:
+    """Cross-validation (after `make run`): every model trained and measured on --folds splits with their
+    own seeds, as a Prefect flow with a task per fold; mean and spread per model and metric to reports/cv/."""
+    from flows.cross_validation import run_cross_validation
+
+    summary = guarded(
+        lambda: run_cross_validation(
+            folds, runner, address, n_workers, params_path=str(params), out_dir=str(out)
+        )
+    )
+    echo_json({key: summary[key] for key in ("folds", "seeds", "metrics", "leads")})
+
+
+@app.command()
 def evaluate(
     params: ParamsOpt = paths.PARAMS_FILE,
     features: Path = paths.FEATURES_DIR,
