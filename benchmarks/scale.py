@@ -42,7 +42,11 @@ from benchmarks.scale_retrain import step_retrain
 from benchmarks.scale_run import step_run
 from recsys.io import write_json, write_text
 from recsys.paths import ITEMS_TABLE
-from recsys.specs import HYBRID, MODEL_NAMES
+from recsys.specs import HYBRID, MODELS
+
+# Fitted one by one here; the two-stage ranker is fitted by the train stage on the others (not measured at
+# scale yet: the large-catalogue preset switches it off).
+MODEL_NAMES = tuple(spec.name for spec in MODELS if not spec.stacked)
 
 RESULTS = Path("bench/results/scale.json")
 DOC = Path("docs/benchmarks.md")

@@ -253,6 +253,37 @@ class SearchParams(_Section):
         return competitors
 
 
+class RankerParams(_Section):
+    """The two-stage ranker (``recsys/models/ranker.py``): candidates from generators, a LightGBM ranker."""
+
+    enabled: bool = True  # off: the train stage fits no ranker and evaluate measures none
+    # Candidate generators: models of the table (fitted with their own settings) and "content" (feature
+    # neighbours of the listener's items, the one that reaches items nobody played).
+    generators: tuple[str, ...] = ("lightfm_hybrid", "als", "rp3beta", "itemknn", "most_popular", "content")
+    candidates: int = Field(100, ge=1, le=2000)  # each generator's top N unplayed items
+    # The hybrid generator fitted on train alone for the ranker's labels (the test-time one is the train
+    # stage's hybrid): fewer members and epochs train faster (its features are scale-free ranks and z-scores).
+    hybrid_members: int = Field(1, ge=1, le=8)
+    hybrid_epochs: int = Field(25, ge=1)
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)  # the carve when no validation part is given
+    max_listeners: int = Field(20_000, ge=10)  # validation listeners the ranker learns from (memory bound)
+    rounds: int = Field(200, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(7, ge=2)
+    min_child_samples: int = Field(400, ge=1)
+    lambda_l2: float = Field(10.0, ge=0)
+    feature_fraction: float = Field(1.0, gt=0, le=1)
+
+    @field_validator("generators")
+    @classmethod
+    def _known_generators(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = {spec.name for spec in MODELS if not spec.stacked} | {"content"}
+        unknown = [name for name in value if name not in known]
+        if unknown or not value:
+            raise ValueError(f"unknown or no generators {unknown}: use some of {sorted(known)}")
+        return value
+
+
 class TrainParams(_Section):
     """The ``train`` stage fits every model once with these settings (the tuned ones: ``recsys tune``).
 
@@ -269,6 +300,14 @@ class TrainParams(_Section):
     itemknn: ItemKNNParams = ItemKNNParams()
     rp3beta: RP3betaParams = RP3betaParams()
     als: ALSParams = ALSParams()
+    ranker: RankerParams = RankerParams()
+
+
+class BootstrapParams(_Section):
+    """The paired bootstrap over listeners behind every comparison's interval (``offline/uncertainty.py``)."""
+
+    resamples: int = Field(2000, ge=100, le=100_000)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
 
 
 class EvaluateParams(_Section):
@@ -276,6 +315,7 @@ class EvaluateParams(_Section):
     primary_k: int = 10
     head_share: float = Field(0.2, gt=0, lt=1)
     groups: tuple[str, ...] = ("niche", "medium", "mainstream")
+    bootstrap: BootstrapParams = BootstrapParams()
 
 
 class GateParams(_Section):
@@ -284,6 +324,9 @@ class GateParams(_Section):
     primary_metric: str = "ndcg@10"
     # The challenger must beat the champion's primary metric by at least this much (absolute).
     min_improvement: float = Field(0.0, ge=0)
+    # What min_improvement (and the feedback gate's feedback_max_primary_drop) applies to: "bound", the
+    # lower end of the paired bootstrap interval of the lead (evaluate.bootstrap), or "point", the lead.
+    min_improvement_on: Literal["point", "bound"] = "bound"
     # Allowed regressions (absolute) on the guard metrics.
     max_coverage_drop: float = Field(0.02, ge=0)
     max_arp_increase_ratio: float = Field(0.05, ge=0)

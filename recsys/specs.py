@@ -59,6 +59,10 @@ class ModelSpec:
         validation), ``"grid"`` (every point of ``train.search.competitors.<name>``), None (not searched).
     saved_as : str
         How it is saved: ``"npz"``, one file read back by :func:`recsys.models.base.load_recommender`.
+    stacked : bool
+        Built on the other models (the two-stage ranker): its constructor takes every setting
+        (:class:`~recsys.config.Params`), and the ``train`` stage fits it last, with the validation part as
+        its labels and the models it fitted as its generators.
     """
 
     name: str
@@ -70,10 +74,18 @@ class ModelSpec:
     threaded: bool = False
     search: Literal["epochs", "grid"] | None = None
     saved_as: Literal["npz"] = "npz"
+    stacked: bool = False
 
     def settings(self, params: Params) -> Any:
-        """Its ``train.<section>`` settings of ``params`` (None when it has none)."""
+        """Its ``train.<section>`` settings of ``params`` (None: it has none; all of them: it is stacked)."""
+        if self.stacked:
+            return params
         return getattr(params.train, self.section) if self.section else None
+
+    def enabled(self, params: Params) -> bool:
+        """Whether the run trains it: its section's ``enabled`` (a model without that switch always is)."""
+        section = getattr(params.train, self.section, None) if self.section else None
+        return bool(getattr(section, "enabled", True))
 
     def build(self, settings: Any, seed: int = 0, threads: int = 1) -> Recommender:
         """The model with ``settings`` (the type of its section), not fitted yet."""
@@ -91,9 +103,10 @@ class ModelSpec:
         return self.build(self.settings(params), params.seed, threads)
 
 
-HYBRID, CF, MOST_POPULAR = "lightfm_hybrid", "lightfm_cf", "most_popular"
-"""The hybrid (the challenger the gate and the registry take), LightFM without item features, and the
-popularity baseline (the floor every model must beat, and the cold listener's list)."""
+HYBRID, CF, MOST_POPULAR, RANKER = "lightfm_hybrid", "lightfm_cf", "most_popular", "ranker"
+"""The hybrid (the challenger the gate and the registry take), LightFM without item features, the
+popularity baseline (the floor every model must beat, and the cold listener's list) and the two-stage
+ranker over the others' candidates."""
 
 MODELS: tuple[ModelSpec, ...] = (
     ModelSpec(
@@ -122,6 +135,16 @@ MODELS: tuple[ModelSpec, ...] = (
         "als", "recsys.models.als:ALS", "als", "implicit ALS", seeded=True, threaded=True, search="grid"
     ),
     ModelSpec(MOST_POPULAR, "recsys.models.baselines:MostPopular", None, "most popular"),
+    ModelSpec(
+        RANKER,
+        "recsys.models.ranker:TwoStageRanker",
+        "ranker",
+        "two-stage ranker (LightGBM)",
+        takes_features=True,
+        seeded=True,
+        threaded=True,
+        stacked=True,
+    ),
 )
 """Every model the ``train`` stage writes as ``models/<name>.npz`` and ``evaluate`` measures, in the order
 the metrics list them."""
@@ -130,6 +153,11 @@ MODEL_NAMES: tuple[str, ...] = tuple(spec.name for spec in MODELS)
 MODEL_LABELS: Mapping[str, str] = {spec.name: spec.label for spec in MODELS}
 GRID_MODELS: tuple[str, ...] = tuple(spec.name for spec in MODELS if spec.search == "grid")
 """The competitors the tuning experiment searches on a grid, by their ``train`` section."""
+
+
+def trained_models(params: Params) -> tuple[str, ...]:
+    """The models a run with ``params`` trains and measures: :data:`MODEL_NAMES` but the ones switched off."""
+    return tuple(spec.name for spec in MODELS if spec.enabled(params))
 
 
 def model_spec(name: str) -> ModelSpec:

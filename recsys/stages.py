@@ -38,7 +38,7 @@ from recsys.paths import (
     SPLIT_DIR,
     model_file,
 )
-from recsys.specs import HYBRID, MODEL_NAMES
+from recsys.specs import HYBRID, trained_models
 
 if TYPE_CHECKING:
     from recsys.offline.tune import Trial
@@ -148,7 +148,9 @@ def train(
     from recsys.offline.train import fit_all
 
     loaded, item_features = training_inputs(features_dir, split_dir)
-    trained = fit_all(params, loaded, item_features.matrix, background=background)
+    trained = fit_all(
+        params, loaded, item_features.matrix, background=background, feature_groups=item_features.group_slices
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, model in trained.models.items():
         model.save(model_file(name, out_dir))
@@ -206,6 +208,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Every model on the test split (overall, per user group) and on the cold-start artists."""
     from recsys.models import load_recommender
+    from recsys.models.ranker import TwoStageRanker
     from recsys.offline.evaluation import cold_start_evaluate
     from recsys.offline.evaluation import evaluate as run_evaluation
     from recsys.offline.metrics_files import headline, metrics_plots, offline_report
@@ -213,20 +216,34 @@ def evaluate(
 
     loaded, _ = training_inputs(features_dir, split_dir)
     groups = mainstreaminess_groups(loaded.train_full, params.evaluate.groups)
-    results, cold = {}, {}
-    for name in MODEL_NAMES:
+    results, cold, stacked = {}, {}, {}
+    for name in trained_models(params):
         model = load_recommender(model_file(name, models_dir))
         results[name] = run_evaluation(model.score, loaded.train_full, loaded.test, params.evaluate, groups)
         cold[name] = cold_start_evaluate(
             model.score, loaded.train_full, loaded.cold, loaded.cold_items, params.evaluate
         )
-    report = offline_report(results, cold, params, split_summary_of(loaded))
+        if isinstance(model, TwoStageRanker):
+            stacked[name] = ranker_report(model, loaded.train_full, loaded.test)
+    report = offline_report(results, cold, params, split_summary_of(loaded), reference=HYBRID)
+    report |= {"rankers": stacked} if stacked else {}
     write_json(metrics_dir / "offline.json", report)
     write_json(metrics_dir / "summary.json", headline(report, params.evaluate.primary_k))
     for file_name, table in metrics_plots(report, params.evaluate).items():
         with atomic_path(plots_dir / file_name) as tmp:
             table.to_csv(tmp, index=False)
     return report
+
+
+def ranker_report(model: Any, train: Any, test: Any) -> dict[str, Any]:
+    """What the two-stage ranker learned and could reach on ``test``: boosting rounds, the features' share of
+    the gain, and candidate recall per generator and for their union (the ceiling of its recall)."""
+    from recsys.offline.evaluation import relevant_entries
+    from recsys.offline.ranking import candidate_mask
+
+    relevant = relevant_entries(train, test, candidate_mask(None, train.shape[1]))
+    importance = dict(sorted(model.importance.items(), key=lambda item: -item[1]))
+    return {"rounds": model.best_rounds, "importance": importance} | model.candidate_recall(relevant)
 
 
 def split_summary_of(loaded: Any) -> dict[str, Any]:

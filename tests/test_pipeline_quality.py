@@ -92,3 +92,17 @@ def test_a_rerun_of_train_and_evaluate_writes_the_same_metrics_file_byte_for_byt
     )
     for name in ("offline.json", "summary.json"):  # what `dvc metrics diff` compares
         assert (tmp_path / "metrics" / name).read_bytes() == (root / "metrics" / name).read_bytes(), name
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_the_two_stage_ranker_leads_the_hybrid_surely_and_serves_niche_listeners_better(
+    offline: dict[str, Any],
+) -> None:
+    models, groups = offline["models"], offline["groups"]
+    lead = offline["uncertainty"]["leads"]["ranker"]  # the hybrid's lead over the ranker: negative here
+    assert lead["delta_high"] < 0, lead  # the whole interval: the ranker ahead
+    assert models["ranker"]["arp@10"] < models["als"]["arp@10"]
+    assert groups["ranker"]["niche"]["ndcg@10"] >= groups["lightfm_hybrid"]["niche"]["ndcg@10"]
+    recall = offline["rankers"]["ranker"]["recall"]
+    assert recall["union"] > max(value for name, value in recall.items() if name != "union")

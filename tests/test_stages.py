@@ -19,7 +19,7 @@ from recsys import stages
 from recsys.config import Params
 from recsys.errors import RecsysError
 from recsys.offline.features import load_item_features, save_item_features
-from recsys.specs import MODEL_NAMES
+from recsys.specs import HYBRID, MODEL_NAMES
 from tests.helpers import TINY_OVERRIDES, write_synthetic_raw
 
 
@@ -103,6 +103,16 @@ def test_evaluate_and_bias_write_metrics_and_plot_tables(run: dict[str, Any]) ->
     assert set(report["models"]) == set(MODEL_NAMES) == set(report["cold_start"])
     summary = json.loads((root / "metrics" / "summary.json").read_text(encoding="utf-8"))
     assert set(summary) == set(MODEL_NAMES)
+    # The hybrid's lead over every other model, paired per listener, with an interval around it.
+    uncertainty = report["uncertainty"]
+    assert uncertainty["reference"] == HYBRID and set(uncertainty["leads"]) == set(MODEL_NAMES) - {HYBRID}
+    for name, lead in uncertainty["leads"].items():
+        ours, theirs = report["models"][HYBRID]["ndcg@10"], report["models"][name]["ndcg@10"]
+        assert (
+            lead["delta"] == pytest.approx(ours - theirs)
+            and lead["n_users"] == report["models"][name]["n_users"]
+        )
+        assert lead["delta_low"] <= lead["delta"] <= lead["delta_high"]
     assert (root / "plots" / "ndcg_by_k.csv").exists() and (root / "plots" / "bias_tradeoff.csv").exists()
     bias = json.loads((root / "metrics" / "bias.json").read_text(encoding="utf-8"))
     assert bias == run["bias"] and bias["chosen"]["strength"] in {

@@ -1,5 +1,5 @@
-"""Recommenders behind one interface: LightFM (collaborative or hybrid) and the baselines
-(most popular, item-kNN, EASE, RP3beta, implicit ALS).
+"""Recommenders behind one interface: LightFM (collaborative or hybrid), the baselines
+(most popular, item-kNN, EASE, RP3beta, implicit ALS) and the two-stage ranker over their candidates.
 
 Every model takes a ``(n_users, n_items)`` float32 CSR confidence matrix with contiguous indices,
 scores training users densely (:meth:`Recommender.score`), ranks with :meth:`Recommender.recommend`
@@ -19,6 +19,10 @@ als
     Implicit-feedback ALS through the ``implicit`` package.
 scorer
     The one top-k: a dot product per item, a partial sort of the k best.
+candidates
+    The ranker's first stage: every generator's top items, the pairs' scale-free features, content neighbours.
+ranker
+    The two-stage ranker: LightGBM lambdarank over the candidates, learned on the validation part.
 """
 
 from recsys.models.als import ALS

@@ -26,6 +26,10 @@ bias
     The re-ranking trade-off curve and its default strength (``bias`` stage).
 served
     A model measured as listeners get it: re-ranked at its served strength, then every metric.
+uncertainty
+    How sure a comparison is: a paired bootstrap over listeners of one metric of two models.
+cross_validation
+    Every model trained and measured on several splits drawn with their own seeds (``recsys cv``).
 gate
     May a challenger replace the champion? Pure rules, plus measuring the champion on a split.
 new_listener
@@ -37,6 +41,7 @@ Nothing here imports Prefect or BentoML; stage I/O is in :mod:`recsys.stages`.
 __all__ = [
     "batches",
     "bias",
+    "cross_validation",
     "evaluation",
     "features",
     "gate",
@@ -50,4 +55,5 @@ __all__ = [
     "split",
     "train",
     "tune",
+    "uncertainty",
 ]

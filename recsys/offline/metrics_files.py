@@ -12,6 +12,7 @@ import pandas as pd
 from recsys.config import EvaluateParams, Params
 from recsys.io import require_json
 from recsys.offline.evaluation import EvaluationResult
+from recsys.offline.uncertainty import Lead, lead_of
 from recsys.paths import BIAS_METRICS, OFFLINE_METRICS
 
 GROUP_METRICS = ("precision", "recall", "ndcg", "map", "arp", "long_tail_share")
@@ -22,8 +23,14 @@ def offline_report(
     cold: Mapping[str, EvaluationResult],
     params: Params,
     split_summary: Mapping[str, Any],
+    reference: str | None = None,
 ) -> dict[str, Any]:
-    """``{"protocol", "models", "cold_start", "groups"}`` as documented in the README."""
+    """``{"protocol", "models", "cold_start", "groups", "uncertainty"}`` as documented in the README.
+
+    ``uncertainty`` holds the lead of ``reference`` (the champion candidate, e.g. the hybrid) over every
+    other model on ``ndcg@<primary_k>``, with a paired bootstrap interval over the test listeners
+    (:func:`leads_over`); it is left out without a reference.
+    """
     protocol = {
         "split": params.split.model_dump(),
         "seed": params.seed,
@@ -34,11 +41,39 @@ def offline_report(
         "user_groups": "equal thirds by mainstreaminess (mean popularity percentile of train items)",
         "sizes": dict(split_summary),
     }
-    return {
+    report = {
         "protocol": protocol,
         "models": {name: dict(result.metrics) for name, result in results.items()},
         "cold_start": {name: dict(result.metrics) for name, result in cold.items()},
         "groups": {name: {g: dict(m) for g, m in result.groups.items()} for name, result in results.items()},
+    }
+    if reference is not None and reference in results:
+        report["uncertainty"] = leads_over(results, reference, params)
+    return report
+
+
+def leads_over(results: Mapping[str, EvaluationResult], reference: str, params: Params) -> dict[str, Any]:
+    """The lead of ``reference`` over every other model on the primary metric, with its interval.
+
+    ``{"reference", "metric", "method", "resamples", "confidence", "seed", "leads": {model: Lead dict}}``;
+    each lead's ``new`` is the reference's mean, ``old`` the model's, ``relative`` the lead as a share of
+    the model's value. Seeded by ``params.seed``: a rerun writes the same numbers.
+    """
+    metric = f"ndcg@{params.evaluate.primary_k}"
+    settings = params.evaluate.bootstrap
+    leads: dict[str, Lead] = {
+        name: lead_of(results[reference], result, metric, settings, params.seed)
+        for name, result in results.items()
+        if name != reference
+    }
+    return {
+        "reference": reference,
+        "metric": metric,
+        "method": "paired bootstrap over the test listeners (percentile interval)",
+        "resamples": settings.resamples,
+        "confidence": settings.confidence,
+        "seed": params.seed,
+        "leads": {name: lead.to_dict() for name, lead in leads.items()},
     }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,7 +36,11 @@ class TrainedModels:
 
 
 def fit_all(
-    params: Params, split: Split, item_features: sp.csr_matrix | None, background: bool = False
+    params: Params,
+    split: Split,
+    item_features: sp.csr_matrix | None,
+    background: bool = False,
+    feature_groups: Mapping[str, slice] | None = None,
 ) -> TrainedModels:
     """The training recipe: every model fitted once on train + valid with the settings of ``params``.
 
@@ -48,21 +52,37 @@ def fit_all(
     """
     threads = params.train.final_threads
     plan: list[tuple[Recommender, sp.csr_matrix | None]] = [
-        (spec.configured(params), item_features if spec.takes_features else None) for spec in MODELS
+        (spec.configured(params), item_features if spec.takes_features else None)
+        for spec in MODELS
+        if not spec.stacked and spec.enabled(params)
     ]
     hybrid = next(model for model, _ in plan if model.name == HYBRID)
     fitted: dict[int, tuple[Recommender, float]] = {}
+    learned: dict[str, tuple[Any, float]] = {}
     with _hybrid_process(background, threads) as pool:
         pending = pool.submit(_fit_timed, hybrid, split.train_full, item_features) if pool else None
         for number, (model, features) in enumerate(plan):
             if not (pending is not None and model is hybrid):
                 fitted[number] = _fit_timed(model, split.train_full, features)
+        # A stacked model learns from the validation part while the hybrid trains (it needs none of these).
+        for spec in MODELS:
+            if spec.stacked and spec.enabled(params):
+                start = time.perf_counter()
+                stacked: Any = spec.configured(params)
+                stacked.learn(
+                    split.train_full, item_features, holdout=split.valid, feature_groups=feature_groups
+                )
+                learned[spec.name] = (stacked, time.perf_counter() - start)
         if pending is not None:
             fitted[next(n for n, (model, _) in enumerate(plan) if model is hybrid)] = pending.result()
     # Keyed by name once fitted: LightFM's name says whether it has item features.
     results = [fitted[number] for number in range(len(plan))]
     models = {model.name: model for model, _ in results}
     seconds = {model.name: value for model, value in results}
+    for name, (model, spent) in learned.items():
+        start = time.perf_counter()
+        models[name] = model.use_generators(dict(models))
+        seconds[name] = spent + time.perf_counter() - start
     summary = {
         "models": sorted(models),
         "fit_seconds": {name: round(value, 2) for name, value in seconds.items()},

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from recsys.reporting.formatting import fmt, label, markdown_table, ordered_models, pct
+from recsys.reporting.formatting import (
+    fmt,
+    label,
+    lead_cell,
+    lead_header,
+    markdown_table,
+    ordered_models,
+    pct,
+)
 from recsys.specs import HYBRID, MOST_POPULAR
 
 TABLE_METRICS = (
@@ -24,16 +32,20 @@ TABLE_METRICS = (
 def results_section(offline: Mapping[str, Any], k: int) -> str:
     """Test metrics of every model at ``k``, cold-start metrics, and the gain over most-popular."""
     models = offline["models"]
-    header = ["model", *(f"{m}@{k}" for m in TABLE_METRICS), "AUC"]
+    lead_column = lead_header(offline)
+    header = ["model", *(f"{m}@{k}" for m in TABLE_METRICS), "AUC", *([lead_column] if lead_column else [])]
     rows = [
         [
             label(name),
             *(fmt(models[name].get(f"{m}@{k}", "-")) for m in TABLE_METRICS),
             fmt(models[name]["auc"]),
+            *([lead_cell(offline, name)] if lead_column else []),
         ]
         for name in ordered_models(models)
     ]
     parts = [f"## Results on the test split (k = {k})", "", markdown_table(header, rows), ""]
+    if lead_column:
+        parts += [_uncertainty_note(offline), ""]
     if HYBRID in models and MOST_POPULAR in models:
         ours, popular = models[HYBRID][f"ndcg@{k}"], models[MOST_POPULAR][f"ndcg@{k}"]
         best_other = max(
@@ -66,6 +78,30 @@ def results_section(offline: Mapping[str, Any], k: int) -> str:
             "",
         ]
     return "\n".join(parts)
+
+
+def _uncertainty_note(offline: Mapping[str, Any]) -> str:
+    """How sure the leads are: the method and the closest competitor's lead in words."""
+    uncertainty = offline["uncertainty"]
+    leads = uncertainty["leads"]
+    reference = uncertainty["reference"]
+    closest = min(leads, key=lambda name: leads[name]["delta"])
+    lead = leads[closest]
+    verb = "leads" if lead["delta"] >= 0 else "trails"
+    sure = (
+        "the whole interval is above zero"
+        if (lead["delta_low"] or 0) > 0
+        else "the interval includes zero: not a sure lead"
+        if lead["delta"] >= 0
+        else "it trails"
+    )
+    return (
+        f"Leads are paired per listener: {uncertainty['resamples']:,} bootstrap resamples of the "
+        f"{lead['n_users']:,} test listeners, the same draw for both models (seed {uncertainty['seed']}). "
+        f"The closest competitor: {label(reference)} {verb} {label(closest)} by "
+        f"{lead_cell(offline, closest)} on {uncertainty['metric']} "
+        f"({fmt(lead['new'])} against {fmt(lead['old'])}; {sure})."
+    )
 
 
 def fairness_section(offline: Mapping[str, Any], k: int, groups: Sequence[str]) -> str:
@@ -185,6 +221,45 @@ def mitigation_section(bias: Mapping[str, Any] | None) -> str:
         parts += [
             "No strength stays within the allowed nDCG cost, so recommendations are served without "
             "re-ranking; the curve is kept to show what fairer ranking would cost.",
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def ranker_section(offline: Mapping[str, Any], k: int, top: int = 8) -> str:
+    """The two-stage rankers of the run: candidate recall per generator and for the union (the ceiling of
+    what a ranker can reach), the boosting rounds and the features with the largest share of the gain."""
+    rankers = offline.get("rankers") or {}
+    parts: list[str] = []
+    for name, info in rankers.items():
+        models = offline["models"]
+        recall = info.get("recall", {})
+        rows = [
+            [label(generator) if generator != "union" else "**union**", fmt(value)]
+            for generator, value in recall.items()
+        ]
+        importance = sorted(info.get("importance", {}).items(), key=lambda item: -item[1])[:top]
+        gain_rows = [[feature, pct(share)] for feature, share in importance]
+        ours = models.get(name, {}).get(f"ndcg@{k}")
+        hybrid = models.get(HYBRID, {}).get(f"ndcg@{k}")
+        ratio = f" ({ours / hybrid:.3f} times the hybrid's)" if ours and hybrid else ""
+        parts += [
+            f"## {label(name)}",
+            "",
+            f"Candidates: each generator's top {info.get('candidates')} unplayed items, "
+            f"{fmt(info.get('mean_candidates', 0.0))} per listener on average; LightGBM lambdarank learned "
+            f"from the validation part with generators fitted without it ({info.get('rounds')} rounds), and "
+            f"ranks the test listeners' candidates from the models above. "
+            f"nDCG@{k} {fmt(ours or 0.0)}{ratio}.",
+            "",
+            f"Candidate recall (the share of a test listener's items among their candidates, over "
+            f"{fmt(info.get('listeners', 0))} listeners): the ceiling of the ranker's recall.",
+            "",
+            markdown_table(["generator", f"recall@{info.get('candidates')}"], rows),
+            "",
+            "Features by share of the ranker's gain:",
+            "",
+            markdown_table(["feature", "share of gain"], gain_rows),
             "",
         ]
     return "\n".join(parts)

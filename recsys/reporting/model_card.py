@@ -22,7 +22,12 @@ from typing import Any
 from recsys.config import Params, item_kind, load_params
 from recsys.io import read_json, write_text
 from recsys.paths import EDA_DIR, METRICS_DIR, MODEL_CARD, PARAMS_FILE, PREPARED_DIR, QUALITY_JSON
-from recsys.reporting.card_sections import fairness_section, mitigation_section, results_section
+from recsys.reporting.card_sections import (
+    fairness_section,
+    mitigation_section,
+    ranker_section,
+    results_section,
+)
 from recsys.reporting.formatting import fmt, load_offline, markdown_table, pct
 from recsys.reporting.song_card import SONG_LIMITATIONS, SONG_USES, about_tracks, song_data_section
 from recsys.specs import DEFAULT_DATASET
@@ -287,12 +292,13 @@ def render_model_card(inputs: CardInputs) -> str:
         _model_details(inputs),
         _protocol_section(offline),
         results_section(offline, k),
+        ranker_section(offline, k),
         fairness_section(offline, k, params.evaluate.groups),
         mitigation_section(inputs.bias),
         _LIMITATIONS,
         _ETHICS,
     ]
-    return "\n".join(section.rstrip("\n") + "\n" for section in sections)
+    return "\n".join(section.rstrip("\n") + "\n" for section in sections if section)
 
 
 def _render_song_card(inputs: CardInputs) -> str:
@@ -310,6 +316,7 @@ def _render_song_card(inputs: CardInputs) -> str:
         _model_details(inputs),
         _protocol_section(offline),
         results_section(offline, k),
+        ranker_section(offline, k),
         fairness_section(offline, k, params.evaluate.groups),
         mitigation_section(inputs.bias),
     ]
@@ -326,7 +333,7 @@ def _render_song_card(inputs: CardInputs) -> str:
         SONG_LIMITATIONS,
         _ETHICS,
     ]
-    return "\n".join(section.rstrip("\n") + "\n" for section in sections)
+    return "\n".join(section.rstrip("\n") + "\n" for section in sections if section)
 
 
 def card_path(params: Params) -> Path:

@@ -23,7 +23,7 @@ from recsys.config import item_kind, load_params
 from recsys.io import read_json, write_text
 from recsys.offline.bias import served_strength
 from recsys.paths import EDA_DIR, METRICS_DIR, MONITORING_DIR, PARAMS_FILE
-from recsys.reporting.formatting import fmt, label, load_offline, ordered_models, pct
+from recsys.reporting.formatting import fmt, label, lead_cell, lead_header, load_offline, ordered_models, pct
 from recsys.reporting.html_parts import figure_html, figure_png, html_table
 from recsys.reporting.ratings import ratings_section
 from recsys.specs import HYBRID, MOST_POPULAR
@@ -225,17 +225,39 @@ def _mitigation_sentence(bias: Mapping[str, Any] | None, items: str = "artists")
 
 def models_section(inputs: ReportInputs) -> str:
     k, models = inputs.k, inputs.offline["models"]
-    header = ["model", *(f"{m}@{k}" for m in SUMMARY_METRICS), "AUC"]
+    lead_column = lead_header(inputs.offline)
+    header = ["model", *(f"{m}@{k}" for m in SUMMARY_METRICS), "AUC", *([lead_column] if lead_column else [])]
     rows = [
         [
             label(n),
             *(fmt(models[n].get(f"{m}@{k}", "-")) for m in SUMMARY_METRICS),
             fmt(models[n].get("auc", "-")),
+            *([lead_cell(inputs.offline, n)] if lead_column else []),
         ]
         for n in ordered_models(models)
     ]
     chart = figure_html(figure_png(comparison_figure(models, k)), "Model comparison on the test split")
     return "<h2>Models compared</h2>" + html_table(header, rows) + chart
+
+
+def ranker_importance_section(inputs: ReportInputs, top: int = 8) -> str:
+    """What the two-stage ranker leans on: its features' share of the gain, and its candidates' recall."""
+    rankers = inputs.offline.get("rankers") or {}
+    if not rankers:
+        return ""
+    parts = []
+    for name, info in rankers.items():
+        ordered = sorted(info["importance"].items(), key=lambda item: -item[1])[:top]
+        gains = [[html.escape(feature), pct(share)] for feature, share in ordered]
+        recall = [[label(g) if g != "union" else "union", fmt(v)] for g, v in info.get("recall", {}).items()]
+        parts.append(
+            f"<h2>{html.escape(label(name))}: what it learned</h2>"
+            "<p>Features by share of the ranker's gain, and the share of a listener's test items among the "
+            f"candidates of each generator (top {info.get('candidates')}) and of their union.</p>"
+            + html_table(["feature", "share of gain"], gains)
+            + html_table(["generator", f"recall@{info.get('candidates')}"], recall)
+        )
+    return "".join(parts)
 
 
 def groups_section(inputs: ReportInputs) -> str:
@@ -333,6 +355,7 @@ def render_report(inputs: ReportInputs) -> str:
         "<h1>Music recommender: results of the latest run</h1>",
         f"<div class='summary'><h2>In plain words</h2>{summary}</div>",
         models_section(inputs),
+        ranker_importance_section(inputs),
         groups_section(inputs),
         bias_section(inputs.bias),
         drift_section(inputs.drift),

@@ -210,3 +210,53 @@ def test_a_run_whose_models_find_nothing_still_gets_its_card_report_and_deck() -
     inputs = ReportInputs(offline=offline, bias=bias)
     assert "Who it serves less well" not in render_report(inputs)
     assert "<section" in render_slides(inputs)
+
+
+def test_the_card_gives_every_lead_with_its_interval_and_names_the_closest() -> None:
+    offline = tiny_offline()
+    offline["models"]["als"] = _metrics(0.85)
+    offline["uncertainty"] = {
+        "reference": "lightfm_hybrid",
+        "metric": "ndcg@10",
+        "resamples": 2000,
+        "confidence": 0.95,
+        "seed": 7,
+        "leads": {
+            "als": {"new": 0.25, "old": 0.24, "delta": 0.01, "delta_low": -0.001, "delta_high": 0.02}
+            | {"relative": 0.0417, "relative_low": -0.0042, "relative_high": 0.0833, "n_users": 1876},
+            "most_popular": {"new": 0.25, "old": 0.07, "delta": 0.18, "delta_low": 0.16, "delta_high": 0.2}
+            | {"relative": 2.571, "relative_low": 2.366, "relative_high": 2.799, "n_users": 1876},
+        },
+    }
+    section = results_section(offline, 10)
+    assert "LightFM hybrid (served) leads on ndcg@10 by (95 % interval)" in section
+    assert "| reference |" in section
+    assert "+4.2 % [-0.4 %, +8.3 %]" in section and "+257.1 % [+236.6 %, +279.9 %]" in section
+    # The closest competitor in words, and whether its interval excludes zero.
+    assert "leads implicit ALS by +4.2 % [-0.4 %, +8.3 %]" in section
+    assert "the interval includes zero: not a sure lead" in section and "1,876 test listeners" in section
+    # A run without intervals (an older offline.json) keeps the table it had.
+    assert "interval" not in results_section(tiny_offline(), 10)
+
+
+def test_the_card_shows_what_the_ranker_could_reach_and_what_it_leans_on() -> None:
+    offline = tiny_offline()
+    offline["models"]["ranker"] = _metrics(0.95)
+    offline["rankers"] = {
+        "ranker": {
+            "rounds": 123,
+            "candidates": 100,
+            "listeners": 1876,
+            "mean_candidates": 231.4,
+            "recall": {"lightfm_hybrid": 0.5512, "als": 0.5141, "union": 0.6277},
+            "importance": {"lightfm_hybrid_rank": 0.5336, "als_rank": 0.0901, "cosine_tags": 0.0088},
+        }
+    }
+    card = render_model_card(CardInputs(offline=offline, params=Params()))
+    assert "## two-stage ranker (LightGBM)" in card and "123 rounds" in card and "231.4 per listener" in card
+    assert "| **union** | 0.6277 |" in card and "| implicit ALS | 0.5141 |" in card
+    assert "| lightfm_hybrid_rank | 53.4 % |" in card
+    ratio = offline["models"]["ranker"]["ndcg@10"] / offline["models"]["lightfm_hybrid"]["ndcg@10"]
+    assert f"({ratio:.3f} times the hybrid's)" in card
+    # No ranker in the run: no section.
+    assert "two-stage ranker" not in render_model_card(CardInputs(offline=tiny_offline(), params=Params()))

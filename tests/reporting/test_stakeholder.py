@@ -175,3 +175,29 @@ def test_the_report_shows_the_listeners_ratings_by_week(tmp_path: Path) -> None:
         ],
     )
     assert empty.exit_code == 0 and "No ratings yet" in out.read_text(encoding="utf-8")
+
+
+def test_the_report_shows_the_lead_with_its_interval_and_what_the_ranker_leans_on() -> None:
+    from recsys.reporting.stakeholder import ReportInputs
+
+    offline = tiny_offline()
+    offline["uncertainty"] = {
+        "reference": "lightfm_hybrid",
+        "metric": "ndcg@10",
+        "confidence": 0.95,
+        "leads": {"most_popular": {"relative": 2.5, "relative_low": 2.3, "relative_high": 2.8}},
+    }
+    offline["models"]["ranker"] = offline["models"]["lightfm_hybrid"]
+    offline["rankers"] = {
+        "ranker": {
+            "candidates": 100,
+            "recall": {"most_popular": 0.26, "union": 0.65},
+            "importance": {"als_rank": 0.1, "lightfm_hybrid_rank": 0.6, "content_z": 0.3},
+        }
+    }
+    html = render_report(ReportInputs(offline=offline))
+    assert "leads on ndcg@10 by (95 % interval)" in html and "+250.0 % [+230.0 %, +280.0 %]" in html
+    assert "two-stage ranker (LightGBM): what it learned" in html
+    # Features by their share of the gain, largest first.
+    assert html.index("lightfm_hybrid_rank") < html.index("content_z") < html.index("als_rank")
+    assert "<td>60.0 %</td>" in html and "<td>0.6500</td>" in html

@@ -1,0 +1,326 @@
+"""The first stage of the two-stage ranker: candidates from several generators, and what is known of each
+(listener, candidate) pair.
+
+Each generator (any fitted :class:`~recsys.models.base.Recommender`, plus :class:`ContentNeighbours` for
+items nobody has played) proposes its top ``n`` items a listener has not played; a listener's candidates
+are the union. A pair's features are scale-free on purpose (a generator fitted on train for the ranker's
+labels and refitted on train + valid for test scores on other scales): per generator the score
+standardised over the listener's unplayed items and the rank in its top ``n`` (``n`` when absent); then
+the item's popularity and cold flag, the listener's activity and mainstreaminess, how far the item's
+popularity is from the listener's usual, the cosine of the item's features with the listener's profile
+per feature group (tags, audio, lyrics, genre), and in how many generators' lists the item is.
+
+Memory is bounded: listeners are processed in batches of at most :data:`CELLS` scores of all generators.
+
+Examples
+--------
+>>> x = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 0, 1]], dtype=np.float32))
+>>> from recsys.models.baselines import MostPopular
+>>> context = PairContext.of(x, None, None)
+>>> pairs = candidate_pairs({"most_popular": MostPopular().fit(x)}, context, np.array([0, 1]), n=1)
+>>> pairs.items.tolist(), pairs.offsets.tolist()
+([2, 0], [0, 1, 2])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from recsys.models.base import (
+    NotFittedError,
+    Recommender,
+    check_interactions,
+    check_users,
+    sparse_from_arrays,
+    sparse_to_arrays,
+)
+
+CELLS = 1 << 24
+"""Scores held at once (all generators of a batch of listeners): 64 MB of float32."""
+
+CONTENT_GROUPS: tuple[str, ...] = ("tags", "audio", "lyrics", "genre")
+"""The feature groups a listener's profile is compared with (identity says nothing of a new item)."""
+
+PAIR_FEATURES: tuple[str, ...] = (
+    "item_log_popularity",
+    "item_popularity_percentile",
+    "item_cold",
+    "user_log_activity",
+    "user_mainstreaminess",
+    "popularity_gap",
+    "in_lists",
+)
+"""The pair features besides each generator's (``<generator>_z``, ``<generator>_rank``) and the content
+cosines (``cosine_<group>``)."""
+
+
+@dataclass(frozen=True)
+class PairContext:
+    """What pair features read besides the generators: the listens and the item features by group.
+
+    Attributes
+    ----------
+    interactions : csr_matrix
+        The listens the generators were fitted on: played items are never candidates.
+    groups : dict of str to csr_matrix
+        Each content group's item rows, L2-normalised (empty without item features).
+    popularity, percentile : ndarray
+        Listeners per item in ``interactions``, and its percentile among the items (0 to 1).
+    mainstreaminess : ndarray
+        Per listener, the mean percentile of their items.
+    """
+
+    interactions: sp.csr_matrix
+    groups: dict[str, sp.csr_matrix]
+    popularity: np.ndarray
+    percentile: np.ndarray
+    mainstreaminess: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        interactions: sp.csr_matrix,
+        item_features: sp.csr_matrix | None,
+        feature_groups: Mapping[str, slice] | None,
+    ) -> PairContext:
+        """The context of ``interactions`` and the item features (groups by their column slices; without
+        slices the whole matrix is one group, ``content``)."""
+        matrix = check_interactions(interactions)
+        popularity = np.bincount(matrix.indices, minlength=matrix.shape[1]).astype(np.float64)
+        order = np.argsort(popularity, kind="stable")
+        percentile = np.empty(len(popularity))
+        percentile[order] = np.arange(len(popularity)) / max(1, len(popularity) - 1)
+        binary = (matrix > 0).astype(np.float64)
+        counts = np.maximum(np.asarray(binary.sum(axis=1)).ravel(), 1)
+        mainstream = np.asarray(binary @ percentile).ravel() / counts
+        groups: dict[str, sp.csr_matrix] = {}
+        if item_features is not None:
+            slices = (
+                {g: feature_groups[g] for g in CONTENT_GROUPS if g in feature_groups}
+                if feature_groups is not None
+                else {"content": slice(0, item_features.shape[1])}
+            )
+            for group, cols in slices.items():
+                block = sp.csr_matrix(item_features[:, cols], dtype=np.float32)
+                if block.shape[1] and block.nnz:
+                    groups[group] = _l2_rows(block)
+        return cls(matrix, groups, popularity, percentile, mainstream)
+
+    def profiles(self, users: np.ndarray) -> dict[str, np.ndarray]:
+        """Each group's profile of ``users``: the L2-normalised sum of their items' rows (dense)."""
+        rows = self.interactions[users]
+        return {
+            group: _l2_dense(np.asarray((rows @ block).todense())) for group, block in self.groups.items()
+        }
+
+
+@dataclass(frozen=True)
+class CandidatePairs:
+    """Candidates of a batch of listeners: ``items[offsets[i]:offsets[i + 1]]`` are listener ``users[i]``'s
+    (ascending), ``features`` one row per pair (columns: :func:`feature_names`)."""
+
+    users: np.ndarray
+    items: np.ndarray
+    offsets: np.ndarray
+    features: np.ndarray
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The position in ``users`` of each pair."""
+        return np.repeat(np.arange(len(self.users)), np.diff(self.offsets))
+
+
+def feature_names(generators: Mapping[str, Any], context: PairContext) -> list[str]:
+    """The columns of :attr:`CandidatePairs.features`, in order."""
+    per_generator = [f"{name}_{kind}" for name in generators for kind in ("z", "rank")]
+    return [*per_generator, *PAIR_FEATURES, *(f"cosine_{group}" for group in context.groups)]
+
+
+def candidate_pairs(
+    generators: Mapping[str, Recommender], context: PairContext, users: np.ndarray, n: int
+) -> CandidatePairs:
+    """The candidates of ``users`` (every generator's top ``n`` unplayed items) and their features."""
+    parts = [
+        _batch_pairs(generators, context, batch, n) for batch in _batches(users, len(generators), context)
+    ]
+    if not parts:
+        width = len(feature_names(generators, context))
+        return CandidatePairs(
+            users, np.empty(0, np.int64), np.zeros(1, np.int64), np.empty((0, width), np.float32)
+        )
+    counts = np.concatenate([np.diff(part.offsets) for part in parts])
+    return CandidatePairs(
+        np.concatenate([part.users for part in parts]),
+        np.concatenate([part.items for part in parts]),
+        np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        np.concatenate([part.features for part in parts]),
+    )
+
+
+def _batches(users: np.ndarray, n_generators: int, context: PairContext) -> Iterator[np.ndarray]:
+    n_items = context.interactions.shape[1]
+    size = max(1, CELLS // max(1, n_generators * n_items))
+    for start in range(0, len(users), size):
+        yield np.asarray(users[start : start + size], dtype=np.int64)
+
+
+def _batch_pairs(
+    generators: Mapping[str, Recommender], context: PairContext, users: np.ndarray, n: int
+) -> CandidatePairs:
+    n_items = context.interactions.shape[1]
+    played = context.interactions[users]
+    played_rows = np.repeat(np.arange(len(users)), np.diff(played.indptr))
+    scores = {}
+    for name, model in generators.items():
+        batch = np.array(model.score(users), dtype=np.float32)
+        batch[played_rows, played.indices] = -np.inf
+        scores[name] = batch
+    n = min(n, n_items)
+    tops = {name: _top(batch, n) for name, batch in scores.items()}
+    chosen = np.zeros((len(users), n_items), dtype=bool)
+    for top in tops.values():
+        chosen[np.arange(len(users))[:, None], top] = True
+    chosen[played_rows, played.indices] = False
+    rows, items = np.nonzero(chosen)
+    columns = []
+    in_lists = np.zeros(len(rows), dtype=np.float32)
+    for name, batch in scores.items():
+        columns.append(_standardised(batch)[rows, items])
+        rank = np.full((len(users), n_items), n, dtype=np.int32)
+        rank[np.arange(len(users))[:, None], tops[name]] = np.arange(n)
+        pair_rank = rank[rows, items]
+        in_lists += pair_rank < n
+        columns.append(pair_rank.astype(np.float32))
+    columns += _context_columns(context, users, rows, items, in_lists)
+    features = (
+        np.column_stack(columns).astype(np.float32) if columns else np.empty((len(rows), 0), np.float32)
+    )
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(users)))]).astype(np.int64)
+    return CandidatePairs(users, items.astype(np.int64), offsets, features)
+
+
+def _context_columns(
+    context: PairContext, users: np.ndarray, rows: np.ndarray, items: np.ndarray, in_lists: np.ndarray
+) -> list[np.ndarray]:
+    activity = np.diff(context.interactions.indptr)[users]
+    item_pop = context.popularity[items]
+    mainstream = context.mainstreaminess[users][rows]
+    columns = [
+        np.log1p(item_pop),
+        context.percentile[items],
+        (item_pop == 0).astype(np.float64),
+        np.log1p(activity)[rows],
+        mainstream,
+        context.percentile[items] - mainstream,
+        in_lists,
+    ]
+    for group, profile in context.profiles(users).items():
+        block = context.groups[group]
+        columns.append(_row_dots(profile[rows], block[items]))
+    return columns
+
+
+def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    """Each row's ``n`` best columns, best first; of items tied at the ``n``-th place the lowest columns."""
+    n_rows, n_cols = scores.shape
+    if n >= n_cols:
+        columns = np.tile(np.arange(n_cols), (n_rows, 1))
+    else:
+        kth = -np.partition(-scores, n - 1, axis=1)[:, n - 1 : n]
+        greater, equal = scores > kth, scores == kth
+        need = n - greater.sum(axis=1, keepdims=True)
+        take = greater | (equal & (np.cumsum(equal, axis=1) <= need))
+        columns = np.nonzero(take)[1].reshape(n_rows, n)
+    picked = np.take_along_axis(scores, columns, axis=1)
+    return np.take_along_axis(columns, np.lexsort((columns, -picked), axis=1), axis=1)
+
+
+def _standardised(scores: np.ndarray) -> np.ndarray:
+    """Each row minus its mean over finite cells, over their standard deviation (1 when constant)."""
+    finite = np.isfinite(scores)
+    values = np.where(finite, scores, 0.0).astype(np.float64)
+    count = np.maximum(finite.sum(axis=1, keepdims=True), 1)
+    mean = values.sum(axis=1, keepdims=True) / count
+    spread = np.sqrt(np.where(finite, (values - mean) ** 2, 0.0).sum(axis=1, keepdims=True) / count)
+    return ((values - mean) / np.where(spread > 0, spread, 1.0)).astype(np.float32)
+
+
+def _row_dots(dense: np.ndarray, rows: sp.csr_matrix) -> np.ndarray:
+    """The dot product of each dense row with the same sparse row."""
+    pair = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
+    out = np.zeros(rows.shape[0])
+    np.add.at(out, pair, dense[pair, rows.indices] * rows.data)
+    return out
+
+
+def _l2_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    norms = np.sqrt(np.asarray(matrix.multiply(matrix).sum(axis=1)).ravel())
+    return sp.csr_matrix(sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ matrix, dtype=np.float32)
+
+
+def _l2_dense(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1.0)
+
+
+class ContentNeighbours(Recommender):
+    """Items like the listener's by their features: the cosine of the item's feature row (identity left
+    out) with the sum of the listener's items' rows. The one generator that reaches items nobody played."""
+
+    def __init__(self, name: str = "content") -> None:
+        self.name = name
+        self._history: sp.csr_matrix | None = None
+        self._items: sp.csr_matrix | None = None
+
+    def fit(self, interactions: sp.csr_matrix, item_features: sp.csr_matrix | None = None) -> Self:
+        """Keep the listens and the L2-normalised feature rows (an empty profile without features)."""
+        self._history = check_interactions(interactions)
+        n_items = self._history.shape[1]
+        features = item_features if item_features is not None else sp.csr_matrix((n_items, 1))
+        self._items = _l2_rows(sp.csr_matrix(features, dtype=np.float32))
+        return self
+
+    def fit_groups(
+        self,
+        interactions: sp.csr_matrix,
+        item_features: sp.csr_matrix | None,
+        groups: Mapping[str, slice] | None,
+    ) -> Self:
+        """:meth:`fit` on the content groups' columns only (all columns without ``groups``)."""
+        if item_features is not None and groups is not None:
+            kept = [groups[g] for g in CONTENT_GROUPS if g in groups and groups[g].stop > groups[g].start]
+            if kept:
+                item_features = sp.hstack([item_features[:, cols] for cols in kept], format="csr")
+        return self.fit(interactions, item_features)
+
+    @property
+    def n_items(self) -> int:
+        return int(self._fitted()[1].shape[0])
+
+    def _fitted(self) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        if self._history is None or self._items is None:
+            raise NotFittedError("ContentNeighbours is not fitted: call fit() or load()")
+        return self._history, self._items
+
+    def score(self, user_indices: np.ndarray) -> np.ndarray:
+        """Cosine of each item's features with the listener's profile."""
+        history, items = self._fitted()
+        users = check_users(user_indices, history.shape[0])
+        profile = _l2_dense(np.asarray((history[users] @ items).todense()))
+        return np.asarray(sp.csr_matrix(items) @ profile.T, dtype=np.float32).T.copy()
+
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        history, items = self._fitted()
+        return {"name": self.name}, sparse_to_arrays("history", history) | sparse_to_arrays("items", items)
+
+    @classmethod
+    def _from_state(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Self:
+        model = cls(name=meta.get("name", "content"))
+        model._history = sparse_from_arrays("history", arrays)
+        model._items = sparse_from_arrays("items", arrays)
+        return model
