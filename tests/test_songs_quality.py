@@ -51,6 +51,10 @@ def test_the_song_hybrid_beats_every_baseline_and_ranks_new_releases(songs_repor
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_the_two_stage_ranker_is_not_worse_than_the_song_hybrid(songs_report: dict[str, Any]) -> None:
+    # Measured 2026-12-06: ranker 0.3315 against the hybrid's 0.0570. Most of that is the protocol, not
+    # the ranker: a track in one playlist held out has no training listens, so on songs "never played in
+    # training" almost means "someone's held-out track", which the ranker learns from its popularity
+    # features and the hybrid cannot (docs/benchmarks.md, "Two-stage ranker": not to be served on songs).
     models, cold = songs_report["models"], songs_report["cold_start"]
     lead = songs_report["uncertainty"]["leads"][RANKER]  # the hybrid's lead over the ranker
     assert models[RANKER]["ndcg@10"] >= models[HYBRID]["ndcg@10"], lead

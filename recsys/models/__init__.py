@@ -30,6 +30,7 @@ from recsys.models.base import NotFittedError, Recommender, load_recommender
 from recsys.models.baselines import EASE, ItemKNN, MostPopular
 from recsys.models.graph import RP3beta
 from recsys.models.lightfm_model import LightFMRecommender
+from recsys.models.ranker import TwoStageRanker
 from recsys.models.scorer import TopKScorer, top_k_from_scores
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "RP3beta",
     "Recommender",
     "TopKScorer",
+    "TwoStageRanker",
     "load_recommender",
     "top_k_from_scores",
 ]

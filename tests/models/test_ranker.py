@@ -3,6 +3,8 @@ learns from the holdout with generators that never saw it, bounded memory, one f
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +131,13 @@ def test_the_same_seed_gives_the_same_ranker_and_its_file_holds_everything(tmp_p
     assert isinstance(loaded, TwoStageRanker) and list(loaded.generators) == CHEAP
     np.testing.assert_array_equal(loaded.score(np.arange(N_USERS)), first.score(np.arange(N_USERS)))
     assert loaded.importance == first.importance and loaded.best_rounds == first.best_rounds
+    # A fresh interpreter that imports only the loader reads it too (the class registers with the package).
+    path = str(tmp_path / "ranker.npz")
+    code = f"from recsys.models import load_recommender; print(type(load_recommender({path!r})).__name__)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "TwoStageRanker"
 
 
 def test_given_generators_score_and_a_validation_part_is_learned_from() -> None:
