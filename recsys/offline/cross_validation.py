@@ -93,7 +93,7 @@ def summarise(folds: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]:
     dict
         ``{"folds", "seeds", "metrics": {model: {metric: {"mean", "std", "min", "max"}}},
         "leads": {model: {"mean", "std", "min", "max", "sure"}}}``: ``leads`` is the hybrid's relative lead
-        on ``ndcg@k`` per fold, ``sure`` the folds whose paired interval lies above zero.
+        on ``ndcg@k`` per fold, ``sure`` the folds whose paired interval is clear of zero (either way).
     """
     models = list(folds[0]["models"])
     metrics: dict[str, dict[str, dict[str, float]]] = {}
@@ -104,7 +104,7 @@ def summarise(folds: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]:
     leads = {}
     for name in folds[0]["leads"]:
         relative = [fold["leads"][name]["relative"] for fold in folds]
-        sure = sum(1 for fold in folds if (fold["leads"][name]["delta_low"] or 0.0) > 0)
+        sure = sum(1 for fold in folds if _clear_of_zero(fold["leads"][name]))
         leads[name] = _spread([value for value in relative if value is not None]) | {"sure": sure}
     return {
         "folds": len(folds),
@@ -113,6 +113,12 @@ def summarise(folds: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]:
         "metrics": metrics,
         "leads": leads,
     }
+
+
+def _clear_of_zero(lead: Mapping[str, Any]) -> bool:
+    """Whether a lead's interval lies wholly above or wholly below zero."""
+    low, high = lead.get("delta_low"), lead.get("delta_high")
+    return low is not None and high is not None and (low > 0 or high < 0)
 
 
 def _spread(values: Sequence[float]) -> dict[str, float]:
@@ -138,7 +144,7 @@ def summary_table(summary: Mapping[str, Any]) -> pd.DataFrame:
         row["hybrid lead (ndcg)"] = (
             "reference"
             if lead is None
-            else f"{lead['mean']:+.1%} ± {lead['std']:.1%} (sure in {lead['sure']}/{summary['folds']})"
+            else f"{lead['mean']:+.1%} ± {lead['std']:.1%} (clear of 0 in {lead['sure']}/{summary['folds']})"
         )
         rows.append(row)
     return pd.DataFrame(rows)

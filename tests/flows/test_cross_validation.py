@@ -79,3 +79,21 @@ def test_one_fold_is_refused_with_a_clear_message(project: Path, monkeypatch: py
     assert result.exit_code != 0 and "--folds" in result.output
     with pytest.raises(ValueError, match="at least 2 folds"):
         fold_seeds(42, 1)
+
+
+def test_the_summary_counts_a_lead_as_sure_when_its_interval_is_clear_of_zero_either_way() -> None:
+    from recsys.offline.cross_validation import summarise
+
+    def fold(seed: int, low: float, high: float) -> dict[str, Any]:
+        lead = {"relative": (low + high) / 2, "delta_low": low, "delta_high": high}
+        return {
+            "seed": seed,
+            "models": {HYBRID: {"ndcg@10": 0.2}, "b": {"ndcg@10": 0.1}},
+            "leads": {"b": lead},
+        }
+
+    summary = summarise([fold(1, 0.01, 0.03), fold(2, -0.03, -0.01), fold(3, -0.01, 0.02)], 10)
+    assert summary["leads"]["b"]["sure"] == 2 and summary["seeds"] == [1, 2, 3]
+    assert summary["metrics"]["b"]["ndcg@10"] == pytest.approx(
+        {"mean": 0.1, "std": 0.0, "min": 0.1, "max": 0.1}
+    )
