@@ -30,6 +30,7 @@ from typing import Any, Self
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.stats import rankdata
 
 from recsys.models.base import (
     NotFittedError,
@@ -92,9 +93,8 @@ class PairContext:
         slices the whole matrix is one group, ``content``)."""
         matrix = check_interactions(interactions)
         popularity = np.bincount(matrix.indices, minlength=matrix.shape[1]).astype(np.float64)
-        order = np.argsort(popularity, kind="stable")
-        percentile = np.empty(len(popularity))
-        percentile[order] = np.arange(len(popularity)) / max(1, len(popularity) - 1)
+        # Ties share their average rank: equally popular items never differ by their index.
+        percentile = (rankdata(popularity, method="average") - 1) / max(1, len(popularity) - 1)
         binary = (matrix > 0).astype(np.float64)
         counts = np.maximum(np.asarray(binary.sum(axis=1)).ravel(), 1)
         mainstream = np.asarray(binary @ percentile).ravel() / counts
@@ -221,7 +221,7 @@ def _context_columns(
     ]
     for group, profile in context.profiles(users).items():
         block = context.groups[group]
-        columns.append(_row_dots(profile[rows], block[items]))
+        columns.append(_row_dots(profile, rows, block[items]))
     return columns
 
 
@@ -250,12 +250,12 @@ def _standardised(scores: np.ndarray) -> np.ndarray:
     return ((values - mean) / np.where(spread > 0, spread, 1.0)).astype(np.float32)
 
 
-def _row_dots(dense: np.ndarray, rows: sp.csr_matrix) -> np.ndarray:
-    """The dot product of each dense row with the same sparse row."""
-    pair = np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))
-    out = np.zeros(rows.shape[0])
-    np.add.at(out, pair, dense[pair, rows.indices] * rows.data)
-    return out
+def _row_dots(profiles: np.ndarray, rows: np.ndarray, items: sp.csr_matrix) -> np.ndarray:
+    """Per pair ``p``, the dot product of ``profiles[rows[p]]`` with the sparse row ``items[p]``, reading only
+    the sparse rows' non-zeros (never a dense pairs x columns array)."""
+    pair = np.repeat(np.arange(items.shape[0]), np.diff(items.indptr))
+    values = profiles[rows[pair], items.indices] * items.data
+    return np.bincount(pair, weights=values, minlength=items.shape[0])
 
 
 def _l2_rows(matrix: sp.csr_matrix) -> sp.csr_matrix:

@@ -234,7 +234,10 @@ def _tolerance_rule(
 ) -> _Check:
     new, old = float(new_metrics[name]), float(old_metrics[name])
     drop = old - new
-    worst = drop if lead is None else max(drop, -lead.delta_low)
+    # A bound that is not a number (no listener to pair) fails the rule rather than falling back.
+    worst = (
+        drop if lead is None else max(drop, -lead.delta_low) if math.isfinite(lead.delta_low) else math.inf
+    )
     ok = _finite(new, old, worst) and worst <= max_drop + EPSILON
     verdict = "holds" if ok else "drops too much"
     numbers = f"{old:.4f} -> {new:.4f} (drop {drop:+.4f}"

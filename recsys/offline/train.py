@@ -23,8 +23,8 @@ from recsys.specs import HYBRID, MODELS
 
 def baselines(params: Params) -> list[Recommender]:
     """The competitors with their (tuned) settings, not fitted yet: every model of :data:`MODELS` but
-    LightFM's (single-threaded when ``train.final_threads`` is 1)."""
-    return [spec.configured(params) for spec in MODELS if spec.search != "epochs"]
+    LightFM's and the stacked ranker (single-threaded when ``train.final_threads`` is 1)."""
+    return [spec.configured(params) for spec in MODELS if spec.search != "epochs" and not spec.stacked]
 
 
 @dataclass(frozen=True)

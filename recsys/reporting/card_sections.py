@@ -85,7 +85,10 @@ def _uncertainty_note(offline: Mapping[str, Any]) -> str:
     uncertainty = offline["uncertainty"]
     leads = uncertainty["leads"]
     reference = uncertainty["reference"]
-    closest = min(leads, key=lambda name: leads[name]["delta"])
+    measured = [name for name in leads if leads[name].get("delta") is not None]
+    if not measured:
+        return "Leads are paired per listener: none could be measured on this split."
+    closest = min(measured, key=lambda name: leads[name]["delta"])
     lead = leads[closest]
     verb = "leads" if lead["delta"] >= 0 else "trails"
     sure = (

@@ -13,11 +13,12 @@ import pytest
 import scipy.sparse as sp
 
 from recsys.config import EvaluateParams, Params
+from recsys.errors import RecsysError
 from recsys.models import candidates as candidates_module
 from recsys.models import load_recommender
 from recsys.models.baselines import ItemKNN, MostPopular
 from recsys.models.candidates import ContentNeighbours, PairContext, candidate_pairs, feature_names
-from recsys.models.ranker import FLOOR, TwoStageRanker
+from recsys.models.ranker import TwoStageRanker
 from recsys.offline.evaluation import evaluate
 
 N_USERS, N_ITEMS, N_GENRES = 240, 120, 6
@@ -112,13 +113,16 @@ def test_the_ranker_learns_from_the_holdout_and_beats_its_weakest_generator() ->
     assert ours > generator_ndcg["most_popular"] * 1.1, (ours, generator_ndcg)
     assert ours >= 0.9 * max(generator_ndcg.values()), (ours, generator_ndcg)
     assert ranker.best_rounds >= 1 and sum(ranker.importance.values()) == pytest.approx(1.0, abs=1e-3)
-    # It ranks only candidates: every other item stays below every candidate.
+    # It ranks only candidates: every other item stays below every candidate, in the first generator's
+    # order (distinct float32 scores, not a handful of buckets).
     scores = ranker.score(np.arange(20))
+    first = next(iter(ranker.generators.values())).score(np.arange(20))
     for user, mine in enumerate(ranker.candidates_of(np.arange(20))):
         others = np.setdiff1d(np.arange(N_ITEMS), mine)
-        assert (
-            scores[user, mine].min() > scores[user, others].max() and scores[user, others].max() < FLOOR + 1
-        )
+        assert scores[user, mine].min() > scores[user, others].max()
+        order = np.argsort(-scores[user, others], kind="stable")
+        assert np.all(np.diff(first[user, others][order]) <= 1e-6)
+        assert len(np.unique(scores[user, others])) == len(np.unique(first[user, others]))
 
 
 def test_the_same_seed_gives_the_same_ranker_and_its_file_holds_everything(tmp_path: Path) -> None:
@@ -155,3 +159,24 @@ def test_unknown_generators_are_refused_when_the_settings_are_read() -> None:
         Params.model_validate({"train": {"ranker": {"generators": ["bpr"]}}})
     with pytest.raises(pydantic.ValidationError, match="unknown or no generators"):
         Params.model_validate({"train": {"ranker": {"generators": ["ranker"]}}})
+
+
+def test_a_holdout_with_nothing_to_learn_from_is_refused_with_the_reason() -> None:
+    train, _, features, _ = taste_data()
+    with pytest.raises(RecsysError, match="nothing to learn from"):
+        TwoStageRanker(cheap_params(), seed=1).fit(train, features, holdout=sp.csr_matrix(train.shape))
+
+
+def test_the_content_cosines_equal_a_dense_computation() -> None:
+    train, _, features, groups = taste_data(4)
+    context = PairContext.of(train, features, groups)
+    users = np.arange(12)
+    pairs = candidate_pairs({"most_popular": MostPopular().fit(train)}, context, users, n=8)
+    names = feature_names({"most_popular": None}, context)
+    profiles = context.profiles(users)
+    for group in ("tags", "genre"):
+        dense = context.groups[group].toarray()
+        expected = np.einsum("pd,pd->p", profiles[group][pairs.rows], dense[pairs.items])
+        np.testing.assert_allclose(
+            pairs.features[:, names.index(f"cosine_{group}")], expected, rtol=1e-5, atol=1e-6
+        )

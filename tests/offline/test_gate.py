@@ -290,3 +290,9 @@ def test_the_feedback_gate_holds_its_margin_at_the_bound() -> None:
     refused = decide_feedback(challenger, champion, bound, lead(-0.002, -0.008, 0.004))
     assert not refused.promote and "at most +0.0080 at the 95% bound" in refused.reasons[0]
     assert decide_feedback(challenger, champion, bound, lead(-0.002, -0.004, 0.001)).promote
+
+
+def test_a_bound_that_is_not_a_number_fails_the_feedback_rule() -> None:
+    bound = FEEDBACK.model_copy(update={"min_improvement_on": "bound"})
+    refused = decide_feedback(candidate(0.30), candidate(0.30), bound, lead(0.0, float("nan"), float("nan")))
+    assert not refused.promote and refused.reasons[0].startswith("ndcg@10 drops too much")
