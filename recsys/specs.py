@@ -12,8 +12,8 @@ Examples
 --------
 >>> model_spec("als").label, model_spec("als").section
 ('implicit ALS', 'als')
->>> [spec.name for spec in MODELS if spec.takes_features]
-['lightfm_hybrid']
+>>> [spec.name for spec in MODELS if spec.takes_features], [spec.name for spec in MODELS if spec.stacked]
+(['lightfm_hybrid', 'ranker'], ['ranker'])
 >>> dataset_spec("spotify-songs").kind, DEFAULT_DATASET
 ('track', 'lastfm-artists')
 """
