@@ -242,8 +242,10 @@ def ranker_report(model: Any, train: Any, test: Any) -> dict[str, Any]:
     from recsys.offline.ranking import candidate_mask
 
     relevant = relevant_entries(train, test, candidate_mask(None, train.shape[1]))
-    importance = dict(sorted(model.importance.items(), key=lambda item: -item[1]))
-    return {"rounds": model.best_rounds, "importance": importance} | model.candidate_recall(relevant)
+    # The JSON writer sorts keys: the card and the report order the features by their share.
+    return {"rounds": model.best_rounds, "importance": dict(model.importance)} | model.candidate_recall(
+        relevant
+    )
 
 
 def split_summary_of(loaded: Any) -> dict[str, Any]:

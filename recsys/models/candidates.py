@@ -40,6 +40,7 @@ from recsys.models.base import (
     sparse_from_arrays,
     sparse_to_arrays,
 )
+from recsys.models.scorer import best_k
 
 CELLS = 1 << 24
 """Scores held at once (all generators of a batch of listeners): 64 MB of float32."""
@@ -226,16 +227,9 @@ def _context_columns(
 
 
 def _top(scores: np.ndarray, n: int) -> np.ndarray:
-    """Each row's ``n`` best columns, best first; of items tied at the ``n``-th place the lowest columns."""
-    n_rows, n_cols = scores.shape
-    if n >= n_cols:
-        columns = np.tile(np.arange(n_cols), (n_rows, 1))
-    else:
-        kth = -np.partition(-scores, n - 1, axis=1)[:, n - 1 : n]
-        greater, equal = scores > kth, scores == kth
-        need = n - greater.sum(axis=1, keepdims=True)
-        take = greater | (equal & (np.cumsum(equal, axis=1) <= need))
-        columns = np.nonzero(take)[1].reshape(n_rows, n)
+    """Each row's ``n`` best columns (the scorer's :func:`~recsys.models.scorer.best_k`: of items tied at the
+    ``n``-th place the lowest columns), best first."""
+    columns = np.array(best_k(scores, n))
     picked = np.take_along_axis(scores, columns, axis=1)
     return np.take_along_axis(columns, np.lexsort((columns, -picked), axis=1), axis=1)
 

@@ -20,7 +20,6 @@ learns that from its popularity features: about 15 % of its gain on artists, mos
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self
 
@@ -366,10 +365,6 @@ class TwoStageRanker(Recommender):
         model._context = PairContext.of(interactions, model._features, model._groups)
         model._booster = lgb.Booster(model_str=str(arrays["booster"][()]))
         return model
-
-    def describe(self) -> str:
-        """One line: the generators, the candidates and the boosting rounds."""
-        return json.dumps({"generators": list(self.generators), "rounds": self.best_rounds})
 
 
 def _without(matrix: sp.csr_matrix, holdout: sp.csr_matrix) -> sp.csr_matrix:

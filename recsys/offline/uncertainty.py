@@ -171,8 +171,7 @@ def aligned(
     >>> aligned(np.array([1, 2, 3]), np.array([.1, .2, .3]), np.array([3, 1]), np.array([.9, .7]))
     (array([0.1, 0.3]), array([0.7, 0.9]))
     """
-    common, new_at, old_at = np.intersect1d(new_users, old_users, assume_unique=True, return_indices=True)
-    del common
+    _, new_at, old_at = np.intersect1d(new_users, old_users, assume_unique=True, return_indices=True)
     return np.asarray(new_values)[new_at], np.asarray(old_values)[old_at]
 
 
