@@ -261,6 +261,11 @@ class RankerParams(_Section):
     # neighbours of the listener's items, the one that reaches items nobody played).
     generators: tuple[str, ...] = ("lightfm_hybrid", "als", "rp3beta", "itemknn", "most_popular", "content")
     candidates: int = Field(100, ge=1, le=2000)  # each generator's top N unplayed items
+    # Items nobody played as candidates too. Off: offline, an item with no training listens is mostly
+    # someone's held-out item (the catalogue is built from the listens), which the ranker learns from the
+    # popularity features and a served model would not meet (docs/benchmarks.md); they keep the hybrid's
+    # order below the candidates.
+    never_played: bool = False
     # The hybrid generator fitted on train alone for the ranker's labels (the test-time one is the train
     # stage's hybrid): fewer members and epochs train faster (its features are scale-free ranks and z-scores).
     hybrid_members: int = Field(1, ge=1, le=8)
@@ -322,6 +327,11 @@ class GateParams(_Section):
     """When a challenger may replace the champion (both measured on the same test split)."""
 
     primary_metric: str = "ndcg@10"
+    # The model a training run offers as challenger: the hybrid, or "ranker" (the two-stage ranker, served
+    # with the generators it stacks on; re-ranked at no popularity strength: the bias stage measures the
+    # hybrid).
+    # A ranker switched off (train.ranker.enabled false) leaves the hybrid as the challenger.
+    challenger: Literal["lightfm_hybrid", "ranker"] = "lightfm_hybrid"
     # The challenger must beat the champion's primary metric by at least this much (absolute).
     min_improvement: float = Field(0.0, ge=0)
     # What min_improvement (and the feedback gate's feedback_max_primary_drop) applies to: "bound", the

@@ -75,6 +75,8 @@ class PairContext:
         Listeners per item in ``interactions``, and its percentile among the items (0 to 1).
     mainstreaminess : ndarray
         Per listener, the mean percentile of their items.
+    never_played : bool
+        Whether items nobody in ``interactions`` played may be candidates (else no generator proposes them).
     """
 
     interactions: sp.csr_matrix
@@ -82,6 +84,14 @@ class PairContext:
     popularity: np.ndarray
     percentile: np.ndarray
     mainstreaminess: np.ndarray
+    never_played: bool = True
+
+    @property
+    def blocked(self) -> np.ndarray:
+        """The items that are never candidates besides a listener's own (boolean, one per item)."""
+        if self.never_played:
+            return np.zeros(len(self.popularity), dtype=bool)
+        return self.popularity == 0
 
     @classmethod
     def of(
@@ -89,9 +99,10 @@ class PairContext:
         interactions: sp.csr_matrix,
         item_features: sp.csr_matrix | None,
         feature_groups: Mapping[str, slice] | None,
+        never_played: bool = True,
     ) -> PairContext:
         """The context of ``interactions`` and the item features (groups by their column slices; without
-        slices the whole matrix is one group, ``content``)."""
+        slices the whole matrix is one group, ``content``); ``never_played``: see the attribute."""
         matrix = check_interactions(interactions)
         popularity = np.bincount(matrix.indices, minlength=matrix.shape[1]).astype(np.float64)
         # Ties share their average rank: equally popular items never differ by their index.
@@ -110,7 +121,7 @@ class PairContext:
                 block = sp.csr_matrix(item_features[:, cols], dtype=np.float32)
                 if block.shape[1] and block.nnz:
                     groups[group] = _l2_rows(block)
-        return cls(matrix, groups, popularity, percentile, mainstream)
+        return cls(matrix, groups, popularity, percentile, mainstream, never_played)
 
     def profiles(self, users: np.ndarray) -> dict[str, np.ndarray]:
         """Each group's profile of ``users``: the L2-normalised sum of their items' rows (dense)."""
@@ -176,10 +187,12 @@ def _batch_pairs(
     n_items = context.interactions.shape[1]
     played = context.interactions[users]
     played_rows = np.repeat(np.arange(len(users)), np.diff(played.indptr))
+    blocked = context.blocked
     scores = {}
     for name, model in generators.items():
         batch = np.array(model.score(users), dtype=np.float32)
         batch[played_rows, played.indices] = -np.inf
+        batch[:, blocked] = -np.inf
         scores[name] = batch
     n = min(n, n_items)
     tops = {name: _top(batch, n) for name, batch in scores.items()}
@@ -187,6 +200,7 @@ def _batch_pairs(
     for top in tops.values():
         chosen[np.arange(len(users))[:, None], top] = True
     chosen[played_rows, played.indices] = False
+    chosen[:, blocked] = False
     rows, items = np.nonzero(chosen)
     columns = []
     in_lists = np.zeros(len(rows), dtype=np.float32)

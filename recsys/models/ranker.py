@@ -118,7 +118,7 @@ class TwoStageRanker(Recommender):
         learn_on = _without(matrix, holdout)
         groups = dict(feature_groups) if feature_groups is not None else None
         fresh = self._fit_generators(learn_on, features, groups, cheaper=True)
-        context = PairContext.of(learn_on, features, groups)
+        context = PairContext.of(learn_on, features, groups, self.settings.never_played)
         train_set = self._dataset(fresh, context, holdout, self._listeners(holdout))
         booster = lgb.train(self._booster_params(), train_set, num_boost_round=self.settings.rounds)
         self.best_rounds = self.settings.rounds
@@ -143,7 +143,7 @@ class TwoStageRanker(Recommender):
         if missing:
             given |= self._fit_generators(self._matrix, self._features, self._groups, only=missing)
         self.generators = {name: given[name] for name in wanted}
-        self._context = PairContext.of(self._matrix, self._features, self._groups)
+        self._context = PairContext.of(self._matrix, self._features, self._groups, self.settings.never_played)
         return self
 
     def _carve(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -244,6 +244,11 @@ class TwoStageRanker(Recommender):
     @property
     def n_items(self) -> int:
         return int(self._fitted().interactions.shape[1])
+
+    @property
+    def n_users(self) -> int:
+        """The listeners it ranks (the rows of the listens its generators were fitted on)."""
+        return int(self._fitted().interactions.shape[0])
 
     def _fitted(self) -> PairContext:
         if self._context is None or self._booster is None:
@@ -362,7 +367,9 @@ class TwoStageRanker(Recommender):
         if interactions is None:
             raise ValueError("a two-stage ranker file without its interactions")
         model._matrix = interactions
-        model._context = PairContext.of(interactions, model._features, model._groups)
+        model._context = PairContext.of(
+            interactions, model._features, model._groups, model.settings.never_played
+        )
         model._booster = lgb.Booster(model_str=str(arrays["booster"][()]))
         return model
 

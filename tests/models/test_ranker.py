@@ -180,3 +180,28 @@ def test_the_content_cosines_equal_a_dense_computation() -> None:
         np.testing.assert_allclose(
             pairs.features[:, names.index(f"cosine_{group}")], expected, rtol=1e-5, atol=1e-6
         )
+
+
+def test_items_nobody_played_are_no_candidates_unless_asked() -> None:
+    train, _, features, groups = taste_data(5)
+    unplayed = np.array([3, 40, 77])
+    train = sp.csr_matrix(train.multiply(~np.isin(np.arange(N_ITEMS), unplayed)[None, :]))
+    train.eliminate_zeros()
+    generators = {"content": ContentNeighbours().fit(train, features)}
+    users = np.arange(N_USERS)
+    blocked = candidate_pairs(
+        generators, PairContext.of(train, features, groups, never_played=False), users, 30
+    )
+    assert not np.isin(blocked.items, unplayed).any()
+    # Offered: the content generator (the one that reaches them) proposes them to someone.
+    offered = candidate_pairs(
+        generators, PairContext.of(train, features, groups, never_played=True), users, 30
+    )
+    assert np.isin(offered.items, unplayed).any()
+    # The ranker's default: below every candidate, in the hybrid's (here the first generator's) order.
+    ranker = TwoStageRanker(cheap_params(), seed=2).fit(train, features, feature_groups=groups)
+    assert not ranker.settings.never_played
+    scores = ranker.score(np.arange(10))
+    for user, mine in enumerate(ranker.candidates_of(np.arange(10))):
+        assert not np.isin(mine, unplayed).any()
+        assert scores[user, unplayed].max() < scores[user, mine].min()
