@@ -63,7 +63,8 @@ bench-models: install
 
 # Load test of /recommend beside a bare Starlette app (wrk from Debian drives both, on loopback);
 # BENCH_SERVE_ARGS=--experiment interleave also measures the service running an experiment;
-# BENCH_SERVE_ARGS='--replicas 2' measures two replicas through HAProxy instead (root: benchmarks/cluster.py).
+# BENCH_SERVE_ARGS='--replicas 2' measures two replicas through HAProxy instead (root: benchmarks/cluster.py);
+# BENCH_SERVE_ARGS='--model ranker' serves the project's two-stage ranker (models/, after make run) instead.
 bench-serve: install
 	command -v wrk >/dev/null || apt-get install -y -qq wrk
 	command -v haproxy >/dev/null || apt-get install -y -qq haproxy

@@ -91,7 +91,7 @@ def publish_reports(project_dir: str, report: dict[str, Any], k: int) -> dict[st
     return paths
 
 
-SUMMARY_KEYS = ("promote", "reasons", "comparison", "champion_tag", "champion_metrics", "served")
+SUMMARY_KEYS = ("promote", "reasons", "comparison", "champion_tag", "champion_metrics", "served", "model")
 """The gate's verdict as the run's summary shows it (the challenger's full numbers are in ``metrics/``)."""
 
 
@@ -128,7 +128,9 @@ def package(project_dir: str, verdict: RunGate, candidate: bool = False) -> tupl
     if placement == KEEP:
         logger.info("gate kept the champion %s: nothing to package", verdict.champion_tag)
         return verdict.champion_tag, None
-    tag = registry.package_project(root, verdict.challenger, params.model_dump(mode="json"))
+    tag = registry.package_project(
+        root, verdict.challenger, params.model_dump(mode="json"), source_model=verdict.model
+    )
     if placement == HOLD:
         # Listeners decide: `recsys experiment start --challenger <tag>`, then `decide`.
         logger.info("candidate %s awaits an online experiment", tag)

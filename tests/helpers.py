@@ -254,7 +254,8 @@ class Project:
             "top_tags": 2,
             "home": home,
         } | overrides
-        return registry.save_candidate(self.models, self.features, self.split, metrics, **arguments)
+        models = arguments.pop("models_dir", self.models)
+        return registry.save_candidate(models, self.features, self.split, metrics, **arguments)
 
 
 def build_project(

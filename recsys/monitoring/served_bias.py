@@ -269,7 +269,7 @@ def _test_set_block(artifact: Any, test_users: Sequence[str], k: int, head_share
     if not rows:
         return {"status": "no test-set user known to the champion"}
     users = np.asarray(rows, dtype=np.int64)
-    top_k, _ = artifact.model.recommend(users, k, exclude=artifact.known)
+    top_k, _ = artifact.scoring.recommend(users, k, exclude=artifact.known)
     return {"status": "ok", **recommendation_bias(top_k, artifact.known, users, head_share)}
 
 

@@ -2,8 +2,12 @@
 
 Contents of a model (all plain files, nothing pickled)
 ------------------------------------------------------
-``model.npz`` (the hybrid LightFM), ``features/`` (the item-feature matrix the model scores with: cold-start
-items' identity columns removed, as in training), ``users.parquet`` / ``items.parquet`` (external ids of the
+``model.npz`` (the hybrid LightFM), ``ranker.npz`` and ``ranked.npz`` (only when the served model is the
+two-stage ranker: the booster with every generator it scores with, the hybrid among them, and every known
+listener's best :data:`RANKED_TOP` unplayed items in its order, ranked when packaged so that no request pays
+the ranker's ~10-20 ms; new listeners and similar items keep the hybrid's embeddings), ``features/`` (the
+item-feature matrix the model scores with: cold-start items' identity columns removed, as in training),
+``users.parquet`` / ``items.parquet`` (external ids of the
 model's rows and columns), ``known.npz`` (every interaction known when packaged, users x items, to exclude
 from recommendations), ``catalogue.parquet`` (item id and display name only, never lyrics),
 ``item_tags.parquet`` (the top tags of each item, for explanations) and ``feedback_users.parquet`` (which of
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -30,14 +34,22 @@ import scipy.sparse as sp
 from recsys.columns import Col
 from recsys.errors import RegistryError
 from recsys.io import write_parquet
-from recsys.models import LightFMRecommender
+from recsys.models import LightFMRecommender, Recommender, load_recommender
+from recsys.models.scorer import MISSING, top_k_from_scores
 from recsys.offline.features import ItemFeatures, load_item_features, save_item_features, without_identity
 from recsys.offline.split import Split, load_split
 from recsys.paths import ITEM_TAGS_TABLE, ITEMS_TABLE
 from recsys.registry.provenance import sha256_file
+from recsys.specs import HYBRID, RANKER
 
 ARTIFACT_FORMAT = 1
 MODEL_FILE = "model.npz"
+RANKER_FILE = "ranker.npz"
+RANKED_FILE = "ranked.npz"
+RANKED_TOP = 200
+"""Items of every known listener's list a packaged ranker ranks ahead of time (``ranked.npz``)."""
+RANKED_BATCH = 512
+"""Listeners the ranker scores at once while packaging (its candidates bound the memory of each batch)."""
 FEATURES_DIR = "features"
 USERS_FILE = "users.parquet"
 ITEMS_FILE = "items.parquet"
@@ -68,6 +80,21 @@ class ServingArtifact:
     metadata: dict[str, Any]
     feedback_users: frozenset[str] | None = None
     """The users whose feedback the model trained on (None: packaged before models kept the record)."""
+    ranker: Recommender | None = None
+    """The two-stage ranker known listeners are served by (None: the hybrid serves them)."""
+    ranked: tuple[np.ndarray, np.ndarray] | None = None
+    """With a ranker: every known listener's best unplayed items and their scores, ``(n_users, RANKED_TOP)``
+    each (best first; index -1 and score -inf past the end), ranked when the model was packaged."""
+
+    @property
+    def served_model(self) -> str:
+        """The name of the model known listeners are ranked by (:data:`recsys.specs.RANKER` or the hybrid)."""
+        return RANKER if self.ranker is not None else HYBRID
+
+    @property
+    def scoring(self) -> Recommender:
+        """What ranks known listeners: the ranker when packaged with one, else the hybrid."""
+        return self.ranker if self.ranker is not None else self.model
 
     @property
     def bias_strength(self) -> float:
@@ -103,7 +130,42 @@ def read_artifact(folder: Path, metadata: Mapping[str, Any], tag: str) -> Servin
         known=sp.csr_matrix(sp.load_npz(folder / KNOWN_FILE), dtype=np.float32),
         metadata=dict(metadata),
         feedback_users=read_feedback_record(folder),
+        ranker=_read_ranker(folder / RANKER_FILE, len(item_ids), tag),
+        ranked=_read_ranked(folder / RANKED_FILE),
     )
+
+
+def ranked_lists(
+    ranker: Recommender, known: sp.csr_matrix, top: int = RANKED_TOP
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every listener's best ``top`` items by ``ranker`` that ``known`` (users x items) does not hold: int32
+    indices and float32 scores, best first (-1 / -inf past the end), :data:`RANKED_BATCH` listeners a time."""
+    n_users = known.shape[0]
+    width = min(top, known.shape[1])
+    indices = np.full((n_users, width), MISSING, dtype=np.int32)
+    scores = np.full((n_users, width), -np.inf, dtype=np.float32)
+    for start in range(0, n_users, RANKED_BATCH):
+        users = np.arange(start, min(start + RANKED_BATCH, n_users))
+        best, values = top_k_from_scores(ranker.score(users), width, known[users])
+        indices[users], scores[users] = best, values
+    return indices, scores
+
+
+def _read_ranked(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    with np.load(path) as arrays:
+        return np.asarray(arrays["indices"]), np.asarray(arrays["scores"])
+
+
+def _read_ranker(path: Path, n_items: int, tag: str) -> Recommender | None:
+    """The packaged two-stage ranker (None: the model has none), checked against the catalogue."""
+    if not path.is_file():
+        return None
+    ranker = load_recommender(path)
+    if ranker.n_items != n_items:
+        raise RegistryError(f"{tag}: {path.name} ranks {ranker.n_items} items, the catalogue has {n_items}")
+    return ranker
 
 
 def read_feedback_record(folder: Path) -> frozenset[str] | None:
@@ -128,16 +190,30 @@ class ServingInputs:
     item_ids: list[str]
     known: sp.csr_matrix
     n_cold_items: int
+    ranker_file: Path | None = None
 
     @classmethod
-    def read(cls, model_file: Path, features_dir: Path, split_dir: Path) -> ServingInputs:
-        """The trained model of ``model_file`` with the stages' features and split."""
+    def read(
+        cls, model_file: Path, features_dir: Path, split_dir: Path, ranker_file: Path | None = None
+    ) -> ServingInputs:
+        """The trained model of ``model_file`` with the stages' features and split (``ranker_file``: the
+        two-stage ranker known listeners are served by, trained on the same split)."""
         try:
             model = LightFMRecommender.load(model_file)
             split = load_split(split_dir)
+            ranker = load_recommender(ranker_file) if ranker_file is not None else None
         except (FileNotFoundError, ValueError) as exc:
-            raise RegistryError(f"cannot package {model_file}: {exc}") from exc
-        return cls.of(model, split, features_dir, model_file, split_dir)
+            raise RegistryError(f"cannot package {ranker_file or model_file}: {exc}") from exc
+        inputs = cls.of(model, split, features_dir, model_file, split_dir)
+        if ranker is None or ranker_file is None:
+            return inputs
+        users = getattr(ranker, "n_users", None)
+        if ranker.n_items != len(split.item_ids) or users not in (None, len(split.user_ids)):
+            raise RegistryError(
+                f"{ranker_file} ranks {users} users x {ranker.n_items} items but the split has "
+                f"{len(split.user_ids)} x {len(split.item_ids)}: rerun the train stage"
+            )
+        return replace(inputs, ranker_file=ranker_file)
 
     @classmethod
     def of(
@@ -178,6 +254,10 @@ class ServingInputs:
             shutil.copyfile(self.model_file, folder / MODEL_FILE)
         else:
             self.model.save(folder / MODEL_FILE)
+        if self.ranker_file is not None:
+            shutil.copyfile(self.ranker_file, folder / RANKER_FILE)
+            indices, scores = ranked_lists(load_recommender(self.ranker_file), self.known)
+            np.savez(folder / RANKED_FILE, indices=indices, scores=scores)
         write_parquet(folder / FEEDBACK_FILE, pd.DataFrame({Col.USER: sorted(feedback_users)}, dtype=object))
         save_item_features(self.features, folder / FEATURES_DIR)
         write_parquet(folder / USERS_FILE, pd.DataFrame({Col.USER: self.user_ids}))

@@ -22,7 +22,7 @@ from recsys.offline.uncertainty import Lead, lead_of
 from recsys.paths import FEATURES_DIR, SPLIT_DIR, model_file
 from recsys.registry.provenance import data_version
 from recsys.registry.store import ModelInfo, champion, load_artifact
-from recsys.specs import HYBRID
+from recsys.specs import HYBRID, trained_models
 
 
 def comparable_champion(
@@ -53,7 +53,9 @@ def comparable_champion(
         )
     # As served: re-ranked at the strength it was packaged with.
     strength = artifact.bias_strength
-    served = measure_as_served(artifact.model.score, split.train_full, split.test, params.evaluate, strength)
+    served = measure_as_served(
+        artifact.scoring.score, split.train_full, split.test, params.evaluate, strength
+    )
     if same_data:
         how = "recorded when it was packaged, on this test split (re-measured per listener for the interval)"
         return champion.candidate, how, served.result
@@ -64,14 +66,31 @@ def comparable_champion(
     )
 
 
-def challenger_as_served(project: Path, params: Params, strength: float) -> EvaluationResult:
-    """The run's hybrid (``models/``) measured on this run's test split at its served ``strength``."""
+def challenger_as_served(
+    project: Path, params: Params, strength: float, name: str = HYBRID
+) -> EvaluationResult:
+    """The run's model ``name`` (``models/``) measured on this run's test split at its served ``strength``."""
     split = load_split(project / SPLIT_DIR)
-    model = load_recommender(project / model_file(HYBRID))
+    model = load_recommender(project / model_file(name))
     return measure_as_served(model.score, split.train_full, split.test, params.evaluate, strength).result
 
 
 KEEP, HOLD, PROMOTE = "keep", "hold", "promote"
+
+
+def challenger_model(params: Params) -> str:
+    """The model a training run offers the gate: ``gate.challenger`` when the run trains it, else the hybrid.
+
+    >>> from recsys.config import Params
+    >>> params = Params.model_validate({"gate": {"challenger": "ranker"}})
+    >>> challenger_model(params)
+    'ranker'
+    >>> challenger_model(params.model_copy(update={"train": params.train.model_copy(update={
+    ...     "ranker": params.train.ranker.model_copy(update={"enabled": False})})}))
+    'lightfm_hybrid'
+    """
+    name = params.gate.challenger
+    return name if name in trained_models(params) else HYBRID
 
 
 @dataclass(frozen=True)
@@ -95,6 +114,8 @@ class RunGate:
     lead : Lead, optional
         The challenger's lead over the champion, paired per listener (None: no champion, or the gate
         decides on the point estimate).
+    model : str
+        Which of the run's models is the challenger (:func:`challenger_model`), packaged when it passes.
     """
 
     decision: gating.GateDecision
@@ -104,6 +125,7 @@ class RunGate:
     strength: float
     primary_metric: str
     lead: Lead | None = None
+    model: str = HYBRID
 
     @property
     def promote(self) -> bool:
@@ -133,21 +155,25 @@ class RunGate:
             "challenger": self.challenger,
             "served": {"strength": self.strength, self.primary_metric: served},
             "lead": self.lead.to_dict() if self.lead else None,
+            "model": self.model,
         }
 
 
 def gate_run(project: Path, params: Params, report: dict[str, Any]) -> RunGate:
-    """The run's hybrid (``metrics/offline.json``) against the champion on this run's test split.
+    """The run's challenger (``metrics/offline.json``; the hybrid, or the ranker: :func:`challenger_model`)
+    against the champion on this run's test split.
 
-    Both are measured as served: the challenger at the popularity re-ranking strength it will be packaged
+    Both are measured as served: the hybrid at the popularity re-ranking strength it will be packaged
     with (``bias.serve``: the one ``metrics/bias.json`` chose, or 0), its metrics the trade-off curve's row
-    at that strength; the champion's from :func:`comparable_champion`. With ``gate.min_improvement_on:
+    at that strength (the ranker at none: the curve is the hybrid's); the champion's from
+    :func:`comparable_champion`. With ``gate.min_improvement_on:
     bound`` both are measured per listener and the gate holds the lower end of the lead's paired bootstrap
     interval to ``min_improvement`` (a few seconds on artists: two evaluations and 2,000 resamples).
     """
     bias = read_bias(project)
-    strength = served_strength(bias, params.bias.serve)
-    challenger = served_candidate(gating.candidate_from_report(report, HYBRID), bias, strength)
+    name = challenger_model(params)
+    strength = served_strength(bias, params.bias.serve) if name == HYBRID else 0.0
+    challenger = served_candidate(gating.candidate_from_report(report, name), bias, strength)
     current = champion(dataset=params.dataset.name)
     paired = params.gate.min_improvement_on == "bound"
     lead = None
@@ -157,7 +183,7 @@ def gate_run(project: Path, params: Params, report: dict[str, Any]) -> RunGate:
         measured, how, reference = comparable_champion(project, params, current, paired)
         if reference is not None and paired:
             lead = lead_of(
-                challenger_as_served(project, params, strength),
+                challenger_as_served(project, params, strength, name),
                 reference,
                 params.gate.primary_metric,
                 params.evaluate.bootstrap,
@@ -171,4 +197,5 @@ def gate_run(project: Path, params: Params, report: dict[str, Any]) -> RunGate:
         strength,
         params.gate.primary_metric,
         lead,
+        name,
     )

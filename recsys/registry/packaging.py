@@ -27,7 +27,9 @@ from recsys.registry.artifact import (
 )
 from recsys.registry.provenance import data_version, dvc_lock_hash, git_commit
 from recsys.registry.store import add_model
-from recsys.specs import HYBRID
+from recsys.specs import HYBRID, MODELS
+
+STACKED = frozenset(spec.name for spec in MODELS if spec.stacked)
 
 TOP_TAGS = 5
 """Tags kept per item for the explanations of a packaged model."""
@@ -64,7 +66,8 @@ def save_candidate(
     dvc_lock_hash, git_commit : str
         See :func:`dvc_lock_hash` and :func:`git_commit`.
     source_model : str
-        Which ``models/<name>.npz`` to package.
+        Which ``models/<name>.npz`` to package: the hybrid, or a stacked model (the two-stage ranker),
+        packaged with the hybrid beside it.
     top_tags : int
         Tags kept per item for explanations.
     home : path, optional
@@ -78,7 +81,14 @@ def save_candidate(
     str
         The new model's tag, ``music_recommender:<version>``.
     """
-    inputs = ServingInputs.read(Path(models_dir) / f"{source_model}.npz", Path(features_dir), Path(split_dir))
+    models = Path(models_dir)
+    if source_model in STACKED:
+        # The stacked model ranks known listeners; the hybrid it stacks on serves new ones and similar items.
+        inputs = ServingInputs.read(
+            models / f"{HYBRID}.npz", Path(features_dir), Path(split_dir), models / f"{source_model}.npz"
+        )
+    else:
+        inputs = ServingInputs.read(models / f"{source_model}.npz", Path(features_dir), Path(split_dir))
     provenance = {
         "source_model": source_model,
         "dvc_lock_hash": dvc_lock_hash,
@@ -164,8 +174,10 @@ def package_project(
     split_dir: Path | None = None,
     home: str | Path | None = None,
     feedback_users: Sequence[str] = (),
+    source_model: str = HYBRID,
 ) -> str:
-    """Package a project's trained hybrid as a candidate, its provenance read from the project.
+    """Package a project's trained hybrid (or ``source_model``, the two-stage ranker over it) as a candidate,
+    its provenance read from the project.
 
     The training and the retraining flow both package through here: the features and the prepared
     tables are the project's (``data/features``, ``data/prepared``); the model and the split default to
@@ -185,6 +197,7 @@ def package_project(
         dvc_lock_hash=dvc_lock_hash(project / "dvc.lock"),
         git_commit=git_commit(project),
         prepared_dir=project / PREPARED_DIR,
+        source_model=source_model,
         home=home,
         feedback_users=feedback_users,
     )

@@ -252,8 +252,11 @@ def ranker_section(offline: Mapping[str, Any], k: int, top: int = 8) -> str:
             f"Candidates: each generator's top {info.get('candidates')} unplayed items, "
             f"{fmt(info.get('mean_candidates', 0.0))} per listener on average; LightGBM lambdarank learned "
             f"from the validation part with generators fitted without it ({info.get('rounds')} rounds), and "
-            f"ranks the test listeners' candidates from the models above. "
-            f"nDCG@{k} {fmt(ours or 0.0)}{ratio}.",
+            f"ranks the test listeners' candidates from the models above. Items nobody played in training "
+            f"are no candidates (offline they are mostly someone's held-out items): they keep the hybrid's "
+            f"order below the candidates. nDCG@{k} {fmt(ours or 0.0)}{ratio}. Served with "
+            f"`gate.challenger: ranker`: packaged with its generators and every known listener's list ranked "
+            f"ahead; new listeners and similar items stay the hybrid's.",
             "",
             f"Candidate recall (the share of a test listener's items among their candidates, over "
             f"{fmt(info.get('listeners', 0))} listeners): the ceiling of the ranker's recall.",

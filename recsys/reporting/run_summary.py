@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.paths import EDA_REPORT, OFFLINE_METRICS, PLOTS_DIR
-from recsys.specs import DEFAULT_DATASET, HYBRID
+from recsys.specs import DEFAULT_DATASET, HYBRID, RANKER
 
 
 def report_paths(project_dir: Path) -> dict[str, Any]:
@@ -38,13 +38,14 @@ def reports_markdown(paths: Mapping[str, Any]) -> str:
 def closing_summary(summary: Mapping[str, Any]) -> str:
     """One paragraph for the log: what ran, the challenger's numbers, the verdict and the model tag."""
     ran = [name for name, outcome in summary["stages"].items() if outcome == "ran"]
-    hybrid: dict[str, Any] = next((row for row in summary["metrics"] if row["model"] == HYBRID), {})
+    model = _challenger(summary)
+    hybrid: dict[str, Any] = next((row for row in summary["metrics"] if row["model"] == model), {})
     numbers = ", ".join(f"{key}={value}" for key, value in hybrid.items() if key != "model")
     verdict = "promoted" if summary["decision"]["promote"] else "kept the champion"
     return (
         f"training finished in {summary['seconds']} s; "
         f"stages run: {', '.join(ran) or 'none (all up to date)'}; "
-        f"{HYBRID}: {numbers}; gate {verdict} ({'; '.join(summary['decision']['reasons'])}); "
+        f"{model}: {numbers}; gate {verdict} ({'; '.join(summary['decision']['reasons'])}); "
         f"champion: {summary['model_tag']}"
     )
 
@@ -99,7 +100,10 @@ def verdict_lines(summary: Mapping[str, Any]) -> list[str]:
         verdict = "promoted the challenger"
     else:
         verdict = "kept the champion"
-    lines = [f"gate: {verdict} ({HYBRID} vs {against})", *(f"  - {reason}" for reason in decision["reasons"])]
+    lines = [
+        f"gate: {verdict} ({_challenger(summary)} vs {against})",
+        *(f"  - {reason}" for reason in decision["reasons"]),
+    ]
     lines += _baseline_note(summary) + _below_chance_note(summary)
     served = decision.get("served") or {}
     numbers = {key: value for key, value in served.items() if key != "strength" and isinstance(value, float)}
@@ -133,22 +137,33 @@ def verdict_lines(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _challenger(summary: Mapping[str, Any]) -> str:
+    """The run's challenger model (``gate.challenger``; the hybrid in summaries from before the setting)."""
+    return str(summary["decision"].get("model") or HYBRID)
+
+
 def _baseline_note(summary: Mapping[str, Any]) -> list[str]:
     rows = {str(row["model"]): row for row in summary["metrics"]}
     metric = next(iter(summary["decision"].get("comparison") or {}), "ndcg@10")
-    hybrid = rows.get(HYBRID, {}).get(metric)
-    if hybrid is None:
+    challenger = _challenger(summary)
+    ours = rows.get(challenger, {}).get(metric)
+    if ours is None:
         return []
     better = sorted(
-        ((row[metric], name) for name, row in rows.items() if name != HYBRID and row.get(metric, 0) > hybrid),
+        (
+            (row[metric], name)
+            for name, row in rows.items()
+            if name != challenger and row.get(metric, 0) > ours
+        ),
         reverse=True,
     )
     if not better:
         return []
     best, name = better[0]
+    offer = f" (-S gate.challenger={name} offers it)" if name == RANKER else ""
     return [
-        f"  note: {name} scored higher than {HYBRID} on {metric} in this run ({best:.4f} vs {hybrid:.4f});"
-        " the gate compares only the challenger with the champion"
+        f"  note: {name} scored higher than {challenger} on {metric} in this run ({best:.4f} vs {ours:.4f});"
+        f" the gate compares only the challenger with the champion{offer}"
     ]
 
 

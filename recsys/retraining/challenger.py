@@ -22,7 +22,7 @@ from recsys.columns import Col
 from recsys.config import Params
 from recsys.errors import RecsysError
 from recsys.feedback.erasure_steps import anonymise_ids, erased_users, feedback_record, without_users
-from recsys.models import LightFMRecommender
+from recsys.models import LightFMRecommender, Recommender
 from recsys.offline.served import Served, measure_as_served
 from recsys.offline.split import Split
 from recsys.offline.uncertainty import Lead, lead_of
@@ -240,7 +240,7 @@ class Retrained:
 
 
 def candidate_metrics(
-    model: LightFMRecommender,
+    model: Recommender,
     exclude: sp.csr_matrix,
     split: Split,
     holdout: pd.DataFrame,
@@ -311,7 +311,8 @@ def retrain_on_feedback(
     strength = artifact.bias_strength if params.bias.serve == "chosen" else 0.0
     # Both as served: at the champion's packaged re-ranking strength, which the challenger inherits.
     measured = candidate_metrics(challenger, exclude, extended, holdout, indexes, params, strength)
-    reference = candidate_metrics(artifact.model, exclude, extended, holdout, indexes, params, strength)
+    # The champion as listeners get it: its two-stage ranker when it was packaged with one.
+    reference = candidate_metrics(artifact.scoring, exclude, extended, holdout, indexes, params, strength)
     return Retrained(
         champion_tag=artifact.tag,
         model=challenger,

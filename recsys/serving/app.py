@@ -253,6 +253,8 @@ async def model_info(request: Request) -> Response:
     return json_response(
         {
             "model_version": state.version,
+            # Which model ranks known listeners: the hybrid, or the two-stage ranker packaged over it.
+            "served_model": state.served_model,
             "n_items": state.n_items,
             "item_kind": kind,
             "metrics": metrics,

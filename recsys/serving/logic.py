@@ -43,7 +43,7 @@ def ranked(
     if request.exclude_listened:
         indices, scores = state.rank_known(user, request.k, exclude, allowed)
     else:
-        indices, scores = state.rank(state.user_vectors[user], request.k, exclude, allowed)
+        indices, scores = state.rank_scores(state.known_scores(user), request.k, exclude, allowed)
     return user, indices, scores
 
 

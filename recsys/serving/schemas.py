@@ -237,6 +237,10 @@ class ModelInfoResponse(BaseModel):
     """Answer of ``GET /model``."""
 
     model_version: str
+    served_model: Literal["lightfm_hybrid", "ranker"] = Field(
+        description="What ranks known listeners: the hybrid, or the two-stage ranker packaged over it "
+        "(new listeners and similar items always come from the hybrid)."
+    )
     n_items: int
     item_kind: Literal["artist", "track"] = Field(description="What the catalogue holds: artists or songs.")
     metrics: dict[str, Any] = Field(description="Offline test metrics, measured at ``bias_strength``.")

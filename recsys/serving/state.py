@@ -107,6 +107,13 @@ class ServingState:
         self._feedback_pseudonyms: dict[str, str] | None = None
         self._hidden_for = 0
         self._model = artifact.model
+        self._ranker = artifact.ranker
+        # Lists ranked when the model was packaged, at its packaged strength: only valid at that strength.
+        packaged = self.bias_strength == artifact.bias_strength
+        self._ranked_ahead = artifact.ranked if packaged else None
+        self.served_model = artifact.served_model
+        """The model whose order known listeners get: ``lightfm_hybrid``, or the two-stage ``ranker`` over the
+        hybrid and the other generators it was packaged with (new listeners and similar items: the hybrid)."""
         self.scorer = artifact.model.scorer()
         self.item_vectors = self.scorer.item_vectors
         self.user_vectors = self.scorer.user_vectors
@@ -146,17 +153,22 @@ class ServingState:
         With a popularity re-ranking strength the list is the top of the *re-ranked* full row (the same
         formula :meth:`rank` applies), not a re-ordering of the unmitigated top list: re-ranking can
         promote items far below the unmitigated top ``CACHED_TOP``, so the cache stays exact. Dislikes and
-        filters are applied to the list per request, so they never invalidate it.
+        filters are applied to the list per request, so they never invalidate it. A two-stage ranker's lists
+        were ranked when it was packaged (``ranked.npz``): they are read, never ranked here, unless a
+        re-ranking strength other than the packaged one is served.
         """
+        if self._ranked_ahead is not None:
+            indices, scores = self._ranked_ahead
+            return indices[user].astype(np.int64), scores[user]
         with self._ranked_lock:
             cached = self._ranked.get(user)
             if cached is not None:
                 self._ranked.move_to_end(user)
                 return cached
         batch = np.array([user])
-        if self.bias_strength > 0:
+        if self._ranker is not None or self.bias_strength > 0:
             indices, scores = top_k_from_scores(
-                self._adjusted(self.scorer.score(batch)), CACHED_TOP, self._known[batch]
+                self._adjusted(self.known_scores(user)[np.newaxis, :]), CACHED_TOP, self._known[batch]
             )
         else:
             indices, scores = self.scorer.top_k(batch, CACHED_TOP, self._known)
@@ -166,6 +178,17 @@ class ServingState:
             while len(self._ranked) > CACHED_USERS:
                 self._ranked.popitem(last=False)
         return ranked
+
+    def known_scores(self, user: int) -> np.ndarray:
+        """A known listener's score of every item (float32): the served model's, before any re-ranking.
+
+        With a two-stage ranker its candidates (at most ``candidates`` x generators items, each generator
+        scoring the catalogue once) are ordered by the booster and every other item keeps the hybrid's order
+        below them.
+        """
+        if self._ranker is not None:
+            return np.asarray(self._ranker.score(np.array([user]))[0], dtype=np.float32)
+        return np.asarray(self.scorer.score(np.array([user]))[0], dtype=np.float32)
 
     def hide_erased(self, erased: frozenset[str], pseudonym: Callable[[str], str]) -> None:
         """Answer as unknown the listeners of ``erased`` (pseudonyms) whose feedback this model trained on.
@@ -257,7 +280,13 @@ class ServingState:
 
         Scores are popularity re-ranked first when ``bias_strength`` is positive.
         """
-        scores = self._adjusted(self.item_vectors @ vector)
+        return self.rank_scores(self.item_vectors @ vector, k, exclude, allowed)
+
+    def rank_scores(
+        self, scores: np.ndarray, k: int, exclude: np.ndarray | None = None, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`rank` of a row of scores (one per item), e.g. a known listener's :meth:`known_scores`."""
+        scores = self._adjusted(np.array(scores, dtype=np.float32))
         if exclude is not None and exclude.size:
             scores[exclude] = -np.inf
         if allowed is not None:
@@ -283,7 +312,7 @@ class ServingState:
             return indices[keep][:k], scores[keep][:k]
         listened = self.known_items(user)
         full_exclude = listened if exclude is None else np.concatenate([listened, exclude])
-        return self.rank(self.user_vectors[user], k, full_exclude, allowed)
+        return self.rank_scores(self.known_scores(user), k, full_exclude, allowed)
 
     def popular(self, k: int, exclude: np.ndarray | None, allowed: np.ndarray | None) -> np.ndarray:
         """The ``k`` most listened items (cold start), skipping ``exclude`` and filtered-out items."""

@@ -34,10 +34,11 @@ from flows.monitoring import monitoring_flow
 from flows.training import dvc_stage, training_flow
 from recsys import registry
 from recsys.cli.main import app
+from recsys.models.ranker import TwoStageRanker
 from recsys.reporting.card_sections import results_section
 from recsys.reporting.formatting import load_offline
 from recsys.reporting.run_summary import summary_table
-from recsys.specs import MODEL_NAMES, RANKER
+from recsys.specs import HYBRID, MODEL_NAMES, RANKER
 from tests.helpers import PROJECT_ROOT, TINY_OVERRIDES, TinyProject, init_repo, make_tiny_project, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
@@ -327,6 +328,26 @@ def test_a_deliberately_worse_configuration_is_refused_by_the_gate(trained: Tiny
     assert challenger["challenger"] < challenger["champion"]
     assert champion_tag() == champion_before == summary["model_tag"]
     assert "keep the champion" in str((artifact_of(state, "gate-decision") or {})["data"])
+
+
+def test_the_ranker_as_challenger_is_packaged_and_served_with_its_generators(trained: TinyProject) -> None:
+    champion_before = champion_tag()
+    # A candidate whatever the offline gate says: the tiny data decides nothing about which model is better.
+    state = run(trained, params_overrides={"gate.challenger": RANKER}, candidate=True)
+
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["stages"]["train"] == "skipped"  # the gate's settings retrain nothing
+    report = json.loads((trained.root / "metrics/offline.json").read_text(encoding="utf-8"))
+    compared = summary["decision"]["comparison"]["ndcg@10"]
+    assert compared["challenger"] == pytest.approx(report["models"][RANKER]["ndcg@10"])
+    assert summary["decision"]["served"]["strength"] == 0  # the bias curve is the hybrid's
+    held = summary["candidate"]
+    assert held is not None and champion_tag() == champion_before
+    artifact = registry.load_artifact(held)
+    assert artifact.served_model == RANKER and artifact.metadata["source_model"] == RANKER
+    assert artifact.metadata["metrics"]["ndcg@10"] == pytest.approx(report["models"][RANKER]["ndcg@10"])
+    assert isinstance(artifact.ranker, TwoStageRanker) and next(iter(artifact.ranker.generators)) == HYBRID
 
 
 def flow_project(root: Path) -> Path:

@@ -125,3 +125,16 @@ def test_a_served_number_that_was_not_measured_is_left_out_not_a_crash() -> None
     run["decision"]["served"] = {"strength": 0.1, "ndcg@10": None}
     text = summary_table(run)
     assert "packaged: m:new (champion)" in text and "served:" not in text
+
+
+def test_the_ranker_as_challenger_is_named_and_a_stronger_ranker_is_offered() -> None:
+    run = a_run(promote=False)
+    run["metrics"] = [{"model": "lightfm_hybrid", "ndcg@10": 0.25}, {"model": "ranker", "ndcg@10": 0.2627}]
+    text = summary_table(run)
+    assert "gate: kept the champion (lightfm_hybrid vs m:old)" in text
+    assert "note: ranker scored higher than lightfm_hybrid on ndcg@10" in text
+    assert "(-S gate.challenger=ranker offers it)" in text
+    run["decision"] = run["decision"] | {"model": "ranker"}
+    text = summary_table(run)
+    assert "gate: kept the champion (ranker vs m:old)" in text and "scored higher" not in text
+    assert closing_summary(run | {"model_tag": "m:old"}).count("ranker: ndcg@10=0.2627") == 1
