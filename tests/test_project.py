@@ -78,6 +78,7 @@ def test_songs_then_the_artists_preset_gives_back_the_committed_params(tmp_path:
     shutil.copy(PROJECT_ROOT / "params.yaml", params)
     assert apply_overrides(params, load_preset("spotify-songs"))
     assert apply_overrides(params, load_preset("large-catalogue"))
+    assert apply_overrides(params, load_preset("new-data"))
     apply_overrides(params, load_preset("lastfm-artists"))
     committed = (PROJECT_ROOT / "params.yaml").read_text()
     assert yaml.safe_load(params.read_text()) == yaml.safe_load(committed)

@@ -20,6 +20,7 @@ learns that from its popularity features: about 15 % of its gain on artists, mos
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self
 
@@ -145,6 +146,21 @@ class TwoStageRanker(Recommender):
         self.generators = {name: given[name] for name in wanted}
         self._context = PairContext.of(self._matrix, self._features, self._groups, self.settings.never_played)
         return self
+
+    def refitted(self, interactions: sp.csr_matrix, generators: Mapping[str, Recommender]) -> TwoStageRanker:
+        """The same booster over generators fitted on ``interactions`` (the same items; listeners and listens
+        may be more: listener feedback). ``generators`` are used as given (the retrained hybrid); the others
+        are fitted here. The pairs' features are scale-free, so the booster ranks the refitted generators'
+        candidates as it ranks the ``train`` stage's. This ranker is unchanged."""
+        matrix = check_interactions(interactions)
+        if self._booster is None or matrix.shape[1] != self.n_items:
+            raise ValueError(
+                f"a ranker of {self.n_items if self._booster is not None else 0} items cannot rank "
+                f"interactions of {matrix.shape[1]} items"
+            )
+        clone = copy.copy(self)
+        clone.generators, clone._context, clone._matrix = {}, None, matrix
+        return clone.use_generators(generators)
 
     def _carve(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
         """A random ``holdout_fraction`` of each listener's items (at least one stays), seeded."""

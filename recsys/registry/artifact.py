@@ -191,6 +191,7 @@ class ServingInputs:
     known: sp.csr_matrix
     n_cold_items: int
     ranker_file: Path | None = None
+    ranker: Recommender | None = None
 
     @classmethod
     def read(
@@ -205,15 +206,7 @@ class ServingInputs:
         except (FileNotFoundError, ValueError) as exc:
             raise RegistryError(f"cannot package {ranker_file or model_file}: {exc}") from exc
         inputs = cls.of(model, split, features_dir, model_file, split_dir)
-        if ranker is None or ranker_file is None:
-            return inputs
-        users = getattr(ranker, "n_users", None)
-        if ranker.n_items != len(split.item_ids) or users not in (None, len(split.user_ids)):
-            raise RegistryError(
-                f"{ranker_file} ranks {users} users x {ranker.n_items} items but the split has "
-                f"{len(split.user_ids)} x {len(split.item_ids)}: rerun the train stage"
-            )
-        return replace(inputs, ranker_file=ranker_file)
+        return replace(inputs.with_ranker(ranker, ranker_file), ranker_file=ranker_file)
 
     @classmethod
     def of(
@@ -239,6 +232,18 @@ class ServingInputs:
         known = sp.csr_matrix(split.train + split.valid + split.test + split.cold, dtype=np.float32)
         return cls(model_file, model, features, split.user_ids, split.item_ids, known, len(split.cold_items))
 
+    def with_ranker(self, ranker: Recommender | None, where: Path | None = None) -> ServingInputs:
+        """These inputs with a two-stage ranker that serves known listeners, checked against the split."""
+        if ranker is None:
+            return self
+        users = getattr(ranker, "n_users", None)
+        if ranker.n_items != len(self.item_ids) or users not in (None, len(self.user_ids)):
+            raise RegistryError(
+                f"{where or 'the ranker'} ranks {users} users x {ranker.n_items} items but the split has "
+                f"{len(self.user_ids)} x {len(self.item_ids)}: rerun the train stage"
+            )
+        return replace(self, ranker=ranker)
+
     def sizes(self) -> dict[str, int]:
         return {
             "n_users": len(self.user_ids),
@@ -254,9 +259,12 @@ class ServingInputs:
             shutil.copyfile(self.model_file, folder / MODEL_FILE)
         else:
             self.model.save(folder / MODEL_FILE)
-        if self.ranker_file is not None:
-            shutil.copyfile(self.ranker_file, folder / RANKER_FILE)
-            indices, scores = ranked_lists(load_recommender(self.ranker_file), self.known)
+        if self.ranker is not None:
+            if self.ranker_file is not None:
+                shutil.copyfile(self.ranker_file, folder / RANKER_FILE)
+            else:
+                self.ranker.save(folder / RANKER_FILE)
+            indices, scores = ranked_lists(self.ranker, self.known)
             np.savez(folder / RANKED_FILE, indices=indices, scores=scores)
         write_parquet(folder / FEEDBACK_FILE, pd.DataFrame({Col.USER: sorted(feedback_users)}, dtype=object))
         save_item_features(self.features, folder / FEATURES_DIR)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recsys.models import LightFMRecommender
+from recsys.models import LightFMRecommender, Recommender
 from recsys.offline.split import Split, save_split
 from recsys.paths import FEATURES_DIR, MODELS_DIR, PREPARED_DIR, SPLIT_DIR
 from recsys.registry.artifact import (
@@ -27,7 +27,7 @@ from recsys.registry.artifact import (
 )
 from recsys.registry.provenance import data_version, dvc_lock_hash, git_commit
 from recsys.registry.store import add_model
-from recsys.specs import HYBRID, MODELS
+from recsys.specs import HYBRID, MODELS, RANKER
 
 STACKED = frozenset(spec.name for spec in MODELS if spec.stacked)
 
@@ -109,9 +109,11 @@ def package_model(
     *,
     home: str | Path | None = None,
     feedback_users: Sequence[str] = (),
+    ranker: Recommender | None = None,
 ) -> str:
     """Package a model trained elsewhere than the pipeline (the retraining flow's challenger) from the
-    objects in memory, with the project's features, prepared tables and provenance.
+    objects in memory, with the project's features, prepared tables and provenance; with ``ranker`` (a
+    two-stage ranker over ``model``) known listeners are served by it.
 
     The data version is the split's as :func:`save_candidate` would record it had the split been saved
     with the features (the split is written once, privately, to be hashed).
@@ -121,12 +123,12 @@ def package_model(
     str
         The new candidate's tag.
     """
-    inputs = ServingInputs.of(model, split, project / FEATURES_DIR)
+    inputs = ServingInputs.of(model, split, project / FEATURES_DIR).with_ranker(ranker)
     with tempfile.TemporaryDirectory(prefix="recsys-split-") as folder:
         save_split(split, Path(folder))
         version = data_version(Path(folder), project / FEATURES_DIR)
     provenance = {
-        "source_model": model.name,
+        "source_model": RANKER if ranker is not None else model.name,
         "dvc_lock_hash": dvc_lock_hash(project / "dvc.lock"),
         "git_commit": git_commit(project),
         "data_version": version,

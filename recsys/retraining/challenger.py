@@ -27,6 +27,7 @@ from recsys.offline.served import Served, measure_as_served
 from recsys.offline.split import Split
 from recsys.offline.uncertainty import Lead, lead_of
 from recsys.retraining.merge import merge_feedback, retrain
+from recsys.specs import HYBRID, RANKER
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
@@ -212,6 +213,10 @@ class Retrained:
         Their gate inputs, both as served (``{"metrics", "groups", "bias_strength"}``).
     lead : Lead
         The challenger's lead over the champion on the gate's metric, paired per listener, with its interval.
+    ranker : Recommender, optional
+        With a champion served by a two-stage ranker: its booster over generators refitted on the merged
+        listens, the retrained hybrid among them; what the challenger serves known listeners with (and what
+        was measured).
     """
 
     champion_tag: str
@@ -225,6 +230,7 @@ class Retrained:
     challenger: dict[str, Any]
     champion: dict[str, Any]
     lead: Lead
+    ranker: Recommender | None = None
 
     def summary(self) -> dict[str, Any]:
         """The retraining run's summary keys of this outcome."""
@@ -236,6 +242,7 @@ class Retrained:
             "champion": self.champion["metrics"],
             "champion_tag": self.champion_tag,
             "lead": self.lead.to_dict(),
+            "served_model": RANKER if self.ranker is not None else HYBRID,
         }
 
 
@@ -303,6 +310,10 @@ def retrain_on_feedback(
     merged, report = merge_feedback(base, trainable, user_index, artifact.item_index, params.retrain)
     full_fit = report.needs_full_retrain or bool(in_champion)
     challenger = retrain(artifact.model, merged, full_fit, params.retrain)
+    # A champion served by a two-stage ranker stays one: the same booster over generators refitted on the
+    # merged listens (the retrained hybrid among them), so the feedback reaches the served order too.
+    ranker = artifact.ranker.refitted(merged, {HYBRID: challenger}) if artifact.ranker is not None else None
+    served_by = ranker if ranker is not None else challenger
     extended = extend_split(split, merged, report.new_users)
     # Both models rank without every pair either of them trained on, so neither is credited for those.
     before = sp.vstack([trained, sp.csr_matrix((len(report.new_users), merged.shape[1]))])
@@ -310,7 +321,7 @@ def retrain_on_feedback(
     indexes = (user_index, artifact.item_index)
     strength = artifact.bias_strength if params.bias.serve == "chosen" else 0.0
     # Both as served: at the champion's packaged re-ranking strength, which the challenger inherits.
-    measured = candidate_metrics(challenger, exclude, extended, holdout, indexes, params, strength)
+    measured = candidate_metrics(served_by, exclude, extended, holdout, indexes, params, strength)
     # The champion as listeners get it: its two-stage ranker when it was packaged with one.
     reference = candidate_metrics(artifact.scoring, exclude, extended, holdout, indexes, params, strength)
     return Retrained(
@@ -332,4 +343,5 @@ def retrain_on_feedback(
             params.evaluate.bootstrap,
             params.seed,
         ),
+        ranker=ranker,
     )

@@ -20,8 +20,8 @@ def gate_retrained(retrained: Retrained, params: Params, erased: int = 0) -> tup
 
 
 def promote_retrained(project: Path, retrained: Retrained, params: Params) -> str:
-    """Package the challenger with its grown split and the record of whose feedback it trained on, then
-    promote it; its tag."""
+    """Package the challenger (with its refitted two-stage ranker when the champion was served by one) with
+    its grown split and the record of whose feedback it trained on, then promote it; its tag."""
     from recsys import registry
 
     tag = registry.package_model(
@@ -31,6 +31,7 @@ def promote_retrained(project: Path, retrained: Retrained, params: Params) -> st
         retrained.challenger,
         params.model_dump(mode="json"),
         feedback_users=retrained.feedback_users,
+        ranker=retrained.ranker,
     )
     registry.promote(tag)
     return tag

@@ -113,7 +113,7 @@ def test_flows_search_rejects_an_unknown_runner() -> None:
     assert result.exit_code == 2 and "unknown task runner" in result.output
 
 
-@pytest.mark.parametrize("name", ["spotify-songs", "large-catalogue", "lastfm-artists"])
+@pytest.mark.parametrize("name", ["spotify-songs", "large-catalogue", "lastfm-artists", "new-data"])
 def test_each_preset_is_a_valid_set_of_overrides_and_unknown_presets_are_named(name: str) -> None:
     from recsys.cli.main import load_preset
     from recsys.config import Params
@@ -130,8 +130,12 @@ def test_each_preset_is_a_valid_set_of_overrides_and_unknown_presets_are_named(n
             node = node[part]
         assert leaf in node, key  # every key names an existing setting
         node[leaf] = value
-    assert Params.model_validate(settings).train.lightfm.epochs == preset["train.lightfm.epochs"]
-    known = r"\['large-catalogue', 'lastfm-artists', 'spotify-songs'\]"
+    validated = Params.model_validate(settings)
+    if "train.lightfm.epochs" in preset:
+        assert validated.train.lightfm.epochs == preset["train.lightfm.epochs"]
+    if name == "new-data":
+        assert validated.gate.challenger == "ranker" and validated.train.ranker.enabled
+    known = r"\['large-catalogue', 'lastfm-artists', 'new-data', 'spotify-songs'\]"
     with pytest.raises(RecsysError, match=rf"no preset 'nope'; known presets: {known}"):
         load_preset("nope")
 

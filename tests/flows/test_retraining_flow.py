@@ -29,13 +29,19 @@ from flows.retraining import (
 )
 from flows.service import reload_service
 from recsys import registry
+from recsys.config import Params
 from recsys.feedback.events import FeedbackEvent
 from recsys.feedback.exports import CURSOR_FILE, FeedbackCursor, events_file
 from recsys.feedback.store import FeedbackStore
+from recsys.models import load_recommender
+from recsys.models.ranker import TwoStageRanker
+from recsys.offline.features import load_item_features, without_identity
 from recsys.offline.split import load_split
-from recsys.paths import FEEDBACK_DIR
+from recsys.paths import FEEDBACK_DIR, model_file
 from recsys.retraining.challenger import Retrained
 from recsys.retraining.run import NO_NEW_FEEDBACK
+from recsys.serving.state import ServingState
+from recsys.specs import HYBRID, RANKER
 from tests.helpers import PROJECT_ROOT, build_project, feedback_state, force_feedback_gate
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -322,6 +328,48 @@ def songs_project(tmp_path: Path, own_registry: Path) -> Path:
     tag = built.save(0.1, own_registry, params_dict={"seed": 0, "dataset": {"name": "spotify-songs"}})
     registry.promote(tag, home=own_registry)
     return root
+
+
+def test_a_champion_served_by_the_ranker_is_retrained_into_a_ranker_that_knows_the_feedback(
+    prefect_harness: None, project: Path, store: FeedbackStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = project / "data"
+    split = load_split(data / "split")
+    features = without_identity(load_item_features(data / "features"), split.cold_items)
+    params = Params.model_validate(
+        {
+            "train": {
+                "itemknn": {"neighbours": 10},
+                "ranker": {"generators": [HYBRID, "most_popular", "itemknn"], "min_child_samples": 5},
+            }
+        }
+    )
+    ranker = TwoStageRanker(params).learn(split.train_full, features.matrix, holdout=split.valid)
+    ranker.use_generators({HYBRID: load_recommender(model_file(HYBRID, data / "models"))})
+    ranker.save(model_file(RANKER, data / "models"))
+    tag = registry.save_candidate(
+        data / "models", data / "features", data / "split", {"ndcg@10": 0.1}, params_dict={},
+        dvc_lock_hash="x", git_commit="x", prepared_dir=data / "prepared", source_model=RANKER,
+    )  # fmt: skip
+    registry.promote(tag)
+    force_feedback_gate(monkeypatch, promote=True)
+
+    summary = _add_new_listener(project, store)
+
+    assert summary["promote"] and summary["served_model"] == RANKER
+    artifact = registry.load_artifact("champion")
+    assert artifact.tag == summary["model_tag"] != tag and artifact.served_model == RANKER
+    assert isinstance(artifact.ranker, TwoStageRanker) and artifact.ranker.n_users == len(artifact.user_ids)
+    assert artifact.user_ids[-1] == "brand-new" and artifact.ranked is not None
+    # The same booster; its hybrid is the retrained one, and the new listener's likes are listens it knows.
+    assert artifact.ranker.importance == ranker.importance
+    assert artifact.ranker.generators[HYBRID].n_users == len(artifact.user_ids)
+    state = ServingState(artifact)
+    row = state.user_index["brand-new"]
+    listed = {artifact.item_ids[i] for i in state.ranked_top(row)[0] if i >= 0}
+    known = {artifact.item_ids[i] for i in state.known_items(row)}
+    # Their likes (but the latest, held out to measure) are listens now: known, so never listed.
+    assert known and known <= {f"a{i:02d}" for i in range(6)} and listed and not known & listed
 
 
 def test_retraining_on_a_song_data_set_promotes_within_that_data_set(
