@@ -109,9 +109,11 @@ def test_a_rock_heavy_window_is_flagged(tmp_path: Path) -> None:
 def fake_champion(root: Path, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """A most-popular "champion" of the project's split, returned by ``registry.load_artifact``."""
     split = load_split(root / "data/split")
+    model = MostPopular().fit(split.train_full)
     champion = SimpleNamespace(
         tag="fake:1",
-        model=MostPopular().fit(split.train_full),
+        model=model,
+        scoring=model,  # what ranks known listeners (a packaged ranker, else the model)
         known=sp.csr_matrix(split.train_full),
         user_index={user: index for index, user in enumerate(split.user_ids)},
         item_index={item: index for index, item in enumerate(split.item_ids)},
