@@ -26,6 +26,10 @@ profile
     The hybrid's validation quality per training minute on generated data (``make bench-profile``).
 scale, scale_run, scale_retrain, scale_ann
     Every step of the loop at generated sizes, time and peak memory (``make bench-scale``).
+scale_ranker
+    The two-stage ranker at a generated size: learning, ranking per listener, peak memory.
+ranker_boosters
+    The ranker's booster (LightGBM settings, CatBoost YetiRank) chosen on validation listeners.
 """
 
 __all__ = [
@@ -37,9 +41,11 @@ __all__ = [
     "models",
     "pacer",
     "profile",
+    "ranker_boosters",
     "rss",
     "scale",
     "scale_ann",
+    "scale_ranker",
     "scale_retrain",
     "scale_run",
     "serve",
