@@ -30,6 +30,8 @@ scale_ranker
     The two-stage ranker at a generated size: learning, ranking per listener, peak memory.
 ranker_boosters
     The ranker's booster (LightGBM settings, CatBoost YetiRank) chosen on validation listeners.
+unseen_data
+    Every model on a data set the project never trained on (Last.fm tag assignments through ``files``).
 """
 
 __all__ = [
@@ -50,4 +52,5 @@ __all__ = [
     "scale_run",
     "serve",
     "soak",
+    "unseen_data",
 ]

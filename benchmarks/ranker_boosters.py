@@ -52,24 +52,17 @@ def ndcg_at_k(pairs: CandidatePairs, scores: np.ndarray, relevant: sp.csr_matrix
     return float(np.mean(values))
 
 
-def lightgbm_booster(settings: dict[str, Any]) -> Callable[..., Any]:
+def lightgbm_booster(params: Any, settings: dict[str, Any]) -> Callable[..., Any]:
+    """The ranker's own LightGBM settings (``TwoStageRanker._booster_params``) with ``settings`` changed."""
+
     def fit(features: np.ndarray, labels: np.ndarray, sizes: np.ndarray, seed: int) -> Callable[..., Any]:
         import lightgbm as lgb
 
-        params = {
-            "objective": "lambdarank",
-            "learning_rate": settings["learning_rate"],
-            "num_leaves": settings["num_leaves"],
-            "min_child_samples": settings["min_child_samples"],
-            "lambda_l2": settings["lambda_l2"],
-            "seed": seed,
-            "deterministic": True,
-            "force_row_wise": True,
-            "num_threads": 1,
-            "verbosity": -1,
-        }
+        ranker = params.train.ranker.model_copy(update=settings)
+        changed = params.model_copy(update={"train": params.train.model_copy(update={"ranker": ranker})})
+        booster_params = TwoStageRanker(changed, seed=seed)._booster_params()
         data = lgb.Dataset(features, labels, group=sizes)
-        booster = lgb.train(params, data, num_boost_round=settings["rounds"])
+        booster = lgb.train(booster_params, data, num_boost_round=ranker.rounds)
         return lambda x: booster.predict(x, num_threads=1)
 
     return fit
@@ -99,23 +92,15 @@ def catboost_booster(settings: dict[str, Any]) -> Callable[..., Any]:
 
 
 def boosters(params: Any) -> dict[str, Callable[..., Any]]:
-    ranker = params.train.ranker
-    committed = {
-        "rounds": ranker.rounds,
-        "learning_rate": ranker.learning_rate,
-        "num_leaves": ranker.num_leaves,
-        "min_child_samples": ranker.min_child_samples,
-        "lambda_l2": ranker.lambda_l2,
-    }
     found = {
-        "lightgbm committed (7 leaves, 200 x 0.05, 400 a leaf, L2 10)": lightgbm_booster(committed),
+        "lightgbm committed (7 leaves, 200 x 0.05, 400 a leaf, L2 10)": lightgbm_booster(params, {}),
         "lightgbm 15 leaves, 400 x 0.02, 200 a leaf": lightgbm_booster(
-            committed | {"num_leaves": 15, "rounds": 400, "learning_rate": 0.02, "min_child_samples": 200}
+            params, {"num_leaves": 15, "rounds": 400, "learning_rate": 0.02, "min_child_samples": 200}
         ),
         "lightgbm 31 leaves, 200 x 0.05, 100 a leaf, L2 1": lightgbm_booster(
-            committed | {"num_leaves": 31, "min_child_samples": 100, "lambda_l2": 1.0}
+            params, {"num_leaves": 31, "min_child_samples": 100, "lambda_l2": 1.0}
         ),
-        "lightgbm 7 leaves, 600 x 0.02": lightgbm_booster(committed | {"rounds": 600, "learning_rate": 0.02}),
+        "lightgbm 7 leaves, 600 x 0.02": lightgbm_booster(params, {"rounds": 600, "learning_rate": 0.02}),
     }
     try:
         import catboost  # noqa: F401

@@ -99,19 +99,7 @@ def quick_champion(data_root: Path, home: Path, epochs: int) -> str:
         train_hybrid(split, data_root / "features", lightfm, params.seed).save(
             Path(models) / "lightfm_hybrid.npz"
         )
-        tag = registry.save_candidate(
-            models,
-            data_root / "features",
-            data_root / "split",
-            {},
-            params_dict={"bench": True},
-            dvc_lock_hash="bench",
-            git_commit="bench",
-            prepared_dir=data_root / "prepared",
-            home=home,
-        )
-    registry.promote(tag, home=home)
-    return tag
+        return project_champion(data_root, Path(models), home, "lightfm_hybrid")
 
 
 def project_champion(data_root: Path, models_dir: Path, home: Path, model: str) -> str:

@@ -81,14 +81,15 @@ def save_candidate(
     str
         The new model's tag, ``music_recommender:<version>``.
     """
+    # A stacked model ranks known listeners; the hybrid it stacks on serves new ones and similar items.
+    stacked = source_model in STACKED
     models = Path(models_dir)
-    if source_model in STACKED:
-        # The stacked model ranks known listeners; the hybrid it stacks on serves new ones and similar items.
-        inputs = ServingInputs.read(
-            models / f"{HYBRID}.npz", Path(features_dir), Path(split_dir), models / f"{source_model}.npz"
-        )
-    else:
-        inputs = ServingInputs.read(models / f"{source_model}.npz", Path(features_dir), Path(split_dir))
+    inputs = ServingInputs.read(
+        models / f"{HYBRID if stacked else source_model}.npz",
+        Path(features_dir),
+        Path(split_dir),
+        models / f"{source_model}.npz" if stacked else None,
+    )
     provenance = {
         "source_model": source_model,
         "dvc_lock_hash": dvc_lock_hash,
