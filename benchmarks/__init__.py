@@ -32,6 +32,8 @@ ranker_boosters
     The ranker's booster (LightGBM settings, CatBoost YetiRank) chosen on validation listeners.
 unseen_data
     Every model on a data set the project never trained on (Last.fm tag assignments through ``files``).
+session_tuning
+    The session settings (``params.yaml`` ``session``): the next session's hit rate per setting, offline.
 """
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "scale_retrain",
     "scale_run",
     "serve",
+    "session_tuning",
     "soak",
     "unseen_data",
 ]

@@ -2,7 +2,9 @@
 
 ``python -m benchmarks.serve`` serves the champion of ``BENTOML_HOME`` (or, without one, a quick
 hybrid trained on the pipeline's ``data/`` outputs and packaged into a temporary store), drives
-``POST /recommend`` (known users, k=10) on loopback with ``wrk`` (16 connections, 10 s per side), and
+``POST /recommend`` (known users, k=10, each with 5 feedback events since the model was trained, so every
+list is adapted within the session: ``--session-events``) on loopback with ``wrk`` (16 connections, 10 s per
+side; the service also once with ``"session": false``: ``service_as_trained``), and
 writes ``bench/results/serve.json``: ``{"service": {"rps", "p50_ms", "p99_ms"}, "bare": {...},
 "ratio_rps", "model_us_per_request", "client_cpu_share", ...}``. ``--model ranker`` serves the project's
 two-stage ranker (``models/ranker.npz`` with the hybrid) instead of the champion, ``--model lightfm_hybrid``
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,8 @@ from starlette.routing import Route
 from threadpoolctl import threadpool_limits
 
 from recsys import registry
+from recsys.feedback.events import FeedbackEvent
+from recsys.feedback.store import FeedbackStore
 from recsys.io import write_json
 
 HOME_ENV = "BENTOML_HOME"
@@ -250,23 +255,55 @@ def experiment_challenger(home: Path, data_root: Path) -> str:
     )  # fmt: skip
 
 
+def seed_sessions(url: str, users: list[str], item_ids: list[str], per_user: int, seed: int = 0) -> int:
+    """Store ``per_user`` events (likes and skips of random items, stamped now) for each of ``users``, so
+    that every benchmarked request takes the session path (its vector moved, its list ranked afresh)."""
+    rng = np.random.default_rng(seed)
+    now = datetime.now(UTC)
+    events = [
+        FeedbackEvent(
+            user_id=user,
+            item_id=item_ids[int(rng.integers(len(item_ids)))],
+            event="like" if n % 2 == 0 else "skip",
+            timestamp=now,
+            event_id=f"bench:{user}:{n}",
+        )
+        for user in users
+        for n in range(per_user)
+    ]
+    with FeedbackStore(url) as store:
+        return store.add_events(events).inserted
+
+
 def measure(
-    home: Path, seconds: int, connections: int, work: Path, experiment: dict[str, Any] | None = None
+    home: Path,
+    seconds: int,
+    connections: int,
+    work: Path,
+    experiment: dict[str, Any] | None = None,
+    session_events: int = 0,
 ) -> dict[str, Any]:
     """Benchmark the service and the bare app one after the other on the same users; with ``experiment``
-    (a ``POST /admin/experiment`` body) the service also runs a second time with that experiment on."""
+    (a ``POST /admin/experiment`` body) the service also runs a second time with that experiment on. With
+    ``session_events`` every listener has that many events since the model was trained (the session path);
+    the service then also runs with ``"session": false`` (``service_as_trained``: the cached lists)."""
     artifact = registry.load_artifact("champion", home=home)
     users = artifact.user_ids[: min(len(artifact.user_ids), 1000)]
-    bodies = work / "bodies.txt"
-    bodies.write_text("\n".join(json.dumps({"user_id": u, "k": 10}) for u in users) + "\n", encoding="utf-8")
-    script = work / "recommend.lua"
-    script.write_text(_LUA % bodies, encoding="utf-8")
+    url = f"sqlite:///{work / 'feedback.db'}"
+    if session_events:
+        seed_sessions(url, users, artifact.item_ids, session_events)
+    script, plain_script = work / "recommend.lua", work / "as_trained.lua"
+    for path, extra in ((script, {}), (plain_script, {"session": False})):
+        bodies = path.with_suffix(".txt")
+        lines = (json.dumps({"user_id": u, "k": 10} | extra) for u in users)
+        bodies.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        path.write_text(_LUA % bodies, encoding="utf-8")
     env = {
         **os.environ,
         HOME_ENV: str(home),
         "BENTOML_DO_NOT_TRACK": "true",
         "RECSYS_RUNTIME_DIR": str(work / "rt"),
-        "RECSYS_FEEDBACK_URL": f"sqlite:///{work / 'feedback.db'}",
+        "RECSYS_FEEDBACK_URL": url,
         "RECSYS_ADMIN_TOKEN": "serve-bench",
         "RECSYS_CLIENT_TOKENS": CLIENT_TOKEN,
     }
@@ -298,7 +335,9 @@ def measure(
     }
     if experiment is not None:
         sides = {"service": sides["service"], "service_experiment": sides["service"], "bare": sides["bare"]}
-    results: dict[str, Any] = {}
+    if session_events:
+        sides = {"service": sides["service"], "service_as_trained": sides["service"]} | sides
+    results: dict[str, Any] = {"session_events_per_listener": session_events}
     for side, command in sides.items():
         port = free_port()
         process = start([*command, "--port", str(port)], env, port, work / f"{side}.log")
@@ -309,8 +348,9 @@ def measure(
                     headers={"X-Admin-Token": "serve-bench"}, timeout=120,
                 )  # fmt: skip
                 answer.raise_for_status()
-            run_wrk(port, script, 2, connections)  # warm-up: caches, allocator, connections
-            results[side] = run_wrk(port, script, seconds, connections)
+            drive = plain_script if side == "service_as_trained" else script
+            run_wrk(port, drive, 2, connections)  # warm-up: caches, allocator, connections
+            results[side] = run_wrk(port, drive, seconds, connections)
         finally:
             stop(process)
     results["ratio_rps"] = round(results["service"]["rps"] / results["bare"]["rps"], 3)
@@ -346,6 +386,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the store's champion, or the project's models/<name> (the ranker with the hybrid)",
     )
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument(
+        "--session-events",
+        type=int,
+        default=5,
+        help="events each listener made since the model was trained (0: none; the lists as trained)",
+    )
     args = parser.parse_args(argv)
     if args.replicas == 2:  # the several-host topology has a benchmark of its own
         command = ["--seconds", str(args.seconds), "--connections", str(args.connections)]
@@ -376,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                 "salt": "bench",
                 "traffic": args.traffic,
             }
-        results = measure(home, args.seconds, args.connections, work, experiment)
+        results = measure(home, args.seconds, args.connections, work, experiment, args.session_events)
     results["connections"], results["seconds"], results["cpus"] = (
         args.connections,
         args.seconds,

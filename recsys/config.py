@@ -408,6 +408,32 @@ class ExperimentParams(_Section):
     metric: Literal["hit_rate", "like_rate"] = "hit_rate"
 
 
+class SessionParams(_Section):
+    """Session adaptation at request time (``recsys.serving.session``; README "Within the session").
+
+    A listener's events since their model was packaged move their vector: each event adds its weight times
+    the item's unit embedding to the listener's unit vector (likes and plays toward, skips and dislikes
+    away), an event weighing like ``step`` of the items the vector stands for (a known listener's listened
+    items, a new listener's favourites), and the result keeps the vector's norm (the balance of taste and
+    item popularity the model learnt). Chosen on the real data by ``python -m benchmarks.session_tuning``.
+    """
+
+    enabled: bool = True
+    like: float = 1.0
+    play: float = 0.5
+    skip: float = -0.3
+    dislike: float = -1.0
+    step: float = Field(2.0, ge=0)
+    # The newest events of a listener that count (older ones are the retraining's to learn).
+    max_events: int = Field(50, ge=1, le=1000)
+    # Items with an event in the session leave the listener's next lists (a dislike always does).
+    exclude_shown: bool = True
+
+    def weight(self, event: str) -> float:
+        """The weight of an event kind (0 for a kind without one)."""
+        return float(getattr(self, event, 0.0)) if event in {"like", "play", "skip", "dislike"} else 0.0
+
+
 class Params(_Section):
     """All settings of the pipeline; one attribute per ``params.yaml`` section."""
 
@@ -424,6 +450,7 @@ class Params(_Section):
     bias: BiasParams = BiasParams()
     retrain: RetrainParams = RetrainParams()
     experiment: ExperimentParams = ExperimentParams()
+    session: SessionParams = SessionParams()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

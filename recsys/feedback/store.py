@@ -28,6 +28,7 @@ import os
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -284,6 +285,24 @@ class FeedbackStore(ServedLists, Ratings, ErasureJobs, Announcements):
         return [(int(id_), user, item) for id_, user, item in rows], max(
             (int(row[0]) for row in rows), default=cursor
         )
+
+    def session_events_since(
+        self, cursor: int, since: datetime
+    ) -> tuple[list[tuple[int, str, str, str, float]], int]:
+        """Every ``(id, user, item, event, time)`` stored with an id above ``cursor`` and a timestamp from
+        ``since`` on (``time``: seconds since the epoch), and the highest id read.
+
+        For the service's in-memory session index (:mod:`recsys.serving.session`); like
+        :meth:`dislikes_since` it does not wait for in-flight writers.
+        """
+        columns = (EVENTS.c[ID_COLUMN], EVENTS.c[Col.USER], EVENTS.c[Col.ITEM], EVENTS.c[Col.EVENT])
+        query = sa.select(*columns, EVENTS.c[Col.TIMESTAMP]).where(
+            EVENTS.c[ID_COLUMN] > cursor, EVENTS.c[Col.TIMESTAMP] >= since
+        )
+        with self._guard("reading session events"), self._engine.connect() as conn:
+            rows = conn.execute(query.order_by(EVENTS.c[ID_COLUMN])).all()
+        found = [(int(id_), user, item, event, stamp.timestamp()) for id_, user, item, event, stamp in rows]
+        return found, max((row[0] for row in found), default=cursor)
 
     def events_since(self, cursor: int | None = None, limit: int = 1000) -> tuple[list[FeedbackEvent], int]:
         """Return up to ``limit`` events stored after ``cursor`` (``None``: the start) and the new cursor.

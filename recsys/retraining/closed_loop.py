@@ -122,9 +122,13 @@ def run_session(
     feedback: bool,
     session_id: str,
     hide: Mapping[str, set[str]] | None = None,
+    adapt: bool = True,
 ) -> Session:
     """Every listener of ``future`` asks ``POST /recommend`` for ``k`` artists and, when ``feedback``
     is true, posts its reactions to ``POST /feedback`` with event ids ``<session_id>:<user>:<item>``.
+
+    ``adapt`` false asks for the model's lists as trained (``"session": false``): the listener's earlier
+    reactions then change nothing until a retraining learns them.
 
     ``hide`` (``user -> artists``) is filtered out on the client: the listener asks for ``k`` more than
     that and keeps the first ``k`` others, as if the service left out what it showed them before.
@@ -137,7 +141,7 @@ def run_session(
     session = Session()
     for user in sorted(future):
         hidden = hide.get(user, set()) if hide else set()
-        answer = client.post("/recommend", json={"user_id": user, "k": k + len(hidden)})
+        answer = client.post("/recommend", json={"user_id": user, "k": k + len(hidden), "session": adapt})
         if answer.status_code != 200:
             raise RuntimeError(f"/recommend for {user} answered {answer.status_code}: {answer.text[:200]}")
         body = answer.json()

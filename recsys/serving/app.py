@@ -58,6 +58,7 @@ from recsys.serving.schemas import (
     SearchQuery,
     SimilarRequest,
 )
+from recsys.serving.session import SessionEvent
 from recsys.serving.state import ServingState
 
 _LOG = logging.getLogger(__name__)
@@ -82,15 +83,27 @@ async def dislikes(runtime: Runtime, user_id: str | None) -> frozenset[str]:
     return found
 
 
+async def session_events(runtime: Runtime, user_id: str | None) -> tuple[SessionEvent, ...]:
+    """The listener's newest events from the worker's session index (call after :func:`dislikes`, which
+    syncs it when another worker signalled an event)."""
+    if user_id is None:
+        return ()
+    found = runtime.feedback.session(user_id)
+    if found is None:  # the index is full and does not hold this listener
+        return await anyio.to_thread.run_sync(runtime.feedback.read_session, user_id)
+    return found
+
+
 async def recommend(request: Request) -> Response:
     runtime = runtime_of(request)
     body = await parse_body(request, RecommendRequest, runtime)
     authorize_listener(request, runtime, [body.user_id])
     state = state_of(runtime)
     disliked = await dislikes(runtime, body.user_id)
+    events = await session_events(runtime, body.user_id)
     running = await experiment_of(runtime, state)
     seed = runtime.experiments.next_seed(body.user_id) if running.active else 0
-    answer, shadow = experiment.recommend(running, state, body, disliked, seed)
+    answer, shadow = experiment.recommend(running, state, body, disliked, seed, events)
     runtime.count("recommend", answer["cold_start"])
     response = json_response(answer)
     challenger = running.design.challenger if running.active else None
@@ -111,7 +124,8 @@ async def new_listener(request: Request) -> Response:
     body = await parse_body(request, NewListenerRequest, runtime)
     authorize_listener(request, runtime, [body.user_id])
     state = state_of(runtime)
-    answer = logic.new_listener(state, body, await dislikes(runtime, body.user_id))
+    disliked = await dislikes(runtime, body.user_id)
+    answer = logic.new_listener(state, body, disliked, await session_events(runtime, body.user_id))
     runtime.count("new_listener", False)
     response = json_response(answer)
     runtime.served.record("new-listener", body.user_id, answer, state.bias_strength)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from recsys.feedback.events import FeedbackEvent
 from recsys.serving import logic
 from recsys.serving.loading import ModelSource
 from recsys.serving.schemas import RecommendRequest
+from recsys.serving.session import EMPTY, NO_EVENTS, SessionEvent
 from recsys.serving.signals import Signals
 from recsys.serving.state import ServingState
 
@@ -149,7 +150,12 @@ Shadow = Callable[[], tuple[dict[str, Any], float]]
 
 
 def recommend(
-    running: Running, champion: ServingState, request: RecommendRequest, disliked: Any, seed: int
+    running: Running,
+    champion: ServingState,
+    request: RecommendRequest,
+    disliked: Any,
+    seed: int,
+    events: Sequence[SessionEvent] = NO_EVENTS,
 ) -> tuple[dict[str, Any], Shadow | None]:
     """The answer under the running experiment, and (``shadow``) a call that makes the challenger's answer,
     to log after the response is sent, so shadowing costs listeners no time.
@@ -159,22 +165,23 @@ def recommend(
     model drafted it (``model``); cold-start lists (either model does not know the listener) are the
     champion's alone. ``shadow``: the champion answers and the challenger's answer is returned beside it, for
     the log only (made after the response). Outside an experiment, and for a listener outside its
-    ``traffic`` (interleave, shadow): the champion's answer, unchanged.
+    ``traffic`` (interleave, shadow): the champion's answer, unchanged. The listener's session ``events``
+    shape every model's list alike.
     """
     if not running.active or running.challenger is None or not running.design.takes_part(request.user_id):
-        return logic.recommend(champion, request, disliked), None
+        return logic.recommend(champion, request, disliked, events), None
     challenger, design = running.challenger, running.design
     if design.mode == "ab":
         arm = arm_of(request.user_id, design.salt, design.share)
         state = challenger if arm == CHALLENGER_ARM else champion
-        return logic.recommend(state, request, disliked) | {"arm": arm}, None
+        return logic.recommend(state, request, disliked, events) | {"arm": arm}, None
     if design.mode == "shadow":
-        ours = logic.recommend(champion, request, disliked)
+        ours = logic.recommend(champion, request, disliked, events)
         return ours, lambda: (
-            logic.recommend(challenger, request, disliked) | {"arm": SHADOW},
+            logic.recommend(challenger, request, disliked, events) | {"arm": SHADOW},
             challenger.bias_strength,
         )
-    return interleaved(champion, challenger, request, disliked, seed), None
+    return interleaved(champion, challenger, request, disliked, seed, events), None
 
 
 def strength(running: Running, champion: ServingState, answer: dict[str, Any]) -> float:
@@ -185,13 +192,23 @@ def strength(running: Running, champion: ServingState, answer: dict[str, Any]) -
 
 
 def interleaved(
-    champion: ServingState, challenger: ServingState, request: RecommendRequest, disliked: Any, seed: int
+    champion: ServingState,
+    challenger: ServingState,
+    request: RecommendRequest,
+    disliked: Any,
+    seed: int,
+    events: Sequence[SessionEvent] = NO_EVENTS,
 ) -> dict[str, Any]:
     """One list team-drafted from both models' rankings (:func:`recsys.experiments.design.team_draft`), each
     item with the ``model`` that drafted it; only the drafted items get reasons (each from its own model).
     ``model_version`` is the champion's, ``challenger_version`` the other's. A listener either model does not
     know gets the champion's list alone."""
-    ours, theirs = logic.ranked(champion, request, disliked), logic.ranked(challenger, request, disliked)
+    sessions = {
+        CHAMPION_ARM: champion.session(events) if request.session else EMPTY,
+        CHALLENGER_ARM: challenger.session(events) if request.session else EMPTY,
+    }
+    ours = logic.ranked(champion, request, disliked, sessions[CHAMPION_ARM])
+    theirs = logic.ranked(challenger, request, disliked, sessions[CHALLENGER_ARM])
     if ours[0] is None or theirs[0] is None:
         return logic.answer_for(champion, request.user_id, *ours)
     states = {CHAMPION_ARM: champion, CHALLENGER_ARM: challenger}
@@ -202,9 +219,10 @@ def interleaved(
     for team, state in states.items():
         user, indices, scores = rankings[team]
         positions = [ids[team].index(item) for item, owner in drafted if owner == team]
-        built[team] = iter(
-            logic.answer_for(state, request.user_id, user, indices[positions], scores[positions])["items"]
+        answer = logic.answer_for(
+            state, request.user_id, user, indices[positions], scores[positions], sessions[team]
         )
+        built[team] = iter(answer["items"])
     items = [next(built[team]) | {"model": team} for _, team in drafted]
     return {
         "user_id": request.user_id,
@@ -213,6 +231,7 @@ def interleaved(
         "model_version": champion.version,
         "arm": INTERLEAVE,
         "challenger_version": challenger.version,
+        "session_events": sessions[CHAMPION_ARM].events,
     }
 
 

@@ -18,10 +18,12 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 
 from recsys.feedback.events import FeedbackEvent
 from recsys.feedback.store import AddResult, FeedbackStore, FeedbackUnavailableError
 from recsys.feedback.tables import ServedRecommendation
+from recsys.serving.session import SessionEvent, SessionIndex, SessionRow, events_from_store
 from recsys.serving.settings import ServingSettings
 from recsys.serving.signals import DISLIKE_SIGNAL, Signals
 
@@ -79,9 +81,16 @@ class FeedbackFollower:
         self.signals, self.clock = signals, clock
         self.sync_s, self.full_sync_s = settings.dislike_sync_s, settings.dislike_full_sync_s
         self.retry_s = settings.feedback_retry_s
+        self.session_window_s = settings.session_window_h * 3600.0
+        self.sessions = SessionIndex()
+        """Every listener's newest events of the last ``session_window_h`` hours
+        (:mod:`recsys.serving.session`), kept up to date like the dislikes: a listener's event reaches every
+        worker's next answer."""
+        self._session_cursor = 0
         self._store: FeedbackStore | None = None
         self._index: dict[str, frozenset[str]] = {}
         self._pseudonyms: dict[str, str] = {}  # pseudonym -> indexed listener
+        self._named: set[str] = set()  # the listeners of _pseudonyms
         self._cursor = self._erasure_cursor = self._revocation_cursor = 0
         self.erased: frozenset[str] = frozenset()
         """Pseudonyms of the listeners erased while jobs were pending or since this worker started."""
@@ -113,9 +122,10 @@ class FeedbackFollower:
             return self._store
 
     def add(self, events: list[FeedbackEvent]) -> AddResult:
-        """Store events durably (raises :class:`FeedbackUnavailableError`); index and announce dislikes."""
+        """Store events durably (raises :class:`FeedbackUnavailableError`); index and announce them (dislikes
+        and the listener's session), so the listener's next answer on any worker knows them."""
         result = self.store().add_events(events)
-        if any(event.event == "dislike" for event in events):
+        if events:
             self.signals.bump(DISLIKE_SIGNAL)
             self.sync()
         return result
@@ -128,6 +138,7 @@ class FeedbackFollower:
         """
         store = self.store()
         deleted = store.delete_user(user_id, reason)
+        self.sessions.drop(user_id)
         with self._sync_lock:
             self._forget({store.pseudonym(user_id): math.inf})
         self.signals.bump(DISLIKE_SIGNAL)
@@ -141,6 +152,19 @@ class FeedbackFollower:
         if found is None:
             return None if self.overflow else _NOTHING
         return found
+
+    def session(self, user_id: str) -> tuple[SessionEvent, ...] | None:
+        """``user_id``'s newest events as of the last sync (never blocks); None when the session index is
+        full and does not hold the listener: ask the store (:meth:`read_session`)."""
+        return self.sessions.get(user_id)
+
+    def read_session(self, user_id: str) -> tuple[SessionEvent, ...]:
+        """A listener's newest events read from the store (blocking; none when the store is down)."""
+        try:
+            rows = self.store().user_events(user_id, limit=self.sessions.max_events)
+        except FeedbackUnavailableError:
+            return ()
+        return events_from_store(rows)
 
     def read_dislikes(self, user_id: str) -> frozenset[str]:
         """A listener's dislikes read from the store (blocking; nothing when the store is down)."""
@@ -240,7 +264,12 @@ class FeedbackFollower:
         pseudonyms = {self._pseudonym(store, user): user for user in index}
         # One reference swap each: the event loop reads the old index or the new one, never a mix.
         self._index, self._pseudonyms = index, pseudonyms
+        self._named = set(index)
         self._cursor, self._loaded = cursor, True
+        rows, self._session_cursor = store.session_events_since(0, self._window_start())
+        rows = self._not_erased(rows, store)
+        self.sessions.replace(rows)
+        self._name(store, rows)
         _LOG.info(
             "dislike index: %d dislikes of %d listeners read in %.0f ms",
             len(pairs),
@@ -257,7 +286,37 @@ class FeedbackFollower:
                 continue
             self._index[user] = self._index.get(user, _NOTHING) | items
             self._pseudonyms[pseudonym] = user
+            self._named.add(user)
         self._cursor = max(self._cursor, cursor)
+        since = max(0, self._session_cursor - self.LATE_COMMIT_IDS)
+        rows, session_cursor = store.session_events_since(since, self._window_start())
+        rows = self._not_erased(rows, store)
+        self.sessions.extend(rows)
+        self._name(store, rows)
+        self._session_cursor = max(self._session_cursor, session_cursor)
+
+    def _window_start(self) -> datetime:
+        return datetime.fromtimestamp(time.time() - self.session_window_s, UTC)
+
+    def _name(self, store: FeedbackStore, rows: list[SessionRow]) -> None:
+        """Know the pseudonym of each listener of ``rows``, so that an erasure finds their session."""
+        for user in {row[1] for row in rows} - self._named:
+            self._pseudonyms[self._pseudonym(store, user)] = user
+            self._named.add(user)
+
+    def _not_erased(self, rows: list[SessionRow], store: FeedbackStore) -> list[SessionRow]:
+        """``rows`` without an erased listener's up to their erasure's watermark (as :func:`_by_user`)."""
+        if not self._erased_up_to:
+            return rows
+        pseudonyms: dict[str, str] = {}
+        kept = []
+        for row in rows:
+            user = row[1]
+            if user not in pseudonyms:
+                pseudonyms[user] = self._pseudonym(store, user)
+            if row[0] > self._erased_up_to.get(pseudonyms[user], -1):
+                kept.append(row)
+        return kept
 
     def _follow_erasures(self, store: FeedbackStore) -> None:
         new, cursor = store.erasure_watermarks(max(0, self._erasure_cursor - self.LATE_COMMIT_IDS))
@@ -282,6 +341,8 @@ class FeedbackFollower:
                 user = self._pseudonyms.pop(pseudonym, None)
                 if user is not None:
                     self._index.pop(user, None)
+                    self.sessions.drop(user)
+                    self._named.discard(user)
             if known is None or math.isinf(known) or watermark > known:
                 self._erased_up_to[pseudonym] = watermark
         self.erased = self.erased | frozenset(watermarks)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Sequence, Set
 from typing import Any
 
 import numpy as np
 
 from recsys.serving.schemas import NewListenerRequest, RecommendRequest, SearchQuery, SimilarRequest
+from recsys.serving.session import EMPTY, NO_EVENTS, Session, SessionEvent
 from recsys.serving.state import ServingState, UnknownFilterError
 
 CANDIDATES_PER_SLOT = 3
@@ -22,17 +23,25 @@ class FieldError(ValueError):
         self.field, self.status = field, status
 
 
-def recommend(state: ServingState, request: RecommendRequest, disliked: Set[str]) -> dict[str, Any]:
+def recommend(
+    state: ServingState,
+    request: RecommendRequest,
+    disliked: Set[str],
+    events: Sequence[SessionEvent] = NO_EVENTS,
+) -> dict[str, Any]:
     """Top-k for a known listener, or a flagged popularity list (cold start) for an unknown one.
 
-    Disliked items are never returned; listened items are skipped unless ``exclude_listened`` is false.
+    Disliked items are never returned; listened items are skipped unless ``exclude_listened`` is false. A
+    known listener's ``events`` since the model was packaged move their vector (:mod:`recsys.serving.session`;
+    ``request.session`` false: the list as trained); the answer's ``session_events`` says how many counted.
     """
-    user, indices, scores = ranked(state, request, disliked)
-    return answer_for(state, request.user_id, user, indices, scores)
+    session = state.session(events) if request.session else EMPTY
+    user, indices, scores = ranked(state, request, disliked, session)
+    return answer_for(state, request.user_id, user, indices, scores, session)
 
 
 def ranked(
-    state: ServingState, request: RecommendRequest, disliked: Set[str]
+    state: ServingState, request: RecommendRequest, disliked: Set[str], session: Session = EMPTY
 ) -> tuple[int | None, np.ndarray, np.ndarray]:
     """The listener's row (None: unknown, so a popularity list) and the ranked item indices and scores."""
     allowed = _allowed(state, request.genre, request.tag)
@@ -40,7 +49,12 @@ def ranked(
     user = state.row_of(request.user_id)
     if user is None:
         return None, state.popular(request.k, exclude, allowed), np.empty(0)
-    if request.exclude_listened:
+    if session.events and request.exclude_listened:  # the listener's vector has moved since training
+        indices, scores = state.rank_session(user, session, request.k, exclude, allowed)
+    elif session.events:
+        vector = state.adapted(state.user_vectors[user], session, len(state.known_items(user)))
+        indices, scores = state.rank(vector, request.k, np.concatenate([exclude, session.exclude]), allowed)
+    elif request.exclude_listened:
         indices, scores = state.rank_known(user, request.k, exclude, allowed)
     else:
         indices, scores = state.rank_scores(state.known_scores(user), request.k, exclude, allowed)
@@ -48,17 +62,35 @@ def ranked(
 
 
 def answer_for(
-    state: ServingState, user_id: str | None, user: int | None, indices: np.ndarray, scores: np.ndarray
+    state: ServingState,
+    user_id: str | None,
+    user: int | None,
+    indices: np.ndarray,
+    scores: np.ndarray,
+    session: Session = EMPTY,
 ) -> dict[str, Any]:
-    """The answer for ranked items: with reasons for a known listener, popularity entries for an unknown."""
+    """The answer for ranked items: with reasons for a known listener (their session's likes among what
+    explains an item), popularity entries for an unknown."""
     if user is None:
         return _answer(state, user_id, state.popular_items(indices), cold_start=True)
-    items = state.items(indices, scores, state.user_profile(user), state.known_items(user))
-    return _answer(state, user_id, items, cold_start=False)
+    liked = state.known_items(user)
+    if session.events:
+        liked = np.union1d(liked, session.liked)
+    items = state.items(indices, scores, state.user_profile(user), liked)
+    return _answer(state, user_id, items, cold_start=False) | {"session_events": session.events}
 
 
-def new_listener(state: ServingState, request: NewListenerRequest, disliked: Set[str]) -> dict[str, Any]:
+def new_listener(
+    state: ServingState,
+    request: NewListenerRequest,
+    disliked: Set[str],
+    events: Sequence[SessionEvent] = NO_EVENTS,
+) -> dict[str, Any]:
     """Top-k for a listener described by favourite artists, folded into one user vector.
+
+    The listener's stored ``events`` (``request.user_id``'s, since the model was packaged) count whether or
+    not the favourites repeat them: liked and played items join the favourites, skips and dislikes move the
+    folded vector away (:mod:`recsys.serving.session`); the answer's ``session_events`` says how many.
 
     Raises
     ------
@@ -66,19 +98,23 @@ def new_listener(state: ServingState, request: NewListenerRequest, disliked: Set
         When no favourite names or ids a known artist.
     """
     resolved = {name: state.resolve(name) for name in request.favourites}
-    favourites = np.array(sorted({i for i in resolved.values() if i is not None}), dtype=np.int64)
+    session = state.session(events) if request.session else EMPTY
+    chosen = {i for i in resolved.values() if i is not None}
+    favourites = np.array(sorted(chosen | set(session.liked.tolist())), dtype=np.int64)
     unresolved = [name for name, index in resolved.items() if index is None]
     if favourites.size == 0:
         raise FieldError("favourites", f"no favourite matches a known artist name or id: {unresolved[:5]}")
     allowed = _allowed(state, request.genre, request.tag)
-    vector = state.fold_in(favourites)
+    vector = state.adapted(state.fold_in(favourites), session.negative(), len(favourites))
     excluded = [favourites, state.twins, state.indices_of(request.exclude), state.indices_of(disliked)]
+    excluded.append(session.exclude)
     # More candidates than shown, so that every favourite can explain one of the k (state.every_favourite).
     indices, scores = state.rank(vector, request.k * CANDIDATES_PER_SLOT, np.concatenate(excluded), allowed)
     indices, scores, anchors = state.every_favourite(indices, scores, favourites, request.k)
     items = state.items(indices, scores, state.tag_profile(favourites), favourites, anchors)
     answer = _answer(state, request.user_id, items, cold_start=False)
     answer["unresolved"] = unresolved
+    answer["session_events"] = session.events
     return answer
 
 

@@ -30,6 +30,13 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SESSION_HELP = (
+    "Adapt the list to the listener's feedback stored since the model was trained (likes and plays pull "
+    "toward, skips and dislikes away; items with feedback leave the list). False: the model's list as "
+    "trained."
+)
+
+
 class RecommendRequest(_Request):
     """``POST /recommend``: recommendations for a listener, known to the model or not (cold start)."""
 
@@ -38,6 +45,7 @@ class RecommendRequest(_Request):
     exclude_listened: bool = Field(True, description="Never return artists the user already listened to.")
     genre: FilterValue | None = Field(None, description="Only artists of this Spotify genre, e.g. 'rock'.")
     tag: FilterValue | None = Field(None, description="Only artists with this Last.fm tag, e.g. 'indie'.")
+    session: bool = Field(True, description=SESSION_HELP)
 
 
 class NewListenerRequest(_Request):
@@ -46,11 +54,14 @@ class NewListenerRequest(_Request):
     favourites: list[NameOrId] = Field(min_length=1, max_length=MAX_FAVOURITES)
     k: K = 10
     user_id: Id | None = Field(
-        None, description="When given, the artists this listener disliked are excluded."
+        None,
+        description="When given, the artists this listener disliked are excluded and their feedback since "
+        "the model was trained counts (``session``).",
     )
     exclude: list[Id] = Field(default_factory=list, max_length=MAX_EXCLUDE, description="Item ids to skip.")
     genre: FilterValue | None = None
     tag: FilterValue | None = None
+    session: bool = Field(True, description=SESSION_HELP)
 
 
 class SimilarRequest(_Request):
@@ -154,6 +165,12 @@ class RecommendResponse(BaseModel):
         description="The experiment arm that answered (A/B), or interleave; absent outside an experiment.",
     )
     challenger_version: str | None = Field(None, description="The challenger's model version (interleaving).")
+    session_events: int = Field(
+        0,
+        ge=0,
+        description="The listener's feedback events since the model was trained that shaped this list "
+        "(0: the model's list as trained; absent for a cold-start list).",
+    )
 
 
 class ExperimentResponse(BaseModel):

@@ -40,6 +40,9 @@ class ServingSettings(BaseModel):
     allowed_origins: tuple[str, ...] = ()
     dislike_sync_s: float = Field(5.0, gt=0.0)
     dislike_full_sync_s: float = Field(600.0, gt=0.0)
+    session_window_h: float = Field(168.0, gt=0.0)
+    """How far back a worker reads listeners' events for their sessions (a full read every
+    ``dislike_full_sync_s``); events older than the served model never count anyway."""
     feedback_retry_s: float = 5.0
     served_log_sample: float = Field(1.0, ge=0.0, le=1.0)
     served_log_flush_s: float = Field(1.0, gt=0.0)

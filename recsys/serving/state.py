@@ -10,14 +10,16 @@ import os
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from recsys.models.scorer import MISSING, top_k_from_scores
-from recsys.offline.popularity import rerank_popularity
+from recsys.offline.popularity import popularity_variants
 from recsys.registry import ServingArtifact
 from recsys.serving.name_search import NameIndex, normalise
+from recsys.serving.session import Session, SessionEvent, adapt, params_of, session_of
 
 SHARED_TAGS = 3
 """Tags named in a "shares tags" reason."""
@@ -101,6 +103,9 @@ class ServingState:
             raise ValueError(f"bias_strength must be a finite number >= 0, got {bias_strength}")
         self.version = artifact.tag
         self.metadata = artifact.metadata
+        self.session_params = params_of(artifact.metadata)
+        """How a listener's events since packaging move their vector (the model's ``session`` settings)."""
+        self.packaged_at = _timestamp(artifact.metadata.get("created_at"))
         self.feedback_users = artifact.feedback_users
         self.hidden_users: frozenset[str] = frozenset()
         """Listeners answered as unknown: erased, while this model still holds their feedback."""
@@ -143,6 +148,10 @@ class ServingState:
         self._known = known
         self._ranked: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._ranked_lock = threading.Lock()
+        # A listener's list moved by their session, until their next event (the key changes with it).
+        self._session_ranked: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        # The re-ranking's popularity penalty, computed once (rerank_popularity's formula, row by row).
+        self._variants = popularity_variants(self.popularity, [self.bias_strength])
 
     def ranked_top(self, user: int) -> tuple[np.ndarray, np.ndarray]:
         """A known user's best ``CACHED_TOP`` unlistened items and scores, ranked on first use and kept in
@@ -190,6 +199,55 @@ class ServingState:
             return np.asarray(self._ranker.score(np.array([user]))[0], dtype=np.float32)
         return np.asarray(self.scorer.score(np.array([user]))[0], dtype=np.float32)
 
+    def session(self, events: Sequence[SessionEvent]) -> Session:
+        """The listener's events that count for this model (:func:`recsys.serving.session.session_of`)."""
+        return session_of(events, self.item_index, self.session_params, self.packaged_at)
+
+    def adapted(self, vector: np.ndarray, session: Session, listened: int) -> np.ndarray:
+        """A scoring row moved by a session (:func:`recsys.serving.session.adapt`): each event weighs like
+        ``step`` of the ``listened`` items the vector stands for."""
+        step = self.session_params.step / max(listened, 1)
+        return adapt(vector, self.unit_embeddings, session.items, session.weights, step)
+
+    def rank_session(
+        self,
+        user: int,
+        session: Session,
+        k: int,
+        exclude: np.ndarray | None = None,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`rank_known` of a known listener's vector moved by their ``session`` (items with an event and
+        listened items left out): the best ``CACHED_TOP`` are ranked once per session (its ``key``, which
+        their next event changes) and kept in a least-recently-used cache of ``CACHED_USERS`` lists; dislikes
+        and filters apply per request, a full ranking when they leave fewer than ``k``."""
+        key = (user, session.key)
+        with self._ranked_lock:
+            cached = self._session_ranked.get(key)
+            if cached is not None:
+                self._session_ranked.move_to_end(key)
+        listened = np.concatenate([self.known_items(user), session.exclude])
+
+        def vector() -> np.ndarray:
+            return self.adapted(self.user_vectors[user], session, len(self.known_items(user)))
+
+        if cached is None:
+            cached = self.rank(vector(), CACHED_TOP, listened)
+            with self._ranked_lock:
+                self._session_ranked[key] = cached
+                while len(self._session_ranked) > CACHED_USERS:
+                    self._session_ranked.popitem(last=False)
+        indices, scores = cached
+        keep = np.ones(len(indices), dtype=bool)
+        if exclude is not None and exclude.size:
+            keep &= ~np.isin(indices, exclude)
+        if allowed is not None:
+            keep &= allowed[indices]
+        if int(keep.sum()) >= k:
+            return indices[keep][:k], scores[keep][:k]
+        full_exclude = listened if exclude is None else np.concatenate([listened, exclude])
+        return self.rank(vector(), k, full_exclude, allowed)
+
     def hide_erased(self, erased: frozenset[str], pseudonym: Callable[[str], str]) -> None:
         """Answer as unknown the listeners of ``erased`` (pseudonyms) whose feedback this model trained on.
 
@@ -233,7 +291,8 @@ class ServingState:
         """
         if self.bias_strength == 0:
             return scores
-        return rerank_popularity(scores, self.popularity, self.bias_strength)
+        ((_, adjusted),) = self._variants(scores)
+        return adjusted.reshape(np.shape(scores))
 
     @property
     def n_items(self) -> int:
@@ -461,6 +520,15 @@ class ServingState:
             hint = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
             raise UnknownFilterError(field, f"unknown {field} {value!r}; known values include: {hint}")
         return mask
+
+
+def _timestamp(created_at: Any) -> float:
+    """Seconds since the epoch of a model's ``created_at`` (ISO 8601); 0 when missing or unreadable: then
+    every stored event counts as the session's."""
+    try:
+        return datetime.fromisoformat(str(created_at)).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _items_by_tag(tags: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:

@@ -9,6 +9,12 @@ promoted and served by ``bentoml serve``. Then
 3. the retraining flow exports the feedback, retrains, gates, promotes and makes the service reload;
 4. the loop session: the same requests again.
 
+Within the session (:mod:`recsys.serving.session`): between 2 and 3, an *adapted* session asks the champion
+again with the listeners' session-1 reactions counted (the other sessions ask ``"session": false``, the lists
+as trained), and a simulated interleaving experiment of adapted against as-trained lists counts the sessions
+it needs to decide (:func:`recsys.experiments.simulation.power_curve`). After the loop, session 2 on the
+retrained model gives feedback and session 3 asks that model as trained and adapted (both).
+
 A hit is an artist of the listener's held-out set they have not liked yet. The test asserts the loop
 session's hit rate beats the control's by a clear margin and that every acknowledged event is accounted
 for: stored once, exported once, and either trained on, held out for the gate, or dropped with a count.
@@ -36,7 +42,8 @@ from flows.retraining import retraining_flow
 from recsys import registry, stages
 from recsys.columns import Col
 from recsys.config import load_params
-from recsys.experiments.report import LOSES
+from recsys.experiments.report import LOSES, WINS
+from recsys.experiments.simulation import power_curve, sessions_needed
 from recsys.feedback.exports import CURSOR_FILE, FeedbackCursor
 from recsys.feedback.store import FeedbackStore
 from recsys.io import write_parquet
@@ -52,6 +59,7 @@ EPOCHS = 30  # about the early-stopping epoch of the project's search; fixed to 
 MIN_GAIN = 0.05  # absolute hit-rate gain of the loop session over the control session
 MAX_LEARNING_LOSS = 0.05  # the retrained model may not find fewer unseen held-out artists beyond noise
 RELOAD_WAIT_S = 30.0
+SESSIONS, REPEATS, POWER = (25, 50, 100, 200, 400, 800), 100, 0.8  # the simulated interleaving experiment
 FLOW_KEYS = ("merge", "n_holdout_events", "warm_start", "reasons", "challenger", "champion")
 
 
@@ -129,10 +137,23 @@ def test_feedback_from_the_running_service_improves_the_next_session(
     assert first.model_versions == {project["tag"]}
     assert first.acknowledged == len(first.events) == K * len(future)
     targets, seen = simulation.unrevealed(future, first), simulation.shown(first)
-    control = simulation.run_session(service.client, future, K, feedback=False, session_id="control")
-    control_fresh = simulation.run_session(
-        service.client, future, K, feedback=False, session_id="c", hide=seen
+    control = simulation.run_session(
+        service.client, future, K, feedback=False, session_id="control", adapt=False
     )
+    control_fresh = simulation.run_session(
+        service.client, future, K, feedback=False, session_id="c", hide=seen, adapt=False
+    )
+    # Within the session: the same champion, the lists moved by each listener's session-1 reactions.
+    adapted = simulation.run_session(service.client, future, K, feedback=False, session_id="adapted")
+    users = sorted(future)
+    curve = power_curve(
+        [control.lists[u] for u in users],
+        [adapted.lists[u] for u in users],
+        [targets[u] for u in users],
+        SESSIONS,
+        REPEATS,
+        seed=0,
+    )["interleaving"]
 
     with pytest.MonkeyPatch.context() as patch:  # the flows read the admin token from the environment
         patch.setenv("RECSYS_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -142,8 +163,10 @@ def test_feedback_from_the_running_service_improves_the_next_session(
     assert summary["promote"], summary["reasons"]
     assert summary["reloaded"] == 200
     _wait_until_every_worker_serves(service, summary["model_tag"])
-    loop = simulation.run_session(service.client, future, K, feedback=False, session_id="loop")
-    loop_fresh = simulation.run_session(service.client, future, K, feedback=False, session_id="l", hide=seen)
+    loop = simulation.run_session(service.client, future, K, feedback=False, session_id="loop", adapt=False)
+    loop_fresh = simulation.run_session(
+        service.client, future, K, feedback=False, session_id="l", hide=seen, adapt=False
+    )
     assert loop.model_versions == {summary["model_tag"]} != {project["tag"]}
 
     measured: dict[str, Any] = {
@@ -153,6 +176,13 @@ def test_feedback_from_the_running_service_improves_the_next_session(
         "control": _rates(control.lists, targets)
         | {"repeated": simulation.repeated_share(control.lists, seen)},
         "loop": _rates(loop.lists, targets) | {"repeated": simulation.repeated_share(loop.lists, seen)},
+        "adapted": _rates(adapted.lists, targets)
+        | {"repeated": simulation.repeated_share(adapted.lists, seen)},
+        "adaptation_interleaving": {
+            "sessions_to_decision": sessions_needed(curve, WINS, POWER),
+            "power": POWER,
+            "curve": curve,
+        },
         "control_without_repeats": _rates(control_fresh.lists, targets),
         "loop_without_repeats": _rates(loop_fresh.lists, targets),
         "likes": sum(len(items) for items in simulation.liked(first).values()),
@@ -184,6 +214,29 @@ def test_feedback_from_the_running_service_improves_the_next_session(
     # The same feedback is never counted twice: a second run finds nothing new.
     again = retraining_flow(project_dir=str(root), feedback_url=_feedback_url(root))
     assert again["status"] == "no new feedback"
+
+    # Both: session 2 on the retrained model gives feedback; session 3 is that model as trained (retraining
+    # alone) or moved by session 2's reactions (retraining and adaptation).
+    second = simulation.run_session(service.client, future, K, feedback=True, session_id="s2", adapt=False)
+    later = simulation.unrevealed(targets, second)
+    retrained_only = simulation.run_session(
+        service.client, future, K, feedback=False, session_id="r3", adapt=False
+    )
+    both = simulation.run_session(service.client, future, K, feedback=False, session_id="b3")
+    measured["session_3"] = {
+        "retraining": _rates(retrained_only.lists, later),
+        "retraining_and_adaptation": _rates(both.lists, later),
+    }
+    _publish(measured)
+    # Adaptation works on its own and on top of the retraining: the next session finds new artists.
+    assert measured["adapted"]["hit_rate"] - measured["control"]["hit_rate"] >= MIN_GAIN, measured
+    assert measured["adapted"]["repeated"] == 0.0, measured
+    # The vector's move itself: not worse beyond noise than the list as trained without what was shown.
+    moved = measured["adapted"]["hit_rate"] - measured["control_without_repeats"]["hit_rate"]
+    assert moved >= -MAX_LEARNING_LOSS, measured
+    both_gain = measured["session_3"]["retraining_and_adaptation"]["hit_rate"]
+    assert both_gain - measured["session_3"]["retraining"]["hit_rate"] >= MIN_GAIN, measured
+    assert measured["adaptation_interleaving"]["sessions_to_decision"] is not None, measured
 
 
 def test_an_interleaving_experiment_on_the_running_service_stops_a_worse_challenger(

@@ -122,8 +122,10 @@ async function recommend() {
     });
     renderRecommendations(data.items);
     state.modelVersion = data.model_version;  // sent with a rating, never shown: listeners need no model tags
+    state.sessionEvents = data.session_events || 0;
     $("rating").hidden = data.items.length === 0;
-    setStatus(data.items.length ? `${data.items.length} recommendations for you.` : "No recommendations yet.");
+    setStatus(data.items.length ? `${data.items.length} recommendations for you.${sessionNote()}`
+      : "No recommendations yet.");
   } catch (err) { setStatus("Could not get recommendations: " + err.message); }
 }
 
@@ -163,13 +165,19 @@ async function sendFeedback(item, event) {
   if (event === "like") state.favourites.set(item.item_id, item.name); else state.skipped.add(item.item_id);
   renderFavourites();
   await recommend();
-  setStatus(CONFIRMATIONS[event](item.name));
+  setStatus(CONFIRMATIONS[event](item.name) + sessionNote());
+}
+
+// The server adapts the list to what this listener did since the model was trained, and says how much.
+function sessionNote() {
+  const n = state.sessionEvents || 0;
+  return n ? ` This list reacts to your ${n} ${n === 1 ? "reaction" : "reactions"} this visit.` : "";
 }
 
 // What each reaction did, said where the list's status is read (a screen reader announces it).
 const CONFIRMATIONS = {
   like: (name) => `Liked ${name}: added to your favourites, and the list now follows it too.`,
-  skip: (name) => `Skipped ${name}.`,
+  skip: (name) => `Skipped ${name}: the list moves away from it.`,
   dislike: (name) => `${name} will not be recommended to you again.`,
 };
 
