@@ -267,6 +267,25 @@ _ETHICS = """## Ethical considerations
 """
 
 
+def _session_section(params: Params) -> str:
+    """How a listener's feedback changes their next list before any retraining (``params.session``)."""
+    session = params.session
+    if not session.enabled:
+        return "## Within the session\n\nOff (`session.enabled: false`): lists change with the model.\n"
+    return (
+        "## Within the session\n\n"
+        "A listener's feedback since the model was packaged changes their next list on every replica, before "
+        "any retraining: the items they reacted to leave the list"
+        + ("" if session.exclude_shown else " (dislikes only: `exclude_shown` is off)")
+        + f", and their vector moves toward liked ({session.like:+g}) and played ({session.play:+g}) artists "
+        f"and away from skipped ({session.skip:+g}) and disliked ({session.dislike:+g}) ones, an event "
+        f"weighing like {session.step:g} of the artists the vector stands for, at most {session.max_events} "
+        "events. The settings were chosen offline on the test listeners (`benchmarks.session_tuning`) and "
+        'measured in the closed loop; README "Within the session" has the numbers. A request can ask for '
+        'the list as trained (`"session": false`).\n'
+    )
+
+
 def render_model_card(inputs: CardInputs) -> str:
     """The card as Markdown; deterministic (no dates) so re-rendering the same inputs gives the same text.
 
@@ -295,6 +314,7 @@ def render_model_card(inputs: CardInputs) -> str:
         ranker_section(offline, k),
         fairness_section(offline, k, params.evaluate.groups),
         mitigation_section(inputs.bias),
+        _session_section(params),
         _LIMITATIONS,
         _ETHICS,
     ]
