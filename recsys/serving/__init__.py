@@ -24,6 +24,8 @@ signals
     Change counters the workers share (reload, dislike): a local folder and the store's announcements.
 feedback_follower
     Each worker's view of the feedback store: every listener's dislikes in memory, erasures, revocations.
+session
+    Within the session: each listener's newest events in memory; their vector moved by them on the next list.
 served_log
     The sampled, batched log of served lists.
 schemas, openapi
@@ -59,6 +61,7 @@ __all__ = [
     "schemas",
     "served_log",
     "service",
+    "session",
     "settings",
     "signals",
     "state",
