@@ -32,12 +32,15 @@ ranker_boosters
     The ranker's booster (LightGBM settings, CatBoost YetiRank) chosen on validation listeners.
 unseen_data
     Every model on a data set the project never trained on (Last.fm tag assignments through ``files``).
+calibration_variants
+    Serving niche listeners better on the hybrid: calibration's categories, a personal popularity penalty.
 session_tuning
     The session settings (``params.yaml`` ``session``): the next session's hit rate per setting, offline.
 """
 
 __all__ = [
     "abuse",
+    "calibration_variants",
     "capacity",
     "cluster",
     "cpus",

@@ -22,7 +22,7 @@ import numpy as np
 
 from recsys import stages
 from recsys.io import write_json
-from recsys.models import load_recommender
+from recsys.models import LightFMRecommender
 from recsys.models.scorer import top_k_from_scores
 from recsys.serving.session import adapt
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     split, _ = stages.training_inputs(args.data_root / "features", args.data_root / "split")
-    model = load_recommender(args.models_dir / "lightfm_hybrid.npz")
+    model = LightFMRecommender.load(args.models_dir / "lightfm_hybrid.npz")
     scorer = model.scorer()
     embeddings = scorer.item_vectors[:, :-2]
     unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)

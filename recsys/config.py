@@ -383,6 +383,18 @@ class BiasParams(_Section):
     # the rule picked, measured at it by the gate) or ``off`` (0: where the offline curve is not to be
     # trusted, e.g. the songs' protocol, until an online experiment says otherwise).
     serve: Annotated[Literal["chosen", "off"], BeforeValidator(_yaml_off)] = "chosen"
+    # Calibrated re-ranking (recsys.offline.calibration): strengths measured (0 = unmitigated), the genre
+    # and tag columns a listener's mix is counted over, the weight of the popularity tiers' divergence, and
+    # the model's best unlistened items each list is chosen from.
+    calibration_strengths: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
+    calibration_genres: int = Field(30, ge=1, le=500)
+    calibration_tier_weight: float = Field(0.0, ge=0)
+    calibration_candidates: int = Field(100, ge=10, le=1000)
+    # Test listeners beyond which calibration is not measured (nor served): Python-loop work per listener.
+    calibration_max_users: int = Field(20_000, ge=1)
+    # The served mitigation (recsys.offline.mitigation): none, popularity or calibration, the rule's pick
+    # among those costing at most this much nDCG@k (relative) and not lowering the niche group's.
+    max_mitigation_cost: float = Field(0.02, ge=0, lt=1)
 
 
 class RetrainParams(_Section):

@@ -265,9 +265,10 @@ def bias(
     """The hybrid's nDCG / long-tail trade-off under popularity re-ranking, and the default strength."""
     from recsys.models import load_recommender
     from recsys.offline.bias import bias_report, tradeoff_curve
+    from recsys.offline.mitigation import mitigations
     from recsys.offline.popularity import item_popularity, mainstreaminess_groups
 
-    loaded, _ = training_inputs(features_dir, split_dir)
+    loaded, features = training_inputs(features_dir, split_dir)
     groups = mainstreaminess_groups(loaded.train_full, params.evaluate.groups)
     model = load_recommender(model_path)
     # Strength 0 is the reference the nDCG cost is measured against, so it is always on the curve.
@@ -282,6 +283,7 @@ def bias(
         groups,
     )
     report = bias_report(curve, params.bias.max_ndcg_cost, params.evaluate.primary_k)
+    report |= mitigations(params, model.score, loaded, features, groups, report["chosen"]["strength"])
     write_json(metrics_dir / "bias.json", report)
     with atomic_path(plots_dir / "bias_tradeoff.csv") as tmp:
         curve.to_csv(tmp, index=False)

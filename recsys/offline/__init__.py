@@ -24,6 +24,10 @@ popularity
     Item popularity, user mainstreaminess and groups, popularity lift, popularity re-ranking.
 bias
     The re-ranking trade-off curve and its default strength (``bias`` stage).
+calibration
+    Calibrated re-ranking (Steck 2018): each list keeps the genre and popularity mix of the listener's own.
+mitigation
+    Which bias mitigation is served (none, popularity, calibration): the rule weighing accuracy and groups.
 served
     A model measured as listeners get it: re-ranked at its served strength, then every metric.
 uncertainty
@@ -41,12 +45,14 @@ Nothing here imports Prefect or BentoML; stage I/O is in :mod:`recsys.stages`.
 __all__ = [
     "batches",
     "bias",
+    "calibration",
     "cross_validation",
     "evaluation",
     "features",
     "gate",
     "metrics",
     "metrics_files",
+    "mitigation",
     "new_listener",
     "popularity",
     "ranking",

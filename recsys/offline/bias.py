@@ -181,12 +181,31 @@ def bias_report(curve: pd.DataFrame, max_ndcg_cost: float, k: int) -> dict[str, 
 
 
 def served_strength(bias: Mapping[str, Any], serve: str) -> float:
-    """The strength a model is packaged and served with: the report's chosen one, or 0 with ``off``."""
-    return float(bias["chosen"][STRENGTH]) if serve == "chosen" else 0.0
+    """The popularity re-ranking strength a model is packaged and served with: the report's when its
+    mitigation rule serves popularity re-ranking (a report without the rule: its chosen strength), else 0,
+    and 0 with ``off``."""
+    if serve != "chosen":
+        return 0.0
+    mitigation = bias.get("mitigation")
+    if mitigation is None:
+        return float(bias["chosen"][STRENGTH])
+    return float(mitigation["strength"]) if mitigation["served"] == "popularity" else 0.0
+
+
+def served_calibration(bias: Mapping[str, Any], serve: str) -> dict[str, Any] | None:
+    """The calibration a model is packaged and served with (``metrics/bias.json``'s mitigation rule chose
+    it), as its metadata holds it; None otherwise and with ``off``."""
+    mitigation = bias.get("mitigation") or {}
+    if serve != "chosen" or mitigation.get("served") != "calibration":
+        return None
+    return dict(mitigation["calibration"])
 
 
 def served_candidate(
-    candidate: Mapping[str, Any], bias: Mapping[str, Any], strength: float
+    candidate: Mapping[str, Any],
+    bias: Mapping[str, Any],
+    strength: float,
+    calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The gate input of a model as listeners get it: re-ranked at ``strength``.
 
@@ -198,6 +217,9 @@ def served_candidate(
         Its trade-off report (``metrics/bias.json``, :func:`bias_report`), measured on the same split.
     strength
         The served strength; 0 returns ``candidate`` unchanged.
+    calibration
+        The served calibration (:func:`served_calibration`): the report's measurement of it, which the
+        gate input then carries (``calibration``) so the packaged model is served as measured.
 
     Returns
     -------
@@ -210,6 +232,14 @@ def served_candidate(
     ValueError
         When the report has no row at ``strength``.
     """
+    if calibration is not None:
+        measured = bias["mitigation"]["served_metrics"]
+        return {
+            "metrics": dict(measured["metrics"]),
+            "groups": dict(measured["groups"]),
+            "bias_strength": 0.0,
+            "calibration": dict(calibration),
+        }
     if strength == 0:
         return {"metrics": dict(candidate["metrics"]), "groups": dict(candidate.get("groups", {}))} | {
             "bias_strength": 0.0

@@ -36,6 +36,7 @@ from recsys.errors import RegistryError
 from recsys.io import write_parquet
 from recsys.models import LightFMRecommender, Recommender, load_recommender
 from recsys.models.scorer import MISSING, top_k_from_scores
+from recsys.offline.calibration import Calibrated
 from recsys.offline.features import ItemFeatures, load_item_features, save_item_features, without_identity
 from recsys.offline.split import Split, load_split
 from recsys.paths import ITEM_TAGS_TABLE, ITEMS_TABLE
@@ -100,6 +101,11 @@ class ServingArtifact:
     def bias_strength(self) -> float:
         """The popularity re-ranking strength the model was packaged (and measured) with; 0 for older ones."""
         return served_bias_strength(self.metadata)
+
+    @property
+    def calibration(self) -> Calibrated | None:
+        """The calibration the model was packaged (and measured) with; None: not served calibrated."""
+        return Calibrated.from_metadata(self.metadata.get("calibration"))
 
     @cached_property
     def user_index(self) -> dict[str, int]:

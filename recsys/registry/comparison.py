@@ -13,8 +13,10 @@ from typing import Any
 from recsys.config import Params
 from recsys.models import load_recommender
 from recsys.offline import gate as gating
-from recsys.offline.bias import served_candidate, served_strength
+from recsys.offline.bias import served_calibration, served_candidate, served_strength
+from recsys.offline.calibration import Calibrated
 from recsys.offline.evaluation import EvaluationResult
+from recsys.offline.features import load_item_features
 from recsys.offline.metrics_files import read_bias
 from recsys.offline.served import measure_as_served
 from recsys.offline.split import load_split
@@ -51,10 +53,16 @@ def comparable_champion(
             "recorded on another test split (its users or artists differ from this one)",
             None,
         )
-    # As served: re-ranked at the strength it was packaged with.
+    # As served: re-ranked at the strength it was packaged with, or calibrated as it was.
     strength = artifact.bias_strength
     served = measure_as_served(
-        artifact.scoring.score, split.train_full, split.test, params.evaluate, strength
+        artifact.scoring.score,
+        split.train_full,
+        split.test,
+        params.evaluate,
+        strength,
+        calibration=artifact.calibration,
+        features=artifact.item_features,
     )
     if same_data:
         how = "recorded when it was packaged, on this test split (re-measured per listener for the interval)"
@@ -67,12 +75,20 @@ def comparable_champion(
 
 
 def challenger_as_served(
-    project: Path, params: Params, strength: float, name: str = HYBRID
+    project: Path,
+    params: Params,
+    strength: float,
+    name: str = HYBRID,
+    calibration: Calibrated | None = None,
 ) -> EvaluationResult:
-    """The run's model ``name`` (``models/``) measured on this run's test split at its served ``strength``."""
+    """The run's model ``name`` (``models/``) measured on this run's test split at its served ``strength``
+    (or ``calibration``)."""
     split = load_split(project / SPLIT_DIR)
     model = load_recommender(project / model_file(name))
-    return measure_as_served(model.score, split.train_full, split.test, params.evaluate, strength).result
+    features = load_item_features(project / FEATURES_DIR) if calibration is not None else None
+    return measure_as_served(
+        model.score, split.train_full, split.test, params.evaluate, strength, None, calibration, features
+    ).result
 
 
 KEEP, HOLD, PROMOTE = "keep", "hold", "promote"
@@ -153,7 +169,8 @@ class RunGate:
             "champion_tag": self.champion_tag,
             "champion_metrics": self.champion_metrics,
             "challenger": self.challenger,
-            "served": {"strength": self.strength, self.primary_metric: served},
+            "served": {"strength": self.strength, self.primary_metric: served}
+            | ({"calibration": self.challenger["calibration"]} if self.challenger.get("calibration") else {}),
             "lead": self.lead.to_dict() if self.lead else None,
             "model": self.model,
         }
@@ -173,7 +190,8 @@ def gate_run(project: Path, params: Params, report: dict[str, Any]) -> RunGate:
     bias = read_bias(project)
     name = challenger_model(params)
     strength = served_strength(bias, params.bias.serve) if name == HYBRID else 0.0
-    challenger = served_candidate(gating.candidate_from_report(report, name), bias, strength)
+    calibrated = served_calibration(bias, params.bias.serve) if name == HYBRID else None
+    challenger = served_candidate(gating.candidate_from_report(report, name), bias, strength, calibrated)
     current = champion(dataset=params.dataset.name)
     paired = params.gate.min_improvement_on == "bound"
     lead = None
@@ -183,7 +201,7 @@ def gate_run(project: Path, params: Params, report: dict[str, Any]) -> RunGate:
         measured, how, reference = comparable_champion(project, params, current, paired)
         if reference is not None and paired:
             lead = lead_of(
-                challenger_as_served(project, params, strength, name),
+                challenger_as_served(project, params, strength, name, Calibrated.from_metadata(calibrated)),
                 reference,
                 params.gate.primary_metric,
                 params.evaluate.bootstrap,

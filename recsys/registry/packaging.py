@@ -156,6 +156,8 @@ def _package(
         "params": plain(params_dict),
         **metric_metadata(metrics),
         "bias_strength": served_bias_strength(metrics),
+        # The calibrated re-ranking the metrics were measured with (none: not served calibrated).
+        "calibration": dict(metrics.get("calibration") or {}),
         "dvc_lock_hash": provenance["dvc_lock_hash"],
         "git_commit": provenance["git_commit"],
         "data_version": provenance["data_version"],

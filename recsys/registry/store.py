@@ -115,6 +115,7 @@ class ModelInfo:
             "metrics": self.metrics,
             "groups": dict(self.metadata.get("group_metrics", {})),
             "bias_strength": served_bias_strength(self.metadata),
+            "calibration": dict(self.metadata.get("calibration") or {}),
         }
 
     @property

@@ -220,7 +220,13 @@ def mitigation_section(bias: Mapping[str, Any] | None) -> str:
         "",
     ]
     parts += _group_effect(bias, k)
-    if chosen["strength"] == 0:
+    served = (bias.get("mitigation") or {}).get("served", "popularity")
+    if served != "popularity":
+        parts += [
+            f"Listeners do not get this re-ranking: the served mitigation is {served} (next section).",
+            "",
+        ]
+    elif chosen["strength"] == 0:
         parts += [
             "No strength stays within the allowed nDCG cost, so recommendations are served without "
             "re-ranking; the curve is kept to show what fairer ranking would cost.",
@@ -269,3 +275,75 @@ def ranker_section(offline: Mapping[str, Any], k: int, top: int = 8) -> str:
             "",
         ]
     return "\n".join(parts)
+
+
+def calibration_section(bias: Mapping[str, Any] | None) -> str:
+    """Calibrated re-ranking per listener group and the served mitigation with the rule's reasons
+    (``metrics/bias.json``'s ``calibration`` and ``mitigation``); empty when not measured."""
+    if not bias or "mitigation" not in bias:
+        return ""
+    k = bias.get("k", 10)
+    calibration, mitigation = bias.get("calibration") or {}, bias["mitigation"]
+    groups = ("niche", "medium", "mainstream")
+    rows = [
+        [
+            f"{row['strength']:g}" + (" (chosen)" if row["strength"] == calibration.get("chosen") else ""),
+            fmt(row["all"].get(f"ndcg@{k}")),
+            *(fmt(row["all"].get(f"ndcg@{k}/{group}")) for group in groups),
+            fmt(row["all"].get("niche_ratio")),
+            fmt(row["all"].get("miscalibration")),
+            fmt(row["all"].get("popularity_lift/niche")),
+        ]
+        for row in calibration.get("strengths", [])
+    ]
+    options = [
+        [
+            option["kind"] if option["kind"] == "none" else f"{option['kind']} {option['strength']:g}",
+            fmt(option.get(f"ndcg@{k}")),
+            fmt(option.get(f"ndcg@{k}/niche")),
+            fmt(option.get("niche_ratio")),
+            fmt(option.get("miscalibration")),
+            fmt(option.get("popularity_lift/niche")),
+        ]
+        for option in mitigation.get("options", [])
+    ]
+    listeners = calibration.get("listeners", {})
+    genres = ", ".join(name.split(":", 1)[1] for name in calibration.get("genres", [])[:8])
+    served = mitigation["served"]
+    label = served if served == "none" else f"{served} at strength {mitigation['strength']:g}"
+    return "\n".join(
+        [
+            "## Fair to niche listeners: calibration and the served mitigation",
+            "",
+            "Calibrated re-ranking (Steck, RecSys 2018) picks each list greedily from the model's best "
+            "unlistened artists so that its genre mix (the most common genre and tag columns: "
+            f"{genres}, ...) follows the listener's own; miscalibration is the KL divergence of the list's "
+            "mix from theirs (genres and popularity tiers), popularity lift the list's mean popularity over "
+            "their own. All test listeners:",
+            "",
+            markdown_table(
+                [
+                    "strength",
+                    f"ndcg@{k}",
+                    *(f"ndcg@{k} {group}" for group in groups),
+                    "niche / mainstream",
+                    "miscalibration",
+                    "popularity lift (niche)",
+                ],
+                rows,
+            ),
+            "",
+            f"The strength is chosen on {listeners.get('tuning', '-')} of the test listeners (drawn by the "
+            f"seed); the served mitigation on the other {listeners.get('report', '-')}:",
+            "",
+            markdown_table(
+                ["served as", f"ndcg@{k}", "niche", "niche / mainstream", "miscalibration", "lift (niche)"],
+                options,
+            ),
+            "",
+            f"Rule: {mitigation.get('rule', '-')}",
+            "",
+            f"**Served: {label}.** Why: {mitigation.get('why', '-')}",
+            "",
+        ]
+    )

@@ -23,6 +23,7 @@ from recsys.config import Params, item_kind, load_params
 from recsys.io import read_json, write_text
 from recsys.paths import EDA_DIR, METRICS_DIR, MODEL_CARD, PARAMS_FILE, PREPARED_DIR, QUALITY_JSON
 from recsys.reporting.card_sections import (
+    calibration_section,
     fairness_section,
     mitigation_section,
     ranker_section,
@@ -314,6 +315,7 @@ def render_model_card(inputs: CardInputs) -> str:
         ranker_section(offline, k),
         fairness_section(offline, k, params.evaluate.groups),
         mitigation_section(inputs.bias),
+        calibration_section(inputs.bias),
         _session_section(params),
         _LIMITATIONS,
         _ETHICS,

@@ -107,7 +107,14 @@ def verdict_lines(summary: Mapping[str, Any]) -> list[str]:
     lines += _baseline_note(summary) + _below_chance_note(summary)
     served = decision.get("served") or {}
     numbers = {key: value for key, value in served.items() if key != "strength" and isinstance(value, float)}
-    if decision["promote"] and not candidate and served.get("strength") and numbers:
+    calibrated = served.get("calibration") or {}
+    if decision["promote"] and not candidate and calibrated and numbers:
+        metric, value = next(iter(numbers.items()))
+        lines.append(
+            f"served: {HYBRID} calibrated to each listener's genre mix (strength {calibrated['strength']:g}) "
+            f"({metric} {value:.4f}; the table's row is the model unmitigated: metrics/bias.json mitigation)"
+        )
+    elif decision["promote"] and not candidate and served.get("strength") and numbers:
         metric, value = next(iter(numbers.items()))
         lines.append(
             f"served: {HYBRID} re-ranked against popularity at strength {served['strength']:g} "

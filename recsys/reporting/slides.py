@@ -91,11 +91,19 @@ def _results_html(inputs: ReportInputs) -> str:
         f"hit rate@{k} {pct(ours[f'hit_rate@{k}'])}.</p>"
     ]
     chosen = (inputs.bias or {}).get("chosen") or {}
+    mitigation = (inputs.bias or {}).get("mitigation") or {}
+    calibrated = (mitigation.get("served_metrics") or {}).get("metrics", {})
     if inputs.served_strength and f"ndcg@{k}" in chosen:
         lines.append(
             f"<p>These are the models as trained. Listeners get the hybrid re-ranked against popularity "
             f"(strength {inputs.served_strength:g}): nDCG@{k} {fmt(chosen[f'ndcg@{k}'])}, a small cost "
             "for more little-known music (next slides).</p>"
+        )
+    elif mitigation.get("served") == "calibration" and f"ndcg@{k}" in calibrated:
+        lines.append(
+            "<p>These are the models as trained. Listeners get the hybrid's lists calibrated to each "
+            f"listener's own genre mix (strength {mitigation['strength']:g}): nDCG@{k} "
+            f"{fmt(calibrated[f'ndcg@{k}'])}, and niche listeners served better than without it.</p>"
         )
     return "".join(lines) + figure_html(
         figure_png(comparison_figure(models, k)), "Model comparison on the test split"

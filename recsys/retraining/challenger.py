@@ -23,6 +23,8 @@ from recsys.config import Params
 from recsys.errors import RecsysError
 from recsys.feedback.erasure_steps import anonymise_ids, erased_users, feedback_record, without_users
 from recsys.models import LightFMRecommender, Recommender
+from recsys.offline.calibration import Calibrated
+from recsys.offline.features import ItemFeatures
 from recsys.offline.served import Served, measure_as_served
 from recsys.offline.split import Split
 from recsys.offline.uncertainty import Lead, lead_of
@@ -254,14 +256,18 @@ def candidate_metrics(
     indexes: tuple[dict[str, int], dict[str, int]],
     params: Params,
     bias_strength: float = 0.0,
+    calibration: tuple[Calibrated, ItemFeatures] | None = None,
 ) -> Served:
-    """One model as served at ``bias_strength``: its gate input holds the test-split metrics (overall and
-    per group) plus the feedback hit rate."""
+    """One model as served at ``bias_strength`` (or ``calibration``: the setting and the item features): its
+    gate input holds the test-split metrics (overall and per group) plus the feedback hit rate."""
     # The champion's users only (new listeners have no test items): both models are measured on the same
     # rows, groups and item popularity.
     n_users = len(indexes[0])
     train = exclude[:n_users]
-    served = measure_as_served(model.score, train, split.test[:n_users], params.evaluate, bias_strength)
+    setting, features = calibration if calibration is not None else (None, None)
+    served = measure_as_served(
+        model.score, train, split.test[:n_users], params.evaluate, bias_strength, None, setting, features
+    )
     hit_rate = liked_hit_rate(served.score, train, holdout, *indexes, k=params.evaluate.primary_k)
     measured = served.candidate
     return replace(served, candidate=measured | {"metrics": measured["metrics"] | hit_rate})
@@ -320,10 +326,15 @@ def retrain_on_feedback(
     exclude = sp.csr_matrix(((merged > 0) + (sp.csr_matrix(before) > 0)) > 0, dtype=np.float32)
     indexes = (user_index, artifact.item_index)
     strength = artifact.bias_strength if params.bias.serve == "chosen" else 0.0
-    # Both as served: at the champion's packaged re-ranking strength, which the challenger inherits.
-    measured = candidate_metrics(served_by, exclude, extended, holdout, indexes, params, strength)
+    setting = artifact.calibration if params.bias.serve == "chosen" else None
+    calibrated = (setting, artifact.item_features) if setting is not None else None
+    # Both as served: at the champion's packaged re-ranking strength or calibration, which the challenger
+    # inherits.
+    measured = candidate_metrics(served_by, exclude, extended, holdout, indexes, params, strength, calibrated)
     # The champion as listeners get it: its two-stage ranker when it was packaged with one.
-    reference = candidate_metrics(artifact.scoring, exclude, extended, holdout, indexes, params, strength)
+    reference = candidate_metrics(
+        artifact.scoring, exclude, extended, holdout, indexes, params, strength, calibrated
+    )
     return Retrained(
         champion_tag=artifact.tag,
         model=challenger,

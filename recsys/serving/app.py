@@ -275,6 +275,8 @@ async def model_info(request: Request) -> Response:
             # What listeners get: the packaged strength (the metrics were measured at it) unless overridden.
             "bias_strength": state.bias_strength,
             "bias_strength_source": state.bias_source,
+            # Lists keeping each listener's genre mix (packaged with the model; None: not calibrated).
+            "calibration": state.calibration.metadata() if state.calibration is not None else None,
         }
     )
 

@@ -49,15 +49,17 @@ def ranked(
     user = state.row_of(request.user_id)
     if user is None:
         return None, state.popular(request.k, exclude, allowed), np.empty(0)
+    depth = state.depth(request.k)
     if session.events and request.exclude_listened:  # the listener's vector has moved since training
-        indices, scores = state.rank_session(user, session, request.k, exclude, allowed)
+        indices, scores = state.rank_session(user, session, depth, exclude, allowed)
     elif session.events:
         vector = state.adapted(state.user_vectors[user], session, len(state.known_items(user)))
-        indices, scores = state.rank(vector, request.k, np.concatenate([exclude, session.exclude]), allowed)
+        indices, scores = state.rank(vector, depth, np.concatenate([exclude, session.exclude]), allowed)
     elif request.exclude_listened:
-        indices, scores = state.rank_known(user, request.k, exclude, allowed)
+        indices, scores = state.rank_known(user, depth, exclude, allowed)
     else:
-        indices, scores = state.rank_scores(state.known_scores(user), request.k, exclude, allowed)
+        indices, scores = state.rank_scores(state.known_scores(user), depth, exclude, allowed)
+    indices, scores = state.calibrated(state.known_items(user), indices, scores, request.k)
     return user, indices, scores
 
 
@@ -109,7 +111,9 @@ def new_listener(
     excluded = [favourites, state.twins, state.indices_of(request.exclude), state.indices_of(disliked)]
     excluded.append(session.exclude)
     # More candidates than shown, so that every favourite can explain one of the k (state.every_favourite).
-    indices, scores = state.rank(vector, request.k * CANDIDATES_PER_SLOT, np.concatenate(excluded), allowed)
+    shown = request.k * CANDIDATES_PER_SLOT
+    indices, scores = state.rank(vector, state.depth(shown), np.concatenate(excluded), allowed)
+    indices, scores = state.calibrated(favourites, indices, scores, shown)
     indices, scores, anchors = state.every_favourite(indices, scores, favourites, request.k)
     items = state.items(indices, scores, state.tag_profile(favourites), favourites, anchors)
     answer = _answer(state, request.user_id, items, cold_start=False)

@@ -265,6 +265,11 @@ class ModelInfoResponse(BaseModel):
     bias_strength_source: Literal["model", "RECSYS_BIAS_STRENGTH", "argument"] = Field(
         description="``model``: packaged with the model (chosen offline); else the environment's override."
     )
+    calibration: dict[str, float] | None = Field(
+        None,
+        description="The calibrated re-ranking the lists are served with (each keeps the genre mix of the "
+        "listener's own listening: ``strength``, ``candidates``, ``genres``, ``tier_weight``); null: none.",
+    )
 
 
 class ErrorResponse(BaseModel):

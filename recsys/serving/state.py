@@ -103,6 +103,8 @@ class ServingState:
             raise ValueError(f"bias_strength must be a finite number >= 0, got {bias_strength}")
         self.version = artifact.tag
         self.metadata = artifact.metadata
+        self.calibration = artifact.calibration
+        """The calibrated re-ranking the model was packaged (and measured) with; None: not calibrated."""
         self.session_params = params_of(artifact.metadata)
         """How a listener's events since packaging move their vector (the model's ``session`` settings)."""
         self.packaged_at = _timestamp(artifact.metadata.get("created_at"))
@@ -142,6 +144,11 @@ class ServingState:
         self._columns = _feature_columns(artifact.item_features.names)
         self._tag_items = _items_by_tag(self.tags)
         self._features = artifact.item_features.matrix.tocsc()
+        self._categories = (
+            self.calibration.categories(artifact.item_features.names, self._features, self.popularity)
+            if self.calibration is not None
+            else None
+        )
         self._mask_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._mask_lock = threading.Lock()
         self._profiles: dict[int, Counter[str]] = {}
@@ -247,6 +254,22 @@ class ServingState:
             return indices[keep][:k], scores[keep][:k]
         full_exclude = listened if exclude is None else np.concatenate([listened, exclude])
         return self.rank(vector(), k, full_exclude, allowed)
+
+    def depth(self, k: int) -> int:
+        """How many ranked items a list of ``k`` is chosen from: ``k``, or the calibration's candidates."""
+        return max(k, self.calibration.candidates) if self.calibration is not None else k
+
+    def calibrated(
+        self, history: np.ndarray, indices: np.ndarray, scores: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` of the ranked ``indices`` a calibrated model serves to a listener of ``history`` (its
+        genre mix kept, :mod:`recsys.offline.calibration`); the first ``k`` when not calibrated."""
+        if self.calibration is None or self._categories is None or len(indices) <= 1:
+            return indices[:k], scores[:k]
+        chosen = self.calibration.order(indices, scores, self._categories, history, k)
+        position = {int(item): row for row, item in enumerate(indices.tolist())}
+        rows = np.array([position[int(item)] for item in chosen.tolist()], dtype=np.int64)
+        return indices[rows], scores[rows]
 
     def hide_erased(self, erased: frozenset[str], pseudonym: Callable[[str], str]) -> None:
         """Answer as unknown the listeners of ``erased`` (pseudonyms) whose feedback this model trained on.

@@ -158,16 +158,23 @@ def test_first_run_trains_evaluates_and_promotes(
     packaged = registry.champion()
     assert packaged is not None
     assert packaged.metadata["dvc_lock_hash"] == registry.dvc_lock_hash(tiny_project.root / "dvc.lock")
-    # Packaged with the re-ranking strength the bias stage chose, and its metrics measured at it: what the
-    # gate compared is what the service serves by default.
+    # Packaged with the mitigation the bias stage's rule chose (none, popularity re-ranking at its strength,
+    # or calibration), its metrics measured with it: what the gate compared is what the service serves.
     bias = json.loads((tiny_project.root / "metrics/bias.json").read_text(encoding="utf-8"))
-    chosen = bias["chosen"]["strength"]
-    at_chosen = next(row for row in bias["strengths"] if row["strength"] == chosen)
-    assert packaged.metadata["bias_strength"] == chosen
-    assert packaged.metrics["ndcg@10"] == pytest.approx(at_chosen["ndcg@10"])
-    assert packaged.metrics["recall@10"] == pytest.approx(at_chosen["recall@10"])
-    if chosen == 0:
-        assert packaged.metrics["ndcg@10"] == pytest.approx(report["models"]["lightfm_hybrid"]["ndcg@10"])
+    mitigation = bias["mitigation"]
+    if mitigation["served"] == "calibration":
+        measured = mitigation["served_metrics"]["metrics"]
+        assert packaged.metadata["bias_strength"] == 0.0
+        assert packaged.metadata["calibration"] == mitigation["calibration"]
+    else:
+        chosen = mitigation["strength"]
+        measured = next(row for row in bias["strengths"] if row["strength"] == chosen)
+        assert packaged.metadata["bias_strength"] == chosen and not packaged.metadata["calibration"]
+        if chosen == 0:
+            unmitigated = report["models"]["lightfm_hybrid"]["ndcg@10"]
+            assert packaged.metrics["ndcg@10"] == pytest.approx(unmitigated)
+    assert packaged.metrics["ndcg@10"] == pytest.approx(measured["ndcg@10"])
+    assert packaged.metrics["recall@10"] == pytest.approx(measured["recall@10"])
     assert packaged.metadata["params"]["train"]["search"]["n_trials"] == 2
     assert Path(summary["reports"]["eda"]).name == "eda.html"
     # The run rewrote the model card from its own metrics: card and metrics/ agree on any machine.
