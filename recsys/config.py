@@ -389,7 +389,7 @@ class BiasParams(_Section):
     calibration_strengths: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)
     calibration_genres: int = Field(30, ge=1, le=500)
     calibration_tier_weight: float = Field(0.0, ge=0)
-    calibration_candidates: int = Field(100, ge=10, le=1000)
+    calibration_candidates: int = Field(100, ge=10, le=200)  # the service keeps 200 ranked a listener
     # Test listeners beyond which calibration is not measured (nor served): Python-loop work per listener.
     calibration_max_users: int = Field(20_000, ge=1)
     # The served mitigation (recsys.offline.mitigation): none, popularity or calibration, the rule's pick
@@ -436,8 +436,9 @@ class SessionParams(_Section):
     skip: float = -0.3
     dislike: float = -1.0
     step: float = Field(2.0, ge=0)
-    # The newest events of a listener that count (older ones are the retraining's to learn).
-    max_events: int = Field(50, ge=1, le=1000)
+    # The newest events of a listener that count (older ones are the retraining's to learn); the service's
+    # workers hold 50 a listener, so more would not count.
+    max_events: int = Field(50, ge=1, le=50)
     # Items with an event in the session leave the listener's next lists (a dislike always does).
     exclude_shown: bool = True
 

@@ -287,22 +287,32 @@ class FeedbackStore(ServedLists, Ratings, ErasureJobs, Announcements):
         )
 
     def session_events_since(
-        self, cursor: int, since: datetime
+        self, cursor: int, since: datetime, per_user: int | None = None
     ) -> tuple[list[tuple[int, str, str, str, float]], int]:
         """Every ``(id, user, item, event, time)`` stored with an id above ``cursor`` and a timestamp from
-        ``since`` on (``time``: seconds since the epoch), and the highest id read.
+        ``since`` on (``time``: seconds since the epoch), oldest first, and the highest id stored (whatever
+        its timestamp: a back-dated event never holds the cursor back). ``per_user``: only each listener's
+        newest that many (a full read).
 
         For the service's in-memory session index (:mod:`recsys.serving.session`); like
         :meth:`dislikes_since` it does not wait for in-flight writers.
         """
-        columns = (EVENTS.c[ID_COLUMN], EVENTS.c[Col.USER], EVENTS.c[Col.ITEM], EVENTS.c[Col.EVENT])
-        query = sa.select(*columns, EVENTS.c[Col.TIMESTAMP]).where(
-            EVENTS.c[ID_COLUMN] > cursor, EVENTS.c[Col.TIMESTAMP] >= since
-        )
+        columns = [EVENTS.c[name] for name in (ID_COLUMN, Col.USER, Col.ITEM, Col.EVENT, Col.TIMESTAMP)]
+        where = (EVENTS.c[ID_COLUMN] > cursor, EVENTS.c[Col.TIMESTAMP] >= since)
+        if per_user is None:
+            query = sa.select(*columns).where(*where).order_by(EVENTS.c[ID_COLUMN])
+        else:
+            newest = sa.func.row_number().over(
+                partition_by=EVENTS.c[Col.USER], order_by=EVENTS.c[ID_COLUMN].desc()
+            )
+            ranked = sa.select(*columns, newest.label("newest")).where(*where).subquery()
+            kept = [ranked.c[name] for name in (ID_COLUMN, Col.USER, Col.ITEM, Col.EVENT, Col.TIMESTAMP)]
+            query = sa.select(*kept).where(ranked.c.newest <= per_user).order_by(ranked.c[ID_COLUMN])
         with self._guard("reading session events"), self._engine.connect() as conn:
-            rows = conn.execute(query.order_by(EVENTS.c[ID_COLUMN])).all()
+            rows = conn.execute(query).all()
+            highest = conn.execute(sa.select(sa.func.max(EVENTS.c[ID_COLUMN]))).scalar()
         found = [(int(id_), user, item, event, stamp.timestamp()) for id_, user, item, event, stamp in rows]
-        return found, max((row[0] for row in found), default=cursor)
+        return found, max(cursor, int(highest or 0))
 
     def events_since(self, cursor: int | None = None, limit: int = 1000) -> tuple[list[FeedbackEvent], int]:
         """Return up to ``limit`` events stored after ``cursor`` (``None``: the start) and the new cursor.

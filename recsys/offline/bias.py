@@ -235,8 +235,12 @@ def served_candidate(
     if calibration is not None:
         measured = bias["mitigation"]["served_metrics"]
         return {
-            "metrics": dict(measured["metrics"]),
-            "groups": dict(measured["groups"]),
+            # A metric the report could not compute (None in JSON) is left out, as the curve's rows leave it.
+            "metrics": {key: value for key, value in measured["metrics"].items() if value is not None},
+            "groups": {
+                name: {key: value for key, value in values.items() if value is not None}
+                for name, values in measured["groups"].items()
+            },
             "bias_strength": 0.0,
             "calibration": dict(calibration),
         }

@@ -84,10 +84,12 @@ async def dislikes(runtime: Runtime, user_id: str | None) -> frozenset[str]:
 
 
 async def session_events(runtime: Runtime, user_id: str | None) -> tuple[SessionEvent, ...]:
-    """The listener's newest events from the worker's session index (call after :func:`dislikes`, which
-    syncs it when another worker signalled an event)."""
+    """The listener's newest events from the worker's session index, read first when another worker stored
+    one (call after :func:`dislikes`, which syncs everything when a dislike or erasure was signalled)."""
     if user_id is None:
         return ()
+    if runtime.feedback.session_signalled():  # a like, play or skip stored through another worker
+        await anyio.to_thread.run_sync(runtime.feedback.sync_sessions)
     found = runtime.feedback.session(user_id)
     if found is None:  # the index is full and does not hold this listener
         return await anyio.to_thread.run_sync(runtime.feedback.read_session, user_id)

@@ -1,13 +1,15 @@
-"""Each worker's view of the feedback store: events written through, every listener's dislikes in memory,
-and the erasures and model revocations it must honour.
+"""Each worker's view of the feedback store: events written through, every listener's dislikes and newest
+events in memory, and the erasures and model revocations it must honour.
 
-A recommendation never waits for the database: the dislikes are read in full at start, then only what was
-stored since (after a local dislike or erasure, when another worker signals one, and every
-:attr:`recsys.serving.settings.ServingSettings.dislike_sync_s` for workers on other machines). The same
-incremental sync reads the erasure jobs and model revocations recorded since
-(:mod:`recsys.feedback.erasure_jobs`): an erasure drops the listener from the index (found by pseudonym, no
-reread of the table), and the runtime hides the listener from any loaded model that trained on their feedback
-and stops serving revoked models.
+A recommendation never waits for the database: the dislikes and sessions (:mod:`recsys.serving.session`) are
+read in full at start, then only what was stored since: after a local event or erasure, when another worker
+signals one (a dislike or erasure: before that worker's next answer; a like, play or skip: before its next
+answer unless it read the sessions in the last :attr:`FeedbackFollower.SESSION_SYNC_MIN_S`, else by its
+1-second poll), and every :attr:`recsys.serving.settings.ServingSettings.dislike_sync_s` for workers on other
+machines. The same incremental sync reads the erasure jobs and model revocations recorded since
+(:mod:`recsys.feedback.erasure_jobs`): an erasure drops the listener from both indexes (found by pseudonym, no
+reread of the table), and the runtime hides the listener from any loaded model that trained on their feedback,
+drops their adapted lists and stops serving revoked models.
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ from recsys.feedback.store import AddResult, FeedbackStore, FeedbackUnavailableE
 from recsys.feedback.tables import ServedRecommendation
 from recsys.serving.session import SessionEvent, SessionIndex, SessionRow, events_from_store
 from recsys.serving.settings import ServingSettings
-from recsys.serving.signals import DISLIKE_SIGNAL, Signals
+from recsys.serving.signals import DISLIKE_SIGNAL, SESSION_SIGNAL, Signals
 
 _LOG = logging.getLogger(__name__)
 _NOTHING: frozenset[str] = frozenset()
 
 
 class FeedbackFollower:
-    """The feedback store plus every listener's disliked items, held in memory by each worker.
+    """The feedback store plus every listener's disliked items and newest events, held in memory by each
+    worker (the events: :attr:`sessions`, up to 100,000 listeners; beyond, read from the store on request).
 
     A recommendation never waits for the database: :meth:`dislikes` is a dictionary lookup. The index is
     loaded in full when the worker starts and brought up to date by :meth:`sync`, which reads only the
@@ -65,6 +68,10 @@ class FeedbackFollower:
     """Listeners whose dislikes a worker holds in memory (~250 bytes each with their pseudonym: ~125 MB). A
     store with more (anonymous page ids cost nothing to make) is not read whole into every worker: the
     listeners beyond it get their dislikes from the store when they ask (:meth:`dislikes` returns None)."""
+    SESSION_SYNC_MIN_S = 0.05
+    """A request that finds a session signal (a like, play or skip stored by another worker) syncs the session
+    index first, at most once per this many seconds per worker: under a stream of events the workers read
+    the store 20 times a second at most, and an event reaches the others within that or the 1-second poll."""
     SIGNAL_WAIT_S = 0.25
     """How long a request that found a signal waits for a sync another thread is running before it answers
     with the index as it is (a slow database must not hold every request)."""
@@ -102,8 +109,9 @@ class FeedbackFollower:
         self._loaded = False
         self.overflow = False
         """Whether some listeners' dislikes are not in memory (more than :attr:`MAX_INDEXED_LISTENERS`)."""
-        self._synced_at = self._full_at = -math.inf
+        self._synced_at = self._full_at = self._sessions_at = -math.inf
         self._seen: tuple[int, ...] = (-1, -1, -1, -1)
+        self._session_seen: tuple[int, ...] = (-1, -1, -1, -1)
         self._down_until = -math.inf
         self._lock = threading.Lock()
         self._sync_lock = threading.RLock()
@@ -125,9 +133,12 @@ class FeedbackFollower:
         """Store events durably (raises :class:`FeedbackUnavailableError`); index and announce them (dislikes
         and the listener's session), so the listener's next answer on any worker knows them."""
         result = self.store().add_events(events)
-        if events:
+        if any(event.event == "dislike" for event in events):
             self.signals.bump(DISLIKE_SIGNAL)
             self.sync()
+        elif events:
+            self.signals.bump(SESSION_SIGNAL)
+            self.sync_sessions()
         return result
 
     def delete_user(self, user_id: str, reason: str) -> int:
@@ -205,12 +216,41 @@ class FeedbackFollower:
         finally:
             self._sync_lock.release()
 
+    def session_signalled(self) -> bool:
+        """Whether a worker stored a like, play or skip since the session index was last read (one ``stat``)
+        and the index was not read in the last :attr:`SESSION_SYNC_MIN_S`; False while the store is down."""
+        now = self.clock()
+        return (
+            now >= self._down_until
+            and now - self._sessions_at >= self.SESSION_SYNC_MIN_S
+            and self.signals.version(SESSION_SIGNAL) != self._session_seen
+        )
+
+    def sync_sessions(self) -> None:
+        """Read the events stored since the session index's cursor (one query on the primary key; blocking:
+        run in a thread). Requests that arrive together after a signal wait at most
+        :attr:`SIGNAL_WAIT_S` for the one reading."""
+        if not self._sync_lock.acquire(timeout=self.SIGNAL_WAIT_S):
+            return
+        try:
+            seen = self.signals.version(SESSION_SIGNAL)
+            try:
+                self._load_sessions_since(self.store())
+            except FeedbackUnavailableError as err:
+                self._down_until = self.clock() + self.retry_s
+                _LOG.warning("recommending with the sessions known so far: %s", err)
+                return
+            self._session_seen, self._sessions_at = seen, self.clock()
+        finally:
+            self._sync_lock.release()
+
     def due(self) -> bool:
         """Whether the background poll should call :meth:`sync`: never loaded, signalled, or time is up."""
         now = self.clock()
         if now < self._down_until:
             return False
-        return not self._loaded or now - self._synced_at >= self.sync_s or self.signalled()
+        stale = not self._loaded or now - self._synced_at >= self.sync_s
+        return stale or self.signalled() or self.signals.version(SESSION_SIGNAL) != self._session_seen
 
     def sync(self) -> None:
         """Bring the index, the erasures and the revocations up to date from the store (blocking: run in a
@@ -222,6 +262,7 @@ class FeedbackFollower:
         with self._sync_lock:
             # The version is read before the store: a signal raised during the read triggers another sync.
             seen = self.signals.version(DISLIKE_SIGNAL)
+            session_seen = self.signals.version(SESSION_SIGNAL)
             now = self.clock()
             full = not self._loaded or now - self._full_at >= self.full_sync_s
             try:
@@ -244,6 +285,7 @@ class FeedbackFollower:
                 _LOG.warning("recommending with the dislikes known so far: %s", err)
                 return
             self._seen, self._synced_at = seen, now
+            self._session_seen, self._sessions_at = session_seen, now
 
     def _load_all(self, store: FeedbackStore) -> None:
         started = time.perf_counter()
@@ -266,7 +308,9 @@ class FeedbackFollower:
         self._index, self._pseudonyms = index, pseudonyms
         self._named = set(index)
         self._cursor, self._loaded = cursor, True
-        rows, self._session_cursor = store.session_events_since(0, self._window_start())
+        rows, self._session_cursor = store.session_events_since(
+            0, self._window_start(), per_user=self.sessions.max_events
+        )
         rows = self._not_erased(rows, store)
         self.sessions.replace(rows)
         self._name(store, rows)
@@ -288,6 +332,9 @@ class FeedbackFollower:
             self._pseudonyms[pseudonym] = user
             self._named.add(user)
         self._cursor = max(self._cursor, cursor)
+        self._load_sessions_since(store)
+
+    def _load_sessions_since(self, store: FeedbackStore) -> None:
         since = max(0, self._session_cursor - self.LATE_COMMIT_IDS)
         rows, session_cursor = store.session_events_since(since, self._window_start())
         rows = self._not_erased(rows, store)
@@ -301,8 +348,9 @@ class FeedbackFollower:
     def _name(self, store: FeedbackStore, rows: list[SessionRow]) -> None:
         """Know the pseudonym of each listener of ``rows``, so that an erasure finds their session."""
         for user in {row[1] for row in rows} - self._named:
-            self._pseudonyms[self._pseudonym(store, user)] = user
-            self._named.add(user)
+            if self.sessions.get(user):  # held (a listener the full index refused costs nothing here)
+                self._pseudonyms[self._pseudonym(store, user)] = user
+                self._named.add(user)
 
     def _not_erased(self, rows: list[SessionRow], store: FeedbackStore) -> list[SessionRow]:
         """``rows`` without an erased listener's up to their erasure's watermark (as :func:`_by_user`)."""

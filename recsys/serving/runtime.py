@@ -189,6 +189,13 @@ class Runtime:
             if loaded is not None:
                 loaded.hide_erased(erased, pseudonym)
 
+    def forget_session(self, user_id: str) -> None:
+        """Drop a listener's adapted lists from the loaded models (their erasure through this worker; the
+        other workers drop them by pseudonym in :meth:`honour_erasures`)."""
+        for loaded in (self.models.state, self.experiments.running.challenger):
+            if loaded is not None:
+                loaded.forget_session(user_id)
+
     def _forget_revoked(self, revoked: frozenset[str]) -> None:
         """On several hosts, delete this host's copies of revoked versions (its store caches the exchange)."""
         if self.settings.model_exchange is None or revoked <= self._forgotten:

@@ -65,9 +65,16 @@ class SessionIndex:
         self._lock = threading.Lock()
 
     def replace(self, rows: Iterable[SessionRow]) -> None:
-        """Hold exactly ``rows`` (a full read)."""
+        """Hold exactly ``rows`` (a full read); when they hold more listeners than the index, the most
+        recently active are kept."""
+        latest: dict[str, int] = {}
+        listed = list(rows)
+        for row in listed:
+            latest[row[1]] = max(latest.get(row[1], row[0]), row[0])
+        active = set(sorted(latest, key=lambda user: -latest[user])[: self.max_listeners])
         fresh = SessionIndex(self.max_events, self.max_listeners)
-        fresh.extend(rows)
+        fresh.extend(row for row in listed if row[1] in active)
+        fresh.overflow = len(latest) > self.max_listeners
         with self._lock:
             self._events, self.overflow = fresh._events, fresh.overflow
 

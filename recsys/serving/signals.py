@@ -32,7 +32,7 @@ from recsys.feedback.announcements import CHANNEL, NEVER, RELOAD, Announcement, 
 from recsys.feedback.store import FeedbackUnavailableError
 
 _LOG = logging.getLogger(__name__)
-RELOAD_SIGNAL, DISLIKE_SIGNAL = RELOAD, "dislike"
+RELOAD_SIGNAL, DISLIKE_SIGNAL, SESSION_SIGNAL = RELOAD, "dislike", "session"
 REFRESH_RETRY_S = 5.0
 """How long :meth:`Signals.refresh` leaves a database that did not answer alone."""
 

@@ -134,6 +134,7 @@ class ServingState:
         self._known_indptr, self._known_items = known.indptr, known.indices.astype(np.int64)
         self.popularity = np.asarray(known.getnnz(axis=0), dtype=np.int64)
         self.popular_order = np.argsort(-self.popularity, kind="stable")
+        self.user_ids = list(artifact.user_ids)
         self._n_users = max(len(artifact.user_ids), 1)
         embeddings = self.item_vectors[:, :-2]
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
@@ -156,7 +157,8 @@ class ServingState:
         self._ranked: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._ranked_lock = threading.Lock()
         # A listener's list moved by their session, until their next event (the key changes with it).
-        self._session_ranked: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        # One entry a listener (their row): the session's key and its list, replaced by their next event.
+        self._session_ranked: OrderedDict[int, tuple[int, np.ndarray, np.ndarray]] = OrderedDict()
         # The re-ranking's popularity penalty, computed once (rerank_popularity's formula, row by row).
         self._variants = popularity_variants(self.popularity, [self.bias_strength])
 
@@ -226,25 +228,32 @@ class ServingState:
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`rank_known` of a known listener's vector moved by their ``session`` (items with an event and
         listened items left out): the best ``CACHED_TOP`` are ranked once per session (its ``key``, which
-        their next event changes) and kept in a least-recently-used cache of ``CACHED_USERS`` lists; dislikes
-        and filters apply per request, a full ranking when they leave fewer than ``k``."""
-        key = (user, session.key)
+        their next event changes) and kept, one list a listener, in a least-recently-used cache of
+        ``CACHED_USERS``; dislikes and filters apply per request, a full ranking when they leave fewer than
+        ``k``. A two-stage ranker's listener keeps the ranker's order (it has no session features): only
+        the items with an event leave their list."""
+        if self._ranker is not None:
+            reacted = session.exclude if exclude is None else np.concatenate([exclude, session.exclude])
+            return self.rank_known(user, k, reacted, allowed)
         with self._ranked_lock:
-            cached = self._session_ranked.get(key)
-            if cached is not None:
-                self._session_ranked.move_to_end(key)
+            cached = self._session_ranked.get(user)
+            if cached is not None and cached[0] == session.key:
+                self._session_ranked.move_to_end(user)
+            else:
+                cached = None
         listened = np.concatenate([self.known_items(user), session.exclude])
 
         def vector() -> np.ndarray:
             return self.adapted(self.user_vectors[user], session, len(self.known_items(user)))
 
         if cached is None:
-            cached = self.rank(vector(), CACHED_TOP, listened)
+            cached = (session.key, *self.rank(vector(), CACHED_TOP, listened))
             with self._ranked_lock:
-                self._session_ranked[key] = cached
+                self._session_ranked[user] = cached
+                self._session_ranked.move_to_end(user)
                 while len(self._session_ranked) > CACHED_USERS:
                     self._session_ranked.popitem(last=False)
-        indices, scores = cached
+        _, indices, scores = cached
         keep = np.ones(len(indices), dtype=bool)
         if exclude is not None and exclude.size:
             keep &= ~np.isin(indices, exclude)
@@ -254,6 +263,13 @@ class ServingState:
             return indices[keep][:k], scores[keep][:k]
         full_exclude = listened if exclude is None else np.concatenate([listened, exclude])
         return self.rank(vector(), k, full_exclude, allowed)
+
+    def forget_session(self, user_id: str) -> None:
+        """Drop a listener's adapted list (their erasure through this worker)."""
+        row = self.user_index.get(user_id)
+        if row is not None:
+            with self._ranked_lock:
+                self._session_ranked.pop(row, None)
 
     def depth(self, k: int) -> int:
         """How many ranked items a list of ``k`` is chosen from: ``k``, or the calibration's candidates."""
@@ -272,7 +288,8 @@ class ServingState:
         return indices[rows], scores[rows]
 
     def hide_erased(self, erased: frozenset[str], pseudonym: Callable[[str], str]) -> None:
-        """Answer as unknown the listeners of ``erased`` (pseudonyms) whose feedback this model trained on.
+        """Answer as unknown the listeners of ``erased`` (pseudonyms) whose feedback this model trained on;
+        drop the adapted lists (:meth:`rank_session`) of every erased listener.
 
         Until a model without their feedback replaces this one, their recommendations must not come from
         their own history. Which users the model trained on feedback of is its record (every user for a
@@ -294,6 +311,15 @@ class ServingState:
         known = self._feedback_pseudonyms
         self.hidden_users = frozenset(known[p] for p in erased if p in known)
         self._hidden_for = len(erased)
+        # Adapted lists are derived from the erased listeners' events: none is kept (one pseudonym a cached
+        # listener, computed only when an erasure is new).
+        with self._ranked_lock:
+            rows = list(self._session_ranked)
+        ids = [self.user_ids[row] for row in rows]
+        gone = [row for row, user in zip(rows, ids, strict=True) if pseudonym(user) in erased]
+        with self._ranked_lock:
+            for row in gone:
+                self._session_ranked.pop(row, None)
 
     def row_of(self, user_id: str | None) -> int | None:
         """The model's row of a listener, None when unknown or hidden (:meth:`hide_erased`)."""

@@ -77,6 +77,7 @@ async def delete_user_feedback(request: Request) -> Response:
         rate_limited(runtime.limits.erasures, 1, "erasures")
     try:
         deleted = await anyio.to_thread.run_sync(runtime.feedback.delete_user, user_id, query.reason)
+        runtime.forget_session(user_id)
         await anyio.to_thread.run_sync(runtime.honour_erasures)
     except FeedbackUnavailableError as err:
         raise store_unavailable(err, "erasure") from err

@@ -5,6 +5,7 @@ ranks whom."""
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from recsys.offline.split import load_split
 from recsys.paths import model_file
 from recsys.serving import logic
 from recsys.serving.schemas import NewListenerRequest, RecommendRequest
+from recsys.serving.session import SessionEvent
 from recsys.serving.state import ServingState
 from recsys.specs import HYBRID, RANKER
 from tests.helpers import Project, start_server, stop_server
@@ -75,6 +77,17 @@ def test_a_packaged_ranker_ranks_known_listeners_and_the_hybrid_the_rest(
         order = np.lexsort((np.arange(len(scores)), -scores))[:5]
         order = order[np.isfinite(scores[order])]  # a tiny catalogue: fewer than 5 left
         assert [item["item_id"] for item in full["items"]] == [artifact.item_ids[i] for i in order]
+    # Within the session the ranker keeps its order (it has no session features): the items the listener
+    # reacted to leave the list, the next ones move up.
+    user = state.user_index["u01"]
+    first = logic.recommend(state, RecommendRequest(user_id="u01", k=5), frozenset())
+    shown = [item["item_id"] for item in first["items"]][:2]
+    now = datetime.now(UTC).timestamp()
+    events = tuple(SessionEvent(n + 1, item, "skip", now) for n, item in enumerate(shown))
+    later = logic.recommend(state, RecommendRequest(user_id="u01", k=5), frozenset(), events)
+    expected, _ = ranker.recommend(np.array([user]), 7, exclude=artifact.known)
+    kept = [artifact.item_ids[i] for i in expected[0] if artifact.item_ids[i] not in shown][:5]
+    assert later["session_events"] == 2 and [item["item_id"] for item in later["items"]] == kept
     # Ranked when packaged (every known listener), and read only at the packaged strength: at another one the
     # ranker's row is re-ranked per request.
     assert artifact.ranked is not None and artifact.ranked[0].shape == (len(artifact.user_ids), state.n_items)

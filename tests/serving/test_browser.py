@@ -132,7 +132,7 @@ def test_pick_artists_get_recommendations_like_and_skip(page: object, server: Se
     page.wait_for_function(gone, arg=skipped)  # type: ignore[attr-defined]
     # The server counted the stored reactions (the likes and the skip) and says the list reacts to them.
     reacted = len(liked) + 1
-    page.get_by_text(f"This list reacts to your {reacted} reactions this visit.").wait_for()  # type: ignore[attr-defined]
+    page.get_by_text(f"This list reacts to your last {reacted} reactions.").wait_for()  # type: ignore[attr-defined]
     shown = [rows.nth(i).locator("strong").inner_text() for i in range(rows.count())]
     assert not set(shown) & {*liked, skipped}
     assert [rows.nth(i).get_attribute("data-item-id") for i in range(rows.count())] != first_ten

@@ -103,9 +103,11 @@ def test_a_dislike_through_one_worker_reaches_the_other_before_its_next_answer(
     second.sync()  # what the app does before answering when signalled
     assert second.dislikes("u5") == {"a1", "a9"} and second.dislikes("new-listener") == {"a3"}
     assert not second.signalled()
-    first.add([_event("u5", "a4", "like")])  # a like is announced too: it shapes the listener's session
-    assert second.signalled()
-    second.sync()
+    first.add([_event("u5", "a4", "like")])  # no dislike: announced for the sessions only
+    clock.now += 1.0
+    assert not second.signalled() and second.session_signalled()
+    second.sync_sessions()
+    assert not second.session_signalled()
     assert second.dislikes("u5") == {"a1", "a9"}
     assert [e.item for e in second.session("u5") or ()] == ["a1", "a9", "a4"]
     first.close()

@@ -162,11 +162,19 @@ def _feedback(user: str, item: str, event: str, when: datetime | None = None) ->
     )
 
 
-def _worker(tmp_path: Path, url: str, machine: str) -> FeedbackFollower:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _worker(tmp_path: Path, url: str, machine: str, clock: Clock) -> FeedbackFollower:
     settings = ServingSettings(
         home=tmp_path, feedback_url=url, admin_token=None, runtime_dir=tmp_path / machine, session_window_h=24
     )
-    return FeedbackFollower(settings, Signals(settings.runtime_dir))
+    return FeedbackFollower(settings, Signals(settings.runtime_dir), clock=clock)
 
 
 def test_every_worker_learns_a_listeners_events_and_forgets_them_on_erasure(tmp_path: Path) -> None:
@@ -174,19 +182,19 @@ def test_every_worker_learns_a_listeners_events_and_forgets_them_on_erasure(tmp_
     with FeedbackStore(url) as store:
         old = datetime.now(UTC) - timedelta(days=3)  # outside the 24-hour window
         store.add_events([_feedback("u1", "a1", "like", old), _feedback("u2", "a2", "dislike")])
-    here, there, remote = (
-        _worker(tmp_path, url, "m1"),
-        _worker(tmp_path, url, "m1"),
-        _worker(tmp_path, url, "m2"),
-    )
+    clock = Clock()
+    here, there = _worker(tmp_path, url, "m1", clock), _worker(tmp_path, url, "m1", clock)
+    remote = _worker(tmp_path, url, "m2", clock)
     for worker in (here, there, remote):
         worker.sync()
     assert here.session("u1") == () and [e.item for e in here.session("u2") or ()] == ["a2"]
     here.add([_feedback("u1", "a3", "like"), _feedback("u1", "a4", "skip")])
     assert [e.event for e in here.session("u1") or ()] == ["like", "skip"]  # before the POST returns
-    assert there.signalled() and there.session("u1") == ()
-    there.sync_signalled()
-    assert [e.item for e in there.session("u1") or ()] == ["a3", "a4"]
+    assert not there.session_signalled()  # its index was read less than SESSION_SYNC_MIN_S ago
+    clock.now += 1.0
+    assert not there.signalled() and there.session_signalled() and there.session("u1") == ()
+    there.sync_sessions()  # what the app does before answering
+    assert [e.item for e in there.session("u1") or ()] == ["a3", "a4"] and not there.session_signalled()
     remote.sync()  # another machine: by its periodic sync
     assert [e.item for e in remote.session("u1") or ()] == ["a3", "a4"]
     here.delete_user("u1", "test erasure")  # u1 never disliked anything: found by pseudonym all the same
@@ -236,3 +244,22 @@ def test_a_sessions_cached_list_is_a_full_ranking_until_the_next_event(state: Se
     later = state.session((*events, SessionEvent(99, other, "like", _now())))
     assert later.key != session.key
     assert state.item_index[other] not in state.rank_session(user, later, 20)[0].tolist()
+
+
+def test_a_full_read_keeps_each_listeners_newest_and_back_dated_events_never_hold_the_cursor(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'feedback.db'}"
+    since = datetime.now(UTC) - timedelta(hours=1)
+    with FeedbackStore(url) as store:
+        store.add_events([_feedback("u1", f"a{n:02d}", "play") for n in range(12)])
+        store.add_events([_feedback("u2", "a00", "like")])
+        rows, cursor = store.session_events_since(0, since, per_user=5)
+        assert [row[2] for row in rows if row[1] == "u1"] == [f"a{n:02d}" for n in range(7, 12)]
+        assert [row[1] for row in rows].count("u2") == 1 and cursor == 13
+        store.add_events([_feedback("u3", "a01", "like", datetime.now(UTC) - timedelta(days=2))])
+        rows, cursor = store.session_events_since(cursor, since)
+        assert rows == [] and cursor == 14  # outside the window, yet read past
+    index = SessionIndex(max_events=5, max_listeners=1)
+    index.replace([(1, "old", "a", "like", 1.0), (2, "new", "b", "like", 2.0)])
+    assert index.get("new") is not None and index.get("old") is None and index.overflow

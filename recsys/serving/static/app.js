@@ -168,10 +168,11 @@ async function sendFeedback(item, event) {
   setStatus(CONFIRMATIONS[event](item.name) + sessionNote());
 }
 
-// The server adapts the list to what this listener did since the model was trained, and says how much.
+// The server adapts the list to what this listener did since the model was trained (their stored likes,
+// plays, skips and dislikes, this visit or earlier ones), and says how many reactions counted.
 function sessionNote() {
   const n = state.sessionEvents || 0;
-  return n ? ` This list reacts to your ${n} ${n === 1 ? "reaction" : "reactions"} this visit.` : "";
+  return n ? ` This list reacts to your last ${n} ${n === 1 ? "reaction" : "reactions"}.` : "";
 }
 
 // What each reaction did, said where the list's status is read (a screen reader announces it).
