@@ -52,41 +52,32 @@ def main(argv: list[str] | None = None) -> int:
     k = args.k
     first, _ = scorer.top_k(users, k, train)
     rows: dict[str, list[int]] = {}
-    as_trained = [0, 0]  # hits, listeners with something left to find
+    listeners = 0  # those with a held-out artist left to find after session 1
     for row, user in enumerate(users.tolist()):
         held = set(test.indices[test.indptr[user] : test.indptr[user + 1]].tolist())
         shown = first[row]
-        liked = [i for i in shown.tolist() if i in held]
-        left = held - set(liked)
+        left = held - set(shown.tolist())
         if not left:
             continue
-        as_trained[1] += 1
+        listeners += 1
         known = train.indices[train.indptr[user] : train.indptr[user + 1]]
         exclude = np.concatenate([known, shown])
-        vector = scorer.user_vectors[user]
-        for step in STEPS:
-            for skip in SKIPS:
-                if step == 0.0 and skip != SKIPS[0]:
-                    continue
-                w = np.array([args.like if i in held else skip for i in shown.tolist()])
-                moved = adapt(vector, unit, shown, w, step)
-                scores = (scorer.item_vectors @ moved)[np.newaxis, :]
-                scores[0, exclude] = -np.inf
-                top, _ = top_k_from_scores(scores, k)
-                key = f"step={step:g} skip={skip:g}" if step else "as trained, shown left out"
-                hit = int(bool(left & set(top[0].tolist())))
-                rows.setdefault(key, []).append(hit)
-        for step in HISTORY_STEPS:
-            for skip in SKIPS:
-                w = np.array([args.like if i in held else skip for i in shown.tolist()])
-                moved = adapt(vector, unit, shown, w, step / max(len(known), 1))
-                scores = (scorer.item_vectors @ moved)[np.newaxis, :]
-                scores[0, exclude] = -np.inf
-                top, _ = top_k_from_scores(scores, k)
-                hit = int(bool(left & set(top[0].tolist())))
-                rows.setdefault(f"step={step:g}/listened skip={skip:g}", []).append(hit)
+        # (label, step, skip weight): the fixed steps, then steps relative to the listened items.
+        settings = [("as trained, shown left out", 0.0, 0.0)]
+        settings += [(f"step={t:g} skip={w:g}", t, w) for t in STEPS if t > 0 for w in SKIPS]
+        listened = max(len(known), 1)
+        settings += [
+            (f"step={t:g}/listened skip={w:g}", t / listened, w) for t in HISTORY_STEPS for w in SKIPS
+        ]
+        for key, step, skip in settings:
+            weights = np.array([args.like if i in held else skip for i in shown.tolist()])
+            moved = adapt(scorer.user_vectors[user], unit, shown, weights, step)
+            scores = (scorer.item_vectors @ moved)[np.newaxis, :]
+            scores[0, exclude] = -np.inf
+            top, _ = top_k_from_scores(scores, k)
+            rows.setdefault(key, []).append(int(bool(left & set(top[0].tolist()))))
     results = {
-        "listeners": as_trained[1],
+        "listeners": listeners,
         "k": k,
         "like": args.like,
         "hit_rate": {key: round(float(np.mean(hits)), 4) for key, hits in rows.items()},

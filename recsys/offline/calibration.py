@@ -185,17 +185,22 @@ def _mean_mix(rows: np.ndarray) -> np.ndarray:
     return rows[carrying].mean(axis=0)
 
 
-def targets_of(train: sp.csr_matrix, users: np.ndarray, cats: Categories) -> dict[int, Target]:
-    """Each user's target from their training listening."""
-    return {int(u): cats.target(train.indices[train.indptr[u] : train.indptr[u + 1]]) for u in users}
+def _history(train: sp.csr_matrix, user: int) -> np.ndarray:
+    """The items ``user`` listened to in ``train`` (CSR)."""
+    return train.indices[train.indptr[user] : train.indptr[user + 1]]
 
 
-def group_of(users: np.ndarray, groups: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The group name of each user (empty string for none)."""
-    out = np.full(len(users), "", dtype=object)
-    for name, members in groups.items():
-        out[np.isin(users, members)] = name
-    return out
+def list_miscalibration(
+    top: np.ndarray, train: sp.csr_matrix, users: np.ndarray, cats: Categories
+) -> np.ndarray:
+    """Per user: the miscalibration of their list (a row of ``top``, padding ignored) against their own."""
+    train = sp.csr_matrix(train)
+    return np.array(
+        [
+            cats.miscalibration(cats.target(_history(train, u)), row[row != PAD_ITEM])
+            for u, row in zip(users.tolist(), top, strict=True)
+        ]
+    )
 
 
 def calibrated_lists(
@@ -223,7 +228,7 @@ def calibrated_lists(
         for row, user in enumerate(batch.tolist()):
             keep = top[row] != MISSING
             candidates, values = top[row][keep], top_scores[row][keep]
-            target = cats.target(train.indices[train.indptr[user] : train.indptr[user + 1]])
+            target = cats.target(_history(train, user))
             for strength, out in lists.items():
                 chosen = calibrate(candidates, values, cats, target, strength, k, tier_weight)
                 out[start + row, : len(chosen)] = chosen
@@ -236,19 +241,10 @@ def per_user_metrics(
     """Per user: ``ndcg@k``, ``recall@k``, ``miscalibration`` (KL of the list from their listening) and
     ``popularity_lift`` (the list's mean popularity over their own)."""
     ranked = ranking_metrics(top, test, users, [k])
-    train = sp.csr_matrix(train)
-    miscalibrated = np.array(
-        [
-            cats.miscalibration(
-                cats.target(train.indices[train.indptr[u] : train.indptr[u + 1]]), row[row != PAD_ITEM]
-            )
-            for u, row in zip(users.tolist(), top, strict=True)
-        ]
-    )
     return {
         f"ndcg@{k}": ranked[f"ndcg@{k}"],
         f"recall@{k}": ranked[f"recall@{k}"],
-        "miscalibration": miscalibrated,
+        "miscalibration": list_miscalibration(top, train, users, cats),
         "popularity_lift": popularity_lift(top, train, users),
     }
 
@@ -283,7 +279,7 @@ def calibrated_score_fn(
         for row, user in enumerate(np.asarray(users).tolist()):
             keep = top[row] != MISSING
             candidates = top[row][keep]
-            target = cats.target(train.indices[train.indptr[user] : train.indptr[user + 1]])
+            target = cats.target(_history(train, user))
             first = calibrate(candidates, top_scores[row][keep], cats, target, strength, depth, tier_weight)
             order = np.concatenate([first, candidates[~np.isin(candidates, first)]])
             out[row, order] = ceiling + np.arange(len(order), 0, -1, dtype=np.float64)
@@ -315,15 +311,7 @@ def measure(
     one = evaluate_variants(score_fn, lambda raw: iter([(0, raw)]), train, test, params, groups)[0]
     k = params.primary_k
     top = one.top_k[:, :k]
-    train = sp.csr_matrix(train)
-    miscalibrated = np.array(
-        [
-            cats.miscalibration(
-                cats.target(train.indices[train.indptr[u] : train.indptr[u + 1]]), row[row != PAD_ITEM]
-            )
-            for u, row in zip(one.users.tolist(), top, strict=True)
-        ]
-    )
+    miscalibrated = list_miscalibration(top, train, one.users, cats)
     return Measured(one.result, one.users, miscalibrated, popularity_lift(top, train, one.users))
 
 
