@@ -447,6 +447,20 @@ class SessionParams(_Section):
         return float(getattr(self, event, 0.0)) if event in {"like", "play", "skip", "dislike"} else 0.0
 
 
+class ExploreParams(_Section):
+    """Exploration with logged propensities (:mod:`recsys.serving.exploration`; README "Exploring with
+    evidence").
+
+    A ``share`` of known listeners' lists show ``slots`` long-tail artists drawn from the model's best
+    ``pool_depth`` for the listener in their last places; every shown artist's probability of being shown is
+    logged, so ``recsys experiment replay`` can estimate a challenger's like rate from the served log.
+    """
+
+    share: float = Field(0.1, ge=0, le=1)
+    slots: int = Field(1, ge=1, le=10)
+    pool_depth: int = Field(100, ge=1, le=200)
+
+
 class Params(_Section):
     """All settings of the pipeline; one attribute per ``params.yaml`` section."""
 
@@ -464,6 +478,7 @@ class Params(_Section):
     retrain: RetrainParams = RetrainParams()
     experiment: ExperimentParams = ExperimentParams()
     session: SessionParams = SessionParams()
+    explore: ExploreParams = ExploreParams()
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Services the tests start (here, in other hosts' namespaces, by flows) explore only when a test turns it on
+# (recsys.serving.exploration): a random slot makes two equal requests differ. Export it to run them with it.
+os.environ.setdefault("RECSYS_EXPLORE_SHARE", "0")
+
 
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:

@@ -107,9 +107,8 @@ class ServedLists(_Stored):
         frame = pd.DataFrame(rows[::-1], columns=list(SERVED_COLUMNS))
         frame[Served.SERVED_AT] = pd.to_datetime(frame[Served.SERVED_AT], utc=True)
         frame[Served.ITEMS] = [json.loads(items) for items in frame[Served.ITEMS]]
-        frame[Served.CREDITS] = [
-            json.loads(credits) if credits else None for credits in frame[Served.CREDITS]
-        ]
+        for column in (Served.CREDITS, Served.PROPENSITIES, Served.EXPLORED):
+            frame[column] = [json.loads(value) if value else None for value in frame[column]]
         frame[Served.COLD_START] = frame[Served.COLD_START].astype(bool)
         frame[Served.BIAS_STRENGTH] = frame[Served.BIAS_STRENGTH].astype(np.float64)
         return frame

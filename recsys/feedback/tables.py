@@ -49,6 +49,11 @@ class Served:
     ARM = "arm"
     CREDITS = "credits"
     CHALLENGER = "challenger"
+    # Exploration (recsys.serving.exploration): each shown item's probability of being shown (a JSON array
+    # in the table, a list in the frame) and the explored places (0-based); None for a list that could not
+    # explore (cold start, interleaved, or a service without exploration).
+    PROPENSITIES = "propensities"
+    EXPLORED = "explored"
 
 
 SERVED_COLUMNS: tuple[str, ...] = (
@@ -62,6 +67,8 @@ SERVED_COLUMNS: tuple[str, ...] = (
     Served.ARM,
     Served.CREDITS,
     Served.CHALLENGER,
+    Served.PROPENSITIES,
+    Served.EXPLORED,
 )
 SERVED_ENDPOINTS: tuple[str, ...] = ("recommend", "new-listener")
 MAX_VERSION_LENGTH = 200
@@ -139,6 +146,8 @@ SERVED = sa.Table(
     sa.Column(Served.ARM, sa.String(16), nullable=True),
     sa.Column(Served.CREDITS, sa.Text(), nullable=True),
     sa.Column(Served.CHALLENGER, sa.String(MAX_VERSION_LENGTH), nullable=True),
+    sa.Column(Served.PROPENSITIES, sa.Text(), nullable=True),
+    sa.Column(Served.EXPLORED, sa.Text(), nullable=True),
     sa.CheckConstraint(sa.column(Served.ENDPOINT).in_(SERVED_ENDPOINTS), name="ck_served_endpoint"),
     sa.Index("ix_served_recommendations_served_at", Served.SERVED_AT),
     sa.Index("ix_served_recommendations_user", Served.USER),
@@ -238,6 +247,8 @@ class ServedRecommendation(NamedTuple):
     arm: str | None = None
     credits: tuple[str, ...] | None = None
     challenger: str | None = None
+    propensities: tuple[float, ...] | None = None
+    explored: tuple[int, ...] | None = None
 
 
 def served_row(record: ServedRecommendation) -> dict[str, Any]:
@@ -256,6 +267,8 @@ def served_row(record: ServedRecommendation) -> dict[str, Any]:
         Served.ARM: record.arm,
         Served.CREDITS: _ITEMS_JSON(list(record.credits)) if record.credits else None,
         Served.CHALLENGER: record.challenger,
+        Served.PROPENSITIES: _ITEMS_JSON(list(record.propensities)) if record.propensities else None,
+        Served.EXPLORED: _ITEMS_JSON(list(record.explored or ())) if record.propensities else None,
     }
 
 

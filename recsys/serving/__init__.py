@@ -26,6 +26,8 @@ feedback_follower
     Each worker's view of the feedback store: every listener's dislikes in memory, erasures, revocations.
 session
     Within the session: each listener's newest events in memory; their vector moved by them on the next list.
+exploration
+    A share of lists shows long-tail artists the model would not; every shown item's propensity is logged.
 served_log
     The sampled, batched log of served lists.
 schemas, openapi
@@ -49,6 +51,7 @@ __all__ = [
     "admin_client",
     "app",
     "experiment",
+    "exploration",
     "feedback_follower",
     "http",
     "limits",

@@ -105,7 +105,7 @@ async def recommend(request: Request) -> Response:
     events = await session_events(runtime, body.user_id)
     running = await experiment_of(runtime, state)
     seed = runtime.experiments.next_seed(body.user_id) if running.active else 0
-    answer, shadow = experiment.recommend(running, state, body, disliked, seed, events)
+    answer, shadow = experiment.recommend(running, state, body, disliked, seed, events, runtime.explorer)
     runtime.count("recommend", answer["cold_start"])
     response = json_response(answer)
     challenger = running.design.challenger if running.active else None

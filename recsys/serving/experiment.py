@@ -29,6 +29,7 @@ from recsys.experiments.design import (
 )
 from recsys.feedback.events import FeedbackEvent
 from recsys.serving import logic
+from recsys.serving.exploration import Explorer
 from recsys.serving.loading import ModelSource
 from recsys.serving.schemas import RecommendRequest
 from recsys.serving.session import EMPTY, NO_EVENTS, SessionEvent
@@ -156,6 +157,7 @@ def recommend(
     disliked: Any,
     seed: int,
     events: Sequence[SessionEvent] = NO_EVENTS,
+    explorer: Explorer | None = None,
 ) -> tuple[dict[str, Any], Shadow | None]:
     """The answer under the running experiment, and (``shadow``) a call that makes the challenger's answer,
     to log after the response is sent, so shadowing costs listeners no time.
@@ -166,17 +168,18 @@ def recommend(
     champion's alone. ``shadow``: the champion answers and the challenger's answer is returned beside it, for
     the log only (made after the response). Outside an experiment, and for a listener outside its
     ``traffic`` (interleave, shadow): the champion's answer, unchanged. The listener's session ``events``
-    shape every model's list alike.
+    shape every model's list alike. The ``explorer`` explores the champion's and each A/B arm's lists
+    (:mod:`recsys.serving.exploration`), never an interleaved list or a shadow answer.
     """
     if not running.active or running.challenger is None or not running.design.takes_part(request.user_id):
-        return logic.recommend(champion, request, disliked, events), None
+        return logic.recommend(champion, request, disliked, events, explorer), None
     challenger, design = running.challenger, running.design
     if design.mode == "ab":
         arm = arm_of(request.user_id, design.salt, design.share)
         state = challenger if arm == CHALLENGER_ARM else champion
-        return logic.recommend(state, request, disliked, events) | {"arm": arm}, None
+        return logic.recommend(state, request, disliked, events, explorer) | {"arm": arm}, None
     if design.mode == "shadow":
-        ours = logic.recommend(champion, request, disliked, events)
+        ours = logic.recommend(champion, request, disliked, events, explorer)
         return ours, lambda: (
             logic.recommend(challenger, request, disliked, events) | {"arm": SHADOW},
             challenger.bias_strength,

@@ -7,10 +7,13 @@ from typing import Any
 
 import numpy as np
 
+from recsys.serving import exploration
+from recsys.serving.exploration import Explorer
 from recsys.serving.schemas import NewListenerRequest, RecommendRequest, SearchQuery, SimilarRequest
 from recsys.serving.session import EMPTY, NO_EVENTS, Session, SessionEvent
 from recsys.serving.state import ServingState, UnknownFilterError
 
+_NONE = np.empty(0, dtype=np.int64)
 CANDIDATES_PER_SLOT = 3
 """A new listener's list is picked from three candidates per place."""
 
@@ -28,28 +31,49 @@ def recommend(
     request: RecommendRequest,
     disliked: Set[str],
     events: Sequence[SessionEvent] = NO_EVENTS,
+    explorer: Explorer | None = None,
 ) -> dict[str, Any]:
     """Top-k for a known listener, or a flagged popularity list (cold start) for an unknown one.
 
     Disliked items are never returned; listened items are skipped unless ``exclude_listened`` is false. A
     known listener's ``events`` since the model was packaged move their vector (:mod:`recsys.serving.session`;
     ``request.session`` false: the list as trained); the answer's ``session_events`` says how many counted.
+    With an ``explorer`` whose share is positive, a known listener's list may explore
+    (:mod:`recsys.serving.exploration`) and every item carries its ``propensity``.
     """
     session = state.session(events) if request.session else EMPTY
-    user, indices, scores = ranked(state, request, disliked, session)
-    return answer_for(state, request.user_id, user, indices, scores, session)
+    params = explorer.settings(state.explore_params) if explorer is not None else None
+    pool_depth = params.pool_depth if params is not None and params.share > 0 else 0
+    user, indices, scores, deeper = _ranked(state, request, disliked, session, pool_depth)
+    if user is None or not pool_depth or explorer is None or params is None:
+        return answer_for(state, request.user_id, user, indices, scores, session)
+    candidates, candidate_scores = deeper[0][:pool_depth], deeper[1][:pool_depth]
+    fresh = state.long_tail[candidates] & ~np.isin(candidates, indices)
+    explored = explorer.explore(params, indices, scores, candidates[fresh], candidate_scores[fresh])
+    answer = answer_for(state, request.user_id, user, explored.indices, explored.scores, session)
+    return answer | {"items": exploration.mark(answer["items"], explored)}
 
 
 def ranked(
     state: ServingState, request: RecommendRequest, disliked: Set[str], session: Session = EMPTY
 ) -> tuple[int | None, np.ndarray, np.ndarray]:
     """The listener's row (None: unknown, so a popularity list) and the ranked item indices and scores."""
+    user, indices, scores, _ = _ranked(state, request, disliked, session, 0)
+    return user, indices, scores
+
+
+def _ranked(
+    state: ServingState, request: RecommendRequest, disliked: Set[str], session: Session, pool_depth: int
+) -> tuple[int | None, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """:func:`ranked`, and the model's best ``pool_depth`` (at least the list's candidates) before any
+    calibration: where an explored place draws from."""
     allowed = _allowed(state, request.genre, request.tag)
     exclude = np.concatenate([state.twins, state.indices_of(disliked)]) if disliked else state.twins
     user = state.row_of(request.user_id)
     if user is None:
-        return None, state.popular(request.k, exclude, allowed), np.empty(0)
-    depth = state.depth(request.k)
+        return None, state.popular(request.k, exclude, allowed), np.empty(0), (_NONE, _NONE)
+    shown = state.depth(request.k)
+    depth = max(shown, pool_depth)
     if session.events and request.exclude_listened:  # the listener's vector has moved since training
         indices, scores = state.rank_session(user, session, depth, exclude, allowed)
     elif session.events:
@@ -59,8 +83,9 @@ def ranked(
         indices, scores = state.rank_known(user, depth, exclude, allowed)
     else:
         indices, scores = state.rank_scores(state.known_scores(user), depth, exclude, allowed)
-    indices, scores = state.calibrated(state.known_items(user), indices, scores, request.k)
-    return user, indices, scores
+    known = state.known_items(user)
+    chosen, chosen_scores = state.calibrated(known, indices[:shown], scores[:shown], request.k)
+    return user, chosen, chosen_scores, (indices, scores)
 
 
 def answer_for(

@@ -27,6 +27,7 @@ from recsys.feedback.announcements import listening_connection
 from recsys.feedback.store import FeedbackUnavailableError
 from recsys.registry import exchange as model_exchange
 from recsys.serving.experiment import ExperimentHolder
+from recsys.serving.exploration import Explorer
 from recsys.serving.feedback_follower import FeedbackFollower
 from recsys.serving.limits import AnonymousLimits
 from recsys.serving.loading import ModelSource
@@ -127,6 +128,7 @@ class Runtime:
         self.experiments = ExperimentHolder(source, self.signals)
         self.limits = AnonymousLimits()
         self.searches = asyncio.Semaphore(SEARCHES_IN_FLIGHT)
+        self.explorer = Explorer(settings.explore_share)
         self.served = ServedLog(
             self.feedback.add_served,
             sample=settings.served_log_sample,

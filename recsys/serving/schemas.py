@@ -150,6 +150,16 @@ class RecommendedItem(BaseModel):
         description="In an interleaving experiment, the model that drafted this item (send it as the "
         "feedback's arm).",
     )
+    propensity: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="The probability that this list shows this item to this listener now, when the service "
+        "explores (logged for off-policy replay); absent when it does not.",
+    )
+    explored: bool | None = Field(
+        None, description="True for an artist shown to explore (a less-known one the model would not show)."
+    )
 
 
 class RecommendResponse(BaseModel):

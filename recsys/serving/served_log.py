@@ -120,7 +120,8 @@ class ServedLog:
         """Queue one answer of ``/recommend`` (``endpoint="recommend"``) or ``/recommend/new-listener``.
 
         An experiment's answer carries its ``arm`` (and, interleaved, each item's ``model``): both are logged,
-        with the experiment's ``challenger`` model version.
+        with the experiment's ``challenger`` model version. An answer whose items carry a ``propensity``
+        (:mod:`recsys.serving.exploration`) is logged with them and its explored places.
 
         ``bias_strength`` is the state's re-ranking strength; cold-start popularity lists are never
         re-ranked, so they are logged with 0.
@@ -138,6 +139,10 @@ class ServedLog:
             items = tuple([item["item_id"] for item in answer["items"]])
             arm = answer.get("arm")
             credits = tuple([item["model"] for item in answer["items"]]) if arm == INTERLEAVE else None
+            explored = propensities = None
+            if answer["items"] and "propensity" in answer["items"][0]:
+                propensities = tuple([float(item["propensity"]) for item in answer["items"]])
+                explored = tuple([at for at, item in enumerate(answer["items"]) if item.get("explored")])
             self._queue.append(
                 ServedRecommendation(
                     datetime.now(UTC),
@@ -150,6 +155,8 @@ class ServedLog:
                     arm,
                     credits,
                     challenger,
+                    propensities,
+                    explored,
                 )
             )
         except Exception as err:  # a malformed answer must still reach the client

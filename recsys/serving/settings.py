@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from recsys import registry
 from recsys.feedback.store import feedback_url
 from recsys.registry.exchange import exchange_from_env
+from recsys.serving import exploration
 
 ADMIN_TOKEN_ENV = "RECSYS_ADMIN_TOKEN"
 CLIENT_TOKENS_ENV = "RECSYS_CLIENT_TOKENS"
@@ -48,6 +49,8 @@ class ServingSettings(BaseModel):
     served_log_flush_s: float = Field(1.0, gt=0.0)
     served_log_capacity: int = Field(20_000, ge=1)
     served_log_max_per_s: float = Field(50.0, gt=0.0)
+    explore_share: float | None = Field(None, ge=0.0, le=1.0)
+    """Share of known listeners' lists that explore (``RECSYS_EXPLORE_SHARE``); None: the model's own."""
 
     @classmethod
     def from_env(cls) -> ServingSettings:
@@ -82,6 +85,7 @@ class ServingSettings(BaseModel):
             allowed_origins=origins,
             served_log_sample=served_log_sample_from_env(),
             served_log_max_per_s=served_log_max_per_s_from_env(),
+            explore_share=exploration.share_from_env(),
         )
 
 

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 
 from recsys.models.scorer import MISSING, top_k_from_scores
+from recsys.offline.metrics import head_items
 from recsys.offline.popularity import popularity_variants
 from recsys.registry import ServingArtifact
+from recsys.serving import exploration
 from recsys.serving.name_search import NameIndex, normalise
 from recsys.serving.session import Session, SessionEvent, adapt, params_of, session_of
 
@@ -134,6 +136,10 @@ class ServingState:
         self._known_indptr, self._known_items = known.indptr, known.indices.astype(np.int64)
         self.popularity = np.asarray(known.getnnz(axis=0), dtype=np.int64)
         self.popular_order = np.argsort(-self.popularity, kind="stable")
+        head_share = ((artifact.metadata.get("params") or {}).get("evaluate") or {}).get("head_share", 0.2)
+        self.long_tail = ~head_items(self.popularity, float(head_share))
+        """Artists outside the head (the most listened, holding ``head_share`` of listens): explored ones."""
+        self.explore_params = exploration.params_of(artifact.metadata)
         self.user_ids = list(artifact.user_ids)
         self._n_users = max(len(artifact.user_ids), 1)
         embeddings = self.item_vectors[:, :-2]

@@ -325,6 +325,22 @@ def test_a_store_made_before_experiments_gets_the_arm_columns_when_opened(
         assert reopened.served_frame()[Served.ARM].tolist() == ["champion"]
 
 
+def test_a_store_made_before_exploration_gets_the_propensity_columns_when_opened(
+    store: FeedbackStore, store_url: str
+) -> None:
+    """Lists logged before exploration read as unexplorable (None); new ones keep each item's propensity."""
+    store.add_served([_served(datetime(2026, 3, 1, tzinfo=UTC))])
+    with store.engine.begin() as conn:
+        for column in ("propensities", "explored"):
+            conn.execute(sa.text(f"ALTER TABLE {SERVED.name} DROP COLUMN {column}"))
+    with FeedbackStore(store_url) as reopened:
+        explored = _served(datetime(2026, 3, 2, tzinfo=UTC), propensities=(1.0, 0.004), explored=(1,))
+        reopened.add_served([explored])
+        frame = reopened.served_frame()
+    assert frame[Served.PROPENSITIES].tolist() == [None, [1.0, 0.004]]
+    assert frame[Served.EXPLORED].tolist() == [None, [1]]
+
+
 def test_served_frame_selects_a_window_and_the_latest_lists(store: FeedbackStore) -> None:
     start = datetime(2026, 3, 1, tzinfo=UTC)
     store.add_served([_served(start + timedelta(hours=h), user=f"u{h}") for h in range(6)])

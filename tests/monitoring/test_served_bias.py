@@ -43,6 +43,8 @@ def served_frame(rows: list[tuple[str | None, list[str]]], start: datetime = T0)
             Served.ARM: None,
             Served.CREDITS: None,
             Served.CHALLENGER: None,
+            Served.PROPENSITIES: None,
+            Served.EXPLORED: None,
         }
     )
     frame[Served.SERVED_AT] = pd.to_datetime(frame[Served.SERVED_AT], utc=True)
