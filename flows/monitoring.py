@@ -38,6 +38,7 @@ from flows import dvc
 from flows.training import dvc_stage, training_flow
 from recsys.config import load_params
 from recsys.experiments import report as experiment_report
+from recsys.experiments.replay import exploration_outcome
 from recsys.feedback.events import FEEDBACK_COLUMNS
 from recsys.feedback.store import FeedbackStore, FeedbackUnavailableError
 from recsys.feedback.store import feedback_url as default_feedback_url
@@ -247,9 +248,11 @@ def drift_monitoring_flow(
     report = monitoring.drift_payload(
         drifted, decision, len(reference.frame), len(events), end, settings.window_days
     )
+    horizon = pd.Timedelta(hours=params.experiment.horizon_hours)
     report |= {
         "n_served": len(served),
         "served_pruned": prune_served(url, end, settings.served_retention_days),
+        "exploration": exploration_outcome(served, events, horizon, params.experiment.alpha),
     }
     write_json(out_dir / DRIFT_JSON, report)
     write_json(out_dir / BIAS_JSON, bias)
@@ -259,7 +262,6 @@ def drift_monitoring_flow(
     names = monitoring.monitoring_events(decision, new_feedback, settings.min_new_feedback)
     payload = monitoring.event_payload(report, bias, new_feedback, decision)
     report["events_emitted"] = emit_monitoring_events(names, params.dataset.name, payload) if names else []
-    horizon = pd.Timedelta(hours=params.experiment.horizon_hours)
     like_rates = experiment_report.like_rate_by_model(served, events, horizon)
     values = workspace_history.summary_values(report, bias, like_rates, monitoring.thresholds(settings))
     workspace = root / settings.workspace

@@ -224,7 +224,9 @@ def experiment_report(
 ) -> dict[str, Any]:
     """Everything the service logged for one challenger's experiment (default: the latest), measured.
 
-    Returns ``{"challenger", "lists", "ab", "interleaving", "decision", "reason"}``: ``ab`` has each arm's
+    Returns ``{"challenger", "lists", "ab", "interleaving", "exploration", "decision", "reason"}``
+    (``exploration``: :func:`recsys.experiments.replay.exploration_outcome` of every logged list): ``ab`` has
+    each arm's
     rates and the challenger-minus-champion difference of ``settings.metric`` (None without A/B lists),
     ``interleaving`` the sign test's counts (None without interleaved lists); ``decision`` is
     :data:`WINS`, :data:`LOSES` or :data:`MORE_TRAFFIC`, from interleaving when it ran, else from A/B.
@@ -249,6 +251,9 @@ def experiment_report(
         decisions.append(decide(outcome, settings.alpha, settings.min_units))
     report.setdefault("ab", None)
     report.setdefault("interleaving", None)
+    from recsys.experiments.replay import exploration_outcome  # it builds on this module
+
+    report["exploration"] = exploration_outcome(served, events, horizon, settings.alpha)
     report["decision"] = decisions[-1] if decisions else MORE_TRAFFIC
     report["reason"] = _reason(report, settings) if decisions else "no list of this experiment was logged yet"
     return report

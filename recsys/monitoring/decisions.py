@@ -142,9 +142,29 @@ def summary_markdown(report: dict[str, Any], bias: dict[str, Any]) -> str:
     share = "n/a" if drift is None else f"{drift['share']:.2f}"
     lines += ["", f"Drift share: {share}. Bias ({bias.get('status')}, trigger reads: {bias.get('source')}):"]
     lines += _bias_table(bias)
+    lines += exploration_lines(report.get("exploration") or {})
     reasons = report["decision"]["reasons"]
     lines += ["", "Triggered: " + ("; ".join(reasons) if report["decision"]["triggered"] else "no")]
     return "\n".join(lines)
+
+
+def exploration_lines(outcome: dict[str, Any]) -> list[str]:
+    """The exploration of the window's served lists (:func:`recsys.experiments.replay.exploration_outcome`)
+    as markdown: the share of lists and slots that explored, and the like rate of explored slots beside the
+    model's own (95 % intervals, per listener)."""
+    if not outcome.get("lists"):
+        return ["", "Exploration: no logged list carries propensities in the window."]
+
+    def rate(name: str) -> str:
+        e = outcome[f"{name}_like_rate"]
+        return f"{e['value']:.4f} [{e['low']:.4f}, {e['high']:.4f}]" if e["value"] == e["value"] else "n/a"
+
+    return [
+        "",
+        f"Exploration: {outcome['list_share']:.1%} of {outcome['lists']} logged lists explored "
+        f"({outcome['slot_share']:.1%} of slots); like rate of explored slots {rate('explored')}, "
+        f"of the model's slots {rate('model')}.",
+    ]
 
 
 def _bias_table(bias: dict[str, Any]) -> list[str]:

@@ -4,7 +4,7 @@ snapshots every monitoring run adds.
 Each run adds two snapshots stamped with the end of its window: the Evidently data-drift report (per column,
 as in ``drift.html``) and a summary whose metrics are the run's headline numbers, one ``MeanValue`` per
 number over a one-row table (drift share, popularity lift, ARP, long-tail share, like rate per model,
-volumes).
+exploration's share of slots and the like rates of explored and model slots, volumes).
 The dashboard plots the summary numbers over time; ``recsys monitor ui`` starts the Evidently UI on the
 workspace, and :func:`read_history` reads the numbers back.
 
@@ -54,6 +54,11 @@ PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "Likes per shown item, by the model that placed it (experiments split it by arm)",
         (f"{LIKE_RATE}champion", f"{LIKE_RATE}challenger"),
     ),
+    (
+        "Exploration",
+        "Share of served slots that explored, and the like rates of explored and of the model's slots",
+        ("exploration_share", f"{LIKE_RATE}explored", f"{LIKE_RATE}model"),
+    ),
     ("Volume", "Feedback events and served lists in the window", ("n_events", "n_served")),
 )
 
@@ -76,6 +81,7 @@ def summary_values(
     drift = report.get("drift") or {}
     source = bias.get("source")
     block = bias.get(source) or {} if source else {}
+    explored = report.get("exploration") or {}
     values: dict[str, Any] = {
         "drift_share": drift.get("share"),
         "popularity_lift": bias.get("popularity_lift"),
@@ -83,7 +89,10 @@ def summary_values(
         "long_tail_share": block.get("long_tail_share"),
         "n_events": report.get("n_events"),
         "n_served": report.get("n_served"),
+        "exploration_share": explored.get("slot_share"),
     } | {f"{LIKE_RATE}{model}": rate for model, rate in like_rates.items()}
+    for name in ("explored", "model"):
+        values[f"{LIKE_RATE}{name}"] = (explored.get(f"{name}_like_rate") or {}).get("value")
     values |= {f"{name}{THRESHOLD}": limit for name, limit in (thresholds or {}).items()}
     return {
         name: float(value)

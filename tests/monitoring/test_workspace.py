@@ -13,6 +13,7 @@ import pytest
 
 from recsys.errors import RecsysError
 from recsys.monitoring import workspace as history
+from recsys.monitoring.decisions import exploration_lines
 from recsys.monitoring.drift import drift_snapshot, listening_frame, popularity_edges
 from tests.helpers import sample_listening, tiny_items
 
@@ -43,6 +44,27 @@ def test_summary_values_keep_the_measured_numbers_and_leave_out_the_rest() -> No
         "like_rate_champion": 0.05,
         "like_rate_challenger": 0.07,
     }  # no drift measured, a NaN long-tail share: gaps, not zeros
+
+
+def test_exploration_is_summarised_for_the_dashboard_and_the_report() -> None:
+    rate = {"value": 0.02, "se": 0.01, "low": 0.0, "high": 0.04, "units": 30}
+    outcome = {
+        "lists": 400,
+        "list_share": 0.1,
+        "slot_share": 0.01,
+        "explored_like_rate": rate,
+        "model_like_rate": rate | {"value": 0.12, "low": 0.1, "high": 0.14},
+    }
+    report = {"drift": None, "n_events": 12, "n_served": 400, "exploration": outcome}
+    values = history.summary_values(report, {"source": None}, {})
+    assert values["exploration_share"] == 0.01
+    assert values["like_rate_explored"] == 0.02 and values["like_rate_model"] == 0.12
+    assert any("exploration_share" in columns for _, _, columns in history.PANELS)
+    line = " ".join(exploration_lines(outcome))
+    assert "10.0% of 400 logged lists explored (1.0% of slots)" in line
+    assert "explored slots 0.0200 [0.0000, 0.0400]" in line and "model's slots 0.1200" in line
+    assert "no logged list carries propensities" in " ".join(exploration_lines({"lists": 0}))
+    assert "like_rate_explored" not in history.summary_values(report | {"exploration": {"lists": 0}}, {}, {})
 
 
 def test_runs_are_recorded_with_a_dashboard_and_read_back_in_time_order(tmp_path: Path) -> None:

@@ -1,0 +1,170 @@
+"""Off-policy replay: how a challenger would have done, estimated from the served log and its propensities.
+
+The service explores (:mod:`recsys.serving.exploration`) and logs, beside every shown artist, the
+probability ``p`` that it was shown. A challenger's like rate (likes per shown artist of its list of ``k``)
+is then estimated from the lists the *champion* served, without showing the challenger to anybody: an artist
+the challenger would show that the logged list showed counts its like with weight ``1 / p``
+(item-level inverse propensity scoring, under the assumption that a listener likes an artist or not
+whatever else the list holds and wherever it stands):
+
+- **IPS**: ``sum(w * like) / sum(k)`` over the logged lists; unbiased for the challenger's artists the
+  logging policy can show (``p > 0``); the others count as not liked, so IPS is low when support is short.
+- **SNIPS** (self-normalised): ``sum(w * like) / sum(w)``; the like rate of the challenger's artists that the
+  logging policy can show: less variance, and right when the unsupported artists are liked as often.
+- **support**: ``sum(w) / sum(k)``, an unbiased estimate of the share of the challenger's slots the logging
+  policy can show. Below ``MIN_SUPPORT`` the report says the estimates describe only part of the list.
+
+Intervals: the listener is the unit (their lists are not independent), each estimate a ratio of per-listener
+sums with its delta-method interval (:func:`recsys.experiments.report.ratio_estimate`). A like counts for
+the latest list that showed its artist to its listener within the horizon
+(:func:`recsys.experiments.report.attribute`).
+
+:func:`exploration_outcome` is what the report and the dashboard show: the share of lists and slots that
+explored and the like rate of explored slots beside the model's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+import pandas as pd
+
+from recsys.columns import Col
+from recsys.experiments.design import INTERLEAVE, SHADOW
+from recsys.experiments.report import attribute, ratio_estimate
+from recsys.feedback.tables import Served
+
+LIKE = "like"
+MIN_SUPPORT = 0.8
+"""Below this estimated share of the challenger's slots the logging policy could show, the replay warns."""
+
+
+def replayable(served: pd.DataFrame) -> pd.DataFrame:
+    """The logged lists a replay can use: shown (not shadow or interleaved) to a named listener by
+    ``/recommend``, with propensities."""
+    if Served.PROPENSITIES not in served:
+        return served.iloc[0:0]
+    keep = (
+        served[Served.PROPENSITIES].notna()
+        & ~served[Served.ARM].isin([SHADOW, INTERLEAVE])
+        & served[Served.USER].map(lambda user: isinstance(user, str) and bool(user))
+        & (served[Served.ENDPOINT] == "recommend")
+    )
+    return served[keep].reset_index(drop=True)
+
+
+def _liked(lists: pd.DataFrame, events: pd.DataFrame, horizon: pd.Timedelta) -> set[tuple[int, str]]:
+    """``(list row, item)`` pairs a like was attributed to."""
+    likes = events[events[Col.EVENT] == LIKE]
+    if lists.empty or likes.empty:
+        return set()
+    joined = attribute(lists.assign(**{Served.CREDITS: None}), likes, horizon)
+    return set(zip(joined["list_id"].tolist(), joined[Col.ITEM].tolist(), strict=True))
+
+
+def replay(
+    served: pd.DataFrame,
+    events: pd.DataFrame,
+    challenger_lists: Mapping[str, Sequence[str]],
+    horizon: pd.Timedelta,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """IPS and SNIPS estimates of the like rate of ``challenger_lists`` (``user -> item ids``, the lists the
+    challenger would show each listener) from the logged lists and likes (see the module).
+
+    Lists of listeners the challenger has no list for are left out (counted in ``skipped``).
+    """
+    lists = replayable(served)
+    liked = _liked(lists, events, horizon)
+    users, numerators, weights, slots, likes, shown = [], [], [], [], [], []
+    unknown = 0
+    max_weight = 0.0
+    for row, (user, items, propensities) in enumerate(
+        zip(lists[Served.USER], lists[Served.ITEMS], lists[Served.PROPENSITIES], strict=True)
+    ):
+        wanted = challenger_lists.get(user)
+        if not wanted:
+            unknown += 1
+            continue
+        chosen = set(wanted)
+        weight = numerator = 0.0
+        for item, propensity in zip(items, propensities, strict=True):
+            if item in chosen and propensity > 0:
+                w = 1.0 / propensity
+                weight += w
+                numerator += w * ((row, item) in liked)
+                max_weight = max(max_weight, w)
+        users.append(user)
+        numerators.append(numerator)
+        weights.append(weight)
+        slots.append(len(chosen))
+        likes.append(sum((row, item) in liked for item in items))
+        shown.append(len(items))
+    frame = pd.DataFrame(
+        {"user": users, "x": numerators, "w": weights, "k": slots, "likes": likes, "shown": shown}
+    )
+    per = frame.groupby("user", sort=True)[["x", "w", "k", "likes", "shown"]].sum()
+    support = float(per["w"].sum() / per["k"].sum()) if len(per) and per["k"].sum() else float("nan")
+    out = {
+        "ips": asdict(ratio_estimate(per["x"].to_numpy(), per["k"].to_numpy(), alpha)),
+        "snips": asdict(ratio_estimate(per["x"].to_numpy(), per["w"].to_numpy(), alpha)),
+        "support": support,
+        "served_like_rate": asdict(ratio_estimate(per["likes"].to_numpy(), per["shown"].to_numpy(), alpha)),
+        "lists": len(frame),
+        "listeners": len(per),
+        "max_weight": max_weight,
+        "skipped": {"not_replayable": int(len(served) - len(lists)), "challenger_has_no_list": unknown},
+        "alpha": alpha,
+    }
+    if not support >= MIN_SUPPORT:
+        out["warning"] = (
+            f"the logging policy could show about {support:.0%} of the challenger's slots: IPS counts the "
+            "rest as not liked and SNIPS assumes they are liked as often; more exploration (explore.share, "
+            "explore.pool_depth) widens it"
+        )
+    return out
+
+
+def exploration_outcome(
+    served: pd.DataFrame, events: pd.DataFrame, horizon: pd.Timedelta, alpha: float = 0.05
+) -> dict[str, Any]:
+    """The share of logged lists (and of their slots) that explored, and the like rate of explored slots
+    beside the model's own slots in the same lists, per listener with intervals (``{"lists": 0}`` without
+    propensities)."""
+    lists = replayable(served)
+    if lists.empty:
+        return {"lists": 0}
+    liked = _liked(lists, events, horizon)
+    rows = []
+    for row, (user, items, explored) in enumerate(
+        zip(lists[Served.USER], lists[Served.ITEMS], lists[Served.EXPLORED], strict=True)
+    ):
+        places = set(explored or ())
+        for place, item in enumerate(items):
+            rows.append((user, place in places, (row, item) in liked))
+    slots = pd.DataFrame(rows, columns=["user", "explored", "liked"])
+    out: dict[str, Any] = {
+        "lists": len(lists),
+        "list_share": float(lists[Served.EXPLORED].map(lambda e: bool(e)).mean()),
+        "slot_share": float(slots["explored"].mean()),
+    }
+    for name, part in (("explored", slots[slots["explored"]]), ("model", slots[~slots["explored"]])):
+        per = part.groupby("user")["liked"].agg(["sum", "size"])
+        out[f"{name}_like_rate"] = asdict(
+            ratio_estimate(per["sum"].to_numpy(float), per["size"].to_numpy(float), alpha)
+        )
+    return out
+
+
+def true_like_rate(lists: Mapping[str, Sequence[str]], liked: Mapping[str, set[str]]) -> float:
+    """The like rate a simulated listener gives lists (likes per shown item, every list weighing its items),
+    when they like exactly the items of ``liked``: the truth a replay is checked against.
+
+    >>> true_like_rate({"u": ["a", "b"], "v": ["c", "d"]}, {"u": {"a"}})
+    0.25
+    """
+    shown = sum(len(items) for items in lists.values())
+    hits = sum(len(liked.get(user, set()) & set(items)) for user, items in lists.items())
+    return hits / shown if shown else float("nan")
