@@ -287,6 +287,28 @@ def _session_section(params: Params) -> str:
     )
 
 
+def _exploration_section(params: Params) -> str:
+    """How the service explores and what its log then allows (``params.explore``)."""
+    explore = params.explore
+    if explore.share <= 0:
+        return (
+            "## Exploring with evidence\n\nOff (`explore.share: 0`): every list is the model's, so the served "
+            "log cannot estimate another model.\n"
+        )
+    return (
+        "## Exploring with evidence\n\n"
+        f"{explore.share:.0%} of a known listener's lists show {explore.slots} long-tail "
+        f"artist{'s' if explore.slots > 1 else ''} in their last place{'s' if explore.slots > 1 else ''}, "
+        f"drawn uniformly from the long-tail artists among the model's best {explore.pool_depth} for them "
+        "(marked and explained as exploration on the page); every shown artist's probability of being shown "
+        "is logged beside the arm. `recsys experiment replay --challenger TAG` estimates a challenger's like "
+        "rate from that log (IPS and self-normalised IPS with 95 % intervals per listener), without showing "
+        "it to anybody, and says how much of its lists the log supports; the monitoring report and dashboard "
+        "show the explored share and its like rate. The cost is the explored slots' lower like rate; "
+        'README "Exploring with evidence" has the replay checked against the truth in the closed loop.\n'
+    )
+
+
 def render_model_card(inputs: CardInputs) -> str:
     """The card as Markdown; deterministic (no dates) so re-rendering the same inputs gives the same text.
 
@@ -317,6 +339,7 @@ def render_model_card(inputs: CardInputs) -> str:
         mitigation_section(inputs.bias),
         calibration_section(inputs.bias),
         _session_section(params),
+        _exploration_section(params),
         _LIMITATIONS,
         _ETHICS,
     ]

@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,10 @@ from flows.dvc import apply_overrides
 from flows.experiment import experiment_flow
 from flows.retraining import retraining_flow
 from recsys import registry, stages
+from recsys.cli.experiment import challenger_lists, measure_replay
 from recsys.columns import Col
-from recsys.config import load_params
+from recsys.config import ExploreParams, load_params
+from recsys.experiments.replay import MIN_SUPPORT, exploration_outcome, true_like_rate
 from recsys.experiments.report import LOSES, WINS
 from recsys.experiments.simulation import power_curve, sessions_needed
 from recsys.feedback.exports import CURSOR_FILE, FeedbackCursor
@@ -50,6 +53,7 @@ from recsys.io import write_parquet
 from recsys.models import LightFMRecommender
 from recsys.offline.evaluation import evaluate
 from recsys.retraining import closed_loop as simulation
+from recsys.serving.state import ServingState
 from tests.helpers import ADMIN_TOKEN, PROJECT_ROOT, Server, start_server, stop_server, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.usefixtures("prefect_harness")]
@@ -296,6 +300,80 @@ def test_an_interleaving_experiment_on_the_running_service_stops_a_worse_challen
     finally:
         apply_overrides(root / "params.yaml", {"experiment.min_units": 200})
         stop_server(server)
+
+
+def test_a_replay_of_the_exploring_champions_log_estimates_challengers_true_like_rates(
+    project: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off-policy replay on the running service: the champion explores (half its lists, three slots from
+    the long tail of its best 100) and logs each shown artist's propensity; the listeners meet it three
+    times as trained and like their held-out artists. ``recsys experiment replay`` then estimates, from that
+    log alone, the like rate of the champion itself, of the champion at two popularity penalties (lists of
+    its head and tail) and of the one-epoch challenger, each against its true like rate in the simulation (its
+    own lists, liked as the held-out artists say). Where the log supports the challenger's lists (the
+    estimated support at least ``MIN_SUPPORT``), the estimate is within three standard errors of the truth;
+    where it does not, the replay says so."""
+    root: Path = project["root"]
+    home = tmp_path / "home"
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    params = load_params(root / "params.yaml")
+    exploring = params.model_copy(update={"explore": ExploreParams(share=0.5, slots=3, pool_depth=100)})
+    split, features = stages.training_inputs(root / "data" / "features", root / "data" / "split")
+    weak = LightFMRecommender(params.train.lightfm.model_copy(update={"epochs": 1}), seed=1, num_threads=1)
+    weak.fit(split.train_full, features.matrix).save(tmp_path / "models" / "lightfm_hybrid.npz")
+    packaged = {}
+    for name, models in (("champion", root / "models"), ("weak", tmp_path / "models")):
+        packaged[name] = registry.save_candidate(
+            models, root / "data" / "features", root / "data" / "split", {"ndcg@10": 0.0},
+            params_dict=exploring.model_dump(mode="json"), dvc_lock_hash="test", git_commit="test",
+            prepared_dir=root / "data" / "prepared", home=home,
+        )  # fmt: skip
+    registry.promote(packaged["champion"], home=home)
+    store = f"sqlite:///{tmp_path / 'replay.db'}"
+    (tmp_path / "service").mkdir()
+    env = {"RECSYS_FEEDBACK_URL": store, "RECSYS_SERVED_LOG_MAX_PER_S": "1000", "RECSYS_EXPLORE_SHARE": ""}
+    server = start_server(home, tmp_path / "service", env)
+    future = project["future"]
+    try:
+        for session in range(3):
+            simulation.run_session(
+                server.client, future, K, feedback=True, session_id=f"replay-{session}", adapt=False
+            )
+        with FeedbackStore(store, create=False) as opened:
+            assert wait_for(lambda: opened.count_served() >= 3 * len(future), 30.0, 0.2)
+            served, events = opened.served_frame(), opened.export_frame()
+    finally:
+        stop_server(server)
+    explored = exploration_outcome(served, events, pd.Timedelta(hours=params.experiment.horizon_hours))
+    assert explored["lists"] == 3 * len(future)
+    assert abs(explored["list_share"] - 0.5) < 0.06 and abs(explored["slot_share"] - 0.15) < 0.02, explored
+    measured: dict[str, Any] = {"exploration": explored}
+    for name, tag, strength in (
+        ("champion", packaged["champion"], None),
+        ("champion_popularity_penalty_0.3", packaged["champion"], 0.3),
+        ("champion_popularity_penalty_1", packaged["champion"], 1.0),
+        ("weak_one_epoch", packaged["weak"], None),
+    ):
+        estimate = measure_replay(tag, store, tmp_path / f"{name}.json", root / "params.yaml", strength)
+        state = ServingState(registry.load_artifact(tag, home=home), strength)
+        truth = true_like_rate(challenger_lists(state, sorted(future), K, defaultdict(set)), future)
+        measured[name] = {"truth": round(truth, 4)} | {
+            key: estimate[key]
+            for key in ("ips", "snips", "support", "served_like_rate", "lists", "listeners", "max_weight")
+        }
+        if estimate["support"] >= MIN_SUPPORT:  # within 3 standard errors: a fixed check, not a 5 % coin
+            for key in ("ips", "snips"):
+                assert abs(estimate[key]["value"] - truth) <= 3 * estimate[key]["se"], (
+                    name,
+                    key,
+                    estimate,
+                    truth,
+                )
+        else:
+            assert "warning" in estimate, (name, estimate)
+    assert measured["champion"]["support"] > 0.95
+    assert measured["champion"]["lists"] == 3 * len(future)
+    _publish({"replay": measured}, "closed_loop_replay.json")
 
 
 def _wait_until_every_worker_serves(service: Server, tag: str) -> None:
