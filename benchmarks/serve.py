@@ -4,7 +4,8 @@
 hybrid trained on the pipeline's ``data/`` outputs and packaged into a temporary store), drives
 ``POST /recommend`` (known users, k=10, each with 5 feedback events since the model was trained, so every
 list is adapted within the session: ``--session-events``) on loopback with ``wrk`` (16 connections, 10 s per
-side; the service also once with ``"session": false``: ``service_as_trained``), and
+side; the service also once with ``"session": false``: ``service_as_trained``, and once without exploration:
+``service_no_exploration``), and
 writes ``bench/results/serve.json``: ``{"service": {"rps", "p50_ms", "p99_ms"}, "bare": {...},
 "ratio_rps", "model_us_per_request", "client_cpu_share", ...}``. ``--model ranker`` serves the project's
 two-stage ranker (``models/ranker.npz`` with the hybrid) instead of the champion, ``--model lightfm_hybrid``
@@ -42,6 +43,7 @@ from recsys import registry
 from recsys.feedback.events import FeedbackEvent
 from recsys.feedback.store import FeedbackStore
 from recsys.io import write_json
+from recsys.serving.exploration import EXPLORE_SHARE_ENV
 
 HOME_ENV = "BENTOML_HOME"
 RESULTS = Path("bench/results/serve.json")
@@ -337,10 +339,19 @@ def measure(
         sides = {"service": sides["service"], "service_experiment": sides["service"], "bare": sides["bare"]}
     if session_events:
         sides = {"service": sides["service"], "service_as_trained": sides["service"]} | sides
-    results: dict[str, Any] = {"session_events_per_listener": session_events}
+    # The same service without exploration (the model's explore.share otherwise): what exploring costs.
+    sides = {"service": sides["service"], "service_no_exploration": sides["service"]} | sides
+    side_env = {"service_no_exploration": {EXPLORE_SHARE_ENV: "0"}}
+    results: dict[str, Any] = {
+        "session_events_per_listener": session_events,
+        "explore_share": os.environ.get(EXPLORE_SHARE_ENV)
+        or artifact.metadata.get("params", {}).get("explore"),
+    }
     for side, command in sides.items():
         port = free_port()
-        process = start([*command, "--port", str(port)], env, port, work / f"{side}.log")
+        process = start(
+            [*command, "--port", str(port)], env | side_env.get(side, {}), port, work / f"{side}.log"
+        )
         try:
             if side == "service_experiment":
                 answer = httpx.post(
@@ -354,6 +365,9 @@ def measure(
         finally:
             stop(process)
     results["ratio_rps"] = round(results["service"]["rps"] / results["bare"]["rps"], 3)
+    results["ratio_rps_exploring"] = round(
+        results["service"]["rps"] / results["service_no_exploration"]["rps"], 3
+    )
     if experiment is not None:
         results["experiment"] = experiment
         results["ratio_rps_experiment"] = round(
