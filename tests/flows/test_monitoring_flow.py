@@ -147,11 +147,22 @@ def test_a_fresh_window_is_not_flagged_and_bias_is_measured(
 
 def add_served_lists(url: str, items: list[str], liked_by: set[str]) -> int:
     """Two lists of ``items`` for each of u0..u29 in the window (and one stale list), and a later like
-    of the first item by each user of ``liked_by``; returns the number of lists in the window."""
+    of the first item by each user of ``liked_by``; returns the number of lists in the window. The first
+    list of each listener explored its last place (:mod:`recsys.serving.exploration`), the second did not."""
     users = [f"u{n}" for n in range(30)]
+    fixed = (1.0,) * (len(items) - 1)
+    explored = {3: ((*fixed, 0.01), (len(items) - 1,)), 2: ((*fixed, 0.9), ())}
     lists = [
         ServedRecommendation(
-            NOW - timedelta(hours=hours), user, "recommend", "fake:1", False, tuple(items), 0.0
+            NOW - timedelta(hours=hours),
+            user,
+            "recommend",
+            "fake:1",
+            False,
+            tuple(items),
+            0.0,
+            propensities=explored[hours][0],
+            explored=explored[hours][1],
         )
         for hours in (3, 2)
         for user in users
@@ -218,6 +229,10 @@ def test_bias_is_measured_on_the_served_lists_of_the_window(
     )
     assert first["like_rate_champion"] == pytest.approx(3 / (n_lists * len(niche)))  # one like each of 3
     assert (first["n_events"], first["n_served"]) == (result["n_events"], n_lists)
+    exploring = result["exploration"]
+    assert exploring["lists"] == n_lists and exploring["list_share"] == 0.5
+    assert first["exploration_share"] == pytest.approx(0.5 / len(niche))
+    assert first["like_rate_explored"] == 0.0 and first["like_rate_model"] > 0.0  # likes of the first item
 
 
 @pytest.mark.usefixtures("no_champion")
