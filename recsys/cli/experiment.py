@@ -124,7 +124,7 @@ def measure_replay(
 ) -> dict[str, Any]:
     """:func:`recsys.experiments.replay.replay` of the model ``challenger`` on the store's served log, written
     to ``out``: the challenger ranks every listener of a replayable list as it would serve them (the list as
-    trained, their dislikes left out, as many items as the logged lists hold)."""
+    trained, their dislikes left out, erased listeners unknown, as many items as each logged list holds)."""
     import pandas as pd
 
     from recsys import registry
@@ -138,10 +138,13 @@ def measure_replay(
     from recsys.serving.state import ServingState
 
     settings = load_params(params_file).experiment
-    state = ServingState(registry.load_artifact(challenger), bias_strength)
+    artifact = registry.load_artifact(challenger)
+    state = ServingState(artifact, artifact.bias_strength if bias_strength is None else bias_strength)
     with FeedbackStore(feedback_url or default_url(), create=False) as store:
         if store.is_revoked(state.version):
             raise RecsysError(f"{state.version} holds an erased listener's feedback: revoked, never replayed")
+        # An erased listener the model still holds feedback of is unknown to it, as on the service.
+        state.hide_erased(frozenset(store.erasure_watermarks()[0]), store.pseudonym)
         served, events = store.served_frame(), store.export_frame()
         lists = replayable(served)
         users = sorted(set(lists[Served.USER]))
@@ -151,7 +154,8 @@ def measure_replay(
             "no logged list carries propensities: serve with exploration on (params.yaml explore.share, "
             "RECSYS_EXPLORE_SHARE) and the served log on, then replay"
         )
-    ranked = challenger_lists(state, users, int(lists[Served.ITEMS].map(len).max()), disliked)
+    lengths = lists.groupby(Served.USER)[Served.ITEMS].agg(lambda col: sorted({len(items) for items in col}))
+    ranked = challenger_lists(state, lengths.to_dict(), disliked)
     horizon = pd.Timedelta(hours=settings.horizon_hours)
     report = {"challenger": state.version, "bias_strength": state.bias_strength}
     report |= estimate(served, events, ranked, horizon, settings.alpha)
@@ -160,18 +164,22 @@ def measure_replay(
 
 
 def challenger_lists(
-    state: ServingState, users: list[str], k: int, disliked: dict[str, set[str]]
-) -> dict[str, list[str]]:
-    """The ``k`` items the model of ``state`` would show each known listener of ``users`` (as trained, their
-    dislikes left out); listeners it does not know get none (it would answer a popularity list)."""
+    state: ServingState, lengths: dict[str, list[int]], disliked: dict[str, set[str]]
+) -> dict[tuple[str, int], list[str]]:
+    """The ``k`` items the model of ``state`` would show each known listener for each ``k`` of ``lengths``
+    (``user -> list lengths``; as trained, their dislikes left out), keyed ``(user, k)``: a calibrated list
+    of 5 is not the first 5 of its list of 10. Listeners it does not know get none (it would answer a
+    popularity list)."""
     from recsys.serving import logic
     from recsys.serving.schemas import RecommendRequest
 
     ranked = {}
-    for user in users:
-        answer = logic.recommend(state, RecommendRequest(user_id=user, k=k, session=False), disliked[user])
-        if not answer["cold_start"]:
-            ranked[user] = [item["item_id"] for item in answer["items"]]
+    for user, ks in lengths.items():
+        for k in ks:
+            request = RecommendRequest(user_id=user, k=k, session=False)
+            answer = logic.recommend(state, request, disliked.get(user, set()))
+            if not answer["cold_start"]:
+                ranked[(user, k)] = [item["item_id"] for item in answer["items"]]
     return ranked
 
 

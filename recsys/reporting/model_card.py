@@ -292,15 +292,16 @@ def _exploration_section(params: Params) -> str:
     explore = params.explore
     if explore.share <= 0:
         return (
-            "## Exploring with evidence\n\nOff (`explore.share: 0`): every list is the model's, so the served "
-            "log cannot estimate another model.\n"
+            "## Exploring with evidence\n\nOff (`explore.share: 0`): every list is the model's, so the "
+            "served log cannot estimate another model.\n"
         )
     return (
         "## Exploring with evidence\n\n"
         f"{explore.share:.0%} of a known listener's lists show {explore.slots} long-tail "
         f"artist{'s' if explore.slots > 1 else ''} in their last place{'s' if explore.slots > 1 else ''}, "
         f"drawn uniformly from the long-tail artists among the model's best {explore.pool_depth} for them "
-        "(marked and explained as exploration on the page); every shown artist's probability of being shown "
+        "(marked `explored` and explained in the answer; the page's new-listener lists never explore); every "
+        "shown artist's probability of being shown "
         "is logged beside the arm. `recsys experiment replay --challenger TAG` estimates a challenger's like "
         "rate from that log (IPS and self-normalised IPS with 95 % intervals per listener), without showing "
         "it to anybody, and says how much of its lists the log supports; the monitoring report and dashboard "

@@ -4,8 +4,9 @@ Every list shows what the model already believes, so the served log alone cannot
 would have done. With probability ``share`` a known listener's list explores: its last ``slots`` places
 are filled with artists drawn uniformly from the listener's *pool* (the long-tail artists, outside the head
 that holds ``evaluate.head_share`` of the training listens, among the model's best ``pool_depth`` for them
-that the list does not show; an artist nobody listened to yet, a new release, is long tail too). Each shown
-artist carries its *propensity*, the probability that this policy shows it to this listener now:
+that the list does not show and they have not listened to; an artist nobody listened to yet, a new
+release, is long tail too). Each shown artist carries its *propensity*, the probability that this policy
+shows it to this listener now:
 
 - the first ``k - slots`` artists: 1 (always shown);
 - the model's last ``slots`` artists: ``1 - share`` (shown unless the list explores);
@@ -153,7 +154,7 @@ def mark(items: list[dict[str, Any]], explored: Explored) -> list[dict[str, Any]
     places = set(explored.explored)
     out = []
     for place, (item, propensity) in enumerate(zip(items, explored.propensities, strict=True)):
-        entry = item | {"propensity": round(propensity, 9)}
+        entry = item | {"propensity": float(propensity)}  # never rounded: a tiny one must not become 0
         if place in places:
             entry |= {"explored": True, "reason": EXPLORE_REASON}
         out.append(entry)

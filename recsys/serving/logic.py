@@ -48,7 +48,9 @@ def recommend(
     if user is None or not pool_depth or explorer is None or params is None:
         return answer_for(state, request.user_id, user, indices, scores, session)
     candidates, candidate_scores = deeper[0][:pool_depth], deeper[1][:pool_depth]
-    fresh = state.long_tail[candidates] & ~np.isin(candidates, indices)
+    fresh = state.long_tail[candidates] & ~np.isin(
+        candidates, np.concatenate([indices, state.known_items(user)])
+    )
     explored = explorer.explore(params, indices, scores, candidates[fresh], candidate_scores[fresh])
     answer = answer_for(state, request.user_id, user, explored.indices, explored.scores, session)
     return answer | {"items": exploration.mark(answer["items"], explored)}

@@ -78,8 +78,9 @@ class World:
     def _list(self, policy: Policy, user: int) -> list[int]:
         return policy(self.order[user])
 
-    def lists(self, policy: Policy) -> dict[str, list[str]]:
-        return {f"u{u}": [f"i{i}" for i in self._list(policy, u)] for u in range(USERS)}
+    def lists(self, policy: Policy) -> dict[tuple[str, int], list[str]]:
+        """The policy's list of each listener, keyed as the replay asks: ``(user, logged list length)``."""
+        return {(f"u{u}", K): [f"i{i}" for i in self._list(policy, u)] for u in range(USERS)}
 
 
 def champion(order: np.ndarray) -> list[int]:
@@ -169,6 +170,27 @@ def test_only_shown_lists_with_propensities_are_replayed_and_exploration_is_summ
     assert outcome["model_like_rate"]["value"] == pytest.approx(expected, abs=0.02)
     assert outcome["explored_like_rate"]["units"] > 0
     assert exploration_outcome(served.assign(**{Served.PROPENSITIES: None}), events, HORIZON) == {"lists": 0}
+
+
+def test_a_like_belongs_to_the_latest_list_that_showed_it_even_one_the_replay_cannot_use() -> None:
+    """An explored artist shown again by a later interleaved list: the like is that list's, so it is never
+    weighed by the explored showing's 1 / p (which once gave an IPS of 500)."""
+    base = {Served.USER: "u", Served.ENDPOINT: "recommend", Served.CREDITS: None}
+    served = pd.DataFrame(
+        [
+            base | {Served.SERVED_AT: START, Served.ARM: None, Served.ITEMS: ["a", "j"],
+                    Served.PROPENSITIES: [1.0, 0.001], Served.EXPLORED: [1]},
+            base | {Served.SERVED_AT: START + pd.Timedelta(minutes=1), Served.ARM: "interleave",
+                    Served.ITEMS: ["j", "b"], Served.PROPENSITIES: None, Served.EXPLORED: None},
+        ]
+    )  # fmt: skip
+    like = {Col.USER: "u", Col.ITEM: "j", Col.EVENT: "like", Col.TIMESTAMP: START + pd.Timedelta(minutes=2)}
+    estimate = replay(served, pd.DataFrame([like]), {("u", 2): ["a", "j"]}, HORIZON)
+    assert estimate["lists"] == 1 and estimate["ips"]["value"] == 0.0
+    assert estimate["served_like_rate"]["value"] == 0.0
+    assert exploration_outcome(served, pd.DataFrame([like]), HORIZON)["explored_like_rate"]["value"] == 0.0
+    earlier = like | {Col.TIMESTAMP: START + pd.Timedelta(seconds=30)}  # before the interleaved list
+    assert replay(served, pd.DataFrame([earlier]), {("u", 2): ["a", "j"]}, HORIZON)["ips"]["value"] == 500.0
 
 
 def test_the_truth_counts_every_shown_item() -> None:
