@@ -94,17 +94,29 @@ class ServedLists(_Stored):
             :data:`SERVED_COLUMNS`; ``served_at`` is ``datetime64[ns, UTC]`` and ``items`` holds lists of
             item ids in ranked order.
         """
-        query = sa.select(*(SERVED.c[name] for name in SERVED_COLUMNS)).order_by(SERVED.c[ID_COLUMN].desc())
-        if since is not None:
-            query = query.where(SERVED.c[Served.SERVED_AT] > since)
-        if until is not None:
-            query = query.where(SERVED.c[Served.SERVED_AT] <= until)
-        if limit is not None:
-            query = query.limit(limit)
         with self._guard("reading served recommendations"), self._engine.connect() as conn:
-            # A store created before the served log, opened without create, has no such table yet.
-            rows = conn.execute(query).all() if sa.inspect(conn).has_table(SERVED.name) else []
-        frame = pd.DataFrame(rows[::-1], columns=list(SERVED_COLUMNS))
+            # A store created before the served log, opened without create, has no such table yet; one made
+            # before a column (arm, propensities, ...) lacks it until a writer opens it: those read as None.
+            inspector = sa.inspect(conn)
+            present = (
+                {column["name"] for column in inspector.get_columns(SERVED.name)}
+                if inspector.has_table(SERVED.name)
+                else set()
+            )
+            columns = [name for name in SERVED_COLUMNS if name in present]
+            query = sa.select(*(SERVED.c[name] for name in columns)).order_by(SERVED.c[ID_COLUMN].desc())
+            if since is not None:
+                query = query.where(SERVED.c[Served.SERVED_AT] > since)
+            if until is not None:
+                query = query.where(SERVED.c[Served.SERVED_AT] <= until)
+            if limit is not None:
+                query = query.limit(limit)
+            rows = conn.execute(query).all() if present else []
+        frame = pd.DataFrame(rows[::-1], columns=columns)
+        for name in SERVED_COLUMNS:
+            if name not in frame:
+                frame[name] = pd.Series([None] * len(frame), dtype=object)
+        frame = frame[list(SERVED_COLUMNS)]
         frame[Served.SERVED_AT] = pd.to_datetime(frame[Served.SERVED_AT], utc=True)
         frame[Served.ITEMS] = [json.loads(items) for items in frame[Served.ITEMS]]
         for column in (Served.CREDITS, Served.PROPENSITIES, Served.EXPLORED):

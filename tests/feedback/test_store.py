@@ -333,6 +333,10 @@ def test_a_store_made_before_exploration_gets_the_propensity_columns_when_opened
     with store.engine.begin() as conn:
         for column in ("propensities", "explored"):
             conn.execute(sa.text(f"ALTER TABLE {SERVED.name} DROP COLUMN {column}"))
+    with FeedbackStore(store_url, create=False) as reader:  # the monitoring flow, before any writer
+        old = reader.served_frame()
+    assert list(old.columns) == list(SERVED_COLUMNS) and old[Served.PROPENSITIES].tolist() == [None]
+    assert old[Served.ITEMS].tolist() == [["a1", "a2"]]
     with FeedbackStore(store_url) as reopened:
         explored = _served(datetime(2026, 3, 2, tzinfo=UTC), propensities=(1.0, 0.004), explored=(1,))
         reopened.add_served([explored])
