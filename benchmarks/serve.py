@@ -44,6 +44,7 @@ from recsys.feedback.events import FeedbackEvent
 from recsys.feedback.store import FeedbackStore
 from recsys.io import write_json
 from recsys.serving.exploration import EXPLORE_SHARE_ENV
+from recsys.serving.exploration import params_of as explore_params_of
 
 HOME_ENV = "BENTOML_HOME"
 RESULTS = Path("bench/results/serve.json")
@@ -344,8 +345,8 @@ def measure(
     side_env = {"service_no_exploration": {EXPLORE_SHARE_ENV: "0"}}
     results: dict[str, Any] = {
         "session_events_per_listener": session_events,
-        "explore_share": os.environ.get(EXPLORE_SHARE_ENV)
-        or artifact.metadata.get("params", {}).get("explore"),
+        "explore": explore_params_of(artifact.metadata).model_dump(),
+        "explore_share_env": os.environ.get(EXPLORE_SHARE_ENV),
     }
     for side, command in sides.items():
         port = free_port()

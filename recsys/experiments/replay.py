@@ -202,15 +202,3 @@ def exploration_outcome(
             ratio_estimate(per["sum"].to_numpy(float), per["size"].to_numpy(float), alpha)
         )
     return out
-
-
-def true_like_rate(lists: Mapping[str, Sequence[str]], liked: Mapping[str, set[str]]) -> float:
-    """The like rate a simulated listener gives lists (likes per shown item, every list weighing its items),
-    when they like exactly the items of ``liked``: the truth a replay is checked against.
-
-    >>> true_like_rate({"u": ["a", "b"], "v": ["c", "d"]}, {"u": {"a"}})
-    0.25
-    """
-    shown = sum(len(items) for items in lists.values())
-    hits = sum(len(liked.get(user, set()) & set(items)) for user, items in lists.items())
-    return hits / shown if shown else float("nan")

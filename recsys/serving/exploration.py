@@ -33,8 +33,6 @@ Examples
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,26 +90,6 @@ def explore(
 def params_of(metadata: dict[str, Any]) -> ExploreParams:
     """The exploration a model was packaged with (the defaults for a model packaged before it existed)."""
     return ExploreParams.model_validate((metadata.get("params") or {}).get("explore") or {})
-
-
-def share_from_env() -> float | None:
-    """The share in ``RECSYS_EXPLORE_SHARE`` (None when unset or blank: the model's own).
-
-    Raises
-    ------
-    ValueError
-        When the value is not a number between 0 and 1.
-    """
-    raw = os.environ.get(EXPLORE_SHARE_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        share = float(raw)
-    except ValueError:
-        share = math.nan
-    if not 0.0 <= share <= 1.0:  # also refuses nan
-        raise ValueError(f"{EXPLORE_SHARE_ENV} must be a number between 0 and 1, got {raw!r}")
-    return share
 
 
 class Explorer:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from recsys import registry
 from recsys.feedback.store import feedback_url
 from recsys.registry.exchange import exchange_from_env
-from recsys.serving import exploration
+from recsys.serving.exploration import EXPLORE_SHARE_ENV
 
 ADMIN_TOKEN_ENV = "RECSYS_ADMIN_TOKEN"
 CLIENT_TOKENS_ENV = "RECSYS_CLIENT_TOKENS"
@@ -85,26 +85,34 @@ class ServingSettings(BaseModel):
             allowed_origins=origins,
             served_log_sample=served_log_sample_from_env(),
             served_log_max_per_s=served_log_max_per_s_from_env(),
-            explore_share=exploration.share_from_env(),
+            explore_share=share_from_env(EXPLORE_SHARE_ENV),
         )
 
 
-def served_log_sample_from_env() -> float:
-    """The sampling rate in ``RECSYS_SERVED_LOG_SAMPLE`` (1 when unset or blank).
+def share_from_env(name: str) -> float | None:
+    """The share (a number between 0 and 1) in the environment variable ``name``; None when unset or blank.
 
     Raises
     ------
     ValueError
         When the value is not a number between 0 and 1.
     """
-    raw = os.environ.get(SERVED_LOG_SAMPLE_ENV, "").strip()
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
     try:
-        rate = float(raw) if raw else 1.0
+        share = float(raw)
     except ValueError:
-        rate = math.nan
-    if not 0.0 <= rate <= 1.0:  # also refuses nan
-        raise ValueError(f"{SERVED_LOG_SAMPLE_ENV} must be a number between 0 and 1, got {raw!r}")
-    return rate
+        share = math.nan
+    if not 0.0 <= share <= 1.0:  # also refuses nan
+        raise ValueError(f"{name} must be a number between 0 and 1, got {raw!r}")
+    return share
+
+
+def served_log_sample_from_env() -> float:
+    """The sampling rate in ``RECSYS_SERVED_LOG_SAMPLE`` (1 when unset or blank; :func:`share_from_env`)."""
+    rate = share_from_env(SERVED_LOG_SAMPLE_ENV)
+    return 1.0 if rate is None else rate
 
 
 def served_log_max_per_s_from_env() -> float:

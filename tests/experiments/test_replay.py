@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from recsys.columns import Col
-from recsys.experiments.replay import MIN_SUPPORT, exploration_outcome, replay, replayable, true_like_rate
+from recsys.experiments.replay import MIN_SUPPORT, exploration_outcome, replay, replayable
 from recsys.feedback.tables import Served
 from recsys.serving.exploration import explore
 
@@ -191,7 +191,3 @@ def test_a_like_belongs_to_the_latest_list_that_showed_it_even_one_the_replay_ca
     assert exploration_outcome(served, pd.DataFrame([like]), HORIZON)["explored_like_rate"]["value"] == 0.0
     earlier = like | {Col.TIMESTAMP: START + pd.Timedelta(seconds=30)}  # before the interleaved list
     assert replay(served, pd.DataFrame([earlier]), {("u", 2): ["a", "j"]}, HORIZON)["ips"]["value"] == 500.0
-
-
-def test_the_truth_counts_every_shown_item() -> None:
-    assert true_like_rate({"u": ["a", "b", "c", "d"]}, {"u": {"a", "c"}}) == 0.5

@@ -43,7 +43,7 @@ from recsys import registry, stages
 from recsys.cli.experiment import challenger_lists, measure_replay
 from recsys.columns import Col
 from recsys.config import ExploreParams, Params, load_params
-from recsys.experiments.replay import MIN_SUPPORT, exploration_outcome, true_like_rate
+from recsys.experiments.replay import MIN_SUPPORT, exploration_outcome
 from recsys.experiments.report import LOSES, WINS
 from recsys.experiments.simulation import power_curve, sessions_needed
 from recsys.feedback.exports import CURSOR_FILE, FeedbackCursor
@@ -337,7 +337,8 @@ def test_a_replay_of_the_exploring_champions_log_estimates_challengers_true_like
         estimate = measure_replay(tag, store, tmp_path / f"{name}.json", root / "params.yaml", strength)
         state = ServingState(registry.load_artifact(tag, home=home), strength)
         lists = challenger_lists(state, {user: [K] for user in future}, {})
-        truth = true_like_rate({user: items for (user, _), items in lists.items()}, future)
+        # Likes per shown artist: every list holds K, so the mean share of a list's K liked.
+        truth = simulation.precision({user: items for (user, _), items in lists.items()}, future, K)
         measured[name] = {"truth": round(truth, 4)} | {key: estimate[key] for key in REPLAY_KEYS}
         if "warning" not in estimate:  # supported: within 3 standard errors, a fixed check, not a 5 % coin
             for key in ("ips", "snips"):

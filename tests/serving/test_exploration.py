@@ -20,6 +20,7 @@ from recsys.feedback.tables import Served
 from recsys.serving import exploration, logic
 from recsys.serving.exploration import EXPLORE_REASON, EXPLORE_SHARE_ENV, Explorer, explore
 from recsys.serving.schemas import RecommendRequest
+from recsys.serving.settings import share_from_env
 from recsys.serving.state import ServingState
 from tests.helpers import Server, start_server, stop_server, wait_for
 
@@ -59,15 +60,15 @@ def test_no_share_an_empty_pool_or_a_list_of_one_never_explores() -> None:
 
 def test_the_share_override_is_validated_and_replaces_the_models(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(EXPLORE_SHARE_ENV, "0.25")
-    assert exploration.share_from_env() == 0.25
+    assert share_from_env(EXPLORE_SHARE_ENV) == 0.25
     assert Explorer(0.25).settings(ExploreParams(share=0.1, slots=2)) == ExploreParams(share=0.25, slots=2)
     assert Explorer(None).settings(ExploreParams(share=0.1)).share == 0.1
     for bad in ("1.5", "-0.1", "nan", "some"):
         monkeypatch.setenv(EXPLORE_SHARE_ENV, bad)
         with pytest.raises(ValueError, match=EXPLORE_SHARE_ENV):
-            exploration.share_from_env()
+            share_from_env(EXPLORE_SHARE_ENV)
     monkeypatch.setenv(EXPLORE_SHARE_ENV, " ")
-    assert exploration.share_from_env() is None
+    assert share_from_env(EXPLORE_SHARE_ENV) is None
     assert exploration.params_of({}) == ExploreParams()
     assert exploration.params_of({"params": {"explore": {"share": 0.5}}}).share == 0.5
 
