@@ -120,11 +120,19 @@ def test_the_service_explores_and_logs_each_items_propensity_beside_the_arm(
     cold = exploring.client.post("/recommend", json={"user_id": "stranger", "k": 5}).json()
     assert cold["cold_start"] and all("propensity" not in i for i in cold["items"])
     store_url = f"sqlite:///{exploring.log.parent / 'feedback.db'}"
-    with FeedbackStore(store_url, create=False) as store:
-        assert wait_for(lambda: store.count_served() >= 2, 30.0, 0.2)
+    ids = [i["item_id"] for i in items]
+
+    def both_logged() -> bool:  # written by each worker's thread; other tests of this server log u00 too
         served = store.served_frame()
-    logged = served[served[Served.USER] == "u00"].iloc[-1]
-    assert logged[Served.ITEMS] == [i["item_id"] for i in items]
+        return (served[Served.USER] == "stranger").any() and any(
+            logged == ids for logged in served.loc[served[Served.USER] == "u00", Served.ITEMS]
+        )
+
+    with FeedbackStore(store_url, create=False) as store:
+        assert wait_for(both_logged, 30.0, 0.2)
+        served = store.served_frame()
+    mine = served[served[Served.USER] == "u00"]
+    logged = mine[[row == ids for row in mine[Served.ITEMS]]].iloc[-1]
     assert logged[Served.PROPENSITIES] == [i["propensity"] for i in items]
     assert logged[Served.EXPLORED] == [4]
     stranger = served[served[Served.USER] == "stranger"].iloc[-1]
