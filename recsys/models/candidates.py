@@ -8,7 +8,11 @@ labels and refitted on train + valid for test scores on other scales): per gener
 standardised over the listener's unplayed items and the rank in its top ``n`` (``n`` when absent); then
 the item's popularity and cold flag, the listener's activity and mainstreaminess, how far the item's
 popularity is from the listener's usual, the cosine of the item's features with the listener's profile
-per feature group (tags, audio, lyrics, genre), and in how many generators' lists the item is.
+per feature group (tags, audio, lyrics, genre), and in how many generators' lists the item is. A ranker that
+learned with sessions also reads the listener's session (:class:`SessionItems`: items liked and skipped since
+the model was packaged; :func:`session_columns`): how often the item is listened with the liked and with the
+skipped items (co-listening cosines) and the cosine of its features with the liked ones; missing (NaN) without
+such events.
 
 Memory is bounded: listeners are processed in batches of at most :data:`CELLS` scores of all generators.
 
@@ -24,8 +28,9 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Self
 
 import numpy as np
@@ -59,6 +64,27 @@ PAIR_FEATURES: tuple[str, ...] = (
 )
 """The pair features besides each generator's (``<generator>_z``, ``<generator>_rank``) and the content
 cosines (``cosine_<group>``)."""
+
+SESSION_FEATURES: tuple[str, ...] = ("session_like_colisten", "session_skip_colisten", "session_like_content")
+"""The last columns of a session-aware ranker's pairs (:func:`session_columns`)."""
+
+
+@dataclass(frozen=True)
+class SessionItems:
+    """A listener's session as the ranker reads it: the items (model indices) they liked or played, and the
+    ones they skipped or disliked."""
+
+    liked: np.ndarray
+    skipped: np.ndarray
+
+    @classmethod
+    def of(cls, items: np.ndarray, weights: np.ndarray) -> SessionItems:
+        """The items of positive and of negative ``weights`` (a served session's events), each once."""
+        items, weights = np.asarray(items, dtype=np.int64), np.asarray(weights)
+        return cls(np.unique(items[weights > 0]), np.unique(items[weights < 0]))
+
+
+NO_SESSION = SessionItems(np.empty(0, np.int64), np.empty(0, np.int64))
 
 
 @dataclass(frozen=True)
@@ -123,6 +149,13 @@ class PairContext:
                     groups[group] = _l2_rows(block)
         return cls(matrix, groups, popularity, percentile, mainstream, never_played)
 
+    @cached_property
+    def listeners(self) -> sp.csr_matrix:
+        """One row per item: who listened to it (binary, L2-normalised), for the co-listening cosines."""
+        binary = sp.csr_matrix(self.interactions.T, dtype=np.float32)
+        binary.data[:] = 1.0
+        return _l2_rows(binary)
+
     def profiles(self, users: np.ndarray) -> dict[str, np.ndarray]:
         """Each group's profile of ``users``: the L2-normalised sum of their items' rows (dense)."""
         rows = self.interactions[users]
@@ -154,12 +187,26 @@ def feature_names(generators: Mapping[str, Any], context: PairContext) -> list[s
 
 
 def candidate_pairs(
-    generators: Mapping[str, Recommender], context: PairContext, users: np.ndarray, n: int
+    generators: Mapping[str, Recommender],
+    context: PairContext,
+    users: np.ndarray,
+    n: int,
+    sessions: Sequence[SessionItems] | None = None,
+    session_n: int | None = None,
 ) -> CandidatePairs:
-    """The candidates of ``users`` (every generator's top ``n`` unplayed items) and their features."""
-    parts = [
-        _batch_pairs(generators, context, batch, n) for batch in _batches(users, len(generators), context)
-    ]
+    """The candidates of ``users`` (every generator's top ``n`` unplayed items) and their features; with
+    ``sessions`` (one per listener), also the ``session_n`` (default ``n``) unplayed items most listened with
+    each session's liked items (what the session says the generators, fitted before it, cannot)."""
+    if sessions is not None and len(sessions) != len(users):
+        raise ValueError(f"{len(sessions)} sessions for {len(users)} listeners")
+    parts = []
+    offset = 0
+    for batch in _batches(users, len(generators) + 1, context):
+        chosen = None if sessions is None else sessions[offset : offset + len(batch)]
+        parts.append(
+            _batch_pairs(generators, context, batch, n, chosen, n if session_n is None else session_n)
+        )
+        offset += len(batch)
     if not parts:
         width = len(feature_names(generators, context))
         return CandidatePairs(
@@ -174,6 +221,59 @@ def candidate_pairs(
     )
 
 
+def session_columns(
+    context: PairContext, pairs: CandidatePairs, sessions: Sequence[SessionItems]
+) -> np.ndarray:
+    """The :data:`SESSION_FEATURES` of ``pairs`` (one session per listener of ``pairs.users``), float32, one
+    row per pair: the mean co-listening cosine of the item with the liked and with the skipped items, and the
+    mean over content groups of the cosine of its features with the liked items' (NaN: no such items).
+
+    Memory: listeners are read in batches whose dense co-listening profiles hold at most :data:`CELLS`
+    values."""
+    if len(sessions) != len(pairs.users):
+        raise ValueError(f"{len(sessions)} sessions for {len(pairs.users)} listeners")
+    out = np.full((len(pairs.items), len(SESSION_FEATURES)), np.nan, dtype=np.float32)
+    if not any(len(s.liked) or len(s.skipped) for s in sessions):
+        return out
+    by_item = context.listeners
+    n_items, n_users = by_item.shape
+    size = max(1, CELLS // max(1, n_users))
+    rows = pairs.rows
+    for start in range(0, len(sessions), size):
+        batch = sessions[start : start + size]
+        lo, hi = pairs.offsets[start], pairs.offsets[start + len(batch)]
+        local, items = rows[lo:hi] - start, pairs.items[lo:hi]
+        for column, side in enumerate(("liked", "skipped")):
+            chosen = [getattr(session, side) for session in batch]
+            mean = _mean_rows(chosen, n_items)
+            has = np.array([len(c) > 0 for c in chosen])
+            if not has.any():
+                continue
+            profile = np.asarray((mean @ by_item).todense(), dtype=np.float32)
+            values = _row_dots(profile, local, by_item[items])
+            out[lo:hi, column] = np.where(has[local], values, np.nan)
+            if side == "liked" and context.groups:
+                cosines = np.zeros(len(items))
+                for block in context.groups.values():
+                    liked_profile = _l2_dense(np.asarray((mean @ block).todense()))
+                    cosines += _row_dots(liked_profile, local, block[items])
+                out[lo:hi, 2] = np.where(has[local], cosines / len(context.groups), np.nan)
+    return out
+
+
+def _mean_rows(chosen: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
+    """A (listeners x items) matrix whose row ``i`` averages the indicator rows of ``chosen[i]``."""
+    counts = np.array([len(c) for c in chosen], dtype=np.int64)
+    columns = (
+        np.concatenate([np.asarray(c, dtype=np.int64) for c in chosen])
+        if len(chosen)
+        else np.empty(0, np.int64)
+    )
+    weights = np.repeat(1.0 / np.maximum(counts, 1), counts)
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    return sp.csr_matrix((weights, columns, indptr), shape=(len(chosen), n_items), dtype=np.float32)
+
+
 def _batches(users: np.ndarray, n_generators: int, context: PairContext) -> Iterator[np.ndarray]:
     n_items = context.interactions.shape[1]
     size = max(1, CELLS // max(1, n_generators * n_items))
@@ -182,7 +282,12 @@ def _batches(users: np.ndarray, n_generators: int, context: PairContext) -> Iter
 
 
 def _batch_pairs(
-    generators: Mapping[str, Recommender], context: PairContext, users: np.ndarray, n: int
+    generators: Mapping[str, Recommender],
+    context: PairContext,
+    users: np.ndarray,
+    n: int,
+    sessions: Sequence[SessionItems] | None = None,
+    session_n: int = 0,
 ) -> CandidatePairs:
     n_items = context.interactions.shape[1]
     played = context.interactions[users]
@@ -199,6 +304,14 @@ def _batch_pairs(
     chosen = np.zeros((len(users), n_items), dtype=bool)
     for top in tops.values():
         chosen[np.arange(len(users))[:, None], top] = True
+    if session_n > 0 and sessions is not None and any(len(session.liked) for session in sessions):
+        liked = _mean_rows([session.liked for session in sessions], n_items) @ context.listeners
+        with_liked = np.asarray((liked @ context.listeners.T).todense(), dtype=np.float32)
+        with_liked[played_rows, played.indices] = -np.inf
+        with_liked[:, blocked] = -np.inf
+        has = np.array([len(session.liked) > 0 for session in sessions])
+        top = _top(with_liked[has], min(session_n, n_items))
+        chosen[np.flatnonzero(has)[:, None], top] |= np.take_along_axis(with_liked[has], top, 1) > 0
     chosen[played_rows, played.indices] = False
     chosen[:, blocked] = False
     rows, items = np.nonzero(chosen)

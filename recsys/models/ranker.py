@@ -21,7 +21,7 @@ learns that from its popularity features: about 15 % of its gain on artists, mos
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
@@ -39,11 +39,16 @@ from recsys.models.base import (
     sparse_to_arrays,
 )
 from recsys.models.candidates import (
+    NO_SESSION,
+    SESSION_FEATURES,
+    CandidatePairs,
     ContentNeighbours,
     PairContext,
+    SessionItems,
     _standardised,
     candidate_pairs,
     feature_names,
+    session_columns,
 )
 from recsys.specs import HYBRID, model_spec
 
@@ -78,6 +83,9 @@ class TwoStageRanker(Recommender):
         self.generators: dict[str, Recommender] = {}
         self.importance: dict[str, float] = {}
         self.best_rounds = 0
+        self.session_aware = False
+        """Whether its booster reads :data:`~recsys.models.candidates.SESSION_FEATURES` (``score``'s
+        ``sessions``)."""
         self._booster: Any = None
         self._context: PairContext | None = None
         self._matrix: sp.csr_matrix | None = None
@@ -120,10 +128,11 @@ class TwoStageRanker(Recommender):
         groups = dict(feature_groups) if feature_groups is not None else None
         fresh = self._fit_generators(learn_on, features, groups, cheaper=True)
         context = PairContext.of(learn_on, features, groups, self.settings.never_played)
+        self.session_aware = self.settings.session_share > 0
         train_set = self._dataset(fresh, context, holdout, self._listeners(holdout))
         booster = lgb.train(self._booster_params(), train_set, num_boost_round=self.settings.rounds)
         self.best_rounds = self.settings.rounds
-        names = feature_names(fresh, context)
+        names = self._names(fresh, context)
         gains = booster.feature_importance("gain", iteration=self.best_rounds)
         total = float(gains.sum()) or 1.0
         self.importance = {
@@ -189,9 +198,26 @@ class TwoStageRanker(Recommender):
         import lightgbm as lgb
 
         pairs = candidate_pairs(generators, context, users, self.settings.candidates)
+        matrix = pairs.features
+        in_session = np.zeros(len(pairs.items), dtype=bool)
+        if self.session_aware:
+            # The sessions are drawn from the listeners' candidates, which then grow by the sessions' own.
+            first = feature_names(generators, context).index(f"{next(iter(generators))}_rank")
+            sessions = self._simulated_sessions(pairs, holdout, pairs.features[:, first])
+            pairs = candidate_pairs(
+                generators,
+                context,
+                users,
+                self.settings.candidates,
+                sessions,
+                self.settings.session_candidates,
+            )
+            matrix = np.hstack([pairs.features, session_columns(context, pairs, sessions)])
+            in_session = _session_pairs(pairs, sessions, context.interactions.shape[1])
         labels = np.zeros(len(pairs.items), dtype=np.float32)
         if len(pairs.items):
             labels = np.asarray(holdout[pairs.users[pairs.rows], pairs.items] > 0).ravel().astype(np.float32)
+        labels[in_session] = 0.0
         # A listener none of whose items is a candidate teaches the ranker nothing.
         useful = np.bincount(pairs.rows, weights=labels, minlength=len(pairs.users)) > 0
         if not useful.any():
@@ -200,16 +226,49 @@ class TwoStageRanker(Recommender):
                 "items has one among their candidates (raise train.ranker.candidates, or check the "
                 "validation part)"
             )
-        keep = useful[pairs.rows]
-        sizes = np.diff(pairs.offsets)[useful]
-        names = feature_names(generators, context)
+        keep = useful[pairs.rows] & ~in_session
+        sizes = np.bincount(pairs.rows[keep], minlength=len(pairs.users))[useful]
+        names = self._names(generators, context)
         return lgb.Dataset(
-            pairs.features[keep],
+            matrix[keep],
             labels[keep],
             group=sizes,
             feature_name=names,
             free_raw_data=True,
         )
+
+    def _simulated_sessions(
+        self, pairs: CandidatePairs, holdout: sp.csr_matrix, first_rank: np.ndarray
+    ) -> list[SessionItems]:
+        """A seeded share (``session_share``) of the listeners get a session: the list they were shown is
+        their first generator's best ``session_shown`` candidates; they liked its held-out items (one at least
+        stays to learn from) and skipped the rest, and liked up to ``session_likes`` more held-out items met
+        elsewhere (the page, a search)."""
+        settings = self.settings
+        rng = np.random.default_rng(self.seed + 1)
+        sessions: list[SessionItems] = []
+        for row, user in enumerate(pairs.users.tolist()):
+            held = holdout.indices[holdout.indptr[user] : holdout.indptr[user + 1]]
+            if rng.random() >= settings.session_share or len(held) < 2:
+                sessions.append(NO_SESSION)
+                continue
+            start, stop = pairs.offsets[row], pairs.offsets[row + 1]
+            order = np.argsort(first_rank[start:stop], kind="stable")
+            shown = pairs.items[start:stop][order[: settings.session_shown]]
+            hits = shown[np.isin(shown, held)]
+            if len(hits) >= len(held):
+                hits = hits[: len(held) - 1]
+            rest = np.setdiff1d(held, hits)
+            n_more = int(rng.integers(0, min(settings.session_likes, len(rest) - 1) + 1))
+            more = rng.choice(rest, size=n_more, replace=False)
+            liked = np.unique(np.concatenate([hits, more])).astype(np.int64)
+            skipped = np.setdiff1d(shown, held).astype(np.int64)
+            sessions.append(SessionItems(liked, skipped) if len(liked) or len(skipped) else NO_SESSION)
+        return sessions
+
+    def _names(self, generators: Mapping[str, Any], context: PairContext) -> list[str]:
+        names = feature_names(generators, context)
+        return [*names, *SESSION_FEATURES] if self.session_aware else names
 
     def _booster_params(self) -> dict[str, Any]:
         settings = self.settings
@@ -271,16 +330,29 @@ class TwoStageRanker(Recommender):
             raise NotFittedError("TwoStageRanker is not fitted: call fit() or load()")
         return self._context
 
-    def score(self, user_indices: np.ndarray) -> np.ndarray:
+    def score(self, user_indices: np.ndarray, sessions: Sequence[SessionItems] | None = None) -> np.ndarray:
         """The ranker's scores of every listener's candidates; below them, the rest in the first generator's
-        order."""
+        order. ``sessions`` (one per listener) are their sessions, for a :attr:`session_aware` ranker: the
+        items most listened with a session's likes join its listener's candidates, and every candidate gets
+        the session's features; items of a session stay candidates (the caller leaves out what it wants)."""
         context = self._fitted()
         users = check_users(user_indices, context.interactions.shape[0])
-        pairs = candidate_pairs(self.generators, context, users, self.settings.candidates)
-        first = next(iter(self.generators.values())).score(users)
-        predicted = (
-            self._booster.predict(pairs.features, num_threads=self.threads) if len(pairs.items) else []
+        chosen = None
+        if self.session_aware:
+            chosen = list(sessions) if sessions is not None else [NO_SESSION] * len(users)
+        pairs = candidate_pairs(
+            self.generators,
+            context,
+            users,
+            self.settings.candidates,
+            chosen,
+            self.settings.session_candidates,
         )
+        first = next(iter(self.generators.values())).score(users)
+        features = pairs.features
+        if chosen is not None:
+            features = np.hstack([features, session_columns(context, pairs, chosen)])
+        predicted = self._booster.predict(features, num_threads=self.threads) if len(pairs.items) else []
         lowest = np.zeros(len(users))
         if len(pairs.items):
             lowest = np.full(len(users), np.inf)
@@ -353,6 +425,7 @@ class TwoStageRanker(Recommender):
             "generators": generators,
             "importance": self.importance,
             "best_rounds": self.best_rounds,
+            "session_aware": self.session_aware,
             "groups": None
             if self._groups is None
             else {g: [s.start, s.stop] for g, s in self._groups.items()},
@@ -376,6 +449,7 @@ class TwoStageRanker(Recommender):
             model.generators[entry["name"]] = _REGISTRY[entry["class"]]._from_state(entry["meta"], parts)
         model.importance = dict(meta.get("importance", {}))
         model.best_rounds = int(meta.get("best_rounds", 0))
+        model.session_aware = bool(meta.get("session_aware", False))
         groups = meta.get("groups")
         model._groups = None if groups is None else {g: slice(a, b) for g, (a, b) in groups.items()}
         model._features = sparse_from_arrays("item_features", arrays)
@@ -388,6 +462,13 @@ class TwoStageRanker(Recommender):
         )
         model._booster = lgb.Booster(model_str=str(arrays["booster"][()]))
         return model
+
+
+def _session_pairs(pairs: CandidatePairs, sessions: list[SessionItems], n_items: int) -> np.ndarray:
+    """Which pairs are of an item of their listener's session (they leave the list, as on the service)."""
+    codes = [row * n_items + np.concatenate([s.liked, s.skipped]) for row, s in enumerate(sessions)]
+    taken = np.concatenate(codes) if codes else np.empty(0, np.int64)
+    return np.isin(pairs.rows.astype(np.int64) * n_items + pairs.items, taken)
 
 
 def _without(matrix: sp.csr_matrix, holdout: sp.csr_matrix) -> sp.csr_matrix:

@@ -17,7 +17,16 @@ from recsys.errors import RecsysError
 from recsys.models import candidates as candidates_module
 from recsys.models import load_recommender
 from recsys.models.baselines import ItemKNN, MostPopular
-from recsys.models.candidates import ContentNeighbours, PairContext, candidate_pairs, feature_names
+from recsys.models.candidates import (
+    NO_SESSION,
+    SESSION_FEATURES,
+    ContentNeighbours,
+    PairContext,
+    SessionItems,
+    candidate_pairs,
+    feature_names,
+    session_columns,
+)
 from recsys.models.ranker import TwoStageRanker
 from recsys.offline.evaluation import evaluate
 
@@ -135,6 +144,9 @@ def test_the_same_seed_gives_the_same_ranker_and_its_file_holds_everything(tmp_p
     assert isinstance(loaded, TwoStageRanker) and list(loaded.generators) == CHEAP
     np.testing.assert_array_equal(loaded.score(np.arange(N_USERS)), first.score(np.arange(N_USERS)))
     assert loaded.importance == first.importance and loaded.best_rounds == first.best_rounds
+    assert loaded.session_aware and first.session_aware  # the default settings learn with sessions
+    session = [SessionItems(np.array([3, 9]), np.array([5]))] + [NO_SESSION] * 4
+    np.testing.assert_array_equal(loaded.score(np.arange(5), session), first.score(np.arange(5), session))
     # A fresh interpreter that imports only the loader reads it too (the class registers with the package).
     path = str(tmp_path / "ranker.npz")
     code = f"from recsys.models import load_recommender; print(type(load_recommender({path!r})).__name__)"
@@ -205,3 +217,98 @@ def test_items_nobody_played_are_no_candidates_unless_asked() -> None:
     for user, mine in enumerate(ranker.candidates_of(np.arange(10))):
         assert not np.isin(mine, unplayed).any()
         assert scores[user, unplayed].max() < scores[user, mine].min()
+
+
+def _items(*values: int) -> np.ndarray:
+    return np.array(values, dtype=np.int64)
+
+
+def test_the_session_features_equal_a_dense_computation_and_are_missing_without_a_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    train, _, features, groups = taste_data(6)
+    context = PairContext.of(train, features, groups)
+    users = np.arange(6)
+    pairs = candidate_pairs({"most_popular": MostPopular().fit(train)}, context, users, n=12)
+    sessions = [
+        SessionItems(_items(4, 17), _items(30)),
+        NO_SESSION,
+        SessionItems(_items(), _items(8, 9)),  # only skips: no liked side
+        SessionItems(_items(50), _items()),
+        NO_SESSION,
+        SessionItems(_items(1, 2, 3), _items(100)),
+    ]
+    got = session_columns(context, pairs, sessions)
+    assert got.shape == (len(pairs.items), len(SESSION_FEATURES)) and got.dtype == np.float32
+    played = (train.toarray() > 0).astype(np.float64)
+    unit = played / np.maximum(np.linalg.norm(played, axis=0, keepdims=True), 1e-12)
+    colisten = unit.T @ unit  # items x items cosines of who listened
+    for pair, (row, item) in enumerate(zip(pairs.rows, pairs.items, strict=True)):
+        session = sessions[row]
+        for column, side in ((0, session.liked), (1, session.skipped)):
+            if len(side):
+                assert got[pair, column] == pytest.approx(colisten[item, side].mean(), abs=1e-5)
+            else:
+                assert np.isnan(got[pair, column])
+        if len(session.liked):
+            cosines = []
+            for block in context.groups.values():
+                dense = block.toarray()
+                profile = dense[session.liked].sum(axis=0)
+                cosines.append(dense[item] @ profile / max(np.linalg.norm(profile), 1e-12))
+            assert got[pair, 2] == pytest.approx(np.mean(cosines), abs=1e-5)
+        else:
+            assert np.isnan(got[pair, 2])
+    # Batches of listeners bound the dense profiles and change nothing.
+    monkeypatch.setattr(candidates_module, "CELLS", 2 * N_USERS)
+    np.testing.assert_allclose(session_columns(context, pairs, sessions), got, rtol=1e-6, equal_nan=True)
+    with pytest.raises(ValueError, match="2 sessions for 6 listeners"):
+        session_columns(context, pairs, sessions[:2])
+
+
+def drifting_data(seed: int = 0) -> tuple[sp.csr_matrix, sp.csr_matrix, sp.csr_matrix, dict[str, slice]]:
+    """Listeners who played two genres and, lately (the validation part), four artists of a third: what a
+    session tells and their history does not."""
+    rng = np.random.default_rng(seed)
+    genre = np.arange(N_ITEMS) % N_GENRES
+    train = np.zeros((N_USERS, N_ITEMS), dtype=np.float32)
+    recent = np.zeros_like(train)
+    for user in range(N_USERS):
+        old, new = np.split(rng.choice(N_GENRES, size=3, replace=False), [2])
+        train[user, rng.choice(np.flatnonzero(np.isin(genre, old)), size=12, replace=False)] = 1
+        recent[user, rng.choice(np.flatnonzero(genre == new[0]), size=4, replace=False)] = 1
+    _, _, features, groups = taste_data(seed)
+    return sp.csr_matrix(train), sp.csr_matrix(recent), features, groups
+
+
+def test_a_ranker_learned_with_sessions_moves_a_list_toward_what_the_session_liked() -> None:
+    train, recent, features, groups = drifting_data(7)
+    params = cheap_params(session_share=1.0, session_candidates=20)
+    ranker = TwoStageRanker(params, seed=2).fit(
+        train + recent, features, holdout=recent, feature_groups=groups
+    )
+    assert ranker.session_aware
+    assert sum(ranker.importance[name] for name in SESSION_FEATURES) > 0.1, ranker.importance
+    genre = np.arange(N_ITEMS) % N_GENRES
+    played = (train + recent).toarray() > 0
+    gained = []
+    for user in range(40):
+        # A genre the listener never played: three of its artists liked in the session.
+        new = int(np.argmin(np.bincount(genre[played[user]], minlength=N_GENRES)))
+        liked = np.flatnonzero(genre == new)[:3]
+        without = ranker.score(np.array([user]))[0]
+        within = ranker.score(np.array([user]), [SessionItems(liked, _items())])[0]
+        for scores in (without, within):
+            scores[played[user] | np.isin(np.arange(N_ITEMS), liked)] = -np.inf
+        top = [np.argsort(-scores, kind="stable")[:10] for scores in (without, within)]
+        gained.append(int((genre[top[1]] == new).sum()) - int((genre[top[0]] == new).sum()))
+    assert np.mean(gained) >= 3.0, gained
+    # No session: the same scores as a session-less call; a ranker learned without sessions reads none.
+    np.testing.assert_array_equal(ranker.score(np.arange(5)), ranker.score(np.arange(5), [NO_SESSION] * 5))
+    plain = TwoStageRanker(cheap_params(session_share=0.0), seed=2).fit(
+        train + recent, features, holdout=recent, feature_groups=groups
+    )
+    assert not plain.session_aware and not set(SESSION_FEATURES) & set(plain.importance)
+    np.testing.assert_array_equal(
+        plain.score(np.arange(5)), plain.score(np.arange(5), [SessionItems(_items(1), _items(2))] * 5)
+    )
