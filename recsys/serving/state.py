@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from recsys.models.candidates import SessionItems
+from recsys.models.ranker import TwoStageRanker
 from recsys.models.scorer import MISSING, top_k_from_scores
 from recsys.offline.metrics import head_items
 from recsys.offline.popularity import popularity_variants
@@ -232,13 +234,14 @@ class ServingState:
         exclude: np.ndarray | None = None,
         allowed: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`rank_known` of a known listener's vector moved by their ``session`` (items with an event and
-        listened items left out): the best ``CACHED_TOP`` are ranked once per session (its ``key``, which
-        their next event changes) and kept, one list a listener, in a least-recently-used cache of
-        ``CACHED_USERS``; dislikes and filters apply per request, a full ranking when they leave fewer than
-        ``k``. A two-stage ranker's listener keeps the ranker's order (it has no session features): only
-        the items with an event leave their list."""
-        if self._ranker is not None:
+        """:meth:`rank_known` of a known listener moved by their ``session`` (items with an event and listened
+        items left out): the hybrid's vector moved (:meth:`adapted`), or a session-aware two-stage ranker's
+        scores with the session's features (:meth:`session_scores`). The best ``CACHED_TOP`` are ranked once
+        per session (its ``key``, which their next event changes) and kept, one list a listener, in a
+        least-recently-used cache of ``CACHED_USERS``; dislikes and filters apply per request, a full ranking
+        when they leave fewer than ``k``. A ranker without session features keeps its order: only the items
+        with an event leave the list."""
+        if self._ranker is not None and not self.session_ranker:
             reacted = session.exclude if exclude is None else np.concatenate([exclude, session.exclude])
             return self.rank_known(user, k, reacted, allowed)
         with self._ranked_lock:
@@ -248,12 +251,11 @@ class ServingState:
             else:
                 cached = None
         listened = np.concatenate([self.known_items(user), session.exclude])
-
-        def vector() -> np.ndarray:
-            return self.adapted(self.user_vectors[user], session, len(self.known_items(user)))
-
         if cached is None:
-            cached = (session.key, *self.rank(vector(), CACHED_TOP, listened))
+            cached = (
+                session.key,
+                *self.rank_scores(self.session_scores(user, session), CACHED_TOP, listened),
+            )
             with self._ranked_lock:
                 self._session_ranked[user] = cached
                 self._session_ranked.move_to_end(user)
@@ -268,7 +270,22 @@ class ServingState:
         if int(keep.sum()) >= k:
             return indices[keep][:k], scores[keep][:k]
         full_exclude = listened if exclude is None else np.concatenate([listened, exclude])
-        return self.rank(vector(), k, full_exclude, allowed)
+        return self.rank_scores(self.session_scores(user, session), k, full_exclude, allowed)
+
+    @property
+    def session_ranker(self) -> bool:
+        """Whether the served two-stage ranker reads session features (one that learned with sessions)."""
+        return isinstance(self._ranker, TwoStageRanker) and self._ranker.session_aware
+
+    def session_scores(self, user: int, session: Session) -> np.ndarray:
+        """A known listener's score of every item within their ``session``, before any re-ranking: the
+        session-aware ranker's with the session's features (every generator scores the catalogue once, the
+        booster its candidates), else the hybrid's with their vector moved."""
+        if isinstance(self._ranker, TwoStageRanker) and self._ranker.session_aware:
+            items = SessionItems.of(session.items, session.weights)
+            return np.asarray(self._ranker.score(np.array([user]), [items])[0], dtype=np.float32)
+        moved = self.adapted(self.user_vectors[user], session, len(self.known_items(user)))
+        return np.asarray(self.item_vectors @ moved, dtype=np.float32)
 
     def forget_session(self, user_id: str) -> None:
         """Drop a listener's adapted list (their erasure through this worker)."""

@@ -5,6 +5,7 @@ ranks whom."""
 from __future__ import annotations
 
 import shutil
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from recsys import registry
 from recsys.config import Params
 from recsys.errors import RegistryError
 from recsys.models import load_recommender
+from recsys.models.candidates import SessionItems
 from recsys.models.ranker import TwoStageRanker
 from recsys.models.scorer import top_k_from_scores
 from recsys.offline.features import load_item_features, without_identity
@@ -31,25 +33,30 @@ from tests.helpers import Project, start_server, stop_server
 GENERATORS = [HYBRID, "most_popular", "itemknn", "content"]
 
 
-@pytest.fixture(scope="module")
-def with_ranker(project: Project) -> Project:
-    """The tiny project with a ranker over its own hybrid (``models/ranker.npz``), as ``train`` fits it."""
+def learned_ranker(project: Project, **settings: object) -> TwoStageRanker:
+    """A ranker over the tiny project's own hybrid, as ``train`` fits it (``settings``: ``train.ranker``)."""
     split = load_split(project.split)
     features = without_identity(load_item_features(project.features), split.cold_items)
+    ranker_settings = {"generators": GENERATORS, "candidates": 10, "min_child_samples": 5, "rounds": 30}
     params = Params.model_validate(
         {
             "train": {
                 "lightfm": {"no_components": 4, "epochs": 3},
                 "itemknn": {"neighbours": 10},
-                "ranker": {"generators": GENERATORS, "candidates": 10, "min_child_samples": 5, "rounds": 30},
+                "ranker": ranker_settings | settings,
             }
         }
     )
     ranker = TwoStageRanker(params, seed=0).learn(
         split.train_full, features.matrix, holdout=split.valid, feature_groups=features.group_slices
     )
-    ranker.use_generators({HYBRID: load_recommender(model_file(HYBRID, project.models))})
-    ranker.save(model_file(RANKER, project.models))
+    return ranker.use_generators({HYBRID: load_recommender(model_file(HYBRID, project.models))})
+
+
+@pytest.fixture(scope="module")
+def with_ranker(project: Project) -> Project:
+    """The tiny project with a ranker over its own hybrid (``models/ranker.npz``), as ``train`` fits it."""
+    learned_ranker(project).save(model_file(RANKER, project.models))
     return project
 
 
@@ -77,17 +84,38 @@ def test_a_packaged_ranker_ranks_known_listeners_and_the_hybrid_the_rest(
         order = np.lexsort((np.arange(len(scores)), -scores))[:5]
         order = order[np.isfinite(scores[order])]  # a tiny catalogue: fewer than 5 left
         assert [item["item_id"] for item in full["items"]] == [artifact.item_ids[i] for i in order]
-    # Within the session the ranker keeps its order (it has no session features): the items the listener
-    # reacted to leave the list, the next ones move up.
+    # Within the session a session-aware ranker (the default settings learn with sessions) ranks with the
+    # session's features; the items the listener reacted to leave the list.
+    assert state.session_ranker
     user = state.user_index["u01"]
     first = logic.recommend(state, RecommendRequest(user_id="u01", k=5), frozenset())
-    shown = [item["item_id"] for item in first["items"]][:2]
+    shown = [item["item_id"] for item in first["items"]]
     now = datetime.now(UTC).timestamp()
-    events = tuple(SessionEvent(n + 1, item, "skip", now) for n, item in enumerate(shown))
+    events = (
+        SessionEvent(1, shown[0], "like", now),
+        *(SessionEvent(n + 2, item, "skip", now) for n, item in enumerate(shown[1:3])),
+    )
     later = logic.recommend(state, RecommendRequest(user_id="u01", k=5), frozenset(), events)
-    expected, _ = ranker.recommend(np.array([user]), 7, exclude=artifact.known)
-    kept = [artifact.item_ids[i] for i in expected[0] if artifact.item_ids[i] not in shown][:5]
-    assert later["session_events"] == 2 and [item["item_id"] for item in later["items"]] == kept
+    session = SessionItems(
+        np.array([artifact.item_index[shown[0]]]), np.sort([artifact.item_index[i] for i in shown[1:3]])
+    )
+    scores = ranker.score(np.array([user]), [session])[0]
+    scores[state.known_items(user)] = -np.inf
+    scores[[artifact.item_index[i] for i in shown[:3]]] = -np.inf
+    order = np.lexsort((np.arange(len(scores)), -scores))[:5]
+    order = order[np.isfinite(scores[order])]  # a tiny catalogue: fewer than 5 left
+    assert later["session_events"] == 3
+    assert [item["item_id"] for item in later["items"]] == [artifact.item_ids[i] for i in order]
+    # A ranker learned without sessions keeps its order: only the items reacted to leave the list.
+    plain = ServingState(artifact)
+    plain._ranker = without = learned_ranker(with_ranker, session_share=0.0)
+    plain._ranked_ahead = None
+    assert not plain.session_ranker
+    kept = logic.recommend(plain, RecommendRequest(user_id="u01", k=5), frozenset(), events)
+    expected, _ = without.recommend(np.array([user]), 8, exclude=artifact.known)
+    assert [item["item_id"] for item in kept["items"]] == [
+        artifact.item_ids[i] for i in expected[0] if i >= 0 and artifact.item_ids[i] not in shown[:3]
+    ][:5]
     # Ranked when packaged (every known listener), and read only at the packaged strength: at another one the
     # ranker's row is re-ranked per request.
     assert artifact.ranked is not None and artifact.ranked[0].shape == (len(artifact.user_ids), state.n_items)
@@ -144,5 +172,24 @@ def test_the_service_serves_a_ranker_champion_over_http(
         assert [item["item_id"] for item in answer.json()["items"]] == [
             artifact.item_ids[i] for i in expected[0]
         ]
+        # A like and a skip on the page change the next list on every worker: the ranker's with the session.
+        shown = [item["item_id"] for item in answer.json()["items"]]
+        events = [
+            {"user_id": "u02", "item_id": item, "event": event, "event_id": str(uuid.uuid4())}
+            for item, event in ((shown[0], "like"), (shown[1], "skip"))
+        ]
+        assert server.client.post("/feedback", json={"events": events}).status_code == 200
+        session = SessionItems(
+            np.array([artifact.item_index[shown[0]]]), np.array([artifact.item_index[shown[1]]])
+        )
+        scores = ranker.score(np.array([user]), [session])[0]
+        scores[artifact.known[user].indices] = -np.inf
+        scores[[artifact.item_index[i] for i in shown[:2]]] = -np.inf
+        order = np.lexsort((np.arange(len(scores)), -scores))[:5]
+        order = order[np.isfinite(scores[order])]
+        for _ in range(6):  # two workers: each one's next answer knows the events
+            later = server.client.post("/recommend", json={"user_id": "u02", "k": 5}).json()
+            assert later["session_events"] == 2
+            assert [item["item_id"] for item in later["items"]] == [artifact.item_ids[i] for i in order]
     finally:
         stop_server(server)
