@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from recsys.config import Params, item_kind, load_params
+from recsys.config import Params, RankerParams, item_kind, load_params
 from recsys.io import read_json, write_text
 from recsys.paths import EDA_DIR, METRICS_DIR, MODEL_CARD, PARAMS_FILE, PREPARED_DIR, QUALITY_JSON
 from recsys.reporting.card_sections import (
@@ -268,8 +268,9 @@ _ETHICS = """## Ethical considerations
 """
 
 
-def _session_section(params: Params) -> str:
-    """How a listener's feedback changes their next list before any retraining (``params.session``)."""
+def _session_section(params: Params, ranker: bool = False) -> str:
+    """How a listener's feedback changes their next list before any retraining (``params.session``); with
+    ``ranker`` (the run has one), what the two-stage ranker does within a session too."""
     session = params.session
     if not session.enabled:
         return "## Within the session\n\nOff (`session.enabled: false`): lists change with the model.\n"
@@ -284,6 +285,33 @@ def _session_section(params: Params) -> str:
         "events. The settings were chosen offline on the test listeners (`benchmarks.session_tuning`) and "
         'measured in the closed loop; README "Within the session" has the numbers. A request can ask for '
         'the list as trained (`"session": false`).\n'
+        + (_ranker_session_sentence(params.train.ranker) if ranker else "")
+    )
+
+
+def _ranker_session_sentence(ranker: RankerParams) -> str:
+    """What a two-stage ranker does within a session (``train.ranker.session_*``)."""
+    if not ranker.enabled:
+        return ""
+    if ranker.session_share == 0:
+        return (
+            "\nA listener served by the two-stage ranker keeps its order within a session (`train.ranker."
+            "session_share: 0`): only the items they reacted to leave the list.\n"
+        )
+    more = (
+        f"; the {ranker.session_candidates} artists most listened with the session's likes join its "
+        "candidates"
+        if ranker.session_candidates
+        else ""
+    )
+    return (
+        "\nA listener served by the two-stage ranker gets its order with session features (how often each "
+        "candidate is listened with the session's liked and with its skipped artists, and how like the liked "
+        f"ones its features are){more}. It learned them from simulated sessions of "
+        f"{ranker.session_share:.0%} of the listeners it learned from (their first generator's best "
+        f"{ranker.session_shown} candidates shown, "
+        'the validation artists among them liked, the rest skipped); README "Within the session" has the '
+        "numbers.\n"
     )
 
 
@@ -339,7 +367,7 @@ def render_model_card(inputs: CardInputs) -> str:
         fairness_section(offline, k, params.evaluate.groups),
         mitigation_section(inputs.bias),
         calibration_section(inputs.bias),
-        _session_section(params),
+        _session_section(params, ranker="ranker" in offline.get("models", {})),
         _exploration_section(params),
         _LIMITATIONS,
         _ETHICS,

@@ -260,3 +260,28 @@ def test_the_card_shows_what_the_ranker_could_reach_and_what_it_leans_on() -> No
     assert f"({ratio:.3f} times the hybrid's)" in card
     # No ranker in the run: no section.
     assert "two-stage ranker" not in render_model_card(CardInputs(offline=tiny_offline(), params=Params()))
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"session_candidates": 0}, "gets its order with session features"),
+        ({"session_candidates": 25}, "the 25 artists most listened with the session's likes join"),
+        ({"session_share": 0.0}, "keeps its order within a session"),
+        ({"enabled": False}, None),
+    ],
+)
+def test_the_card_says_what_the_ranker_does_within_a_session(
+    settings: dict[str, Any], says: str | None
+) -> None:
+    from recsys.reporting.model_card import _session_section
+
+    text = _session_section(Params.model_validate({"train": {"ranker": settings}}), ranker=True)
+    if says is None:
+        assert "two-stage ranker" not in text
+    else:
+        assert says in text
+        # A run without a ranker says nothing of it.
+        assert "two-stage ranker" not in _session_section(
+            Params.model_validate({"train": {"ranker": settings}})
+        )
