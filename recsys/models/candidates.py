@@ -79,9 +79,15 @@ class SessionItems:
 
     @classmethod
     def of(cls, items: np.ndarray, weights: np.ndarray) -> SessionItems:
-        """The items of positive and of negative ``weights`` (a served session's events), each once."""
-        items, weights = np.asarray(items, dtype=np.int64), np.asarray(weights)
-        return cls(np.unique(items[weights > 0]), np.unique(items[weights < 0]))
+        """A served session's events (``items`` and their ``weights``): an item is liked when its weights sum
+        above 0, skipped below (a play then a dislike: skipped), each once.
+
+        >>> SessionItems.of(np.array([3, 5, 3, 7]), np.array([0.5, 1.0, -1.0, -0.3])).liked.tolist()
+        [5]
+        """
+        unique, inverse = np.unique(np.asarray(items, dtype=np.int64), return_inverse=True)
+        total = np.bincount(inverse, weights=np.asarray(weights, dtype=np.float64), minlength=len(unique))
+        return cls(unique[total > 0], unique[total < 0])
 
 
 NO_SESSION = SessionItems(np.empty(0, np.int64), np.empty(0, np.int64))
@@ -228,37 +234,51 @@ def session_columns(
     row per pair: the mean co-listening cosine of the item with the liked and with the skipped items, and the
     mean over content groups of the cosine of its features with the liked items' (NaN: no such items).
 
-    Memory: listeners are read in batches whose dense co-listening profiles hold at most :data:`CELLS`
-    values."""
+    Memory: only listeners with a session are read, in batches whose dense co-listening profiles and whose
+    candidates' listener rows each hold at most :data:`CELLS` values (a listener whose candidates alone hold
+    more is read alone)."""
     if len(sessions) != len(pairs.users):
         raise ValueError(f"{len(sessions)} sessions for {len(pairs.users)} listeners")
     out = np.full((len(pairs.items), len(SESSION_FEATURES)), np.nan, dtype=np.float32)
-    if not any(len(s.liked) or len(s.skipped) for s in sessions):
+    active = np.array([i for i, s in enumerate(sessions) if len(s.liked) or len(s.skipped)], dtype=np.int64)
+    if not len(active):
         return out
     by_item = context.listeners
     n_items, n_users = by_item.shape
-    size = max(1, CELLS // max(1, n_users))
-    rows = pairs.rows
-    for start in range(0, len(sessions), size):
-        batch = sessions[start : start + size]
-        lo, hi = pairs.offsets[start], pairs.offsets[start + len(batch)]
-        local, items = rows[lo:hi] - start, pairs.items[lo:hi]
+    read = np.bincount(pairs.rows, weights=np.diff(by_item.indptr)[pairs.items], minlength=len(sessions))
+    for batch in _session_batches(active, read, max(1, CELLS // max(1, n_users))):
+        counts = np.diff(pairs.offsets)[batch]
+        where = np.concatenate([np.arange(pairs.offsets[i], pairs.offsets[i + 1]) for i in batch])
+        local = np.repeat(np.arange(len(batch)), counts)
+        items = pairs.items[where]
+        rows_read = by_item[items]
         for column, side in enumerate(("liked", "skipped")):
-            chosen = [getattr(session, side) for session in batch]
-            mean = _mean_rows(chosen, n_items)
+            chosen = [getattr(sessions[i], side) for i in batch]
             has = np.array([len(c) > 0 for c in chosen])
             if not has.any():
                 continue
+            mean = _mean_rows(chosen, n_items)
             profile = np.asarray((mean @ by_item).todense(), dtype=np.float32)
-            values = _row_dots(profile, local, by_item[items])
-            out[lo:hi, column] = np.where(has[local], values, np.nan)
+            out[where, column] = np.where(has[local], _row_dots(profile, local, rows_read), np.nan)
             if side == "liked" and context.groups:
                 cosines = np.zeros(len(items))
                 for block in context.groups.values():
                     liked_profile = _l2_dense(np.asarray((mean @ block).todense()))
                     cosines += _row_dots(liked_profile, local, block[items])
-                out[lo:hi, 2] = np.where(has[local], cosines / len(context.groups), np.nan)
+                out[where, 2] = np.where(has[local], cosines / len(context.groups), np.nan)
     return out
+
+
+def _session_batches(listeners: np.ndarray, read: np.ndarray, most: int) -> Iterator[np.ndarray]:
+    """``listeners`` in order, in batches of at most ``most`` whose ``read`` values sum to at most
+    :data:`CELLS` (one listener at least)."""
+    start, total = 0, 0.0
+    for end, listener in enumerate(listeners.tolist()):
+        if end > start and (end - start >= most or total + read[listener] > CELLS):
+            yield listeners[start:end]
+            start, total = end, 0.0
+        total += read[listener]
+    yield listeners[start:]
 
 
 def _mean_rows(chosen: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:

@@ -198,12 +198,15 @@ class TwoStageRanker(Recommender):
         import lightgbm as lgb
 
         pairs = candidate_pairs(generators, context, users, self.settings.candidates)
-        matrix = pairs.features
         in_session = np.zeros(len(pairs.items), dtype=bool)
+        matrix = None
         if self.session_aware:
-            # The sessions are drawn from the listeners' candidates, which then grow by the sessions' own.
+            # The sessions are drawn from the listeners' candidates, which then grow by the sessions' own (the
+            # first pairs are freed before the second are built: only their first generator's ranks are kept).
             first = feature_names(generators, context).index(f"{next(iter(generators))}_rank")
-            sessions = self._simulated_sessions(pairs, holdout, pairs.features[:, first])
+            first_rank = pairs.features[:, first].copy()
+            sessions = self._simulated_sessions(pairs, holdout, first_rank)
+            del first_rank, pairs
             pairs = candidate_pairs(
                 generators,
                 context,
@@ -214,6 +217,8 @@ class TwoStageRanker(Recommender):
             )
             matrix = np.hstack([pairs.features, session_columns(context, pairs, sessions)])
             in_session = _session_pairs(pairs, sessions, context.interactions.shape[1])
+        else:
+            matrix = pairs.features
         labels = np.zeros(len(pairs.items), dtype=np.float32)
         if len(pairs.items):
             labels = np.asarray(holdout[pairs.users[pairs.rows], pairs.items] > 0).ravel().astype(np.float32)

@@ -16,6 +16,7 @@ from recsys.config import EvaluateParams, Params
 from recsys.errors import RecsysError
 from recsys.models import candidates as candidates_module
 from recsys.models import load_recommender
+from recsys.models import ranker as ranker_module
 from recsys.models.baselines import ItemKNN, MostPopular
 from recsys.models.candidates import (
     NO_SESSION,
@@ -312,3 +313,44 @@ def test_a_ranker_learned_with_sessions_moves_a_list_toward_what_the_session_lik
     np.testing.assert_array_equal(
         plain.score(np.arange(5)), plain.score(np.arange(5), [SessionItems(_items(1), _items(2))] * 5)
     )
+
+
+def test_simulated_sessions_never_leak_a_label_and_their_items_leave_the_candidates() -> None:
+    train, recent, features, groups = drifting_data(8)
+    ranker = TwoStageRanker(cheap_params(session_share=1.0, session_likes=2), seed=4)
+    context = PairContext.of(train, features, groups)
+    generators = {
+        "most_popular": MostPopular().fit(train),
+        "itemknn": ItemKNN(Params().train.itemknn).fit(train),
+    }
+    users = np.arange(60)
+    pairs = candidate_pairs(generators, context, users, n=20)
+    first = pairs.features[:, feature_names(generators, context).index("most_popular_rank")]
+    sessions = ranker._simulated_sessions(pairs, recent, first)
+    assert sum(len(s.liked) > 0 for s in sessions) > 30 and sum(len(s.skipped) > 0 for s in sessions) > 30
+    for row, (user, session) in enumerate(zip(users.tolist(), sessions, strict=True)):
+        held = set(recent[user].indices.tolist())
+        assert set(session.liked.tolist()) <= held and held - set(session.liked.tolist())  # one stays a label
+        mine = pairs.items[pairs.offsets[row] : pairs.offsets[row + 1]]
+        ranks = first[pairs.offsets[row] : pairs.offsets[row + 1]]
+        shown = set(mine[np.argsort(ranks, kind="stable")[:10]].tolist())
+        assert not set(session.skipped.tolist()) & held and set(session.skipped.tolist()) <= shown
+    taken = ranker_module._session_pairs(pairs, sessions, N_ITEMS)
+    for row, session in enumerate(sessions):
+        part = slice(pairs.offsets[row], pairs.offsets[row + 1])
+        reacted = np.concatenate([session.liked, session.skipped])
+        np.testing.assert_array_equal(taken[part], np.isin(pairs.items[part], reacted))
+    # The sessions' co-listened candidates: the same whatever the batches.
+    whole = candidate_pairs(generators, context, users, 20, sessions, 15)
+    assert len(whole.items) > len(pairs.items)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(candidates_module, "CELLS", 3 * N_ITEMS * 5)
+        batched = candidate_pairs(generators, context, users, 20, sessions, 15)
+        np.testing.assert_array_equal(whole.items, batched.items)
+        columns = session_columns(context, whole, sessions)
+    np.testing.assert_allclose(columns, session_columns(context, whole, sessions), rtol=1e-6, equal_nan=True)
+
+
+def test_a_served_sessions_items_are_liked_or_skipped_by_their_summed_weights() -> None:
+    session = SessionItems.of(np.array([3, 5, 3, 7, 9, 9]), np.array([0.5, 1.0, -1.0, -0.3, 1.0, -1.0]))
+    assert session.liked.tolist() == [5] and session.skipped.tolist() == [3, 7]  # 9: a like undone
