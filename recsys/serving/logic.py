@@ -78,9 +78,11 @@ def _ranked(
     depth = max(shown, pool_depth)
     if session.events and request.exclude_listened:  # the listener's vector has moved since training
         indices, scores = state.rank_session(user, session, depth, exclude, allowed)
-    elif session.events:
-        vector = state.adapted(state.user_vectors[user], session, len(state.known_items(user)))
-        indices, scores = state.rank(vector, depth, np.concatenate([exclude, session.exclude]), allowed)
+    elif session.events:  # listened items allowed: the session's scores, uncached
+        scores_now = state.session_scores(user, session)
+        indices, scores = state.rank_scores(
+            scores_now, depth, np.concatenate([exclude, session.exclude]), allowed
+        )
     elif request.exclude_listened:
         indices, scores = state.rank_known(user, depth, exclude, allowed)
     else:

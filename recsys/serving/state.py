@@ -278,12 +278,15 @@ class ServingState:
         return isinstance(self._ranker, TwoStageRanker) and self._ranker.session_aware
 
     def session_scores(self, user: int, session: Session) -> np.ndarray:
-        """A known listener's score of every item within their ``session``, before any re-ranking: the
+        """A known listener's score of every item within their ``session``, before any re-ranking: a
         session-aware ranker's with the session's features (every generator scores the catalogue once, the
-        booster its candidates), else the hybrid's with their vector moved."""
+        booster its candidates), a ranker's without them as trained (:meth:`known_scores`), else the hybrid's
+        with their vector moved (:meth:`adapted`)."""
         if isinstance(self._ranker, TwoStageRanker) and self._ranker.session_aware:
             items = SessionItems.of(session.items, session.weights)
             return np.asarray(self._ranker.score(np.array([user]), [items])[0], dtype=np.float32)
+        if self._ranker is not None:
+            return self.known_scores(user)
         moved = self.adapted(self.user_vectors[user], session, len(self.known_items(user)))
         return np.asarray(self.item_vectors @ moved, dtype=np.float32)
 
