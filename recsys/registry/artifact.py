@@ -38,6 +38,7 @@ from recsys.models import LightFMRecommender, Recommender, load_recommender
 from recsys.models.scorer import MISSING, top_k_from_scores
 from recsys.offline.calibration import Calibrated
 from recsys.offline.features import ItemFeatures, load_item_features, save_item_features, without_identity
+from recsys.offline.popularity import popularity_variants
 from recsys.offline.split import Split, load_split
 from recsys.paths import ITEM_TAGS_TABLE, ITEMS_TABLE
 from recsys.registry.provenance import sha256_file
@@ -142,17 +143,23 @@ def read_artifact(folder: Path, metadata: Mapping[str, Any], tag: str) -> Servin
 
 
 def ranked_lists(
-    ranker: Recommender, known: sp.csr_matrix, top: int = RANKED_TOP
+    ranker: Recommender, known: sp.csr_matrix, top: int = RANKED_TOP, bias_strength: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every listener's best ``top`` items by ``ranker`` that ``known`` (users x items) does not hold: int32
-    indices and float32 scores, best first (-1 / -inf past the end), :data:`RANKED_BATCH` listeners a time."""
+    indices and float32 scores, best first (-1 / -inf past the end), :data:`RANKED_BATCH` listeners a time;
+    re-ranked against popularity at ``bias_strength`` (the model's served strength, as the service re-ranks
+    a full row: listeners per item counted in ``known``)."""
     n_users = known.shape[0]
     width = min(top, known.shape[1])
     indices = np.full((n_users, width), MISSING, dtype=np.int32)
     scores = np.full((n_users, width), -np.inf, dtype=np.float32)
+    variants = popularity_variants(np.asarray(known.getnnz(axis=0), dtype=np.int64), [bias_strength])
     for start in range(0, n_users, RANKED_BATCH):
         users = np.arange(start, min(start + RANKED_BATCH, n_users))
-        best, values = top_k_from_scores(ranker.score(users), width, known[users])
+        rows = ranker.score(users)
+        if bias_strength > 0:
+            ((_, rows),) = variants(rows)
+        best, values = top_k_from_scores(rows, width, known[users])
         indices[users], scores[users] = best, values
     return indices, scores
 
@@ -259,8 +266,15 @@ class ServingInputs:
         }
 
     def write(
-        self, folder: Path, prepared_dir: Path, top_tags: int, feedback_users: Sequence[str] = ()
+        self,
+        folder: Path,
+        prepared_dir: Path,
+        top_tags: int,
+        feedback_users: Sequence[str] = (),
+        bias_strength: float = 0.0,
     ) -> None:
+        """The artifact's files in ``folder``; a ranker's lists are ranked ahead at the served
+        ``bias_strength``."""
         if self.model_file is not None:
             shutil.copyfile(self.model_file, folder / MODEL_FILE)
         else:
@@ -270,7 +284,7 @@ class ServingInputs:
                 shutil.copyfile(self.ranker_file, folder / RANKER_FILE)
             else:
                 self.ranker.save(folder / RANKER_FILE)
-            indices, scores = ranked_lists(self.ranker, self.known)
+            indices, scores = ranked_lists(self.ranker, self.known, bias_strength=bias_strength)
             np.savez(folder / RANKED_FILE, indices=indices, scores=scores)
         write_parquet(folder / FEEDBACK_FILE, pd.DataFrame({Col.USER: sorted(feedback_users)}, dtype=object))
         save_item_features(self.features, folder / FEATURES_DIR)

@@ -165,7 +165,7 @@ def _package(
         **inputs.sizes(),
     }
     with tempfile.TemporaryDirectory(prefix="recsys-artifact-") as staging:
-        inputs.write(Path(staging), prepared_dir, top_tags, feedback_users)
+        inputs.write(Path(staging), prepared_dir, top_tags, feedback_users, metadata["bias_strength"])
         metadata["files"] = file_hashes(Path(staging))
         return add_model(Path(staging), metadata, home)
 

@@ -126,6 +126,14 @@ def test_a_packaged_ranker_ranks_known_listeners_and_the_hybrid_the_rest(
     answer = logic.recommend(mitigated, RecommendRequest(user_id="u07", k=5), frozenset())
     assert [item["item_id"] for item in answer["items"]] == [artifact.item_ids[i] for i in expected[0]]
     assert not np.array_equal(mitigated.ranked_top(user)[0], state.ranked_top(user)[0])
+    # Packaged at a strength, its lists ranked ahead are re-ranked at it, as the service re-ranks a full row.
+    strong = registry.load_artifact(
+        with_ranker.save(0.3, home, bias_strength=2.0, source_model=RANKER), home=home
+    )
+    assert strong.bias_strength == 2.0 and strong.ranked is not None
+    ahead = ServingState(strong)
+    answer = logic.recommend(ahead, RecommendRequest(user_id="u07", k=5), frozenset())
+    assert [item["item_id"] for item in answer["items"]] == [artifact.item_ids[i] for i in expected[0]]
     # A new listener has no row in the ranker's generators: the hybrid's fold-in ranks them.
     hybrid = registry.load_artifact(with_ranker.save(0.3, home), home=home)
     assert hybrid.ranker is None and hybrid.served_model == HYBRID
