@@ -36,6 +36,8 @@ calibration_variants
     Serving niche listeners better on the hybrid: calibration's categories, a personal popularity penalty.
 session_tuning
     The session settings (``params.yaml`` ``session``): the next session's hit rate per setting, offline.
+ranker_session
+    The two-stage ranker's session features beside the hybrid's fold-in: the next session, a new taste.
 """
 
 __all__ = [
