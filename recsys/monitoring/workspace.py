@@ -118,10 +118,7 @@ def record_run(
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import MeanValue
 
-    ws, project = open_project(workspace, dataset)
-    added = []
-    if drift_snapshot is not None:
-        added.append(ws.add_run(project.id, drift_snapshot, include_data=False, name=DRIFT_TAG))
+    snapshot = None
     if values:
         frame = pd.DataFrame({name: [value] for name, value in values.items()})
         data = Dataset.from_pandas(
@@ -129,7 +126,15 @@ def record_run(
         )
         report = Report([MeanValue(column=name) for name in frame.columns])
         snapshot = report.run(current_data=data, timestamp=timestamp, tags=[SUMMARY_TAG])
-        added.append(ws.add_run(project.id, snapshot, include_data=False, name=SUMMARY_TAG))
+    # One writer at a time from opening to the last snapshot: opening a workspace reads every snapshot, and
+    # another run's snapshot half written made it fail (JSONDecodeError in a concurrent first run).
+    with _lock(workspace):
+        ws, project = _open_project(workspace, dataset)
+        added = []
+        if drift_snapshot is not None:
+            added.append(ws.add_run(project.id, drift_snapshot, include_data=False, name=DRIFT_TAG))
+        if snapshot is not None:
+            added.append(ws.add_run(project.id, snapshot, include_data=False, name=SUMMARY_TAG))
     return {
         "workspace": str(workspace),
         "project_id": str(project.id),
@@ -140,23 +145,33 @@ def record_run(
 def open_project(workspace: Path, dataset: str) -> tuple[Any, Any]:
     """The workspace and the data set's project, created with its dashboard when missing (under a lock, so
     concurrent monitoring runs make one project)."""
+    with _lock(workspace):
+        return _open_project(workspace, dataset)
+
+
+def _lock(workspace: Path) -> FileLock:
+    """The workspace's writers' lock (a file beside it); the folder is made first."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(workspace.with_name(workspace.name + ".lock")), timeout=60)
+
+
+def _open_project(workspace: Path, dataset: str) -> tuple[Any, Any]:
+    """:func:`open_project` for a caller holding :func:`_lock`."""
     from evidently.ui.workspace import Workspace
 
-    workspace.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(workspace.with_name(workspace.name + ".lock")), timeout=60):
-        ws = Workspace(str(workspace))
-        found = ws.search_project(project_name(dataset))
-        if found:
-            return ws, found[0]
-        project = ws.create_project(
-            project_name(dataset), description=f"Monitoring runs of the {dataset} recommender (recsys)"
-        )
-        for column, title in COUNTERS:
-            project.dashboard.add_panel(_counter_panel(title, column), tab=TAB)
-        for title, subtitle, columns in PANELS:
-            project.dashboard.add_panel(_line_panel(title, subtitle, columns), tab=TAB)
-        project.save()
-        return ws, project
+    ws = Workspace(str(workspace))
+    found = ws.search_project(project_name(dataset))
+    if found:
+        return ws, found[0]
+    project = ws.create_project(
+        project_name(dataset), description=f"Monitoring runs of the {dataset} recommender (recsys)"
+    )
+    for column, title in COUNTERS:
+        project.dashboard.add_panel(_counter_panel(title, column), tab=TAB)
+    for title, subtitle, columns in PANELS:
+        project.dashboard.add_panel(_line_panel(title, subtitle, columns), tab=TAB)
+    project.save()
+    return ws, project
 
 
 def read_history(workspace: Path, dataset: str) -> pd.DataFrame:
@@ -171,15 +186,16 @@ def read_history(workspace: Path, dataset: str) -> pd.DataFrame:
 
     if not workspace.is_dir():
         raise RecsysError(f"{workspace} does not exist: no monitoring run has been recorded there yet")
-    ws = Workspace(str(workspace))
-    found = ws.search_project(project_name(dataset))
-    if not found:
-        raise RecsysError(
-            f"{workspace} has no project {project_name(dataset)!r}: run the monitoring flow first"
-        )
+    with _lock(workspace):  # never beside a writer: a half-written snapshot does not parse
+        ws = Workspace(str(workspace))
+        found = ws.search_project(project_name(dataset))
+        if not found:
+            raise RecsysError(
+                f"{workspace} has no project {project_name(dataset)!r}: run the monitoring flow first"
+            )
+        snapshots = [ws.get_run(found[0].id, snapshot_id) for snapshot_id in ws.list_runs(found[0].id)]
     rows = []
-    for snapshot_id in ws.list_runs(found[0].id):
-        snapshot = ws.get_run(found[0].id, snapshot_id)
+    for snapshot in snapshots:
         if snapshot is None or SUMMARY_TAG not in snapshot.tags:
             continue
         row: dict[str, Any] = {"timestamp": pd.Timestamp(snapshot.timestamp)}
