@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         "k": k,
         "session_aware": ranker.session_aware,
         "ranker": _ranker_sessions(ranker, train, test, users, k),
-        "hybrid": _hybrid_sessions(hybrid, train, test, users, k, args),
+        "hybrid": _hybrid_sessions(hybrid, train, test, users, k),
         "new_taste": _new_taste(ranker, hybrid, train, test, users, k),
         "one_listener_ms": _one_listener_ms(ranker, train, users[:SINGLE]),
         "seconds": round(time.perf_counter() - started, 1),
@@ -143,7 +143,6 @@ def _hybrid_sessions(
     test: sp.csr_matrix,
     users: np.ndarray,
     k: int,
-    args: argparse.Namespace,
 ) -> dict[str, object]:
     settings = load_params().session
     scorer = hybrid.scorer()
