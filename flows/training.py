@@ -97,7 +97,8 @@ SUMMARY_KEYS = ("promote", "reasons", "comparison", "champion_tag", "champion_me
 
 @task(name="gate", cache_policy=NO_CACHE)
 def gate(project_dir: str, report: dict[str, Any]) -> RunGate:
-    """The run's hybrid against the champion, both as served (:func:`recsys.registry.comparison.gate_run`)."""
+    """The run's challenger (``gate.challenger``) against the champion, both as served
+    (:func:`recsys.registry.comparison.gate_run`)."""
     project = Path(project_dir)
     verdict = gate_run(project, load_params(project / PARAMS_FILE), report)
     create_markdown_artifact(verdict.markdown(), key="gate-decision", description="Gate")

@@ -104,7 +104,8 @@ class ModelSpec:
 
 
 HYBRID, CF, MOST_POPULAR, RANKER = "lightfm_hybrid", "lightfm_cf", "most_popular", "ranker"
-"""The hybrid (the challenger the gate and the registry take), LightFM without item features, the
+"""The hybrid (the fold-in, similar items and reasons of every champion; the challenger without a ranker),
+LightFM without item features, the
 popularity baseline (the floor every model must beat, and the cold listener's list) and the two-stage
 ranker over the others' candidates."""
 
@@ -113,7 +114,7 @@ MODELS: tuple[ModelSpec, ...] = (
         HYBRID,
         "recsys.models.lightfm_model:LightFMRecommender",
         "lightfm",
-        "LightFM hybrid (served)",
+        "LightFM hybrid",
         takes_features=True,
         seeded=True,
         threaded=True,
@@ -158,6 +159,21 @@ GRID_MODELS: tuple[str, ...] = tuple(spec.name for spec in MODELS if spec.search
 def trained_models(params: Params) -> tuple[str, ...]:
     """The models a run with ``params`` trains and measures: :data:`MODEL_NAMES` but the ones switched off."""
     return tuple(spec.name for spec in MODELS if spec.enabled(params))
+
+
+def challenger_model(params: Params) -> str:
+    """The model a training run offers the gate: ``gate.challenger`` when the run trains it, else the hybrid.
+
+    >>> from recsys.config import Params
+    >>> params = Params.model_validate({"gate": {"challenger": "ranker"}})
+    >>> challenger_model(params)
+    'ranker'
+    >>> challenger_model(params.model_copy(update={"train": params.train.model_copy(update={
+    ...     "ranker": params.train.ranker.model_copy(update={"enabled": False})})}))
+    'lightfm_hybrid'
+    """
+    name = params.gate.challenger
+    return name if name in trained_models(params) else HYBRID
 
 
 def model_spec(name: str) -> ModelSpec:

@@ -38,7 +38,7 @@ from recsys.paths import (
     SPLIT_DIR,
     model_file,
 )
-from recsys.specs import HYBRID, trained_models
+from recsys.specs import HYBRID, challenger_model, trained_models
 
 if TYPE_CHECKING:
     from recsys.offline.tune import Trial
@@ -258,11 +258,13 @@ def bias(
     params: Params,
     features_dir: Path = FEATURES_DIR,
     split_dir: Path = SPLIT_DIR,
-    model_path: Path = model_file(HYBRID),
+    models_dir: Path = MODELS_DIR,
     metrics_dir: Path = METRICS_DIR,
     plots_dir: Path = PLOTS_DIR,
 ) -> dict[str, Any]:
-    """The hybrid's nDCG / long-tail trade-off under popularity re-ranking, and the default strength."""
+    """The run's challenger (``gate.challenger``, :func:`recsys.specs.challenger_model`): its nDCG /
+    long-tail trade-off under popularity re-ranking, the default strength, and the served mitigation.
+    ``metrics/bias.json`` names the model (``model``): its mitigation travels with that model only."""
     from recsys.models import load_recommender
     from recsys.offline.bias import bias_report, tradeoff_curve
     from recsys.offline.mitigation import mitigations
@@ -270,7 +272,8 @@ def bias(
 
     loaded, features = training_inputs(features_dir, split_dir)
     groups = mainstreaminess_groups(loaded.train_full, params.evaluate.groups)
-    model = load_recommender(model_path)
+    name = challenger_model(params)
+    model = load_recommender(model_file(name, models_dir))
     # Strength 0 is the reference the nDCG cost is measured against, so it is always on the curve.
     strengths = sorted({0.0, *params.bias.strengths})
     curve = tradeoff_curve(
@@ -284,6 +287,7 @@ def bias(
     )
     report = bias_report(curve, params.bias.max_ndcg_cost, params.evaluate.primary_k)
     report |= mitigations(params, model.score, loaded, features, groups, report["chosen"]["strength"])
+    report = {"model": name} | report
     write_json(metrics_dir / "bias.json", report)
     with atomic_path(plots_dir / "bias_tradeoff.csv") as tmp:
         curve.to_csv(tmp, index=False)

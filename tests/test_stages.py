@@ -19,7 +19,7 @@ from recsys import stages
 from recsys.config import Params
 from recsys.errors import RecsysError
 from recsys.offline.features import load_item_features, save_item_features
-from recsys.specs import HYBRID, MODEL_NAMES
+from recsys.specs import HYBRID, MODEL_NAMES, RANKER
 from tests.helpers import TINY_OVERRIDES, write_synthetic_raw
 
 
@@ -54,7 +54,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         params,
         root / "features",
         root / "split",
-        root / "models" / "lightfm_hybrid.npz",
+        root / "models",
         root / "metrics",
         root / "plots",
     )
@@ -118,6 +118,21 @@ def test_evaluate_and_bias_write_metrics_and_plot_tables(run: dict[str, Any]) ->
     assert bias == run["bias"] and bias["chosen"]["strength"] in {
         row["strength"] for row in bias["strengths"]
     }
+
+
+def test_the_bias_stage_measures_the_runs_challenger(run: dict[str, Any], tmp_path: Path) -> None:
+    root, params = run["root"], run["params"]
+    as_ranker = params.model_copy(update={"gate": params.gate.model_copy(update={"challenger": RANKER})})
+    report = stages.bias(
+        as_ranker, root / "features", root / "split", root / "models", tmp_path / "m", tmp_path / "p"
+    )
+    offline = json.loads((root / "metrics" / "offline.json").read_text(encoding="utf-8"))
+    unmitigated = {row["strength"]: row for row in report["strengths"]}[0.0]
+    assert run["bias"]["model"] == HYBRID and report["model"] == RANKER
+    # Its curve starts at the ranker's own offline metrics, not the hybrid's: it measured the ranker's lists.
+    assert unmitigated["ndcg@10"] == pytest.approx(offline["models"][RANKER]["ndcg@10"])
+    assert unmitigated["recall@10"] == pytest.approx(offline["models"][RANKER]["recall@10"])
+    assert json.loads((tmp_path / "m" / "bias.json").read_text(encoding="utf-8"))["model"] == RANKER
 
 
 def test_write_trials_adds_the_best_trial_only_when_given(run: dict[str, Any], tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from recsys import paths, specs, stages
+from recsys import paths, stages
 from recsys.cli.cluster import cluster_app
 from recsys.cli.experiment import experiment_app
 from recsys.cli.monitor import monitor_app
@@ -188,14 +188,16 @@ def bias(
     params: ParamsOpt = paths.PARAMS_FILE,
     features: Path = paths.FEATURES_DIR,
     split: Path = paths.SPLIT_DIR,
-    model: Path = paths.model_file(specs.HYBRID),
+    models: Path = paths.MODELS_DIR,
     metrics: Path = paths.METRICS_DIR,
     plots: Path = paths.PLOTS_DIR,
 ) -> None:
-    """Popularity re-ranking trade-off curve of the hybrid and the default strength (metrics/bias.json)."""
+    """The run's challenger (gate.challenger): popularity re-ranking trade-off curve, default strength and
+    served mitigation (metrics/bias.json)."""
     settings = params_of(params)
-    report = guarded(lambda: stages.bias(settings, features, split, model, metrics, plots))
-    echo_json({"chosen": report["chosen"], "rule": report["rule"]})
+    report = guarded(lambda: stages.bias(settings, features, split, models, metrics, plots))
+    served = report.get("mitigation", {}).get("served")
+    echo_json({key: report[key] for key in ("model", "chosen", "rule")} | {"served": served})
 
 
 @app.command()

@@ -21,6 +21,7 @@ from recsys.config import EvaluateParams
 from recsys.offline.batches import ScoreFn
 from recsys.offline.evaluation import evaluate_variants
 from recsys.offline.popularity import popularity_lift, popularity_variants
+from recsys.specs import HYBRID
 
 log = logging.getLogger(__name__)
 STRENGTH = "strength"
@@ -178,6 +179,16 @@ def bias_report(curve: pd.DataFrame, max_ndcg_cost: float, k: int) -> dict[str, 
         "max_ndcg_cost": max_ndcg_cost,
         "k": k,
     }
+
+
+def measured_model(bias: Mapping[str, Any]) -> str:
+    """The model whose lists ``metrics/bias.json`` measured (``model``): the run's challenger; a report from
+    before the key measured the hybrid. Its mitigation is served only with that model.
+
+    >>> measured_model({"model": "ranker"}), measured_model({})
+    ('ranker', 'lightfm_hybrid')
+    """
+    return str(bias.get("model", HYBRID))
 
 
 def served_strength(bias: Mapping[str, Any], serve: str) -> float:

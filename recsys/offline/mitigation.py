@@ -1,6 +1,7 @@
 """Which popularity-bias mitigation the model is served with: none, popularity re-ranking, or calibration.
 
-The ``bias`` stage measures each way of serving the hybrid with the offline protocol
+The ``bias`` stage measures each way of serving the run's challenger (the hybrid or the two-stage ranker,
+``metrics/bias.json`` ``model``) with the offline protocol
 (:func:`recsys.offline.calibration.measure`): unmitigated, popularity re-ranking at the strength its own rule
 chose (:mod:`recsys.offline.bias`), and calibrated re-ranking (:mod:`recsys.offline.calibration`) at every
 strength of ``bias.calibration_strengths``. :data:`MITIGATION_RULE` weighs accuracy, calibration and the gap
@@ -179,8 +180,9 @@ def mitigations(
     groups: Mapping[str, np.ndarray],
     popularity_strength: float,
 ) -> dict[str, Any]:
-    """The hybrid served unmitigated, re-ranked against popularity at ``popularity_strength`` and calibrated
-    at every ``bias.calibration_strengths``, measured; the served mitigation chosen
+    """The model of ``score_fn`` (the run's challenger) served unmitigated, re-ranked against popularity at
+    ``popularity_strength`` and calibrated at every ``bias.calibration_strengths``, measured; the served
+    mitigation chosen
     (:func:`recsys.offline.mitigation.mitigation_report`)."""
     bias, evaluate = params.bias, params.evaluate
     train, test = loaded.train_full, loaded.test

@@ -13,7 +13,7 @@ from typing import Any
 from recsys.config import Params
 from recsys.models import load_recommender
 from recsys.offline import gate as gating
-from recsys.offline.bias import served_calibration, served_candidate, served_strength
+from recsys.offline.bias import measured_model, served_calibration, served_candidate, served_strength
 from recsys.offline.calibration import Calibrated
 from recsys.offline.evaluation import EvaluationResult
 from recsys.offline.features import load_item_features
@@ -24,7 +24,7 @@ from recsys.offline.uncertainty import Lead, lead_of
 from recsys.paths import FEATURES_DIR, SPLIT_DIR, model_file
 from recsys.registry.provenance import data_version
 from recsys.registry.store import ModelInfo, champion, load_artifact
-from recsys.specs import HYBRID, trained_models
+from recsys.specs import HYBRID, challenger_model
 
 
 def comparable_champion(
@@ -94,24 +94,9 @@ def challenger_as_served(
 KEEP, HOLD, PROMOTE = "keep", "hold", "promote"
 
 
-def challenger_model(params: Params) -> str:
-    """The model a training run offers the gate: ``gate.challenger`` when the run trains it, else the hybrid.
-
-    >>> from recsys.config import Params
-    >>> params = Params.model_validate({"gate": {"challenger": "ranker"}})
-    >>> challenger_model(params)
-    'ranker'
-    >>> challenger_model(params.model_copy(update={"train": params.train.model_copy(update={
-    ...     "ranker": params.train.ranker.model_copy(update={"enabled": False})})}))
-    'lightfm_hybrid'
-    """
-    name = params.gate.challenger
-    return name if name in trained_models(params) else HYBRID
-
-
 @dataclass(frozen=True)
 class RunGate:
-    """The gate's verdict on a training run's hybrid against the champion, both measured as served.
+    """The gate's verdict on a training run's challenger against the champion, both measured as served.
 
     Attributes
     ----------
@@ -180,17 +165,19 @@ def gate_run(project: Path, params: Params, report: dict[str, Any]) -> RunGate:
     """The run's challenger (``metrics/offline.json``; the hybrid, or the ranker: :func:`challenger_model`)
     against the champion on this run's test split.
 
-    Both are measured as served: the hybrid at the popularity re-ranking strength it will be packaged
-    with (``bias.serve``: the one ``metrics/bias.json`` chose, or 0), its metrics the trade-off curve's row
-    at that strength (the ranker at none: the curve is the hybrid's); the champion's from
-    :func:`comparable_champion`. With ``gate.min_improvement_on:
+    Both are measured as served: the challenger with the mitigation it will be packaged with
+    (``bias.serve``: the one ``metrics/bias.json`` chose for it, or none), its metrics the report's row of
+    that mitigation (none when the report measured another model, :func:`measured_model`); the
+    champion's from :func:`comparable_champion`. With ``gate.min_improvement_on:
     bound`` both are measured per listener and the gate holds the lower end of the lead's paired bootstrap
     interval to ``min_improvement`` (a few seconds on artists: two evaluations and 2,000 resamples).
     """
     bias = read_bias(project)
     name = challenger_model(params)
-    strength = served_strength(bias, params.bias.serve) if name == HYBRID else 0.0
-    calibrated = served_calibration(bias, params.bias.serve) if name == HYBRID else None
+    # The bias stage measured the run's challenger: its mitigation travels with that model only.
+    measured_here = measured_model(bias) == name
+    strength = served_strength(bias, params.bias.serve) if measured_here else 0.0
+    calibrated = served_calibration(bias, params.bias.serve) if measured_here else None
     challenger = served_candidate(gating.candidate_from_report(report, name), bias, strength, calibrated)
     current = champion(dataset=params.dataset.name)
     paired = params.gate.min_improvement_on == "bound"

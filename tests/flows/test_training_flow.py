@@ -346,14 +346,27 @@ def test_the_ranker_as_challenger_is_packaged_and_served_with_its_generators(tra
     summary = state.result()
     assert summary["stages"]["train"] == "skipped"  # the gate's settings retrain nothing
     report = json.loads((trained.root / "metrics/offline.json").read_text(encoding="utf-8"))
+    # The bias stage measured the ranker itself: it is gated and packaged with the mitigation chosen for it.
+    bias = json.loads((trained.root / "metrics/bias.json").read_text(encoding="utf-8"))
+    assert bias["model"] == RANKER and summary["stages"]["bias"] == "ran"
+    mitigation = bias["mitigation"]
+    if mitigation["served"] == "calibration":
+        as_served = mitigation["served_metrics"]["metrics"]
+    elif mitigation["served"] == "popularity":
+        as_served = next(r for r in bias["strengths"] if r["strength"] == mitigation["strength"])
+    else:
+        as_served = report["models"][RANKER]
     compared = summary["decision"]["comparison"]["ndcg@10"]
-    assert compared["challenger"] == pytest.approx(report["models"][RANKER]["ndcg@10"])
-    assert summary["decision"]["served"]["strength"] == 0  # the bias curve is the hybrid's
+    assert compared["challenger"] == pytest.approx(as_served["ndcg@10"])
+    strength = mitigation["strength"] if mitigation["served"] == "popularity" else 0
+    assert summary["decision"]["served"]["strength"] == strength
     held = summary["candidate"]
     assert held is not None and champion_tag() == champion_before
     artifact = registry.load_artifact(held)
     assert artifact.served_model == RANKER and artifact.metadata["source_model"] == RANKER
-    assert artifact.metadata["metrics"]["ndcg@10"] == pytest.approx(report["models"][RANKER]["ndcg@10"])
+    assert artifact.metadata["metrics"]["ndcg@10"] == pytest.approx(as_served["ndcg@10"])
+    assert artifact.bias_strength == strength
+    assert (artifact.calibration is not None) == (mitigation["served"] == "calibration")
     assert isinstance(artifact.ranker, TwoStageRanker) and next(iter(artifact.ranker.generators)) == HYBRID
 
 
