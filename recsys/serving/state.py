@@ -274,15 +274,20 @@ class ServingState:
 
     @property
     def session_ranker(self) -> bool:
-        """Whether the served two-stage ranker reads session features (one that learned with sessions)."""
-        return isinstance(self._ranker, TwoStageRanker) and self._ranker.session_aware
+        """Whether the served two-stage ranker reads session features: one that learned with sessions,
+        packaged with ``session.ranker_features`` on."""
+        return (
+            isinstance(self._ranker, TwoStageRanker)
+            and self._ranker.session_aware
+            and self.session_params.ranker_features
+        )
 
     def session_scores(self, user: int, session: Session) -> np.ndarray:
         """A known listener's score of every item within their ``session``, before any re-ranking: a
-        session-aware ranker's with the session's features (every generator scores the catalogue once, the
-        booster its candidates), a ranker's without them as trained (:meth:`known_scores`), else the hybrid's
-        with their vector moved (:meth:`adapted`)."""
-        if isinstance(self._ranker, TwoStageRanker) and self._ranker.session_aware:
+        session-aware ranker's (:attr:`session_ranker`) with the session's features (every generator scores
+        the catalogue once, the booster its candidates), a ranker's without them as trained
+        (:meth:`known_scores`), else the hybrid's with their vector moved (:meth:`adapted`)."""
+        if self.session_ranker and isinstance(self._ranker, TwoStageRanker):
             items = SessionItems.of(session.items, session.weights)
             return np.asarray(self._ranker.score(np.array([user]), [items])[0], dtype=np.float32)
         if self._ranker is not None:
@@ -408,19 +413,37 @@ class ServingState:
         return mask
 
     def rank(
-        self, vector: np.ndarray, k: int, exclude: np.ndarray | None = None, allowed: np.ndarray | None = None
+        self,
+        vector: np.ndarray,
+        k: int,
+        exclude: np.ndarray | None = None,
+        allowed: np.ndarray | None = None,
+        mitigated: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` ``(indices, scores)`` of a scoring row; excluded and filtered-out items never appear.
 
-        Scores are popularity re-ranked first when ``bias_strength`` is positive.
+        Scores are popularity re-ranked first when ``bias_strength`` is positive (and ``mitigated``).
         """
-        return self.rank_scores(self.item_vectors @ vector, k, exclude, allowed)
+        return self.rank_scores(self.item_vectors @ vector, k, exclude, allowed, mitigated)
+
+    @property
+    def mitigates_hybrid(self) -> bool:
+        """Whether the hybrid's own lists (new listeners' folded vectors) carry the model's mitigation: only
+        when the hybrid is the served model. A ranker's strength or calibration was chosen on the ranker's
+        lists (``metrics/bias.json`` ``model``), so beside a ranker the hybrid's lists are unmitigated."""
+        return self._ranker is None
 
     def rank_scores(
-        self, scores: np.ndarray, k: int, exclude: np.ndarray | None = None, allowed: np.ndarray | None = None
+        self,
+        scores: np.ndarray,
+        k: int,
+        exclude: np.ndarray | None = None,
+        allowed: np.ndarray | None = None,
+        mitigated: bool = True,
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`rank` of a row of scores (one per item), e.g. a known listener's :meth:`known_scores`."""
-        scores = self._adjusted(np.array(scores, dtype=np.float32))
+        scores = np.array(scores, dtype=np.float32)
+        scores = self._adjusted(scores) if mitigated else scores
         if exclude is not None and exclude.size:
             scores[exclude] = -np.inf
         if allowed is not None:

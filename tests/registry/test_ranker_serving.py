@@ -60,10 +60,15 @@ def with_ranker(project: Project) -> Project:
     return project
 
 
+SESSION_FEATURES_ON = {"session": {"ranker_features": True}}
+
+
 def test_a_packaged_ranker_ranks_known_listeners_and_the_hybrid_the_rest(
     with_ranker: Project, home: Path
 ) -> None:
-    tag = with_ranker.save(0.3, home, source_model=RANKER)
+    params = {"seed": 0, "split": {"test_fraction": 0.2}, "evaluate": {"ks": (5, 10)}}
+    # Packaged with the ranker's session features on (the project's params.yaml serves it without them).
+    tag = with_ranker.save(0.3, home, source_model=RANKER, params_dict=params | SESSION_FEATURES_ON)
     artifact = registry.load_artifact(tag, home=home)
     assert artifact.served_model == RANKER and artifact.metadata["source_model"] == RANKER
     assert isinstance(artifact.ranker, TwoStageRanker)
@@ -116,6 +121,20 @@ def test_a_packaged_ranker_ranks_known_listeners_and_the_hybrid_the_rest(
     assert [item["item_id"] for item in kept["items"]] == [
         artifact.item_ids[i] for i in expected[0] if i >= 0 and artifact.item_ids[i] not in shown[:3]
     ][:5]
+    # So does the session-aware ranker packaged with the default settings (session.ranker_features off).
+    default = registry.load_artifact(with_ranker.save(0.3, home, source_model=RANKER), home=home)
+    off = ServingState(default)
+    assert (
+        not off.session_ranker and isinstance(default.ranker, TwoStageRanker) and default.ranker.session_aware
+    )
+    as_trained = logic.recommend(off, RecommendRequest(user_id="u01", k=8), frozenset())
+    after = datetime.now(UTC).timestamp() + 1  # events count when stored after the model was packaged
+    events = tuple(event._replace(at=after) for event in events)
+    within = logic.recommend(off, RecommendRequest(user_id="u01", k=5), frozenset(), events)
+    assert within["session_events"] == 3
+    assert [item["item_id"] for item in within["items"]] == [
+        item["item_id"] for item in as_trained["items"] if item["item_id"] not in shown[:3]
+    ][:5]
     # Ranked when packaged (every known listener), and read only at the packaged strength: at another one the
     # ranker's row is re-ranked per request.
     assert artifact.ranked is not None and artifact.ranked[0].shape == (len(artifact.user_ids), state.n_items)
@@ -141,6 +160,16 @@ def test_a_packaged_ranker_ranks_known_listeners_and_the_hybrid_the_rest(
     assert [i["item_id"] for i in logic.new_listener(state, request, frozenset())["items"]] == [
         i["item_id"] for i in logic.new_listener(ServingState(hybrid), request, frozenset())["items"]
     ]
+    # Unmitigated beside a ranker packaged at a strength: that strength was chosen on the ranker's lists.
+    # The hybrid served alone at that strength re-ranks them (the same favourites, another list).
+    favoured = [i["item_id"] for i in logic.new_listener(ahead, request, frozenset())["items"]]
+    plain = [i["item_id"] for i in logic.new_listener(state, request, frozenset())["items"]]
+    alone = registry.load_artifact(with_ranker.save(0.3, home, bias_strength=2.0), home=home)
+    assert (
+        favoured
+        == plain
+        != [i["item_id"] for i in logic.new_listener(ServingState(alone), request, frozenset())["items"]]
+    )
 
 
 def test_a_ranker_of_another_split_or_a_missing_one_is_refused(
