@@ -107,6 +107,52 @@ def _uncertainty_note(offline: Mapping[str, Any]) -> str:
     )
 
 
+def served_model_section(
+    offline: Mapping[str, Any], bias: Mapping[str, Any] | None, served: str, k: int, serve: str = "chosen"
+) -> str:
+    """Which model known listeners get once it passes the gate (``served``: the run's challenger,
+    ``gate.challenger``) and why, when it is not the hybrid: its nDCG and niche / mainstream ratio beside the
+    hybrid's, and its mitigation (``serve``: ``bias.serve``)."""
+    models, groups = offline.get("models", {}), offline.get("groups", {})
+    if served == HYBRID or served not in models or HYBRID not in models:
+        return ""
+    ours, hybrid = models[served].get(f"ndcg@{k}"), models[HYBRID].get(f"ndcg@{k}")
+    if not ours or not hybrid:
+        return ""
+    ratios = [_niche_ratio(groups.get(name, {}), k) for name in (served, HYBRID)]
+    why = f"nDCG@{k} {fmt(ours)} against the hybrid's {fmt(hybrid)} ({ours / hybrid - 1:+.1%})"
+    if None not in ratios:
+        why += f", niche / mainstream nDCG@{k} {ratios[0]:.3f} against {ratios[1]:.3f}"
+    mitigation = (bias or {}).get("mitigation") or {}
+    measured = (bias or {}).get("model") == served and mitigation.get("served")
+    if serve != "chosen":
+        how = f"Served unmitigated (`bias.serve: {serve}`)."
+    elif measured:
+        how = (
+            f"The mitigation it is served with ({mitigation['served']}) was chosen on its own lists "
+            "(next sections)."
+        )
+    else:
+        how = "Served unmitigated: `metrics/bias.json` holds no mitigation chosen on its lists."
+    return "\n".join(
+        [
+            "## The served model",
+            "",
+            f"The run offers the {label(served)} to the gate (`gate.challenger: {served}`); once it passes, "
+            f"known listeners get its lists: {why}. {how} "
+            "New listeners (favourites on the page), similar artists and the reasons given stay the "
+            "hybrid's.",
+            "",
+        ]
+    )
+
+
+def _niche_ratio(by_group: Mapping[str, Any], k: int) -> float | None:
+    """Niche over mainstream nDCG@k of one model's groups; None when either is missing or mainstream is 0."""
+    niche, main = (by_group.get(g, {}).get(f"ndcg@{k}") for g in ("niche", "mainstream"))
+    return niche / main if niche is not None and main else None
+
+
 def fairness_section(offline: Mapping[str, Any], k: int, groups: Sequence[str]) -> str:
     """nDCG, ARP and long-tail share at ``k`` per user group and model, and the niche/mainstream gap."""
     by_model = offline["groups"]
@@ -206,9 +252,10 @@ def mitigation_section(bias: Mapping[str, Any] | None) -> str:
         ]
         for point in bias.get("strengths", [])
     ]
+    measured = f" Measured on the {label(bias['model'])}'s lists." if "model" in bias else ""
     parts += [
         "Popularity re-ranking lowers each artist's score in proportion to its popularity; every strength "
-        f"is evaluated with the offline protocol. Rule: {bias.get('rule', '-')}.",
+        f"is evaluated with the offline protocol.{measured} Rule: {bias.get('rule', '-')}.",
         "",
         markdown_table(
             ["strength", f"ndcg@{k}", "nDCG cost", f"long_tail_share@{k}", f"arp@{k}", "popularity lift"],

@@ -89,8 +89,8 @@ def verdict_lines(summary: Mapping[str, Any]) -> list[str]:
 
     A candidate for an online experiment is named as such (the champion is unchanged); the served numbers
     are told apart from the table's unmitigated row when the champion is re-ranked for popularity; a model
-    of the run that beat the hybrid is pointed out, since the gate compares only the hybrid and the
-    champion.
+    of the run that beat the challenger is pointed out, since the gate compares only the challenger
+    (``gate.challenger``) and the champion.
     """
     decision, champion, candidate = summary["decision"], summary["model_tag"], summary.get("candidate")
     against = decision.get("champion_tag") or "no champion"
@@ -111,13 +111,14 @@ def verdict_lines(summary: Mapping[str, Any]) -> list[str]:
     if decision["promote"] and not candidate and calibrated and numbers:
         metric, value = next(iter(numbers.items()))
         lines.append(
-            f"served: {HYBRID} calibrated to each listener's genre mix (strength {calibrated['strength']:g}) "
+            f"served: {_challenger(summary)} calibrated to each listener's genre mix "
+            f"(strength {calibrated['strength']:g}) "
             f"({metric} {value:.4f}; the table's row is the model unmitigated: metrics/bias.json mitigation)"
         )
     elif decision["promote"] and not candidate and served.get("strength") and numbers:
         metric, value = next(iter(numbers.items()))
         lines.append(
-            f"served: {HYBRID} re-ranked against popularity at strength {served['strength']:g} "
+            f"served: {_challenger(summary)} re-ranked against popularity at strength {served['strength']:g} "
             f"({metric} {value:.4f}; the table's row is the model unmitigated: bias.serve, metrics/bias.json)"
         )
     packaged = (

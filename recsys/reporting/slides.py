@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from recsys.io import write_text
+from recsys.offline.bias import measured_model
 from recsys.reporting.formatting import fmt, label, pct
 from recsys.reporting.html_parts import figure_html, figure_png
 from recsys.reporting.ratings import ratings_section
@@ -27,7 +28,7 @@ from recsys.reporting.stakeholder import (
     map_section,
     plain_summary,
 )
-from recsys.specs import HYBRID, MOST_POPULAR
+from recsys.specs import MOST_POPULAR
 
 TEMPLATE = Path(__file__).parent / "templates" / "slides.html"
 """The deck's page: every slide's fixed words, the style and the keys; ``${name}`` marks what a run fills."""
@@ -36,7 +37,7 @@ TEMPLATE = Path(__file__).parent / "templates" / "slides.html"
 def render_slides(inputs: ReportInputs, when: datetime | None = None) -> str:
     """The deck as one HTML string: :data:`TEMPLATE` filled with the run's numbers, figures and sections."""
     k, models, items = inputs.k, inputs.offline["models"], inputs.items
-    ours, popular = models[HYBRID], models.get(MOST_POPULAR)
+    ours, popular = models[inputs.served_model], models.get(MOST_POPULAR)
     sizes = inputs.offline.get("protocol", {}).get("sizes", {})
     stamp = (when or datetime.now(UTC)).strftime("%Y-%m-%d")
     groups = (
@@ -48,10 +49,12 @@ def render_slides(inputs: ReportInputs, when: datetime | None = None) -> str:
         else "<p class='muted'>No per-group metrics in this run.</p>"
     )
     best = "" if popular is None else f" vs. most popular {fmt(popular[f'ndcg@{k}'])}"
-    footer = f"<p class='footer'>Hybrid nDCG@{k} {fmt(ours[f'ndcg@{k}'])}{best} (metrics/offline.json).</p>"
+    served = html.escape(label(inputs.served_model))
+    footer = f"<p class='footer'>{served} nDCG@{k} {fmt(ours[f'ndcg@{k}'])}{best} (metrics/offline.json).</p>"
     return string.Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
         stamp=html.escape(stamp),
         items=html.escape(items),
+        model=html.escape(label(inputs.served_model)),
         plain_words="".join(f"<p>{p}</p>" for p in plain_summary(inputs)),
         data=_data_text(sizes, items),
         results=_results_html(inputs),
@@ -85,26 +88,30 @@ def _data_text(sizes: dict[str, object], items: str) -> str:
 
 def _results_html(inputs: ReportInputs) -> str:
     k, models = inputs.k, inputs.offline["models"]
-    ours = models[HYBRID]
+    ours = models[inputs.served_model]
+    served = html.escape(label(inputs.served_model))
     lines = [
-        f"<p>{label(HYBRID)}: nDCG@{k} {fmt(ours[f'ndcg@{k}'])}, "
-        f"hit rate@{k} {pct(ours[f'hit_rate@{k}'])}.</p>"
+        f"<p>{served}: nDCG@{k} {fmt(ours[f'ndcg@{k}'])}, hit rate@{k} {pct(ours[f'hit_rate@{k}'])}.</p>"
     ]
     chosen = (inputs.bias or {}).get("chosen") or {}
     mitigation = (inputs.bias or {}).get("mitigation") or {}
     calibrated = (mitigation.get("served_metrics") or {}).get("metrics", {})
     if inputs.served_strength and f"ndcg@{k}" in chosen:
         lines.append(
-            f"<p>These are the models as trained. Listeners get the hybrid re-ranked against popularity "
+            f"<p>These are the models as trained. Listeners get the {served} re-ranked against popularity "
             f"(strength {inputs.served_strength:g}): nDCG@{k} {fmt(chosen[f'ndcg@{k}'])}, a small cost "
             "for more little-known music (next slides).</p>"
         )
-    elif mitigation.get("served") == "calibration" and f"ndcg@{k}" in calibrated:
+    elif (
+        mitigation.get("served") == "calibration"
+        and f"ndcg@{k}" in calibrated
+        and measured_model(inputs.bias or {}) == inputs.served_model
+    ):
         lines.append(
-            "<p>These are the models as trained. Listeners get the hybrid's lists calibrated to each "
+            f"<p>These are the models as trained. Listeners get the {served}'s lists calibrated to each "
             f"listener's own genre mix (strength {mitigation['strength']:g}): nDCG@{k} "
             f"{fmt(calibrated[f'ndcg@{k}'])}, and niche listeners served better than without it.</p>"
         )
     return "".join(lines) + figure_html(
-        figure_png(comparison_figure(models, k)), "Model comparison on the test split"
+        figure_png(comparison_figure(models, k, inputs.served_model)), "Model comparison on the test split"
     )

@@ -19,14 +19,14 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from recsys.config import item_kind, load_params
+from recsys.config import Params, item_kind, load_params
 from recsys.io import read_json, write_text
-from recsys.offline.bias import served_strength
+from recsys.offline.bias import measured_model, served_strength
 from recsys.paths import EDA_DIR, METRICS_DIR, MONITORING_DIR, PARAMS_FILE
 from recsys.reporting.formatting import fmt, label, lead_cell, lead_header, load_offline, ordered_models, pct
 from recsys.reporting.html_parts import figure_html, figure_png, html_table
 from recsys.reporting.ratings import ratings_section
-from recsys.specs import HYBRID, MOST_POPULAR
+from recsys.specs import HYBRID, MOST_POPULAR, challenger_model
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 960px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -64,6 +64,8 @@ class ReportInputs:
     catalogue_map: bytes | None = None
     # The popularity re-ranking strength the champion is served with (bias.serve; 0: unmitigated).
     served_strength: float = 0.0
+    # The model known listeners get (gate.challenger when the run trained it, else the hybrid).
+    served_model: str = HYBRID
 
 
 def load_report_inputs(
@@ -80,26 +82,35 @@ def load_report_inputs(
     images = {path.stem: path.read_bytes() for path in sorted(eda_dir.glob("*.png"))}
     bias = read_json(metrics_dir / "bias.json")
     serve = params.bias.serve if params else "chosen"
+    served = _served_model(params, offline)
     return ReportInputs(
         offline=offline,
         k=params.evaluate.primary_k if params else 10,
         groups=params.evaluate.groups if params else ("niche", "medium", "mainstream"),
         eda_images=images,
         bias=bias,
-        served_strength=served_strength(bias, serve) if bias else 0.0,
+        served_strength=served_strength(bias, serve) if bias and measured_model(bias) == served else 0.0,
+        served_model=served,
         drift=read_json(monitoring_dir / "drift.json"),
         items="songs" if params is not None and item_kind(params.model_dump()) == "track" else "artists",
         ratings=ratings,
     )
 
 
-def comparison_figure(models: Mapping[str, Mapping[str, float]], k: int) -> Figure:
-    """Bars of nDCG@k and hit rate@k per model, the served model highlighted."""
+def _served_model(params: Params | None, offline: Mapping[str, Any]) -> str:
+    """The run's challenger (:func:`recsys.specs.challenger_model`) when the report measured it, else the
+    hybrid."""
+    name = challenger_model(params) if params is not None else HYBRID
+    return name if name in offline.get("models", {}) else HYBRID
+
+
+def comparison_figure(models: Mapping[str, Mapping[str, float]], k: int, served: str = HYBRID) -> Figure:
+    """Bars of nDCG@k and hit rate@k per model, the ``served`` model highlighted."""
     names = ordered_models(models)
     fig = Figure(figsize=(8, 4), layout="constrained")
     for ax, metric in zip(fig.subplots(1, 2), (f"ndcg@{k}", f"hit_rate@{k}"), strict=True):
         values = [float(models[name].get(metric, 0.0)) for name in names]
-        colours = ["#3b6ea5" if name == HYBRID else "#b0b7c0" for name in names]
+        colours = ["#3b6ea5" if name == served else "#b0b7c0" for name in names]
         ax.barh([label(name) for name in names], values, color=colours)
         ax.invert_yaxis()
         ax.set_title(metric)
@@ -158,7 +169,7 @@ def tradeoff_figure(bias: Mapping[str, Any]) -> Figure:
 def plain_summary(inputs: ReportInputs) -> list[str]:
     """Short paragraphs for non-technical readers: what, how good, who is served less well, what we do."""
     k, models, items = inputs.k, inputs.offline["models"], inputs.items
-    ours, popular = models[HYBRID], models.get(MOST_POPULAR)
+    ours, popular = models[inputs.served_model], models.get(MOST_POPULAR)
     paragraphs = [
         f"<b>What it does.</b> The system suggests music {items} to each listener, from what they and "
         f"similar listeners play and from descriptions of the {items} (tags, sound, genre). It can also "
@@ -179,19 +190,20 @@ def plain_summary(inputs: ReportInputs) -> list[str]:
             good += f"; our ranking quality (nDCG) is {times:.1f} times as high"
         good += "."
     paragraphs.append(good)
-    hybrid_groups = inputs.offline.get("groups", {}).get(HYBRID, {})
+    served_groups = inputs.offline.get("groups", {}).get(inputs.served_model, {})
     if (
-        "niche" in hybrid_groups
-        and "mainstream" in hybrid_groups
-        and hybrid_groups["mainstream"][f"ndcg@{k}"] > 0
+        "niche" in served_groups
+        and "mainstream" in served_groups
+        and served_groups["mainstream"][f"ndcg@{k}"] > 0
     ):
-        niche, main = hybrid_groups["niche"][f"ndcg@{k}"], hybrid_groups["mainstream"][f"ndcg@{k}"]
+        niche, main = served_groups["niche"][f"ndcg@{k}"], served_groups["mainstream"][f"ndcg@{k}"]
         paragraphs.append(
             "<b>Who it serves less well.</b> Listeners with niche taste: their ranking quality is "
             f"{niche / main:.0%} of that of listeners with mainstream taste."
             + _niche_lift(inputs.bias, items)
         )
-    paragraphs.append("<b>What we do about it.</b> " + _mitigation_sentence(inputs.bias, items))
+    served_bias = inputs.bias if inputs.bias and measured_model(inputs.bias) == inputs.served_model else None
+    paragraphs.append("<b>What we do about it.</b> " + _mitigation_sentence(served_bias, items))
     return paragraphs
 
 
@@ -211,7 +223,19 @@ def _mitigation_sentence(bias: Mapping[str, Any] | None, items: str = "artists")
     )
     if not bias:
         return base + f" The effect of re-ranking towards less popular {items} is not measured yet."
-    chosen = bias["chosen"]
+    chosen, served = bias["chosen"], (bias.get("mitigation") or {}).get("served")
+    if served == "calibration":
+        return base + (
+            f" Each listener's suggestions keep the genre mix of their own listening (calibrated re-ranking, "
+            f"strength {bias['mitigation']['strength']:g}): chosen because it serves listeners with niche "
+            "taste better for a small cost in accuracy."
+        )
+    if served == "none":
+        return base + (
+            f" We measured re-ranking towards less popular {items} and towards each listener's genre mix: "
+            "neither served listeners with niche taste better within the accuracy we allow, so suggestions "
+            "are shown as the model ranks them."
+        )
     if chosen["strength"] == 0:
         return base + (
             f" We measured re-ranking towards less popular {items} (chart below): every strength cost more "
@@ -236,7 +260,9 @@ def models_section(inputs: ReportInputs) -> str:
         ]
         for n in ordered_models(models)
     ]
-    chart = figure_html(figure_png(comparison_figure(models, k)), "Model comparison on the test split")
+    chart = figure_html(
+        figure_png(comparison_figure(models, k, inputs.served_model)), "Model comparison on the test split"
+    )
     return "<h2>Models compared</h2>" + html_table(header, rows) + chart
 
 

@@ -10,7 +10,12 @@ import pytest
 
 from recsys.config import Params
 from recsys.errors import DataError
-from recsys.reporting.card_sections import fairness_section, mitigation_section, results_section
+from recsys.reporting.card_sections import (
+    fairness_section,
+    mitigation_section,
+    results_section,
+    served_model_section,
+)
 from recsys.reporting.formatting import fmt, pct
 from recsys.reporting.model_card import CardInputs, load_card_inputs, render_model_card, write_model_card
 from tests.helpers import PROJECT_ROOT
@@ -185,6 +190,31 @@ def test_the_fairness_summary_says_which_way_the_gap_goes() -> None:
     assert "serves niche listeners less well" in fairness_section(offline, 10, ("niche", "mainstream"))
 
 
+def test_the_card_says_which_model_listeners_get_and_why() -> None:
+    offline = tiny_offline()
+    offline["models"]["ranker"] = _metrics(1.0)
+    offline["groups"]["ranker"] = {g: _metrics(0.9) for g in GROUPS}  # niche = mainstream: ratio 1
+    bias = tiny_bias() | {"model": "ranker", "mitigation": {"served": "calibration"}}
+    section = served_model_section(offline, bias, "ranker", 10)
+    ours, hybrid = offline["models"]["ranker"]["ndcg@10"], offline["models"]["lightfm_hybrid"]["ndcg@10"]
+    hybrid_ratio = (
+        offline["groups"]["lightfm_hybrid"]["niche"]["ndcg@10"]
+        / (offline["groups"]["lightfm_hybrid"]["mainstream"]["ndcg@10"])
+    )
+    assert f"nDCG@10 {fmt(ours)} against the hybrid's {fmt(hybrid)} ({ours / hybrid - 1:+.1%})" in section
+    assert f"niche / mainstream nDCG@10 1.000 against {hybrid_ratio:.3f}" in section
+    assert "served with (calibration) was chosen on its own lists" in section
+    # A report of another model's lists: the ranker is served unmitigated, and the card says so.
+    other = bias | {"model": "lightfm_hybrid"}
+    assert "Served unmitigated" in served_model_section(offline, other, "ranker", 10)
+    assert "Served unmitigated (`bias.serve: off`)" in served_model_section(
+        offline, bias, "ranker", 10, "off"
+    )
+    # The hybrid served: the fairness section already speaks of it.
+    assert served_model_section(offline, bias, "lightfm_hybrid", 10) == ""
+    assert "Measured on the two-stage ranker (LightGBM)'s lists." in mitigation_section(bias)
+
+
 def test_a_run_whose_models_find_nothing_still_gets_its_card_report_and_deck() -> None:
     """Found by the newcomer test: songs trained for seconds score 0 everywhere, and a ratio of two
     zeros ended the training flow with a ZeroDivisionError."""
@@ -229,7 +259,7 @@ def test_the_card_gives_every_lead_with_its_interval_and_names_the_closest() -> 
         },
     }
     section = results_section(offline, 10)
-    assert "LightFM hybrid (served) leads on ndcg@10 by (95 % interval)" in section
+    assert "LightFM hybrid leads on ndcg@10 by (95 % interval)" in section
     assert "| reference |" in section
     assert "+4.2 % [-0.4 %, +8.3 %]" in section and "+257.1 % [+236.6 %, +279.9 %]" in section
     # The closest competitor in words, and whether its interval excludes zero.
@@ -276,12 +306,17 @@ def test_the_card_says_what_the_ranker_does_within_a_session(
 ) -> None:
     from recsys.reporting.model_card import _session_section
 
-    text = _session_section(Params.model_validate({"train": {"ranker": settings}}), ranker=True)
+    on = {"session": {"ranker_features": True}}
+    text = _session_section(Params.model_validate({"train": {"ranker": settings}} | on), ranker=True)
     if says is None:
         assert "two-stage ranker" not in text
     else:
         assert says in text
         # A run without a ranker says nothing of it.
         assert "two-stage ranker" not in _session_section(
-            Params.model_validate({"train": {"ranker": settings}})
+            Params.model_validate({"train": {"ranker": settings}} | on)
         )
+    # Served without its session features (the default): it keeps its order, and the card says why.
+    default = _session_section(Params.model_validate({"train": {"ranker": settings}}), ranker=True)
+    if settings.get("enabled", True):
+        assert "keeps its order within a session" in default

@@ -112,6 +112,13 @@ def test_a_promotion_says_what_is_served_and_a_stronger_baseline_is_pointed_out(
     assert "note: AUC below 0.5 (ease 0.24): these models rank a held-out item below a random one" in (
         summary_table(below)
     )
+    # The served line names the model served: a ranker champion calibrated (found in a real run's summary).
+    ranker = a_run(promote=True)
+    ranker["decision"] |= {"model": "ranker", "served": {"strength": 0.0, "ndcg@10": 0.2615}}
+    ranker["decision"]["served"]["calibration"] = {"strength": 0.1}
+    assert "served: ranker calibrated to each listener's genre mix (strength 0.1) (ndcg@10 0.2615" in (
+        summary_table(ranker)
+    )
 
 
 def test_a_kept_champion_packages_nothing_and_says_how_to_test_the_challenger_anyway() -> None:

@@ -12,11 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from recsys.columns import Col
+from recsys.config import load_params
 from recsys.reporting.catalogue_map import UNKNOWN, catalogue_map, load_map, map_figure, one_map_figure
 from recsys.reporting.formatting import fmt
 from recsys.reporting.html_parts import figure_png
 from recsys.reporting.slides import render_slides
 from recsys.reporting.stakeholder import ReportInputs
+from recsys.specs import HYBRID, challenger_model
 from recsys.stages import training_inputs
 from tests.helpers import build_project
 from tests.reporting.test_model_card import tiny_bias, tiny_offline
@@ -98,15 +100,36 @@ def test_the_decks_map_is_one_large_plot_with_a_sentence_and_the_served_number_i
     inputs = ReportInputs(offline=offline, bias=bias, catalogue_map=figure_png(figure), items="songs")
     page = render_slides(inputs)
     assert "Each dot is one of the songs" in page and "Look for the dark areas" in page
-    assert "Listeners get the hybrid re-ranked" not in page  # nothing is re-ranked: nothing to tell apart
+    assert "re-ranked against popularity" not in page  # nothing is re-ranked: nothing to tell apart
     served = render_slides(
         ReportInputs(offline=offline, bias=bias, served_strength=bias["chosen"]["strength"])
     )
     chosen = bias["chosen"]
     assert (
-        f"Listeners get the hybrid re-ranked against popularity (strength {chosen['strength']:g}): "
+        f"Listeners get the LightFM hybrid re-ranked against popularity (strength {chosen['strength']:g}): "
         f"nDCG@10 {fmt(chosen['ndcg@10'])}"
     ) in served
+    # A ranker served calibrated: the deck names it, and its own numbers, not the hybrid's.
+    offline["models"]["ranker"] = offline["models"]["lightfm_hybrid"] | {"ndcg@10": 0.4321}
+    calibrated = bias | {
+        "model": "ranker",
+        "mitigation": {
+            "served": "calibration",
+            "strength": 0.1,
+            "served_metrics": {"metrics": {"ndcg@10": 0.4}},
+        },
+    }
+    deck = render_slides(ReportInputs(offline=offline, bias=calibrated, served_model="ranker"))
+    assert "model: two-stage ranker (LightGBM)" in deck
+    # A report of the hybrid's lists says nothing of how the ranker is served.
+    other = render_slides(
+        ReportInputs(offline=offline, bias=calibrated | {"model": HYBRID}, served_model="ranker")
+    )
+    assert "lists calibrated" not in other
+    assert "two-stage ranker (LightGBM): nDCG@10 0.4321" in deck
+    assert "Listeners get the two-stage ranker (LightGBM)&#x27;s lists calibrated" in deck or (
+        "Listeners get the two-stage ranker (LightGBM)'s lists calibrated" in deck
+    )
 
 
 def test_recsys_report_slides_writes_the_deck_from_the_project(
@@ -146,8 +169,11 @@ def test_the_deck_of_the_committed_run_quotes_metrics_as_they_are() -> None:
     page = render_slides(inputs)
     offline = json.loads((PROJECT_ROOT / "metrics" / "offline.json").read_text(encoding="utf-8"))
     bias = json.loads((PROJECT_ROOT / "metrics" / "bias.json").read_text(encoding="utf-8"))
-    hybrid, popular = offline["models"]["lightfm_hybrid"], offline["models"]["most_popular"]
-    assert f"nDCG@10 {fmt(hybrid['ndcg@10'])}" in page and fmt(popular["ndcg@10"]) in page
+    # The deck speaks of the model listeners get: the run's challenger (the ranker on artists).
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    assert inputs.served_model == challenger_model(params) == bias["model"]
+    served, popular = offline["models"][inputs.served_model], offline["models"]["most_popular"]
+    assert f"nDCG@10 {fmt(served['ndcg@10'])}" in page and fmt(popular["ndcg@10"]) in page
     assert f"strength {bias['chosen']['strength']:g}" in page
     for name, value in offline["protocol"]["sizes"].items():
         assert f"{name.replace('_', ' ')}: {fmt(value)}" in page

@@ -15,6 +15,7 @@ from recsys.errors import DataError
 from recsys.reporting.formatting import fmt, pct
 from recsys.reporting.html_parts import figure_png
 from recsys.reporting.stakeholder import load_report_inputs, render_report, write_report
+from recsys.specs import HYBRID
 from tests.reporting.test_model_card import tiny_bias, tiny_offline
 
 IMG = 'src="data:image/png;base64,'
@@ -201,3 +202,20 @@ def test_the_report_shows_the_lead_with_its_interval_and_what_the_ranker_leans_o
     # Features by their share of the gain, largest first.
     assert html.index("lightfm_hybrid_rank") < html.index("content_z") < html.index("als_rank")
     assert "<td>60.0 %</td>" in html and "<td>0.6500</td>" in html
+
+
+def test_the_plain_words_say_how_the_served_model_is_mitigated() -> None:
+    from recsys.reporting.stakeholder import ReportInputs, plain_summary
+
+    offline = tiny_offline()
+    offline["models"]["ranker"] = offline["models"]["lightfm_hybrid"]
+    calibrated = tiny_bias() | {"model": "ranker", "mitigation": {"served": "calibration", "strength": 0.1}}
+    words = " ".join(plain_summary(ReportInputs(offline=offline, bias=calibrated, served_model="ranker")))
+    assert "keep the genre mix of their own listening (calibrated re-ranking, strength 0.1)" in words
+    assert "re-ranked towards less popular" not in words  # the popularity curve's pick is not what is served
+    none = calibrated | {"mitigation": {"served": "none", "strength": 0.0}}
+    words = " ".join(plain_summary(ReportInputs(offline=offline, bias=none, served_model="ranker")))
+    assert "shown as the model ranks them" in words
+    # Measured on another model: nothing is claimed about how this one is served.
+    other = " ".join(plain_summary(ReportInputs(offline=offline, bias=calibrated, served_model=HYBRID)))
+    assert "calibrated re-ranking" not in other and "not measured yet" in other
