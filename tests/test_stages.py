@@ -130,6 +130,8 @@ def test_the_bias_stage_measures_the_runs_challenger(run: dict[str, Any], tmp_pa
     unmitigated = {row["strength"]: row for row in report["strengths"]}[0.0]
     assert run["bias"]["model"] == HYBRID and report["model"] == RANKER
     # Its curve starts at the ranker's own offline metrics, not the hybrid's: it measured the ranker's lists.
+    ours, hybrid = offline["models"][RANKER], offline["models"][HYBRID]
+    assert (ours["ndcg@10"], ours["recall@10"]) != pytest.approx((hybrid["ndcg@10"], hybrid["recall@10"]))
     assert unmitigated["ndcg@10"] == pytest.approx(offline["models"][RANKER]["ndcg@10"])
     assert unmitigated["recall@10"] == pytest.approx(offline["models"][RANKER]["recall@10"])
     assert json.loads((tmp_path / "m" / "bias.json").read_text(encoding="utf-8"))["model"] == RANKER

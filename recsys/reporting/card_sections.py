@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from recsys.offline.bias import measured_model
 from recsys.reporting.formatting import (
     fmt,
     label,
@@ -124,7 +125,7 @@ def served_model_section(
     if None not in ratios:
         why += f", niche / mainstream nDCG@{k} {ratios[0]:.3f} against {ratios[1]:.3f}"
     mitigation = (bias or {}).get("mitigation") or {}
-    measured = (bias or {}).get("model") == served and mitigation.get("served")
+    measured = bool(bias) and measured_model(bias or {}) == served and mitigation.get("served")
     if serve != "chosen":
         how = f"Served unmitigated (`bias.serve: {serve}`)."
     elif measured:

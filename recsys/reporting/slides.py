@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from recsys.io import write_text
-from recsys.offline.bias import measured_model
 from recsys.reporting.formatting import fmt, label, pct
 from recsys.reporting.html_parts import figure_html, figure_png
 from recsys.reporting.ratings import ratings_section
@@ -102,11 +101,7 @@ def _results_html(inputs: ReportInputs) -> str:
             f"(strength {inputs.served_strength:g}): nDCG@{k} {fmt(chosen[f'ndcg@{k}'])}, a small cost "
             "for more little-known music (next slides).</p>"
         )
-    elif (
-        mitigation.get("served") == "calibration"
-        and f"ndcg@{k}" in calibrated
-        and measured_model(inputs.bias or {}) == inputs.served_model
-    ):
+    elif inputs.served_bias and mitigation.get("served") == "calibration" and f"ndcg@{k}" in calibrated:
         lines.append(
             f"<p>These are the models as trained. Listeners get the {served}'s lists calibrated to each "
             f"listener's own genre mix (strength {mitigation['strength']:g}): nDCG@{k} "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,11 @@ class ReportInputs:
     # The model known listeners get (gate.challenger when the run trained it, else the hybrid).
     served_model: str = HYBRID
 
+    @property
+    def served_bias(self) -> Mapping[str, Any] | None:
+        """``bias`` when it measured the served model (its mitigation is the one served), else None."""
+        return self.bias if self.bias and measured_model(self.bias) == self.served_model else None
+
 
 def load_report_inputs(
     params_path: Path = PARAMS_FILE,
@@ -82,19 +87,19 @@ def load_report_inputs(
     images = {path.stem: path.read_bytes() for path in sorted(eda_dir.glob("*.png"))}
     bias = read_json(metrics_dir / "bias.json")
     serve = params.bias.serve if params else "chosen"
-    served = _served_model(params, offline)
-    return ReportInputs(
+    inputs = ReportInputs(
         offline=offline,
         k=params.evaluate.primary_k if params else 10,
         groups=params.evaluate.groups if params else ("niche", "medium", "mainstream"),
         eda_images=images,
         bias=bias,
-        served_strength=served_strength(bias, serve) if bias and measured_model(bias) == served else 0.0,
-        served_model=served,
+        served_model=_served_model(params, offline),
         drift=read_json(monitoring_dir / "drift.json"),
         items="songs" if params is not None and item_kind(params.model_dump()) == "track" else "artists",
         ratings=ratings,
     )
+    served = inputs.served_bias
+    return replace(inputs, served_strength=served_strength(served, serve) if served else 0.0)
 
 
 def _served_model(params: Params | None, offline: Mapping[str, Any]) -> str:
@@ -202,8 +207,7 @@ def plain_summary(inputs: ReportInputs) -> list[str]:
             f"{niche / main:.0%} of that of listeners with mainstream taste."
             + _niche_lift(inputs.bias, items)
         )
-    served_bias = inputs.bias if inputs.bias and measured_model(inputs.bias) == inputs.served_model else None
-    paragraphs.append("<b>What we do about it.</b> " + _mitigation_sentence(served_bias, items))
+    paragraphs.append("<b>What we do about it.</b> " + _mitigation_sentence(inputs.served_bias, items))
     return paragraphs
 
 

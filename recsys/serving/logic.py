@@ -142,12 +142,8 @@ def new_listener(
     # More candidates than shown, so that every favourite can explain one of the k (state.every_favourite).
     shown = request.k * CANDIDATES_PER_SLOT
     # The hybrid's own list: mitigated as packaged only when the hybrid is the served model.
-    mitigated = state.mitigates_hybrid
-    indices, scores = state.rank(vector, state.depth(shown), np.concatenate(excluded), allowed, mitigated)
-    if mitigated:
-        indices, scores = state.calibrated(favourites, indices, scores, shown)
-    else:
-        indices, scores = indices[:shown], scores[:shown]
+    indices, scores = state.rank(vector, state.depth(shown), np.concatenate(excluded), allowed)
+    indices, scores = state.calibrated(favourites, indices, scores, shown, hybrid=True)
     indices, scores, anchors = state.every_favourite(indices, scores, favourites, request.k)
     items = state.items(indices, scores, state.tag_profile(favourites), favourites, anchors)
     answer = _answer(state, request.user_id, items, cold_start=False)

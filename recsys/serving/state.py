@@ -307,11 +307,13 @@ class ServingState:
         return max(k, self.calibration.candidates) if self.calibration is not None else k
 
     def calibrated(
-        self, history: np.ndarray, indices: np.ndarray, scores: np.ndarray, k: int
+        self, history: np.ndarray, indices: np.ndarray, scores: np.ndarray, k: int, hybrid: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` of the ranked ``indices`` a calibrated model serves to a listener of ``history`` (its
-        genre mix kept, :mod:`recsys.offline.calibration`); the first ``k`` when not calibrated."""
-        if self.calibration is None or self._categories is None or len(indices) <= 1:
+        genre mix kept, :mod:`recsys.offline.calibration`); the first ``k`` when not calibrated, or for the
+        ``hybrid``'s own list beside a ranker (:attr:`mitigates_hybrid`)."""
+        beside_ranker = hybrid and not self.mitigates_hybrid
+        if self.calibration is None or self._categories is None or len(indices) <= 1 or beside_ranker:
             return indices[:k], scores[:k]
         chosen = self.calibration.order(indices, scores, self._categories, history, k)
         position = {int(item): row for row, item in enumerate(indices.tolist())}
@@ -413,18 +415,14 @@ class ServingState:
         return mask
 
     def rank(
-        self,
-        vector: np.ndarray,
-        k: int,
-        exclude: np.ndarray | None = None,
-        allowed: np.ndarray | None = None,
-        mitigated: bool = True,
+        self, vector: np.ndarray, k: int, exclude: np.ndarray | None = None, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` ``(indices, scores)`` of a scoring row; excluded and filtered-out items never appear.
+        """Top-``k`` ``(indices, scores)`` of a hybrid scoring row (a new listener's folded vector); excluded
+        and filtered-out items never appear.
 
-        Scores are popularity re-ranked first when ``bias_strength`` is positive (and ``mitigated``).
+        Scores are popularity re-ranked first when ``bias_strength`` is positive and :attr:`mitigates_hybrid`.
         """
-        return self.rank_scores(self.item_vectors @ vector, k, exclude, allowed, mitigated)
+        return self.rank_scores(self.item_vectors @ vector, k, exclude, allowed, self.mitigates_hybrid)
 
     @property
     def mitigates_hybrid(self) -> bool:
